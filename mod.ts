@@ -1,6 +1,158 @@
 /**
- * Building blocks of a layer-4 load balancer.
+ * mtlb: building blocks of a layer-4 load balancer that authenticates every
+ * client with mutual TLS, and the balancer built from them.
+ *
+ * - {@linkcode LeastConnPool}: least-connections choice among healthy upstreams,
+ *   with `Disposable` leases and a dial helper that fails over.
+ * - {@linkcode ClientLimiter}: per-client concurrent cap and token-bucket rate.
+ * - {@linkcode HealthProbe}: active and passive upstream health.
+ * - {@linkcode forward}: the byte forwarder between two sockets.
+ * - {@linkcode Balancer}: the mTLS server wiring them to a TOML policy.
+ *
+ * @example Least connections with a lease
+ * ```ts
+ * import { LeastConnPool } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const pool = new LeastConnPool(["127.0.0.1:7001", "127.0.0.1:7002"]);
+ * {
+ *   using first = pool.acquire();
+ *   using second = pool.acquire();
+ *   assert.notEqual(first.address, second.address);
+ * }
+ * assert.equal(pool.active("127.0.0.1:7001"), 0);
+ * ```
+ *
  * @module
  */
+export { formatHostPort, type HostPort, parseHostPort } from "./lib/address.ts";
+export {
+  type Admission,
+  type ClientLease,
+  ClientLimiter,
+  type ClientLimiterOptions,
+  ClientLimitError,
+  type ClientLimitErrorOptions,
+  type ClientLimitKind,
+  type ClientLimits,
+  type ConnectionRate,
+  type LimiterStore,
+  MemoryLimiterStore,
+} from "./lib/client_limiter.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
+export {
+  type AdminConfig,
+  type ClientConfig,
+  type ClientMatch,
+  type Config,
+  ConfigError,
+  type ConfigErrorOptions,
+  type GroupConfig,
+  type HealthConfig,
+  type LimitsConfig,
+  loadConfig,
+  loadTlsMaterial,
+  type LogConfig,
+  parseConfig,
+  type ParseConfigOptions,
+  type ServerConfig,
+  type TlsCertificateInfo,
+  type TlsConfig,
+  type TlsMaterial,
+  type UpstreamConfig,
+} from "./lib/config.ts";
+export { type Dialer, dialTcp } from "./lib/dial.ts";
 export { formatDuration, parseDuration } from "./lib/duration.ts";
+export {
+  forward,
+  type ForwardEndReason,
+  type ForwardOptions,
+  type ForwardResult,
+  type ForwardSocket,
+  type ForwardStats,
+} from "./lib/forward.ts";
+export { type HealthChange, HealthChangeEvent } from "./lib/health_event.ts";
+export {
+  type HealthCheck,
+  HealthCheckError,
+  type HealthCheckOptions,
+  type HealthCheckResult,
+  type HealthCheckSettings,
+  HealthProbe,
+  type HealthProbeOptions,
+  type HealthState,
+  type HealthTarget,
+  type PassiveFailureReason,
+  type ProbeFailureReason,
+  type ProbeReason,
+  type TargetHealth,
+  tcpCheck,
+} from "./lib/health_probe.ts";
+export {
+  type CertIdentity,
+  identityFromCertificate,
+  normalizeHex,
+  spkiSha256FromPem,
+} from "./lib/identity.ts";
+export {
+  type DialFailure,
+  type DialFailureReason,
+  LeastConnPool,
+  type LeastConnPoolOptions,
+  MemoryUpstreamCounts,
+  NoHealthyUpstreamError,
+  UpstreamConnectError,
+  type UpstreamConnection,
+  type UpstreamConnectOptions,
+  type UpstreamCounts,
+  type UpstreamLease,
+  type UpstreamSpec,
+  type UpstreamStatus,
+} from "./lib/least_conn_pool.ts";
+export {
+  checkPermissions,
+  permissionFlags,
+  type PermissionNeeds,
+  type PermissionReport,
+} from "./lib/permissions.ts";
+export {
+  type CertificateAuthority,
+  createCa,
+  type CreateCaOptions,
+  createIntermediateCa,
+  type DevPkiClient,
+  type DevPkiSummary,
+  type ExtendedKeyUsageName,
+  issueCertificate,
+  type IssueCertificateOptions,
+  type IssuedCertificate,
+  writeDevPki,
+  type WriteDevPkiOptions,
+} from "./lib/pki.ts";
+export {
+  type ClientRule,
+  type IdentifyDenial,
+  type IdentifyResult,
+  Policy,
+  type PolicyConfig,
+  type RouteDenial,
+  type RouteRequest,
+  type RouteResult,
+} from "./lib/policy.ts";
+export {
+  assertSupportedRuntime,
+  MIN_DENO_VERSION,
+  UnsupportedRuntimeError,
+} from "./lib/runtime.ts";
+export {
+  Balancer,
+  type BalancerCounters,
+  type BalancerOptions,
+  type ConnectionRecord,
+  type DenyReason,
+  type DenyRecord,
+  ECDH_CURVES,
+  type HandshakeErrorRecord,
+  LISTEN_BACKLOG,
+  type ListenerInfo,
+} from "./lib/server.ts";

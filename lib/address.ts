@@ -17,7 +17,7 @@ export interface HostPort {
  *
  * @example Usage
  * ```ts
- * import { parseHostPort } from "./address.ts";
+ * import { parseHostPort } from "@mtlb/mtlb";
  * import assert from "node:assert/strict";
  *
  * assert.deepEqual(parseHostPort("127.0.0.1:6379"), { hostname: "127.0.0.1", port: 6379 });
@@ -44,7 +44,7 @@ export function parseHostPort(text: string): HostPort {
  *
  * @example Usage
  * ```ts
- * import { formatHostPort } from "./address.ts";
+ * import { formatHostPort } from "@mtlb/mtlb";
  * import assert from "node:assert/strict";
  *
  * assert.equal(formatHostPort({ hostname: "::1", port: 443 }), "[::1]:443");

@@ -21,7 +21,7 @@ export type Dialer<S = Socket> = (address: HostPort, signal: AbortSignal) => Pro
  *
  * @example Usage
  * ```ts ignore
- * import { dialTcp } from "./dial.ts";
+ * import { dialTcp } from "@mtlb/mtlb";
  *
  * const socket = await dialTcp({ hostname: "127.0.0.1", port: 6379 }, AbortSignal.timeout(1000));
  * socket.end();

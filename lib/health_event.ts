@@ -22,7 +22,7 @@ export interface HealthChange {
  *
  * @example Usage
  * ```ts
- * import { HealthChangeEvent } from "./health_event.ts";
+ * import { HealthChangeEvent } from "@mtlb/mtlb";
  * import assert from "node:assert/strict";
  *
  * const target = new EventTarget();
