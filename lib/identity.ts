@@ -1,8 +1,29 @@
 /**
  * Client identity read from a verified X.509 certificate.
  *
+ * {@linkcode identityFromCertificate} runs once per accepted connection, so it reads
+ * the DER itself with a small, bounds-checked walker over the fields it needs (serial,
+ * subject CN, SubjectPublicKeyInfo, subjectAltName) and hashes the SPKI with
+ * `node:crypto`. Measured on Deno 2.9.6 with a P-256 client certificate: about 1 ms
+ * per certificate with `@peculiar/x509`, about 16 µs with `node:crypto`'s
+ * `X509Certificate`, and a few µs with the walker. `node:crypto` is not used for
+ * the names because its `subject` and `subjectAltName` are flat strings that Deno
+ * does not escape: a DNS name `a, URI:spiffe://x/admin` reads as two names there.
+ *
+ * Certificate identifiers in a policy (`serial`, `spki_sha256`) are hex as `openssl`
+ * prints it, and a configured value matches when both sides agree after the same
+ * normalization. {@linkcode CertIdentity.serial} is already in
+ * {@linkcode normalizeHex} form (lowercase, no colons, no leading zeros), so
+ * `normalizeHex(configured) === identity.serial`. {@linkcode CertIdentity.spkiSha256}
+ * is always the full 64 lowercase digits that `sha256sum` prints: a config reader
+ * either takes exactly 64 digits (colons and case ignored) and lowercases them, or
+ * applies {@linkcode normalizeHex} to both sides so leading zeros become optional
+ * too. Either is exact; dropping leading zero digits of a digest cannot make two
+ * different digests equal.
+ *
  * @module
  */
+import { createHash } from "node:crypto";
 
 /** What mtlb knows about a client from its certificate. */
 export interface CertIdentity {
@@ -16,4 +37,295 @@ export interface CertIdentity {
   sanUri: string[];
   /** DNS subject alternative names. */
   sanDns: string[];
+}
+
+const HEX_TEXT = /^[0-9a-f]+(?::[0-9a-f]+)*$/i;
+
+/**
+ * Canonicalizes a hex identifier from a config file or `openssl` output: trims
+ * surrounding whitespace, drops colons between digits, lowercases, and strips leading
+ * zeros (keeping a single `0` for zero). `openssl x509 -serial` prints `0A1B00`,
+ * `openssl x509 -text` prints `0a:1b:00`; both become `a1b00`.
+ *
+ * @example Usage
+ * ```ts
+ * import { normalizeHex } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(normalizeHex("0A:1b:00"), "a1b00");
+ * assert.equal(normalizeHex("00ff"), "ff");
+ * assert.equal(normalizeHex("0"), "0");
+ * assert.throws(() => normalizeHex("0x1f"), TypeError);
+ * ```
+ *
+ * @param text Hex digits, optionally separated by single colons.
+ * @returns Lowercase hex without colons or leading zeros.
+ * @throws {TypeError} When `text` is not a string of hex digits and colons, or is empty.
+ */
+export function normalizeHex(text: string): string {
+  const trimmed = typeof text === "string" ? text.trim() : "";
+  if (!HEX_TEXT.test(trimmed)) {
+    throw new TypeError(
+      `Cannot read hex: expected hex digits with optional colons, received ${JSON.stringify(text)}`,
+    );
+  }
+  const digits = trimmed.replaceAll(":", "").toLowerCase();
+  let start = 0;
+  while (start < digits.length - 1 && digits[start] === "0") start++;
+  return digits.slice(start);
+}
+
+/**
+ * Reads a client identity from a DER certificate, as `getPeerCertificate(true).raw`
+ * gives it. The certificate must already be verified: this checks structure, not
+ * signatures or validity. The CN is the first common name in the subject; SAN DNS
+ * names and URIs keep their certificate order.
+ *
+ * @example Usage
+ * ```ts
+ * import { identityFromCertificate } from "@mtlb/mtlb";
+ * import { createCa, issueCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const carol = await issueCertificate(ca, {
+ *   commonName: "carol",
+ *   kind: "client",
+ *   uris: ["spiffe://example.org/carol"],
+ * });
+ * const id = identityFromCertificate(carol.der);
+ * assert.equal(id.cn, "carol");
+ * assert.deepEqual(id.sanUri, ["spiffe://example.org/carol"]);
+ * assert.equal(id.serial, carol.serial);
+ * assert.equal(id.spkiSha256, carol.spkiSha256);
+ * ```
+ *
+ * @param der The certificate, DER.
+ * @returns Its SPKI digest, serial, CN and SAN URIs and DNS names.
+ * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
+ */
+export function identityFromCertificate(der: Uint8Array): CertIdentity {
+  if (!(der instanceof Uint8Array)) {
+    throw new TypeError("Cannot read certificate: expected DER bytes in a Uint8Array");
+  }
+  const cert = readTlv(der, 0, der.length, SEQUENCE);
+  if (cert.end !== der.length) fail("trailing bytes after the certificate");
+  const tbs = readTlv(der, cert.start, cert.end, SEQUENCE);
+  let field = readTlv(der, tbs.start, tbs.end);
+  if (field.tag === VERSION) field = readTlv(der, field.end, tbs.end);
+  expectTag(field, INTEGER, "serialNumber");
+  if (field.start === field.end) fail("empty serialNumber");
+  const serial = normalizeHex(toHex(der, field.start, field.end));
+  const signature = readTlv(der, field.end, tbs.end, SEQUENCE);
+  const issuer = readTlv(der, signature.end, tbs.end, SEQUENCE);
+  const validity = readTlv(der, issuer.end, tbs.end, SEQUENCE);
+  const subject = readTlv(der, validity.end, tbs.end, SEQUENCE);
+  const spki = readTlv(der, subject.end, tbs.end, SEQUENCE);
+  const identity: CertIdentity = {
+    spkiSha256: createHash("sha256").update(der.subarray(spki.header, spki.end)).digest("hex"),
+    serial,
+    sanUri: [],
+    sanDns: [],
+  };
+  const cn = firstCommonName(der, subject);
+  if (cn !== undefined) identity.cn = cn;
+  for (let at = spki.end; at < tbs.end;) {
+    const optional = readTlv(der, at, tbs.end);
+    if (optional.tag === EXTENSIONS) readSubjectAltNames(der, optional, identity);
+    at = optional.end;
+  }
+  return identity;
+}
+
+/**
+ * The SHA-256 of the SubjectPublicKeyInfo of the first certificate in a PEM text, as
+ * a policy's `spki_sha256` wants it. Equal to
+ * `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`.
+ *
+ * @example Usage
+ * ```ts
+ * import { spkiSha256FromPem } from "@mtlb/mtlb";
+ * import { createCa, issueCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const alice = await issueCertificate(ca, { commonName: "alice", kind: "client" });
+ * assert.equal(spkiSha256FromPem(alice.certPem), alice.spkiSha256);
+ * ```
+ *
+ * @param pem One or more PEM certificates; the first is used.
+ * @returns 64 lowercase hex digits.
+ * @throws {TypeError} When there is no well-formed certificate in `pem`.
+ */
+export function spkiSha256FromPem(pem: string): string {
+  const match = typeof pem === "string" ? PEM_CERTIFICATE.exec(pem) : null;
+  if (match === null) {
+    throw new TypeError('Cannot read certificate: no "BEGIN CERTIFICATE" block found');
+  }
+  let binary: string;
+  try {
+    binary = atob(match[1]!.replace(/\s+/g, ""));
+  } catch (cause) {
+    throw new TypeError("Cannot read certificate: the PEM block is not base64", { cause });
+  }
+  return identityFromCertificate(Uint8Array.from(binary, (c) => c.charCodeAt(0))).spkiSha256;
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*)-----END CERTIFICATE-----/;
+
+// DER tags used below (X.690; RFC 5280 for the context-specific ones).
+const BOOLEAN = 0x01;
+const INTEGER = 0x02;
+const OCTET_STRING = 0x04;
+const OID = 0x06;
+const SEQUENCE = 0x30;
+const SET = 0x31;
+const VERSION = 0xa0; // [0] EXPLICIT Version
+const EXTENSIONS = 0xa3; // [3] EXPLICIT Extensions
+const SAN_DNS = 0x82; // GeneralName [2] IMPLICIT IA5String
+const SAN_URI = 0x86; // GeneralName [6] IMPLICIT IA5String
+/** 2.5.4.3 id-at-commonName, encoded. */
+const OID_COMMON_NAME = [0x55, 0x04, 0x03];
+/** 2.5.29.17 id-ce-subjectAltName, encoded. */
+const OID_SUBJECT_ALT_NAME = [0x55, 0x1d, 0x11];
+
+/** A DER element: `header` is where its tag starts, `start`..`end` its contents. */
+interface Tlv {
+  tag: number;
+  header: number;
+  start: number;
+  end: number;
+}
+
+function fail(detail: string): never {
+  throw new TypeError(`Cannot read certificate: malformed DER, ${detail}`);
+}
+
+function readTlv(der: Uint8Array, at: number, limit: number, tag?: number): Tlv {
+  if (at + 2 > limit) fail(`element truncated at offset ${at}`);
+  const found = der[at]!;
+  if ((found & 0x1f) === 0x1f) fail(`multi-byte tag at offset ${at}`);
+  let length = der[at + 1]!;
+  let start = at + 2;
+  if (length & 0x80) {
+    const octets = length & 0x7f;
+    if (octets === 0 || octets > 4) fail(`unsupported length form at offset ${at}`);
+    if (start + octets > limit) fail(`length truncated at offset ${at}`);
+    length = 0;
+    for (let i = 0; i < octets; i++) length = length * 256 + der[start + i]!;
+    start += octets;
+  }
+  const end = start + length;
+  if (end > limit) fail(`element at offset ${at} overruns its parent`);
+  const tlv = { tag: found, header: at, start, end };
+  if (tag !== undefined) expectTag(tlv, tag, `element at offset ${at}`);
+  return tlv;
+}
+
+function expectTag(tlv: Tlv, tag: number, what: string): void {
+  if (tlv.tag !== tag) {
+    fail(`${what} has tag 0x${tlv.tag.toString(16)}, expected 0x${tag.toString(16)}`);
+  }
+}
+
+function isOid(der: Uint8Array, tlv: Tlv, oid: readonly number[]): boolean {
+  if (tlv.tag !== OID || tlv.end - tlv.start !== oid.length) return false;
+  for (let i = 0; i < oid.length; i++) if (der[tlv.start + i] !== oid[i]) return false;
+  return true;
+}
+
+/** Returns the first CN of a Name: SEQUENCE OF SET OF SEQUENCE { type, value }. */
+function firstCommonName(der: Uint8Array, name: Tlv): string | undefined {
+  for (let at = name.start; at < name.end;) {
+    const rdn = readTlv(der, at, name.end, SET);
+    for (let inner = rdn.start; inner < rdn.end;) {
+      const attribute = readTlv(der, inner, rdn.end, SEQUENCE);
+      const type = readTlv(der, attribute.start, attribute.end, OID);
+      if (isOid(der, type, OID_COMMON_NAME)) {
+        return decodeString(der, readTlv(der, type.end, attribute.end));
+      }
+      inner = attribute.end;
+    }
+    at = rdn.end;
+  }
+  return undefined;
+}
+
+/** Reads subjectAltName from `[3] { SEQUENCE OF Extension }` into `identity`. */
+function readSubjectAltNames(der: Uint8Array, wrapper: Tlv, identity: CertIdentity): void {
+  const list = readTlv(der, wrapper.start, wrapper.end, SEQUENCE);
+  let seen = false;
+  for (let at = list.start; at < list.end;) {
+    const extension = readTlv(der, at, list.end, SEQUENCE);
+    at = extension.end;
+    const id = readTlv(der, extension.start, extension.end, OID);
+    if (!isOid(der, id, OID_SUBJECT_ALT_NAME)) continue;
+    // RFC 5280, section 4.2: an extension appears at most once.
+    if (seen) fail("repeated subjectAltName extension");
+    seen = true;
+    let value = readTlv(der, id.end, extension.end);
+    if (value.tag === BOOLEAN) value = readTlv(der, value.end, extension.end);
+    expectTag(value, OCTET_STRING, "extnValue");
+    const names = readTlv(der, value.start, value.end, SEQUENCE);
+    for (let inner = names.start; inner < names.end;) {
+      const name = readTlv(der, inner, names.end);
+      if (name.tag === SAN_DNS) identity.sanDns.push(decodeIa5(der, name));
+      else if (name.tag === SAN_URI) identity.sanUri.push(decodeIa5(der, name));
+      inner = name.end;
+    }
+  }
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+const UTF16BE = new TextDecoder("utf-16be", { fatal: true });
+
+function decodeIa5(der: Uint8Array, tlv: Tlv): string {
+  let text = "";
+  for (let i = tlv.start; i < tlv.end; i++) {
+    const byte = der[i]!;
+    if (byte > 0x7f) fail(`non-ASCII byte in IA5String at offset ${i}`);
+    text += String.fromCharCode(byte);
+  }
+  return text;
+}
+
+/** Decodes a DirectoryString (and IA5String, which some CAs use for CN). */
+function decodeString(der: Uint8Array, tlv: Tlv): string {
+  const bytes = der.subarray(tlv.start, tlv.end);
+  try {
+    switch (tlv.tag) {
+      case 0x0c: // UTF8String
+        return UTF8.decode(bytes);
+      case 0x13: // PrintableString
+      case 0x16: // IA5String
+        return decodeIa5(der, tlv);
+      case 0x14: // TeletexString: read as Latin-1, as OpenSSL and Go do
+        return String.fromCharCode(...bytes);
+      case 0x1e: // BMPString
+        return UTF16BE.decode(bytes);
+      case 0x1c: { // UniversalString
+        if (bytes.length % 4 !== 0) fail("UniversalString length is not a multiple of 4");
+        const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        let text = "";
+        for (let i = 0; i < bytes.length; i += 4) text += String.fromCodePoint(view.getUint32(i));
+        return text;
+      }
+    }
+  } catch (cause) {
+    if (cause instanceof TypeError && cause.message.startsWith("Cannot read certificate")) {
+      throw cause;
+    }
+    throw new TypeError(`Cannot read certificate: undecodable string at offset ${tlv.header}`, {
+      cause,
+    });
+  }
+  return fail(`unsupported string tag 0x${tlv.tag.toString(16)} at offset ${tlv.header}`);
+}
+
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function toHex(der: Uint8Array, start: number, end: number): string {
+  let hex = "";
+  for (let i = start; i < end; i++) hex += HEX_BYTES[der[i]!];
+  return hex;
 }

@@ -1,0 +1,1247 @@
+/**
+ * The mtlb configuration file: TOML in, a typed and validated {@linkcode Config} out.
+ *
+ * {@linkcode parseConfig} is pure and synchronous (tests, fuzzing, `check`);
+ * {@linkcode loadConfig} reads the file first; {@linkcode loadTlsMaterial} reads and
+ * checks the certificates a loaded config names. Every problem is a
+ * {@linkcode ConfigError} carrying the file, the key path and, where known, the line.
+ * Validation fails fast: the first problem found is reported.
+ *
+ * @module
+ */
+import { parse, TomlError } from "smol-toml";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
+import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import type { ConnectionRate } from "./client_limiter.ts";
+import { parseDuration } from "./duration.ts";
+import { normalizeHex } from "./identity.ts";
+
+/** The `[server]` section. Durations are milliseconds. */
+export interface ServerConfig {
+  /**
+   * Shared listener, `host:port`; optional when every group has its own.
+   *
+   * @default {undefined}
+   */
+  listen?: string;
+  /** Time allowed for the TLS handshake, ms (`handshake_timeout`, default `"5s"`). */
+  handshakeTimeout: number;
+  /** Time allowed to connect to an upstream, ms (`connect_timeout`, default `"3s"`). */
+  connectTimeout: number;
+  /** A connection idle this long both ways is closed, ms (`idle_timeout`, default `"15m"`). */
+  idleTimeout: number;
+  /** Time given to open connections on shutdown or reload, ms (`drain_timeout`, default `"30s"`). */
+  drainTimeout: number;
+  /**
+   * Worker count, at least 1.
+   *
+   * @default {undefined}
+   */
+  workers?: number;
+  /**
+   * Cap on concurrent connections for the whole server, at least 1.
+   *
+   * @default {undefined}
+   */
+  maxConnections?: number;
+}
+
+/** The `[tls]` section. Paths are resolved against the config file's folder. */
+export interface TlsConfig {
+  /** CA bundle that client certificates must chain to, PEM file path. */
+  ca: string;
+  /** Server certificate (chain), PEM file path. */
+  cert: string;
+  /** Server private key, PEM file path. */
+  key: string;
+  /** TLS 1.3 cipher suites in preference order (default AES-256-GCM, AES-128-GCM). */
+  ciphers: string[];
+  /**
+   * Certificate revocation list, PEM file path.
+   *
+   * @default {undefined}
+   */
+  crl?: string;
+}
+
+/** The `[limits]` section: defaults for every client. */
+export interface LimitsConfig {
+  /** Concurrent connections per client identity (`max_connections_per_client`, default 10). */
+  maxConnectionsPerClient: number;
+  /**
+   * New connections per client identity per window.
+   *
+   * @default {undefined}
+   */
+  connectionRate?: ConnectionRate;
+}
+
+/** Health check settings: the `[health]` section, or a group's effective settings. */
+export interface HealthConfig {
+  /** Time between probes, ms (default `"30s"`). */
+  interval: number;
+  /** Time allowed for one probe, ms (default `"1s"`). */
+  timeout: number;
+  /** Consecutive successes that mark an upstream healthy (default 1). */
+  rise: number;
+  /** Consecutive failures that mark an upstream unhealthy (default 1). */
+  fall: number;
+  /**
+   * Bytes to send after connecting; a plain TCP connect check without it.
+   *
+   * @default {undefined}
+   */
+  send?: string;
+  /**
+   * Bytes the reply must start with; with no `send`, a banner check.
+   *
+   * @default {undefined}
+   */
+  expect?: string;
+}
+
+/** One upstream of a group. */
+export interface UpstreamConfig {
+  /** `host:port`, port not 0. */
+  address: string;
+  /** Relative weight, 1 to 1000 (default 1). */
+  weight: number;
+}
+
+/** A `[groups.NAME]` table. */
+export interface GroupConfig {
+  /** The group name (the table key). */
+  name: string;
+  /** Upstreams, at least one, no duplicates. */
+  upstreams: UpstreamConfig[];
+  /**
+   * Dedicated listener, `host:port`.
+   *
+   * @default {undefined}
+   */
+  listen?: string;
+  /** Effective health settings: `[health]` overridden field by field by the group's `health`. */
+  health: HealthConfig;
+  /**
+   * PROXY protocol header sent to upstreams.
+   *
+   * @default {undefined}
+   */
+  proxyProtocol?: "v2";
+}
+
+/**
+ * How a client certificate is recognised; every given field must match.
+ * Hex fields are canonical: lowercase, no colons.
+ */
+export interface ClientMatch {
+  /** SHA-256 of the DER SubjectPublicKeyInfo, 64 hex digits. */
+  spkiSha256?: string;
+  /** Serial number, hex without leading zeros (`"0"` for zero). */
+  serial?: string;
+  /** Subject common name, exact. */
+  cn?: string;
+  /** A URI subject alternative name the certificate must carry (a SPIFFE ID, say). */
+  sanUri?: string;
+  /** A DNS subject alternative name the certificate must carry, lowercase. */
+  sanDns?: string;
+}
+
+/** A `[clients.NAME]` table. */
+export interface ClientConfig {
+  /** The client name (the table key). */
+  name: string;
+  /** How its certificate is recognised. */
+  match: ClientMatch;
+  /** Groups it may use, at least one, each defined under `[groups]`. */
+  groups: string[];
+  /**
+   * Concurrent connection cap overriding `limits.max_connections_per_client`.
+   *
+   * @default {undefined}
+   */
+  maxConnections?: number;
+  /**
+   * Rate limit overriding `limits.connection_rate`.
+   *
+   * @default {undefined}
+   */
+  connectionRate?: ConnectionRate;
+}
+
+/** The `[admin]` section. */
+export interface AdminConfig {
+  /**
+   * Admin endpoint listener, `host:port`.
+   *
+   * @default {undefined}
+   */
+  listen?: string;
+  /** Whether the admin endpoint may trigger a config reload (default false). */
+  allowReload: boolean;
+}
+
+/** The `[log]` section. */
+export interface LogConfig {
+  /** `"auto"` (text on a terminal, JSON lines otherwise), `"text"` or `"json"` (default auto). */
+  format: "auto" | "text" | "json";
+}
+
+/** A validated mtlb configuration. Field names are the TOML keys in camelCase. */
+export interface Config {
+  /** The config file this was read from, as given to {@linkcode parseConfig}. */
+  path: string;
+  /** `[server]`. */
+  server: ServerConfig;
+  /** `[tls]`. */
+  tls: TlsConfig;
+  /** `[limits]`. */
+  limits: LimitsConfig;
+  /** `[health]`: the defaults groups start from. */
+  health: HealthConfig;
+  /** `[groups.NAME]`, by name. */
+  groups: ReadonlyMap<string, GroupConfig>;
+  /** `[clients.NAME]`, by name. */
+  clients: ReadonlyMap<string, ClientConfig>;
+  /** `[admin]`. */
+  admin: AdminConfig;
+  /** `[log]`. */
+  log: LogConfig;
+}
+
+/** Where a {@linkcode ConfigError} comes from. */
+export interface ConfigErrorOptions extends ErrorOptions {
+  /** The config file. */
+  path: string;
+  /**
+   * Key path of the offending value, such as `groups.cache.upstreams[1]`.
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * 1-based line in the config file.
+   *
+   * @default {undefined}
+   */
+  line?: number;
+  /**
+   * 1-based column, for TOML syntax errors.
+   *
+   * @default {undefined}
+   */
+  column?: number;
+}
+
+/**
+ * A configuration that cannot be used: bad TOML, a bad value, an unknown key, an
+ * unreadable or mismatched certificate. The message reads
+ * `Cannot load config: FILE:LINE: "KEY" must be ..., received ...`.
+ *
+ * @example Usage
+ * ```ts
+ * import { ConfigError, parseConfig } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () => parseConfig("[server]\nlisten = 8443\n", { path: "lb.toml" }),
+ *   (e: unknown) => e instanceof ConfigError && e.key === "server.listen" && e.line === 2,
+ * );
+ * ```
+ */
+export class ConfigError extends Error {
+  /** The config file. */
+  readonly path: string;
+  /** Key path of the offending value, when one is to blame. */
+  readonly key: string | undefined;
+  /** 1-based line in the config file, when known. */
+  readonly line: number | undefined;
+  /** 1-based column, for TOML syntax errors. */
+  readonly column: number | undefined;
+  /** The message without the `Cannot load config: FILE:LINE:` prefix. */
+  readonly detail: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param detail What is wrong, such as `"tls.ca" must be a string, received 1`.
+   * @param options Where, and the cause.
+   */
+  constructor(detail: string, options: ConfigErrorOptions) {
+    let where = options.path;
+    if (options.line !== undefined) where += `:${options.line}`;
+    if (options.line !== undefined && options.column !== undefined) where += `:${options.column}`;
+    super(`Cannot load config: ${where}: ${detail}`, { cause: options.cause });
+    this.name = "ConfigError";
+    this.path = options.path;
+    this.key = options.key;
+    this.line = options.line;
+    this.column = options.column;
+    this.detail = detail;
+  }
+}
+
+/** Options for {@linkcode parseConfig}. */
+export interface ParseConfigOptions {
+  /** The file name used in errors and stored as {@linkcode Config.path}. */
+  path: string;
+  /**
+   * Folder that relative paths (`tls.ca`, `tls.cert`, `tls.key`, `tls.crl`) resolve against.
+   *
+   * @default {dirname(path)}
+   */
+  baseDir?: string;
+}
+
+const TLS13_CIPHERS: readonly string[] = [
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_CHACHA20_POLY1305_SHA256",
+];
+const DEFAULT_CIPHERS: readonly string[] = ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"];
+/** Longest delay a JavaScript timer honours (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const HEX_RE = /^[0-9a-fA-F]+(?::[0-9a-fA-F]+)*$/;
+const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns"] as const;
+const HEALTH_KEYS = ["interval", "timeout", "rise", "fall", "send", "expect"];
+
+/**
+ * Parses and validates config text. Pure: reads no files (certificates are checked
+ * by {@linkcode loadTlsMaterial}). Fails on the first problem found.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `
+ * [server]
+ * listen = "127.0.0.1:8443"
+ * [tls]
+ * ca = "certs/ca.crt"
+ * cert = "certs/server.crt"
+ * key = "certs/server.key"
+ * [groups.cache]
+ * upstreams = ["127.0.0.1:6379", { address = "127.0.0.1:6380", weight = 2 }]
+ * [clients.alice]
+ * match = { cn = "alice" }
+ * groups = ["cache"]
+ * `,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * );
+ * assert.equal(config.tls.ca, "/etc/mtlb/certs/ca.crt");
+ * assert.equal(config.server.idleTimeout, 15 * 60_000);
+ * assert.deepEqual(config.groups.get("cache")?.upstreams[1], { address: "127.0.0.1:6380", weight: 2 });
+ * ```
+ *
+ * @param text The TOML text.
+ * @param options The file name (for errors) and the folder relative paths resolve against.
+ * @returns The validated configuration, defaults filled in.
+ * @throws {ConfigError} When the text is not valid TOML or not a valid configuration.
+ */
+export function parseConfig(text: string, options: ParseConfigOptions): Config {
+  text = text.replace(/^\uFEFF/, "");
+  const r = new _Reader(text, options.path);
+  const baseDir = options.baseDir ?? dirname(options.path);
+  let doc: Table;
+  try {
+    doc = parse(text, { integersAsBigInt: true, maxDepth: 32 }) as Table;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split("\n")[0]! : String(error);
+    throw new ConfigError(`invalid TOML: ${reason.replace(/^Invalid TOML document: /, "")}`, {
+      path: options.path,
+      line: error instanceof TomlError ? error.line : undefined,
+      column: error instanceof TomlError ? error.column : undefined,
+      cause: error,
+    });
+  }
+  r.keys(doc, "", ["server", "tls", "limits", "health", "groups", "clients", "admin", "log"]);
+
+  const server = readServer(r, r.table(doc, "", "server", false));
+  const tls = readTls(r, r.table(doc, "", "tls", true), baseDir);
+  const limits = readLimits(r, r.table(doc, "", "limits", false));
+  const healthTable = r.table(doc, "", "health", false);
+  r.keys(healthTable, "health", HEALTH_KEYS);
+  const health = readHealth(r, healthTable, "health", {
+    interval: 30_000,
+    timeout: 1000,
+    rise: 1,
+    fall: 1,
+  });
+  const groups = readGroups(r, r.table(doc, "", "groups", true), health);
+  const clients = readClients(r, r.table(doc, "", "clients", false), groups);
+  const admin = readAdmin(r, r.table(doc, "", "admin", false));
+  const logTable = r.table(doc, "", "log", false);
+  r.keys(logTable, "log", ["format"]);
+  const format = r.oneOf(logTable, "log", "format", ["auto", "text", "json"] as const) ?? "auto";
+
+  checkListeners(r, server, groups, admin);
+  checkAmbiguousClients(r, clients);
+  return {
+    path: options.path,
+    server,
+    tls,
+    limits,
+    health,
+    groups,
+    clients,
+    admin,
+    log: { format },
+  };
+}
+
+/**
+ * Reads and validates a config file; relative paths in it resolve against its folder.
+ * Certificates are not read: see {@linkcode loadTlsMaterial}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig } from "@mtlb/mtlb";
+ *
+ * const config = await loadConfig("config/lb.toml");
+ * console.log([...config.groups.keys()]);
+ * ```
+ *
+ * @param path The config file.
+ * @returns The validated configuration; `path` is made absolute.
+ * @throws {ConfigError} When the file cannot be read or is not a valid configuration.
+ */
+export async function loadConfig(path: string): Promise<Config> {
+  const file = resolve(path);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    throw new ConfigError(`cannot read the file: ${errorMessage(error)}`, {
+      path: file,
+      cause: error,
+    });
+  }
+  return parseConfig(text, { path: file });
+}
+
+/** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
+export interface TlsCertificateInfo {
+  /** Which config key the certificate came from. */
+  key: "tls.ca" | "tls.cert";
+  /** Subject distinguished name, as node:crypto prints it. */
+  subject: string;
+  /** Start of validity. */
+  notBefore: Date;
+  /** End of validity. */
+  notAfter: Date;
+}
+
+/** The PEM texts a config's `[tls]` section names, checked. */
+export interface TlsMaterial {
+  /** CA bundle, PEM. */
+  ca: string;
+  /** Server certificate chain, PEM. */
+  cert: string;
+  /** Server private key, PEM. */
+  key: string;
+  /**
+   * Certificate revocation list, PEM.
+   *
+   * @default {undefined}
+   */
+  crl?: string;
+  /** Every certificate of `ca` and `cert`, in file order. */
+  certificates: TlsCertificateInfo[];
+}
+
+/**
+ * Reads the CA bundle, server certificate, private key and CRL a config names and
+ * checks them: each certificate parses, the key parses (unencrypted), and the first
+ * certificate of `tls.cert` belongs to the key. Expiry is reported, not judged.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ *
+ * const material = await loadTlsMaterial(await loadConfig("config/lb.toml"));
+ * for (const cert of material.certificates) console.log(cert.subject, cert.notAfter);
+ * ```
+ *
+ * @param config The config (its `path` is used in errors).
+ * @returns The PEM texts and certificate facts.
+ * @throws {ConfigError} With key `tls.ca`, `tls.cert`, `tls.key` or `tls.crl` when a file
+ *   cannot be read or parsed, or with key `tls.cert` when certificate and key do not match.
+ */
+export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
+  const fail = (key: string, detail: string, cause?: unknown): never => {
+    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, { path: config.path, key, cause });
+  };
+  const read = async (key: string, file: string): Promise<string> => {
+    try {
+      return await Deno.readTextFile(file);
+    } catch (error) {
+      return fail(
+        key,
+        `cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`,
+        error,
+      );
+    }
+  };
+  const certificates: TlsCertificateInfo[] = [];
+  const parseCerts = (key: "tls.ca" | "tls.cert", file: string, pem: string): X509Certificate[] => {
+    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) {
+      fail(key, `must hold PEM certificates, found none in ${JSON.stringify(file)}`);
+    }
+    return blocks.map((block, index) => {
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(block);
+      } catch (error) {
+        return fail(
+          key,
+          `holds a certificate that cannot be parsed (number ${index + 1} in ${
+            JSON.stringify(file)
+          }): ${errorMessage(error)}`,
+          error,
+        );
+      }
+      certificates.push({
+        key,
+        subject: cert.subject,
+        notBefore: new Date(cert.validFrom),
+        notAfter: new Date(cert.validTo),
+      });
+      return cert;
+    });
+  };
+
+  const { tls } = config;
+  const [ca, cert, key, crl] = await Promise.all([
+    read("tls.ca", tls.ca),
+    read("tls.cert", tls.cert),
+    read("tls.key", tls.key),
+    tls.crl === undefined ? undefined : read("tls.crl", tls.crl),
+  ]);
+  parseCerts("tls.ca", tls.ca, ca);
+  const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
+  let privateKey: ReturnType<typeof createPrivateKey>;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    return fail(
+      "tls.key",
+      `must be an unencrypted PEM private key, ${JSON.stringify(tls.key)} is not: ${
+        errorMessage(error)
+      }`,
+      error,
+    );
+  }
+  if (!leaf.checkPrivateKey(privateKey)) {
+    fail(
+      "tls.cert",
+      `does not match the private key: the certificate in ${
+        JSON.stringify(tls.cert)
+      } was not issued for the key in ${JSON.stringify(tls.key)}`,
+    );
+  }
+  if (crl !== undefined && !crl.includes("-----BEGIN X509 CRL-----")) {
+    fail(
+      "tls.crl",
+      `must hold a PEM CRL ("-----BEGIN X509 CRL-----"), ${JSON.stringify(tls.crl)} does not`,
+    );
+  }
+  return crl === undefined ? { ca, cert, key, certificates } : { ca, cert, key, crl, certificates };
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+
+type Table = Record<string, unknown>;
+
+function readServer(r: _Reader, t: Table): ServerConfig {
+  const p = "server";
+  r.keys(t, p, [
+    "listen",
+    "handshake_timeout",
+    "connect_timeout",
+    "idle_timeout",
+    "drain_timeout",
+    "workers",
+    "max_connections",
+  ]);
+  const server: ServerConfig = {
+    handshakeTimeout: r.duration(t, p, "handshake_timeout") ?? 5000,
+    connectTimeout: r.duration(t, p, "connect_timeout") ?? 3000,
+    idleTimeout: r.duration(t, p, "idle_timeout") ?? 15 * 60_000,
+    drainTimeout: r.duration(t, p, "drain_timeout") ?? 30_000,
+  };
+  const listen = r.address(t, p, "listen", true);
+  const workers = r.integer(t, p, "workers", 1, 1024);
+  const maxConnections = r.integer(t, p, "max_connections", 1);
+  if (listen !== undefined) server.listen = listen;
+  if (workers !== undefined) server.workers = workers;
+  if (maxConnections !== undefined) server.maxConnections = maxConnections;
+  return server;
+}
+
+function readTls(r: _Reader, t: Table, baseDir: string): TlsConfig {
+  const p = "tls";
+  r.keys(t, p, ["ca", "cert", "key", "ciphers", "crl"]);
+  const file = (key: string, required: boolean): string | undefined => {
+    const value = r.string(t, p, key, required);
+    return value === undefined
+      ? undefined
+      : isAbsolute(value)
+      ? normalize(value)
+      : join(baseDir, value);
+  };
+  const tls: TlsConfig = {
+    ca: file("ca", true)!,
+    cert: file("cert", true)!,
+    key: file("key", true)!,
+    ciphers: [...DEFAULT_CIPHERS],
+  };
+  const ciphers = r.array(t, p, "ciphers", false);
+  if (ciphers !== undefined) {
+    if (ciphers.length === 0) r.fail("tls.ciphers", "must list at least one cipher suite");
+    tls.ciphers = ciphers.map((value, i) => {
+      const key = `tls.ciphers[${i}]`;
+      if (typeof value !== "string" || !TLS13_CIPHERS.includes(value)) {
+        r.fail(
+          key,
+          `must be a TLS 1.3 cipher suite (${TLS13_CIPHERS.join(", ")}), received ${
+            describe(value)
+          }`,
+        );
+      }
+      if (ciphers.indexOf(value) !== i) r.fail(key, `repeats ${describe(value)}`);
+      return value;
+    });
+  }
+  const crl = file("crl", false);
+  if (crl !== undefined) tls.crl = crl;
+  return tls;
+}
+
+function readLimits(r: _Reader, t: Table): LimitsConfig {
+  r.keys(t, "limits", ["max_connections_per_client", "connection_rate"]);
+  const limits: LimitsConfig = {
+    maxConnectionsPerClient: r.integer(t, "limits", "max_connections_per_client", 1) ?? 10,
+  };
+  const rate = readRate(r, t, "limits");
+  if (rate !== undefined) limits.connectionRate = rate;
+  return limits;
+}
+
+function readRate(r: _Reader, t: Table, path: string): ConnectionRate | undefined {
+  if (t.connection_rate === undefined) return undefined;
+  const rt = r.table(t, path, "connection_rate", true);
+  const p = `${path}.connection_rate`;
+  r.keys(rt, p, ["count", "per"]);
+  return {
+    count: r.integer(rt, p, "count", 1, undefined, true)!,
+    per: r.duration(rt, p, "per", true)!,
+  };
+}
+
+function readHealth(r: _Reader, t: Table, path: string, base: HealthConfig): HealthConfig {
+  const health: HealthConfig = {
+    interval: r.duration(t, path, "interval") ?? base.interval,
+    timeout: r.duration(t, path, "timeout") ?? base.timeout,
+    rise: r.integer(t, path, "rise", 1, 1000) ?? base.rise,
+    fall: r.integer(t, path, "fall", 1, 1000) ?? base.fall,
+  };
+  // An empty string turns a probe step off, so a group can drop an inherited send/expect.
+  const send = r.string(t, path, "send", false, true) ?? base.send;
+  const expect = r.string(t, path, "expect", false, true) ?? base.expect;
+  if (send !== undefined && send !== "") health.send = send;
+  if (expect !== undefined && expect !== "") health.expect = expect;
+  return health;
+}
+
+function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, GroupConfig> {
+  const groups = new Map<string, GroupConfig>();
+  const lowerNames = new Map<string, string>();
+  for (const name of Object.keys(t)) {
+    const p = `groups.${name}`;
+    r.name(p, name);
+    const other = lowerNames.get(name.toLowerCase());
+    if (other !== undefined) {
+      r.fail(p, `differs from group "${other}" only in letter case: TLS SNI names ignore case`);
+    }
+    lowerNames.set(name.toLowerCase(), name);
+    const g = r.table(t, "groups", name, true);
+    r.keys(g, p, ["upstreams", "listen", "health", "proxy_protocol"]);
+
+    const list = r.array(g, p, "upstreams", true)!;
+    if (list.length === 0) r.fail(`${p}.upstreams`, "must list at least one upstream");
+    const seen = new Map<string, number>();
+    const upstreams = list.map((item, i): UpstreamConfig => {
+      const key = `${p}.upstreams[${i}]`;
+      let upstream: UpstreamConfig;
+      if (typeof item === "string") {
+        upstream = { address: r.parseAddress(key, item, false), weight: 1 };
+      } else if (isTable(item)) {
+        r.keys(item, key, ["address", "weight"]);
+        upstream = {
+          address: r.address(item, key, "address", false, true)!,
+          weight: r.integer(item, key, "weight", 1, 1000) ?? 1,
+        };
+      } else {
+        return r.fail(
+          key,
+          `must be "host:port" or { address, weight }, received ${describe(item)}`,
+        );
+      }
+      const id = upstream.address.toLowerCase();
+      const first = seen.get(id);
+      if (first !== undefined) {
+        r.fail(
+          key,
+          `repeats ${JSON.stringify(upstream.address)}, already ${p}.upstreams[${first}]`,
+        );
+      }
+      seen.set(id, i);
+      return upstream;
+    });
+
+    let groupHealth = health;
+    if (g.health !== undefined) {
+      const h = r.table(g, p, "health", true);
+      r.keys(h, `${p}.health`, HEALTH_KEYS);
+      groupHealth = readHealth(r, h, `${p}.health`, health);
+    }
+    const group: GroupConfig = { name, upstreams, health: groupHealth };
+    const listen = r.address(g, p, "listen", true);
+    if (listen !== undefined) group.listen = listen;
+    const proxy = r.oneOf(g, p, "proxy_protocol", ["v2"] as const);
+    if (proxy !== undefined) group.proxyProtocol = proxy;
+    groups.set(name, group);
+  }
+  if (groups.size === 0) r.fail("groups", "must define at least one group, such as [groups.app]");
+  return groups;
+}
+
+function readClients(
+  r: _Reader,
+  t: Table,
+  groups: ReadonlyMap<string, GroupConfig>,
+): Map<string, ClientConfig> {
+  const clients = new Map<string, ClientConfig>();
+  for (const name of Object.keys(t)) {
+    const p = `clients.${name}`;
+    r.name(p, name);
+    const c = r.table(t, "clients", name, true);
+    r.keys(c, p, ["match", "groups", "max_connections", "connection_rate"]);
+
+    const m = r.table(c, p, "match", true);
+    const mp = `${p}.match`;
+    r.keys(m, mp, [...MATCH_KEYS]);
+    if (!MATCH_KEYS.some((key) => m[key] !== undefined)) {
+      r.fail(mp, `must give at least one of ${MATCH_KEYS.join(", ")}`);
+    }
+    const match: ClientMatch = {};
+    const spki = r.string(m, mp, "spki_sha256", false);
+    if (spki !== undefined) {
+      const trimmed = spki.trim();
+      const hex = HEX_RE.test(trimmed) ? trimmed.replaceAll(":", "").toLowerCase() : "";
+      if (hex.length !== 64) {
+        r.fail(
+          `${mp}.spki_sha256`,
+          `must be a SHA-256 in hex (64 digits, colons optional), received ${describe(spki)}`,
+        );
+      }
+      match.spkiSha256 = hex;
+    }
+    const serial = r.string(m, mp, "serial", false);
+    if (serial !== undefined) {
+      try {
+        match.serial = normalizeHex(serial);
+      } catch {
+        r.fail(
+          `${mp}.serial`,
+          `must be a serial number in hex (colons optional), received ${describe(serial)}`,
+        );
+      }
+    }
+    const cn = r.string(m, mp, "cn", false);
+    const sanUri = r.string(m, mp, "san_uri", false);
+    const sanDns = r.string(m, mp, "san_dns", false);
+    if (cn !== undefined) match.cn = cn;
+    if (sanUri !== undefined) match.sanUri = sanUri;
+    if (sanDns !== undefined) match.sanDns = sanDns.toLowerCase();
+
+    const list = r.array(c, p, "groups", true)!;
+    if (list.length === 0) r.fail(`${p}.groups`, "must list at least one group");
+    const allowed = list.map((group, i) => {
+      const key = `${p}.groups[${i}]`;
+      if (typeof group !== "string") {
+        r.fail(key, `must be a group name, received ${describe(group)}`);
+      }
+      if (!groups.has(group)) {
+        r.fail(key, `must name a group defined under [groups], received ${describe(group)}`);
+      }
+      if (list.indexOf(group) !== i) r.fail(key, `repeats ${describe(group)}`);
+      return group;
+    });
+
+    const client: ClientConfig = { name, match, groups: allowed };
+    const max = r.integer(c, p, "max_connections", 1);
+    if (max !== undefined) client.maxConnections = max;
+    const rate = readRate(r, c, p);
+    if (rate !== undefined) client.connectionRate = rate;
+    clients.set(name, client);
+  }
+  return clients;
+}
+
+function readAdmin(r: _Reader, t: Table): AdminConfig {
+  r.keys(t, "admin", ["listen", "allow_reload"]);
+  const admin: AdminConfig = { allowReload: r.boolean(t, "admin", "allow_reload") ?? false };
+  const listen = r.address(t, "admin", "listen", true);
+  if (listen !== undefined) admin.listen = listen;
+  return admin;
+}
+
+// ---------------------------------------------------------------------------------------
+// Cross-checks
+
+function checkListeners(
+  r: _Reader,
+  server: ServerConfig,
+  groups: ReadonlyMap<string, GroupConfig>,
+  admin: AdminConfig,
+): void {
+  const listeners: [key: string, address: string][] = [];
+  if (server.listen !== undefined) listeners.push(["server.listen", server.listen]);
+  for (const group of groups.values()) {
+    if (group.listen !== undefined) listeners.push([`groups.${group.name}.listen`, group.listen]);
+  }
+  if (listeners.length === 0) {
+    r.fail("server.listen", "must be set when no group has its own listen: nothing would listen");
+  }
+  if (server.listen === undefined) {
+    for (const group of groups.values()) {
+      if (group.listen === undefined) {
+        r.fail(
+          `groups.${group.name}`,
+          `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
+        );
+      }
+    }
+  }
+  if (admin.listen !== undefined) listeners.push(["admin.listen", admin.listen]);
+  for (let i = 0; i < listeners.length; i++) {
+    const [key, address] = listeners[i]!;
+    const a = parseHostPort(address);
+    for (const [otherKey, otherAddress] of listeners.slice(0, i)) {
+      if (bindConflict(a, parseHostPort(otherAddress))) {
+        r.fail(key, `uses ${JSON.stringify(address)}, which "${otherKey}" already listens on`);
+      }
+    }
+  }
+}
+
+/** Two listeners cannot both bind: same port (not 0) on the same or an overlapping host. */
+function bindConflict(a: HostPort, b: HostPort): boolean {
+  if (a.port === 0 || a.port !== b.port) return false;
+  const x = a.hostname.toLowerCase();
+  const y = b.hostname.toLowerCase();
+  if (x === y || x === "::" || y === "::") return true;
+  return (x === "0.0.0.0" && !y.includes(":")) || (y === "0.0.0.0" && !x.includes(":"));
+}
+
+/**
+ * A client whose match fields include all of another client's fields can never be
+ * identified alone: every certificate it matches matches the other one too.
+ */
+function checkAmbiguousClients(r: _Reader, clients: ReadonlyMap<string, ClientConfig>): void {
+  const entries = (c: ClientConfig): string[] =>
+    Object.entries(c.match).map(([field, value]) => `${field}=${value}`);
+  const byEntry = new Map<string, ClientConfig[]>();
+  for (const client of clients.values()) {
+    for (const entry of entries(client)) {
+      const list = byEntry.get(entry);
+      if (list === undefined) byEntry.set(entry, [client]);
+      else list.push(client);
+    }
+  }
+  for (const client of clients.values()) {
+    const mine = new Set(entries(client));
+    const candidates = new Set<ClientConfig>();
+    for (const entry of mine) for (const other of byEntry.get(entry)!) candidates.add(other);
+    for (const other of candidates) {
+      if (other === client) continue;
+      const theirs = entries(other);
+      if (!theirs.every((entry) => mine.has(entry))) continue;
+      if (theirs.length === mine.size) {
+        // Identical sets: report the later entry of the two, once.
+        if ([...clients.values()].indexOf(other) > [...clients.values()].indexOf(client)) continue;
+        r.fail(
+          `clients.${client.name}.match`,
+          `is the same as "clients.${other.name}.match": a certificate matching one matches both`,
+        );
+      }
+      r.fail(
+        `clients.${client.name}.match`,
+        `can never match alone: every certificate it matches also matches "clients.${other.name}.match"`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed reads with key paths and lines
+
+function isTable(value: unknown): value is Table {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof Date);
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  }
+  if (typeof value === "bigint" || typeof value === "number" || typeof value === "boolean") {
+    return String(value);
+  }
+  if (value instanceof Date) return "a date";
+  if (Array.isArray(value)) return "an array";
+  return "a table";
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+class _Reader {
+  #text: string;
+  #path: string;
+  #lines: Map<string, number> | undefined;
+
+  constructor(text: string, path: string) {
+    this.#text = text;
+    this.#path = path;
+  }
+
+  fail(key: string, detail: string): never {
+    this.#lines ??= keyLines(this.#text);
+    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
+      path: this.#path,
+      key,
+      line: lineOf(this.#lines, key),
+    });
+  }
+
+  keys(t: Table, path: string, allowed: readonly string[]): void {
+    for (const key of Object.keys(t)) {
+      if (!allowed.includes(key)) {
+        this.fail(
+          path === "" ? key : `${path}.${key}`,
+          `is not a known key: expected one of ${allowed.join(", ")}`,
+        );
+      }
+    }
+  }
+
+  name(path: string, name: string): void {
+    if (!NAME_RE.test(name)) {
+      this.fail(
+        path,
+        `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
+          describe(name)
+        }`,
+      );
+    }
+  }
+
+  table(t: Table, path: string, key: string, required: boolean): Table {
+    const value = t[key];
+    const p = path === "" ? key : `${path}.${key}`;
+    if (value === undefined) {
+      if (required) this.fail(p, "is required");
+      return {};
+    }
+    if (!isTable(value)) this.fail(p, `must be a table, received ${describe(value)}`);
+    return value;
+  }
+
+  array(t: Table, path: string, key: string, required: boolean): unknown[] | undefined {
+    const value = t[key];
+    if (value === undefined) {
+      if (required) this.fail(`${path}.${key}`, "is required");
+      return undefined;
+    }
+    if (!Array.isArray(value)) {
+      this.fail(`${path}.${key}`, `must be an array, received ${describe(value)}`);
+    }
+    return value;
+  }
+
+  string(
+    t: Table,
+    path: string,
+    key: string,
+    required: boolean,
+    allowEmpty = false,
+  ): string | undefined {
+    const value = t[key];
+    if (value === undefined) {
+      if (required) this.fail(`${path}.${key}`, "is required");
+      return undefined;
+    }
+    if (typeof value !== "string" || (!allowEmpty && value === "")) {
+      this.fail(`${path}.${key}`, `must be a non-empty string, received ${describe(value)}`);
+    }
+    return value;
+  }
+
+  boolean(t: Table, path: string, key: string): boolean | undefined {
+    const value = t[key];
+    if (value === undefined || typeof value === "boolean") return value;
+    return this.fail(`${path}.${key}`, `must be true or false, received ${describe(value)}`);
+  }
+
+  oneOf<T extends string>(
+    t: Table,
+    path: string,
+    key: string,
+    choices: readonly T[],
+  ): T | undefined {
+    const value = t[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== "string" || !(choices as readonly string[]).includes(value)) {
+      this.fail(
+        `${path}.${key}`,
+        `must be ${choices.map((c) => JSON.stringify(c)).join(" or ")}, received ${
+          describe(value)
+        }`,
+      );
+    }
+    return value as T;
+  }
+
+  integer(
+    t: Table,
+    path: string,
+    key: string,
+    min: number,
+    max: number = Number.MAX_SAFE_INTEGER,
+    required = false,
+  ): number | undefined {
+    const value = t[key];
+    const p = `${path}.${key}`;
+    if (value === undefined) {
+      if (required) this.fail(p, "is required");
+      return undefined;
+    }
+    if (typeof value !== "bigint") this.fail(p, `must be an integer, received ${describe(value)}`);
+    if (value < BigInt(min) || value > BigInt(max)) {
+      this.fail(
+        p,
+        max === Number.MAX_SAFE_INTEGER
+          ? `must be at least ${min}, received ${value}`
+          : `must be from ${min} to ${max}, received ${value}`,
+      );
+    }
+    return Number(value);
+  }
+
+  duration(t: Table, path: string, key: string, required = false): number | undefined {
+    const value = t[key];
+    const p = `${path}.${key}`;
+    if (value === undefined) {
+      if (required) this.fail(p, "is required");
+      return undefined;
+    }
+    let ms = NaN;
+    if (typeof value === "string") {
+      try {
+        ms = parseDuration(value);
+      } catch {
+        // Reported below with the key path.
+      }
+    }
+    if (Number.isNaN(ms)) {
+      this.fail(
+        p,
+        `must be a duration such as "500ms", "30s", "5m" or "1h", received ${describe(value)}`,
+      );
+    }
+    if (ms <= 0) this.fail(p, `must be longer than zero, received ${describe(value)}`);
+    if (ms > MAX_TIMER_MS) this.fail(p, `must be at most "596h", received ${describe(value)}`);
+    return ms;
+  }
+
+  address(
+    t: Table,
+    path: string,
+    key: string,
+    allowPortZero: boolean,
+    required = false,
+  ): string | undefined {
+    const value = t[key];
+    const p = `${path}.${key}`;
+    if (value === undefined) {
+      if (required) this.fail(p, "is required");
+      return undefined;
+    }
+    return this.parseAddress(p, value, allowPortZero);
+  }
+
+  parseAddress(key: string, value: unknown, allowPortZero: boolean): string {
+    let address: HostPort | undefined;
+    if (typeof value === "string") {
+      try {
+        address = parseHostPort(value);
+      } catch {
+        // Reported below with the key path.
+      }
+    }
+    if (address === undefined) this.fail(key, `must be "host:port", received ${describe(value)}`);
+    if (address.port === 0 && !allowPortZero) {
+      this.fail(key, `must have a port from 1 to 65535, received ${describe(value)}`);
+    }
+    return formatHostPort(address);
+  }
+}
+
+/** Finds the line of `key`, else of its nearest recorded parent (`a.b[1].c` -> `a.b[1]` -> `a.b`). */
+function lineOf(lines: Map<string, number>, key: string): number | undefined {
+  for (let k = key;;) {
+    const line = lines.get(k);
+    if (line !== undefined) return line;
+    const cut = Math.max(k.lastIndexOf("."), k.lastIndexOf("["));
+    if (cut <= 0) return undefined;
+    k = k.slice(0, cut);
+  }
+}
+
+/**
+ * Maps key paths (`groups.cache`, `groups.cache.upstreams[1]`, `clients.a.match.cn`) to
+ * the line they start on. Runs only after the TOML parser accepted the text, and only
+ * when an error is reported; best effort: on anything unexpected it stops and returns
+ * what it has.
+ */
+function keyLines(text: string): Map<string, number> {
+  const lines = new Map<string, number>();
+  const n = text.length;
+  let i = 0;
+  let line = 1;
+
+  const skip = (newlines: boolean): void => {
+    while (i < n) {
+      const c = text[i];
+      if (c === " " || c === "\t" || c === "\r") i++;
+      else if (c === "\n" && newlines) {
+        line++;
+        i++;
+      } else if (c === "#") {
+        while (i < n && text[i] !== "\n") i++;
+      } else break;
+    }
+  };
+  const string = (): string => {
+    const quote = text[i]!;
+    const triple = text.startsWith(quote.repeat(3), i);
+    const close = triple ? quote.repeat(3) : quote;
+    i += close.length;
+    let value = "";
+    while (i < n && !text.startsWith(close, i)) {
+      if (quote === '"' && text[i] === "\\") value += text[i++];
+      if (text[i] === "\n") line++;
+      value += text[i++];
+    }
+    if (i >= n) throw new SyntaxError("unterminated string");
+    i += close.length;
+    if (triple) { while (text[i] === quote) i++; // """a"""" ends with a quote in the value.
+     }
+    return value;
+  };
+  const key = (): string[] => {
+    const parts: string[] = [];
+    for (;;) {
+      skip(false);
+      if (text[i] === '"' || text[i] === "'") parts.push(string());
+      else {
+        const start = i;
+        while (i < n && /[A-Za-z0-9_-]/.test(text[i]!)) i++;
+        if (i === start) throw new SyntaxError("key expected");
+        parts.push(text.slice(start, i));
+      }
+      skip(false);
+      if (text[i] !== ".") return parts;
+      i++;
+    }
+  };
+  const value = (path: string): void => {
+    skip(false);
+    const c = text[i];
+    if (c === "[") {
+      i++;
+      for (let index = 0;; index++) {
+        skip(true);
+        if (text[i] === "]") break;
+        const p = `${path}[${index}]`;
+        lines.set(p, line);
+        value(p);
+        skip(true);
+        if (text[i] === ",") i++;
+        else if (text[i] !== "]") throw new SyntaxError("array");
+      }
+      i++;
+    } else if (c === "{") {
+      i++;
+      for (;;) {
+        skip(true);
+        if (text[i] === "}") break;
+        const p = [path, ...key()].join(".");
+        lines.set(p, line);
+        if (text[i] !== "=") throw new SyntaxError("= expected");
+        i++;
+        value(p);
+        skip(true);
+        if (text[i] === ",") i++;
+        else if (text[i] !== "}") throw new SyntaxError("inline table");
+      }
+      i++;
+    } else if (c === '"' || c === "'") {
+      string();
+    } else {
+      const start = i;
+      while (i < n && !/[,\]}\s#]/.test(text[i]!)) i++;
+      if (i === start) throw new SyntaxError("value expected");
+    }
+  };
+
+  try {
+    let table = "";
+    const arrayCounts = new Map<string, number>();
+    for (;;) {
+      skip(true);
+      if (i >= n) break;
+      if (text[i] === "[") {
+        const isArray = text[i + 1] === "[";
+        i += isArray ? 2 : 1;
+        table = key().join(".");
+        if (isArray) {
+          const index = arrayCounts.get(table) ?? 0;
+          arrayCounts.set(table, index + 1);
+          if (!lines.has(table)) lines.set(table, line);
+          table = `${table}[${index}]`;
+        }
+        if (!lines.has(table)) lines.set(table, line);
+      } else {
+        const p = [table, ...key()].filter((part) => part !== "").join(".");
+        if (!lines.has(p)) lines.set(p, line);
+        if (text[i] !== "=") throw new SyntaxError("= expected");
+        i++;
+        value(p);
+      }
+      while (i < n && text[i] !== "\n") i++; // Rest of the line: "]", a comment, a date's time.
+    }
+  } catch {
+    // Best effort: keep what was found before the scanner lost its way.
+  }
+  return lines;
+}

@@ -1,0 +1,633 @@
+/**
+ * A development PKI: a CA, an optional intermediate, server and client certificates,
+ * generated in-process with WebCrypto and `@peculiar/x509`, written as PEM files that
+ * `node:tls`, OpenSSL and rustls accept.
+ *
+ * Keys are ECDSA P-256 and certificates are signed with ECDSA-SHA256. The original
+ * design asked for secp256k1, but TLS 1.3 (RFC 8446, section 4.2.3) defines no
+ * signature scheme for that curve, so no TLS 1.3 stack will use such a certificate;
+ * P-256 (`ecdsa_secp256r1_sha256`) is the curve every TLS 1.3 implementation must support.
+ *
+ * Private keys are PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). Serial numbers are
+ * random, positive and 16 bytes long unless given. This is for development and tests:
+ * the keys never leave the process or the directory they are written to, nothing here
+ * revokes, and a real deployment should use its own CA.
+ *
+ * @module
+ */
+import "reflect-metadata";
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  type Extension,
+  type JsonGeneralName,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  Name,
+  PemConverter,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  X509Certificate,
+  X509CertificateGenerator,
+} from "@peculiar/x509";
+import { createHash } from "node:crypto";
+import { isIP } from "node:net";
+import { join } from "node:path";
+import { normalizeHex } from "./identity.ts";
+
+const KEY_ALGORITHM: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
+const SIGNING_ALGORITHM: EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
+const MINUTE_MS = 60_000;
+const DAY_MS = 24 * 60 * MINUTE_MS;
+/** How far `notBefore` is backdated by default, so a peer whose clock lags still accepts. */
+const BACKDATE_MS = 5 * MINUTE_MS;
+const CA_LIFETIME_MS = 3650 * DAY_MS;
+const LEAF_LIFETIME_MS = 365 * DAY_MS;
+/** RFC 5280, section 4.1.2.2: a serial number takes at most 20 octets. */
+const MAX_SERIAL_OCTETS = 20;
+/** X.520 upper bound for a common name. */
+const MAX_COMMON_NAME = 64;
+
+/** A certificate authority that can sign certificates: a root or an intermediate. */
+export interface CertificateAuthority {
+  /** The CA certificate, PEM. */
+  certPem: string;
+  /** The CA private key, PKCS#8 PEM. */
+  keyPem: string;
+  /** The CA certificate, DER. */
+  der: Uint8Array;
+  /** The CA key pair (the private key signs what this CA issues). */
+  keys: CryptoKeyPair;
+  /**
+   * The intermediate certificates a leaf issued by this CA must send after its own,
+   * PEM, nearest first: empty for a root, this certificate (then its issuers' chain)
+   * for an intermediate.
+   */
+  intermediatesPem: string;
+  /** Serial number, canonical hex (see {@linkcode normalizeHex}). */
+  serial: string;
+}
+
+/** Options for {@linkcode createCa} and {@linkcode createIntermediateCa}. */
+export interface CreateCaOptions {
+  /** Subject common name, 1 to 64 characters. */
+  commonName: string;
+  /**
+   * Start of validity.
+   *
+   * @default {5 minutes before now}
+   */
+  notBefore?: Date;
+  /**
+   * End of validity.
+   *
+   * @default {3650 days after `notBefore`}
+   */
+  notAfter?: Date;
+  /**
+   * Serial number, hex in any form {@linkcode normalizeHex} accepts; positive, at most 20 octets.
+   *
+   * @default {16 random bytes}
+   */
+  serialNumber?: string;
+}
+
+/** An extended key usage a certificate may carry. */
+export type ExtendedKeyUsageName = "serverAuth" | "clientAuth";
+
+/** Options for {@linkcode issueCertificate}. */
+export interface IssueCertificateOptions {
+  /** Subject common name, 1 to 64 characters. */
+  commonName: string;
+  /** A TLS server or a TLS client certificate: decides the default EKU and SANs. */
+  kind: "server" | "client";
+  /**
+   * DNS subject alternative names.
+   *
+   * @default {["localhost"] for a server, [] for a client}
+   */
+  dnsNames?: readonly string[];
+  /**
+   * IP address subject alternative names, IPv4 or IPv6.
+   *
+   * @default {["127.0.0.1", "::1"] for a server, [] for a client}
+   */
+  ipAddresses?: readonly string[];
+  /**
+   * URI subject alternative names, such as a SPIFFE ID.
+   *
+   * @default {[]}
+   */
+  uris?: readonly string[];
+  /**
+   * Serial number, hex in any form {@linkcode normalizeHex} accepts; positive, at most 20 octets.
+   *
+   * @default {16 random bytes}
+   */
+  serialNumber?: string;
+  /**
+   * Start of validity.
+   *
+   * @default {5 minutes before now}
+   */
+  notBefore?: Date;
+  /**
+   * End of validity.
+   *
+   * @default {365 days after `notBefore`}
+   */
+  notAfter?: Date;
+  /**
+   * Replaces the extended key usages implied by `kind`, e.g. `["serverAuth"]` on a
+   * client certificate to test that a server refuses it. An empty list omits the
+   * extension (which TLS stacks read as "any usage").
+   *
+   * @default {["serverAuth"] for a server, ["clientAuth"] for a client}
+   */
+  extendedKeyUsage?: readonly ExtendedKeyUsageName[];
+}
+
+/** A leaf certificate and its key, as {@linkcode issueCertificate} returns them. */
+export interface IssuedCertificate {
+  /** The certificate, PEM. */
+  certPem: string;
+  /** The private key, PKCS#8 PEM. */
+  keyPem: string;
+  /**
+   * What a peer should send: this certificate followed by the issuer's intermediates,
+   * PEM. Equal to `certPem` when a root issued it.
+   */
+  chainPem: string;
+  /** The certificate, DER (what `getPeerCertificate(true).raw` gives for it). */
+  der: Uint8Array;
+  /** The key pair. */
+  keys: CryptoKeyPair;
+  /** Serial number, canonical hex (see {@linkcode normalizeHex}). */
+  serial: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, 64 lowercase hex digits. */
+  spkiSha256: string;
+}
+
+/**
+ * Creates a self-signed root CA: basicConstraints `cA` (critical), keyUsage
+ * keyCertSign and cRLSign (critical), and a subject key identifier.
+ *
+ * @example Usage
+ * ```ts
+ * import { createCa } from "@mtlb/mtlb";
+ * import { identityFromCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * assert.equal(identityFromCertificate(ca.der).cn, "Example CA");
+ * assert.match(ca.keyPem, /^-----BEGIN PRIVATE KEY-----/);
+ * ```
+ *
+ * @param options Subject, validity and serial.
+ * @returns The CA certificate, key and parsed forms.
+ * @throws {TypeError} When `commonName` is empty or a serial is not hex.
+ * @throws {RangeError} When `commonName` is too long, validity ends before it starts, or the serial is zero or too long.
+ */
+export async function createCa(options: CreateCaOptions): Promise<CertificateAuthority> {
+  const { notBefore, notAfter } = validity(options, CA_LIFETIME_MS);
+  const name = subjectName(options.commonName);
+  const keys = await generateKeys();
+  const cert = await X509CertificateGenerator.create({
+    serialNumber: serialFor(options.serialNumber),
+    subject: name,
+    issuer: name,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: keys.privateKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new BasicConstraintsExtension(true, undefined, true),
+      new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+      await SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return await authority(cert, keys, undefined);
+}
+
+/**
+ * Creates an intermediate CA signed by `issuer`, with pathLenConstraint 0 so it can
+ * only issue leaves. A leaf it issues carries it in {@linkcode IssuedCertificate.chainPem}.
+ *
+ * @example Usage
+ * ```ts
+ * import { createCa, createIntermediateCa, issueCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const root = await createCa({ commonName: "Root" });
+ * const intermediate = await createIntermediateCa(root, { commonName: "Intermediate" });
+ * const leaf = await issueCertificate(intermediate, { commonName: "svc", kind: "client" });
+ * assert.equal(leaf.chainPem, leaf.certPem + intermediate.certPem);
+ * ```
+ *
+ * @param issuer The CA that signs the intermediate.
+ * @param options Subject, validity and serial.
+ * @returns The intermediate CA.
+ * @throws {TypeError} When `commonName` is empty or a serial is not hex.
+ * @throws {RangeError} When `commonName` is too long, validity ends before it starts, or the serial is zero or too long.
+ */
+export async function createIntermediateCa(
+  issuer: CertificateAuthority,
+  options: CreateCaOptions,
+): Promise<CertificateAuthority> {
+  const { notBefore, notAfter } = validity(options, CA_LIFETIME_MS);
+  const keys = await generateKeys();
+  const cert = await X509CertificateGenerator.create({
+    serialNumber: serialFor(options.serialNumber),
+    subject: subjectName(options.commonName),
+    issuer: subjectOf(issuer),
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: issuer.keys.privateKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new BasicConstraintsExtension(true, 0, true),
+      new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+      await SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey),
+    ],
+  });
+  return await authority(cert, keys, issuer);
+}
+
+/**
+ * Issues a TLS server or client certificate signed by `ca`: basicConstraints not a
+ * CA (critical), keyUsage digitalSignature (critical), the EKU for `kind`, subject
+ * alternative names, and subject and authority key identifiers.
+ *
+ * @example Usage
+ * ```ts
+ * import { createCa, issueCertificate } from "@mtlb/mtlb";
+ * import { identityFromCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const server = await issueCertificate(ca, { commonName: "localhost", kind: "server" });
+ * const alice = await issueCertificate(ca, {
+ *   commonName: "alice",
+ *   kind: "client",
+ *   uris: ["spiffe://example.org/alice"],
+ *   serialNumber: "0A:1B",
+ * });
+ * assert.deepEqual(identityFromCertificate(server.der).sanDns, ["localhost"]);
+ * assert.equal(alice.serial, "a1b");
+ * assert.match(alice.spkiSha256, /^[0-9a-f]{64}$/);
+ * ```
+ *
+ * @param ca The issuing CA, root or intermediate.
+ * @param options Subject, kind, names, validity, serial and EKU.
+ * @returns The certificate, its key, the chain to send, serial and SPKI digest.
+ * @throws {TypeError} When `commonName` is empty, a serial is not hex, an IP address or URI is malformed, or a DNS name is empty.
+ * @throws {RangeError} When `commonName` is too long, validity ends before it starts, or the serial is zero or too long.
+ */
+export async function issueCertificate(
+  ca: CertificateAuthority,
+  options: IssueCertificateOptions,
+): Promise<IssuedCertificate> {
+  const server = options.kind === "server";
+  if (!server && options.kind !== "client") {
+    throw new TypeError(
+      `Cannot issue certificate: "kind" must be "server" or "client", received ${
+        JSON.stringify(options.kind)
+      }`,
+    );
+  }
+  const { notBefore, notAfter } = validity(options, LEAF_LIFETIME_MS);
+  const names = subjectAltNames(
+    options.dnsNames ?? (server ? ["localhost"] : []),
+    options.ipAddresses ?? (server ? ["127.0.0.1", "::1"] : []),
+    options.uris ?? [],
+  );
+  const usages = options.extendedKeyUsage ?? [server ? "serverAuth" : "clientAuth"];
+  const keys = await generateKeys();
+  const extensions: Extension[] = [
+    new BasicConstraintsExtension(false, undefined, true),
+    new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+    await SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+  ];
+  if (usages.length > 0) {
+    extensions.push(new ExtendedKeyUsageExtension(usages.map((u) => ekuOid(u))));
+  }
+  // RFC 5280: a subject with a non-empty name keeps the SAN extension non-critical.
+  if (names.length > 0) extensions.push(new SubjectAlternativeNameExtension(names));
+  const cert = await X509CertificateGenerator.create({
+    serialNumber: serialFor(options.serialNumber),
+    subject: subjectName(options.commonName),
+    issuer: subjectOf(ca),
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions,
+  });
+  const certPem = `${cert.toString("pem")}\n`;
+  return {
+    certPem,
+    keyPem: await privateKeyPem(keys.privateKey),
+    chainPem: certPem + ca.intermediatesPem,
+    der: new Uint8Array(cert.rawData),
+    keys,
+    serial: normalizeHex(cert.serialNumber),
+    spkiSha256: createHash("sha256").update(new Uint8Array(cert.publicKey.rawData)).digest("hex"),
+  };
+}
+
+/** Options for {@linkcode writeDevPki}. */
+export interface WriteDevPkiOptions {
+  /**
+   * Client names: each gets `<name>.crt` and `<name>.key` with common name `<name>`.
+   * Letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 64
+   * characters; not `ca`, `server`, `foreign-ca` or `intruder`.
+   */
+  clients: readonly string[];
+  /**
+   * Replace existing files. Without it nothing is written when any target exists,
+   * so an existing CA key is never clobbered by accident.
+   *
+   * @default {false}
+   */
+  overwrite?: boolean;
+}
+
+/** One client written by {@linkcode writeDevPki}. */
+export interface DevPkiClient {
+  /** The client name, also its certificate's common name. */
+  name: string;
+  /** Path of the certificate. */
+  cert: string;
+  /** Path of the private key. */
+  key: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, 64 lowercase hex digits, for a policy file. */
+  spkiSha256: string;
+  /** Serial number, canonical hex, for a policy file. */
+  serial: string;
+}
+
+/** What {@linkcode writeDevPki} wrote, with paths joined onto its `dir`. */
+export interface DevPkiSummary {
+  /** The directory written to. */
+  dir: string;
+  /** The CA certificate (`ca.crt`): the server's client CA bundle and the clients' trust anchor. */
+  caCert: string;
+  /** The CA private key (`ca.key`). */
+  caKey: string;
+  /** The server certificate (`server.crt`), for localhost, 127.0.0.1 and ::1. */
+  serverCert: string;
+  /** The server private key (`server.key`). */
+  serverKey: string;
+  /** A CA the server does not trust (`foreign-ca.crt`); its key is not kept. */
+  foreignCaCert: string;
+  /** A client certificate signed by the foreign CA (`intruder.crt`), which the server must refuse. */
+  intruderCert: string;
+  /** The intruder's private key (`intruder.key`). */
+  intruderKey: string;
+  /** The clients, in the order given. */
+  clients: DevPkiClient[];
+}
+
+const RESERVED_NAMES = new Set(["ca", "server", "foreign-ca", "intruder"]);
+const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * Generates a development PKI into `dir` (created if missing): `ca.crt`, `ca.key`,
+ * `server.crt`, `server.key`, `<client>.crt` and `<client>.key` for each client, plus
+ * `foreign-ca.crt` and `intruder.crt`/`intruder.key`, a client of an untrusted CA
+ * for demonstrating refusal. Keys are written with mode 0600, certificates 0644.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { writeDevPki } from "@mtlb/mtlb";
+ *
+ * const summary = await writeDevPki("certs", { clients: ["alice", "bob"] });
+ * for (const c of summary.clients) {
+ *   console.log(`[clients.${c.name}]\nspki_sha256 = "${c.spkiSha256}"`);
+ * }
+ * ```
+ *
+ * @param dir The directory to write to.
+ * @param options The clients to issue, and whether to overwrite.
+ * @returns The paths written and each client's SPKI digest and serial.
+ * @throws {TypeError} When a client name is malformed, reserved or repeated.
+ * @throws {Deno.errors.AlreadyExists} When a target file exists and `overwrite` is not set.
+ */
+export async function writeDevPki(
+  dir: string,
+  options: WriteDevPkiOptions,
+): Promise<DevPkiSummary> {
+  const seen = new Set<string>();
+  for (const name of options.clients) {
+    if (typeof name !== "string" || !CLIENT_NAME.test(name)) {
+      throw new TypeError(
+        `Cannot write development PKI: client name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit, received ${
+          JSON.stringify(name)
+        }`,
+      );
+    }
+    if (RESERVED_NAMES.has(name.toLowerCase())) {
+      throw new TypeError(`Cannot write development PKI: client name "${name}" is reserved`);
+    }
+    if (seen.has(name.toLowerCase())) {
+      throw new TypeError(`Cannot write development PKI: client name "${name}" is repeated`);
+    }
+    seen.add(name.toLowerCase());
+  }
+  const path = (file: string) => join(dir, file);
+  const ca = await createCa({ commonName: "mtlb development CA" });
+  const server = await issueCertificate(ca, { commonName: "localhost", kind: "server" });
+  const foreign = await createCa({ commonName: "mtlb foreign CA (untrusted)" });
+  const intruder = await issueCertificate(foreign, { commonName: "intruder", kind: "client" });
+  const clients: { name: string; issued: IssuedCertificate }[] = [];
+  for (const name of options.clients) {
+    clients.push({
+      name,
+      issued: await issueCertificate(ca, { commonName: name, kind: "client" }),
+    });
+  }
+
+  const files: [file: string, text: string, mode: number][] = [
+    ["ca.crt", ca.certPem, 0o644],
+    ["ca.key", ca.keyPem, 0o600],
+    ["server.crt", server.chainPem, 0o644],
+    ["server.key", server.keyPem, 0o600],
+    ["foreign-ca.crt", foreign.certPem, 0o644],
+    ["intruder.crt", intruder.chainPem, 0o644],
+    ["intruder.key", intruder.keyPem, 0o600],
+  ];
+  for (const { name, issued } of clients) {
+    files.push([`${name}.crt`, issued.chainPem, 0o644], [`${name}.key`, issued.keyPem, 0o600]);
+  }
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const overwrite = options.overwrite ?? false;
+  if (!overwrite) {
+    for (const [file] of files) {
+      if (await exists(path(file))) {
+        throw new Deno.errors.AlreadyExists(
+          `Cannot write development PKI: "${path(file)}" exists, pass overwrite to replace it`,
+        );
+      }
+    }
+  }
+  for (const [file, text, mode] of files) {
+    await Deno.writeTextFile(path(file), text, { mode, createNew: !overwrite });
+    // `mode` applies only when the file is created; enforce it on a replaced file too.
+    if (Deno.build.os !== "windows") await Deno.chmod(path(file), mode);
+  }
+  return {
+    dir,
+    caCert: path("ca.crt"),
+    caKey: path("ca.key"),
+    serverCert: path("server.crt"),
+    serverKey: path("server.key"),
+    foreignCaCert: path("foreign-ca.crt"),
+    intruderCert: path("intruder.crt"),
+    intruderKey: path("intruder.key"),
+    clients: clients.map(({ name, issued }) => ({
+      name,
+      cert: path(`${name}.crt`),
+      key: path(`${name}.key`),
+      spkiSha256: issued.spkiSha256,
+      serial: issued.serial,
+    })),
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function generateKeys(): Promise<CryptoKeyPair> {
+  return await crypto.subtle.generateKey(KEY_ALGORITHM, true, ["sign", "verify"]);
+}
+
+async function privateKeyPem(key: CryptoKey): Promise<string> {
+  const der = await crypto.subtle.exportKey("pkcs8", key);
+  return `${PemConverter.encode(der, "PRIVATE KEY")}\n`;
+}
+
+async function authority(
+  cert: X509Certificate,
+  keys: CryptoKeyPair,
+  issuer: CertificateAuthority | undefined,
+): Promise<CertificateAuthority> {
+  const certPem = `${cert.toString("pem")}\n`;
+  return {
+    certPem,
+    keyPem: await privateKeyPem(keys.privateKey),
+    der: new Uint8Array(cert.rawData),
+    keys,
+    intermediatesPem: issuer === undefined ? "" : certPem + issuer.intermediatesPem,
+    serial: normalizeHex(cert.serialNumber),
+  };
+}
+
+/** The subject of a CA's certificate, as the issuer name of what it signs. */
+function subjectOf(ca: CertificateAuthority): Name {
+  return new X509Certificate(ca.certPem).subjectName;
+}
+
+function subjectName(commonName: string): Name {
+  if (typeof commonName !== "string" || commonName.length === 0) {
+    throw new TypeError('Cannot create certificate: "commonName" must be a non-empty string');
+  }
+  if (commonName.length > MAX_COMMON_NAME) {
+    throw new RangeError(
+      `Cannot create certificate: "commonName" must be at most ${MAX_COMMON_NAME} characters, received ${commonName.length}`,
+    );
+  }
+  // An explicit UTF8String keeps commas, quotes and the like literal (no RFC 4514 parsing).
+  return new Name([{ CN: [{ utf8String: commonName }] }]);
+}
+
+function validity(
+  options: { notBefore?: Date; notAfter?: Date },
+  lifetimeMs: number,
+): { notBefore: Date; notAfter: Date } {
+  const notBefore = options.notBefore ?? new Date(Date.now() - BACKDATE_MS);
+  const notAfter = options.notAfter ?? new Date(notBefore.getTime() + lifetimeMs);
+  if (!(notBefore.getTime() < notAfter.getTime())) {
+    throw new RangeError(
+      `Cannot create certificate: "notAfter" must be later than "notBefore", received ${notBefore.toISOString()} to ${notAfter.toISOString()}`,
+    );
+  }
+  return { notBefore, notAfter };
+}
+
+/** Returns an even-length hex serial for `@peculiar/x509`, which strips leading zero octets and adds the sign octet. */
+function serialFor(serialNumber: string | undefined): string {
+  if (serialNumber === undefined) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    // 0x40..0x7f in the first octet: positive, and exactly 16 octets once encoded.
+    bytes[0] = (bytes[0]! & 0x3f) | 0x40;
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  const hex = normalizeHex(serialNumber);
+  if (hex === "0") {
+    throw new RangeError("Cannot create certificate: serial number must be positive, received 0");
+  }
+  const even = hex.length % 2 === 0 ? hex : `0${hex}`;
+  const octets = even.length / 2 + (parseInt(even.slice(0, 2), 16) > 0x7f ? 1 : 0);
+  if (octets > MAX_SERIAL_OCTETS) {
+    throw new RangeError(
+      `Cannot create certificate: serial number must fit ${MAX_SERIAL_OCTETS} octets, received ${octets}`,
+    );
+  }
+  return even;
+}
+
+function subjectAltNames(
+  dnsNames: readonly string[],
+  ipAddresses: readonly string[],
+  uris: readonly string[],
+): JsonGeneralName[] {
+  const names: JsonGeneralName[] = [];
+  for (const dns of dnsNames) {
+    if (typeof dns !== "string" || dns.length === 0) {
+      throw new TypeError("Cannot create certificate: DNS names must be non-empty strings");
+    }
+    names.push({ type: "dns", value: dns });
+  }
+  for (const ip of ipAddresses) {
+    if (isIP(ip) === 0) {
+      throw new TypeError(`Cannot create certificate: "${ip}" is not an IP address`);
+    }
+    names.push({ type: "ip", value: ip });
+  }
+  for (const uri of uris) {
+    if (!URL.canParse(uri)) {
+      throw new TypeError(`Cannot create certificate: "${uri}" is not an absolute URI`);
+    }
+    names.push({ type: "url", value: uri });
+  }
+  return names;
+}
+
+function ekuOid(usage: ExtendedKeyUsageName): string {
+  switch (usage) {
+    case "serverAuth":
+      return ExtendedKeyUsage.serverAuth;
+    case "clientAuth":
+      return ExtendedKeyUsage.clientAuth;
+    default:
+      throw new TypeError(
+        `Cannot create certificate: extended key usage must be "serverAuth" or "clientAuth", received ${
+          JSON.stringify(usage)
+        }`,
+      );
+  }
+}

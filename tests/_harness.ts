@@ -1,0 +1,227 @@
+/**
+ * End-to-end helpers: upstream servers, a balancer on generated certificates,
+ * and mTLS clients, all on 127.0.0.1 port 0.
+ *
+ * @module
+ */
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { Balancer, type BalancerOptions } from "../lib/server.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
+import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
+
+/** A TCP upstream for tests. */
+export class TestUpstream implements AsyncDisposable {
+  readonly server: Server;
+  readonly sockets = new Set<Socket>();
+  /** Bytes received from the balancer over all connections. */
+  received = 0;
+  /** Connections ever accepted. */
+  accepted = 0;
+  #handler: (socket: Socket, upstream: TestUpstream) => void;
+
+  private constructor(handler: (socket: Socket, upstream: TestUpstream) => void) {
+    this.#handler = handler;
+    this.server = createServer({ allowHalfOpen: true }, (socket) => {
+      this.accepted++;
+      this.sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => this.sockets.delete(socket));
+      socket.on("data", (chunk: Uint8Array) => this.received += chunk.length);
+      this.#handler(socket, this);
+    });
+  }
+
+  /**
+   * Starts an upstream on `port` (0: any).
+   *
+   * @param handler What to do with each connection; default: echo, and end when the peer ends.
+   * @param port The port.
+   */
+  static async start(
+    handler: (socket: Socket, upstream: TestUpstream) => void = echo,
+    port = 0,
+  ): Promise<TestUpstream> {
+    const upstream = new TestUpstream(handler);
+    await upstream.listen(port);
+    return upstream;
+  }
+
+  listen(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen({ host: "127.0.0.1", port }, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Stops listening and destroys every open connection. */
+  stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    if (!this.server.listening) return Promise.resolve();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+/** Echoes bytes back; ends its side when the peer ends. */
+export function echo(socket: Socket): void {
+  socket.on("data", (chunk: Uint8Array) => {
+    if (!socket.write(chunk)) socket.pause();
+  });
+  socket.on("drain", () => socket.resume());
+  socket.on("end", () => socket.end());
+}
+
+/** Answers every connection with `name\n` and then echoes. */
+export function banner(name: string): (socket: Socket) => void {
+  return (socket) => {
+    socket.write(`${name}\n`);
+    echo(socket);
+  };
+}
+
+/** A running balancer and the PKI it trusts. */
+export interface TestBalancer extends AsyncDisposable {
+  balancer: Balancer;
+  pki: TestPki;
+  /** The port of the shared listener, or of a group's dedicated listener. */
+  port(group?: string): number;
+}
+
+/**
+ * Starts a balancer on a config whose `[tls]` section points at the test PKI.
+ *
+ * @param body TOML after the `[tls]` section (server, limits, health, groups, clients).
+ * @param options Injectables passed to the balancer.
+ */
+export async function startBalancer(
+  body: string,
+  options: Omit<BalancerOptions, "config" | "tls"> = {},
+): Promise<TestBalancer> {
+  const pki = await testPki();
+  const text = `[tls]
+ca = "ca.crt"
+cert = "server.crt"
+key = "server.key"
+${body}`;
+  const config = parseConfig(text, { path: join(pki.dir, "lb.toml"), baseDir: pki.dir });
+  const tls = await loadTlsMaterial(config);
+  const balancer = new Balancer({ config, tls, ...options });
+  await balancer.start();
+  return {
+    balancer,
+    pki,
+    port(group?: string): number {
+      const found = balancer.listeners().find((l) => l.group === group);
+      if (found === undefined) throw new Error(`No listener for ${group ?? "shared"}`);
+      return found.address.port;
+    },
+    [Symbol.asyncDispose]: () => balancer.close(),
+  };
+}
+
+/** Options of {@linkcode connectClient}. */
+export interface ClientOptions extends Omit<ConnectionOptions, "port" | "host"> {
+  /** Omit the client certificate. */
+  noCert?: boolean;
+}
+
+/**
+ * Opens an mTLS connection as `credential` and resolves once the client side of
+ * the handshake is done (in TLS 1.3 the server may still refuse afterwards).
+ */
+export function connectClient(
+  port: number,
+  credential: TestCredential | undefined,
+  options: ClientOptions = {},
+): Promise<TLSSocket> {
+  const { noCert, ...rest } = options;
+  return testPki().then((pki) =>
+    new Promise<TLSSocket>((resolve, reject) => {
+      const socket = tlsConnect({
+        host: "127.0.0.1",
+        port,
+        ca: pki.ca.certPem,
+        servername: "localhost",
+        ...(credential === undefined || noCert
+          ? {}
+          : { cert: credential.chainPem, key: credential.keyPem }),
+        ...rest,
+      });
+      socket.once("secureConnect", () => {
+        socket.off("error", reject);
+        resolve(socket);
+      });
+      socket.once("error", reject);
+    })
+  );
+}
+
+/** Collects everything a socket receives until it closes; never rejects. */
+export function readAll(socket: Socket): Promise<{ data: Uint8Array; error?: Error }> {
+  return new Promise((resolve) => {
+    const chunks: Uint8Array[] = [];
+    let error: Error | undefined;
+    socket.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    socket.on("error", (e: Error) => error = e);
+    socket.on("close", () => {
+      const data = concat(chunks);
+      resolve(error === undefined ? { data } : { data, error });
+    });
+  });
+}
+
+/** Reads exactly `n` bytes (resolves early with fewer if the socket ends). */
+export function readBytes(socket: Socket, n: number): Promise<Uint8Array> {
+  return new Promise((resolve) => {
+    const chunks: Uint8Array[] = [];
+    let have = 0;
+    const onData = (chunk: Uint8Array) => {
+      chunks.push(chunk);
+      have += chunk.length;
+      if (have >= n) finish();
+    };
+    const finish = () => {
+      socket.off("data", onData);
+      socket.off("close", finish);
+      socket.pause();
+      resolve(concat(chunks));
+    };
+    socket.on("data", onData);
+    socket.once("close", finish);
+  });
+}
+
+/** Resolves with the detail of the next `type` event of `target`. */
+export function nextEvent<T>(target: EventTarget, type: string): Promise<T> {
+  return new Promise((resolve) =>
+    target.addEventListener(type, (e) => resolve((e as CustomEvent<T>).detail), { once: true })
+  );
+}
+
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+export const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);

@@ -1,0 +1,962 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import {
+  type Config,
+  ConfigError,
+  loadConfig,
+  loadTlsMaterial,
+  parseConfig,
+  type TlsConfig,
+} from "../lib/config.ts";
+import { testPki } from "./_pki_fixtures.ts";
+
+const PATH = "/etc/mtlb/lb.toml";
+
+/** A small valid config; bad-config cases edit it. Line numbers are noted per line. */
+const BASE = [
+  "[server]", //                                   1
+  'listen = "127.0.0.1:8443"', //                  2
+  "", //                                           3
+  "[tls]", //                                      4
+  'ca = "certs/ca.crt"', //                        5
+  'cert = "certs/server.crt"', //                  6
+  'key = "certs/server.key"', //                   7
+  "", //                                           8
+  "[groups.echo]", //                              9
+  'upstreams = ["127.0.0.1:7001"]', //             10
+  "", //                                           11
+  "[clients.alice]", //                            12
+  'match = { cn = "alice" }', //                   13
+  'groups = ["echo"]', //                          14
+  "", //                                           15 (appended text starts here)
+].join("\n");
+
+/** BASE with one exact line replaced (the line must exist once). */
+function edit(from: string, to: string): string {
+  assert.ok(BASE.includes(from), `BASE has no ${JSON.stringify(from)}`);
+  return BASE.replace(from, to);
+}
+
+function configError(text: string): ConfigError {
+  try {
+    parseConfig(text, { path: PATH });
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${error}`);
+    return error;
+  }
+  return assert.fail("expected a ConfigError");
+}
+
+Deno.test("parseConfig() reads every section and key of a full config", () => {
+  const text = `
+[server]
+listen = "0.0.0.0:8443"
+handshake_timeout = "2s"
+connect_timeout = "500ms"
+idle_timeout = "1h"
+drain_timeout = "10s"
+workers = 4
+max_connections = 5000
+
+[tls]
+ca = "/srv/pki/ca.crt"
+cert = "pki/server.crt"
+key = "../keys/server.key"
+ciphers = ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]
+crl = "pki/ca.crl"
+
+[limits]
+max_connections_per_client = 5
+connection_rate = { count = 100, per = "1m" }
+
+[health]
+interval = "10s"
+timeout = "2s"
+rise = 2
+fall = 3
+send = "PING\\r\\n"
+expect = "+PONG"
+
+[admin]
+listen = "127.0.0.1:9000"
+allow_reload = true
+
+[log]
+format = "json"
+
+[groups.cache]
+upstreams = ["127.0.0.1:6379", { address = "[::1]:6380", weight = 2 }]
+listen = "127.0.0.1:9443"
+health = { expect = "", interval = "1s" }
+proxy_protocol = "v2"
+
+[groups.web-1]
+upstreams = [
+  { address = "Backend.internal:80" },
+]
+
+[clients.alice]
+match = { spki_sha256 = "3F:1C:${"00:".repeat(28)}AB:CD", serial = "00:0A:FF" }
+groups = ["cache", "web-1"]
+max_connections = 20
+connection_rate = { count = 5, per = "1s" }
+
+[clients.spiffe]
+match = { san_uri = "spiffe://example.org/web", san_dns = "Web.Example.org", cn = "web" }
+groups = ["web-1"]
+`;
+  const config = parseConfig(text, { path: PATH });
+  const health = { interval: 10_000, timeout: 2000, rise: 2, fall: 3, send: "PING\r\n" };
+  const expected: Config = {
+    path: PATH,
+    server: {
+      listen: "0.0.0.0:8443",
+      handshakeTimeout: 2000,
+      connectTimeout: 500,
+      idleTimeout: 3_600_000,
+      drainTimeout: 10_000,
+      workers: 4,
+      maxConnections: 5000,
+    },
+    tls: {
+      ca: "/srv/pki/ca.crt",
+      cert: "/etc/mtlb/pki/server.crt",
+      key: "/etc/keys/server.key",
+      ciphers: ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"],
+      crl: "/etc/mtlb/pki/ca.crl",
+    },
+    limits: { maxConnectionsPerClient: 5, connectionRate: { count: 100, per: 60_000 } },
+    health: { ...health, expect: "+PONG" },
+    groups: new Map([
+      ["cache", {
+        name: "cache",
+        upstreams: [{ address: "127.0.0.1:6379", weight: 1 }, { address: "[::1]:6380", weight: 2 }],
+        listen: "127.0.0.1:9443",
+        // Field-by-field override; the empty expect switches the inherited one off.
+        health: { ...health, interval: 1000 },
+        proxyProtocol: "v2",
+      }],
+      ["web-1", {
+        name: "web-1",
+        upstreams: [{ address: "Backend.internal:80", weight: 1 }],
+        health: { ...health, expect: "+PONG" },
+      }],
+    ]),
+    clients: new Map([
+      ["alice", {
+        name: "alice",
+        match: { spkiSha256: `3f1c${"00".repeat(28)}abcd`, serial: "aff" },
+        groups: ["cache", "web-1"],
+        maxConnections: 20,
+        connectionRate: { count: 5, per: 1000 },
+      }],
+      ["spiffe", {
+        name: "spiffe",
+        match: { sanUri: "spiffe://example.org/web", sanDns: "web.example.org", cn: "web" },
+        groups: ["web-1"],
+      }],
+    ]),
+    admin: { listen: "127.0.0.1:9000", allowReload: true },
+    log: { format: "json" },
+  };
+  assert.deepEqual(config, expected);
+});
+
+Deno.test("parseConfig() fills in the documented defaults", () => {
+  const config = parseConfig(BASE, { path: PATH });
+  assert.deepEqual(config.server, {
+    listen: "127.0.0.1:8443",
+    handshakeTimeout: 5000,
+    connectTimeout: 3000,
+    idleTimeout: 900_000,
+    drainTimeout: 30_000,
+  });
+  assert.deepEqual(config.tls.ciphers, ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"]);
+  assert.equal(config.tls.crl, undefined);
+  assert.deepEqual(config.limits, { maxConnectionsPerClient: 10 });
+  assert.deepEqual(config.health, { interval: 30_000, timeout: 1000, rise: 1, fall: 1 });
+  assert.deepEqual(config.groups.get("echo"), {
+    name: "echo",
+    upstreams: [{ address: "127.0.0.1:7001", weight: 1 }],
+    health: { interval: 30_000, timeout: 1000, rise: 1, fall: 1 },
+  });
+  assert.deepEqual(config.clients.get("alice"), {
+    name: "alice",
+    match: { cn: "alice" },
+    groups: ["echo"],
+  });
+  assert.deepEqual(config.admin, { allowReload: false });
+  assert.deepEqual(config.log, { format: "auto" });
+});
+
+Deno.test("parseConfig() resolves relative paths against the config file's folder", async (t) => {
+  await t.step("by default the folder of `path`", () => {
+    const { tls } = parseConfig(BASE.replace('"certs/ca.crt"', '"../pki/./ca.crt"'), {
+      path: "/srv/mtlb/config/lb.toml",
+    });
+    assert.equal(tls.ca, "/srv/mtlb/pki/ca.crt");
+    assert.equal(tls.cert, "/srv/mtlb/config/certs/server.crt");
+  });
+  await t.step("an explicit baseDir wins", () => {
+    const { tls } = parseConfig(BASE, { path: "lb.toml", baseDir: "/opt/lb" });
+    assert.equal(tls.key, "/opt/lb/certs/server.key");
+  });
+  await t.step("absolute paths are kept", () => {
+    const { tls } = parseConfig(BASE.replace('"certs/ca.crt"', '"/pki/ca.crt"'), { path: PATH });
+    assert.equal(tls.ca, "/pki/ca.crt");
+  });
+});
+
+Deno.test("parseConfig() accepts listeners on port 0 and per-group listeners only", () => {
+  const config = parseConfig(
+    edit('listen = "127.0.0.1:8443"', "")
+      .replace(
+        'upstreams = ["127.0.0.1:7001"]',
+        'upstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:0"',
+      ) +
+      '[groups.other]\nupstreams = ["127.0.0.1:7002"]\nlisten = "127.0.0.1:0"\n',
+    { path: PATH },
+  );
+  assert.equal(config.server.listen, undefined);
+  assert.deepEqual([...config.groups.values()].map((g) => g.listen), [
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+  ]);
+});
+
+Deno.test("parseConfig() reports the file, line and key in the conventional message", () => {
+  const error = configError(
+    edit('upstreams = ["127.0.0.1:7001"]', 'upstreams = ["127.0.0.1:7001", "cache"]'),
+  );
+  assert.equal(error.name, "ConfigError");
+  assert.equal(error.path, PATH);
+  assert.equal(error.key, "groups.echo.upstreams[1]");
+  assert.equal(error.line, 10);
+  assert.equal(
+    error.message,
+    `Cannot load config: ${PATH}:10: "groups.echo.upstreams[1]" must be "host:port", received "cache"`,
+  );
+  assert.equal(error.detail, '"groups.echo.upstreams[1]" must be "host:port", received "cache"');
+});
+
+Deno.test("parseConfig() reports TOML syntax errors with line and column", () => {
+  const error = configError(edit('key = "certs/server.key"', 'key = "certs/server.key'));
+  assert.equal(error.key, undefined);
+  assert.equal(error.line, 7);
+  assert.equal(typeof error.column, "number");
+  assert.match(error.message, new RegExp(`^Cannot load config: ${PATH}:7:\\d+: invalid TOML: \\S`));
+  assert.ok(!error.message.includes("\n"), "one-line message");
+  assert.equal(error.cause instanceof Error, true);
+});
+
+/** [case name, config text, expected key, expected line, message fragment]. */
+const BAD: [string, string, string, number | undefined, string][] = [
+  // Unknown keys, at every level.
+  [
+    "unknown top-level section",
+    BASE + '[servr]\nlisten = "127.0.0.1:1"\n',
+    "servr",
+    15,
+    "is not a known key",
+  ],
+  ["unknown top-level key", "debug = true\n" + BASE, "debug", 1, "expected one of server, tls"],
+  [
+    "unknown key in [server]",
+    edit('listen = "127.0.0.1:8443"', 'listen = "127.0.0.1:8443"\nlistn = "127.0.0.1:8444"'),
+    "server.listn",
+    3,
+    "is not a known key",
+  ],
+  [
+    "unknown key in [tls]",
+    edit('ca = "certs/ca.crt"', 'ca = "certs/ca.crt"\ncafile = "x"'),
+    "tls.cafile",
+    6,
+    "is not a known key",
+  ],
+  [
+    "unknown key in a group",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\nupstream = ["127.0.0.1:7002"]',
+    ),
+    "groups.echo.upstream",
+    11,
+    "is not a known key",
+  ],
+  [
+    "unknown key in an upstream",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = [\n  "127.0.0.1:7001",\n  { address = "127.0.0.1:7002", wieght = 2 },\n]',
+    ),
+    "groups.echo.upstreams[1].wieght",
+    12,
+    "expected one of address, weight",
+  ],
+  [
+    "unknown key in a group's health",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\nhealth = { intervall = "1s" }',
+    ),
+    "groups.echo.health.intervall",
+    11,
+    "is not a known key",
+  ],
+  [
+    "unknown key in a client",
+    BASE + "max_conections = 3\n",
+    "clients.alice.max_conections",
+    15,
+    "is not a known key",
+  ],
+  [
+    "unknown key in a match",
+    edit('match = { cn = "alice" }', 'match = { cn = "alice", common_name = "alice" }'),
+    "clients.alice.match.common_name",
+    13,
+    "expected one of spki_sha256, serial, cn, san_uri, san_dns",
+  ],
+  [
+    "unknown key in [health]",
+    BASE + "[health]\nretries = 3\n",
+    "health.retries",
+    16,
+    "is not a known key",
+  ],
+  // Wrong types.
+  [
+    "listen not a string",
+    edit('listen = "127.0.0.1:8443"', "listen = 8443"),
+    "server.listen",
+    2,
+    'must be "host:port", received 8443',
+  ],
+  [
+    "tls.ca not a string",
+    edit('ca = "certs/ca.crt"', "ca = 1"),
+    "tls.ca",
+    5,
+    "must be a non-empty string, received 1",
+  ],
+  [
+    "tls.ca empty",
+    edit('ca = "certs/ca.crt"', 'ca = ""'),
+    "tls.ca",
+    5,
+    "must be a non-empty string",
+  ],
+  [
+    "[server] not a table",
+    edit('[server]\nlisten = "127.0.0.1:8443"', 'server = "127.0.0.1:8443"'),
+    "server",
+    1,
+    'must be a table, received "127.0.0.1:8443"',
+  ],
+  [
+    "client groups not an array",
+    edit('groups = ["echo"]', 'groups = "echo"'),
+    "clients.alice.groups",
+    14,
+    'must be an array, received "echo"',
+  ],
+  [
+    "client group not a string",
+    edit('groups = ["echo"]', "groups = [1]"),
+    "clients.alice.groups[0]",
+    14,
+    "must be a group name",
+  ],
+  [
+    "match not a table",
+    edit('match = { cn = "alice" }', 'match = "alice"'),
+    "clients.alice.match",
+    13,
+    "must be a table",
+  ],
+  [
+    "upstream neither string nor table",
+    edit('upstreams = ["127.0.0.1:7001"]', "upstreams = [7001]"),
+    "groups.echo.upstreams[0]",
+    10,
+    "or { address, weight }",
+  ],
+  [
+    "float where an integer belongs",
+    BASE + "[health]\nrise = 2.0\n",
+    "health.rise",
+    16,
+    "must be an integer, received 2",
+  ],
+  [
+    "string where an integer belongs",
+    BASE + '[limits]\nmax_connections_per_client = "10"\n',
+    "limits.max_connections_per_client",
+    16,
+    "must be an integer",
+  ],
+  [
+    "allow_reload not a boolean",
+    BASE + '[admin]\nallow_reload = "yes"\n',
+    "admin.allow_reload",
+    16,
+    "must be true or false",
+  ],
+  [
+    "log format unknown",
+    BASE + '[log]\nformat = "yaml"\n',
+    "log.format",
+    16,
+    'must be "auto" or "text" or "json"',
+  ],
+  [
+    "proxy_protocol unknown",
+    edit('upstreams = ["127.0.0.1:7001"]', 'upstreams = ["127.0.0.1:7001"]\nproxy_protocol = "v1"'),
+    "groups.echo.proxy_protocol",
+    11,
+    'must be "v2"',
+  ],
+  [
+    "cipher not TLS 1.3",
+    edit(
+      'key = "certs/server.key"',
+      'key = "certs/server.key"\nciphers = ["ECDHE-RSA-AES128-GCM-SHA256"]',
+    ),
+    "tls.ciphers[0]",
+    8,
+    "must be a TLS 1.3 cipher suite",
+  ],
+  [
+    "no ciphers",
+    edit('key = "certs/server.key"', 'key = "certs/server.key"\nciphers = []'),
+    "tls.ciphers",
+    8,
+    "at least one",
+  ],
+  // Durations.
+  [
+    "bad duration",
+    edit("[server]", '[server]\nhandshake_timeout = "5 s"'),
+    "server.handshake_timeout",
+    2,
+    'must be a duration such as "500ms"',
+  ],
+  [
+    "duration as a number",
+    edit("[server]", "[server]\nidle_timeout = 900"),
+    "server.idle_timeout",
+    2,
+    "received 900",
+  ],
+  [
+    "zero duration",
+    BASE + '[health]\ninterval = "0s"\n',
+    "health.interval",
+    16,
+    "must be longer than zero",
+  ],
+  [
+    "duration beyond a timer's range",
+    edit("[server]", '[server]\nidle_timeout = "999h"'),
+    "server.idle_timeout",
+    2,
+    'must be at most "596h"',
+  ],
+  [
+    "bad rate window",
+    BASE + '[limits]\nconnection_rate = { count = 10, per = "1 minute" }\n',
+    "limits.connection_rate.per",
+    16,
+    "must be a duration",
+  ],
+  [
+    "rate without count",
+    BASE + '[limits]\nconnection_rate = { per = "1m" }\n',
+    "limits.connection_rate.count",
+    16,
+    "is required",
+  ],
+  // Addresses.
+  [
+    "upstream without port",
+    edit('upstreams = ["127.0.0.1:7001"]', 'upstreams = ["cache"]'),
+    "groups.echo.upstreams[0]",
+    10,
+    'must be "host:port", received "cache"',
+  ],
+  [
+    "upstream on port 0",
+    edit('upstreams = ["127.0.0.1:7001"]', 'upstreams = ["127.0.0.1:0"]'),
+    "groups.echo.upstreams[0]",
+    10,
+    "port from 1 to 65535",
+  ],
+  [
+    "listen port out of range",
+    edit('listen = "127.0.0.1:8443"', 'listen = "127.0.0.1:99999"'),
+    "server.listen",
+    2,
+    'must be "host:port"',
+  ],
+  [
+    "admin listen bad",
+    BASE + '[admin]\nlisten = "localhost"\n',
+    "admin.listen",
+    16,
+    'must be "host:port"',
+  ],
+  // Hex.
+  [
+    "spki not hex",
+    edit('match = { cn = "alice" }', 'match = { spki_sha256 = "xyz" }'),
+    "clients.alice.match.spki_sha256",
+    13,
+    "must be a SHA-256 in hex",
+  ],
+  [
+    "spki too short",
+    edit('match = { cn = "alice" }', 'match = { spki_sha256 = "3f1c" }'),
+    "clients.alice.match.spki_sha256",
+    13,
+    "64 digits",
+  ],
+  [
+    "serial with 0x",
+    edit('match = { cn = "alice" }', 'match = { serial = "0x1F" }'),
+    "clients.alice.match.serial",
+    13,
+    "must be a serial number in hex",
+  ],
+  [
+    "serial with empty colon part",
+    edit('match = { cn = "alice" }', 'match = { serial = "1f::2a" }'),
+    "clients.alice.match.serial",
+    13,
+    "in hex",
+  ],
+  // Clients.
+  [
+    "client with no match fields",
+    edit('match = { cn = "alice" }', "match = {}"),
+    "clients.alice.match",
+    13,
+    "at least one of spki_sha256",
+  ],
+  [
+    "client without match",
+    edit('match = { cn = "alice" }', ""),
+    "clients.alice.match",
+    12,
+    "is required",
+  ],
+  [
+    "client with empty cn",
+    edit('match = { cn = "alice" }', 'match = { cn = "" }'),
+    "clients.alice.match.cn",
+    13,
+    "non-empty",
+  ],
+  [
+    "client naming an unknown group",
+    edit('groups = ["echo"]', 'groups = ["echo", "cache"]'),
+    "clients.alice.groups[1]",
+    14,
+    'must name a group defined under [groups], received "cache"',
+  ],
+  [
+    "client with no groups",
+    edit('groups = ["echo"]', "groups = []"),
+    "clients.alice.groups",
+    14,
+    "at least one group",
+  ],
+  [
+    "client listing a group twice",
+    edit('groups = ["echo"]', 'groups = ["echo", "echo"]'),
+    "clients.alice.groups[1]",
+    14,
+    'repeats "echo"',
+  ],
+  [
+    "client max_connections 0",
+    BASE + "max_connections = 0\n",
+    "clients.alice.max_connections",
+    15,
+    "must be at least 1, received 0",
+  ],
+  [
+    "two clients with the same match",
+    BASE + '[clients.alice2]\nmatch = { cn = "alice" }\ngroups = ["echo"]\n',
+    "clients.alice2.match",
+    16,
+    'is the same as "clients.alice.match"',
+  ],
+  [
+    "same match written differently",
+    edit('match = { cn = "alice" }', 'match = { serial = "0A:0B" }') +
+    '[clients.alice2]\nmatch = { serial = "a0b" }\ngroups = ["echo"]\n',
+    "clients.alice2.match",
+    16,
+    "is the same as",
+  ],
+  [
+    "a client that can never match alone",
+    BASE + '[clients.alice2]\nmatch = { cn = "alice", serial = "01" }\ngroups = ["echo"]\n',
+    "clients.alice2.match",
+    16,
+    'can never match alone: every certificate it matches also matches "clients.alice.match"',
+  ],
+  [
+    "bad client name",
+    BASE + '[clients."bad name"]\nmatch = { cn = "b" }\ngroups = ["echo"]\n',
+    "clients.bad name",
+    15,
+    "has a bad name",
+  ],
+  // Groups and upstreams.
+  [
+    "group with no upstreams",
+    edit('upstreams = ["127.0.0.1:7001"]', "upstreams = []"),
+    "groups.echo.upstreams",
+    10,
+    "at least one upstream",
+  ],
+  [
+    "group without upstreams key",
+    edit('upstreams = ["127.0.0.1:7001"]', 'listen = "127.0.0.1:9443"'),
+    "groups.echo.upstreams",
+    9,
+    "is required",
+  ],
+  [
+    "duplicate upstream",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001", { address = "127.0.0.1:7001", weight = 2 }]',
+    ),
+    "groups.echo.upstreams[1]",
+    10,
+    'repeats "127.0.0.1:7001"',
+  ],
+  [
+    "weight 0",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = [{ address = "127.0.0.1:7001", weight = 0 }]',
+    ),
+    "groups.echo.upstreams[0].weight",
+    10,
+    "must be from 1 to 1000, received 0",
+  ],
+  [
+    "weight 1001",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = [{ address = "127.0.0.1:7001", weight = 1001 }]',
+    ),
+    "groups.echo.upstreams[0].weight",
+    10,
+    "received 1001",
+  ],
+  ["fall 0", BASE + "[health]\nfall = 0\n", "health.fall", 16, "must be from 1 to 1000"],
+  [
+    "no groups at all",
+    BASE.slice(0, BASE.indexOf("[groups.echo]")),
+    "groups",
+    undefined,
+    "is required",
+  ],
+  [
+    "empty groups table",
+    BASE.slice(0, BASE.indexOf("[groups.echo]")) + "[groups]\n",
+    "groups",
+    9,
+    "at least one group",
+  ],
+  [
+    "bad group name",
+    BASE + '[groups."-x"]\nupstreams = ["127.0.0.1:7002"]\n',
+    "groups.-x",
+    15,
+    "has a bad name",
+  ],
+  [
+    "group names differing in case only",
+    BASE + '[groups.Echo]\nupstreams = ["127.0.0.1:7002"]\n',
+    "groups.Echo",
+    15,
+    "only in letter case",
+  ],
+  ["no [tls]", BASE.replace(/\[tls\][^[]*/, ""), "tls", undefined, "is required"],
+  // Listeners.
+  [
+    "no listener",
+    edit('listen = "127.0.0.1:8443"', ""),
+    "server.listen",
+    1,
+    "nothing would listen",
+  ],
+  [
+    "a group no listener reaches",
+    edit('listen = "127.0.0.1:8443"', "") +
+    '[groups.other]\nupstreams = ["127.0.0.1:7002"]\nlisten = "127.0.0.1:9443"\n',
+    "groups.echo",
+    9,
+    'needs a listen address: "server.listen" is not set',
+  ],
+  [
+    "group listener equal to the shared one",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:8443"',
+    ),
+    "groups.echo.listen",
+    11,
+    'uses "127.0.0.1:8443", which "server.listen" already listens on',
+  ],
+  [
+    "two groups on one listener",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:9443"',
+    ) +
+    '[groups.other]\nupstreams = ["127.0.0.1:7002"]\nlisten = "127.0.0.1:9443"\n',
+    "groups.other.listen",
+    18,
+    '"groups.echo.listen" already listens on',
+  ],
+  [
+    "wildcard overlapping a specific address",
+    edit('listen = "127.0.0.1:8443"', 'listen = "0.0.0.0:8443"') +
+    '[admin]\nlisten = "127.0.0.1:8443"\n',
+    "admin.listen",
+    16,
+    '"server.listen" already listens on',
+  ],
+];
+
+Deno.test("parseConfig() rejects each bad config with its key and line", async (t) => {
+  for (const [name, text, key, line, fragment] of BAD) {
+    await t.step(name, () => {
+      const error = configError(text);
+      assert.equal(error.key, key, error.message);
+      assert.equal(error.line, line, error.message);
+      assert.equal(error.path, PATH);
+      assert.ok(error.message.startsWith(`Cannot load config: ${PATH}`), error.message);
+      assert.ok(error.message.includes(fragment), `${error.message}\n  lacks: ${fragment}`);
+    });
+  }
+});
+
+Deno.test("parseConfig() finds lines in multi-line arrays, inline tables and quoted keys", async (t) => {
+  await t.step("an array element on its own line", () => {
+    const error = configError(
+      edit(
+        'upstreams = ["127.0.0.1:7001"]',
+        'upstreams = [\n  "127.0.0.1:7001", # first\n  """\n7002""",\n]',
+      ),
+    );
+    assert.equal(error.key, "groups.echo.upstreams[1]");
+    assert.equal(error.line, 12);
+  });
+  await t.step("a quoted group name with a dot", () => {
+    const error = configError(
+      BASE + '[groups."api.v1"]\n# the api\nupstreams = ["127.0.0.1:7002"]\nlisten = "nope"\n',
+    );
+    assert.equal(error.key, "groups.api.v1.listen");
+    assert.equal(error.line, 18);
+  });
+  await t.step("a dotted key at the top level", () => {
+    const error = configError('admin.listen = "nope"\n' + BASE);
+    assert.equal(error.key, "admin.listen");
+    assert.equal(error.line, 1);
+  });
+});
+
+Deno.test("parseConfig() treats an empty send or expect as off", () => {
+  const config = parseConfig(
+    BASE + '[health]\nsend = "PING\\r\\n"\nexpect = "+PONG"\n' +
+      '[groups.banner]\nupstreams = ["127.0.0.1:7002"]\nhealth = { send = "", expect = "SSH-" }\n',
+    { path: PATH },
+  );
+  assert.deepEqual(config.groups.get("echo")?.health, {
+    interval: 30_000,
+    timeout: 1000,
+    rise: 1,
+    fall: 1,
+    send: "PING\r\n",
+    expect: "+PONG",
+  });
+  assert.deepEqual(config.groups.get("banner")?.health, {
+    interval: 30_000,
+    timeout: 1000,
+    rise: 1,
+    fall: 1,
+    expect: "SSH-",
+  });
+});
+
+Deno.test("loadConfig() loads the shipped config/lb.toml with paths from its folder", async () => {
+  const file = fromFileUrl(new URL("../config/lb.toml", import.meta.url));
+  const root = fromFileUrl(new URL("../", import.meta.url));
+  const config = await loadConfig(file);
+  assert.equal(config.path, file);
+  assert.equal(config.server.listen, "127.0.0.1:8443");
+  assert.equal(config.tls.ca, join(root, "certs/ca.crt"));
+  assert.equal(config.tls.cert, join(root, "certs/server.crt"));
+  assert.equal(config.tls.key, join(root, "certs/server.key"));
+  assert.deepEqual(
+    [...config.groups.values()].map((g) => [g.name, g.listen, g.upstreams.map((u) => u.address)]),
+    [
+      ["echo", "127.0.0.1:9443", ["127.0.0.1:7001", "127.0.0.1:7002"]],
+      ["cache", undefined, ["127.0.0.1:7003"]],
+    ],
+  );
+  assert.deepEqual(config.clients.get("alice")?.groups, ["echo", "cache"]);
+  assert.deepEqual(config.clients.get("alice")?.match, { cn: "alice" });
+  assert.deepEqual(config.clients.get("bob")?.groups, ["echo"]);
+  assert.deepEqual(config.clients.get("bob")?.match, { cn: "bob" });
+});
+
+Deno.test("loadConfig() names an unreadable file", async () => {
+  const file = "/nonexistent/mtlb/lb.toml";
+  await assert.rejects(loadConfig(file), (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.path, file);
+    assert.equal(error.key, undefined);
+    assert.match(
+      error.message,
+      /^Cannot load config: \/nonexistent\/mtlb\/lb\.toml: cannot read the file: /,
+    );
+    return true;
+  });
+});
+
+Deno.test("loadTlsMaterial() names an unreadable file by its key", async () => {
+  const tls: TlsConfig = {
+    ca: "/nonexistent/ca.crt",
+    cert: "/nonexistent/server.crt",
+    key: "/nonexistent/server.key",
+    ciphers: [],
+  };
+  await assert.rejects(loadTlsMaterial({ path: PATH, tls }), (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.key, "tls.ca");
+    assert.equal(error.path, PATH);
+    assert.ok(
+      error.message.includes('"tls.ca" cannot be read from "/nonexistent/ca.crt"'),
+      error.message,
+    );
+    return true;
+  });
+});
+
+const canWrite = (await Deno.permissions.query({ name: "write" })).state === "granted";
+if (!canWrite) {
+  console.warn("Skipping loadTlsMaterial() PKI tests: they need --allow-write for the test PKI");
+}
+
+Deno.test({
+  name: "loadTlsMaterial() returns the PEM texts and certificate dates",
+  ignore: !canWrite,
+  fn: async () => {
+    const pki = await testPki();
+    const tls: TlsConfig = {
+      ca: pki.ca.certPath,
+      cert: pki.server.chainPath,
+      key: pki.server.keyPath,
+      ciphers: [],
+    };
+    const material = await loadTlsMaterial({ path: PATH, tls });
+    assert.equal(material.ca, pki.ca.certPem);
+    assert.equal(material.cert, pki.server.chainPem);
+    assert.equal(material.key, pki.server.keyPem);
+    assert.equal(material.crl, undefined);
+    assert.deepEqual(material.certificates.map((c) => [c.key, c.subject]), [
+      ["tls.ca", "CN=mtlb test CA"],
+      ["tls.cert", "CN=localhost"],
+    ]);
+    for (const cert of material.certificates) {
+      assert.ok(cert.notBefore.getTime() < Date.now() && Date.now() < cert.notAfter.getTime());
+    }
+  },
+});
+
+Deno.test({
+  name: "loadTlsMaterial() rejects bad certificate material with its key",
+  ignore: !canWrite,
+  fn: async (t) => {
+    const pki = await testPki();
+    const good: TlsConfig = {
+      ca: pki.ca.certPath,
+      cert: pki.server.certPath,
+      key: pki.server.keyPath,
+      ciphers: [],
+    };
+    const garbage = await Deno.makeTempFile({ suffix: ".crt" });
+    await Deno.writeTextFile(
+      garbage,
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    const cases: [string, Partial<TlsConfig>, string, string][] = [
+      [
+        "a corrupt certificate",
+        { cert: garbage },
+        "tls.cert",
+        "holds a certificate that cannot be parsed",
+      ],
+      [
+        "certificate and key mismatch",
+        { key: pki.alice.keyPath },
+        "tls.cert",
+        "does not match the private key",
+      ],
+      [
+        "a key where the certificate belongs",
+        { cert: pki.server.keyPath },
+        "tls.cert",
+        "must hold PEM certificates",
+      ],
+      [
+        "a certificate where the key belongs",
+        { key: pki.server.certPath },
+        "tls.key",
+        "must be an unencrypted PEM private key",
+      ],
+      [
+        "a key where the CA belongs",
+        { ca: pki.alice.keyPath },
+        "tls.ca",
+        "must hold PEM certificates",
+      ],
+      [
+        "a certificate where the CRL belongs",
+        { crl: pki.ca.certPath },
+        "tls.crl",
+        "must hold a PEM CRL",
+      ],
+      [
+        "an unreadable key",
+        { key: join(pki.dir, "missing.key") },
+        "tls.key",
+        "cannot be read from",
+      ],
+    ];
+    for (const [name, change, key, fragment] of cases) {
+      await t.step(name, async () => {
+        await assert.rejects(
+          loadTlsMaterial({ path: PATH, tls: { ...good, ...change } }),
+          (error: unknown) => {
+            assert.ok(error instanceof ConfigError, String(error));
+            assert.equal(error.key, key, error.message);
+            assert.ok(error.message.includes(fragment), error.message);
+            return true;
+          },
+        );
+      });
+    }
+    await Deno.remove(garbage);
+  },
+});
