@@ -87,6 +87,15 @@ export interface ForwardOptions {
    * @default {undefined}
    */
   stats?: ForwardStats;
+  /**
+   * Bytes already read from the client before the forward started (for example while
+   * the upstream was being dialed). They are written to the upstream first and counted
+   * in `bytesFromClient`. A client whose readable side has already ended
+   * (`readableEnded`) is treated as having sent its FIN after these bytes.
+   *
+   * @default {[]}
+   */
+  head?: readonly Uint8Array[];
 }
 
 /** How a forward ended, returned by {@linkcode forward}. */
@@ -116,6 +125,12 @@ type Side = "client" | "upstream";
  *
  * - Backpressure: when a write returns `false`, the other socket is paused until
  *   `"drain"`, so buffering stays within the sockets' high-water marks plus one chunk.
+ *   Exception: a TLS socket (`encrypted: true`) is never paused. Deno 2.9's
+ *   `node:tls` server sockets keep reading and decrypting into memory while paused
+ *   (a paused socket handed over 32 MB in one chunk on resume), so pausing bounds
+ *   nothing, and a FIN that arrives while paused is lost, which would leave the
+ *   connection half-open forever (reproduced in tests/forward_test.ts). Bytes for a
+ *   slow upstream wait in the upstream socket's write buffer instead.
  * - Half-close: a FIN from one side ends the other side's writable half; the other
  *   direction keeps flowing until it sends its own FIN.
  * - On a reset, timeout, TLS error, idle timeout or abort, both sockets are destroyed
@@ -202,6 +217,10 @@ class Forwarder {
   readonly #signal: AbortSignal | undefined;
   readonly #start: number;
 
+  /** Whether a socket may be paused for backpressure (never a TLS one, see forward()). */
+  readonly #pauseClient: boolean;
+  readonly #pauseUpstream: boolean;
+
   #fromClient = 0;
   #fromUpstream = 0;
 
@@ -242,6 +261,8 @@ class Forwarder {
     this.#clientClosed = client.closed === true;
     this.#upstreamClosed = upstream.closed === true;
 
+    this.#pauseClient = (client as { encrypted?: boolean }).encrypted !== true;
+    this.#pauseUpstream = (upstream as { encrypted?: boolean }).encrypted !== true;
     client.on("data", this.#onClientData);
     client.on("end", this.#onClientEnd);
     client.on("finish", this.#onClientFinish);
@@ -271,9 +292,11 @@ class Forwarder {
     if (idleTimeout !== Infinity) {
       this.#timer = this.#clock.setTimeout(this.#onIdleCheck, this.#idleCheck);
     }
+    for (const chunk of options.head ?? []) this.#onClientData(chunk);
     // A "data" listener does not restart a socket that was paused explicitly.
     client.resume();
     upstream.resume();
+    if ((client as { readableEnded?: boolean }).readableEnded === true) this.#onClientEnd();
   }
 
   // Hot path: one call per chunk, no allocation.
@@ -281,14 +304,14 @@ class Forwarder {
     const n = chunk.length;
     this.#fromClient += n;
     this.#stats.bytesFromClient += n;
-    if (!this.#upstream.write(chunk)) this.#client.pause();
+    if (!this.#upstream.write(chunk) && this.#pauseClient) this.#client.pause();
   };
 
   #onUpstreamData = (chunk: Uint8Array): void => {
     const n = chunk.length;
     this.#fromUpstream += n;
     this.#stats.bytesFromUpstream += n;
-    if (!this.#client.write(chunk)) this.#upstream.pause();
+    if (!this.#client.write(chunk) && this.#pauseUpstream) this.#upstream.pause();
   };
 
   #onUpstreamDrain = (): void => {

@@ -409,7 +409,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const remote = remoteOf(socket);
     const errors = this.counters.handshakeErrors;
     errors.set(reason, (errors.get(reason) ?? 0) + 1);
-    log.debug("Handshake failed from {remote}: {reason}", { remote, reason });
+    log.info("Handshake failed from {remote}: {reason}", { remote, reason });
     this.#emit("handshake_error", { reason, remote } satisfies HandshakeErrorRecord);
   }
 
@@ -424,7 +424,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.#deny(socket, { reason: "server_closing", remote: remoteOf(socket) });
       return;
     }
-    const done = this.#serve(socket, listenerGroup).catch((error) => {
+    // Read from the start: Deno 2.9's node:tls loses a FIN that arrives while a
+    // socket is not being read (see forward()), so bytes sent before the upstream is
+    // connected are kept here and handed to forward() as its head.
+    const head: Uint8Array[] = [];
+    const early = (chunk: Uint8Array) => head.push(chunk);
+    socket.on("data", early);
+    socket.on("end", noop);
+    const done = this.#serve(socket, listenerGroup, head, early).catch((error) => {
       log.error("Unexpected error serving {remote}: {error}", { remote: remoteOf(socket), error });
       socket.destroy();
     });
@@ -445,7 +452,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     return undefined;
   }
 
-  async #serve(socket: TLSSocket, listenerGroup: string | undefined): Promise<void> {
+  async #serve(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    head: Uint8Array[],
+    early: (chunk: Uint8Array) => void,
+  ): Promise<void> {
     const remote = remoteOf(socket);
     // Defence in depth: rejectUnauthorized already refused these in the handshake.
     const peer = socket.getPeerCertificate(true);
@@ -524,8 +536,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#sockets.add(socket);
     this.#sockets.add(upstream);
     const stats: ForwardStats = { bytesFromClient: 0, bytesFromUpstream: 0 };
+    socket.off("data", early);
+    socket.off("end", noop);
     try {
       const result = await forward(socket, upstream, {
+        head,
         idleTimeout: this.#config.server.idleTimeout,
         signal: this.#closing.signal,
         clock: this.#clock,
@@ -580,6 +595,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
+
+function noop(): void {}
 
 function remoteOf(socket: Socket): string {
   const address = socket.remoteAddress;

@@ -1,0 +1,887 @@
+/**
+ * The mtlb command line: argument parsing, the permission needs of a config, and
+ * the `serve`, `check`, `permissions` and `certs` commands as functions that
+ * return an exit code. `main.ts` only calls {@linkcode runCli}.
+ *
+ * Exit codes: {@linkcode EXIT_OK} (0) on success; {@linkcode EXIT_FAILURE} (1) when
+ * the balancer cannot run although its config is fine (unsupported Deno, an
+ * address in use, a privileged port); {@linkcode EXIT_USAGE} (2) for everything the
+ * operator must fix before anything starts: bad arguments, a bad config or
+ * certificate, missing Deno permissions, files `certs` would overwrite.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { isAbsolute, relative, resolve } from "node:path";
+import { isIP } from "node:net";
+import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
+import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import {
+  type Config,
+  ConfigError,
+  loadConfig,
+  loadTlsMaterial,
+  type TlsCertificateInfo,
+  type TlsMaterial,
+} from "./config.ts";
+import { formatDuration } from "./duration.ts";
+import { configureLogging, type LogFormat } from "./logging.ts";
+import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
+import { writeDevPki } from "./pki.ts";
+import { assertSupportedRuntime } from "./runtime.ts";
+import { Balancer } from "./server.ts";
+
+/** Exit code: success. */
+export const EXIT_OK = 0;
+/** Exit code: the balancer could not run (unsupported runtime, cannot listen). */
+export const EXIT_FAILURE = 1;
+/** Exit code: bad arguments, config, certificates or permissions; nothing was started. */
+export const EXIT_USAGE = 2;
+/** The config file used when `--config` is not given. */
+export const DEFAULT_CONFIG = "config/lb.toml";
+/** Certificates expiring within this many days are warned about. */
+export const EXPIRY_WARNING_DAYS = 30;
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_CLIENTS = ["alice", "bob"];
+const LOG_FORMATS: readonly LogFormat[] = ["auto", "text", "json"];
+const log = getLogger(["mtlb", "main"]);
+
+/** A parsed command line, as {@linkcode parseCliArgs} returns it. */
+export type CliCommand =
+  | {
+    command: "serve";
+    config: string;
+    logFormat: LogFormat | undefined;
+    logLevel: LogLevel;
+  }
+  | { command: "check"; config: string }
+  | { command: "permissions"; config: string }
+  | { command: "certs"; dir: string; clients: string[]; force: boolean }
+  | { command: "help" }
+  | { command: "version" };
+
+/** A command line that cannot be run: an unknown command or option, a bad value. */
+export class UsageError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong.
+   * @param options The cause.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UsageError";
+  }
+}
+
+/** The usage text `--help` prints. */
+export const USAGE: string = `Usage:
+  main.ts [serve] [--config FILE] [--log-format auto|text|json] [--log-level LEVEL]
+  main.ts check [--config FILE]
+  main.ts permissions [--config FILE]
+  main.ts certs [--dir DIR] [--client NAME]... [--force]
+
+Commands:
+  serve        Run the balancer (the default command)
+  check        Validate the config and its certificates and print a summary;
+               warns about certificates expiring within ${EXPIRY_WARNING_DAYS} days
+  permissions  Print the deno run line with the narrow permissions the config needs
+  certs        Write a development PKI (CA, server, clients; ECDSA P-256)
+
+Options:
+  -c, --config FILE    Config file (default: ${DEFAULT_CONFIG})
+  --log-format FORMAT  auto (text on a terminal, JSON lines otherwise), text or json;
+                       overrides [log] format in the config
+  --log-level LEVEL    trace, debug, info, warning, error or fatal (default: info)
+  --dir DIR            certs: output folder (default: certs)
+  --client NAME        certs: a client to issue a certificate for, repeatable
+                       (default: ${DEFAULT_CLIENTS.join(", ")})
+  --force              certs: replace existing files
+  -h, --help           Show this help
+  -V, --version        Show the version
+
+Exit status: 0 success; 1 the balancer could not run (unsupported Deno, cannot
+listen); 2 bad arguments, config, certificates or permissions (nothing started).
+`;
+
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  serve: ["config", "log-format", "log-level"],
+  check: ["config"],
+  permissions: ["config"],
+  certs: ["dir", "client", "force"],
+};
+
+/**
+ * Parses command-line arguments. The command is the first positional argument,
+ * `serve` when there is none.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseCliArgs } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseCliArgs(["check", "--config", "lb.toml"]), {
+ *   command: "check",
+ *   config: "lb.toml",
+ * });
+ * assert.equal(parseCliArgs([]).command, "serve");
+ * assert.throws(() => parseCliArgs(["--confg", "lb.toml"]), { name: "UsageError" });
+ * ```
+ *
+ * @param args The arguments after the script name.
+ * @returns The command and its options, defaults filled in.
+ * @throws {UsageError} On an unknown command or option, a missing or bad value, an
+ *   option the command does not take, or more than one command.
+ */
+export function parseCliArgs(args: readonly string[]): CliCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        "log-format": { type: "string" },
+        "log-level": { type: "string" },
+        dir: { type: "string" },
+        client: { type: "string", multiple: true },
+        force: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { command: "help" };
+  if (values.version) return { command: "version" };
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `Cannot parse arguments: expected one command, received ${
+        positionals.map((p) => JSON.stringify(p)).join(" ")
+      }`,
+    );
+  }
+  const command = positionals[0] ?? "serve";
+  const allowed = COMMAND_OPTIONS[command];
+  if (allowed === undefined) {
+    throw new UsageError(
+      `Cannot parse arguments: unknown command ${JSON.stringify(command)}, expected one of ${
+        Object.keys(COMMAND_OPTIONS).join(", ")
+      }`,
+    );
+  }
+  for (const [option, value] of Object.entries(values)) {
+    if (value === undefined || allowed.includes(option)) continue;
+    throw new UsageError(
+      `Cannot parse arguments: "${command}" does not take --${option}`,
+    );
+  }
+  const nonEmpty = (option: string, value: string | undefined, fallback: string): string => {
+    if (value === "") throw new UsageError(`Cannot parse arguments: --${option} must not be empty`);
+    return value ?? fallback;
+  };
+  const config = nonEmpty("config", values.config, DEFAULT_CONFIG);
+  switch (command) {
+    case "serve": {
+      const format = values["log-format"];
+      if (format !== undefined && !(LOG_FORMATS as readonly string[]).includes(format)) {
+        throw new UsageError(
+          `Cannot parse arguments: --log-format must be auto, text or json, received ${
+            JSON.stringify(format)
+          }`,
+        );
+      }
+      let level = values["log-level"] ?? "info";
+      if (level === "warn") level = "warning";
+      if (!isLogLevel(level)) {
+        throw new UsageError(
+          `Cannot parse arguments: --log-level must be trace, debug, info, warning, error or fatal, received ${
+            JSON.stringify(values["log-level"])
+          }`,
+        );
+      }
+      return {
+        command,
+        config,
+        logFormat: format as LogFormat | undefined,
+        logLevel: level,
+      };
+    }
+    case "check":
+    case "permissions":
+      return { command, config };
+    default: {
+      const clients = values.client ?? DEFAULT_CLIENTS;
+      for (const name of clients) nonEmpty("client", name, "");
+      return {
+        command: "certs",
+        dir: nonEmpty("dir", values.dir, "certs"),
+        clients,
+        force: values.force ?? false,
+      };
+    }
+  }
+}
+
+/**
+ * The Deno permissions a configuration needs to run: `net` for every listener
+ * (shared, per group, admin) and every upstream (connections and health probes),
+ * `read` for the config file and the CA, certificate, key and CRL files
+ * (absolute paths).
+ *
+ * A listener on port 0 needs its host with no port (Deno cannot grant "any
+ * port the kernel picks" otherwise). A listener on a host name is resolved
+ * before it binds, and Deno checks the address it binds: a listener on
+ * `localhost` therefore also needs `127.0.0.1` and `[::1]` with its port. Other
+ * host names cannot be resolved here, so listeners should use IP addresses.
+ *
+ * @example Usage
+ * ```ts
+ * import { permissionNeeds } from "./cli.ts";
+ * import { parseConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `[server]
+ * listen = "127.0.0.1:0"
+ * [tls]
+ * ca = "ca.crt"
+ * cert = "server.crt"
+ * key = "server.key"
+ * [groups.echo]
+ * upstreams = ["127.0.0.1:7001"]
+ * `,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * );
+ * assert.deepEqual(permissionNeeds(config), {
+ *   net: ["127.0.0.1", "127.0.0.1:7001"],
+ *   read: ["/etc/mtlb/lb.toml", "/etc/mtlb/ca.crt", "/etc/mtlb/server.crt", "/etc/mtlb/server.key"],
+ * });
+ * ```
+ *
+ * @param config A validated configuration; its `path` is resolved against the working directory.
+ * @returns The `net` and `read` entries, without duplicates, listeners first.
+ */
+export function permissionNeeds(config: Config): PermissionNeeds {
+  const net: string[] = [];
+  const listen = (address: string): void => {
+    const { hostname, port } = parseHostPort(address);
+    const hosts = hostname.toLowerCase() === "localhost"
+      ? [hostname, "127.0.0.1", "::1"]
+      : [hostname];
+    for (const host of hosts) {
+      net.push(port === 0 ? formatHost(host) : formatHostPort({ hostname: host, port }));
+    }
+  };
+  if (config.server.listen !== undefined) listen(config.server.listen);
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) listen(group.listen);
+  }
+  if (config.admin.listen !== undefined) listen(config.admin.listen);
+  for (const group of config.groups.values()) {
+    for (const upstream of group.upstreams) net.push(upstream.address);
+  }
+  const { tls } = config;
+  const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
+  if (tls.crl !== undefined) read.push(tls.crl);
+  return { net: [...new Set(net)], read: [...new Set(read.map((p) => resolve(p)))] };
+}
+
+function formatHost(hostname: string): string {
+  return isIP(hostname) === 6 ? `[${hostname}]` : hostname;
+}
+
+/** Options of {@linkcode formatRunCommand}. */
+export interface FormatRunCommandOptions {
+  /**
+   * The script to run, as the user should type it.
+   *
+   * @default {"main.ts"}
+   */
+  main?: string;
+  /**
+   * Arguments after the script, such as `["--config", "lb.toml"]`.
+   *
+   * @default {[]}
+   */
+  args?: readonly string[];
+  /**
+   * Read paths inside this folder are printed relative to it.
+   *
+   * @default {Deno.cwd()}
+   */
+  cwd?: string;
+}
+
+/**
+ * Renders a `deno run` command line that grants exactly `needs`, quoted for a
+ * POSIX shell (IPv6 brackets and spaces included), on one line.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatRunCommand } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   formatRunCommand(
+ *     { net: ["127.0.0.1:8443", "[::1]:8443"], read: ["/srv/lb/lb.toml"] },
+ *     { cwd: "/srv/lb", args: ["--config", "lb.toml"] },
+ *   ),
+ *   "deno run '--allow-net=127.0.0.1:8443,[::1]:8443' --allow-read=lb.toml main.ts --config lb.toml",
+ * );
+ * ```
+ *
+ * @param needs The permissions to grant.
+ * @param options The script, its arguments and the folder paths are shown relative to.
+ * @returns The command line, without a trailing newline.
+ */
+export function formatRunCommand(
+  needs: PermissionNeeds,
+  options: FormatRunCommandOptions = {},
+): string {
+  const cwd = options.cwd ?? Deno.cwd();
+  const shown: PermissionNeeds = {
+    net: needs.net,
+    read: needs.read.map((path) => displayPath(path, cwd)),
+  };
+  return [
+    "deno",
+    "run",
+    ...permissionFlags(shown),
+    options.main ?? "main.ts",
+    ...options.args ?? [],
+  ]
+    .map(shellQuote).join(" ");
+}
+
+function displayPath(path: string, cwd: string): string {
+  const rel = relative(cwd, path);
+  return rel === "" ? "." : rel.startsWith("..") || isAbsolute(rel) ? path : rel;
+}
+
+function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+/** What {@linkcode checkCertificateDates} found wrong with one certificate. */
+export interface CertificateFinding {
+  /** `"error"` for an expired certificate, `"warning"` otherwise. */
+  level: "error" | "warning";
+  /** The certificate. */
+  certificate: TlsCertificateInfo;
+  /** A sentence for the operator. */
+  message: string;
+}
+
+/**
+ * Judges the validity dates of the CA and server certificates: expired is an
+ * error, expiring within {@linkcode EXPIRY_WARNING_DAYS} days or not valid yet a
+ * warning.
+ *
+ * @example Usage
+ * ```ts
+ * import { checkCertificateDates } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const now = Date.parse("2030-01-01T00:00:00Z");
+ * const [finding] = checkCertificateDates([{
+ *   key: "tls.cert",
+ *   subject: "CN=localhost",
+ *   notBefore: new Date("2029-01-01T00:00:00Z"),
+ *   notAfter: new Date("2030-01-11T00:00:00Z"),
+ * }], now);
+ * assert.equal(finding?.level, "warning");
+ * assert.match(finding!.message, /expires in 10 days/);
+ * ```
+ *
+ * @param certificates The certificates, as `loadTlsMaterial` reports them.
+ * @param now The current time, ms since the epoch.
+ * @returns One finding per certificate with a problem, in input order.
+ */
+export function checkCertificateDates(
+  certificates: readonly TlsCertificateInfo[],
+  now: number = Date.now(),
+): CertificateFinding[] {
+  const findings: CertificateFinding[] = [];
+  for (const certificate of certificates) {
+    const what = `"${certificate.key}" certificate ${JSON.stringify(oneLine(certificate.subject))}`;
+    const until = certificate.notAfter.getTime();
+    if (until <= now) {
+      findings.push({
+        level: "error",
+        certificate,
+        message: `${what} expired on ${certificate.notAfter.toISOString()}`,
+      });
+    } else if (until - now < EXPIRY_WARNING_DAYS * DAY_MS) {
+      const days = Math.floor((until - now) / DAY_MS);
+      findings.push({
+        level: "warning",
+        certificate,
+        message: `${what} expires in ${days} day${
+          days === 1 ? "" : "s"
+        }, on ${certificate.notAfter.toISOString()}`,
+      });
+    } else if (certificate.notBefore.getTime() > now) {
+      findings.push({
+        level: "warning",
+        certificate,
+        message: `${what} is not valid until ${certificate.notBefore.toISOString()}`,
+      });
+    }
+  }
+  return findings;
+}
+
+function oneLine(subject: string): string {
+  return subject.split("\n").filter((part) => part !== "").join(", ");
+}
+
+/** Options of {@linkcode runCli}. */
+export interface RunCliOptions {
+  /** The mtlb version `--version` prints. */
+  version: string;
+  /**
+   * The script name shown in printed command lines.
+   *
+   * @default {"main.ts"}
+   */
+  main?: string;
+  /**
+   * Writes to standard output.
+   *
+   * @default {a synchronous write to stdout}
+   */
+  stdout?: (text: string) => void;
+  /**
+   * Writes to standard error (logging of `serve` has its own output, stderr).
+   *
+   * @default {a synchronous write to stderr}
+   */
+  stderr?: (text: string) => void;
+  /**
+   * Stops `serve` when aborted.
+   *
+   * @default {aborted on SIGINT or SIGTERM}
+   */
+  signal?: AbortSignal;
+  /**
+   * The current time for certificate date checks, ms since the epoch.
+   *
+   * @default {Date.now}
+   */
+  now?: () => number;
+}
+
+/**
+ * Runs one command line and returns the process exit code. `serve` returns only
+ * after `signal` aborts (SIGINT or SIGTERM by default) and the balancer closed.
+ *
+ * @example Usage
+ * ```ts
+ * import { EXIT_USAGE, runCli } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * let out = "";
+ * assert.equal(await runCli(["--version"], { version: "1.2.3", stdout: (t) => out += t }), 0);
+ * assert.equal(out, "mtlb 1.2.3\n");
+ * assert.equal(await runCli(["frobnicate"], { version: "1.2.3", stderr: () => {} }), EXIT_USAGE);
+ * ```
+ *
+ * @param args The arguments after the script name.
+ * @param options Version, output, stop signal and clock.
+ * @returns The exit code: {@linkcode EXIT_OK}, {@linkcode EXIT_FAILURE} or {@linkcode EXIT_USAGE}.
+ */
+export async function runCli(args: readonly string[], options: RunCliOptions): Promise<number> {
+  const io: Io = {
+    out: options.stdout ?? ((text) => writeAll(Deno.stdout, text)),
+    err: options.stderr ?? ((text) => writeAll(Deno.stderr, text)),
+    main: options.main ?? "main.ts",
+    now: options.now ?? Date.now,
+    version: options.version,
+  };
+  let command: CliCommand;
+  try {
+    command = parseCliArgs(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.err(`${error.message}\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  switch (command.command) {
+    case "help":
+      io.out(`mtlb ${io.version}: a layer-4 load balancer for mutual TLS clients\n\n${USAGE}`);
+      return EXIT_OK;
+    case "version":
+      io.out(`mtlb ${io.version}\n`);
+      return EXIT_OK;
+    case "permissions":
+      return await permissionsCommand(command.config, io);
+    case "check":
+      return await checkCommand(command.config, io);
+    case "certs":
+      return await certsCommand(command, io);
+    case "serve": {
+      if (options.signal !== undefined) return await serve(command, io, options.signal);
+      using stop = stopOnSignals();
+      return await serve(command, io, stop.signal);
+    }
+  }
+}
+
+interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  main: string;
+  now(): number;
+  version: string;
+}
+
+const encoder = new TextEncoder();
+
+function writeAll(stream: { writeSync(p: Uint8Array): number }, text: string): void {
+  const bytes = encoder.encode(text);
+  for (let at = 0; at < bytes.length;) at += stream.writeSync(bytes.subarray(at));
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** An AbortSignal aborted by the first SIGINT or SIGTERM; later ones are ignored. */
+function stopOnSignals(): { signal: AbortSignal } & Disposable {
+  const controller = new AbortController();
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT", "SIGBREAK"]
+    : ["SIGINT", "SIGTERM"];
+  const handlers = signals.map((name) => {
+    const handler = (): void => {
+      if (controller.signal.aborted) log.debug("Already stopping; received {name}", { name });
+      else controller.abort(name);
+    };
+    Deno.addSignalListener(name, handler);
+    return [name, handler] as const;
+  });
+  return {
+    signal: controller.signal,
+    [Symbol.dispose]() {
+      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
+
+/**
+ * Loads the config, making sure first that the file may be read, so Deno never
+ * prompts. Returns an exit code instead of a config when it cannot.
+ */
+async function readConfig(path: string, io: Io, args: string[]): Promise<Config | number> {
+  const file = resolve(path);
+  if (checkPermissions({ net: [], read: [file] }).missing.read.length > 0) {
+    io.err(
+      `Cannot read the config: Deno has no read permission for ${
+        JSON.stringify(path)
+      }; grant it to learn what else the config needs:\n  ${
+        formatRunCommand({ net: [], read: [file] }, {
+          main: io.main,
+          args: ["permissions", ...args],
+        })
+      }\n`,
+    );
+    return EXIT_USAGE;
+  }
+  try {
+    return await loadConfig(path);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.err(`${error.message}\n`);
+    return EXIT_USAGE;
+  }
+}
+
+async function readTls(config: Config, io: Io): Promise<TlsMaterial | number> {
+  try {
+    return await loadTlsMaterial(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.err(`${error.message}\n`);
+    return EXIT_USAGE;
+  }
+}
+
+async function permissionsCommand(path: string, io: Io): Promise<number> {
+  const config = await readConfig(path, io, ["--config", path]);
+  if (typeof config === "number") return config;
+  io.out(
+    `${formatRunCommand(permissionNeeds(config), { main: io.main, args: ["--config", path] })}\n`,
+  );
+  return EXIT_OK;
+}
+
+async function checkCommand(path: string, io: Io): Promise<number> {
+  const config = await readConfig(path, io, ["--config", path]);
+  if (typeof config === "number") return config;
+  const needs = permissionNeeds(config);
+  const missing = checkPermissions({ net: [], read: needs.read }).missing.read;
+  if (missing.length > 0) {
+    io.err(
+      `Cannot check the certificates: Deno has no read permission for ${
+        missing.map((file) => displayPath(file, Deno.cwd())).join(", ")
+      }; run:\n  ${
+        formatRunCommand({ net: [], read: needs.read }, {
+          main: io.main,
+          args: ["check", "--config", path],
+        })
+      }\n`,
+    );
+    return EXIT_USAGE;
+  }
+  const tls = await readTls(config, io);
+  if (typeof tls === "number") return tls;
+  io.out(summarize(config, tls, io.now()));
+  let code = EXIT_OK;
+  for (const finding of checkCertificateDates(tls.certificates, io.now())) {
+    io.err(`${finding.level === "error" ? "Error" : "Warning"}: ${finding.message}\n`);
+    if (finding.level === "error") code = EXIT_USAGE;
+  }
+  return code;
+}
+
+/** The human summary `check` prints. */
+function summarize(config: Config, tls: TlsMaterial, now: number): string {
+  const lines: string[] = [`Config ${config.path} is valid.`, "", "Listeners:"];
+  if (config.server.listen !== undefined) {
+    lines.push(
+      `  ${config.server.listen}  shared: group by SNI, else ALPN, else the client's only group`,
+    );
+  }
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) lines.push(`  ${group.listen}  group ${group.name}`);
+  }
+  if (config.admin.listen !== undefined) {
+    lines.push(
+      `  ${config.admin.listen}  admin${config.admin.allowReload ? " (reload allowed)" : ""}`,
+    );
+  }
+  lines.push("", "Groups:");
+  for (const group of config.groups.values()) {
+    const h = group.health;
+    const probe = h.send === undefined && h.expect === undefined ? "TCP connect" : [
+      h.send === undefined ? "" : `send ${JSON.stringify(h.send)}`,
+      h.expect === undefined ? "" : `expect ${JSON.stringify(h.expect)}`,
+    ].filter((s) => s !== "").join(", ");
+    lines.push(`  ${group.name}${group.proxyProtocol === undefined ? "" : " (PROXY v2)"}`);
+    for (const upstream of group.upstreams) {
+      lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
+    }
+    lines.push(
+      `    health: ${probe} every ${formatDuration(h.interval)}, timeout ${
+        formatDuration(h.timeout)
+      }, rise ${h.rise}, fall ${h.fall}`,
+    );
+  }
+  lines.push("", "Clients:");
+  if (config.clients.size === 0) lines.push("  (none: every connection will be refused)");
+  const matchKeys: Record<string, string> = {
+    spkiSha256: "spki_sha256",
+    serial: "serial",
+    cn: "cn",
+    sanUri: "san_uri",
+    sanDns: "san_dns",
+  };
+  const rate = (r: { count: number; per: number } | undefined): string =>
+    r === undefined ? "no rate limit" : `at most ${r.count} new per ${formatDuration(r.per)}`;
+  for (const client of config.clients.values()) {
+    const match = Object.entries(matchKeys)
+      .filter(([field]) => client.match[field as keyof typeof client.match] !== undefined)
+      .map(([field, key]) =>
+        `${key}=${JSON.stringify(client.match[field as keyof typeof client.match])}`
+      )
+      .join(", ");
+    const limits = [
+      client.maxConnections === undefined ? "" : `${client.maxConnections} concurrent`,
+      client.connectionRate === undefined ? "" : rate(client.connectionRate),
+    ].filter((s) => s !== "");
+    lines.push(
+      `  ${client.name}: match ${match} -> ${client.groups.join(", ")}${
+        limits.length === 0 ? "" : ` (${limits.join(", ")})`
+      }`,
+    );
+  }
+  const { limits, server } = config;
+  lines.push(
+    "",
+    `Limits: ${limits.maxConnectionsPerClient} concurrent per client, ${
+      rate(limits.connectionRate)
+    }${server.maxConnections === undefined ? "" : `; ${server.maxConnections} in total`}`,
+    `Timeouts: handshake ${formatDuration(server.handshakeTimeout)}, connect ${
+      formatDuration(server.connectTimeout)
+    }, idle ${formatDuration(server.idleTimeout)}, drain ${formatDuration(server.drainTimeout)}`,
+    `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${tls.crl === undefined ? "" : ", with CRL"}`,
+    "Certificates:",
+  );
+  for (const cert of tls.certificates) {
+    const days = Math.floor((cert.notAfter.getTime() - now) / DAY_MS);
+    lines.push(
+      `  ${cert.key}  ${oneLine(cert.subject)}  valid until ${cert.notAfter.toISOString()} (${
+        days < 0 ? "expired" : `${days} days left`
+      })`,
+    );
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+async function certsCommand(
+  command: Extract<CliCommand, { command: "certs" }>,
+  io: Io,
+): Promise<number> {
+  const dir = resolve(command.dir);
+  const write = Deno.permissions.querySync({ name: "write", path: dir }).state === "granted";
+  const read = Deno.permissions.querySync({ name: "read", path: dir }).state === "granted";
+  if (!write || !read) {
+    const flag = shellQuote(`--allow-read=${command.dir}`) + " " +
+      shellQuote(`--allow-write=${command.dir}`);
+    io.err(
+      `Cannot write the PKI: Deno needs read and write permission for ${
+        JSON.stringify(command.dir)
+      }; run:\n  deno run ${flag} ${io.main} certs --dir ${shellQuote(command.dir)}\n`,
+    );
+    return EXIT_USAGE;
+  }
+  let summary;
+  try {
+    summary = await writeDevPki(command.dir, {
+      clients: command.clients,
+      overwrite: command.force,
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) {
+      io.err(
+        `${
+          errorText(error).replace(/, pass overwrite to replace it$/, "")
+        }: refusing to overwrite; pass --force to replace the whole PKI\n`,
+      );
+      return EXIT_USAGE;
+    }
+    if (error instanceof TypeError) {
+      io.err(`${errorText(error)}\n`);
+      return EXIT_USAGE;
+    }
+    throw error;
+  }
+  const lines = [
+    `Wrote a development PKI to ${summary.dir} (ECDSA P-256; for development only):`,
+    `  ${summary.caCert}, ${summary.caKey}  the CA: [tls] ca, and the clients' trust anchor`,
+    `  ${summary.serverCert}, ${summary.serverKey}  the server: [tls] cert and key (localhost, 127.0.0.1, ::1)`,
+  ];
+  for (const client of summary.clients) {
+    lines.push(`  ${client.cert}, ${client.key}  client ${client.name} (clientAuth)`);
+  }
+  lines.push(
+    `  ${summary.intruderCert}, ${summary.intruderKey}  client "intruder" of an untrusted CA (${summary.foreignCaCert}): refused`,
+    "",
+    "Policy entries (spki_sha256 pins the key; `cn` or `serial` also work):",
+  );
+  for (const client of summary.clients) {
+    lines.push(
+      "",
+      `[clients.${client.name}]`,
+      `match = { spki_sha256 = "${client.spkiSha256}" }`,
+      `groups = []  # the groups ${client.name} may use`,
+    );
+  }
+  io.out(`${lines.join("\n")}\n`);
+  return EXIT_OK;
+}
+
+async function serve(
+  command: Extract<CliCommand, { command: "serve" }>,
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  try {
+    assertSupportedRuntime();
+  } catch (error) {
+    io.err(`${errorText(error)}\n`);
+    return EXIT_FAILURE;
+  }
+  const args = ["--config", command.config];
+  const config = await readConfig(command.config, io, args);
+  if (typeof config === "number") return config;
+  // Checked before the certificates are read, so that Deno never prompts.
+  const needs = permissionNeeds(config);
+  const report = checkPermissions(needs);
+  const missing = [...report.missing.net, ...report.missing.read];
+  if (missing.length > 0) {
+    io.err(
+      `Cannot start: Deno lacks permissions this config needs: ${
+        permissionFlags(report.missing).join(" ")
+      }\nRun it with exactly the permissions it needs:\n  ${
+        formatRunCommand(needs, { main: io.main, args })
+      }\n`,
+    );
+    return EXIT_USAGE;
+  }
+  const tls = await readTls(config, io);
+  if (typeof tls === "number") return tls;
+  const findings = checkCertificateDates(tls.certificates, io.now());
+  const expired = findings.filter((f) => f.level === "error");
+  if (expired.length > 0) {
+    io.err(`Cannot start: ${expired.map((f) => f.message).join("; ")}\n`);
+    return EXIT_USAGE;
+  }
+
+  await using _logging = await configureLogging({
+    format: command.logFormat ?? config.log.format,
+    level: command.logLevel,
+  });
+  for (const finding of findings) log.warn(finding.message);
+  if (report.broader.length > 0) {
+    log.warn("Permissions broader than this config needs: {broader}; narrow them with: {run}", {
+      broader: report.broader.join(", "),
+      run: formatRunCommand(needs, { main: io.main, args }),
+    });
+  }
+
+  const balancer = new Balancer({ config, tls });
+  try {
+    await balancer.start();
+  } catch (error) {
+    log.error("Cannot start: {reason}", { reason: bindFailure(error) });
+    return EXIT_FAILURE;
+  }
+  if (!signal.aborted) {
+    log.info("mtlb {version} started: listening on {addresses}", {
+      version: io.version,
+      addresses: balancer.listeners().map((l) => formatHostPort(l.address)),
+      config: config.path,
+    });
+    await new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () => resolve(), { once: true })
+    );
+  }
+  log.info("Stopping on {signal}", { signal: String(signal.reason) });
+  await balancer.close();
+  log.info("Stopped");
+  return EXIT_OK;
+}
+
+/** A sentence for a listener that could not bind. */
+function bindFailure(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  const address = error as { address?: unknown; port?: unknown } | null;
+  const where = typeof address?.address === "string" && typeof address.port === "number"
+    ? ` ${formatHostPort({ hostname: address.address, port: address.port } as HostPort)}`
+    : "";
+  if (code === "EADDRINUSE") return `address${where} already in use by another process`;
+  if (code === "EACCES") {
+    return `permission denied to listen on${where} (ports below 1024 need privileges)`;
+  }
+  if (code === "EADDRNOTAVAIL") return `address${where} is not an address of this machine`;
+  if (error instanceof Deno.errors.NotCapable) {
+    return `${errorText(error)} (listeners on host names resolve to addresses Deno must allow)`;
+  }
+  return errorText(error);
+}

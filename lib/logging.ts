@@ -1,0 +1,171 @@
+/**
+ * LogTape setup for the mtlb service: human-readable text on a terminal, JSON
+ * lines otherwise, always on stderr. Only the service entry point calls
+ * {@linkcode configureLogging}; library code only calls `getLogger(["mtlb", ...])`.
+ *
+ * @module
+ */
+import {
+  configure,
+  getAnsiColorFormatter,
+  getTextFormatter,
+  type LogLevel,
+  type LogRecord,
+  reset,
+  type TextFormatter,
+  type TextFormatterOptions,
+} from "@logtape/logtape";
+
+/** How log records are written: `"auto"` picks text on a terminal, JSON lines otherwise. */
+export type LogFormat = "auto" | "text" | "json";
+
+/** Options of {@linkcode configureLogging}. */
+export interface LoggingOptions {
+  /**
+   * Output format.
+   *
+   * @default {"auto"}
+   */
+  format?: LogFormat;
+  /**
+   * The lowest level written for the `mtlb` categories.
+   *
+   * @default {"info"}
+   */
+  level?: LogLevel;
+  /**
+   * Receives each formatted record, newline included.
+   *
+   * @default {a synchronous write to stderr}
+   */
+  write?: (line: string) => void;
+  /**
+   * Whether the output is a terminal: decides `"auto"`, and colours text.
+   *
+   * @default {Deno.stderr.isTerminal()}
+   */
+  terminal?: boolean;
+}
+
+/**
+ * Configures LogTape for the service: records of the `mtlb` categories at `level`
+ * and above, and LogTape's own warnings, go to stderr, as text (with every property
+ * the message does not show appended as `key=value`) or as one JSON object per line:
+ * `{"@timestamp", "level", "logger", "message", "properties"}`. Errors in properties
+ * become `{name, message, code}`; bigints become strings. Text is coloured on a
+ * terminal unless `NO_COLOR` is set. Replaces any earlier configuration.
+ *
+ * Records are written synchronously, so nothing is lost when the process exits
+ * right after logging.
+ *
+ * @example JSON lines
+ * ```ts
+ * import { configureLogging } from "./logging.ts";
+ * import { getLogger } from "@logtape/logtape";
+ * import assert from "node:assert/strict";
+ *
+ * const lines: string[] = [];
+ * await using _logging = await configureLogging({ format: "json", write: (l) => lines.push(l) });
+ * getLogger(["mtlb", "audit"]).info("Connection ended: client={client}", { client: "alice" });
+ * const record = JSON.parse(lines[0]!);
+ * assert.equal(record.logger, "mtlb.audit");
+ * assert.equal(record.message, "Connection ended: client=alice");
+ * assert.equal(record.properties.client, "alice");
+ * ```
+ *
+ * @param options Format, level and output.
+ * @returns A handle whose disposal resets LogTape.
+ */
+export async function configureLogging(options: LoggingOptions = {}): Promise<AsyncDisposable> {
+  const terminal = options.terminal ?? Deno.stderr.isTerminal();
+  const format = options.format ?? "auto";
+  const formatter = format === "json" || (format === "auto" && !terminal)
+    ? formatJsonLine
+    : textFormatter(terminal && !Deno.noColor);
+  const write = options.write ?? writeStderr;
+  await configure({
+    reset: true,
+    sinks: { stderr: (record: LogRecord) => write(formatter(record)) },
+    loggers: [
+      { category: ["mtlb"], lowestLevel: options.level ?? "info", sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+  return { [Symbol.asyncDispose]: () => reset() };
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(line: string): void {
+  const bytes = encoder.encode(line);
+  for (let at = 0; at < bytes.length;) at += Deno.stderr.writeSync(bytes.subarray(at));
+}
+
+/** JSON.stringify replacer for values LogTape properties commonly hold. */
+function jsonValue(_key: string, value: unknown): unknown {
+  if (value instanceof Error) {
+    const code = (value as { code?: unknown }).code;
+    return { name: value.name, message: value.message, ...(code === undefined ? {} : { code }) };
+  }
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Map) return Object.fromEntries(value);
+  if (value instanceof Set) return [...value];
+  return value;
+}
+
+function renderValue(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value instanceof Error) return value.message;
+  if (Array.isArray(value) && value.every((item) => typeof item === "string")) {
+    return value.join(", ");
+  }
+  if (typeof value === "object" && value !== null) return JSON.stringify(value, jsonValue);
+  return String(value);
+}
+
+function renderMessage(record: LogRecord): string {
+  let message = "";
+  for (let i = 0; i < record.message.length; i++) {
+    message += i % 2 === 0 ? record.message[i] as string : renderValue(record.message[i]);
+  }
+  return message;
+}
+
+function formatJsonLine(record: LogRecord): string {
+  return `${
+    JSON.stringify({
+      "@timestamp": new Date(record.timestamp).toISOString(),
+      level: record.level === "warning" ? "WARN" : record.level.toUpperCase(),
+      logger: record.category.join("."),
+      message: renderMessage(record),
+      properties: record.properties,
+    }, jsonValue)
+  }\n`;
+}
+
+/** The properties a message template does not show, as ` key=value` pairs. */
+function extraProperties(record: LogRecord): string {
+  const raw = typeof record.rawMessage === "string"
+    ? record.rawMessage
+    : record.rawMessage.join("");
+  const shown = new Set([...raw.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]!.trim()));
+  let extra = "";
+  for (const [key, value] of Object.entries(record.properties)) {
+    if (value === undefined || shown.has(key)) continue;
+    const text = renderValue(value);
+    const plain = typeof value === "object" || (/^[^\s"=]+$/.test(text));
+    extra += ` ${key}=${plain ? text : JSON.stringify(text)}`;
+  }
+  return extra;
+}
+
+function textFormatter(colors: boolean): TextFormatter {
+  const options = {
+    timestamp: "date-time-tz" as const,
+    category: ".",
+    value: (value) => renderValue(value),
+    format: ({ timestamp, level, category, message, record }) =>
+      `${timestamp} ${level} ${category}: ${message}${extraProperties(record)}`,
+  } satisfies TextFormatterOptions;
+  return colors ? getAnsiColorFormatter(options) : getTextFormatter(options);
+}

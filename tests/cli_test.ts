@@ -1,0 +1,445 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { connect, type Socket } from "node:net";
+import { X509Certificate } from "node:crypto";
+import { getLogger } from "@logtape/logtape";
+import {
+  checkCertificateDates,
+  DEFAULT_CONFIG,
+  EXIT_OK,
+  EXIT_USAGE,
+  formatRunCommand,
+  parseCliArgs,
+  permissionNeeds,
+  runCli,
+  USAGE,
+} from "../lib/cli.ts";
+import { parseConfig } from "../lib/config.ts";
+import { configureLogging } from "../lib/logging.ts";
+import { demoCommands, startDemoUpstreams } from "../demo.ts";
+import { concat, readAll, text } from "./_harness.ts";
+import { testPki } from "./_pki_fixtures.ts";
+
+const DAY = 24 * 60 * 60 * 1000;
+const ESC = String.fromCharCode(0x1b);
+
+Deno.test("parseCliArgs() reads each command with its defaults", async (t) => {
+  const cases: [string[], unknown][] = [
+    [[], { command: "serve", config: DEFAULT_CONFIG, logFormat: undefined, logLevel: "info" }],
+    [
+      ["serve", "-c", "lb.toml", "--log-format", "json", "--log-level", "debug"],
+      { command: "serve", config: "lb.toml", logFormat: "json", logLevel: "debug" },
+    ],
+    [
+      ["--config=lb.toml", "--log-level", "warn"],
+      { command: "serve", config: "lb.toml", logFormat: undefined, logLevel: "warning" },
+    ],
+    [["check", "--config", "a.toml"], { command: "check", config: "a.toml" }],
+    [["permissions"], { command: "permissions", config: DEFAULT_CONFIG }],
+    [["certs"], { command: "certs", dir: "certs", clients: ["alice", "bob"], force: false }],
+    [
+      ["certs", "--dir", "pki", "--client", "carol", "--client", "dave", "--force"],
+      { command: "certs", dir: "pki", clients: ["carol", "dave"], force: true },
+    ],
+    [["--help"], { command: "help" }],
+    [["check", "-h"], { command: "help" }],
+    [["-V"], { command: "version" }],
+    [["--version", "--config", "x"], { command: "version" }],
+  ];
+  for (const [args, expected] of cases) {
+    await t.step(args.join(" ") || "(no arguments)", () => {
+      assert.deepEqual(parseCliArgs(args), expected);
+    });
+  }
+});
+
+Deno.test("parseCliArgs() refuses what it does not know", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [["--confg", "lb.toml"], /--confg/],
+    [["serve", "--frobnicate"], /--frobnicate/],
+    [["bogus"], /unknown command "bogus"/],
+    [["check", "extra"], /expected one command/],
+    [["check", "--force"], /"check" does not take --force/],
+    [["serve", "--dir", "x"], /"serve" does not take --dir/],
+    [["certs", "--config", "x"], /"certs" does not take --config/],
+    [["--log-format", "xml"], /--log-format must be auto, text or json, received "xml"/],
+    [["--log-level", "loud"], /--log-level must be .*received "loud"/],
+    [["--config"], /--config/],
+    [["--config="], /--config must not be empty/],
+    [["certs", "--client="], /--client must not be empty/],
+  ];
+  for (const [args, message] of cases) {
+    await t.step(args.join(" "), () => {
+      assert.throws(() => parseCliArgs(args), (e: unknown) => {
+        assert.ok(e instanceof Error);
+        assert.equal(e.name, "UsageError");
+        assert.match(e.message, message);
+        return true;
+      });
+    });
+  }
+});
+
+const TLS = `[tls]
+ca = "pki/ca.crt"
+cert = "pki/server.crt"
+key = "/keys/server.key"
+`;
+
+Deno.test("permissionNeeds() lists every listener, upstream and file once", () => {
+  const config = parseConfig(
+    `[server]
+listen = "127.0.0.1:8443"
+${TLS}crl = "pki/ca.crl"
+[admin]
+listen = "127.0.0.1:9000"
+[groups.echo]
+upstreams = ["127.0.0.1:7001", { address = "127.0.0.1:7002", weight = 2 }]
+listen = "0.0.0.0:9443"
+[groups.cache]
+upstreams = ["cache.internal:6379", "127.0.0.1:7001"]
+`,
+    { path: "/etc/mtlb/lb.toml" },
+  );
+  assert.deepEqual(permissionNeeds(config), {
+    net: [
+      "127.0.0.1:8443",
+      "0.0.0.0:9443",
+      "127.0.0.1:9000",
+      "127.0.0.1:7001",
+      "127.0.0.1:7002",
+      "cache.internal:6379",
+    ],
+    read: [
+      "/etc/mtlb/lb.toml",
+      "/etc/mtlb/pki/ca.crt",
+      "/etc/mtlb/pki/server.crt",
+      "/keys/server.key",
+      "/etc/mtlb/pki/ca.crl",
+    ],
+  });
+});
+
+Deno.test("permissionNeeds() asks for the host alone for a port 0 listener", async (t) => {
+  const cases: [string, string[]][] = [
+    ["127.0.0.1:0", ["127.0.0.1"]],
+    ["[::1]:0", ["[::1]"]],
+    ["[::1]:8443", ["[::1]:8443"]],
+    ["localhost:0", ["localhost", "127.0.0.1", "[::1]"]],
+    ["localhost:8443", ["localhost:8443", "127.0.0.1:8443", "[::1]:8443"]],
+  ];
+  for (const [listen, expected] of cases) {
+    await t.step(listen, () => {
+      const config = parseConfig(
+        `[server]\nlisten = "${listen}"\n${TLS}[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+        { path: "/etc/mtlb/lb.toml" },
+      );
+      assert.deepEqual(permissionNeeds(config).net, [...expected, "127.0.0.1:7001"]);
+    });
+  }
+});
+
+Deno.test("permissionNeeds() resolves a relative config path against the working directory", () => {
+  const config = parseConfig(
+    `[server]\nlisten = "127.0.0.1:0"\n${TLS}[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+    { path: "config/lb.toml" },
+  );
+  assert.deepEqual(permissionNeeds(config).read.slice(0, 2), [
+    join(Deno.cwd(), "config/lb.toml"),
+    join(Deno.cwd(), "config/pki/ca.crt"),
+  ]);
+});
+
+Deno.test("formatRunCommand() prints paths relative to the folder and quotes for a shell", () => {
+  assert.equal(
+    formatRunCommand(
+      {
+        net: ["127.0.0.1:8443", "[::1]:9443"],
+        read: ["/srv/lb/config/lb.toml", "/etc/pki/it's.key"],
+      },
+      { cwd: "/srv/lb", main: "main.ts", args: ["--config", "config/lb.toml"] },
+    ),
+    "deno run '--allow-net=127.0.0.1:8443,[::1]:9443' '--allow-read=config/lb.toml,/etc/pki/it'\\''s.key' main.ts --config config/lb.toml",
+  );
+  assert.equal(formatRunCommand({ net: [], read: [] }, { cwd: "/" }), "deno run main.ts");
+});
+
+Deno.test("checkCertificateDates() errs on expired and warns within 30 days", async (t) => {
+  const now = Date.parse("2030-06-01T00:00:00Z");
+  const cert = (notBefore: number, notAfter: number) => ({
+    key: "tls.cert" as const,
+    subject: "CN=localhost",
+    notBefore: new Date(notBefore),
+    notAfter: new Date(notAfter),
+  });
+  const cases: [string, number, number, string | undefined, RegExp | undefined][] = [
+    ["valid for a year", now - DAY, now + 365 * DAY, undefined, undefined],
+    ["exactly 30 days left", now - DAY, now + 30 * DAY, undefined, undefined],
+    ["10 days left", now - DAY, now + 10 * DAY, "warning", /expires in 10 days, on 2030-06-11/],
+    ["1 day left", now - DAY, now + DAY + 1, "warning", /expires in 1 day,/],
+    [
+      "expired",
+      now - 2 * DAY,
+      now - DAY,
+      "error",
+      /"tls\.cert" certificate "CN=localhost" expired/,
+    ],
+    ["not yet valid", now + DAY, now + 365 * DAY, "warning", /is not valid until 2030-06-02/],
+  ];
+  for (const [name, notBefore, notAfter, level, message] of cases) {
+    await t.step(name, () => {
+      const findings = checkCertificateDates([cert(notBefore, notAfter)], now);
+      assert.equal(findings[0]?.level, level);
+      if (message !== undefined) assert.match(findings[0]!.message, message);
+    });
+  }
+});
+
+/** Runs the CLI in-process, capturing its output. */
+async function run(args: string[], now?: number) {
+  let stdout = "";
+  let stderr = "";
+  const code = await runCli(args, {
+    version: "9.8.7",
+    stdout: (t) => stdout += t,
+    stderr: (t) => stderr += t,
+    ...(now === undefined ? {} : { now: () => now }),
+  });
+  return { code, stdout, stderr };
+}
+
+Deno.test("runCli() prints the version and the help on stdout", async () => {
+  assert.deepEqual(await run(["--version"]), { code: EXIT_OK, stdout: "mtlb 9.8.7\n", stderr: "" });
+  const help = await run(["--help"]);
+  assert.equal(help.code, EXIT_OK);
+  assert.ok(help.stdout.startsWith("mtlb 9.8.7: "));
+  assert.ok(help.stdout.endsWith(USAGE));
+  assert.match(USAGE, /Exit status: 0 success; 1 .* 2 bad arguments/s);
+});
+
+Deno.test("runCli() prints the usage on stderr and exits 2 on a bad command line", async () => {
+  const result = await run(["serve", "--nope"]);
+  assert.equal(result.code, EXIT_USAGE);
+  assert.equal(result.stdout, "");
+  assert.match(result.stderr, /--nope/);
+  assert.ok(result.stderr.endsWith(USAGE));
+});
+
+async function writeConfig(dir: string, body: string): Promise<string> {
+  const pki = await testPki();
+  const path = join(dir, "lb.toml");
+  await Deno.writeTextFile(
+    path,
+    `[tls]\nca = "${pki.ca.certPath}"\ncert = "${pki.server.certPath}"\nkey = "${pki.server.keyPath}"\n${body}`,
+  );
+  return path;
+}
+
+Deno.test("runCli() check summarizes the config and warns about a certificate near expiry", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
+  try {
+    const path = await writeConfig(
+      dir,
+      `[server]
+listen = "127.0.0.1:8443"
+[groups.echo]
+upstreams = ["127.0.0.1:7001", { address = "127.0.0.1:7002", weight = 3 }]
+listen = "127.0.0.1:9443"
+[clients.alice]
+match = { cn = "alice", serial = "0A1B" }
+groups = ["echo"]
+max_connections = 4
+`,
+    );
+    const ok = await run(["check", "--config", path]);
+    assert.equal(ok.code, EXIT_OK, ok.stderr);
+    assert.equal(ok.stderr, "");
+    for (
+      const line of [
+        `Config ${path} is valid.`,
+        "  127.0.0.1:8443  shared: group by SNI, else ALPN, else the client's only group",
+        "  127.0.0.1:9443  group echo",
+        "    127.0.0.1:7002  weight 3",
+        "    health: TCP connect every 30s, timeout 1s, rise 1, fall 1",
+        '  alice: match serial="a1b", cn="alice" -> echo (4 concurrent)',
+        "Limits: 10 concurrent per client, no rate limit",
+      ]
+    ) {
+      assert.ok(
+        ok.stdout.includes(`${line}\n`),
+        `missing ${JSON.stringify(line)} in\n${ok.stdout}`,
+      );
+    }
+    // The test PKI's server certificate is valid for 365 days: look from 350 days on.
+    const pki = await testPki();
+    const server = new Date(new X509Certificate(pki.server.certPem).validTo);
+    const later = await run(["check", "--config", path], server.getTime() - 10 * DAY - 1000);
+    assert.equal(later.code, EXIT_OK);
+    assert.match(
+      later.stderr,
+      /^Warning: "tls\.cert" certificate "CN=localhost" expires in 10 days/,
+    );
+    const expired = await run(["check", "--config", path], server.getTime() + 1000);
+    assert.equal(expired.code, EXIT_USAGE);
+    assert.match(expired.stderr, /^Error: "tls\.cert" certificate "CN=localhost" expired on /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runCli() permissions prints one runnable line; a bad config exits 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
+  try {
+    const path = await writeConfig(
+      dir,
+      `[server]\nlisten = "127.0.0.1:0"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+    );
+    const pki = await testPki();
+    const result = await run(["permissions", "--config", path]);
+    assert.equal(result.code, EXIT_OK, result.stderr);
+    assert.equal(
+      result.stdout,
+      `deno run --allow-net=127.0.0.1,127.0.0.1:7001 --allow-read=${path},${pki.ca.certPath},${pki.server.certPath},${pki.server.keyPath} main.ts --config ${path}\n`,
+    );
+    await Deno.writeTextFile(path, "[limits]\nmax_connections_per_client = 0\n", {
+      append: true,
+    });
+    const bad = await run(["permissions", "--config", path]);
+    assert.equal(bad.code, EXIT_USAGE);
+    assert.equal(bad.stdout, "");
+    assert.match(
+      bad.stderr,
+      /^Cannot load config: .*lb\.toml:10: "limits\.max_connections_per_client" must be at least 1/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("configureLogging() writes one JSON line per record, properties included", async () => {
+  const lines: string[] = [];
+  {
+    await using _logging = await configureLogging({ format: "json", write: (l) => lines.push(l) });
+    getLogger(["mtlb", "audit"]).info("Connection ended: client={client} in={in}", {
+      client: "alice",
+      in: 5,
+      identity: { cn: "alice", sanUri: [] },
+      error: Object.assign(new Error("boom"), { code: "ECONNRESET" }),
+      big: 12n,
+    });
+    getLogger(["mtlb", "server"]).debug("not at info");
+    getLogger(["other"]).info("not mtlb");
+  }
+  getLogger(["mtlb", "audit"]).info("after dispose");
+  assert.equal(lines.length, 1);
+  assert.ok(lines[0]!.endsWith("}\n"));
+  assert.equal(lines[0]!.indexOf("\n"), lines[0]!.length - 1);
+  const record = JSON.parse(lines[0]!);
+  assert.equal(record.level, "INFO");
+  assert.equal(record.logger, "mtlb.audit");
+  assert.equal(record.message, "Connection ended: client=alice in=5");
+  assert.deepEqual(record.properties, {
+    client: "alice",
+    in: 5,
+    identity: { cn: "alice", sanUri: [] },
+    error: { name: "Error", message: "boom", code: "ECONNRESET" },
+    big: "12",
+  });
+  assert.ok(!Number.isNaN(Date.parse(record["@timestamp"])));
+});
+
+Deno.test("configureLogging() writes text with the extra properties, uncoloured off a terminal", async (t) => {
+  const cases = [
+    ["text", false],
+    ["auto", true],
+  ] as const;
+  for (const [format, terminal] of cases) {
+    await t.step(`${format}, terminal ${terminal}`, async () => {
+      const lines: string[] = [];
+      {
+        await using _logging = await configureLogging({
+          format,
+          terminal,
+          level: "debug",
+          write: (l) => lines.push(l),
+        });
+        getLogger(["mtlb", "server"]).debug("Denied {remote}: {reason}", {
+          remote: "127.0.0.1:5000",
+          reason: "unknown_identity",
+          client: undefined,
+          identity: { cn: "eve" },
+          detail: "two words",
+        });
+      }
+      assert.equal(lines.length, 1);
+      const plain = lines[0]!.replace(new RegExp(`${ESC}\\[[0-9;]*m`, "g"), "");
+      if (!terminal) assert.equal(plain, lines[0], "no colours off a terminal");
+      else if (!Deno.noColor) assert.notEqual(plain, lines[0], "colours on a terminal");
+      assert.match(
+        plain,
+        /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \+00 DBG mtlb\.server: Denied 127\.0\.0\.1:5000: unknown_identity identity=\{"cn":"eve"\} detail="two words"\n$/,
+      );
+    });
+  }
+});
+
+Deno.test("configureLogging() picks JSON lines when auto is not on a terminal", async () => {
+  const lines: string[] = [];
+  {
+    await using _logging = await configureLogging({ terminal: false, write: (l) => lines.push(l) });
+    getLogger(["mtlb", "main"]).warn("Listening on {addresses}", { addresses: ["a:1", "b:2"] });
+  }
+  const record = JSON.parse(lines[0]!);
+  assert.equal(record.level, "WARN");
+  assert.equal(record.message, "Listening on a:1, b:2");
+  assert.deepEqual(record.properties.addresses, ["a:1", "b:2"]);
+});
+
+function send(address: string, payload: string): Promise<string> {
+  const { port } = new URL(`tcp://${address}`);
+  const socket: Socket = connect({ host: "127.0.0.1", port: Number(port) });
+  const all = readAll(socket);
+  socket.end(payload);
+  return all.then(({ data }) => text(concat([data])));
+}
+
+Deno.test("startDemoUpstreams() serves echo and a cache that answers PING", async () => {
+  await using upstreams = await startDemoUpstreams([["127.0.0.1:0", "echo"], [
+    "127.0.0.1:0",
+    "cache",
+  ]]);
+  const [echo, cache] = upstreams.addresses;
+  assert.match(echo!, /^127\.0\.0\.1:\d+$/);
+  assert.equal(await send(echo!, "PING\r\nhello"), "PING\r\nhello");
+  assert.equal(
+    await send(cache!, "PING\r\nGET k\nping\npartial"),
+    "+PONG\r\nGET k\n+PONG\r\npartial",
+  );
+});
+
+Deno.test("demoCommands() points openssl at the listeners and the PKI beside the CA", () => {
+  const config = parseConfig(
+    `[server]
+listen = "127.0.0.1:8443"
+[tls]
+ca = "../certs/ca.crt"
+cert = "../certs/server.crt"
+key = "../certs/server.key"
+[groups.echo]
+upstreams = ["127.0.0.1:7001"]
+listen = "127.0.0.1:9443"
+[groups.cache]
+upstreams = ["127.0.0.1:7003"]
+`,
+    { path: "/repo/config/lb.toml" },
+  );
+  const lines = demoCommands(config, "/repo").split("\n").filter((l) => !l.startsWith("#"));
+  const files = (name: string) =>
+    `-cert certs/${name}.crt -key certs/${name}.key -CAfile certs/ca.crt`;
+  assert.deepEqual(lines, [
+    `openssl s_client -brief -connect 127.0.0.1:9443 ${files("alice")}`,
+    `openssl s_client -brief -connect 127.0.0.1:8443 -servername cache ${files("alice")}`,
+    `openssl s_client -brief -connect 127.0.0.1:8443 -servername cache ${files("bob")}`,
+    `openssl s_client -brief -connect 127.0.0.1:8443 ${files("intruder")}`,
+  ]);
+});
