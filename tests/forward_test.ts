@@ -467,6 +467,27 @@ Deno.test("forward() propagates half-close", async (t) => {
   });
 });
 
+Deno.test("forward() delivers a TLS client's FIN that arrives while the upstream is stalled", async () => {
+  // Deno 2.9's node:tls loses a FIN that arrives while a server socket is paused, so
+  // forward() must not pause the TLS side for backpressure (see its docs).
+  await using h = await Harness.start({ tls: true });
+  h.upstreamPeer.pause();
+  const payload = crypto.getRandomValues(new Uint8Array(65536)).map((b) => b | 1);
+  const big = new Uint8Array(4 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += payload.length) big.set(payload, i);
+  const finArrived = once(h.proxyClient, "end");
+  h.client.end(big);
+  await within(finArrived, "the client's FIN at the proxy while the upstream is stalled");
+  h.upstreamPeer.resume();
+  const got = await within(readToEnd(h.upstreamPeer), "the request and its FIN");
+  assert.equal(got.length, big.length);
+  assert.deepEqual(new Uint8Array(got), big);
+  h.upstreamPeer.end();
+  const result = await h.ended();
+  assert.equal(result.reason, "client_closed");
+  assert.equal(result.bytesFromClient, big.length);
+});
+
 Deno.test("forward() reports upstream_reset and closes the client promptly", async () => {
   await using h = await Harness.start();
   const partial = readBytes(h.client, 7);
