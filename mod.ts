@@ -140,6 +140,12 @@ export {
   type RouteResult,
 } from "./lib/policy.ts";
 export {
+  SharedState,
+  SharedStateError,
+  type SharedStateInit,
+  type SharedStateOptions,
+} from "./lib/shared_state.ts";
+export {
   assertSupportedRuntime,
   MIN_DENO_VERSION,
   UnsupportedRuntimeError,
