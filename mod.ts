@@ -7,7 +7,11 @@
  * - {@linkcode ClientLimiter}: per-client concurrent cap and token-bucket rate.
  * - {@linkcode HealthProbe}: active and passive upstream health.
  * - {@linkcode forward}: the byte forwarder between two sockets.
- * - {@linkcode Balancer}: the mTLS server wiring them to a TOML policy.
+ * - {@linkcode Balancer}: the mTLS server wiring them to a TOML policy, reloadable
+ *   and drainable, with metrics ({@linkcode MetricsRegistry}) and a status snapshot
+ *   that {@linkcode AdminServer} serves over HTTP.
+ * - {@linkcode encodeProxyV2} / {@linkcode parseProxyV2}: the PROXY protocol v2.
+ * - {@linkcode RevocationList}: CRL checks of client certificates.
  *
  * @example Least connections with a lease
  * ```ts
@@ -26,6 +30,7 @@
  * @module
  */
 export { formatHostPort, type HostPort, parseHostPort } from "./lib/address.ts";
+export { AdminServer, type AdminServerOptions, type AdminTarget } from "./lib/admin.ts";
 export {
   type Admission,
   type ClientLease,
@@ -61,6 +66,17 @@ export {
   type TlsMaterial,
   type UpstreamConfig,
 } from "./lib/config.ts";
+export {
+  createCrl,
+  type CreateCrlOptions,
+  CRL_CLOCK_SKEW_MS,
+  CrlError,
+  type CrlInfo,
+  crlToPem,
+  type ParseCrlOptions,
+  RevocationList,
+  type RevocationStatus,
+} from "./lib/crl.ts";
 export { type Dialer, dialTcp } from "./lib/dial.ts";
 export { formatDuration, parseDuration } from "./lib/duration.ts";
 export {
@@ -110,6 +126,14 @@ export {
   type UpstreamStatus,
 } from "./lib/least_conn_pool.ts";
 export {
+  type CounterSeries,
+  type GaugeSeries,
+  MetricFamily,
+  type MetricOptions,
+  MetricsRegistry,
+  type MetricType,
+} from "./lib/metrics.ts";
+export {
   checkPermissions,
   permissionFlags,
   type PermissionNeeds,
@@ -129,6 +153,22 @@ export {
   writeDevPki,
   type WriteDevPkiOptions,
 } from "./lib/pki.ts";
+export {
+  decodeSslTlv,
+  encodeProxyV2,
+  encodeSslTlv,
+  type ParsedProxyV2,
+  parseProxyV2,
+  PP2_CLIENT,
+  PP2_TYPE,
+  PROXY_V2_SIGNATURE,
+  ProxyProtocolError,
+  type ProxySsl,
+  type ProxyTlv,
+  type ProxyV2Header,
+  textTlv,
+  tlvText,
+} from "./lib/proxy_protocol.ts";
 export {
   type ClientRule,
   type IdentifyDenial,
@@ -154,11 +194,20 @@ export {
   Balancer,
   type BalancerCounters,
   type BalancerOptions,
+  type BalancerState,
+  type BalancerStatus,
+  type ClientState,
   type ConnectionRecord,
   type DenyReason,
   type DenyRecord,
+  type DrainResult,
   ECDH_CURVES,
+  type GroupState,
   type HandshakeErrorRecord,
   LISTEN_BACKLOG,
   type ListenerInfo,
+  type LoadedConfig,
+  ReloadError,
+  type ReloadRecord,
+  type UpstreamState,
 } from "./lib/server.ts";

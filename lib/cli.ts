@@ -29,7 +29,9 @@ import { configureLogging, type LogFormat } from "./logging.ts";
 import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
 import { writeDevPki } from "./pki.ts";
 import { assertSupportedRuntime } from "./runtime.ts";
-import { Balancer } from "./server.ts";
+import { AdminServer } from "./admin.ts";
+import { FileWatcher } from "./file_watcher.ts";
+import { Balancer, type LoadedConfig } from "./server.ts";
 
 /** Exit code: success. */
 export const EXIT_OK = 0;
@@ -83,7 +85,9 @@ export const USAGE: string = `Usage:
   main.ts certs [--dir DIR] [--client NAME]... [--force]
 
 Commands:
-  serve        Run the balancer (the default command)
+  serve        Run the balancer (the default command). SIGHUP reloads the config
+               and certificates; SIGTERM or SIGINT drains (stops accepting, waits
+               up to drain_timeout for live connections), a second one closes now
   check        Validate the config and its certificates and print a summary;
                warns about certificates expiring within ${EXPIRY_WARNING_DAYS} days
   permissions  Print the deno run line with the narrow permissions the config needs
@@ -463,9 +467,9 @@ export interface RunCliOptions {
    */
   stderr?: (text: string) => void;
   /**
-   * Stops `serve` when aborted.
+   * Stops `serve` when aborted: it drains, then exits.
    *
-   * @default {aborted on SIGINT or SIGTERM}
+   * @default {aborted on SIGINT or SIGTERM; a second one closes every connection at once}
    */
   signal?: AbortSignal;
   /**
@@ -478,7 +482,8 @@ export interface RunCliOptions {
 
 /**
  * Runs one command line and returns the process exit code. `serve` returns only
- * after `signal` aborts (SIGINT or SIGTERM by default) and the balancer closed.
+ * after `signal` aborts (SIGINT or SIGTERM by default) and the balancer drained
+ * and closed; without `signal`, SIGHUP reloads the configuration.
  *
  * @example Usage
  * ```ts
@@ -525,9 +530,12 @@ export async function runCli(args: readonly string[], options: RunCliOptions): P
     case "certs":
       return await certsCommand(command, io);
     case "serve": {
-      if (options.signal !== undefined) return await serve(command, io, options.signal);
+      if (options.signal !== undefined) {
+        return await serve(command, io, { signal: options.signal, force: undefined });
+      }
       using stop = stopOnSignals();
-      return await serve(command, io, stop.signal);
+      using hangup = reloadOnHangup();
+      return await serve(command, io, stop, hangup.target);
     }
   }
 }
@@ -551,26 +559,74 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** An AbortSignal aborted by the first SIGINT or SIGTERM; later ones are ignored. */
-function stopOnSignals(): { signal: AbortSignal } & Disposable {
-  const controller = new AbortController();
+/** How `serve` is told to stop: `signal` drains; `force`, when given, closes at once. */
+interface StopSignals {
+  signal: AbortSignal;
+  force: AbortSignal | undefined;
+}
+
+/**
+ * The first SIGINT or SIGTERM aborts `signal` (drain); the second aborts `force`
+ * (close now); later ones are ignored.
+ */
+function stopOnSignals(): StopSignals & Disposable {
+  const drain = new AbortController();
+  const force = new AbortController();
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT", "SIGBREAK"]
     : ["SIGINT", "SIGTERM"];
   const handlers = signals.map((name) => {
     const handler = (): void => {
-      if (controller.signal.aborted) log.debug("Already stopping; received {name}", { name });
-      else controller.abort(name);
+      if (!drain.signal.aborted) drain.abort(name);
+      else if (!force.signal.aborted) force.abort(name);
+      else log.debug("Already stopping; received {name}", { name });
     };
     Deno.addSignalListener(name, handler);
     return [name, handler] as const;
   });
   return {
-    signal: controller.signal,
+    signal: drain.signal,
+    force: force.signal,
     [Symbol.dispose]() {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
     },
   };
+}
+
+/** `target` dispatches `"reload"` on each SIGHUP until disposed (never on Windows). */
+function reloadOnHangup(): { target: EventTarget } & Disposable {
+  const target = new EventTarget();
+  if (Deno.build.os === "windows") return { target, [Symbol.dispose]() {} };
+  const handler = (): void => void target.dispatchEvent(new Event("reload"));
+  Deno.addSignalListener("SIGHUP", handler);
+  return { target, [Symbol.dispose]: () => Deno.removeSignalListener("SIGHUP", handler) };
+}
+
+/**
+ * Reads a configuration for a reload with the checks `serve` makes at start: the
+ * permissions it needs are held, its certificates read and none has expired.
+ */
+async function loadForReload(path: string, io: Io): Promise<LoadedConfig> {
+  const config = await loadConfig(path);
+  const needs = permissionNeeds(config);
+  const missing = checkPermissions(needs).missing;
+  if (missing.net.length > 0 || missing.read.length > 0) {
+    throw new ConfigError(
+      `Deno lacks permissions this config needs: ${
+        permissionFlags(missing).join(" ")
+      }; restart with exactly the permissions it needs: ${
+        formatRunCommand(needs, { main: io.main, args: ["--config", path] })
+      }`,
+      { path: config.path },
+    );
+  }
+  const tls = await loadTlsMaterial(config);
+  const expired = checkCertificateDates(tls.certificates, io.now())
+    .filter((f) => f.level === "error");
+  if (expired.length > 0) {
+    throw new ConfigError(expired.map((f) => f.message).join("; "), { path: config.path });
+  }
+  return { config, tls };
 }
 
 /**
@@ -720,8 +776,20 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       formatDuration(server.connectTimeout)
     }, idle ${formatDuration(server.idleTimeout)}, drain ${formatDuration(server.drainTimeout)}`,
     `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${tls.crl === undefined ? "" : ", with CRL"}`,
-    "Certificates:",
   );
+  for (const crl of tls.crls ?? []) {
+    lines.push(
+      `CRL: ${crl.issuer}, ${crl.revoked} revoked, issued ${crl.thisUpdate.toISOString()}, ${
+        crl.nextUpdate === undefined
+          ? "no nextUpdate"
+          : `next update due ${crl.nextUpdate.toISOString()}`
+      }`,
+    );
+  }
+  if (config.server.watch) {
+    lines.push("Reload: on SIGHUP and when the config or [tls] files change");
+  }
+  lines.push("Certificates:");
   for (const cert of tls.certificates) {
     const days = Math.floor((cert.notAfter.getTime() - now) / DAY_MS);
     lines.push(
@@ -799,7 +867,8 @@ async function certsCommand(
 async function serve(
   command: Extract<CliCommand, { command: "serve" }>,
   io: Io,
-  signal: AbortSignal,
+  stop: StopSignals,
+  hangup?: EventTarget,
 ): Promise<number> {
   try {
     assertSupportedRuntime();
@@ -845,27 +914,83 @@ async function serve(
     });
   }
 
-  const balancer = new Balancer({ config, tls });
+  const balancer = new Balancer({
+    config,
+    tls,
+    load: (path) => loadForReload(path, io),
+  });
   try {
     await balancer.start();
   } catch (error) {
     log.error("Cannot start: {reason}", { reason: bindFailure(error) });
     return EXIT_FAILURE;
   }
-  if (!signal.aborted) {
+  let admin: AdminServer | undefined;
+  if (config.admin.listen !== undefined) {
+    try {
+      admin = AdminServer.start(balancer, {
+        listen: config.admin.listen,
+        allowReload: () => balancer.config.admin.allowReload,
+      });
+    } catch (error) {
+      log.error("Cannot start the admin endpoint on {address}: {reason}", {
+        address: config.admin.listen,
+        reason: bindFailure(error),
+      });
+      await balancer.close();
+      return EXIT_FAILURE;
+    }
+  }
+  // Reload triggers; a failed reload is logged and counted by the balancer.
+  const reload = (): void => void balancer.reload().catch(() => {});
+  const onHangup = (): void => {
+    log.info("Reloading on SIGHUP");
+    reload();
+  };
+  hangup?.addEventListener("reload", onHangup);
+  let watcher: FileWatcher | undefined;
+  if (config.server.watch) {
+    watcher = new FileWatcher(
+      () => watchedFiles(balancer.config),
+      () => balancer.reload().catch(() => {}),
+    );
+    watcher.start();
+  }
+
+  if (!stop.signal.aborted) {
     log.info("mtlb {version} started: listening on {addresses}", {
       version: io.version,
       addresses: balancer.listeners().map((l) => formatHostPort(l.address)),
       config: config.path,
+      ...(admin === undefined ? {} : { admin: formatHostPort(admin.address) }),
     });
     await new Promise<void>((resolve) =>
-      signal.addEventListener("abort", () => resolve(), { once: true })
+      stop.signal.addEventListener("abort", () => resolve(), { once: true })
     );
   }
-  log.info("Stopping on {signal}", { signal: String(signal.reason) });
-  await balancer.close();
-  log.info("Stopped");
+  hangup?.removeEventListener("reload", onHangup);
+  await watcher?.close();
+  const timeout = balancer.config.server.drainTimeout;
+  log.info("Stopping on {signal}: draining for up to {timeout}", {
+    signal: String(stop.signal.reason),
+    timeout: formatDuration(timeout),
+  });
+  const onForce = (): void => {
+    log.warn("Closing every connection now on {signal}", { signal: String(stop.force?.reason) });
+    void balancer.close();
+  };
+  stop.force?.addEventListener("abort", onForce, { once: true });
+  const drained = await balancer.drain(timeout);
+  stop.force?.removeEventListener("abort", onForce);
+  await admin?.close();
+  log.info("Stopped", { forced: drained.forced, durationMs: drained.durationMs });
   return EXIT_OK;
+}
+
+/** The files a reload reads: what `watch = true` watches. */
+function watchedFiles(config: Config): string[] {
+  const { tls } = config;
+  return [config.path, tls.ca, tls.cert, tls.key, ...(tls.crl === undefined ? [] : [tls.crl])];
 }
 
 /** A sentence for a listener that could not bind. */

@@ -14,6 +14,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import type { ConnectionRate } from "./client_limiter.ts";
+import { CrlError, type CrlInfo, crlToPem, RevocationList } from "./crl.ts";
 import { parseDuration } from "./duration.ts";
 import { normalizeHex } from "./identity.ts";
 
@@ -31,7 +32,7 @@ export interface ServerConfig {
   connectTimeout: number;
   /** A connection idle this long both ways is closed, ms (`idle_timeout`, default `"15m"`). */
   idleTimeout: number;
-  /** Time given to open connections on shutdown or reload, ms (`drain_timeout`, default `"30s"`). */
+  /** Time connections get to finish when draining, ms (`drain_timeout`, default `"30s"`). */
   drainTimeout: number;
   /**
    * Worker count, at least 1.
@@ -40,11 +41,16 @@ export interface ServerConfig {
    */
   workers?: number;
   /**
-   * Cap on concurrent connections for the whole server, at least 1.
+   * Cap on open client connections for the whole server, at least 1; beyond it new
+   * connections are closed at once, before their handshake (`server_full`).
    *
    * @default {undefined}
    */
   maxConnections?: number;
+  /**
+   * Reload when the config file or a `[tls]` file changes (`watch`, default false).
+   */
+  watch: boolean;
 }
 
 /** The `[tls]` section. Paths are resolved against the config file's folder. */
@@ -58,7 +64,8 @@ export interface TlsConfig {
   /** TLS 1.3 cipher suites in preference order (default AES-256-GCM, AES-128-GCM). */
   ciphers: string[];
   /**
-   * Certificate revocation list, PEM file path.
+   * Certificate revocation lists of the CAs, file path: PEM (one or more
+   * `X509 CRL` blocks) or one DER CRL.
    *
    * @default {undefined}
    */
@@ -444,19 +451,27 @@ export interface TlsMaterial {
   /** Server private key, PEM. */
   key: string;
   /**
-   * Certificate revocation list, PEM.
+   * Certificate revocation lists, PEM (DER files are converted).
    *
    * @default {undefined}
    */
   crl?: string;
   /** Every certificate of `ca` and `cert`, in file order. */
   certificates: TlsCertificateInfo[];
+  /**
+   * The CRLs of `crl`, verified, in file order.
+   *
+   * @default {undefined}
+   */
+  crls?: CrlInfo[];
 }
 
 /**
  * Reads the CA bundle, server certificate, private key and CRL a config names and
- * checks them: each certificate parses, the key parses (unencrypted), and the first
- * certificate of `tls.cert` belongs to the key. Expiry is reported, not judged.
+ * checks them: each certificate parses, the key parses (unencrypted), the first
+ * certificate of `tls.cert` belongs to the key, and each CRL is signed by a CA of
+ * the bundle and current (see `RevocationList.parse`). Certificate expiry is
+ * reported, not judged.
  *
  * @example Usage
  * ```ts ignore
@@ -469,7 +484,9 @@ export interface TlsMaterial {
  * @param config The config (its `path` is used in errors).
  * @returns The PEM texts and certificate facts.
  * @throws {ConfigError} With key `tls.ca`, `tls.cert`, `tls.key` or `tls.crl` when a file
- *   cannot be read or parsed, or with key `tls.cert` when certificate and key do not match.
+ *   cannot be read or parsed, with key `tls.cert` when certificate and key do not match,
+ *   or with key `tls.crl` when a CRL is not from a CA of the bundle, badly signed,
+ *   expired or not yet valid.
  */
 export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
   const fail = (key: string, detail: string, cause?: unknown): never => {
@@ -516,11 +533,22 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
   };
 
   const { tls } = config;
-  const [ca, cert, key, crl] = await Promise.all([
+  const readBytes = async (key: string, file: string): Promise<Uint8Array> => {
+    try {
+      return await Deno.readFile(file);
+    } catch (error) {
+      return fail(
+        key,
+        `cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`,
+        error,
+      );
+    }
+  };
+  const [ca, cert, key, crlBytes] = await Promise.all([
     read("tls.ca", tls.ca),
     read("tls.cert", tls.cert),
     read("tls.key", tls.key),
-    tls.crl === undefined ? undefined : read("tls.crl", tls.crl),
+    tls.crl === undefined ? undefined : readBytes("tls.crl", tls.crl),
   ]);
   parseCerts("tls.ca", tls.ca, ca);
   const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
@@ -544,13 +572,34 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       } was not issued for the key in ${JSON.stringify(tls.key)}`,
     );
   }
-  if (crl !== undefined && !crl.includes("-----BEGIN X509 CRL-----")) {
-    fail(
+  if (crlBytes === undefined) return { ca, cert, key, certificates };
+  let crl: string;
+  try {
+    crl = crlToPem(crlBytes);
+  } catch (error) {
+    if (!(error instanceof CrlError)) throw error;
+    return fail(
       "tls.crl",
-      `must hold a PEM CRL ("-----BEGIN X509 CRL-----"), ${JSON.stringify(tls.crl)} does not`,
+      `must hold a PEM CRL ("-----BEGIN X509 CRL-----") or a DER CRL, ${
+        JSON.stringify(tls.crl)
+      } holds neither`,
+      error,
     );
   }
-  return crl === undefined ? { ca, cert, key, certificates } : { ca, cert, key, crl, certificates };
+  let list: RevocationList;
+  try {
+    list = await RevocationList.parse(crl, ca);
+  } catch (error) {
+    if (!(error instanceof CrlError)) throw error;
+    return fail(
+      "tls.crl",
+      `cannot be used: ${error.message.replace(/^Cannot use /, "")} (in ${
+        JSON.stringify(tls.crl)
+      })`,
+      error,
+    );
+  }
+  return { ca, cert, key, crl, certificates, crls: list.lists };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -568,12 +617,14 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     "drain_timeout",
     "workers",
     "max_connections",
+    "watch",
   ]);
   const server: ServerConfig = {
     handshakeTimeout: r.duration(t, p, "handshake_timeout") ?? 5000,
     connectTimeout: r.duration(t, p, "connect_timeout") ?? 3000,
     idleTimeout: r.duration(t, p, "idle_timeout") ?? 15 * 60_000,
     drainTimeout: r.duration(t, p, "drain_timeout") ?? 30_000,
+    watch: r.boolean(t, p, "watch") ?? false,
   };
   const listen = r.address(t, p, "listen", true);
   const workers = r.integer(t, p, "workers", 1, 1024);

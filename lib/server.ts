@@ -1,7 +1,8 @@
 /**
  * The mTLS balancer: `node:tls` listeners that verify client certificates,
  * identify and authorize each client, apply its limits and forward its bytes to
- * the least-loaded healthy upstream of its group.
+ * the least-loaded healthy upstream of its group; reloadable without dropping a
+ * connection, drainable, observable through metrics and a status snapshot.
  *
  * @module
  */
@@ -11,13 +12,37 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { ClientLimiter, ClientLimitError } from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
-import type { Config, GroupConfig, TlsMaterial } from "./config.ts";
+import {
+  type Config,
+  type GroupConfig,
+  type HealthConfig,
+  loadConfig,
+  loadTlsMaterial,
+  type TlsMaterial,
+} from "./config.ts";
+import { RevocationList } from "./crl.ts";
 import { type Dialer, dialTcp } from "./dial.ts";
 import { forward, type ForwardEndReason, type ForwardStats } from "./forward.ts";
-import { type HealthCheck, HealthProbe, type HealthTarget } from "./health_probe.ts";
+import {
+  type HealthCheck,
+  HealthProbe,
+  type HealthState,
+  type HealthTarget,
+} from "./health_probe.ts";
 import { type CertIdentity, identityFromCertificate } from "./identity.ts";
 import { LeastConnPool, NoHealthyUpstreamError } from "./least_conn_pool.ts";
+import type { CounterSeries } from "./metrics.ts";
+import { MetricsRegistry } from "./metrics.ts";
 import { Policy } from "./policy.ts";
+import {
+  encodeProxyV2,
+  encodeSslTlv,
+  PP2_CLIENT,
+  PP2_TYPE,
+  type ProxyTlv,
+  textTlv,
+} from "./proxy_protocol.ts";
+import { BalancerMetrics } from "./_balancer_metrics.ts";
 
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
@@ -32,11 +57,14 @@ export const LISTEN_BACKLOG = 4096;
 /** Key exchange groups offered: ECDHE only (no finite-field DHE). */
 export const ECDH_CURVES = "X25519:P-256:P-384";
 
-/** Why a connection was refused after (or instead of) its handshake. */
+/** Why a connection was refused after (or, for `server_full`, instead of) its handshake. */
 export type DenyReason =
+  | "server_full"
   | "unauthenticated"
   | "cipher_not_allowed"
   | "bad_certificate"
+  | "revoked"
+  | "crl_expired"
   | "unknown_identity"
   | "ambiguous_identity"
   | "unauthorized_group"
@@ -80,7 +108,7 @@ export interface ConnectionRecord {
   bytesFromClient: number;
   /** Bytes the upstream sent. */
   bytesFromUpstream: number;
-  /** Connection lifetime after the handshake, in milliseconds. */
+  /** Connection lifetime after the upstream connected, in whole milliseconds. */
   durationMs: number;
   /** How it ended. */
   reason: ForwardEndReason;
@@ -92,6 +120,18 @@ export interface HandshakeErrorRecord {
   reason: string;
   /** The client's address, `host:port`, when known. */
   remote: string;
+}
+
+/** Detail of a `"reload"` event, and the last reload in {@linkcode BalancerStatus}. */
+export interface ReloadRecord {
+  /** Whether the new configuration is now in use. */
+  outcome: "success" | "failure";
+  /** When the reload finished, ISO 8601. */
+  at: string;
+  /** The config file. */
+  path: string;
+  /** Why it failed; the old configuration keeps running. */
+  error?: string;
 }
 
 /** Counters kept by the balancer, for metrics and tests. */
@@ -114,6 +154,20 @@ export interface ListenerInfo {
   address: HostPort;
 }
 
+/**
+ * The life of a balancer: `idle` until {@linkcode Balancer.start}, `serving`, then
+ * `draining` (no longer accepting, live connections finishing) and `closed`.
+ */
+export type BalancerState = "idle" | "serving" | "draining" | "closed";
+
+/** A configuration and its TLS material, as a reload takes them. */
+export interface LoadedConfig {
+  /** The validated configuration. */
+  config: Config;
+  /** The PEM material it names. */
+  tls: TlsMaterial;
+}
+
 /** Options of {@linkcode Balancer}. */
 export interface BalancerOptions {
   /** A validated configuration (see `loadConfig`). */
@@ -121,11 +175,18 @@ export interface BalancerOptions {
   /** The PEM material the configuration names (see `loadTlsMaterial`). */
   tls: TlsMaterial;
   /**
-   * Time source for handshake, connect and idle timeouts and health probes.
+   * Time source for handshake, connect, idle and drain timeouts and health probes.
    *
    * @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * Wall-clock time, ms since the epoch: CRL validity and the timestamps of
+   * {@linkcode Balancer.status}.
+   *
+   * @default {Date.now}
+   */
+  wallClock?: () => number;
   /**
    * Opens upstream connections.
    *
@@ -138,6 +199,150 @@ export interface BalancerOptions {
    * @default {tcpCheck}
    */
   healthCheck?: HealthCheck;
+  /**
+   * The registry the `mtlb_*` metrics are registered in.
+   *
+   * @default {a new MetricsRegistry}
+   */
+  metrics?: MetricsRegistry;
+  /**
+   * Reads the configuration again for {@linkcode Balancer.reload} called without
+   * arguments; it should throw (a `ConfigError`, say) on anything it will not run.
+   *
+   * @default {loadConfig(path), then loadTlsMaterial}
+   */
+  load?: (path: string) => Promise<LoadedConfig>;
+}
+
+/** Result of {@linkcode Balancer.drain}. */
+export interface DrainResult {
+  /** Connections still open at the deadline, and closed by force. */
+  forced: number;
+  /** Milliseconds the drain took. */
+  durationMs: number;
+}
+
+/** One upstream in {@linkcode BalancerStatus}. */
+export interface UpstreamState {
+  /** `host:port` as configured. */
+  address: string;
+  /** The configured weight. */
+  weight: number;
+  /** Connections being forwarded to it. */
+  active: number;
+  /** Whether it may be picked. */
+  healthy: boolean;
+  /** Its health state; `unknown` before its first probe and for a removed upstream. */
+  state: HealthState;
+  /** Present for an upstream a reload removed while connections to it are live. */
+  removed?: true;
+  /** Why it entered its state. */
+  reason?: string;
+  /** When it entered its state, ISO 8601. */
+  since?: string;
+  /** The latest active probe. */
+  lastProbe?: { ok: boolean; reason: string; latencyMs: number; at: string };
+}
+
+/** One group in {@linkcode BalancerStatus}. */
+export interface GroupState {
+  /** The group name. */
+  name: string;
+  /** Its dedicated listener, as configured. */
+  listen?: string;
+  /** Whether upstreams receive a PROXY protocol header. */
+  proxyProtocol?: "v2";
+  /** Connections forwarded since start (or since the group was added). */
+  accepted: number;
+  /** Bytes received from clients. */
+  bytesFromClient: number;
+  /** Bytes received from upstreams. */
+  bytesFromUpstream: number;
+  /** Its upstreams, configured ones first. */
+  upstreams: UpstreamState[];
+}
+
+/** One configured client in {@linkcode BalancerStatus}. */
+export interface ClientState {
+  /** The client name. */
+  name: string;
+  /** The groups it may use. */
+  groups: string[];
+  /** Connections it has open now. */
+  active: number;
+  /** Its concurrent connection cap. */
+  maxConnections: number;
+}
+
+/**
+ * A JSON-ready snapshot of a running balancer, served by the admin endpoint's
+ * `/status`. Times are ISO 8601 strings.
+ */
+export interface BalancerStatus {
+  /** The life-cycle state. */
+  state: BalancerState;
+  /** When the balancer started listening. */
+  startedAt?: string;
+  /** The configuration in use. */
+  config: { path: string; loadedAt: string };
+  /** The latest reload, when there was one. */
+  lastReload?: ReloadRecord;
+  /** Connection totals. */
+  connections: {
+    /** Client connections open: handshaking, being refused, or forwarded. */
+    open: number;
+    /** Connections being forwarded. */
+    active: number;
+    /** `[server] max_connections`, when set. */
+    max?: number;
+    /** Connections forwarded since start. */
+    accepted: number;
+    /** Refusals since start, by reason. */
+    denied: Record<string, number>;
+    /** Failed handshakes since start, by reason. */
+    handshakeFailures: Record<string, number>;
+  };
+  /** The bound listeners. */
+  listeners: { address: string; group?: string }[];
+  /** The groups. */
+  groups: GroupState[];
+  /** The configured clients. */
+  clients: ClientState[];
+  /**
+   * When TLS material expires: the server certificate, the earliest CA certificate
+   * of the bundle, the earliest `nextUpdate` of the CRLs.
+   */
+  certificates: { server?: string; ca?: string; crlNextUpdate?: string };
+}
+
+/**
+ * A reload that did not happen: the previous configuration keeps running. The
+ * message says why (`cause` holds the original error).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Balancer, ReloadError } from "@mtlb/mtlb";
+ *
+ * declare const balancer: Balancer;
+ * try {
+ *   await balancer.reload();
+ * } catch (error) {
+ *   if (!(error instanceof ReloadError)) throw error;
+ *   // Logged and counted already; the old configuration keeps serving.
+ * }
+ * ```
+ */
+export class ReloadError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   * @param options The cause.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ReloadError";
+  }
 }
 
 interface Group {
@@ -145,6 +350,21 @@ interface Group {
   pool: LeastConnPool;
   probe: HealthProbe;
   follow: Disposable;
+  /** Live byte totals: every forward of the group adds to them. */
+  stats: ForwardStats;
+  accepted: CounterSeries;
+  /** The series of mtlb_bytes_total, brought up to `stats` at collect time. */
+  bytesFromClient: CounterSeries;
+  bytesFromUpstream: CounterSeries;
+}
+
+interface Listener {
+  server: Server;
+  /** The configured address (port 0 stays 0), the key reloads match on. */
+  address: string;
+  /** The group of a dedicated listener; swapped by a reload that keeps the address. */
+  group: string | undefined;
+  closed: Promise<void> | undefined;
 }
 
 /**
@@ -153,21 +373,29 @@ interface Group {
  * Every listener is a `node:tls` server that accepts TLS 1.3 only, with ECDHE
  * key exchange, requests a client certificate and verifies it against the
  * configured CA (validity and the clientAuth extended key usage included). After
- * the handshake the balancer reads the client's identity from its certificate,
- * matches it against the policy, picks the group (dedicated listener, else SNI,
- * else ALPN, else the client's only group), takes a slot from the client's limits
- * and forwards to the group's least-loaded healthy upstream. A refused connection
- * is closed right after its handshake: nothing of it reaches an upstream, and the
+ * the handshake the balancer checks the certificate against the CRL, reads the
+ * client's identity, matches it against the policy, picks the group (dedicated
+ * listener, else SNI, else ALPN, else the client's only group), takes a slot from
+ * the client's limits and forwards to the group's least-loaded healthy upstream,
+ * after a PROXY v2 header when the group asks for one. A refused connection is
+ * closed right after its handshake: nothing of it reaches an upstream, and the
  * client learns nothing of why; the log and the `"deny"` event say why.
+ *
+ * Operations: {@linkcode Balancer.reload} swaps in a new configuration and TLS
+ * material without dropping a connection; {@linkcode Balancer.drain} stops
+ * accepting and lets live connections finish; {@linkcode Balancer.metrics} and
+ * {@linkcode Balancer.status} describe it.
  *
  * Events (all plain `CustomEvent`s): `"deny"` ({@linkcode DenyRecord}), `"end"`
  * ({@linkcode ConnectionRecord}), `"handshake_error"`
- * ({@linkcode HandshakeErrorRecord}).
+ * ({@linkcode HandshakeErrorRecord}), `"reload"` ({@linkcode ReloadRecord}),
+ * `"state"` (the new {@linkcode BalancerState}).
  *
  * `Deno 2.9`'s `node:tls` does not enforce `ciphersuites`, so the negotiated
  * suite is checked after the handshake and a connection on a suite that is not
  * configured is refused (`cipher_not_allowed`). Its `handshakeTimeout` is not
- * enforced either: the balancer arms its own timer per accepted socket.
+ * enforced either: the balancer arms its own timer per accepted socket. It ignores
+ * the `crl` option too: CRLs are checked after the handshake (see `RevocationList`).
  *
  * @example Usage
  * ```ts ignore
@@ -176,25 +404,48 @@ interface Group {
  * const config = await loadConfig("config/lb.toml");
  * await using balancer = new Balancer({ config, tls: await loadTlsMaterial(config) });
  * await balancer.start();
+ * Deno.addSignalListener("SIGHUP", () => balancer.reload().catch(() => {}));
  * ```
  */
 export class Balancer extends EventTarget implements AsyncDisposable {
   #config: Config;
   #tls: TlsMaterial;
   #clock: Clock;
+  #wall: () => number;
   #dial: Dialer<Socket>;
   #healthCheck: HealthCheck | undefined;
+  #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
+  #crl: RevocationList | undefined;
   #limiter: ClientLimiter;
+  #registry: MetricsRegistry;
+  #metrics: BalancerMetrics;
   #groups = new Map<string, Group>();
-  #servers: { server: Server; group?: string }[] = [];
+  #groupNames: string[] = [];
+  #listeners: Listener[] = [];
+  /** Listeners a reload replaced: no longer accepting, closing when their connections end. */
+  #retired = new Set<Promise<void>>();
+  /** Probes of groups a reload removed, settling. */
+  #retiredProbes = new Set<Promise<void>>();
   #closing = new AbortController();
   #handshakes = new Map<Socket, TimerId>();
+  /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
+  #refused = new WeakSet<Socket>();
   #sockets = new Set<Socket>();
   #settled = new Set<Promise<void>>();
+  /** Client TCP connections open: the `max_connections` count. */
+  #open = 0;
+  #idle: PromiseWithResolvers<void> | undefined;
   #ciphers: Set<string>;
-  #started = false;
+  #state: BalancerState = "idle";
+  #starting = false;
+  #startedAt: number | undefined;
+  #loadedAt: number;
+  #lastReload: ReloadRecord | undefined;
+  #reloading: Promise<void> = Promise.resolve();
+  #draining: Promise<DrainResult> | undefined;
   #closed: Promise<void> | undefined;
+  #collect: Disposable;
   /** Live counters; read them, do not change them. */
   readonly counters: BalancerCounters = {
     accepted: 0,
@@ -207,40 +458,73 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * Creates a balancer; nothing listens until {@linkcode Balancer.start}.
    *
    * @param options The configuration, TLS material and injectables.
+   * @throws {TypeError} When `options.metrics` already has `mtlb_*` metrics.
    */
   constructor(options: BalancerOptions) {
     super();
     this.#config = options.config;
     this.#tls = options.tls;
     this.#clock = options.clock ?? systemClock;
+    this.#wall = options.wallClock ?? Date.now;
     this.#dial = options.dial ?? dialTcp;
     this.#healthCheck = options.healthCheck;
+    this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({ clock: this.#clock });
     this.#ciphers = new Set(options.config.tls.ciphers);
+    this.#registry = options.metrics ?? new MetricsRegistry();
+    this.#metrics = new BalancerMetrics(this.#registry);
+    this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
+    this.#loadedAt = this.#wall();
   }
 
   /**
-   * Starts health probes, waits for their first round, then listens.
+   * Checks the CRL, starts health probes, waits for their first round, then listens.
    *
    * @returns When every listener is bound.
+   * @throws {CrlError} When `[tls] crl` cannot be used (see `RevocationList.parse`).
    * @throws {Error} When a listener cannot bind (address in use, permission).
    */
   async start(): Promise<void> {
-    if (this.#started) throw new Error("Cannot start balancer: already started");
-    this.#started = true;
-    for (const group of this.#config.groups.values()) this.#addGroup(group);
+    if (this.#starting) throw new Error("Cannot start balancer: already started");
+    this.#starting = true;
+    this.#crl = this.#tls.crl === undefined
+      ? undefined
+      : await RevocationList.parse(this.#tls.crl, this.#tls.ca, { now: this.#wall() });
+    this.#groupNames = [...this.#config.groups.keys()];
+    for (const group of this.#config.groups.values()) {
+      this.#groups.set(group.name, this.#newGroup(group));
+    }
     await Promise.all([...this.#groups.values()].map((g) => g.probe.ready));
-    const shared = this.#config.server.listen;
     try {
-      if (shared !== undefined) await this.#listen(shared, undefined);
-      for (const group of this.#config.groups.values()) {
-        if (group.listen !== undefined) await this.#listen(group.listen, group.name);
+      for (const { address, group } of wantedListeners(this.#config)) {
+        if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+        this.#listeners.push(await this.#listen(address, group));
       }
     } catch (error) {
       await this.close();
       throw error;
     }
+    if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+    this.#startedAt = this.#wall();
+    this.#loadedAt = this.#startedAt;
+    this.#updateStaticMetrics();
+    this.#setState("serving");
+  }
+
+  /** The life-cycle state. */
+  get state(): BalancerState {
+    return this.#state;
+  }
+
+  /** The configuration in use (the latest one a reload applied). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The registry holding the `mtlb_*` metrics; `render()` it for `/metrics`. */
+  get metrics(): MetricsRegistry {
+    return this.#registry;
   }
 
   /**
@@ -249,7 +533,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * @returns One entry per listener.
    */
   listeners(): ListenerInfo[] {
-    return this.#servers.map(({ server, group }) => {
+    return this.#listeners.map(({ server, group }) => {
       const bound = server.address();
       const address = typeof bound === "object" && bound !== null
         ? { hostname: bound.address, port: bound.port }
@@ -284,6 +568,135 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
+   * A JSON-ready snapshot: state, configuration, listeners, groups with their
+   * upstreams' health and load, clients with their open connections.
+   *
+   * @returns A fresh object; later changes do not show in it.
+   */
+  status(): BalancerStatus {
+    const now = this.#clock.now();
+    const wall = this.#wall();
+    const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
+    const groups: GroupState[] = [];
+    for (const group of this.#groups.values()) {
+      const health = new Map(group.probe.snapshot().map((h) => [h.address, h]));
+      const upstreams = group.pool.snapshot().map((u): UpstreamState => {
+        const h = health.get(u.address);
+        const state: UpstreamState = {
+          address: u.address,
+          weight: u.weight,
+          active: u.active,
+          healthy: u.healthy && u.removed !== true,
+          state: h?.state ?? "unknown",
+        };
+        if (u.removed) state.removed = true;
+        if (h?.reason !== undefined) state.reason = h.reason;
+        if (h?.since !== undefined) state.since = iso(h.since);
+        if (h?.lastResult !== undefined) {
+          const r = h.lastResult;
+          state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
+        }
+        return state;
+      });
+      const entry: GroupState = {
+        name: group.config.name,
+        accepted: group.accepted.value,
+        bytesFromClient: group.stats.bytesFromClient,
+        bytesFromUpstream: group.stats.bytesFromUpstream,
+        upstreams,
+      };
+      if (group.config.listen !== undefined) entry.listen = group.config.listen;
+      if (group.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
+      groups.push(entry);
+    }
+    const clients: ClientState[] = [...this.#config.clients.values()].map((c) => ({
+      name: c.name,
+      groups: [...c.groups],
+      active: this.#limiter.active(c.name),
+      maxConnections: c.maxConnections ?? this.#config.limits.maxConnectionsPerClient,
+    }));
+    const certificates: BalancerStatus["certificates"] = {};
+    const server = this.#certificateExpiry("tls.cert");
+    const ca = this.#certificateExpiry("tls.ca");
+    if (Number.isFinite(server)) certificates.server = new Date(server).toISOString();
+    if (Number.isFinite(ca)) certificates.ca = new Date(ca).toISOString();
+    const crlNext = this.#crl?.nextUpdate;
+    if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
+    const status: BalancerStatus = {
+      state: this.#state,
+      config: { path: this.#config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
+      connections: {
+        open: this.#open,
+        active: this.counters.active,
+        accepted: this.counters.accepted,
+        denied: Object.fromEntries(this.counters.denied),
+        handshakeFailures: Object.fromEntries(this.counters.handshakeErrors),
+      },
+      listeners: this.listeners().map((l, i) => {
+        const group = this.#listeners[i]!.group;
+        const address = formatHostPort(l.address);
+        return group === undefined ? { address } : { address, group };
+      }),
+      groups,
+      clients,
+      certificates,
+    };
+    if (this.#config.server.maxConnections !== undefined) {
+      status.connections.max = this.#config.server.maxConnections;
+    }
+    if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
+    if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
+    return status;
+  }
+
+  /**
+   * Applies a new configuration and TLS material without dropping a connection.
+   * Reloads run one at a time, in call order.
+   *
+   * New connections get the new policy, limits, timeouts, CA, certificate, CRL and
+   * groups; live connections keep running with what they started with. Upstreams
+   * that stay keep their connection counts and health; new upstreams and groups are
+   * probed before the new configuration takes effect, so they are not refused while
+   * unknown. Listeners are matched by their configured address: kept ones take the
+   * new TLS material (`setSecureContext`), new ones are bound before anything
+   * changes, removed ones stop accepting while their connections finish.
+   *
+   * Not applied without a restart (a warning is logged): `[admin] listen`,
+   * `[log]`, `[server] workers` and `watch`, and a listener address switching
+   * between the shared listener and a group's own (a reload that does so fails).
+   *
+   * A failed reload changes nothing, is logged, counted in
+   * `mtlb_reloads_total{outcome="failure"}` and reported in
+   * {@linkcode Balancer.status}; so is a successful one.
+   *
+   * @param next The configuration and TLS material; without it, they are read again
+   *   from the config file with the `load` option.
+   * @returns When the new configuration is in use.
+   * @throws {ReloadError} When the balancer is not serving, or the configuration
+   *   cannot be read or applied (the cause says why); the old one keeps running.
+   */
+  reload(next?: LoadedConfig): Promise<void> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Stops accepting, lets live connections finish for up to `timeout`
+   * milliseconds, then closes the rest and everything else, as
+   * {@linkcode Balancer.close} does. While it drains, {@linkcode Balancer.state} is
+   * `draining` (the admin `/healthz` answers 503). Handshakes already under way
+   * are served. Calling it again returns the same drain.
+   *
+   * @param timeout Milliseconds to wait; `[server] drain_timeout` when omitted.
+   * @returns How many connections were closed by force, and how long it took.
+   */
+  drain(timeout: number = this.#config.server.drainTimeout): Promise<DrainResult> {
+    this.#draining ??= this.#drain(timeout);
+    return this.#draining;
+  }
+
+  /**
    * Stops listening, ends every live connection and stops the probes.
    *
    * @returns When everything is closed.
@@ -302,12 +715,41 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
+  async #drain(timeout: number): Promise<DrainResult> {
+    const started = this.#clock.now();
+    if (this.#state === "closed" || this.#closed !== undefined) {
+      await this.close();
+      return { forced: 0, durationMs: 0 };
+    }
+    this.#setState("draining");
+    this.#metrics.draining.set(1);
+    log.info("Draining: stopped accepting; {open} connections open, waiting up to {timeout} ms", {
+      open: this.#open,
+      timeout,
+    });
+    for (const listener of this.#listeners) void this.#closeListener(listener);
+    let timer: TimerId | undefined;
+    if (this.#open > 0) {
+      this.#idle = Promise.withResolvers<void>();
+      await new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, timeout);
+        this.#idle!.promise.then(resolve);
+      });
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+    }
+    const forced = this.#open;
+    if (forced > 0) {
+      log.warn("Drain timeout: closing {forced} connections still open", { forced });
+    }
+    await this.close();
+    const durationMs = Math.round(this.#clock.now() - started);
+    log.info("Drained in {durationMs} ms", { durationMs, forced });
+    return { forced, durationMs };
+  }
+
   async #shutdown(): Promise<void> {
-    await Promise.all(
-      this.#servers.map(({ server }) =>
-        new Promise<void>((resolve) => server.close(() => resolve()))
-      ),
-    );
+    this.#setState("closed");
+    const listeners = this.#listeners.map((l) => this.#closeListener(l));
     this.#closing.abort(new Error("Balancer closing"));
     for (const [socket, timer] of this.#handshakes) {
       this.#clock.clearTimeout(timer);
@@ -315,58 +757,304 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     this.#handshakes.clear();
     for (const socket of this.#sockets) socket.destroy();
+    await Promise.all([...listeners, ...this.#retired]);
     await Promise.all(this.#settled);
     for (const group of this.#groups.values()) {
       group.follow[Symbol.dispose]();
       await group.probe.close();
     }
+    await Promise.all(this.#retiredProbes);
+    this.#collect[Symbol.dispose]();
+    this.#idle?.resolve();
   }
 
-  #addGroup(config: GroupConfig): void {
+  #setState(state: BalancerState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit("state", state);
+  }
+
+  #closeListener(listener: Listener): Promise<void> {
+    listener.closed ??= new Promise<void>((resolve) => listener.server.close(() => resolve()));
+    return listener.closed;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Groups
+
+  #newGroup(config: GroupConfig): Group {
     const pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
       { clock: this.#clock, initiallyHealthy: false },
     );
-    const health = config.health;
-    const targets: HealthTarget[] = config.upstreams.map((u) => ({ address: u.address }));
-    const probe = new HealthProbe(targets, {
-      interval: health.interval,
-      timeout: health.timeout,
-      rise: health.rise,
-      fall: health.fall,
-      ...(health.send === undefined ? {} : { send: health.send }),
-      ...(health.expect === undefined ? {} : { expect: health.expect }),
+    const probe = new HealthProbe(healthTargets(config), {
       ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
       clock: this.#clock,
     });
     const follow = pool.followHealth(probe);
     probe.start();
-    this.#groups.set(config.name, { config, pool, probe, follow });
+    return {
+      config,
+      pool,
+      probe,
+      follow,
+      stats: { bytesFromClient: 0, bytesFromUpstream: 0 },
+      accepted: this.#metrics.accepted.labels(config.name),
+      bytesFromClient: this.#metrics.bytes.labels(config.name, "from_client"),
+      bytesFromUpstream: this.#metrics.bytes.labels(config.name, "from_upstream"),
+    };
   }
 
-  async #listen(address: string, group: string | undefined): Promise<void> {
+  #retireGroup(group: Group): void {
+    const name = group.config.name;
+    group.follow[Symbol.dispose]();
+    const closing = group.probe.close();
+    this.#retiredProbes.add(closing);
+    void closing.then(() => this.#retiredProbes.delete(closing));
+    this.#metrics.accepted.remove(name);
+    this.#metrics.bytes.remove(name, "from_client");
+    this.#metrics.bytes.remove(name, "from_upstream");
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reload
+
+  async #reload(next: LoadedConfig | undefined): Promise<void> {
+    const path = next?.config.path ?? this.#config.path;
+    try {
+      if (this.#state !== "serving") {
+        throw new Error(`the balancer is ${this.#state}, not serving`);
+      }
+      const loaded = next ?? await this.#load(this.#config.path);
+      await this.#apply(loaded.config, loaded.tls);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.#metrics.reloads.failure.inc();
+      this.#metrics.lastReloadSuccessful.set(0);
+      this.#lastReload = {
+        outcome: "failure",
+        at: new Date(this.#wall()).toISOString(),
+        path,
+        error: message,
+      };
+      log.error("Reload of {path} failed; the running configuration stays: {error}", {
+        path,
+        error: message,
+      });
+      this.#emit("reload", { ...this.#lastReload });
+      throw new ReloadError(`Cannot reload: ${message}`, { cause: error });
+    }
+    this.#metrics.reloads.success.inc();
+    this.#metrics.lastReloadSuccessful.set(1);
+    this.#lastReload = { outcome: "success", at: new Date(this.#wall()).toISOString(), path };
+    this.#emit("reload", { ...this.#lastReload });
+  }
+
+  async #apply(config: Config, tls: TlsMaterial): Promise<void> {
+    const crl = tls.crl === undefined
+      ? undefined
+      : await RevocationList.parse(tls.crl, tls.ca, { now: this.#wall() });
+    const policy = new Policy(config);
+
+    // Listeners: keep those whose address stays, bind the new ones first.
+    const wanted = wantedListeners(config);
+    const kept = new Map<Listener, string | undefined>();
+    const added: Listener[] = [];
+    const order: Listener[] = [];
+    try {
+      for (const { address, group } of wanted) {
+        // The same address for the same group; else, on a fixed port, the same address
+        // for another group (port 0 binds a new port each time, so it matches only the former).
+        const free = this.#listeners.filter((l) => l.address === address && !kept.has(l));
+        const old = free.find((l) => l.group === group) ??
+          (parseHostPort(address).port === 0 ? undefined : free[0]);
+        if (old !== undefined) {
+          if ((old.group === undefined) !== (group === undefined)) {
+            throw new Error(
+              `listener ${address} would change between the shared listener and ${
+                group ?? old.group
+              }'s own: remove it in one reload and add it back in another, or restart`,
+            );
+          }
+          kept.set(old, group);
+          order.push(old);
+        } else {
+          const listener = await this.#listen(address, group, { config, tls });
+          added.push(listener);
+          order.push(listener);
+        }
+      }
+    } catch (error) {
+      await Promise.all(added.map((l) => this.#closeListener(l)));
+      throw error;
+    }
+
+    // Groups: new ones and new upstreams are probed before they can be picked.
+    const newGroups = new Map<string, Group>();
+    const probing: Promise<void>[] = [];
+    for (const groupConfig of config.groups.values()) {
+      const existing = this.#groups.get(groupConfig.name);
+      if (existing === undefined) {
+        const group = this.#newGroup(groupConfig);
+        newGroups.set(groupConfig.name, group);
+        probing.push(group.probe.ready);
+      } else {
+        existing.probe.setTargets(healthTargets(groupConfig));
+        probing.push(existing.probe.ready);
+      }
+    }
+    await Promise.all(probing);
+    if (this.#state !== "serving") {
+      for (const group of newGroups.values()) this.#retireGroup(group);
+      await Promise.all(added.map((l) => this.#closeListener(l)));
+      throw new Error(`the balancer started ${this.#state} during the reload`);
+    }
+
+    // Commit: nothing below waits or fails.
+    const previous = this.#config;
+    this.#config = config;
+    this.#tls = tls;
+    this.#policy = policy;
+    this.#crl = crl;
+    this.#ciphers = new Set(config.tls.ciphers);
+    this.#groupNames = [...config.groups.keys()];
+    for (const [name, group] of this.#groups) {
+      const groupConfig = config.groups.get(name);
+      if (groupConfig === undefined) {
+        this.#groups.delete(name);
+        this.#retireGroup(group);
+        continue;
+      }
+      group.config = groupConfig;
+      group.pool.setUpstreams(
+        groupConfig.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
+      );
+      for (const upstream of groupConfig.upstreams) {
+        group.pool.setHealthy(upstream.address, group.probe.isHealthy(upstream.address));
+      }
+    }
+    for (const [name, group] of newGroups) this.#groups.set(name, group);
+    // Handshakes from now on use the new CA, certificate and suites; sessions
+    // already established are not affected.
+    const context = secureContextOptions(config, tls);
+    for (const [listener, group] of kept) {
+      listener.group = group;
+      listener.server.setSecureContext(context);
+    }
+    let removed = 0;
+    for (const listener of this.#listeners) {
+      if (kept.has(listener)) continue;
+      removed++;
+      const closing = this.#closeListener(listener);
+      this.#retired.add(closing);
+      void closing.then(() => this.#retired.delete(closing));
+      log.info("Stopped listening on {address}; its connections continue", {
+        address: listener.address,
+      });
+    }
+    this.#listeners = order;
+    this.#loadedAt = this.#wall();
+    this.#updateStaticMetrics();
+
+    const restart: string[] = [];
+    if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
+    if (config.log.format !== previous.log.format) restart.push("[log] format");
+    if (config.server.workers !== previous.server.workers) restart.push("[server] workers");
+    if (config.server.watch !== previous.server.watch) restart.push("[server] watch");
+    if (restart.length > 0) {
+      log.warn("Reloaded {path}, but these changes need a restart: {restart}", {
+        path: config.path,
+        restart: restart.join(", "),
+      });
+    }
+    log.info(
+      "Reloaded {path}: {groups} groups, {clients} clients, {listeners} listeners ({added} new, {removed} removed)",
+      {
+        path: config.path,
+        groups: config.groups.size,
+        clients: config.clients.size,
+        listeners: order.length,
+        added: added.length,
+        removed,
+      },
+    );
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Metrics
+
+  #updateStaticMetrics(): void {
+    const m = this.#metrics;
+    m.maxConnections.set(this.#config.server.maxConnections ?? Infinity);
+    m.configLoaded.set(this.#loadedAt / 1000);
+    m.expiry.clear();
+    const server = this.#certificateExpiry("tls.cert");
+    const ca = this.#certificateExpiry("tls.ca");
+    if (Number.isFinite(server)) m.expiry.labels("server").set(server / 1000);
+    if (Number.isFinite(ca)) m.expiry.labels("ca").set(ca / 1000);
+    const crlNext = this.#crl?.nextUpdate;
+    if (crlNext !== undefined) m.expiry.labels("crl").set(crlNext.getTime() / 1000);
+  }
+
+  /** The server certificate's expiry, or the earliest of the CA bundle, ms since the epoch. */
+  #certificateExpiry(key: "tls.cert" | "tls.ca"): number {
+    const certs = this.#tls.certificates.filter((c) => c.key === key);
+    if (key === "tls.cert") return certs[0]?.notAfter.getTime() ?? NaN;
+    return Math.min(...certs.map((c) => c.notAfter.getTime()));
+  }
+
+  #collectMetrics(): void {
+    const m = this.#metrics;
+    m.open.set(this.#open);
+    m.active.clear();
+    m.upstreamHealthy.clear();
+    m.probeLatency.clear();
+    for (const [name, group] of this.#groups) {
+      const grow = (series: CounterSeries, total: number): void => {
+        if (total > series.value) series.inc(total - series.value);
+      };
+      grow(group.bytesFromClient, group.stats.bytesFromClient);
+      grow(group.bytesFromUpstream, group.stats.bytesFromUpstream);
+      for (const upstream of group.pool.snapshot()) {
+        m.active.labels(name, upstream.address).set(upstream.active);
+        if (upstream.removed) continue;
+        m.upstreamHealthy.labels(name, upstream.address).set(upstream.healthy ? 1 : 0);
+      }
+      for (const health of group.probe.snapshot()) {
+        if (health.lastResult === undefined) continue;
+        m.probeLatency.labels(name, health.address).set(health.lastResult.latencyMs / 1000);
+      }
+    }
+    m.clientActive.clear();
+    for (const name of this.#config.clients.keys()) {
+      m.clientActive.labels(name).set(this.#limiter.active(name));
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Connections
+
+  async #listen(
+    address: string,
+    group: string | undefined,
+    material: LoadedConfig = { config: this.#config, tls: this.#tls },
+  ): Promise<Listener> {
     const { hostname, port } = parseHostPort(address);
-    const groupNames = [...this.#config.groups.keys()];
     const server = createServer({
-      ca: this.#tls.ca,
-      cert: this.#tls.cert,
-      key: this.#tls.key,
+      ...secureContextOptions(material.config, material.tls),
       requestCert: true,
       rejectUnauthorized: true,
-      minVersion: "TLSv1.3",
-      maxVersion: "TLSv1.3",
-      ciphers: this.#config.tls.ciphers.join(":"),
-      ecdhCurve: ECDH_CURVES,
       allowHalfOpen: true,
       ...(group === undefined
         ? {
           ALPNCallback: ({ protocols }: { protocols: string[] }) =>
-            protocols.find((p) => groupNames.includes(p)),
+            protocols.find((p) => this.#groupNames.includes(p)),
         }
         : {}),
     });
+    const listener: Listener = { server, address, group, closed: undefined };
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
-    server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, group));
+    server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, listener.group));
     server.on("tlsClientError", (error: Error & { code?: string }, socket: TLSSocket) => {
       this.#handshakeError(error.code ?? "tls_error", socket);
     });
@@ -381,14 +1069,27 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       "error",
       (error) => log.error("Listener {address} failed: {error}", { address, error }),
     );
-    this.#servers.push(group === undefined ? { server } : { server, group });
+    const bound = server.address();
     log.info("Listening on {address}{for}", {
-      address: formatHostPort(this.listeners().at(-1)!.address),
+      address: typeof bound === "object" && bound !== null
+        ? formatHostPort({ hostname: bound.address, port: bound.port })
+        : address,
       for: group === undefined ? "" : ` for group ${group}`,
     });
+    return listener;
   }
 
   #onConnection(socket: Socket): void {
+    const max = this.#config.server.maxConnections;
+    if (max !== undefined && this.#open >= max) {
+      // Refused before any TLS work: the cheapest answer under overload.
+      this.#refused.add(socket);
+      socket.on("error", noop);
+      socket.destroy();
+      this.#count({ reason: "server_full", remote: remoteOf(socket) });
+      return;
+    }
+    this.#open++;
     const timer = this.#clock.setTimeout(() => {
       if (this.#handshakes.delete(socket)) {
         this.#handshakeError("handshake_timeout", socket);
@@ -402,13 +1103,18 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         this.#clock.clearTimeout(pending);
         this.#handshakes.delete(socket);
       }
+      this.#open--;
+      if (this.#open === 0) this.#idle?.resolve();
     });
   }
 
   #handshakeError(reason: string, socket: Socket): void {
+    const raw = (socket as { _parent?: Socket })._parent ?? socket;
+    if (this.#refused.has(raw)) return;
     const remote = remoteOf(socket);
     const errors = this.counters.handshakeErrors;
     errors.set(reason, (errors.get(reason) ?? 0) + 1);
+    this.#metrics.handshakeFailureFor(reason).inc();
     log.info("Handshake failed from {remote}: {reason}", { remote, reason });
     this.#emit("handshake_error", { reason, remote } satisfies HandshakeErrorRecord);
   }
@@ -458,6 +1164,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     head: Uint8Array[],
     early: (chunk: Uint8Array) => void,
   ): Promise<void> {
+    // One configuration for the whole connection, even if a reload lands meanwhile.
+    const config = this.#config;
+    const policy = this.#policy;
+    const crl = this.#crl;
     const remote = remoteOf(socket);
     // Defence in depth: rejectUnauthorized already refused these in the handshake.
     const peer = socket.getPeerCertificate(true);
@@ -469,17 +1179,31 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       return this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
     }
     let identity: CertIdentity;
+    const der: Uint8Array = peer.raw;
     try {
-      identity = identityFromCertificate(peer.raw);
+      identity = identityFromCertificate(der);
     } catch (error) {
       return this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
     }
-    const who = this.#policy.identify(identity);
+    if (crl !== undefined) {
+      const verdict = crl.check(der, identity.serial, this.#wall());
+      if (verdict !== "ok") {
+        return this.#deny(socket, {
+          reason: verdict,
+          identity,
+          remote,
+          detail: verdict === "revoked"
+            ? `serial ${identity.serial} is revoked`
+            : "the CRL of the certificate's issuer is past its nextUpdate",
+        });
+      }
+    }
+    const who = policy.identify(identity);
     if ("deny" in who) return this.#deny(socket, { reason: who.deny, identity, remote });
     const client = who.client;
     const servername = (socket as { servername?: string | false | null }).servername;
     const alpn = socket.alpnProtocol;
-    const route = this.#policy.route(client, {
+    const route = policy.route(client, {
       ...(listenerGroup === undefined ? {} : { listenerGroup }),
       ...(typeof servername === "string" && servername !== "" ? { sni: servername } : {}),
       ...(typeof alpn === "string" ? { alpn: [alpn] } : {}),
@@ -488,6 +1212,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       return this.#deny(socket, { reason: route.deny, client: client.name, identity, remote });
     }
     const group = this.#groups.get(route.group)!;
+    const groupConfig = group.config;
     const base = { client: client.name, identity, group: route.group, remote };
 
     let slot;
@@ -495,6 +1220,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       slot = await this.#limiter.acquire(client.name, client.limits);
     } catch (error) {
       if (!(error instanceof ClientLimitError)) throw error;
+      this.#metrics.limiterRefusals[error.kind].inc();
       return this.#deny(socket, {
         ...base,
         reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
@@ -511,7 +1237,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     try {
       connection = await group.pool.connect({
         dial: this.#dial,
-        timeout: this.#config.server.connectTimeout,
+        timeout: config.server.connectTimeout,
         signal: AbortSignal.any([gone.signal, this.#closing.signal]),
         onDialFailure: (address, reason) => group.probe.reportFailure(address, reason),
       });
@@ -531,20 +1257,23 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const upstream = connection.socket;
     group.probe.reportSuccess(lease.address);
 
+    if (groupConfig.proxyProtocol === "v2") {
+      upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
+    }
     this.counters.accepted++;
     this.counters.active++;
+    group.accepted.inc();
     this.#sockets.add(socket);
     this.#sockets.add(upstream);
-    const stats: ForwardStats = { bytesFromClient: 0, bytesFromUpstream: 0 };
     socket.off("data", early);
     socket.off("end", noop);
     try {
       const result = await forward(socket, upstream, {
         head,
-        idleTimeout: this.#config.server.idleTimeout,
+        idleTimeout: config.server.idleTimeout,
         signal: this.#closing.signal,
         clock: this.#clock,
-        stats,
+        stats: group.stats,
       });
       if (result.reason === "upstream_reset") {
         group.probe.reportFailure(lease.address, "upstream_reset");
@@ -554,7 +1283,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         upstream: lease.address,
         bytesFromClient: result.bytesFromClient,
         bytesFromUpstream: result.bytesFromUpstream,
-        durationMs: result.durationMs,
+        durationMs: Math.round(result.durationMs),
         reason: result.reason,
       };
       audit.info(
@@ -569,17 +1298,23 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
   }
 
-  #deny(socket: TLSSocket, record: DenyRecord): void {
+  /** Counts and logs a refusal, and dispatches its `"deny"` event. */
+  #count(record: DenyRecord): void {
     const denied = this.counters.denied;
     denied.set(record.reason, (denied.get(record.reason) ?? 0) + 1);
-    log.warn("Denied {remote}: {reason}{detail}", {
+    this.#metrics.deniedFor(record.reason).inc();
+    log.warn("Denied {remote}: {reason}", {
       remote: record.remote,
       reason: record.reason,
       client: record.client,
       group: record.group,
       identity: record.identity === undefined ? undefined : summarize(record.identity),
-      detail: record.detail === undefined ? "" : ` (${record.detail})`,
+      detail: record.detail,
     });
+    this.#emit("deny", record);
+  }
+
+  #deny(socket: TLSSocket, record: DenyRecord): void {
     // Close right after the handshake: discard anything the client sent, send
     // close_notify and FIN, and make sure the socket goes away even if the
     // client never answers.
@@ -588,12 +1323,103 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     socket.end();
     const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
     socket.once("close", () => this.#clock.clearTimeout(timer));
-    this.#emit("deny", record);
+    this.#count(record);
   }
 
   #emit(type: string, detail: unknown): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+async function defaultLoad(path: string): Promise<LoadedConfig> {
+  const config = await loadConfig(path);
+  return { config, tls: await loadTlsMaterial(config) };
+}
+
+/** The listeners a configuration asks for: the shared one first, then the groups' own. */
+function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
+  const wanted: { address: string; group: string | undefined }[] = [];
+  if (config.server.listen !== undefined) {
+    wanted.push({ address: config.server.listen, group: undefined });
+  }
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
+  }
+  return wanted;
+}
+
+/** The options of a TLS listener that `setSecureContext` can replace. */
+function secureContextOptions(config: Config, tls: TlsMaterial): {
+  ca: string;
+  cert: string;
+  key: string;
+  minVersion: "TLSv1.3";
+  maxVersion: "TLSv1.3";
+  ciphers: string;
+  ecdhCurve: string;
+} {
+  return {
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    minVersion: "TLSv1.3",
+    maxVersion: "TLSv1.3",
+    ciphers: config.tls.ciphers.join(":"),
+    ecdhCurve: ECDH_CURVES,
+  };
+}
+
+/**
+ * A group's health targets with every setting explicit (an empty `send`/`expect`
+ * switches the step off), so a reload can change or drop any of them.
+ */
+function healthTargets(config: GroupConfig): HealthTarget[] {
+  const settings = (health: HealthConfig) => ({
+    interval: health.interval,
+    timeout: health.timeout,
+    rise: health.rise,
+    fall: health.fall,
+    send: health.send ?? "",
+    expect: health.expect ?? "",
+  });
+  return config.upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
+}
+
+/** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */
+function proxyHeader(
+  socket: TLSSocket,
+  client: string,
+  identity: CertIdentity,
+  alpn: string | false | null,
+  servername: string | false | null | undefined,
+  cipher: string,
+): Uint8Array {
+  const tlvs: ProxyTlv[] = [];
+  if (typeof alpn === "string" && alpn !== "") tlvs.push(textTlv(PP2_TYPE.ALPN, alpn));
+  if (typeof servername === "string" && servername !== "") {
+    tlvs.push(textTlv(PP2_TYPE.AUTHORITY, servername));
+  }
+  const sub: ProxyTlv[] = [textTlv(PP2_TYPE.SSL_VERSION, socket.getProtocol() ?? "TLSv1.3")];
+  if (identity.cn !== undefined) sub.push(textTlv(PP2_TYPE.SSL_CN, identity.cn));
+  sub.push(textTlv(PP2_TYPE.SSL_CIPHER, cipher));
+  tlvs.push(
+    encodeSslTlv({ client: PP2_CLIENT.SSL | PP2_CLIENT.CERT_CONN, verify: 0, tlvs: sub }),
+    textTlv(PP2_TYPE.MTLB_CLIENT, client),
+    textTlv(PP2_TYPE.MTLB_SPKI_SHA256, identity.spkiSha256),
+  );
+  const { remoteAddress, remotePort, localAddress, localPort } = socket;
+  const known = remoteAddress !== undefined && remotePort !== undefined &&
+    localAddress !== undefined && localPort !== undefined;
+  return encodeProxyV2(
+    known
+      ? {
+        command: "proxy",
+        source: { hostname: remoteAddress, port: remotePort },
+        destination: { hostname: localAddress, port: localPort },
+        tlvs,
+      }
+      : { command: "proxy", tlvs },
+  );
 }
 
 function noop(): void {}

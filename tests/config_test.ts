@@ -58,6 +58,7 @@ idle_timeout = "1h"
 drain_timeout = "10s"
 workers = 4
 max_connections = 5000
+watch = true
 
 [tls]
 ca = "/srv/pki/ca.crt"
@@ -118,6 +119,7 @@ groups = ["web-1"]
       drainTimeout: 10_000,
       workers: 4,
       maxConnections: 5000,
+      watch: true,
     },
     tls: {
       ca: "/srv/pki/ca.crt",
@@ -171,6 +173,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     connectTimeout: 3000,
     idleTimeout: 900_000,
     drainTimeout: 30_000,
+    watch: false,
   });
   assert.deepEqual(config.tls.ciphers, ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"]);
   assert.equal(config.tls.crl, undefined);

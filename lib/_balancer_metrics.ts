@@ -1,0 +1,162 @@
+/**
+ * The `mtlb_*` metric families of a {@linkcode Balancer}, registered once per
+ * balancer, with the series the hot path uses resolved ahead of time.
+ *
+ * @module
+ */
+import type { ClientLimitKind } from "./client_limiter.ts";
+import type { CounterSeries, GaugeSeries, MetricFamily, MetricsRegistry } from "./metrics.ts";
+
+/** Every deny reason, so their series exist (at 0) from the start. */
+export const DENY_REASONS = [
+  "server_full",
+  "unauthenticated",
+  "cipher_not_allowed",
+  "bad_certificate",
+  "revoked",
+  "crl_expired",
+  "unknown_identity",
+  "ambiguous_identity",
+  "unauthorized_group",
+  "no_group",
+  "limit_concurrency",
+  "limit_rate",
+  "no_healthy_upstream",
+  "upstream_unavailable",
+  "client_gone",
+  "server_closing",
+] as const;
+
+/** Distinct handshake failure reasons kept as their own series; later ones count as `other`. */
+const MAX_HANDSHAKE_REASONS = 32;
+
+/** The balancer's metric families and pre-resolved series. */
+export class BalancerMetrics {
+  readonly accepted: MetricFamily<CounterSeries>;
+  readonly denied: MetricFamily<CounterSeries>;
+  readonly active: MetricFamily<GaugeSeries>;
+  readonly open: GaugeSeries;
+  readonly maxConnections: GaugeSeries;
+  readonly bytes: MetricFamily<CounterSeries>;
+  readonly handshakeFailures: MetricFamily<CounterSeries>;
+  readonly limiterRefusals: Record<ClientLimitKind, CounterSeries>;
+  readonly upstreamHealthy: MetricFamily<GaugeSeries>;
+  readonly probeLatency: MetricFamily<GaugeSeries>;
+  readonly reloads: { success: CounterSeries; failure: CounterSeries };
+  readonly lastReloadSuccessful: GaugeSeries;
+  readonly configLoaded: GaugeSeries;
+  readonly expiry: MetricFamily<GaugeSeries>;
+  readonly clientActive: MetricFamily<GaugeSeries>;
+  readonly draining: GaugeSeries;
+  readonly #deniedBy = new Map<string, CounterSeries>();
+  readonly #handshakeBy = new Map<string, CounterSeries>();
+
+  constructor(registry: MetricsRegistry) {
+    this.accepted = registry.counter({
+      name: "mtlb_connections_accepted_total",
+      help: "Connections authorized and forwarded to an upstream, by group.",
+      labelNames: ["group"],
+    });
+    this.denied = registry.counter({
+      name: "mtlb_connections_denied_total",
+      help: "Connections refused after (or, for server_full, before) the TLS handshake, by reason.",
+      labelNames: ["reason"],
+    });
+    for (const reason of DENY_REASONS) this.#deniedBy.set(reason, this.denied.labels(reason));
+    this.active = registry.gauge({
+      name: "mtlb_connections_active",
+      help: "Connections being forwarded, by group and upstream.",
+      labelNames: ["group", "upstream"],
+    });
+    this.open = registry.gauge({
+      name: "mtlb_connections_open",
+      help: "Client TCP connections open, handshaking and forwarding alike.",
+    }).labels();
+    this.maxConnections = registry.gauge({
+      name: "mtlb_connections_max",
+      help:
+        "The server-wide cap on open client connections ([server] max_connections); +Inf when unset.",
+    }).labels();
+    this.bytes = registry.counter({
+      name: "mtlb_bytes_total",
+      help: "Bytes forwarded, by group and direction (from_client, from_upstream).",
+      labelNames: ["group", "direction"],
+    });
+    this.handshakeFailures = registry.counter({
+      name: "mtlb_handshake_failures_total",
+      help:
+        "TLS handshakes that failed or timed out, by reason (handshake_timeout or the TLS error code).",
+      labelNames: ["reason"],
+    });
+    const refusals = registry.counter({
+      name: "mtlb_limiter_refusals_total",
+      help: "Connections refused by a client's limits, by kind (concurrency, rate).",
+      labelNames: ["kind"],
+    });
+    this.limiterRefusals = {
+      concurrency: refusals.labels("concurrency"),
+      rate: refusals.labels("rate"),
+    };
+    this.upstreamHealthy = registry.gauge({
+      name: "mtlb_upstream_healthy",
+      help: "1 when the upstream is healthy and may be picked, else 0.",
+      labelNames: ["group", "upstream"],
+    });
+    this.probeLatency = registry.gauge({
+      name: "mtlb_probe_latency_seconds",
+      help: "Duration of the latest active health probe of the upstream.",
+      labelNames: ["group", "upstream"],
+    });
+    const reloads = registry.counter({
+      name: "mtlb_reloads_total",
+      help: "Configuration reloads, by outcome (success, failure).",
+      labelNames: ["outcome"],
+    });
+    this.reloads = { success: reloads.labels("success"), failure: reloads.labels("failure") };
+    this.lastReloadSuccessful = registry.gauge({
+      name: "mtlb_config_last_reload_successful",
+      help: "1 when the latest reload succeeded (or none happened yet), 0 when it failed.",
+    }).labels();
+    this.lastReloadSuccessful.set(1);
+    this.configLoaded = registry.gauge({
+      name: "mtlb_config_loaded_timestamp_seconds",
+      help: "When the running configuration was loaded, seconds since the epoch.",
+    }).labels();
+    this.expiry = registry.gauge({
+      name: "mtlb_certificate_expiry_timestamp_seconds",
+      help:
+        "When TLS material expires, seconds since the epoch: server certificate, earliest CA certificate, earliest CRL nextUpdate.",
+      labelNames: ["which"],
+    });
+    this.clientActive = registry.gauge({
+      name: "mtlb_client_connections_active",
+      help: "Connections being forwarded, by configured client.",
+      labelNames: ["client"],
+    });
+    this.draining = registry.gauge({
+      name: "mtlb_draining",
+      help: "1 while the balancer drains (stopped accepting, waiting for connections to end).",
+    }).labels();
+  }
+
+  /** The series of a deny reason. */
+  deniedFor(reason: string): CounterSeries {
+    let series = this.#deniedBy.get(reason);
+    if (series === undefined) {
+      series = this.denied.labels(reason);
+      this.#deniedBy.set(reason, series);
+    }
+    return series;
+  }
+
+  /** The series of a handshake failure reason; bounded, the overflow counts as `other`. */
+  handshakeFailureFor(reason: string): CounterSeries {
+    let series = this.#handshakeBy.get(reason);
+    if (series === undefined) {
+      const label = this.#handshakeBy.size < MAX_HANDSHAKE_REASONS ? reason : "other";
+      series = this.handshakeFailures.labels(label);
+      if (label === reason) this.#handshakeBy.set(reason, series);
+    }
+    return series;
+  }
+}
