@@ -10,7 +10,7 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
-import { ClientLimiter, ClientLimitError } from "./client_limiter.ts";
+import { ClientLimiter, ClientLimitError, type LimiterStore } from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import {
   type Config,
@@ -30,7 +30,7 @@ import {
   type HealthTarget,
 } from "./health_probe.ts";
 import { type CertIdentity, identityFromCertificate } from "./identity.ts";
-import { LeastConnPool, NoHealthyUpstreamError } from "./least_conn_pool.ts";
+import { LeastConnPool, NoHealthyUpstreamError, type UpstreamCounts } from "./least_conn_pool.ts";
 import type { CounterSeries } from "./metrics.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { Policy } from "./policy.ts";
@@ -212,6 +212,28 @@ export interface BalancerOptions {
    * @default {loadConfig(path), then loadTlsMaterial}
    */
   load?: (path: string) => Promise<LoadedConfig>;
+  /**
+   * Where per-client limit state lives: `SharedState.limiterStore()` for workers of
+   * one process, a Redis store for a fleet.
+   *
+   * @default {a new MemoryLimiterStore}
+   */
+  limiterStore?: LimiterStore;
+  /**
+   * Where active connection counts per upstream live, shared by every group's pool
+   * (keyed by upstream address): `SharedState.upstreamCounts()` for workers, a Redis
+   * store for a fleet.
+   *
+   * @default {a MemoryUpstreamCounts per group}
+   */
+  upstreamCounts?: UpstreamCounts;
+  /**
+   * Bind listeners with `SO_REUSEPORT`, so several processes or workers can serve
+   * the same addresses and the kernel spreads connections among them.
+   *
+   * @default {false}
+   */
+  reusePort?: boolean;
 }
 
 /** Result of {@linkcode Balancer.drain}. */
@@ -418,6 +440,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #policy: Policy;
   #crl: RevocationList | undefined;
   #limiter: ClientLimiter;
+  #upstreamCounts: UpstreamCounts | undefined;
+  #reusePort: boolean;
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
   #groups = new Map<string, Group>();
@@ -470,7 +494,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#healthCheck = options.healthCheck;
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
-    this.#limiter = new ClientLimiter({ clock: this.#clock });
+    this.#limiter = new ClientLimiter({
+      clock: this.#clock,
+      ...(options.limiterStore === undefined ? {} : { store: options.limiterStore }),
+    });
+    this.#upstreamCounts = options.upstreamCounts;
+    this.#reusePort = options.reusePort ?? false;
     this.#ciphers = new Set(options.config.tls.ciphers);
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
@@ -785,7 +814,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #newGroup(config: GroupConfig): Group {
     const pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
-      { clock: this.#clock, initiallyHealthy: false },
+      {
+        clock: this.#clock,
+        initiallyHealthy: false,
+        ...(this.#upstreamCounts === undefined ? {} : { counts: this.#upstreamCounts }),
+      },
     );
     const probe = new HealthProbe(healthTargets(config), {
       ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
@@ -1060,10 +1093,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen({ host: hostname, port, backlog: LISTEN_BACKLOG }, () => {
-        server.off("error", reject);
-        resolve();
-      });
+      server.listen(
+        { host: hostname, port, backlog: LISTEN_BACKLOG, reusePort: this.#reusePort },
+        () => {
+          server.off("error", reject);
+          resolve();
+        },
+      );
     });
     server.on(
       "error",
