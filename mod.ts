@@ -43,12 +43,15 @@ export {
   type ConnectionRate,
   type LimiterStore,
   MemoryLimiterStore,
+  StoreUnavailableError,
 } from "./lib/client_limiter.ts";
+export { type ClusterStores, connectCluster } from "./lib/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
 export {
   type AdminConfig,
   type ClientConfig,
   type ClientMatch,
+  type ClusterConfig,
   type Config,
   ConfigError,
   type ConfigErrorOptions,
@@ -179,6 +182,18 @@ export {
   type RouteRequest,
   type RouteResult,
 } from "./lib/policy.ts";
+export {
+  RedisLimiterStore,
+  type RedisLimiterStoreCounters,
+  type RedisLimiterStoreOptions,
+  type SharedStoreMode,
+  type StoreErrorPolicy,
+} from "./lib/redis_limiter_store.ts";
+export {
+  RedisUpstreamCounts,
+  type RedisUpstreamCountsCounters,
+  type RedisUpstreamCountsOptions,
+} from "./lib/redis_upstream_counts.ts";
 export {
   SharedState,
   SharedStateError,

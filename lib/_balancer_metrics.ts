@@ -21,6 +21,7 @@ export const DENY_REASONS = [
   "no_group",
   "limit_concurrency",
   "limit_rate",
+  "limit_store_unavailable",
   "no_healthy_upstream",
   "upstream_unavailable",
   "client_gone",

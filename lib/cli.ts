@@ -26,6 +26,7 @@ import {
 } from "./config.ts";
 import { formatDuration } from "./duration.ts";
 import { configureLogging, type LogFormat } from "./logging.ts";
+import { connectCluster } from "./cluster.ts";
 import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
 import { writeDevPki } from "./pki.ts";
 import { assertSupportedRuntime } from "./runtime.ts";
@@ -289,11 +290,19 @@ export function permissionNeeds(config: Config): PermissionNeeds {
   for (const group of config.groups.values()) {
     for (const upstream of group.upstreams) net.push(upstream.address);
   }
+  if (config.cluster !== undefined) net.push(config.cluster.storeAddress);
   const { tls } = config;
   const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
   if (tls.crl !== undefined) read.push(tls.crl);
-  return { net: [...new Set(net)], read: [...new Set(read.map((p) => resolve(p)))] };
+  return {
+    net: [...new Set(net)],
+    read: [...new Set(read.map((p) => resolve(p)))],
+    ...(config.cluster === undefined ? {} : { env: [...REDIS_CLIENT_ENV] }),
+  };
 }
+
+/** The environment variables the Redis client of `[cluster]` reads. */
+const REDIS_CLIENT_ENV = ["REDIS_DEBUG_MAINTENANCE", "REDIS_EMIT_DIAGNOSTICS"] as const;
 
 function formatHost(hostname: string): string {
   return isIP(hostname) === 6 ? `[${hostname}]` : hostname;
@@ -351,6 +360,7 @@ export function formatRunCommand(
   const shown: PermissionNeeds = {
     net: needs.net,
     read: needs.read.map((path) => displayPath(path, cwd)),
+    ...(needs.env === undefined ? {} : { env: needs.env }),
   };
   return [
     "deno",
@@ -882,7 +892,7 @@ async function serve(
   // Checked before the certificates are read, so that Deno never prompts.
   const needs = permissionNeeds(config);
   const report = checkPermissions(needs);
-  const missing = [...report.missing.net, ...report.missing.read];
+  const missing = [...report.missing.net, ...report.missing.read, ...report.missing.env ?? []];
   if (missing.length > 0) {
     io.err(
       `Cannot start: Deno lacks permissions this config needs: ${
@@ -914,10 +924,17 @@ async function serve(
     });
   }
 
+  // A fleet shares limits and upstream counts through [cluster] store (Redis).
+  await using cluster = config.cluster === undefined
+    ? undefined
+    : await connectCluster(config.cluster);
   const balancer = new Balancer({
     config,
     tls,
     load: (path) => loadForReload(path, io),
+    ...(cluster === undefined
+      ? {}
+      : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
   });
   try {
     await balancer.start();

@@ -559,3 +559,33 @@ function checkLimits(limits: ClientLimits): void {
     );
   }
 }
+
+/**
+ * Thrown (as a rejection) by a shared {@linkcode LimiterStore} (such as
+ * `RedisLimiterStore` with policy `"closed"`), and so by `ClientLimiter.acquire`,
+ * when the store is unavailable. `cause` is the error that made it unavailable.
+ *
+ * @example Usage
+ * ```ts
+ * import { StoreUnavailableError } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new StoreUnavailableError({ cause: new Error("connect ECONNREFUSED") });
+ * assert.equal(error.name, "StoreUnavailableError");
+ * assert.equal(
+ *   error.message,
+ *   "Cannot accept connection: the shared limiter store is unavailable",
+ * );
+ * ```
+ */
+export class StoreUnavailableError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param options The `cause`: why the store is unavailable.
+   */
+  constructor(options?: ErrorOptions) {
+    super("Cannot accept connection: the shared limiter store is unavailable", options);
+    this.name = "StoreUnavailableError";
+  }
+}

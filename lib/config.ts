@@ -189,6 +189,29 @@ export interface AdminConfig {
   allowReload: boolean;
 }
 
+/**
+ * The `[cluster]` section: state shared by a fleet of mtlb instances. Absent:
+ * everything stays in memory, per instance.
+ */
+export interface ClusterConfig {
+  /** The shared store, `redis://[user:password@]host:port[/db]` or `rediss://...`. */
+  store: string;
+  /** The store's `host:port`, for permissions. */
+  storeAddress: string;
+  /** What to do when the store fails or is slow: `"local"` limits or `"closed"` (default local). */
+  onStoreError: "local" | "closed";
+  /** How long a dead instance's slots keep counting, ms (default 15 s). */
+  leaseTtl: number;
+  /** The longest wait on the store for one connection, ms (default 250 ms). */
+  timeout: number;
+  /**
+   * This instance's name in the store.
+   *
+   * @default {random at each start}
+   */
+  instanceId?: string;
+}
+
 /** The `[log]` section. */
 export interface LogConfig {
   /** `"auto"` (text on a terminal, JSON lines otherwise), `"text"` or `"json"` (default auto). */
@@ -215,6 +238,12 @@ export interface Config {
   admin: AdminConfig;
   /** `[log]`. */
   log: LogConfig;
+  /**
+   * `[cluster]`.
+   *
+   * @default {undefined}
+   */
+  cluster?: ClusterConfig;
 }
 
 /** Where a {@linkcode ConfigError} comes from. */
@@ -365,7 +394,17 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
       cause: error,
     });
   }
-  r.keys(doc, "", ["server", "tls", "limits", "health", "groups", "clients", "admin", "log"]);
+  r.keys(doc, "", [
+    "server",
+    "tls",
+    "limits",
+    "health",
+    "groups",
+    "clients",
+    "admin",
+    "log",
+    "cluster",
+  ]);
 
   const server = readServer(r, r.table(doc, "", "server", false));
   const tls = readTls(r, r.table(doc, "", "tls", true), baseDir);
@@ -385,6 +424,8 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
   r.keys(logTable, "log", ["format"]);
   const format = r.oneOf(logTable, "log", "format", ["auto", "text", "json"] as const) ?? "auto";
 
+  const cluster = readCluster(r, r.table(doc, "", "cluster", false));
+
   checkListeners(r, server, groups, admin);
   checkAmbiguousClients(r, clients);
   return {
@@ -397,6 +438,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
     clients,
     admin,
     log: { format },
+    ...(cluster === undefined ? {} : { cluster }),
   };
 }
 
@@ -852,6 +894,40 @@ function readAdmin(r: _Reader, t: Table): AdminConfig {
   const listen = r.address(t, "admin", "listen", true);
   if (listen !== undefined) admin.listen = listen;
   return admin;
+}
+
+function readCluster(r: _Reader, t: Table): ClusterConfig | undefined {
+  const p = "cluster";
+  r.keys(t, p, ["store", "on_store_error", "lease_ttl", "timeout", "instance_id"]);
+  if (Object.keys(t).length === 0) return undefined;
+  const store = r.string(t, p, "store", true)!;
+  let url: URL | undefined;
+  try {
+    url = new URL(store);
+  } catch {
+    url = undefined;
+  }
+  if (
+    url === undefined || (url.protocol !== "redis:" && url.protocol !== "rediss:") || !url.hostname
+  ) {
+    r.fail(
+      `${p}.store`,
+      `must be a Redis URL such as "redis://127.0.0.1:6379", received ${describe(store)}`,
+    );
+  }
+  const host = url!.hostname;
+  const storeAddress = `${host}:${url!.port === "" ? 6379 : url!.port}`;
+  const cluster: ClusterConfig = {
+    store,
+    storeAddress,
+    onStoreError: r.oneOf(t, p, "on_store_error", ["local", "closed"] as const) ?? "local",
+    leaseTtl: r.duration(t, p, "lease_ttl") ?? 15_000,
+    timeout: r.duration(t, p, "timeout") ?? 250,
+  };
+  if (cluster.leaseTtl < 1000) r.fail(`${p}.lease_ttl`, "must be at least 1s");
+  const id = r.string(t, p, "instance_id", false);
+  if (id !== undefined) cluster.instanceId = id;
+  return cluster;
 }
 
 // ---------------------------------------------------------------------------------------

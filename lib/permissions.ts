@@ -11,6 +11,12 @@ export interface PermissionNeeds {
   net: string[];
   /** Files for `--allow-read`: the config, CA, certificate, key, CRL. */
   read: string[];
+  /**
+   * Environment variables for `--allow-env` (the Redis client of `[cluster]` reads two).
+   *
+   * @default {[]}
+   */
+  env?: string[];
 }
 
 /** The outcome of {@linkcode checkPermissions}. */
@@ -42,8 +48,10 @@ export function permissionFlags(needs: PermissionNeeds): string[] {
   const flags: string[] = [];
   const net = [...new Set(needs.net)];
   const read = [...new Set(needs.read)];
+  const env = [...new Set(needs.env ?? [])];
   if (net.length > 0) flags.push(`--allow-net=${net.join(",")}`);
   if (read.length > 0) flags.push(`--allow-read=${read.join(",")}`);
+  if (env.length > 0) flags.push(`--allow-env=${env.join(",")}`);
   return flags;
 }
 
@@ -60,7 +68,7 @@ export function permissionFlags(needs: PermissionNeeds): string[] {
  * import assert from "node:assert/strict";
  *
  * const report = checkPermissions({ net: [], read: [] });
- * assert.deepEqual(report.missing, { net: [], read: [] });
+ * assert.deepEqual(report.missing, { net: [], read: [], env: [] });
  * ```
  *
  * @param needs What the configuration needs.
@@ -72,6 +80,7 @@ export function checkPermissions(needs: PermissionNeeds): PermissionReport {
   const missing: PermissionNeeds = {
     net: [...new Set(needs.net)].filter((host) => !granted({ name: "net", host })),
     read: [...new Set(needs.read)].filter((path) => !granted({ name: "read", path })),
+    env: [...new Set(needs.env ?? [])].filter((variable) => !granted({ name: "env", variable })),
   };
   const broader: string[] = [];
   if (granted({ name: "net" })) broader.push("--allow-net (every host)");

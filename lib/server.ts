@@ -10,7 +10,12 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
-import { ClientLimiter, ClientLimitError, type LimiterStore } from "./client_limiter.ts";
+import {
+  ClientLimiter,
+  ClientLimitError,
+  type LimiterStore,
+  StoreUnavailableError,
+} from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import {
   type Config,
@@ -71,6 +76,7 @@ export type DenyReason =
   | "no_group"
   | "limit_concurrency"
   | "limit_rate"
+  | "limit_store_unavailable"
   | "no_healthy_upstream"
   | "upstream_unavailable"
   | "client_gone"
@@ -1255,6 +1261,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     try {
       slot = await this.#limiter.acquire(client.name, client.limits);
     } catch (error) {
+      if (error instanceof StoreUnavailableError) {
+        return this.#deny(socket, {
+          ...base,
+          reason: "limit_store_unavailable",
+          detail: error.message,
+        });
+      }
       if (!(error instanceof ClientLimitError)) throw error;
       this.#metrics.limiterRefusals[error.kind].inc();
       return this.#deny(socket, {

@@ -740,6 +740,49 @@ const BAD: [string, string, string, number | undefined, string][] = [
   ],
 ];
 
+Deno.test("parseConfig() reads [cluster] with its defaults and store address", async (t) => {
+  await t.step("defaults", () => {
+    const config = parseConfig(BASE + '[cluster]\nstore = "redis://10.0.0.5"\n', { path: PATH });
+    assert.deepEqual(config.cluster, {
+      store: "redis://10.0.0.5",
+      storeAddress: "10.0.0.5:6379",
+      onStoreError: "local",
+      leaseTtl: 15_000,
+      timeout: 250,
+    });
+  });
+  await t.step("every key", () => {
+    const config = parseConfig(
+      BASE +
+        '[cluster]\nstore = "rediss://u:p@127.0.0.1:6380/1"\non_store_error = "closed"\n' +
+        'lease_ttl = "5s"\ntimeout = "100ms"\ninstance_id = "lb-a"\n',
+      { path: PATH },
+    );
+    assert.equal(config.cluster?.storeAddress, "127.0.0.1:6380");
+    assert.equal(config.cluster?.onStoreError, "closed");
+    assert.equal(config.cluster?.leaseTtl, 5000);
+    assert.equal(config.cluster?.instanceId, "lb-a");
+  });
+  await t.step("absent: no cluster", () => {
+    assert.equal(parseConfig(BASE, { path: PATH }).cluster, undefined);
+  });
+  for (
+    const [name, text, key] of [
+      ["not a Redis URL", '[cluster]\nstore = "http://x:1"\n', "cluster.store"],
+      ["no store", '[cluster]\ntimeout = "1s"\n', "cluster.store"],
+      [
+        "bad policy",
+        '[cluster]\nstore = "redis://x"\non_store_error = "open"\n',
+        "cluster.on_store_error",
+      ],
+      ["short lease", '[cluster]\nstore = "redis://x"\nlease_ttl = "10ms"\n', "cluster.lease_ttl"],
+      ["unknown key", '[cluster]\nstore = "redis://x"\nttl = "1s"\n', "cluster.ttl"],
+    ] as const
+  ) {
+    await t.step(name, () => assert.equal(configError(BASE + text).key, key));
+  }
+});
+
 Deno.test("parseConfig() rejects each bad config with its key and line", async (t) => {
   for (const [name, text, key, line, fragment] of BAD) {
     await t.step(name, () => {

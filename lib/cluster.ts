@@ -1,0 +1,66 @@
+/**
+ * The state a fleet of mtlb instances shares through `[cluster] store`: per-client
+ * limits ({@linkcode RedisLimiterStore}) and per-upstream connection counts
+ * ({@linkcode RedisUpstreamCounts}), built from a {@linkcode ClusterConfig}.
+ *
+ * @module
+ */
+import type { Clock } from "./clock.ts";
+import type { ClusterConfig } from "./config.ts";
+import { RedisLimiterStore } from "./redis_limiter_store.ts";
+import { RedisUpstreamCounts } from "./redis_upstream_counts.ts";
+
+/** The shared stores of one instance. */
+export interface ClusterStores extends AsyncDisposable {
+  /** For `BalancerOptions.limiterStore`. */
+  limiterStore: RedisLimiterStore;
+  /** For `BalancerOptions.upstreamCounts`. */
+  upstreamCounts: RedisUpstreamCounts;
+  /** Closes both stores and removes this instance's keys. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects this instance to the fleet's Redis. A Redis that does not answer is not
+ * an error here: the limiter applies `on_store_error` and both stores keep trying.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Balancer, connectCluster, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ *
+ * const config = await loadConfig("config/lb.toml");
+ * await using stores = await connectCluster(config.cluster!);
+ * const balancer = new Balancer({
+ *   config,
+ *   tls: await loadTlsMaterial(config),
+ *   limiterStore: stores.limiterStore,
+ *   upstreamCounts: stores.upstreamCounts,
+ * });
+ * ```
+ *
+ * @param cluster The `[cluster]` section.
+ * @param clock The clock for heartbeats and timeouts (default: the system clock).
+ * @returns The connected stores.
+ */
+export async function connectCluster(
+  cluster: ClusterConfig,
+  clock?: Clock,
+): Promise<ClusterStores> {
+  const common = {
+    url: cluster.store,
+    timeout: cluster.timeout,
+    ...(cluster.instanceId === undefined ? {} : { instanceId: cluster.instanceId }),
+    ...(clock === undefined ? {} : { clock }),
+  };
+  const limiterStore = new RedisLimiterStore({
+    ...common,
+    onStoreError: cluster.onStoreError,
+    leaseTtl: cluster.leaseTtl,
+  });
+  const upstreamCounts = new RedisUpstreamCounts(common);
+  await Promise.all([limiterStore.connect(), upstreamCounts.connect()]);
+  const close = async (): Promise<void> => {
+    await Promise.all([limiterStore.close(), upstreamCounts.close()]);
+  };
+  return { limiterStore, upstreamCounts, close, [Symbol.asyncDispose]: close };
+}
