@@ -30,7 +30,13 @@
  * @module
  */
 export { formatHostPort, type HostPort, parseHostPort } from "./lib/address.ts";
-export { AdminServer, type AdminServerOptions, type AdminTarget } from "./lib/admin.ts";
+export {
+  AdminServer,
+  type AdminServerOptions,
+  type AdminTarget,
+  RECENT_DENIALS,
+  type RecentDenial,
+} from "./lib/admin.ts";
 export {
   type Admission,
   type ClientLease,

@@ -4,23 +4,35 @@
  *
  * | method       | path       | answer                                                                        |
  * | ------------ | ---------- | ----------------------------------------------------------------------------- |
+ * | `GET`        | `/`        | the dashboard: a live HTML status page (see `dashboardResponse`)              |
  * | `GET`        | `/metrics` | Prometheus text format, version 0.0.4                                         |
  * | `GET`        | `/status`  | JSON snapshot: groups, upstreams, clients, config (see `BalancerStatus`)      |
+ * | `GET`        | `/denials` | JSON `{ "denials": [...] }`: the latest refusals, newest first (see {@linkcode RecentDenial}) |
  * | `GET`        | `/healthz` | `200 serving` while serving; `503 draining` (or `starting`, `closed`) otherwise |
  * | `POST`       | `/reload`  | reloads the config: `200` on success, `500` with the reason; `403` unless `allow_reload = true` |
  *
  * It has no authentication: bind it to a loopback address (or a private
- * management network) only. `POST /reload` is refused when the request carries an
- * `Origin` header, so a web page in a browser on the same host cannot trigger it.
+ * management network) only. `POST /reload` from a web page (a request with an
+ * `Origin` header) is accepted only from the dashboard itself: the request must
+ * carry the `X-Mtlb-Reload: 1` header (which a page of another origin cannot send
+ * without a CORS preflight, never granted here), its `Origin` must match the
+ * `Host` it was sent to, and that host must be an IP address or `localhost` (so a
+ * DNS-rebinding page, whose origin is a name its author controls, cannot pass).
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import { dashboardResponse, RELOAD_HEADER } from "./dashboard.ts";
 
 const log = getLogger(["mtlb", "admin"]);
 
-/** What the admin endpoint serves: a {@linkcode Balancer} fits. */
+/**
+ * What the admin endpoint serves: a {@linkcode Balancer} fits. When the target is
+ * also an `EventTarget` dispatching `"deny"` events whose `detail` is a
+ * `DenyRecord` (a `Balancer` does), the latest refusals are kept for `/denials` and
+ * the dashboard.
+ */
 export interface AdminTarget {
   /** `serving` answers `/healthz` with 200; anything else with 503. */
   readonly state: string;
@@ -43,7 +55,34 @@ export interface AdminServerOptions {
    * @default {() => false}
    */
   allowReload?: () => boolean;
+  /**
+   * Wall-clock time, ms since the epoch: the time stamps of `/denials`.
+   *
+   * @default {Date.now}
+   */
+  now?: () => number;
 }
+
+/** One refusal in `/denials`, from the target's `"deny"` event. */
+export interface RecentDenial {
+  /** When it happened, ISO 8601. */
+  at: string;
+  /** The deny reason (`unknown_identity`, `limit_concurrency`, ...). */
+  reason: string;
+  /** The client's address, `host:port`. */
+  remote: string;
+  /** The configured client name, once identified. */
+  client?: string;
+  /** The certificate's identity for an unknown client: its CN, else its first SAN, else its serial. */
+  identity?: string;
+  /** The group asked for, once routed. */
+  group?: string;
+  /** Detail for the operator, at most 300 characters. */
+  detail?: string;
+}
+
+/** How many refusals `/denials` keeps. */
+export const RECENT_DENIALS = 100;
 
 const TEXT = "text/plain; charset=utf-8";
 const PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8";
@@ -70,11 +109,15 @@ export class AdminServer implements AsyncDisposable {
   #server: Deno.HttpServer<Deno.NetAddr>;
   #target: AdminTarget;
   #allowReload: () => boolean;
+  #now: () => number;
+  #denials: RecentDenial[] = [];
+  #onDeny = (event: Event): void => this.#recordDenial(event);
   #closed: Promise<void> | undefined;
 
   private constructor(target: AdminTarget, options: AdminServerOptions) {
     this.#target = target;
     this.#allowReload = options.allowReload ?? (() => false);
+    this.#now = options.now ?? Date.now;
     const { hostname, port } = parseHostPort(options.listen);
     this.#server = Deno.serve({
       hostname,
@@ -85,6 +128,7 @@ export class AdminServer implements AsyncDisposable {
         return new Response("Internal error\n", { status: 500, headers: { "content-type": TEXT } });
       },
     }, (request) => this.#handle(request));
+    if (target instanceof EventTarget) target.addEventListener("deny", this.#onDeny);
     const address = this.address;
     log.info("Admin endpoint on http://{address}", { address: formatHostPort(address) });
     if (!isLoopback(address.hostname)) {
@@ -123,8 +167,22 @@ export class AdminServer implements AsyncDisposable {
    * @returns When the server is closed.
    */
   close(): Promise<void> {
-    this.#closed ??= this.#server.shutdown();
+    if (this.#closed === undefined) {
+      if (this.#target instanceof EventTarget) {
+        this.#target.removeEventListener("deny", this.#onDeny);
+      }
+      this.#closed = this.#server.shutdown();
+    }
     return this.#closed;
+  }
+
+  /**
+   * The latest refusals the target reported, newest first, as `/denials` serves them.
+   *
+   * @returns A fresh array of at most {@linkcode RECENT_DENIALS} entries.
+   */
+  recentDenials(): RecentDenial[] {
+    return this.#denials.toReversed();
   }
 
   /**
@@ -141,6 +199,9 @@ export class AdminServer implements AsyncDisposable {
     const method = request.method;
     const read = method === "GET" || method === "HEAD";
     switch (pathname) {
+      case "/":
+        if (!read) return notAllowed("GET, HEAD");
+        return dashboardResponse({ allowReload: this.#allowReload() });
       case "/metrics":
         if (!read) return notAllowed("GET, HEAD");
         return new Response(this.#target.metrics.render(), {
@@ -149,6 +210,9 @@ export class AdminServer implements AsyncDisposable {
       case "/status":
         if (!read) return notAllowed("GET, HEAD");
         return json(200, this.#target.status());
+      case "/denials":
+        if (!read) return notAllowed("GET, HEAD");
+        return json(200, { denials: this.recentDenials() });
       case "/healthz": {
         if (!read) return notAllowed("GET, HEAD");
         const state = this.#target.state;
@@ -165,10 +229,8 @@ export class AdminServer implements AsyncDisposable {
           });
         }
         if (request.headers.has("origin")) {
-          return json(403, {
-            error:
-              "Reload refused: requests from web pages (with an Origin header) are not accepted",
-          });
+          const refused = this.#browserReloadRefusal(request);
+          if (refused !== undefined) return json(403, { error: `Reload refused: ${refused}` });
         }
         log.info("Reload requested over the admin endpoint");
         try {
@@ -182,10 +244,87 @@ export class AdminServer implements AsyncDisposable {
         }
       default:
         return json(404, {
-          error: `Not found: ${pathname}; try /metrics, /status, /healthz or POST /reload`,
+          error:
+            `Not found: ${pathname}; try /, /metrics, /status, /denials, /healthz or POST /reload`,
         });
     }
   }
+
+  /**
+   * Why a reload sent by a browser (a request with an `Origin` header) is refused,
+   * or `undefined` when it comes from the dashboard itself.
+   */
+  #browserReloadRefusal(request: Request): string | undefined {
+    const headers = request.headers;
+    if (headers.get(RELOAD_HEADER) !== "1") {
+      return `requests from web pages (with an Origin header) are accepted only from the dashboard, which sends ${RELOAD_HEADER}: 1`;
+    }
+    const host = headers.get("host") ?? "";
+    let url: URL;
+    try {
+      url = new URL(`http://${host}`);
+    } catch {
+      return `bad Host header "${host}"`;
+    }
+    if (
+      url.username !== "" || url.password !== "" || url.pathname !== "/" || url.search !== "" ||
+      url.hash !== ""
+    ) {
+      return `bad Host header "${host}"`;
+    }
+    const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
+    if (hostname !== "localhost" && !isIpLiteral(hostname)) {
+      return `open the dashboard by IP address or localhost to reload from it, not by the name "${url.hostname}" (DNS rebinding)`;
+    }
+    const origin = headers.get("origin");
+    if (origin !== `http://${url.host}`) {
+      return `the page's origin ${origin} does not match the Host it was sent to (http://${url.host})`;
+    }
+    const site = headers.get("sec-fetch-site");
+    if (site !== null && site !== "same-origin") {
+      return `the request comes from another site (Sec-Fetch-Site: ${site})`;
+    }
+    return undefined;
+  }
+
+  #recordDenial(event: Event): void {
+    if (!(event instanceof CustomEvent)) return;
+    const detail = event.detail as Record<string, unknown> | null;
+    if (detail === null || typeof detail !== "object") return;
+    const { reason, remote, client, group, identity, detail: text } = detail;
+    if (typeof reason !== "string") return;
+    const denial: RecentDenial = {
+      at: new Date(this.#now()).toISOString(),
+      reason,
+      remote: typeof remote === "string" ? remote : "",
+    };
+    if (typeof client === "string") denial.client = client;
+    else {
+      const name = identityName(identity);
+      if (name !== undefined) denial.identity = name;
+    }
+    if (typeof group === "string") denial.group = group;
+    if (typeof text === "string" && text !== "") {
+      denial.detail = text.length > 300 ? `${text.slice(0, 299)}\u2026` : text;
+    }
+    this.#denials.push(denial);
+    if (this.#denials.length > RECENT_DENIALS) this.#denials.shift();
+  }
+}
+
+/** A short name for a certificate identity (`CertIdentity`): CN, else first SAN, else serial. */
+function identityName(identity: unknown): string | undefined {
+  if (identity === null || typeof identity !== "object") return undefined;
+  const { cn, sanUri, sanDns, serial } = identity as Record<string, unknown>;
+  if (typeof cn === "string" && cn !== "") return `CN=${cn}`;
+  const san = [sanUri, sanDns].flatMap((list) => Array.isArray(list) ? list : [])
+    .find((s): s is string => typeof s === "string");
+  if (san !== undefined) return san;
+  return typeof serial === "string" ? `serial ${serial}` : undefined;
+}
+
+function isIpLiteral(hostname: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.includes(":");
 }
 
 function json(status: number, body: unknown): Response {
