@@ -1,0 +1,435 @@
+/**
+ * What the stress suites share: a development PKI, the echo upstream and the
+ * balancer (`main.ts`, as a process with the narrow permissions and the file
+ * descriptor limit raised), client processes, and samples of the balancer's file
+ * descriptors and memory from /proc.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeDevPki } from "../lib/pki.ts";
+
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DENO = Deno.execPath();
+
+/** Splits a byte stream into lines. */
+export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffer = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    for (let at = buffer.indexOf("\n"); at >= 0; at = buffer.indexOf("\n")) {
+      yield buffer.slice(0, at);
+      buffer = buffer.slice(at + 1);
+    }
+  }
+  if (buffer !== "") yield buffer;
+}
+
+/** Resolves `promise`, or rejects after `ms`. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export const delay = (ms: number): Promise<void> =>
+  new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` every 100 ms until it returns true; false once `ms` passed. */
+export async function until(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (performance.now() > deadline) return false;
+    await delay(100);
+  }
+}
+
+/** A process sample from /proc: open file descriptors and memory. */
+export interface ProcSample {
+  fds: number;
+  rssMiB: number;
+  peakRssMiB: number;
+  threads: number;
+}
+
+/**
+ * Reads /proc/PID: open descriptors, resident and peak resident memory, threads.
+ * Through `sh`, since Deno grants /proc/PID/fd to `--allow-all` only.
+ */
+export async function sample(pid: number): Promise<ProcSample> {
+  const output = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ls /proc/${pid}/fd | wc -l; grep -E '^(VmRSS|VmHWM|Threads):' /proc/${pid}/status`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN);
+  return {
+    fds: Number(text.split("\n")[0]),
+    rssMiB: Math.round(field("VmRSS") / 102.4) / 10,
+    peakRssMiB: Math.round(field("VmHWM") / 102.4) / 10,
+    threads: field("Threads"),
+  };
+}
+
+/** The PKI files of a stress run. */
+export interface Pki {
+  ca: string;
+  cert: string;
+  key: string;
+  clients: { name: string; cert: string; key: string }[];
+}
+
+/** Writes a development PKI with `clients` client certificates (`c0`, `c1`, ...). */
+export async function makePki(dir: string, clients: number): Promise<Pki> {
+  const names = Array.from({ length: clients }, (_, i) => `c${i}`);
+  const pki = await writeDevPki(join(dir, "certs"), { clients: names });
+  return {
+    ca: pki.caCert,
+    cert: pki.serverCert,
+    key: pki.serverKey,
+    clients: pki.clients.map((c) => ({ name: c.name, cert: c.cert, key: c.key })),
+  };
+}
+
+/** A child process whose stdout is read line by line. */
+export class Child implements AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  readonly #lines: AsyncGenerator<string>;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #stderr: Promise<string>;
+
+  /**
+   * Spawns `command` in the repository root. Its stderr is collected for error
+   * messages, unless `ownStderr` says the caller reads `process.stderr` itself.
+   */
+  constructor(command: string, args: string[], options: { ownStderr?: boolean } = {}) {
+    this.process = new Deno.Command(command, {
+      args,
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#lines = lines(this.process.stdout);
+    this.#stdin = this.process.stdin.getWriter();
+    this.#stderr = options.ownStderr
+      ? Promise.resolve("")
+      : new Response(this.process.stderr).text();
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  /** The next stdout line; throws with the child's stderr if it exited. */
+  async line(ms = 600_000): Promise<string> {
+    const next = await within(this.#lines.next(), ms, `output from pid ${this.pid}`);
+    if (next.done) {
+      const status = await this.process.status;
+      throw new Error(`Process ${this.pid} exited (${status.code}): ${await this.#stderr}`);
+    }
+    return next.value;
+  }
+
+  /** The next stdout line, parsed as JSON. */
+  async json<T = Record<string, unknown>>(ms?: number): Promise<T> {
+    return JSON.parse(await this.line(ms)) as T;
+  }
+
+  async send(line: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(`${line}\n`));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+    const exited = await within(this.process.status, 10_000, "exit").catch(() => undefined);
+    if (exited === undefined) {
+      this.process.kill("SIGKILL");
+      await this.process.status;
+    }
+    for await (const _ of this.#lines) { /* drain */ }
+    await this.#stderr;
+  }
+}
+
+/** Starts the echo upstream process; resolves with it and its address. */
+export async function startUpstream(): Promise<{ child: Child; address: string }> {
+  const child = new Child("sh", [
+    "-c",
+    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 stress/_echo_upstream.ts`,
+  ]);
+  const port = await child.line(30_000);
+  return { child, address: `127.0.0.1:${port}` };
+}
+
+/** What the balancer has logged so far (JSON lines on stderr). */
+export interface LogCounts {
+  /** `mtlb.audit` records: forwarded connections that ended, by end reason. */
+  ended: Record<string, number>;
+  /** Refusals after the handshake, by reason. */
+  denied: Record<string, number>;
+  /** Failed handshakes, by reason. */
+  handshakeFailed: Record<string, number>;
+  /** Records at level ERROR or FATAL. */
+  errors: string[];
+  /** Records at level WARNING (first few). */
+  warnings: string[];
+}
+
+/** Live status as `GET /status` of the admin endpoint reports it. */
+export interface AdminStatus {
+  connections: { open: number; active: number; accepted: number };
+  clients: { name: string; active: number }[];
+}
+
+/**
+ * The balancer as a process: `main.ts serve` with the permissions `main.ts
+ * permissions` prints for the config, and the descriptor limit raised to the hard limit.
+ */
+export class BalancerProcess implements AsyncDisposable {
+  readonly child: Child;
+  readonly logs: LogCounts = {
+    ended: {},
+    denied: {},
+    handshakeFailed: {},
+    errors: [],
+    warnings: [],
+  };
+  port = 0;
+  admin: string | undefined;
+  #pump: Promise<void> | undefined;
+
+  private constructor(child: Child) {
+    this.child = child;
+  }
+
+  /**
+   * Starts `main.ts serve` on `config` (which must listen on 127.0.0.1:0 and may
+   * have `[admin] listen = "127.0.0.1:0"`) and resolves once it listens. `v8Flags`
+   * go to `deno run --v8-flags=` (say `--max-old-space-size=256`).
+   */
+  static async start(
+    dir: string,
+    config: string,
+    options: { v8Flags?: string } = {},
+  ): Promise<BalancerProcess> {
+    const path = join(dir, "lb.toml");
+    await Deno.writeTextFile(path, config);
+    // Exactly the permissions the balancer asks for: `main.ts permissions`.
+    const asked = await new Deno.Command("sh", {
+      args: ["-c", `exec "${DENO}" run --allow-read=${path} main.ts permissions --config ${path}`],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const line = new TextDecoder().decode(asked.stdout).trim();
+    if (!asked.success || !line.startsWith("deno run ")) {
+      throw new Error(
+        `main.ts permissions failed: ${line}${new TextDecoder().decode(asked.stderr)}`,
+      );
+    }
+    const permissions = line.split(" ").filter((word) => word.startsWith("--allow-"));
+    const run = [
+      `"${DENO}" run`,
+      ...permissions.map((flag) => `'${flag}'`),
+      options.v8Flags ? `--v8-flags=${options.v8Flags}` : "",
+      `main.ts serve --config ${path} --log-format json`,
+    ].join(" ");
+    const child = new Child("sh", ["-c", `ulimit -n "$(ulimit -Hn)"; exec ${run}`], {
+      ownStderr: true,
+    });
+    const balancer = new BalancerProcess(child);
+    const started = Promise.withResolvers<void>();
+    balancer.#pump = balancer.#read(started);
+    await within(started.promise, 30_000, "balancer start");
+    return balancer;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  async #read(started: PromiseWithResolvers<void>): Promise<void> {
+    const count = (map: Record<string, number>, key: string) => map[key] = (map[key] ?? 0) + 1;
+    for await (const line of lines(this.child.process.stderr)) {
+      let record: {
+        level?: string;
+        logger?: string;
+        message?: string;
+        properties?: Record<string, unknown>;
+      };
+      try {
+        record = JSON.parse(line);
+      } catch {
+        this.logs.errors.push(line);
+        continue;
+      }
+      const { level, logger, message = "", properties = {} } = record;
+      if (logger === "mtlb.audit") count(this.logs.ended, String(properties.reason));
+      else if (message.startsWith("Denied")) count(this.logs.denied, String(properties.reason));
+      else if (message.startsWith("Handshake failed")) {
+        count(this.logs.handshakeFailed, String(properties.reason));
+      } else if (logger === "mtlb.main" && message.includes("started")) {
+        const addresses = properties.addresses as string[];
+        this.port = Number(addresses[0]!.split(":").at(-1));
+        this.admin = properties.admin as string | undefined;
+        started.resolve();
+      }
+      if (level === "ERROR" || level === "FATAL") this.logs.errors.push(message);
+      if (level === "WARNING" && this.logs.warnings.length < 20) this.logs.warnings.push(message);
+    }
+    started.reject(new Error(`The balancer exited: ${this.logs.errors.join("\n")}`));
+  }
+
+  /** `GET /status`, or undefined without an admin endpoint. */
+  async status(): Promise<AdminStatus | undefined> {
+    if (this.admin === undefined) return undefined;
+    const response = await fetch(`http://${this.admin}/status`);
+    return await response.json() as AdminStatus;
+  }
+
+  /** Open descriptors and memory of the balancer process. */
+  sample(): Promise<ProcSample> {
+    return sample(this.pid);
+  }
+
+  /** Sends SIGTERM and waits for the exit code. */
+  async stop(): Promise<number> {
+    this.child.process.kill("SIGTERM");
+    const { code } = await within(this.child.process.status, 60_000, "balancer exit");
+    await this.#pump;
+    return code;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.child.process.kill("SIGKILL");
+    } catch {
+      // Already stopped.
+    }
+    await this.child[Symbol.asyncDispose]();
+    await this.#pump;
+  }
+}
+
+/** The config of a stress run: one group, `clients` clients each capped at `cap`. */
+export function stressConfig(
+  pki: Pki,
+  upstream: string,
+  options: { cap: number; extra?: string },
+): string {
+  return `[server]
+listen = "127.0.0.1:0"
+${options.extra ?? ""}
+
+[tls]
+ca = ${JSON.stringify(pki.ca)}
+cert = ${JSON.stringify(pki.cert)}
+key = ${JSON.stringify(pki.key)}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[groups.echo]
+upstreams = ["${upstream}"]
+
+${
+    pki.clients.map((c) =>
+      `[clients.${c.name}]
+match = { cn = "${c.name}" }
+groups = ["echo"]
+max_connections = ${options.cap}
+`
+    ).join("\n")
+  }`;
+}
+
+/** Starts one client process per PKI client, in `mode`, with extra flags. */
+export function startClients(
+  pki: Pki,
+  port: number,
+  mode: "hold" | "burst" | "churn",
+  flags: Record<string, number>,
+): Child[] {
+  return pki.clients.map((client, i) =>
+    new Child("sh", [
+      "-c",
+      [
+        `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1`,
+        `--allow-read=${pki.ca},${client.cert},${client.key} stress/_client.ts ${mode}`,
+        `--port=${port} --ca=${pki.ca} --cert=${client.cert} --key=${client.key} --seed=${i + 1}`,
+        ...Object.entries(flags).map(([name, value]) => `--${name}=${value}`),
+      ].join(" "),
+    ])
+  );
+}
+
+/** A client report line. */
+export interface ClientReport {
+  event: string;
+  ok: number;
+  errors: Record<string, number>;
+  bytesSent: number;
+  bytesVerified: number;
+  handshakes: number;
+  handshakeMs: { p50: number; p99: number; max: number };
+  open?: number;
+  elapsedMs?: number;
+  bytesThisRound?: number;
+}
+
+/** Sums the reports of several clients. */
+export function total(reports: ClientReport[]): ClientReport {
+  const errors: Record<string, number> = {};
+  for (const r of reports) {
+    for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  }
+  return {
+    event: reports[0]?.event ?? "",
+    ok: reports.reduce((n, r) => n + r.ok, 0),
+    errors,
+    bytesSent: reports.reduce((n, r) => n + r.bytesSent, 0),
+    bytesVerified: reports.reduce((n, r) => n + r.bytesVerified, 0),
+    handshakes: reports.reduce((n, r) => n + r.handshakes, 0),
+    handshakeMs: {
+      p50: Math.max(...reports.map((r) => r.handshakeMs.p50)),
+      p99: Math.max(...reports.map((r) => r.handshakeMs.p99)),
+      max: Math.max(...reports.map((r) => r.handshakeMs.max)),
+    },
+    open: reports.reduce((n, r) => n + (r.open ?? 0), 0),
+    elapsedMs: Math.max(...reports.map((r) => r.elapsedMs ?? 0)),
+    bytesThisRound: reports.reduce((n, r) => n + (r.bytesThisRound ?? 0), 0),
+  };
+}
+
+export const errorCount = (errors: Record<string, number>): number =>
+  Object.values(errors).reduce((a, b) => a + b, 0);
+
+/** A short description of the machine and its load, for the record. */
+export function conditions(): string {
+  const [load1, load5] = Deno.loadavg();
+  const cpus = navigator.hardwareConcurrency;
+  const mem = Deno.systemMemoryInfo();
+  return `${Deno.build.os} ${Deno.osRelease()}, ${cpus} CPUs, ${
+    Math.round(mem.total / 1024 / 1024 / 1024)
+  } GiB RAM, load average ${load1?.toFixed(2)} / ${
+    load5?.toFixed(2)
+  } at start, Deno ${Deno.version.deno}`;
+}
