@@ -201,6 +201,19 @@ export {
   type RedisUpstreamCountsOptions,
 } from "./lib/redis_upstream_counts.ts";
 export {
+  DEFAULT_COLLECT_TIMEOUT,
+  type ReleasedSlots,
+  WORKER_MODULE,
+  WorkerBalancer,
+  type WorkerBalancerOptions,
+  type WorkerBalancerStatus,
+  type WorkerExitRecord,
+  type WorkerLifeState,
+  type WorkerLogging,
+  type WorkerStartRecord,
+  type WorkerStatus,
+} from "./lib/workers.ts";
+export {
   SharedState,
   SharedStateError,
   type SharedStateInit,
@@ -225,9 +238,11 @@ export {
   ECDH_CURVES,
   type GroupState,
   type HandshakeErrorRecord,
+  type HealthReport,
   LISTEN_BACKLOG,
   type ListenerInfo,
   type LoadedConfig,
+  type PassiveHealthRecord,
   ReloadError,
   type ReloadRecord,
   type UpstreamState,

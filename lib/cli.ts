@@ -12,7 +12,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { isAbsolute, relative, resolve } from "node:path";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
 import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
@@ -33,6 +34,7 @@ import { assertSupportedRuntime } from "./runtime.ts";
 import { AdminServer } from "./admin.ts";
 import { FileWatcher } from "./file_watcher.ts";
 import { Balancer, type LoadedConfig } from "./server.ts";
+import { WORKER_MODULE, WorkerBalancer } from "./workers.ts";
 
 /** Exit code: success. */
 export const EXIT_OK = 0;
@@ -233,10 +235,46 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
 }
 
 /**
+ * The number of workers `serve` runs for a configuration: `[server] workers`, else
+ * one per CPU (`navigator.hardwareConcurrency`); one with `[cluster]`, whose
+ * stores are per process.
+ *
+ * @example Usage
+ * ```ts
+ * import { workerCount } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(workerCount({ server: { workers: 3 } }), 3);
+ * assert.equal(workerCount({ server: {} }), navigator.hardwareConcurrency);
+ * ```
+ *
+ * @param config The configuration (its `[server]` and `[cluster]` sections).
+ * @returns At least 1.
+ */
+export function workerCount(
+  config: { server: { workers?: number }; cluster?: unknown },
+): number {
+  if (config.cluster !== undefined) return 1;
+  return Math.max(1, config.server.workers ?? navigator.hardwareConcurrency);
+}
+
+/** Options of {@linkcode permissionNeeds}. */
+export interface PermissionNeedsOptions {
+  /**
+   * The number of workers the balancer runs; with more than one, Deno must read
+   * mtlb's own modules to start the Workers.
+   *
+   * @default {workerCount(config)}
+   */
+  workers?: number;
+}
+
+/**
  * The Deno permissions a configuration needs to run: `net` for every listener
  * (shared, per group, admin) and every upstream (connections and health probes),
  * `read` for the config file and the CA, certificate, key and CRL files
- * (absolute paths).
+ * (absolute paths), and with more than one worker the folder of mtlb's modules
+ * (`lib/`: Deno checks read permission when it loads a Worker's modules).
  *
  * A listener on port 0 needs its host with no port (Deno cannot grant "any
  * port the kernel picks" otherwise). A listener on a host name is resolved
@@ -253,6 +291,7 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
  * const config = parseConfig(
  *   `[server]
  * listen = "127.0.0.1:0"
+ * workers = 1
  * [tls]
  * ca = "ca.crt"
  * cert = "server.crt"
@@ -269,9 +308,13 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
  * ```
  *
  * @param config A validated configuration; its `path` is resolved against the working directory.
+ * @param options The number of workers.
  * @returns The `net` and `read` entries, without duplicates, listeners first.
  */
-export function permissionNeeds(config: Config): PermissionNeeds {
+export function permissionNeeds(
+  config: Config,
+  options: PermissionNeedsOptions = {},
+): PermissionNeeds {
   const net: string[] = [];
   const listen = (address: string): void => {
     const { hostname, port } = parseHostPort(address);
@@ -294,6 +337,9 @@ export function permissionNeeds(config: Config): PermissionNeeds {
   const { tls } = config;
   const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
   if (tls.crl !== undefined) read.push(tls.crl);
+  if ((options.workers ?? workerCount(config)) > 1 && WORKER_MODULE.protocol === "file:") {
+    read.push(dirname(fileURLToPath(WORKER_MODULE)));
+  }
   return {
     net: [...new Set(net)],
     read: [...new Set(read.map((p) => resolve(p)))],
@@ -689,7 +735,8 @@ async function permissionsCommand(path: string, io: Io): Promise<number> {
 async function checkCommand(path: string, io: Io): Promise<number> {
   const config = await readConfig(path, io, ["--config", path]);
   if (typeof config === "number") return config;
-  const needs = permissionNeeds(config);
+  // `check` reads the config and its certificates, and starts no worker.
+  const needs = permissionNeeds(config, { workers: 1 });
   const missing = checkPermissions({ net: [], read: needs.read }).missing.read;
   if (missing.length > 0) {
     io.err(
@@ -928,14 +975,23 @@ async function serve(
   await using cluster = config.cluster === undefined
     ? undefined
     : await connectCluster(config.cluster);
-  const balancer = new Balancer({
-    config,
-    tls,
-    load: (path) => loadForReload(path, io),
-    ...(cluster === undefined
-      ? {}
-      : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
-  });
+  const workers = workerCount(config);
+  if (cluster !== undefined && (config.server.workers ?? 1) > 1) {
+    log.warn(
+      "[server] workers = {workers} is not supported with [cluster] yet: running one event loop; run one process per core instead",
+      { workers: config.server.workers },
+    );
+  }
+  const balancer = workers > 1
+    ? workerBalancer(command, { config, tls, workers, io })
+    : new Balancer({
+      config,
+      tls,
+      load: (path) => loadForReload(path, io),
+      ...(cluster === undefined
+        ? {}
+        : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
+    });
   try {
     await balancer.start();
   } catch (error) {
@@ -1002,6 +1058,23 @@ async function serve(
   await admin?.close();
   log.info("Stopped", { forced: drained.forced, durationMs: drained.durationMs });
   return EXIT_OK;
+}
+
+/**
+ * More than one worker: the balancer on every core. This thread probes health and
+ * serves the admin endpoint; the workers log as this thread does.
+ */
+function workerBalancer(
+  command: Extract<CliCommand, { command: "serve" }>,
+  { config, tls, workers, io }: LoadedConfig & { workers: number; io: Io },
+): WorkerBalancer {
+  return new WorkerBalancer({
+    config,
+    tls,
+    workers,
+    load: (path) => loadForReload(path, io),
+    logging: { format: command.logFormat ?? config.log.format, level: command.logLevel },
+  });
 }
 
 /** The files a reload reads: what `watch = true` watches. */

@@ -33,7 +33,11 @@ import {
   HealthProbe,
   type HealthState,
   type HealthTarget,
+  type PassiveFailureReason,
+  type ProbeReason,
+  type TargetHealth,
 } from "./health_probe.ts";
+import { HealthChangeEvent } from "./health_event.ts";
 import { type CertIdentity, identityFromCertificate } from "./identity.ts";
 import { LeastConnPool, NoHealthyUpstreamError, type UpstreamCounts } from "./least_conn_pool.ts";
 import type { CounterSeries } from "./metrics.ts";
@@ -240,6 +244,51 @@ export interface BalancerOptions {
    * @default {false}
    */
   reusePort?: boolean;
+  /**
+   * Where upstream health comes from. `"probe"`: the balancer runs the active health
+   * checks of its config and takes passive failures into account itself.
+   * `"external"`: it runs no check; every upstream is `unknown` (never picked) until
+   * {@linkcode Balancer.setHealth} reports it, and failures seen on traffic (dial
+   * errors, upstream resets) are dispatched as `"passive_health"` events
+   * ({@linkcode PassiveHealthRecord}) for the owner of the health checks, such as the
+   * primary thread of a `WorkerBalancer`.
+   *
+   * @default {"probe"}
+   */
+  health?: "probe" | "external";
+  /**
+   * Where the count of open client connections that `[server] max_connections`
+   * caps lives: a count shared by the workers of a `WorkerBalancer`, so the cap is
+   * for the whole server. `add` returns the new total.
+   *
+   * @default {a count of this balancer's own connections}
+   */
+  connectionCount?: { add(delta: number): number };
+}
+
+/** An upstream's health as an external source reports it to {@linkcode Balancer.setHealth}. */
+export interface HealthReport {
+  /** The upstream, `host:port` as configured. */
+  address: string;
+  /** Whether it may be picked. */
+  healthy: boolean;
+  /** Why it is in this state: a probe or passive failure reason, such as `probe_ok`. */
+  reason: string;
+}
+
+/**
+ * Detail of a `"passive_health"` event (balancers with `health: "external"` only):
+ * a failure seen on traffic, or the first successful dial after one.
+ */
+export interface PassiveHealthRecord {
+  /** The group whose pool dialed. */
+  group: string;
+  /** The upstream, `host:port` as configured. */
+  address: string;
+  /** `failure`, or `success` for the first good dial after a failure (it ends the streak). */
+  outcome: "failure" | "success";
+  /** What failed, for a failure. */
+  reason?: PassiveFailureReason;
 }
 
 /** Result of {@linkcode Balancer.drain}. */
@@ -373,10 +422,22 @@ export class ReloadError extends Error {
   }
 }
 
+/** What a group needs from its health source: a `HealthProbe`, or a `RelayedHealth`. */
+interface GroupHealth extends EventTarget {
+  readonly ready: Promise<void>;
+  start(): void;
+  setTargets(targets: Iterable<HealthTarget>): void;
+  isHealthy(address: string): boolean;
+  snapshot(): TargetHealth[];
+  reportFailure(address: string, reason: PassiveFailureReason): void;
+  reportSuccess(address: string): void;
+  close(): Promise<void>;
+}
+
 interface Group {
   config: GroupConfig;
   pool: LeastConnPool;
-  probe: HealthProbe;
+  probe: GroupHealth;
   follow: Disposable;
   /** Live byte totals: every forward of the group adds to them. */
   stats: ForwardStats;
@@ -417,7 +478,8 @@ interface Listener {
  * Events (all plain `CustomEvent`s): `"deny"` ({@linkcode DenyRecord}), `"end"`
  * ({@linkcode ConnectionRecord}), `"handshake_error"`
  * ({@linkcode HandshakeErrorRecord}), `"reload"` ({@linkcode ReloadRecord}),
- * `"state"` (the new {@linkcode BalancerState}).
+ * `"state"` (the new {@linkcode BalancerState}), and with `health: "external"`
+ * `"passive_health"` ({@linkcode PassiveHealthRecord}).
  *
  * `Deno 2.9`'s `node:tls` does not enforce `ciphersuites`, so the negotiated
  * suite is checked after the handshake and a connection on a suite that is not
@@ -448,6 +510,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #limiter: ClientLimiter;
   #upstreamCounts: UpstreamCounts | undefined;
   #reusePort: boolean;
+  #externalHealth: boolean;
+  #connectionCount: { add(delta: number): number } | undefined;
+  /** Health reported with `setHealth`, by group then address (external health only). */
+  #reports = new Map<string, Map<string, RelayedReport>>();
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
   #groups = new Map<string, Group>();
@@ -461,6 +527,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #handshakes = new Map<Socket, TimerId>();
   /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
   #refused = new WeakSet<Socket>();
+  #remotes = new WeakMap<Socket, string>();
   #sockets = new Set<Socket>();
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
@@ -506,6 +573,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     this.#upstreamCounts = options.upstreamCounts;
     this.#reusePort = options.reusePort ?? false;
+    this.#externalHealth = options.health === "external";
+    this.#connectionCount = options.connectionCount;
     this.#ciphers = new Set(options.config.tls.ciphers);
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
@@ -591,10 +660,48 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * The health probe of a group, for status and metrics.
    *
    * @param group The group name.
-   * @returns The probe, or `undefined` for an unknown group.
+   * @returns The probe, or `undefined` for an unknown group and with `health: "external"`.
    */
   probe(group: string): HealthProbe | undefined {
-    return this.#groups.get(group)?.probe;
+    const probe = this.#groups.get(group)?.probe;
+    return probe instanceof HealthProbe ? probe : undefined;
+  }
+
+  /**
+   * Sets an upstream's health, for a balancer created with `health: "external"`. A
+   * report may come before the group or upstream exists (before
+   * {@linkcode Balancer.start}, or before the reload that adds it): it is kept and
+   * applies when they do, so report the health of new upstreams before the reload.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+   *
+   * const config = await loadConfig("config/lb.toml");
+   * const tls = await loadTlsMaterial(config);
+   * const balancer = new Balancer({ config, tls, health: "external" });
+   * balancer.setHealth("cache", { address: "127.0.0.1:6379", healthy: true, reason: "probe_ok" });
+   * await balancer.start();
+   * ```
+   *
+   * @param group The group name.
+   * @param report The upstream, whether it is healthy, and why.
+   * @throws {TypeError} When the balancer runs its own probes (`health: "probe"`).
+   */
+  setHealth(group: string, report: HealthReport): void {
+    if (!this.#externalHealth) {
+      throw new TypeError(
+        'Cannot set upstream health: the balancer runs its own health checks (health is "probe")',
+      );
+    }
+    const health = this.#groups.get(group)?.probe;
+    if (health instanceof RelayedHealth) {
+      health.apply(report);
+      return;
+    }
+    let reports = this.#reports.get(group);
+    if (reports === undefined) this.#reports.set(group, reports = new Map());
+    storeReport(reports, report, this.#clock.now());
   }
 
   /** The per-client limiter, for status and metrics. */
@@ -826,10 +933,23 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         ...(this.#upstreamCounts === undefined ? {} : { counts: this.#upstreamCounts }),
       },
     );
-    const probe = new HealthProbe(healthTargets(config), {
-      ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
-      clock: this.#clock,
-    });
+    let probe: GroupHealth;
+    if (this.#externalHealth) {
+      let reports = this.#reports.get(config.name);
+      if (reports === undefined) this.#reports.set(config.name, reports = new Map());
+      const name = config.name;
+      probe = new RelayedHealth(groupHealthTargets(config), reports, this.#clock, (record) => {
+        this.#emit("passive_health", { group: name, ...record } satisfies PassiveHealthRecord);
+      });
+      for (const upstream of config.upstreams) {
+        pool.setHealthy(upstream.address, probe.isHealthy(upstream.address));
+      }
+    } else {
+      probe = new HealthProbe(groupHealthTargets(config), {
+        ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
+        clock: this.#clock,
+      });
+    }
     const follow = pool.followHealth(probe);
     probe.start();
     return {
@@ -938,7 +1058,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         newGroups.set(groupConfig.name, group);
         probing.push(group.probe.ready);
       } else {
-        existing.probe.setTargets(healthTargets(groupConfig));
+        existing.probe.setTargets(groupHealthTargets(groupConfig));
         probing.push(existing.probe.ready);
       }
     }
@@ -1083,7 +1203,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       ...secureContextOptions(material.config, material.tls),
       requestCert: true,
       rejectUnauthorized: true,
-      allowHalfOpen: true,
+      // Not half-open during the handshake: Deno then never reports a FIN that arrives
+      // mid-handshake, and the socket would be held until handshake_timeout. A
+      // forwarded connection is made half-open in #onSecure.
       ...(group === undefined
         ? {
           ALPNCallback: ({ protocols }: { protocols: string[] }) =>
@@ -1123,7 +1245,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   #onConnection(socket: Socket): void {
     const max = this.#config.server.maxConnections;
-    if (max !== undefined && this.#open >= max) {
+    const shared = this.#connectionCount;
+    const total = shared === undefined ? this.#open + 1 : shared.add(1);
+    if (max !== undefined && total > max) {
+      shared?.add(-1);
       // Refused before any TLS work: the cheapest answer under overload.
       this.#refused.add(socket);
       socket.on("error", noop);
@@ -1132,9 +1257,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       return;
     }
     this.#open++;
+    // Kept for the log: once destroyed, a socket no longer knows its peer.
+    this.#remotes.set(socket, remoteOf(socket));
     const timer = this.#clock.setTimeout(() => {
       if (this.#handshakes.delete(socket)) {
         this.#handshakeError("handshake_timeout", socket);
+        // Counted once: the ECONNRESET node:tls reports next is this same failure.
+        this.#refused.add(socket);
         socket.destroy();
       }
     }, this.#config.server.handshakeTimeout);
@@ -1146,6 +1275,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         this.#handshakes.delete(socket);
       }
       this.#open--;
+      shared?.add(-1);
       if (this.#open === 0) this.#idle?.resolve();
     });
   }
@@ -1153,7 +1283,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #handshakeError(reason: string, socket: Socket): void {
     const raw = (socket as { _parent?: Socket })._parent ?? socket;
     if (this.#refused.has(raw)) return;
-    const remote = remoteOf(socket);
+    const remote = this.#remotes.get(raw) ?? remoteOf(socket);
     const errors = this.counters.handshakeErrors;
     errors.set(reason, (errors.get(reason) ?? 0) + 1);
     this.#metrics.handshakeFailureFor(reason).inc();
@@ -1177,6 +1307,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     // connected are kept here and handed to forward() as its head.
     const head: Uint8Array[] = [];
     const early = (chunk: Uint8Array) => head.push(chunk);
+    socket.allowHalfOpen = true;
     socket.on("data", early);
     socket.on("end", noop);
     const done = this.#serve(socket, listenerGroup, head, early).catch((error) => {
@@ -1215,6 +1346,18 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const peer = socket.getPeerCertificate(true);
     if (!socket.authorized || peer?.raw === undefined) {
       return this.#deny(socket, { reason: "unauthenticated", remote });
+    }
+    // A resumed session skips certificate checks, and Deno 2.9's node:tls issues
+    // session tickets that cannot be turned off: check validity on every connection.
+    const now = this.#wall();
+    const notBefore = Date.parse(peer.valid_from);
+    const notAfter = Date.parse(peer.valid_to);
+    if (!(now >= notBefore && now <= notAfter)) {
+      return this.#deny(socket, {
+        reason: "unauthenticated",
+        remote,
+        detail: `certificate valid from ${peer.valid_from} to ${peer.valid_to}`,
+      });
     }
     const cipher = socket.getCipher()?.standardName;
     if (cipher === undefined || !this.#ciphers.has(cipher)) {
@@ -1419,10 +1562,29 @@ function secureContextOptions(config: Config, tls: TlsMaterial): {
 }
 
 /**
- * A group's health targets with every setting explicit (an empty `send`/`expect`
- * switches the step off), so a reload can change or drop any of them.
+ * A group's health targets as a {@linkcode Balancer} probes them, with every
+ * setting explicit (an empty `send`/`expect` switches the step off), so a reload
+ * can change or drop any of them.
+ *
+ * @example Usage
+ * ```ts
+ * import { groupHealthTargets } from "./server.ts";
+ * import { parseConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * );
+ * const [target] = groupHealthTargets(config.groups.get("echo")!);
+ * assert.equal(target?.address, "127.0.0.1:7001");
+ * assert.equal(target?.settings?.send, "");
+ * ```
+ *
+ * @param config The group.
+ * @returns One target per upstream, in configuration order.
  */
-function healthTargets(config: GroupConfig): HealthTarget[] {
+export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
   const settings = (health: HealthConfig) => ({
     interval: health.interval,
     timeout: health.timeout,
@@ -1432,6 +1594,116 @@ function healthTargets(config: GroupConfig): HealthTarget[] {
     expect: health.expect ?? "",
   });
   return config.upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
+}
+
+/** A reported health, with when it entered that state (balancer clock). */
+interface RelayedReport extends HealthReport {
+  since: number;
+}
+
+/** Stores a report; returns whether the upstream's healthiness changed (or was unknown). */
+function storeReport(
+  reports: Map<string, RelayedReport>,
+  report: HealthReport,
+  now: number,
+): boolean {
+  const previous = reports.get(report.address);
+  const changed = previous === undefined || previous.healthy !== report.healthy;
+  reports.set(report.address, {
+    address: report.address,
+    healthy: report.healthy,
+    reason: report.reason,
+    since: changed ? now : previous.since,
+  });
+  return changed;
+}
+
+/**
+ * A group's health as reported from outside (`health: "external"`): the state of
+ * each target is what {@linkcode Balancer.setHealth} last said, `unknown` before
+ * that. Passive failures go to `onPassive`, and so does the first success after a
+ * failure, so a stream of good dials costs nothing.
+ */
+class RelayedHealth extends EventTarget implements GroupHealth {
+  #targets: string[];
+  #reports: Map<string, RelayedReport>;
+  #clock: Clock;
+  #onPassive: (record: Omit<PassiveHealthRecord, "group">) => void;
+  /** Upstreams with a failure reported and no success since. */
+  #failed = new Set<string>();
+  #closed = false;
+
+  constructor(
+    targets: Iterable<HealthTarget>,
+    reports: Map<string, RelayedReport>,
+    clock: Clock,
+    onPassive: (record: Omit<PassiveHealthRecord, "group">) => void,
+  ) {
+    super();
+    this.#targets = [...targets].map((t) => t.address);
+    this.#reports = reports;
+    this.#clock = clock;
+    this.#onPassive = onPassive;
+  }
+
+  get ready(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  start(): void {}
+
+  setTargets(targets: Iterable<HealthTarget>): void {
+    this.#targets = [...targets].map((t) => t.address);
+  }
+
+  isHealthy(address: string): boolean {
+    return this.#reports.get(address)?.healthy === true && this.#targets.includes(address);
+  }
+
+  snapshot(): TargetHealth[] {
+    return this.#targets.map((address): TargetHealth => {
+      const report = this.#reports.get(address);
+      if (report === undefined) return { address, state: "unknown", successes: 0, failures: 0 };
+      return {
+        address,
+        state: report.healthy ? "healthy" : "unhealthy",
+        reason: report.reason as ProbeReason | PassiveFailureReason,
+        since: report.since,
+        successes: 0,
+        failures: 0,
+      };
+    });
+  }
+
+  reportFailure(address: string, reason: PassiveFailureReason): void {
+    if (this.#closed) return;
+    this.#failed.add(address);
+    this.#onPassive({ address, outcome: "failure", reason });
+  }
+
+  reportSuccess(address: string): void {
+    if (this.#closed || !this.#failed.delete(address)) return;
+    this.#onPassive({ address, outcome: "success" });
+  }
+
+  apply(report: HealthReport): void {
+    const at = this.#clock.now();
+    if (!storeReport(this.#reports, report, at) || this.#closed) return;
+    if (!this.#targets.includes(report.address)) return;
+    this.dispatchEvent(
+      new HealthChangeEvent({
+        address: report.address,
+        healthy: report.healthy,
+        reason: report.reason,
+        at,
+      }),
+    );
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
 }
 
 /** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */

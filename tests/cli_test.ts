@@ -101,7 +101,7 @@ upstreams = ["cache.internal:6379", "127.0.0.1:7001"]
 `,
     { path: "/etc/mtlb/lb.toml" },
   );
-  assert.deepEqual(permissionNeeds(config), {
+  assert.deepEqual(permissionNeeds(config, { workers: 1 }), {
     net: [
       "127.0.0.1:8443",
       "0.0.0.0:9443",
@@ -292,7 +292,7 @@ Deno.test("runCli() permissions prints one runnable line; a bad config exits 2",
   try {
     const path = await writeConfig(
       dir,
-      `[server]\nlisten = "127.0.0.1:0"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+      `[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
     );
     const pki = await testPki();
     const result = await run(["permissions", "--config", path]);
@@ -309,7 +309,7 @@ Deno.test("runCli() permissions prints one runnable line; a bad config exits 2",
     assert.equal(bad.stdout, "");
     assert.match(
       bad.stderr,
-      /^Cannot load config: .*lb\.toml:10: "limits\.max_connections_per_client" must be at least 1/,
+      /^Cannot load config: .*lb\.toml:11: "limits\.max_connections_per_client" must be at least 1/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -342,7 +342,6 @@ Deno.test({
   // `allowHalfOpen` and set `socket.allowHalfOpen = true` on the TLS socket in
   // #onSecure, before reading it (half-close after the handshake is kept, verified).
   name: "Balancer notices at once a client that closes mid-handshake",
-  ignore: true,
   async fn() {
     await using upstream = await TestUpstream.start();
     await using lb = await balancer(upstream, { handshakeTimeout: "10s" });
@@ -370,7 +369,6 @@ Deno.test({
   // (a WeakSet, like #refused) and ignore a later tlsClientError for them; and keep
   // the remote address captured in #onConnection for the log of real TLS errors.
   name: "Balancer counts a timed-out handshake once",
-  ignore: true,
   async fn() {
     await using upstream = await TestUpstream.start();
     await using lb = await balancer(upstream);
@@ -644,7 +642,6 @@ Deno.test({
   // [Date.parse(peer.valid_from), Date.parse(peer.valid_to)], as is done for the CRL.
   // Driven by openssl: Deno's own client does not resume reliably.
   name: "Balancer refuses a resumed session whose certificate has expired since",
-  ignore: true,
   async fn() {
     await using upstream = await TestUpstream.start();
     await using lb = await balancer(upstream, {

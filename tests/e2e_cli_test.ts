@@ -171,7 +171,7 @@ Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, befor
     await t.step(name, async () => {
       await using dir = await configDir(body);
       // Broad enough for any of these configs; the config is what is wrong.
-      const flags = [`--allow-read=${dir.dir},${pki.dir}`, "--allow-net=127.0.0.1"];
+      const flags = [`--allow-read=${dir.dir},${pki.dir},lib`, "--allow-net=127.0.0.1"];
       const result = await runMain(flags, ["--config", dir.path, "--log-format", "json"]);
       assert.equal(result.code, 2, result.stderr);
       assert.equal(result.stdout, "");
@@ -246,7 +246,9 @@ Deno.test("main.ts permissions prints the exact flags; serve without them exits 
     dir.path,
   ]);
   assert.equal(printed.code, 0, printed.stderr);
-  const read = [dir.path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath].join(",");
+  // With one worker per CPU (the default), Deno must also read mtlb's modules.
+  const read = [dir.path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath]
+    .concat(navigator.hardwareConcurrency > 1 ? ["lib"] : []).join(",");
   const line =
     `deno run --allow-net=127.0.0.1:8443,127.0.0.1:7001 --allow-read=${read} main.ts --config ${dir.path}`;
   assert.equal(printed.stdout, `${line}\n`);

@@ -645,6 +645,7 @@ function mainConfig(
   return `[server]
 listen = "127.0.0.1:${listen}"
 drain_timeout = "30s"
+workers = 2
 
 [tls]
 ca = "${pki.ca.certPath}"
@@ -674,7 +675,8 @@ Deno.test("main.ts reloads on SIGHUP and POST /reload, and drains on SIGTERM", a
   const dir = await Deno.makeTempDir({ prefix: "mtlb_ops_cli_" });
   const path = join(dir, "lb.toml");
   await Deno.writeTextFile(path, mainConfig(pki, listen, adminPort, upstream.address, ["alice"]));
-  const read = [path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath].join(",");
+  // `lib`: with the default of one worker per CPU, Deno must read mtlb's modules.
+  const read = [path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath, "lib"].join(",");
   const net = [`127.0.0.1:${listen}`, `127.0.0.1:${adminPort}`, upstream.address].join(",");
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -735,7 +737,14 @@ Deno.test("main.ts reloads on SIGHUP and POST /reload, and drains on SIGTERM", a
 
     // SIGTERM: stop accepting, /healthz 503, the live connection finishes, exit 0.
     child.kill("SIGTERM");
-    await waitForRecord(reader, seen, (r) => /^Draining/.test(String(r.message)));
+    // Each of the two workers closes its listeners, then says so.
+    for (let i = 0; i < 2; i++) {
+      await waitForRecord(
+        reader,
+        seen,
+        (r) => /^Draining: stopped accepting/.test(String(r.message)),
+      );
+    }
     const health = await admin("/healthz");
     assert.equal(health.status, 503);
     await health.body?.cancel();
@@ -777,7 +786,8 @@ Deno.test("main.ts reloads by itself when the config file changes, with [server]
     mainConfig(pki, listen, adminPort, upstream.address, clients)
       .replace('drain_timeout = "30s"', 'drain_timeout = "30s"\nwatch = true');
   await Deno.writeTextFile(path, config(["alice"]));
-  const read = [path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath].join(",");
+  // `lib`: with the default of one worker per CPU, Deno must read mtlb's modules.
+  const read = [path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath, "lib"].join(",");
   const net = [`127.0.0.1:${listen}`, `127.0.0.1:${adminPort}`, upstream.address].join(",");
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", `--allow-net=${net}`, `--allow-read=${read}`, "main.ts", "--config", path],
