@@ -307,6 +307,8 @@ export interface UpstreamState {
   weight: number;
   /** Connections being forwarded to it. */
   active: number;
+  /** Connections forwarded to it since the group was created (for a connection rate). */
+  accepted: number;
   /** Whether it may be picked. */
   healthy: boolean;
   /** Its health state; `unknown` before its first probe and for a removed upstream. */
@@ -442,6 +444,8 @@ interface Group {
   /** Live byte totals: every forward of the group adds to them. */
   stats: ForwardStats;
   accepted: CounterSeries;
+  /** Connections forwarded per upstream address (status only; one Map update per connection). */
+  acceptedBy: Map<string, number>;
   /** The series of mtlb_bytes_total, brought up to `stats` at collect time. */
   bytesFromClient: CounterSeries;
   bytesFromUpstream: CounterSeries;
@@ -728,6 +732,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
           address: u.address,
           weight: u.weight,
           active: u.active,
+          accepted: group.acceptedBy.get(u.address) ?? 0,
           healthy: u.healthy && u.removed !== true,
           state: h?.state ?? "unknown",
         };
@@ -959,6 +964,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       follow,
       stats: { bytesFromClient: 0, bytesFromUpstream: 0 },
       accepted: this.#metrics.accepted.labels(config.name),
+      acceptedBy: new Map(),
       bytesFromClient: this.#metrics.bytes.labels(config.name, "from_client"),
       bytesFromUpstream: this.#metrics.bytes.labels(config.name, "from_upstream"),
     };
@@ -1455,6 +1461,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.counters.accepted++;
     this.counters.active++;
     group.accepted.inc();
+    group.acceptedBy.set(lease.address, (group.acceptedBy.get(lease.address) ?? 0) + 1);
     this.#sockets.add(socket);
     this.#sockets.add(upstream);
     socket.off("data", early);

@@ -522,7 +522,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         entry.accepted += group.accepted;
         entry.bytesFromClient += group.bytesFromClient;
         entry.bytesFromUpstream += group.bytesFromUpstream;
-        for (const u of group.upstreams) if (!upstreams.has(u.address)) upstreams.set(u.address, u);
+        for (const u of group.upstreams) {
+          const seen = upstreams.get(u.address);
+          if (seen === undefined) upstreams.set(u.address, { ...u });
+          else seen.accepted += u.accepted;
+        }
       }
       // Configured upstreams first, then removed ones some worker still forwards to.
       const order = [
@@ -538,6 +542,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
           address,
           weight: configured?.weight ?? seen?.weight ?? 1,
           active: seen?.active ?? this.#upstreamActive(address),
+          accepted: seen?.accepted ?? 0,
           healthy: !removed && h?.state === "healthy",
           state: h?.state ?? "unknown",
         };

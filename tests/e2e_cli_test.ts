@@ -3,17 +3,16 @@
  * narrow permissions, temporary config files and the test PKI.
  */
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createCa, issueCertificate } from "../lib/pki.ts";
 import { spkiSha256FromPem } from "../lib/identity.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
+import { freePort, lines, waitForRecord } from "./_subprocess.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** How long a subprocess may take to print what a test waits for. */
-const GUARD_MS = 30_000;
 
 interface Output {
   code: number;
@@ -30,18 +29,6 @@ async function runMain(flags: string[], args: string[]): Promise<Output> {
   }).output();
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
-}
-
-/** A port that was free a moment ago (the test binds it right away). */
-function freePort(): Promise<number> {
-  const server = createServer();
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host: "127.0.0.1", port: 0 }, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** A temporary folder holding `lb.toml` that points at the test PKI. */
@@ -76,56 +63,6 @@ upstreams = ["${upstream}"]
 match = { cn = "alice" }
 groups = ["echo"]
 `;
-}
-
-/** Splits a byte stream into lines. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      yield rest.slice(0, i);
-      rest = rest.slice(i + 1);
-    }
-  }
-  if (rest !== "") yield rest;
-}
-
-/**
- * Reads lines until one parses as a JSON record that `match` accepts; fails after
- * {@linkcode GUARD_MS} or when the stream ends first.
- */
-async function waitForRecord(
-  reader: AsyncGenerator<string>,
-  seen: string[],
-  match: (record: Record<string, unknown>) => boolean,
-): Promise<Record<string, unknown>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`No matching log record within ${GUARD_MS} ms:\n${seen.join("\n")}`)),
-      GUARD_MS,
-    );
-  });
-  const search = (async () => {
-    for (;;) {
-      const next = await reader.next();
-      if (next.done) throw new Error(`Output ended without a matching record:\n${seen.join("\n")}`);
-      seen.push(next.value);
-      let record: Record<string, unknown>;
-      try {
-        record = JSON.parse(next.value);
-      } catch {
-        continue;
-      }
-      if (match(record)) return record;
-    }
-  })();
-  try {
-    return await Promise.race([search, guard]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, before listening", async (t) => {

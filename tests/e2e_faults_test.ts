@@ -22,6 +22,7 @@ import {
   TestUpstream,
   text,
 } from "./_harness.ts";
+import { lines } from "./_subprocess.ts";
 
 /** How long any single awaited event may take before the test fails. */
 const GUARD_MS = 10_000;
@@ -112,19 +113,6 @@ function allClosed(upstream: TestUpstream): Promise<unknown> {
       socket.closed ? undefined : new Promise((resolve) => socket.once("close", resolve))
     ),
   );
-}
-
-/** Splits a byte stream into text lines. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let buffer = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += chunk;
-    for (let at = buffer.indexOf("\n"); at >= 0; at = buffer.indexOf("\n")) {
-      yield buffer.slice(0, at);
-      buffer = buffer.slice(at + 1);
-    }
-  }
-  if (buffer !== "") yield buffer;
 }
 
 /** A `deno eval` child process that talks to the test over stdout lines. */

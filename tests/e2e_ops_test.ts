@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { createServer, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
@@ -25,6 +25,7 @@ import {
 } from "../lib/server.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";
+import { freePort, lines, waitForRecord } from "./_subprocess.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 
@@ -179,6 +180,7 @@ Deno.test("Balancer.status() and the admin endpoint describe groups, upstreams a
   const [up] = status.groups[0].upstreams;
   assert.equal(up.address, upstream.address);
   assert.equal(up.active, 1);
+  assert.equal(up.accepted, 1, "connections forwarded to this upstream");
   assert.equal(up.healthy, true);
   assert.equal(up.state, "healthy");
   assert.equal(up.lastProbe.ok, true);
@@ -577,63 +579,6 @@ Deno.test("Balancer refuses connections beyond [server] max_connections before t
 // main.ts as a subprocess
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const GUARD_MS = 30_000;
-
-function freePort(): Promise<number> {
-  const server = createServer();
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host: "127.0.0.1", port: 0 }, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      yield rest.slice(0, i);
-      rest = rest.slice(i + 1);
-    }
-  }
-  if (rest !== "") yield rest;
-}
-
-/** Reads JSON log lines until one matches; fails after {@linkcode GUARD_MS}. */
-async function waitForRecord(
-  reader: AsyncGenerator<string>,
-  seen: string[],
-  match: (record: Record<string, unknown>) => boolean,
-): Promise<Record<string, unknown>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`No matching log record within ${GUARD_MS} ms:\n${seen.join("\n")}`)),
-      GUARD_MS,
-    );
-  });
-  const search = (async () => {
-    for (;;) {
-      const next = await reader.next();
-      if (next.done) throw new Error(`Output ended without a matching record:\n${seen.join("\n")}`);
-      seen.push(next.value);
-      try {
-        const record = JSON.parse(next.value);
-        if (match(record)) return record;
-      } catch {
-        // Not a JSON line.
-      }
-    }
-  })();
-  try {
-    return await Promise.race([search, guard]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function mainConfig(
   pki: TestPki,

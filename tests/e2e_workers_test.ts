@@ -25,12 +25,12 @@ import {
   text,
 } from "./_harness.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
+import { lines, waitForRecord } from "./_subprocess.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The worker module with test powers: dies on demand, worker 2 can refuse a reload. */
 const TEST_WORKER = new URL("./fixtures/workers_test_worker.ts", import.meta.url);
 /** How long a subprocess may take to print what a test waits for. */
-const GUARD_MS = 30_000;
 
 /** A config whose `[tls]` section points at the test PKI; `name` is the file name. */
 async function load(body: string, name = "lb.toml"): Promise<LoadedConfig> {
@@ -151,6 +151,7 @@ Deno.test("WorkerBalancer serves in both workers and caps a client at exactly 10
   assert.equal(status.connections.accepted, 50);
   assert.equal(status.connections.denied.limit_concurrency, 21);
   assert.equal(status.groups[0]!.upstreams[0]!.active, 50);
+  assert.equal(status.groups[0]!.upstreams[0]!.accepted, 50, "summed over the workers");
   assert.equal(
     status.workers.reduce((n, w) => n + w.connections!.active, 0),
     50,
@@ -348,53 +349,6 @@ Deno.test("WorkerBalancer.drain() drains every worker and sums what it had to cl
 
 // -------------------------------------------------------------------------------------
 // main.ts as a subprocess
-
-/** Splits a byte stream into lines. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      yield rest.slice(0, i);
-      rest = rest.slice(i + 1);
-    }
-  }
-  if (rest !== "") yield rest;
-}
-
-/** Reads lines until a JSON record matches; fails after {@linkcode GUARD_MS} or at the end. */
-async function waitForRecord(
-  reader: AsyncGenerator<string>,
-  seen: string[],
-  match: (record: Record<string, unknown>) => boolean,
-): Promise<Record<string, unknown>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`No matching log record within ${GUARD_MS} ms:\n${seen.join("\n")}`)),
-      GUARD_MS,
-    );
-  });
-  const search = (async () => {
-    for (;;) {
-      const next = await reader.next();
-      if (next.done) throw new Error(`Output ended without a matching record:\n${seen.join("\n")}`);
-      seen.push(next.value);
-      let record: Record<string, unknown>;
-      try {
-        record = JSON.parse(next.value);
-      } catch {
-        continue;
-      }
-      if (match(record)) return record;
-    }
-  })();
-  try {
-    return await Promise.race([search, guard]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test("main.ts with workers = 2 runs on its narrow flags, reloads every worker on SIGHUP, exits 0 on SIGTERM", async () => {
   await using a = await TestUpstream.start(banner("a"));
