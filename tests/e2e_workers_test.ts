@@ -228,11 +228,14 @@ Deno.test("WorkerBalancer restarts a worker that dies and gives back the slots i
   assert.equal(exit.index, 1);
   assert.match(exit.error, /worker 1 dies on purpose/);
   assert.equal(exit.restartInMs, 0, "the first death restarts at once");
-  assert.deepEqual(exit.released, {
-    upstreams: shares[0],
-    clients: shares[0],
-    connections: shares[0],
-  });
+  assert.equal(exit.released.upstreams, shares[0]);
+  assert.equal(exit.released.clients, shares[0]);
+  // Open connections also count the refused 11th if it landed on this worker and its
+  // socket was still closing when the worker died.
+  assert.ok(
+    exit.released.connections === shares[0] || exit.released.connections === shares[0]! + 1,
+    `released ${exit.released.connections} open connections, held ${shares[0]}`,
+  );
   if (shares[0]! > 0) await allLost.promise;
   assert.deepEqual(await restarted, { index: 1, restarts: 1 });
 
