@@ -737,12 +737,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
           state: h?.state ?? "unknown",
         };
         if (u.removed) state.removed = true;
-        if (h?.reason !== undefined) state.reason = h.reason;
-        if (h?.since !== undefined) state.since = iso(h.since);
-        if (h?.lastResult !== undefined) {
-          const r = h.lastResult;
-          state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
-        }
+        addProbeState(state, h, iso);
         return state;
       });
       const entry: GroupState = {
@@ -1591,6 +1586,27 @@ function secureContextOptions(config: Config, tls: TlsMaterial): {
  * @param config The group.
  * @returns One target per upstream, in configuration order.
  */
+/**
+ * Copies a probe's view of an upstream (reason, since, last probe) into its status
+ * entry; shared by {@linkcode Balancer.status} and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param health The probe's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addProbeState(
+  state: UpstreamState,
+  health: TargetHealth | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (health?.reason !== undefined) state.reason = health.reason;
+  if (health?.since !== undefined) state.since = iso(health.since);
+  const r = health?.lastResult;
+  if (r !== undefined) {
+    state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
+  }
+}
+
 export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
   const settings = (health: HealthConfig) => ({
     interval: health.interval,

@@ -27,6 +27,7 @@ import { type HealthCheck, HealthProbe, type HealthTarget } from "./health_probe
 import type { UpstreamCounts } from "./least_conn_pool.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "./metrics.ts";
 import {
+  addProbeState,
   type BalancerState,
   type BalancerStatus,
   type ClientState,
@@ -547,12 +548,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
           state: h?.state ?? "unknown",
         };
         if (removed) state.removed = true;
-        if (h?.reason !== undefined) state.reason = h.reason;
-        if (h?.since !== undefined) state.since = iso(h.since);
-        if (h?.lastResult !== undefined) {
-          const r = h.lastResult;
-          state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
-        }
+        addProbeState(state, h, iso);
         entry.upstreams.push(state);
       }
       if (groupConfig.listen !== undefined) entry.listen = groupConfig.listen;
