@@ -115,6 +115,8 @@ export {
 } from "./lib/health_probe.ts";
 export {
   type CertIdentity,
+  certificateValidity,
+  type CertValidity,
   identityFromCertificate,
   normalizeHex,
   spkiSha256FromPem,

@@ -41,6 +41,54 @@ export interface CertIdentity {
 
 const HEX_TEXT = /^[0-9a-f]+(?::[0-9a-f]+)*$/i;
 
+/** The validity period of a certificate, in milliseconds since the epoch. */
+export interface CertValidity {
+  /** `notBefore`: the certificate is not valid before this instant. */
+  notBefore: number;
+  /** `notAfter`: the certificate is not valid after this instant. */
+  notAfter: number;
+}
+
+/**
+ * Reads the validity period of a DER certificate, with the same bounds-checked walker
+ * as {@linkcode identityFromCertificate}. The server re-checks it on every connection
+ * (a resumed TLS session skips certificate checks), so it avoids building Node's
+ * legacy certificate object (about 25 µs, or 100 µs with the issuer chain) just for
+ * two dates. UTCTime years 50-99 are 1950-1999, as RFC 5280 says.
+ *
+ * @example Usage
+ * ```ts
+ * import { certificateValidity } from "@mtlb/mtlb";
+ * import { createCa, issueCertificate } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const dave = await issueCertificate(ca, { commonName: "dave", kind: "client" });
+ * const { notBefore, notAfter } = certificateValidity(dave.der);
+ * assert.ok(notBefore < Date.now() && Date.now() < notAfter);
+ * ```
+ *
+ * @param der The certificate, DER.
+ * @returns Its `notBefore` and `notAfter`, in ms since the epoch.
+ * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
+ */
+export function certificateValidity(der: Uint8Array): CertValidity {
+  if (!(der instanceof Uint8Array)) {
+    throw new TypeError("Cannot read certificate: expected DER bytes in a Uint8Array");
+  }
+  const cert = readTlv(der, 0, der.length, SEQUENCE);
+  const tbs = readTlv(der, cert.start, cert.end, SEQUENCE);
+  let field = readTlv(der, tbs.start, tbs.end);
+  if (field.tag === VERSION) field = readTlv(der, field.end, tbs.end);
+  expectTag(field, INTEGER, "serialNumber");
+  const signature = readTlv(der, field.end, tbs.end, SEQUENCE);
+  const issuer = readTlv(der, signature.end, tbs.end, SEQUENCE);
+  const validity = readTlv(der, issuer.end, tbs.end, SEQUENCE);
+  const notBefore = readTlv(der, validity.start, validity.end);
+  const notAfter = readTlv(der, notBefore.end, validity.end);
+  return { notBefore: readTime(der, notBefore), notAfter: readTime(der, notAfter) };
+}
+
 /**
  * Canonicalizes a hex identifier from a config file or `openssl` output: trims
  * surrounding whitespace, drops colons between digits, lowercases, and strips leading
@@ -320,6 +368,32 @@ function decodeString(der: Uint8Array, tlv: Tlv): string {
     });
   }
   return fail(`unsupported string tag 0x${tlv.tag.toString(16)} at offset ${tlv.header}`);
+}
+
+const UTC_TIME = 0x17;
+const GENERALIZED_TIME = 0x18;
+
+/** Reads a UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 profiles them. */
+function readTime(der: Uint8Array, tlv: Tlv): number {
+  const digits = tlv.tag === UTC_TIME ? 12 : tlv.tag === GENERALIZED_TIME ? 14 : -1;
+  if (digits < 0) fail(`validity time has tag 0x${tlv.tag.toString(16)} at offset ${tlv.header}`);
+  if (tlv.end - tlv.start !== digits + 1 || der[tlv.end - 1] !== 0x5a) {
+    fail(`validity time at offset ${tlv.header} is not in the RFC 5280 form`);
+  }
+  const n = (from: number, count: number): number => {
+    let value = 0;
+    for (let i = tlv.start + from; i < tlv.start + from + count; i++) {
+      const digit = der[i]! - 0x30;
+      if (digit < 0 || digit > 9) fail(`validity time at offset ${tlv.header} has a non-digit`);
+      value = value * 10 + digit;
+    }
+    return value;
+  };
+  const short = tlv.tag === UTC_TIME;
+  const yy = n(0, short ? 2 : 4);
+  const year = short ? (yy >= 50 ? 1900 + yy : 2000 + yy) : yy;
+  const at = short ? 2 : 4;
+  return Date.UTC(year, n(at, 2) - 1, n(at + 2, 2), n(at + 4, 2), n(at + 6, 2), n(at + 8, 2));
 }
 
 const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));

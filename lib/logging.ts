@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  compareLogLevel,
   configure,
   getAnsiColorFormatter,
   getTextFormatter,
@@ -83,15 +84,53 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<As
     ? formatJsonLine
     : textFormatter(terminal && !Deno.noColor);
   const write = options.write ?? writeStderr;
+  const level = options.level ?? "info";
   await configure({
     reset: true,
     sinks: { stderr: (record: LogRecord) => write(formatter(record)) },
     loggers: [
-      { category: ["mtlb"], lowestLevel: options.level ?? "info", sinks: ["stderr"] },
+      { category: ["mtlb"], lowestLevel: level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
-  return { [Symbol.asyncDispose]: () => reset() };
+  lowestWritten = level;
+  return {
+    [Symbol.asyncDispose]: () => {
+      lowestWritten = undefined;
+      return reset();
+    },
+  };
+}
+
+/** The level {@linkcode configureLogging} set, while its configuration is in force. */
+let lowestWritten: LogLevel | undefined;
+
+/**
+ * Whether a record of `level` in an `mtlb` category would be written. LogTape builds
+ * a record (message template parsed, properties copied) before its sinks' levels drop
+ * it, so code that logs once per connection asks first. True whenever
+ * {@linkcode configureLogging} is not in force: LogTape may then have been set up by
+ * an embedding application, whose levels mtlb cannot see.
+ *
+ * @example Usage
+ * ```ts
+ * import { configureLogging, isLogged } from "./logging.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isLogged("debug"), true);
+ * {
+ *   await using _logging = await configureLogging({ level: "warning", write: () => {} });
+ *   assert.equal(isLogged("info"), false);
+ *   assert.equal(isLogged("error"), true);
+ * }
+ * assert.equal(isLogged("info"), true);
+ * ```
+ *
+ * @param level The level of the record about to be logged.
+ * @returns `false` only when `configureLogging` is in force with a higher level.
+ */
+export function isLogged(level: LogLevel): boolean {
+  return lowestWritten === undefined || compareLogLevel(level, lowestWritten) >= 0;
 }
 
 const encoder = new TextEncoder();

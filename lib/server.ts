@@ -9,6 +9,7 @@
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
+import { isLogged } from "./logging.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import {
   ClientLimiter,
@@ -38,7 +39,13 @@ import {
   type TargetHealth,
 } from "./health_probe.ts";
 import { HealthChangeEvent } from "./health_event.ts";
-import { type CertIdentity, identityFromCertificate } from "./identity.ts";
+import {
+  type CertIdentity,
+  certificateValidity,
+  type CertValidity,
+  identityFromCertificate,
+} from "./identity.ts";
+import { peerCertificateDer } from "./_peer_certificate.ts";
 import { LeastConnPool, NoHealthyUpstreamError, type UpstreamCounts } from "./least_conn_pool.ts";
 import type { CounterSeries } from "./metrics.ts";
 import { MetricsRegistry } from "./metrics.ts";
@@ -1288,7 +1295,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const errors = this.counters.handshakeErrors;
     errors.set(reason, (errors.get(reason) ?? 0) + 1);
     this.#metrics.handshakeFailureFor(reason).inc();
-    log.info("Handshake failed from {remote}: {reason}", { remote, reason });
+    if (isLogged("info")) log.info("Handshake failed from {remote}: {reason}", { remote, reason });
     this.#emit("handshake_error", { reason, remote } satisfies HandshakeErrorRecord);
   }
 
@@ -1299,8 +1306,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.#clock.clearTimeout(timer);
       this.#handshakes.delete(raw!);
     }
+    // Read when the connection was accepted: cheaper than asking the socket again.
+    const remote = (raw === undefined ? undefined : this.#remotes.get(raw)) ?? remoteOf(socket);
     if (this.#closing.signal.aborted) {
-      this.#deny(socket, { reason: "server_closing", remote: remoteOf(socket) });
+      this.#deny(socket, { reason: "server_closing", remote });
       return;
     }
     // Read from the start: Deno 2.9's node:tls loses a FIN that arrives while a
@@ -1311,8 +1320,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     socket.allowHalfOpen = true;
     socket.on("data", early);
     socket.on("end", noop);
-    const done = this.#serve(socket, listenerGroup, head, early).catch((error) => {
-      log.error("Unexpected error serving {remote}: {error}", { remote: remoteOf(socket), error });
+    const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
+      log.error("Unexpected error serving {remote}: {error}", { remote, error });
       socket.destroy();
     });
     this.#settled.add(done);
@@ -1335,6 +1344,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   async #serve(
     socket: TLSSocket,
     listenerGroup: string | undefined,
+    remote: string,
     head: Uint8Array[],
     early: (chunk: Uint8Array) => void,
   ): Promise<void> {
@@ -1342,34 +1352,35 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const config = this.#config;
     const policy = this.#policy;
     const crl = this.#crl;
-    const remote = remoteOf(socket);
     // Defence in depth: rejectUnauthorized already refused these in the handshake.
-    const peer = socket.getPeerCertificate(true);
-    if (!socket.authorized || peer?.raw === undefined) {
+    const der = peerCertificateDer(socket);
+    if (!socket.authorized || der === undefined) {
       return this.#deny(socket, { reason: "unauthenticated", remote });
+    }
+    let identity: CertIdentity;
+    let validity: CertValidity;
+    try {
+      validity = certificateValidity(der);
+      identity = identityFromCertificate(der);
+    } catch (error) {
+      return this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
     }
     // A resumed session skips certificate checks, and Deno 2.9's node:tls issues
     // session tickets that cannot be turned off: check validity on every connection.
     const now = this.#wall();
-    const notBefore = Date.parse(peer.valid_from);
-    const notAfter = Date.parse(peer.valid_to);
-    if (!(now >= notBefore && now <= notAfter)) {
+    if (!(now >= validity.notBefore && now <= validity.notAfter)) {
       return this.#deny(socket, {
         reason: "unauthenticated",
+        identity,
         remote,
-        detail: `certificate valid from ${peer.valid_from} to ${peer.valid_to}`,
+        detail: `certificate valid from ${new Date(validity.notBefore).toISOString()} to ${
+          new Date(validity.notAfter).toISOString()
+        }`,
       });
     }
     const cipher = socket.getCipher()?.standardName;
     if (cipher === undefined || !this.#ciphers.has(cipher)) {
       return this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
-    }
-    let identity: CertIdentity;
-    const der: Uint8Array = peer.raw;
-    try {
-      identity = identityFromCertificate(der);
-    } catch (error) {
-      return this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
     }
     if (crl !== undefined) {
       const verdict = crl.check(der, identity.serial, this.#wall());
@@ -1480,10 +1491,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         durationMs: Math.round(result.durationMs),
         reason: result.reason,
       };
-      audit.info(
-        "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
-        { ...record, identity: summarize(identity) },
-      );
+      if (isLogged("info")) {
+        audit.info(
+          "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
+          { ...record, identity: summarize(identity) },
+        );
+      }
       this.#emit("end", record);
     } finally {
       this.counters.active--;

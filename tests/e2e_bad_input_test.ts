@@ -637,9 +637,9 @@ Deno.test({
   // reports isSessionReused() false, so a client whose certificate expired after it
   // got a ticket still gets in, for up to 12 hours: the full handshake is refused,
   // the resumed one is forwarded. CRL checks are safe (they run after the handshake).
-  // Fix: in #serve, after reading `peer`, refuse (reason "unauthenticated", detail
+  // Fix: in #serve, after reading the peer certificate, refuse (reason "unauthenticated", detail
   // "certificate expired") when the wall clock is outside
-  // [Date.parse(peer.valid_from), Date.parse(peer.valid_to)], as is done for the CRL.
+  // the certificate's validity period (certificateValidity), as is done for the CRL.
   // Driven by openssl: Deno's own client does not resume reliably.
   name: "Balancer refuses a resumed session whose certificate has expired since",
   async fn() {

@@ -3,8 +3,13 @@ import assert from "node:assert/strict";
 import { createHash, X509Certificate as NodeX509Certificate } from "node:crypto";
 import * as tls from "node:tls";
 import { Name, X509CertificateGenerator } from "@peculiar/x509";
-import { identityFromCertificate, normalizeHex, spkiSha256FromPem } from "../lib/identity.ts";
-import { issueCertificate } from "../lib/pki.ts";
+import {
+  certificateValidity,
+  identityFromCertificate,
+  normalizeHex,
+  spkiSha256FromPem,
+} from "../lib/identity.ts";
+import { createCa, issueCertificate } from "../lib/pki.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 /** The openssl test reads the fixture files, so it needs `--allow-write` as well as `--allow-run`. */
@@ -150,6 +155,47 @@ Deno.test("identityFromCertificate() agrees with node:crypto on serial and SPKI 
     assert.equal(identity.serial, normalizeHex(node.serialNumber));
     assert.equal(identity.cn, credential.cn);
   }
+});
+
+Deno.test("certificateValidity() agrees with node:crypto on every test cert", async () => {
+  const pki = await testPki();
+  const all = [
+    pki.server,
+    pki.alice,
+    pki.expired,
+    pki.notYetValid,
+    pki.wrongEku,
+    pki.viaIntermediate,
+  ];
+  for (const credential of all) {
+    const node = new NodeX509Certificate(credential.der);
+    assert.deepEqual(certificateValidity(credential.der), {
+      notBefore: node.validFromDate.getTime(),
+      notAfter: node.validToDate.getTime(),
+    });
+  }
+  assert.ok(certificateValidity(pki.expired.der).notAfter < Date.now());
+  assert.ok(certificateValidity(pki.notYetValid.der).notBefore > Date.now());
+});
+
+Deno.test("certificateValidity() reads GeneralizedTime from 2050 on and UTCTime before", async () => {
+  const ca = await createCa({ commonName: "Time CA" });
+  const notBefore = new Date(Date.UTC(1999, 11, 31, 23, 59, 58));
+  const notAfter = new Date(Date.UTC(2051, 0, 2, 3, 4, 5));
+  const leaf = await issueCertificate(ca, { commonName: "t", kind: "client", notBefore, notAfter });
+  assert.deepEqual(certificateValidity(leaf.der), {
+    notBefore: notBefore.getTime(),
+    notAfter: notAfter.getTime(),
+  });
+});
+
+Deno.test("certificateValidity() refuses malformed DER with a TypeError", async () => {
+  const pki = await testPki();
+  const der = pki.alice.der;
+  for (const bad of [new Uint8Array(0), der.subarray(0, 40), Uint8Array.of(0x30, 0x03, 1, 2, 3)]) {
+    assert.throws(() => certificateValidity(bad), TypeError);
+  }
+  assert.throws(() => certificateValidity("x" as unknown as Uint8Array), TypeError);
 });
 
 Deno.test("identityFromCertificate() keeps SAN values with commas whole", async () => {

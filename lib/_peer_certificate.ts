@@ -1,0 +1,52 @@
+/**
+ * The DER certificate a TLS client presented, read the cheapest way the runtime allows.
+ *
+ * `TLSSocket#getPeerCertificate(true)` is what Node code usually calls, and on Deno
+ * 2.9.6 it is the costliest step mtlb takes per connection after the handshake itself:
+ * it converts the certificate to Node's legacy object and then rebuilds the issuer
+ * chain by parsing every CA certificate of the listener's PEM again, about 100 µs per
+ * call (measured with a P-256 client and a one-certificate CA file; more with larger CA
+ * bundles). `getPeerCertificate(false)` skips the chain (about 25 µs). The TLS handle
+ * under the socket holds the verified chain as DER already, which costs about 2 µs to
+ * read. mtlb needs only the leaf's DER: identity and validity are read from it by
+ * `lib/identity.ts`.
+ *
+ * @module
+ */
+import type { TLSSocket } from "node:tls";
+
+/** What Deno 2.9's TLS handle offers: the verified peer chain, leaf first, as DER. */
+interface HandleWithChain {
+  getPeerCertificateChain?: () => { certificates?: unknown[] } | null | undefined;
+}
+
+/**
+ * Returns the leaf certificate the peer presented, as DER, or `undefined` when it
+ * presented none. Uses the TLS handle's verified chain when the runtime exposes it
+ * (Deno 2.9), and `getPeerCertificate(false).raw` otherwise (Node, other Deno versions).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { peerCertificateDer } from "./_peer_certificate.ts";
+ *
+ * server.on("secureConnection", (socket) => {
+ *   const der = peerCertificateDer(socket); // Uint8Array | undefined
+ * });
+ * ```
+ *
+ * @param socket A TLS socket whose handshake has completed.
+ * @returns The leaf certificate, DER, or `undefined`.
+ */
+export function peerCertificateDer(socket: TLSSocket): Uint8Array | undefined {
+  const handle = (socket as unknown as { _handle?: HandleWithChain | null })._handle;
+  let chain;
+  try {
+    chain = handle?.getPeerCertificateChain?.();
+  } catch {
+    chain = undefined;
+  }
+  const leaf = chain?.certificates?.[0];
+  if (leaf instanceof Uint8Array && leaf.length > 0) return leaf;
+  const raw: unknown = socket.getPeerCertificate(false)?.raw;
+  return raw instanceof Uint8Array && raw.length > 0 ? raw : undefined;
+}
