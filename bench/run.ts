@@ -71,6 +71,8 @@ const QUICK: Sizes = {
 };
 
 const REDIS_CLIENTS = 50;
+/** Label of the Deno floor target (bench/_floor.ts). */
+const FLOOR = "Deno floor";
 /** Connections opened and closed on a fresh balancer before its memory baseline. */
 const MEMORY_WARMUP = 100;
 const TOOLS = ["redis-server", "redis-benchmark", "haproxy", "socat", "openssl"] as const;
@@ -416,6 +418,7 @@ const INSPECT = `tree() {
 for p in $(tree "$0"); do
   echo "P $p"
   sed -n "s/^VmRSS:[[:space:]]*\\([0-9]*\\) kB/R \\1/p" /proc/"$p"/status 2>/dev/null
+  awk '{print "C", $14 + $15}' /proc/"$p"/stat 2>/dev/null
 done
 for t in /proc/"$0"/task/*/comm; do echo "T $(cat "$t" 2>/dev/null)"; done`;
 
@@ -427,6 +430,8 @@ interface ProcessInfo {
   children: number;
   /** Threads of the process running Deno Workers (named `worker-N`). */
   workerThreads: number;
+  /** CPU time (user + system) of the process and its live descendants, clock ticks. */
+  cpuTicks: number;
 }
 
 async function inspect(pid: number): Promise<ProcessInfo> {
@@ -436,14 +441,29 @@ async function inspect(pid: number): Promise<ProcessInfo> {
     stdout: "piped",
     stderr: "null",
   }).output();
-  const info: ProcessInfo = { rssKib: 0, children: -1, workerThreads: 0 };
+  const info: ProcessInfo = { rssKib: 0, children: -1, workerThreads: 0, cpuTicks: 0 };
   for (const line of new TextDecoder().decode(output.stdout).split("\n")) {
     if (line.startsWith("P ")) info.children++;
     else if (line.startsWith("R ")) info.rssKib += Number(line.slice(2));
     else if (line.startsWith("T worker-")) info.workerThreads++;
+    else if (line.startsWith("C ")) info.cpuTicks += Number(line.slice(2));
   }
   if (info.rssKib === 0) throw new BenchError(`Cannot read the memory of process ${pid}`);
   return info;
+}
+
+/** Clock ticks per second of /proc/PID/stat times (`getconf CLK_TCK`). */
+let clockTicks = 100;
+
+/**
+ * Runs `work` and returns its result with the CPU time, in ms, that the process tree of
+ * `pid` used meanwhile: the balancer's own cost of the work, whatever the client costs.
+ */
+async function withCpu<T>(pid: number, work: () => Promise<T>): Promise<[T, number]> {
+  const before = (await inspect(pid)).cpuTicks;
+  const result = await work();
+  const after = (await inspect(pid)).cpuTicks;
+  return [result, (after - before) * 1000 / clockTicks];
 }
 
 /** RSS once it has settled: two samples 250 ms apart within 0.5 %, at most 5 s. */
@@ -564,7 +584,7 @@ let configs = 0;
 interface Target {
   /** Label in the table: "mtlb", "HAProxy", "mtlb workers=2", ... */
   label: string;
-  kind: "mtlb" | "haproxy";
+  kind: "mtlb" | "haproxy" | "floor";
   proc: Proc;
   /** TLS listener forwarding to the two redis servers. */
   redisPort: number;
@@ -717,6 +737,46 @@ backend sink
   return { label, kind: "haproxy", proc, redisPort, sinkPort, config: text };
 }
 
+/** The Deno floor (bench/_floor.ts): node:tls + pipe(), with none of mtlb's features. */
+async function startFloor(pki: Pki, upstreams: Upstreams, label: string): Promise<Target> {
+  const redisPort = freePort();
+  const sinkPort = freePort();
+  const proc = new Proc(label, [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    `--allow-net=127.0.0.1`,
+    `--allow-read=${pki.ca},${pki.serverCert},${pki.serverKey}`,
+    join(HERE, "_floor.ts"),
+    "--ca",
+    pki.ca,
+    "--cert",
+    pki.serverCert,
+    "--key",
+    pki.serverKey,
+    "--route",
+    `${redisPort}=${upstreams.redis[0]},${upstreams.redis[1]}`,
+    "--route",
+    `${sinkPort}=${upstreams.sink}`,
+  ]);
+  await waitForPort(proc, redisPort);
+  await waitForPort(proc, sinkPort);
+  return { label, kind: "floor", proc, redisPort, sinkPort, config: "" };
+}
+
+/** A fresh instance of a single-threaded target, for the memory figure. */
+function startFresh(dir: string, pki: Pki, upstreams: Upstreams, target: Target): Promise<Target> {
+  const label = `${target.label} (fresh)`;
+  switch (target.kind) {
+    case "mtlb":
+      return startMtlb(dir, pki, upstreams, 1, label);
+    case "haproxy":
+      return startHaproxy(dir, pki, upstreams, 1, label);
+    case "floor":
+      return startFloor(pki, upstreams, label);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Measurements
 
@@ -788,7 +848,11 @@ async function bulkThroughput(
 }
 
 /** Full mTLS handshakes per second, summed over parallel `openssl s_time -new`. */
-async function handshakeRate(pki: Pki, target: Target, sizes: Sizes): Promise<number> {
+async function handshakeRate(
+  pki: Pki,
+  target: Target,
+  sizes: Sizes,
+): Promise<{ perSecond: number; count: number }> {
   const cmd = [
     "openssl",
     "s_time",
@@ -821,7 +885,7 @@ async function handshakeRate(pki: Pki, target: Target, sizes: Sizes): Promise<nu
   if (connections === 0) {
     throw new BenchError(`openssl s_time completed no handshake through ${target.label}`);
   }
-  return connections / seconds;
+  return { perSecond: connections / seconds, count: connections };
 }
 
 /** Waits until the sink holds no connection: those of the previous test are closed. */
@@ -981,6 +1045,8 @@ interface Row {
   bar?: number;
   mtlb: string;
   haproxy: string;
+  /** The Deno floor's target label, when it ran this figure. */
+  floor?: string;
   /** Metric and target of a plaintext-direct reference value. */
   direct?: [string, string];
 }
@@ -995,14 +1061,18 @@ function format(value: number | undefined, digits: number): string {
 
 function table(rows: readonly Row[], samples: Samples): string {
   const lines = [
-    "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | direct (plaintext) |",
-    "| --- | --- | ---: | ---: | ---: | --- | --- | ---: |",
+    "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
+    "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
   ];
+  // A ratio of a negative or zero figure (added latency below noise) means nothing.
+  const ratioOf = (a: number | undefined, b: number | undefined) =>
+    a !== undefined && b !== undefined && a > 0 && b > 0 ? a / b : undefined;
   for (const row of rows) {
     const m = samples.median(row.metric, row.mtlb);
     const h = samples.median(row.metric, row.haproxy);
-    // A ratio of a negative or zero figure (added latency below noise) means nothing.
-    const ratio = m !== undefined && h !== undefined && m > 0 && h > 0 ? m / h : undefined;
+    const f = row.floor === undefined ? undefined : samples.median(row.metric, row.floor);
+    const ratio = ratioOf(m, h);
+    const floorRatio = ratioOf(f, h);
     const bar = row.bar === undefined
       ? ""
       : `${row.higherIsBetter ? ">=" : "<="} ${row.bar.toFixed(1)}`;
@@ -1015,7 +1085,9 @@ function table(rows: readonly Row[], samples: Samples): string {
     lines.push(
       `| ${row.label} | ${row.unit} | ${format(m, row.digits)} | ${format(h, row.digits)} | ${
         ratio === undefined ? "n/a" : ratio.toFixed(2)
-      } | ${bar} | ${met} | ${direct} |`,
+      } | ${bar} | ${met} | ${row.floor === undefined ? "" : format(f, row.digits)} | ${
+        row.floor === undefined ? "" : floorRatio === undefined ? "n/a" : floorRatio.toFixed(2)
+      } | ${direct} |`,
     );
   }
   return lines.join("\n");
@@ -1028,7 +1100,12 @@ function perRoundTable(rows: readonly Row[], samples: Samples, rounds: number): 
     `| --- | --- | ${header.map(() => "---:").join(" | ")} |`,
   ];
   for (const row of rows) {
-    const targets = [row.mtlb, row.haproxy, ...(row.direct ? [row.direct[1]] : [])];
+    const targets = [
+      row.mtlb,
+      row.haproxy,
+      ...(row.floor ? [row.floor] : []),
+      ...(row.direct ? [row.direct[1]] : []),
+    ];
     for (const target of targets) {
       const metric = row.direct && target === row.direct[1] ? row.direct[0] : row.metric;
       const values = samples.get(metric, target);
@@ -1164,6 +1241,7 @@ async function main(args: string[]): Promise<number> {
 
   await checkTools(values.install);
   await checkOpenFiles(sizes);
+  clockTicks = Number((await run(["getconf", "CLK_TCK"], 10_000)).stdout.trim()) || 100;
   const machineLines = await machine();
   const versionLines = await versions();
 
@@ -1172,10 +1250,11 @@ async function main(args: string[]): Promise<number> {
   const pki = await generatePki(join(tempDir, "pki"));
   log("Starting redis-server x2 and the sink");
   const upstreams = await startUpstreams();
-  log("Starting mtlb and HAProxy");
+  log("Starting mtlb, HAProxy and the Deno floor");
   const mtlb = await startMtlb(tempDir, pki, upstreams, 1, "mtlb");
   const haproxy = await startHaproxy(tempDir, pki, upstreams, 1, "HAProxy");
-  const pair = [mtlb, haproxy];
+  const floor = await startFloor(pki, upstreams, FLOOR);
+  const single = [mtlb, haproxy, floor];
 
   let multi: Target[] = [];
   let multiNote = "";
@@ -1200,13 +1279,13 @@ async function main(args: string[]): Promise<number> {
   }
 
   const samples = new Samples();
-  const all = [...pair, ...multi];
+  const all = [...single, ...multi];
   log(`Warming up (${sizes.warmupRequests} requests through each balancer)`);
   for (const target of all) await requestRate(pki, target.redisPort, sizes.warmupRequests, true);
 
   for (let round = 0; round < rounds; round++) {
-    // Alternate which balancer goes first, so neither always runs on a cooler machine.
-    const order = round % 2 === 0 ? pair : [...pair].reverse();
+    // Rotate which balancer goes first, so none always runs on a cooler machine.
+    const order = [...single.slice(round % 3), ...single.slice(0, round % 3)];
     const orderMulti = round % 2 === 0 ? multi : [...multi].reverse();
     const r = `round ${round + 1}/${rounds}`;
 
@@ -1214,9 +1293,14 @@ async function main(args: string[]): Promise<number> {
     samples.add("set", "direct", direct.set);
     samples.add("get", "direct", direct.get);
     for (const target of [...order, ...orderMulti]) {
-      const rate = await requestRate(pki, target.redisPort, sizes.requests, true);
+      const [rate, cpuMs] = await withCpu(
+        target.proc.child.pid,
+        () => requestRate(pki, target.redisPort, sizes.requests, true),
+      );
       samples.add("set", target.label, rate.set);
       samples.add("get", target.label, rate.get);
+      // redis-benchmark sends `requests` SETs, then as many GETs.
+      samples.add("cpu_requests", target.label, cpuMs / (2 * sizes.requests / 1000));
       log(`${r}: ${target.label}: ${format(rate.set, 0)} SET/s, ${format(rate.get, 0)} GET/s`);
     }
     for (const target of order) {
@@ -1225,14 +1309,16 @@ async function main(args: string[]): Promise<number> {
       log(`${r}: ${target.label}: bulk ${format(mbs, 1)} MB/s`);
     }
     for (const target of order) {
-      const rate = await handshakeRate(pki, target, sizes);
-      samples.add("handshakes", target.label, rate);
-      log(`${r}: ${target.label}: ${format(rate, 0)} handshakes/s`);
+      const [rate, cpuMs] = await withCpu(
+        target.proc.child.pid,
+        () => handshakeRate(pki, target, sizes),
+      );
+      samples.add("handshakes", target.label, rate.perSecond);
+      samples.add("cpu_handshake", target.label, cpuMs / rate.count);
+      log(`${r}: ${target.label}: ${format(rate.perSecond, 0)} handshakes/s`);
     }
     for (const target of order) {
-      const fresh = target.kind === "mtlb"
-        ? await startMtlb(tempDir, pki, upstreams, 1, `${target.label} (fresh)`)
-        : await startHaproxy(tempDir, pki, upstreams, 1, `${target.label} (fresh)`);
+      const fresh = await startFresh(tempDir, pki, upstreams, target);
       let kib: number;
       try {
         kib = await memoryPerConnection(pki, fresh, upstreams, sizes.idleConnections);
@@ -1273,6 +1359,7 @@ async function main(args: string[]): Promise<number> {
       bar: 1,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
       direct: ["set", "direct"],
     },
     {
@@ -1284,6 +1371,7 @@ async function main(args: string[]): Promise<number> {
       bar: 1,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
       direct: ["get", "direct"],
     },
     {
@@ -1295,6 +1383,7 @@ async function main(args: string[]): Promise<number> {
       bar: 0.8,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
     },
     {
       metric: "handshakes",
@@ -1305,6 +1394,7 @@ async function main(args: string[]): Promise<number> {
       bar: 1,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
     },
     {
       metric: "memory",
@@ -1315,6 +1405,27 @@ async function main(args: string[]): Promise<number> {
       bar: 1,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
+    },
+    {
+      metric: "cpu_requests",
+      label: "CPU per 1,000 requests (SET and GET runs)",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 1,
+      mtlb: "mtlb",
+      haproxy: "HAProxy",
+      floor: FLOOR,
+    },
+    {
+      metric: "cpu_handshake",
+      label: "CPU per handshake",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 3,
+      mtlb: "mtlb",
+      haproxy: "HAProxy",
+      floor: FLOOR,
     },
     {
       metric: "p50",
@@ -1324,6 +1435,7 @@ async function main(args: string[]): Promise<number> {
       digits: 0,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
       direct: ["p50", "direct"],
     },
     {
@@ -1334,6 +1446,7 @@ async function main(args: string[]): Promise<number> {
       digits: 0,
       mtlb: "mtlb",
       haproxy: "HAProxy",
+      floor: FLOOR,
       direct: ["p99", "direct"],
     },
   ];
@@ -1387,6 +1500,14 @@ ${versionLines.join("\n")}
 
 Ratios are mtlb/HAProxy of the medians; "bar" is the goal from issue 6. Latency is added
 to a plaintext round trip straight to Redis, whose own p50/p99 is in the last column.
+The CPU rows are the balancer process's own user + system time over the run, whatever
+the clients use: the cost of the work, steadier than rates on a shared 2-core machine.
+
+"Deno floor" is [\`_floor.ts\`](_floor.ts): a \`node:tls\` server (TLS 1.3, client
+certificate verified) piped to \`node:net\` upstreams, with none of mtlb (no identity,
+policy, limits, health checks, metrics, logs or timeouts). It is what the Deno runtime
+costs by itself on the only API that verifies client certificates; mtlb cannot go below it
+without a different TLS stack.
 
 ${summary}
 ${multiNote ? `\n${multiNote}\n` : ""}

@@ -1,0 +1,62 @@
+/**
+ * The benchmark's "Deno floor": the least a mutual-TLS forwarder on Deno can do, with
+ * none of mtlb. A `node:tls` server (TLS 1.3, client certificate required and verified
+ * against the CA; the only Deno API that can verify one) whose connections are piped
+ * to a `node:net` connection to the next upstream in turn (`pipe()` one way; the other
+ * way writes every chunk, as `pipe()` would lose a FIN on Deno 2.9). No identity,
+ * policy, limits, health, metrics, logs or timeouts. It is the runtime's own cost: the
+ * benchmark runs it beside mtlb and HAProxy to show how much of a gap is mtlb's and how
+ * much is Deno's. Not a product: it has no error handling beyond not crashing.
+ *
+ * Prints `{"listening":[P1,P2]}` once every listener is up.
+ *
+ * `deno run --allow-net=127.0.0.1 --allow-read=FILES bench/_floor.ts --ca CA --cert CERT
+ *   --key KEY --route LISTEN_PORT=UPSTREAM_PORT[,UPSTREAM_PORT...] [--route ...]`
+ *
+ * @module
+ */
+import { connect } from "node:net";
+import { createServer, type TLSSocket } from "node:tls";
+import { parseArgs } from "node:util";
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    options: {
+      ca: { type: "string" },
+      cert: { type: "string" },
+      key: { type: "string" },
+      route: { type: "string", multiple: true },
+    },
+  });
+  const options = {
+    ca: await Deno.readTextFile(values.ca!),
+    cert: await Deno.readTextFile(values.cert!),
+    key: await Deno.readTextFile(values.key!),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.3" as const,
+  };
+  const listening: number[] = [];
+  for (const route of values.route ?? []) {
+    const [listen, targets] = route.split("=");
+    const upstreams = targets!.split(",").map(Number);
+    let next = 0;
+    const server = createServer(options, (client: TLSSocket) => {
+      const upstream = connect(upstreams[next++ % upstreams.length]!, "127.0.0.1");
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+      // Not client.pipe(upstream): Deno 2.9's node:tls loses a FIN that arrives while
+      // a server socket is paused, which pipe() does under backpressure (see
+      // lib/forward.ts). The TLS side is never paused; the upstream side may be.
+      client.on("data", (chunk: Uint8Array) => upstream.write(chunk));
+      client.on("end", () => upstream.end());
+      upstream.pipe(client);
+    });
+    server.on("tlsClientError", () => {});
+    await new Promise<void>((resolve) =>
+      server.listen({ host: "127.0.0.1", port: Number(listen), backlog: 4096 }, resolve)
+    );
+    listening.push(Number(listen));
+  }
+  console.log(JSON.stringify({ listening }));
+}
