@@ -499,24 +499,26 @@ export class LeastConnPool {
         break;
       }
       const lease = this.#lease(entry);
-      const timer = new AbortController();
-      const timerId = this.#clock.setTimeout(
-        () =>
-          timer.abort(
-            new DOMException(`Upstream connect timed out after ${timeout}ms`, "TimeoutError"),
-          ),
-        timeout,
-      );
-      try {
-        const socket = await dial(
-          entry.hostPort,
-          signal === undefined ? timer.signal : AbortSignal.any([timer.signal, signal]),
+      // One controller per attempt, aborted by the timeout or by `signal`. Not
+      // AbortSignal.any(): its WeakRefs and FinalizationRegistry entries cost more per
+      // connection than a listener added and removed here.
+      const attempt = new AbortController();
+      let timedOut = false;
+      const timerId = this.#clock.setTimeout(() => {
+        timedOut = true;
+        attempt.abort(
+          new DOMException(`Upstream connect timed out after ${timeout}ms`, "TimeoutError"),
         );
+      }, timeout);
+      const onAbort = () => attempt.abort(signal!.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        const socket = await dial(entry.hostPort, attempt.signal);
         return { socket, lease };
       } catch (error) {
         lease.release();
         if (signal?.aborted) throw signal.reason;
-        const reason: DialFailureReason = timer.signal.aborted
+        const reason: DialFailureReason = timedOut
           ? "dial_timeout"
           : isRefused(error)
           ? "dial_refused"
@@ -541,6 +543,7 @@ export class LeastConnPool {
         }
       } finally {
         this.#clock.clearTimeout(timerId);
+        signal?.removeEventListener("abort", onAbort);
       }
     }
     throw new UpstreamConnectError(failures, { cause });

@@ -46,10 +46,15 @@ import {
   identityFromCertificate,
 } from "./identity.ts";
 import { peerCertificateDer } from "./_peer_certificate.ts";
-import { LeastConnPool, NoHealthyUpstreamError, type UpstreamCounts } from "./least_conn_pool.ts";
+import {
+  LeastConnPool,
+  NoHealthyUpstreamError,
+  type UpstreamConnection,
+  type UpstreamCounts,
+} from "./least_conn_pool.ts";
 import type { CounterSeries } from "./metrics.ts";
 import { MetricsRegistry } from "./metrics.ts";
-import { Policy } from "./policy.ts";
+import { type ClientRule, Policy } from "./policy.ts";
 import {
   encodeProxyV2,
   encodeSslTlv,
@@ -1341,21 +1346,24 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     return undefined;
   }
 
-  async #serve(
+  /**
+   * The checks between the handshake and the limiter: certificate, validity, cipher,
+   * CRL, identity, route. Denies and returns `undefined`, or returns who may go where.
+   * Synchronous and separate from `#serve`, so that the certificate and everything read
+   * from it but the identity are garbage once it returns, not held for the connection's
+   * life by the suspended frame of `#serve`.
+   */
+  #admit(
     socket: TLSSocket,
     listenerGroup: string | undefined,
     remote: string,
-    head: Uint8Array[],
-    early: (chunk: Uint8Array) => void,
-  ): Promise<void> {
-    // One configuration for the whole connection, even if a reload lands meanwhile.
-    const config = this.#config;
-    const policy = this.#policy;
+    policy: Policy,
+  ): Admitted | undefined {
     const crl = this.#crl;
     // Defence in depth: rejectUnauthorized already refused these in the handshake.
     const der = peerCertificateDer(socket);
     if (!socket.authorized || der === undefined) {
-      return this.#deny(socket, { reason: "unauthenticated", remote });
+      return void this.#deny(socket, { reason: "unauthenticated", remote });
     }
     let identity: CertIdentity;
     let validity: CertValidity;
@@ -1363,13 +1371,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       validity = certificateValidity(der);
       identity = identityFromCertificate(der);
     } catch (error) {
-      return this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
+      return void this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
     }
     // A resumed session skips certificate checks, and Deno 2.9's node:tls issues
     // session tickets that cannot be turned off: check validity on every connection.
     const now = this.#wall();
     if (!(now >= validity.notBefore && now <= validity.notAfter)) {
-      return this.#deny(socket, {
+      return void this.#deny(socket, {
         reason: "unauthenticated",
         identity,
         remote,
@@ -1380,12 +1388,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     const cipher = socket.getCipher()?.standardName;
     if (cipher === undefined || !this.#ciphers.has(cipher)) {
-      return this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
+      return void this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
     }
     if (crl !== undefined) {
       const verdict = crl.check(der, identity.serial, this.#wall());
       if (verdict !== "ok") {
-        return this.#deny(socket, {
+        return void this.#deny(socket, {
           reason: verdict,
           identity,
           remote,
@@ -1396,7 +1404,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       }
     }
     const who = policy.identify(identity);
-    if ("deny" in who) return this.#deny(socket, { reason: who.deny, identity, remote });
+    if ("deny" in who) return void this.#deny(socket, { reason: who.deny, identity, remote });
     const client = who.client;
     const servername = (socket as { servername?: string | false | null }).servername;
     const alpn = socket.alpnProtocol;
@@ -1406,11 +1414,33 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       ...(typeof alpn === "string" ? { alpn: [alpn] } : {}),
     });
     if ("deny" in route) {
-      return this.#deny(socket, { reason: route.deny, client: client.name, identity, remote });
+      return void this.#deny(socket, { reason: route.deny, client: client.name, identity, remote });
     }
-    const group = this.#groups.get(route.group)!;
+    return {
+      client,
+      identity,
+      group: route.group,
+      cipher,
+      alpn: typeof alpn === "string" ? alpn : undefined,
+      servername: typeof servername === "string" ? servername : undefined,
+    };
+  }
+
+  async #serve(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    remote: string,
+    head: Uint8Array[],
+    early: (chunk: Uint8Array) => void,
+  ): Promise<void> {
+    // One configuration for the whole connection, even if a reload lands meanwhile.
+    const config = this.#config;
+    const admitted = this.#admit(socket, listenerGroup, remote, this.#policy);
+    if (admitted === undefined) return;
+    const { client, identity, cipher, alpn, servername } = admitted;
+    const group = this.#groups.get(admitted.group)!;
     const groupConfig = group.config;
-    const base = { client: client.name, identity, group: route.group, remote };
+    const base = { client: client.name, identity, group: admitted.group, remote };
 
     let slot;
     try {
@@ -1433,29 +1463,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     using _slot = slot;
 
-    // Stop dialing if the client leaves or the balancer closes meanwhile.
-    const gone = new AbortController();
-    const onGone = () => gone.abort(new Error("Client closed before the upstream connected"));
-    socket.once("close", onGone);
-    let connection;
-    try {
-      connection = await group.pool.connect({
-        dial: this.#dial,
-        timeout: config.server.connectTimeout,
-        signal: AbortSignal.any([gone.signal, this.#closing.signal]),
-        onDialFailure: (address, reason) => group.probe.reportFailure(address, reason),
-      });
-    } catch (error) {
-      const reason: DenyReason = this.#closing.signal.aborted
-        ? "server_closing"
-        : gone.signal.aborted
-        ? "client_gone"
-        : error instanceof NoHealthyUpstreamError
-        ? "no_healthy_upstream"
-        : "upstream_unavailable";
-      return this.#deny(socket, { ...base, reason, detail: String(error) });
-    } finally {
-      socket.off("close", onGone);
+    const connection = await this.#connectUpstream(socket, group, config);
+    if ("deny" in connection) {
+      return this.#deny(socket, { ...base, reason: connection.deny, detail: connection.detail });
     }
     using lease = connection.lease;
     const upstream = connection.socket;
@@ -1502,6 +1512,45 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.counters.active--;
       this.#sockets.delete(socket);
       this.#sockets.delete(upstream);
+    }
+  }
+
+  /**
+   * Dials an upstream of `group` for `socket`, giving up when the client leaves or the
+   * balancer closes meanwhile. A method of its own so that nothing it allocates stays
+   * referenced by the suspended frame of `#serve` for the connection's life.
+   */
+  async #connectUpstream(
+    socket: TLSSocket,
+    group: Group,
+    config: Config,
+  ): Promise<UpstreamConnection<Socket> | { deny: DenyReason; detail: string }> {
+    // One controller, aborted by either event: cheaper than AbortSignal.any() per connection.
+    const stop = new AbortController();
+    const onGone = () => stop.abort(new Error("Client closed before the upstream connected"));
+    const onClosing = () => stop.abort(this.#closing.signal.reason);
+    socket.once("close", onGone);
+    this.#closing.signal.addEventListener("abort", onClosing, { once: true });
+    try {
+      if (this.#closing.signal.aborted) onClosing();
+      return await group.pool.connect({
+        dial: this.#dial,
+        timeout: config.server.connectTimeout,
+        signal: stop.signal,
+        onDialFailure: (address, reason) => group.probe.reportFailure(address, reason),
+      });
+    } catch (error) {
+      const deny: DenyReason = this.#closing.signal.aborted
+        ? "server_closing"
+        : stop.signal.aborted
+        ? "client_gone"
+        : error instanceof NoHealthyUpstreamError
+        ? "no_healthy_upstream"
+        : "upstream_unavailable";
+      return { deny, detail: String(error) };
+    } finally {
+      socket.off("close", onGone);
+      this.#closing.signal.removeEventListener("abort", onClosing);
     }
   }
 
@@ -1747,8 +1796,8 @@ function proxyHeader(
   socket: TLSSocket,
   client: string,
   identity: CertIdentity,
-  alpn: string | false | null,
-  servername: string | false | null | undefined,
+  alpn: string | undefined,
+  servername: string | undefined,
   cipher: string,
 ): Uint8Array {
   const tlvs: ProxyTlv[] = [];
@@ -1777,6 +1826,17 @@ function proxyHeader(
       }
       : { command: "proxy", tlvs },
   );
+}
+
+/** Who a connection is and where it may go, once `Balancer#admit` let it through. */
+interface Admitted {
+  client: ClientRule;
+  identity: CertIdentity;
+  /** The group it is routed to. */
+  group: string;
+  cipher: string;
+  alpn: string | undefined;
+  servername: string | undefined;
 }
 
 function noop(): void {}
