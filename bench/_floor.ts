@@ -8,14 +8,17 @@
  * benchmark runs it beside mtlb and HAProxy to show how much of a gap is mtlb's and how
  * much is Deno's. Not a product: it has no error handling beyond not crashing.
  *
- * Prints `{"listening":[P1,P2]}` once every listener is up.
+ * `--tcp-route` adds a plain `node:net` listener (no TLS) piped both ways the same way,
+ * for the runtime's cost without TLS. Prints `{"listening":[P1,P2,...]}` once every
+ * listener is up.
  *
  * `deno run --allow-net=127.0.0.1 --allow-read=FILES bench/_floor.ts --ca CA --cert CERT
- *   --key KEY --route LISTEN_PORT=UPSTREAM_PORT[,UPSTREAM_PORT...] [--route ...]`
+ *   --key KEY --route LISTEN_PORT=UPSTREAM_PORT[,UPSTREAM_PORT...] [--route ...]
+ *   [--tcp-route LISTEN_PORT=UPSTREAM_PORT[,...]]`
  *
  * @module
  */
-import { connect } from "node:net";
+import { connect, createServer as createTcpServer, type Socket } from "node:net";
 import { createServer, type TLSSocket } from "node:tls";
 import { parseArgs } from "node:util";
 
@@ -26,6 +29,7 @@ if (import.meta.main) {
       cert: { type: "string" },
       key: { type: "string" },
       route: { type: "string", multiple: true },
+      "tcp-route": { type: "string", multiple: true },
     },
   });
   const options = {
@@ -53,6 +57,22 @@ if (import.meta.main) {
       upstream.pipe(client);
     });
     server.on("tlsClientError", () => {});
+    await new Promise<void>((resolve) =>
+      server.listen({ host: "127.0.0.1", port: Number(listen), backlog: 4096 }, resolve)
+    );
+    listening.push(Number(listen));
+  }
+  for (const route of values["tcp-route"] ?? []) {
+    const [listen, targets] = route.split("=");
+    const upstreams = targets!.split(",").map(Number);
+    let next = 0;
+    const server = createTcpServer((client: Socket) => {
+      const upstream = connect(upstreams[next++ % upstreams.length]!, "127.0.0.1");
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
     await new Promise<void>((resolve) =>
       server.listen({ host: "127.0.0.1", port: Number(listen), backlog: 4096 }, resolve)
     );

@@ -590,6 +590,11 @@ interface Target {
   redisPort: number;
   /** TLS listener forwarding to the sink. */
   sinkPort: number;
+  /**
+   * Plain TCP listener (no TLS) forwarding to the two redis servers: HAProxy and the
+   * floor have one, for the runtime's cost without TLS. mtlb only speaks mutual TLS.
+   */
+  tcpPort?: number;
   /** The generated configuration. */
   config: string;
 }
@@ -694,6 +699,7 @@ async function startHaproxy(
 ): Promise<Target> {
   const redisPort = freePort();
   const sinkPort = freePort();
+  const tcpPort = freePort();
   const config = join(dir, `haproxy-${++configs}.cfg`);
   // Each connection takes two descriptors; leave room for listeners, checks and logs.
   const maxconn = Math.min(10_000, Math.floor((nofile - 200) / 2));
@@ -725,6 +731,10 @@ frontend sink
     bind 127.0.0.1:${sinkPort} ${bind}
     default_backend sink
 
+frontend redis_tcp
+    bind 127.0.0.1:${tcpPort}
+    default_backend redis
+
 backend sink
     balance leastconn
     server sink 127.0.0.1:${upstreams.sink} check inter 30s rise 1 fall 1
@@ -734,13 +744,15 @@ backend sink
   const proc = new Proc(label, ["haproxy", "-db", "-f", config]);
   await waitForPort(proc, redisPort);
   await waitForPort(proc, sinkPort);
-  return { label, kind: "haproxy", proc, redisPort, sinkPort, config: text };
+  await waitForPort(proc, tcpPort);
+  return { label, kind: "haproxy", proc, redisPort, sinkPort, tcpPort, config: text };
 }
 
 /** The Deno floor (bench/_floor.ts): node:tls + pipe(), with none of mtlb's features. */
 async function startFloor(pki: Pki, upstreams: Upstreams, label: string): Promise<Target> {
   const redisPort = freePort();
   const sinkPort = freePort();
+  const tcpPort = freePort();
   const proc = new Proc(label, [
     Deno.execPath(),
     "run",
@@ -758,10 +770,13 @@ async function startFloor(pki: Pki, upstreams: Upstreams, label: string): Promis
     `${redisPort}=${upstreams.redis[0]},${upstreams.redis[1]}`,
     "--route",
     `${sinkPort}=${upstreams.sink}`,
+    "--tcp-route",
+    `${tcpPort}=${upstreams.redis[0]},${upstreams.redis[1]}`,
   ]);
   await waitForPort(proc, redisPort);
   await waitForPort(proc, sinkPort);
-  return { label, kind: "floor", proc, redisPort, sinkPort, config: "" };
+  await waitForPort(proc, tcpPort);
+  return { label, kind: "floor", proc, redisPort, sinkPort, tcpPort, config: "" };
 }
 
 /** A fresh instance of a single-threaded target, for the memory figure. */
@@ -1303,6 +1318,15 @@ async function main(args: string[]): Promise<number> {
       samples.add("cpu_requests", target.label, cpuMs / (2 * sizes.requests / 1000));
       log(`${r}: ${target.label}: ${format(rate.set, 0)} SET/s, ${format(rate.get, 0)} GET/s`);
     }
+    // The same requests in plain TCP: what the runtime costs without TLS.
+    for (const target of order) {
+      if (target.tcpPort === undefined) continue;
+      const [, cpuMs] = await withCpu(
+        target.proc.child.pid,
+        () => requestRate(pki, target.tcpPort!, sizes.requests, false),
+      );
+      samples.add("cpu_requests_tcp", target.label, cpuMs / (2 * sizes.requests / 1000));
+    }
     for (const target of order) {
       const mbs = await bulkThroughput(pki, target, upstreams, sizes.bulkBytes);
       samples.add("bulk", target.label, mbs);
@@ -1418,6 +1442,16 @@ async function main(args: string[]): Promise<number> {
       floor: FLOOR,
     },
     {
+      metric: "cpu_requests_tcp",
+      label: "CPU per 1,000 requests, plain TCP (no TLS; mtlb n/a)",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 1,
+      mtlb: "mtlb",
+      haproxy: "HAProxy",
+      floor: FLOOR,
+    },
+    {
       metric: "cpu_handshake",
       label: "CPU per handshake",
       unit: "ms",
@@ -1507,7 +1541,9 @@ the clients use: the cost of the work, steadier than rates on a shared 2-core ma
 certificate verified) piped to \`node:net\` upstreams, with none of mtlb (no identity,
 policy, limits, health checks, metrics, logs or timeouts). It is what the Deno runtime
 costs by itself on the only API that verifies client certificates; mtlb cannot go below it
-without a different TLS stack.
+without a different TLS stack. The plain TCP row runs the same requests without TLS through a
+plain \`node:net\` listener of the floor and a plain \`bind\` of HAProxy: the runtime's socket
+path alone (mtlb only speaks mutual TLS, so it has no figure there).
 
 ${summary}
 ${multiNote ? `\n${multiNote}\n` : ""}
