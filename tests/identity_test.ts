@@ -10,7 +10,7 @@ import {
   spkiSha256FromPem,
 } from "../lib/identity.ts";
 import { createCa, issueCertificate } from "../lib/pki.ts";
-import { testPki } from "./_pki_fixtures.ts";
+import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 
 /** The openssl test reads the fixture files, so it needs `--allow-write` as well as `--allow-run`. */
 const OPENSSL = (await Deno.permissions.query({ name: "write" })).state === "granted" &&
@@ -134,9 +134,9 @@ Deno.test("identityFromCertificate() reads the test clients' CN, serial, SPKI an
   assert.equal(names.size, 3);
 });
 
-Deno.test("identityFromCertificate() agrees with node:crypto on serial and SPKI for every test cert", async () => {
-  const pki = await testPki();
-  const all = [
+/** Every leaf of the test PKI: root- and intermediate-issued, valid, expired, not yet valid. */
+function everyLeaf(pki: TestPki): TestCredential[] {
+  return [
     pki.server,
     pki.alice,
     pki.bob,
@@ -147,7 +147,11 @@ Deno.test("identityFromCertificate() agrees with node:crypto on serial and SPKI 
     pki.wrongEku,
     pki.viaIntermediate,
   ];
-  for (const credential of all) {
+}
+
+Deno.test("identityFromCertificate() agrees with node:crypto on serial and SPKI for every test cert", async () => {
+  const pki = await testPki();
+  for (const credential of everyLeaf(pki)) {
     const node = new NodeX509Certificate(credential.der);
     const spki = node.publicKey.export({ type: "spki", format: "der" });
     const identity = identityFromCertificate(credential.der);
@@ -159,15 +163,7 @@ Deno.test("identityFromCertificate() agrees with node:crypto on serial and SPKI 
 
 Deno.test("certificateValidity() agrees with node:crypto on every test cert", async () => {
   const pki = await testPki();
-  const all = [
-    pki.server,
-    pki.alice,
-    pki.expired,
-    pki.notYetValid,
-    pki.wrongEku,
-    pki.viaIntermediate,
-  ];
-  for (const credential of all) {
+  for (const credential of everyLeaf(pki)) {
     const node = new NodeX509Certificate(credential.der);
     assert.deepEqual(certificateValidity(credential.der), {
       notBefore: node.validFromDate.getTime(),
