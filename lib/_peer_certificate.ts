@@ -7,7 +7,7 @@
  * chain by parsing every CA certificate of the listener's PEM again, about 100 µs per
  * call (measured with a P-256 client and a one-certificate CA file; more with larger CA
  * bundles). `getPeerCertificate(false)` skips the chain (about 25 µs). The TLS handle
- * under the socket holds the verified chain as DER already, which costs about 2 µs to
+ * under the socket holds the chain the peer presented as DER already, about 2 µs to
  * read. mtlb needs only the leaf's DER: identity and validity are read from it by
  * `lib/identity.ts`.
  *
@@ -15,15 +15,16 @@
  */
 import type { TLSSocket } from "node:tls";
 
-/** What Deno 2.9's TLS handle offers: the verified peer chain, leaf first, as DER. */
+/** What Deno 2.9's TLS handle offers: the chain the peer presented, leaf first, as DER. */
 interface HandleWithChain {
   getPeerCertificateChain?: () => { certificates?: unknown[] } | null | undefined;
 }
 
 /**
  * Returns the leaf certificate the peer presented, as DER, or `undefined` when it
- * presented none. Uses the TLS handle's verified chain when the runtime exposes it
- * (Deno 2.9), and `getPeerCertificate(false).raw` otherwise (Node, other Deno versions).
+ * presented none. Uses the chain on the TLS handle when the runtime exposes it (Deno
+ * 2.9; its first entry is the leaf the handshake verified), and
+ * `getPeerCertificate(false).raw` otherwise (Node, other Deno versions).
  *
  * @example Usage
  * ```ts ignore

@@ -22,7 +22,9 @@ export type Dialer<S = Socket> = (address: HostPort, signal: AbortSignal) => Pro
  * The connected socket keeps the `"connect"` and `"error"` listeners this function
  * added (shared by all sockets; removing them would make every later emit slower on
  * V8). An `"error"` with no listener of the caller's still throws, as Node's
- * `emit("error")` does; add one, as with any socket.
+ * `emit("error")` does; add one, as with any socket. ("No listener of the caller's"
+ * is judged when the error is emitted: a caller's `once` listener has removed itself
+ * by the time the shared one runs, so use `on` for errors on these sockets.)
  *
  * @example Usage
  * ```ts ignore

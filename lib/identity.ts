@@ -393,7 +393,23 @@ function readTime(der: Uint8Array, tlv: Tlv): number {
   const yy = n(0, short ? 2 : 4);
   const year = short ? (yy >= 50 ? 1900 + yy : 2000 + yy) : yy;
   const at = short ? 2 : 4;
-  return Date.UTC(year, n(at, 2) - 1, n(at + 2, 2), n(at + 4, 2), n(at + 6, 2), n(at + 8, 2));
+  const [month, day, hour, minute, second] = [
+    n(at, 2),
+    n(at + 2, 2),
+    n(at + 4, 2),
+    n(at + 6, 2),
+    n(at + 8, 2),
+  ];
+  const time = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Date.UTC rolls over (month 13 is next January): out-of-range fields are malformed.
+  const date = new Date(time);
+  if (
+    date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || hour > 23 || minute > 59 ||
+    second > 59
+  ) {
+    fail(`validity time at offset ${tlv.header} is not a valid date and time`);
+  }
+  return time;
 }
 
 const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));

@@ -7,8 +7,10 @@
  */
 import {
   compareLogLevel,
+  type Config,
   configure,
   getAnsiColorFormatter,
+  getConfig,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
@@ -85,36 +87,38 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<As
     : textFormatter(terminal && !Deno.noColor);
   const write = options.write ?? writeStderr;
   const level = options.level ?? "info";
-  await configure({
+  const config: Config<string, string> = {
     reset: true,
     sinks: { stderr: (record: LogRecord) => write(formatter(record)) },
     loggers: [
       { category: ["mtlb"], lowestLevel: level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
-  });
-  lowestWritten = level;
+  };
+  await configure(config);
+  ours = { config, level };
   return {
     [Symbol.asyncDispose]: () => {
-      lowestWritten = undefined;
+      ours = undefined;
       return reset();
     },
   };
 }
 
-/** The level {@linkcode configureLogging} set, while its configuration is in force. */
-let lowestWritten: LogLevel | undefined;
+/** The configuration {@linkcode configureLogging} made last, and its level. */
+let ours: { config: Config<string, string>; level: LogLevel } | undefined;
 
 /**
  * Whether a record of `level` in an `mtlb` category would be written. LogTape builds
  * a record (message template parsed, properties copied) before its sinks' levels drop
- * it, so code that logs once per connection asks first. True whenever
- * {@linkcode configureLogging} is not in force: LogTape may then have been set up by
- * an embedding application, whose levels mtlb cannot see.
+ * it, so code that logs once per connection asks first. True whenever the
+ * configuration {@linkcode configureLogging} made is not the one in force (never made,
+ * disposed, or replaced by another `configure()`, whose levels mtlb does not read).
  *
  * @example Usage
  * ```ts
  * import { configureLogging, isLogged } from "./logging.ts";
+ * import { configure } from "@logtape/logtape";
  * import assert from "node:assert/strict";
  *
  * assert.equal(isLogged("debug"), true);
@@ -124,13 +128,26 @@ let lowestWritten: LogLevel | undefined;
  *   assert.equal(isLogged("error"), true);
  * }
  * assert.equal(isLogged("info"), true);
+ * {
+ *   await using _logging = await configureLogging({ level: "error", write: () => {} });
+ *   // Someone else's setup replaces it.
+ *   await configure({
+ *     reset: true,
+ *     sinks: {},
+ *     loggers: [{ category: ["logtape", "meta"], lowestLevel: "error", sinks: [] }],
+ *   });
+ *   assert.equal(isLogged("info"), true);
+ * }
  * ```
  *
  * @param level The level of the record about to be logged.
  * @returns `false` only when `configureLogging` is in force with a higher level.
  */
 export function isLogged(level: LogLevel): boolean {
-  return lowestWritten === undefined || compareLogLevel(level, lowestWritten) >= 0;
+  // Only while LogTape still runs the configuration configureLogging made: anyone may
+  // have called configure() since.
+  if (ours === undefined || getConfig() !== ours.config) return true;
+  return compareLogLevel(level, ours.level) >= 0;
 }
 
 const encoder = new TextEncoder();

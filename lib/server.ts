@@ -1516,9 +1516,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Dials an upstream of `group` for `socket`, giving up when the client leaves or the
-   * balancer closes meanwhile. A method of its own so that nothing it allocates stays
-   * referenced by the suspended frame of `#serve` for the connection's life.
+   * Dials an upstream of `group` for `socket`, giving up when the client's socket closes
+   * or the balancer closes meanwhile. A FIN from the client does not stop the dial: a
+   * half-closed client may still want its reply (as HAProxy does without
+   * `option abortonclose`), and forward() passes the FIN on once connected. A method of
+   * its own so that nothing it allocates stays referenced by the suspended frame of
+   * `#serve` for the connection's life.
    */
   async #connectUpstream(
     socket: TLSSocket,

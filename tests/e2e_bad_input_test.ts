@@ -631,17 +631,54 @@ Deno.test({
 });
 
 Deno.test({
-  // BUG (lib/server.ts, Balancer#serve): TLS 1.3 resumption skips certificate
-  // verification. Deno 2.9's node:tls server issues session tickets (12 h lifetime)
-  // that no option turns off (sessionTimeout, SSL_OP_NO_TICKET are ignored) and
-  // reports isSessionReused() false, so a client whose certificate expired after it
-  // got a ticket still gets in, for up to 12 hours: the full handshake is refused,
-  // the resumed one is forwarded. CRL checks are safe (they run after the handshake).
-  // Fix: in #serve, after reading the peer certificate, refuse (reason "unauthenticated", detail
-  // "certificate expired") when the wall clock is outside
-  // the certificate's validity period (certificateValidity), as is done for the CRL.
-  // Driven by openssl: Deno's own client does not resume reliably.
+  name: "Balancer forwards a resumed session and knows its client from the certificate",
+  ignore: !HAVE_OPENSSL,
+  async fn() {
+    await using upstream = await TestUpstream.start(); // echoes
+    await using lb = await balancer(upstream); // alice is a client
+    const dir = await Deno.makeTempDir({ prefix: "mtlb_resume_ok_" });
+    try {
+      const session = join(dir, "session");
+      const args = [
+        "-connect",
+        `127.0.0.1:${lb.port()}`,
+        "-CAfile",
+        join(lb.pki.dir, "ca.crt"),
+        "-cert",
+        join(lb.pki.dir, "alice.crt"),
+        "-key",
+        join(lb.pki.dir, "alice.key"),
+      ];
+      const first = await sClient([...args, "-sess_out", session], "", {
+        holdUntil: "Post-Handshake New Session Ticket arrived",
+      });
+      assert.match(first.text, /^New, TLSv1\.3/m);
+      const ended = nextEvent<ConnectionRecord>(lb.balancer, "end");
+      const payload = "PAYLOAD-resumed-4c1d\n"; // s_client takes a line starting with R as a command
+      const resumed = await sClient([...args, "-sess_in", session], payload, {
+        holdUntil: payload,
+      });
+      assert.match(resumed.text, /^Reused, TLSv1\.3/m, "the session was resumed");
+      assert.ok(resumed.text.includes(payload), `the echo came back:\n${resumed.text}`);
+      const record = await guard(ended, "end");
+      assert.equal(record.client, "alice");
+      assert.equal(record.identity.cn, "alice");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  // TLS 1.3 resumption skips certificate verification, and Deno 2.9's node:tls server
+  // issues session tickets (12 h lifetime) that no option turns off (sessionTimeout,
+  // SSL_OP_NO_TICKET are ignored). Without a check of its own, a client whose
+  // certificate expired after it got a ticket would still get in for up to 12 hours.
+  // The balancer re-reads the peer certificate after every handshake, resumed or not,
+  // and refuses it outside its validity period. Driven by openssl: Deno's own client
+  // does not resume reliably.
   name: "Balancer refuses a resumed session whose certificate has expired since",
+  ignore: !HAVE_OPENSSL,
   async fn() {
     await using upstream = await TestUpstream.start();
     await using lb = await balancer(upstream, {
@@ -683,12 +720,16 @@ groups = ["echo"]`,
       const fresh = await sClient(args, payload);
       assert.ok(!fresh.text.includes(payload), "a full handshake is refused");
       const before = snapshot(upstream);
+      const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
       const resumed = await sClient([...args, "-sess_in", session], payload, {
         holdUntil: payload,
       });
       assert.match(resumed.text, /^Reused, TLSv1\.3/m, "the session was resumed");
       assert.equal(upstream.received, before.received, "nothing reached the upstream");
       assert.ok(!resumed.text.includes(payload), "a resumed session is refused");
+      const record = await guard(denied, "deny");
+      assert.equal(record.reason, "unauthenticated");
+      assert.match(record.detail ?? "", /^certificate valid from \S+ to \S+$/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -10,9 +10,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
 import { AdminServer } from "../lib/admin.ts";
-import { formatHostPort } from "../lib/address.ts";
+import { formatHostPort, type HostPort } from "../lib/address.ts";
 import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config.ts";
 import { createCrl } from "../lib/crl.ts";
+import { dialTcp } from "../lib/dial.ts";
+import { certificateValidity } from "../lib/identity.ts";
 import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy_protocol.ts";
 import {
   Balancer,
@@ -764,5 +766,78 @@ Deno.test("main.ts reloads by itself when the config file changes, with [server]
     for await (const _ of reader);
     await child.status;
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Balancer refuses a certificate outside its validity period by its own wall clock", async () => {
+  const pki = await testPki();
+  await using upstream = await TestUpstream.start();
+  let now = Date.now();
+  await using balancer = await startWith(await load(echoConfig(upstream.address)), {
+    wallClock: () => now,
+  });
+  const { notBefore, notAfter } = certificateValidity(pki.alice.der);
+  for (const at of [notAfter + 1000, notBefore - 1000]) {
+    // The handshake passes (rustls uses the real clock); the balancer's check does not.
+    now = at;
+    const denied = nextEvent<DenyRecord>(balancer, "deny");
+    const alice = await connectClient(port(balancer), pki.alice);
+    await assertDenied(alice, denied, "unauthenticated");
+    const record = await denied;
+    assert.equal(record.identity?.cn, "alice");
+    assert.equal(
+      record.detail,
+      `certificate valid from ${new Date(notBefore).toISOString()} to ${
+        new Date(notAfter).toISOString()
+      }`,
+    );
+  }
+  now = Date.now();
+  const alice = await connectClient(port(balancer), pki.alice);
+  assert.equal(await roundTrip(alice, "in time"), "in time");
+  await finish(balancer, alice);
+});
+
+Deno.test("Balancer keeps dialling for a half-closed client, and gives up when it closes", async () => {
+  const pki = await testPki();
+  await using upstream = await TestUpstream.start(); // echoes, then ends on the client's FIN
+  let dialed = Promise.withResolvers<AbortSignal>();
+  let gate = Promise.withResolvers<void>();
+  // Holds every dial until the gate opens, then dials for real; aborts still count.
+  const dial = async (address: HostPort, signal: AbortSignal): Promise<Socket> => {
+    dialed.resolve(signal);
+    const aborted = new Promise<never>((_resolve, reject) =>
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true })
+    );
+    await Promise.race([gate.promise, aborted]);
+    return await dialTcp(address, signal);
+  };
+  const balancer = await startWith(await load(echoConfig(upstream.address)), { dial });
+  try {
+    // A client that sends its request and half-closes before the upstream is connected
+    // still gets its reply: a FIN is not a client gone (HAProxy without abortonclose).
+    const alice = await connectClient(port(balancer), pki.alice);
+    alice.write("sent before the upstream\n");
+    alice.end();
+    const first = await dialed.promise;
+    const reply = readAll(alice);
+    gate.resolve();
+    assert.equal(text((await reply).data), "sent before the upstream\n");
+    assert.equal(first.aborted, false);
+
+    // The balancer closes while another dial is pending: it is aborted and refused.
+    dialed = Promise.withResolvers<AbortSignal>();
+    gate = Promise.withResolvers<void>();
+    const closing = nextEvent<DenyRecord>(balancer, "deny");
+    const again = await connectClient(port(balancer), pki.alice);
+    again.on("error", () => {});
+    const second = await dialed.promise;
+    const closed = balancer.close();
+    assert.equal((await closing).reason, "server_closing");
+    assert.equal(second.aborted, true);
+    await closed;
+    assert.equal(balancer.counters.accepted, 1, "only the first connection was forwarded");
+  } finally {
+    await balancer.close();
   }
 });

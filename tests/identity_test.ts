@@ -1,5 +1,6 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { createHash, X509Certificate as NodeX509Certificate } from "node:crypto";
 import * as tls from "node:tls";
 import { Name, X509CertificateGenerator } from "@peculiar/x509";
@@ -192,6 +193,26 @@ Deno.test("certificateValidity() refuses malformed DER with a TypeError", async 
     assert.throws(() => certificateValidity(bad), TypeError);
   }
   assert.throws(() => certificateValidity("x" as unknown as Uint8Array), TypeError);
+});
+
+Deno.test("certificateValidity() refuses times that are not a date and time", async () => {
+  const pki = await testPki();
+  const der = pki.alice.der;
+  // Alice's notBefore is a UTCTime "YYMMDDHHMMSSZ": find it and spoil one field at a time.
+  const { notBefore } = certificateValidity(der);
+  const stamp = new Date(notBefore).toISOString().replace(/[-:T]/g, "").slice(2, 14) + "Z";
+  const at = Buffer.from(der).indexOf(stamp, 0, "latin1");
+  assert.ok(at > 0, "found notBefore in the DER");
+  for (
+    const [offset, value] of [[2, "13"], [4, "00"], [4, "32"], [6, "24"], [8, "60"], [
+      10,
+      "60",
+    ]] as const
+  ) {
+    const spoiled = Uint8Array.from(der);
+    spoiled.set(new TextEncoder().encode(value), at + offset);
+    assert.throws(() => certificateValidity(spoiled), TypeError, `${value} at ${offset}`);
+  }
 });
 
 Deno.test("identityFromCertificate() keeps SAN values with commas whole", async () => {

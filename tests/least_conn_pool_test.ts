@@ -900,35 +900,3 @@ Deno.test("LeastConnPool.connect() dials TCP and skips a refused upstream", asyn
     await close(server);
   }
 });
-
-Deno.test("dialTcp() keeps shared listeners, and a later error still throws when unhandled", async () => {
-  const server = createServer((socket) => socket.on("error", () => {}));
-  const port = await listen(server);
-  const controller = new AbortController();
-  const a = await dialTcp({ hostname: "127.0.0.1", port }, controller.signal);
-  const b = await dialTcp({ hostname: "127.0.0.1", port }, controller.signal);
-  try {
-    // Removing the only listener of an event would delete its key from `_events` and
-    // turn it into a V8 dictionary for the socket's life; shared ones stay instead.
-    for (const event of ["connect", "error"]) {
-      assert.equal(a.listenerCount(event), 1, event);
-      assert.equal(a.listeners(event)[0], b.listeners(event)[0], event);
-    }
-    // A late abort or connect event does nothing to a connected socket.
-    controller.abort();
-    a.emit("connect");
-    assert.equal(a.destroyed, false);
-    // Unhandled, an error throws as it would with no listener at all ...
-    const boom = new Error("boom");
-    assert.throws(() => a.emit("error", boom), (error) => error === boom);
-    // ... and with a listener of the caller's, it reaches that listener only.
-    const seen: unknown[] = [];
-    a.on("error", (error) => seen.push(error));
-    a.emit("error", boom);
-    assert.deepEqual(seen, [boom]);
-  } finally {
-    a.destroy();
-    b.destroy();
-    await close(server);
-  }
-});
