@@ -137,6 +137,10 @@ scope.onmessage = (event) => {
     healthTarget?.setHealth(message.group, message.report);
     return;
   }
+  // A close cuts a drain in progress short (a second SIGTERM): it must not wait in the
+  // queue behind that drain. Closing the balancer ends the drain, whose "drained" reply
+  // then goes out before the queued close answers "closed".
+  if (message.type === "close") void balancer?.close();
   // An unexpected error is not caught: the Worker dies and the primary restarts it.
   queue = queue.then(() => handle(message));
 };

@@ -544,6 +544,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
   #refused = new WeakSet<Socket>();
   #remotes = new WeakMap<Socket, string>();
+  /** Connections open when close() began, for a drain it cut short. */
+  #openAtClose = 0;
   #sockets = new Set<Socket>();
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
@@ -856,7 +858,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * @returns When everything is closed.
    */
   close(): Promise<void> {
-    this.#closed ??= this.#shutdown();
+    if (this.#closed === undefined) {
+      this.#openAtClose = this.#open;
+      this.#closed = this.#shutdown();
+    }
     return this.#closed;
   }
 
@@ -891,8 +896,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       });
       if (timer !== undefined) this.#clock.clearTimeout(timer);
     }
-    const forced = this.#open;
-    if (forced > 0) {
+    // close() called meanwhile (a second SIGTERM) ended the wait: what it closed was forced.
+    const forced = this.#closed !== undefined ? this.#openAtClose : this.#open;
+    if (forced > 0 && this.#closed === undefined) {
       log.warn("Drain timeout: closing {forced} connections still open", { forced });
     }
     await this.close();

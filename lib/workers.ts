@@ -1109,6 +1109,12 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       slot.reply?.close();
       slot.reply = undefined;
       slot.state = "closed";
+      // A terminated worker answers nothing more: a drain waiting on it ends here, its
+      // connections counted as forced.
+      slot.drained?.resolve({
+        forced: slot.last?.status.connections.active ?? 0,
+        durationMs: 0,
+      });
     }));
     for (const slot of this.#slots) slot.state = "closed";
     await Promise.all([...this.#probes.values()].map((p) => p.close()));

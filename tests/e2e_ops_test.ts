@@ -841,3 +841,22 @@ Deno.test("Balancer keeps dialling for a half-closed client, and gives up when i
     await balancer.close();
   }
 });
+
+Deno.test("Balancer.close() during a drain ends the drain now and counts what it closed", async () => {
+  const pki = await testPki();
+  await using upstream = await TestUpstream.start();
+  await using balancer = await startWith(await load(echoConfig(upstream.address)));
+  const held: TLSSocket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const socket = await connectClient(port(balancer), pki.alice);
+    assert.equal(await roundTrip(socket, "x"), "x");
+    held.push(socket);
+  }
+  const closed = held.map((socket) => readAll(socket));
+  const drained = balancer.drain(60_000); // would wait a minute for these
+  await balancer.close(); // a second SIGTERM
+  const result = await drained;
+  assert.equal(result.forced, 3);
+  assert.ok(result.durationMs < 60_000);
+  await Promise.all(closed);
+});

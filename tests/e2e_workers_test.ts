@@ -350,6 +350,27 @@ Deno.test("WorkerBalancer.drain() drains every worker and sums what it had to cl
   assert.equal(balancer.status().workers.every((w) => w.state === "closed"), true);
 });
 
+Deno.test("WorkerBalancer.close() during a drain ends it now, as a second SIGTERM does", async () => {
+  await using upstream = await TestUpstream.start();
+  await using balancer = await startWorkers(await load(body([upstream.address])));
+  const pki = await testPki();
+  const held = await Promise.all(
+    Array.from({ length: 4 }, () => tryForward(port(balancer), pki.bob)),
+  );
+  const closed = held.map((s) => readAll(s!));
+  // A drain that would wait a minute for these connections ...
+  const drained = balancer.drain(60_000);
+  assert.equal(balancer.state, "draining");
+  // ... is cut short: the workers close at once and the drain returns. Before the fix,
+  // the workers' close waited behind their drain and the drain never returned.
+  await balancer.close();
+  const result = await drained;
+  assert.equal(result.forced, 4);
+  assert.equal(balancer.state, "closed");
+  await Promise.all(closed);
+  assert.equal(balancer.status().workers.every((w) => w.state === "closed"), true);
+});
+
 // -------------------------------------------------------------------------------------
 // main.ts as a subprocess
 
