@@ -502,6 +502,20 @@ Deno.test("Balancer refuses client certificate chains it cannot verify", async (
 });
 
 /** Runs `openssl s_client ARGS` with `input` on stdin and a time bound; never throws. */
+/** `openssl s_client` arguments to reach `lb` as the client whose files are given. */
+function clientArgs(lb: { port(): number; pki: { dir: string } }, cert: string, key: string) {
+  return [
+    "-connect",
+    `127.0.0.1:${lb.port()}`,
+    "-CAfile",
+    join(lb.pki.dir, "ca.crt"),
+    "-cert",
+    cert,
+    "-key",
+    key,
+  ];
+}
+
 async function sClient(
   args: string[],
   input: string,
@@ -639,16 +653,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "mtlb_resume_ok_" });
     try {
       const session = join(dir, "session");
-      const args = [
-        "-connect",
-        `127.0.0.1:${lb.port()}`,
-        "-CAfile",
-        join(lb.pki.dir, "ca.crt"),
-        "-cert",
-        join(lb.pki.dir, "alice.crt"),
-        "-key",
-        join(lb.pki.dir, "alice.key"),
-      ];
+      const args = clientArgs(lb, join(lb.pki.dir, "alice.crt"), join(lb.pki.dir, "alice.key"));
       const first = await sClient([...args, "-sess_out", session], "", {
         holdUntil: "Post-Handshake New Session Ticket arrived",
       });
@@ -699,16 +704,7 @@ groups = ["echo"]`,
       await Deno.writeTextFile(join(dir, "leaf.pem"), leaf.certPem);
       await Deno.writeTextFile(join(dir, "key.pem"), leaf.keyPem);
       const session = join(dir, "session");
-      const args = [
-        "-connect",
-        `127.0.0.1:${lb.port()}`,
-        "-CAfile",
-        join(lb.pki.dir, "ca.crt"),
-        "-cert",
-        join(dir, "leaf.pem"),
-        "-key",
-        join(dir, "key.pem"),
-      ];
+      const args = clientArgs(lb, join(dir, "leaf.pem"), join(dir, "key.pem"));
       const first = await sClient([...args, "-sess_out", session], "valid\n", {
         holdUntil: "Post-Handshake New Session Ticket arrived",
       });
