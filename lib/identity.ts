@@ -73,20 +73,35 @@ export interface CertValidity {
  * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
  */
 export function certificateValidity(der: Uint8Array): CertValidity {
-  if (!(der instanceof Uint8Array)) {
-    throw new TypeError("Cannot read certificate: expected DER bytes in a Uint8Array");
-  }
-  const cert = readTlv(der, 0, der.length, SEQUENCE);
-  const tbs = readTlv(der, cert.start, cert.end, SEQUENCE);
-  let field = readTlv(der, tbs.start, tbs.end);
-  if (field.tag === VERSION) field = readTlv(der, field.end, tbs.end);
-  expectTag(field, INTEGER, "serialNumber");
-  const signature = readTlv(der, field.end, tbs.end, SEQUENCE);
-  const issuer = readTlv(der, signature.end, tbs.end, SEQUENCE);
-  const validity = readTlv(der, issuer.end, tbs.end, SEQUENCE);
-  const notBefore = readTlv(der, validity.start, validity.end);
-  const notAfter = readTlv(der, notBefore.end, validity.end);
-  return { notBefore: readTime(der, notBefore), notAfter: readTime(der, notAfter) };
+  return validityOf(der, readTbs(der).validity);
+}
+
+/**
+ * Reads identity and validity with one walk over the certificate: what the server
+ * needs from every client certificate.
+ *
+ * @example Usage
+ * ```ts
+ * import { readCertificate } from "./identity.ts";
+ * import { createCa, issueCertificate } from "./pki.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const erin = await issueCertificate(ca, { commonName: "erin", kind: "client" });
+ * const { identity, validity } = readCertificate(erin.der);
+ * assert.equal(identity.cn, "erin");
+ * assert.ok(validity.notBefore < validity.notAfter);
+ * ```
+ *
+ * @param der The certificate, DER.
+ * @returns What {@linkcode identityFromCertificate} and {@linkcode certificateValidity} return.
+ * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
+ */
+export function readCertificate(
+  der: Uint8Array,
+): { identity: CertIdentity; validity: CertValidity } {
+  const tbs = readTbs(der);
+  return { identity: identityOf(der, tbs), validity: validityOf(der, tbs.validity) };
 }
 
 /**
@@ -153,25 +168,42 @@ export function normalizeHex(text: string): string {
  * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
  */
 export function identityFromCertificate(der: Uint8Array): CertIdentity {
+  return identityOf(der, readTbs(der));
+}
+
+/** The fields of a TBSCertificate that identity and validity are read from. */
+interface TbsFields {
+  tbs: Tlv;
+  serial: Tlv;
+  validity: Tlv;
+  subject: Tlv;
+  spki: Tlv;
+}
+
+/** Walks a certificate to its TBSCertificate fields, checking the structure on the way. */
+function readTbs(der: Uint8Array): TbsFields {
   if (!(der instanceof Uint8Array)) {
     throw new TypeError("Cannot read certificate: expected DER bytes in a Uint8Array");
   }
   const cert = readTlv(der, 0, der.length, SEQUENCE);
   if (cert.end !== der.length) fail("trailing bytes after the certificate");
   const tbs = readTlv(der, cert.start, cert.end, SEQUENCE);
-  let field = readTlv(der, tbs.start, tbs.end);
-  if (field.tag === VERSION) field = readTlv(der, field.end, tbs.end);
-  expectTag(field, INTEGER, "serialNumber");
-  if (field.start === field.end) fail("empty serialNumber");
-  const serial = normalizeHex(toHex(der, field.start, field.end));
-  const signature = readTlv(der, field.end, tbs.end, SEQUENCE);
+  let serial = readTlv(der, tbs.start, tbs.end);
+  if (serial.tag === VERSION) serial = readTlv(der, serial.end, tbs.end);
+  expectTag(serial, INTEGER, "serialNumber");
+  if (serial.start === serial.end) fail("empty serialNumber");
+  const signature = readTlv(der, serial.end, tbs.end, SEQUENCE);
   const issuer = readTlv(der, signature.end, tbs.end, SEQUENCE);
   const validity = readTlv(der, issuer.end, tbs.end, SEQUENCE);
   const subject = readTlv(der, validity.end, tbs.end, SEQUENCE);
   const spki = readTlv(der, subject.end, tbs.end, SEQUENCE);
+  return { tbs, serial, validity, subject, spki };
+}
+
+function identityOf(der: Uint8Array, { tbs, serial, subject, spki }: TbsFields): CertIdentity {
   const identity: CertIdentity = {
     spkiSha256: createHash("sha256").update(der.subarray(spki.header, spki.end)).digest("hex"),
-    serial,
+    serial: normalizeHex(toHex(der, serial.start, serial.end)),
     sanUri: [],
     sanDns: [],
   };
@@ -183,6 +215,12 @@ export function identityFromCertificate(der: Uint8Array): CertIdentity {
     at = optional.end;
   }
   return identity;
+}
+
+function validityOf(der: Uint8Array, validity: Tlv): CertValidity {
+  const notBefore = readTlv(der, validity.start, validity.end);
+  const notAfter = readTlv(der, notBefore.end, validity.end);
+  return { notBefore: readTime(der, notBefore), notAfter: readTime(der, notAfter) };
 }
 
 /**

@@ -39,12 +39,7 @@ import {
   type TargetHealth,
 } from "./health_probe.ts";
 import { HealthChangeEvent } from "./health_event.ts";
-import {
-  type CertIdentity,
-  certificateValidity,
-  type CertValidity,
-  identityFromCertificate,
-} from "./identity.ts";
+import { type CertIdentity, type CertValidity, readCertificate } from "./identity.ts";
 import { peerCertificateDer } from "./_peer_certificate.ts";
 import {
   LeastConnPool,
@@ -1374,8 +1369,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     let identity: CertIdentity;
     let validity: CertValidity;
     try {
-      validity = certificateValidity(der);
-      identity = identityFromCertificate(der);
+      ({ identity, validity } = readCertificate(der));
     } catch (error) {
       return void this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
     }

@@ -8,6 +8,7 @@ import {
   certificateValidity,
   identityFromCertificate,
   normalizeHex,
+  readCertificate,
   spkiSha256FromPem,
 } from "../lib/identity.ts";
 import { createCa, issueCertificate } from "../lib/pki.ts";
@@ -173,6 +174,17 @@ Deno.test("certificateValidity() agrees with node:crypto on every test cert", as
   }
   assert.ok(certificateValidity(pki.expired.der).notAfter < Date.now());
   assert.ok(certificateValidity(pki.notYetValid.der).notBefore > Date.now());
+});
+
+Deno.test("readCertificate() gives what identityFromCertificate() and certificateValidity() do", async () => {
+  const pki = await testPki();
+  for (const credential of everyLeaf(pki)) {
+    assert.deepEqual(readCertificate(credential.der), {
+      identity: identityFromCertificate(credential.der),
+      validity: certificateValidity(credential.der),
+    });
+  }
+  assert.throws(() => readCertificate(pki.alice.der.subarray(0, 40)), TypeError);
 });
 
 Deno.test("certificateValidity() reads GeneralizedTime from 2050 on and UTCTime before", async () => {
