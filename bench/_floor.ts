@@ -18,7 +18,12 @@
  *
  * @module
  */
-import { connect, createServer as createTcpServer, type Socket } from "node:net";
+import {
+  connect,
+  createServer as createTcpServer,
+  type Server as NetServer,
+  type Socket,
+} from "node:net";
 import { createServer, type TLSSocket } from "node:tls";
 import { parseArgs } from "node:util";
 
@@ -41,42 +46,49 @@ if (import.meta.main) {
     minVersion: "TLSv1.3" as const,
   };
   const listening: number[] = [];
-  for (const route of values.route ?? []) {
+  /** Listens on a route's port and wires each client to the next upstream in turn. */
+  const serve = async (
+    route: string,
+    make: (onClient: (client: Socket) => void) => NetServer,
+    wire: (client: Socket, upstream: Socket) => void,
+  ): Promise<void> => {
     const [listen, targets] = route.split("=");
     const upstreams = targets!.split(",").map(Number);
     let next = 0;
-    const server = createServer(options, (client: TLSSocket) => {
+    const server = make((client) => {
       const upstream = connect(upstreams[next++ % upstreams.length]!, "127.0.0.1");
       client.on("error", () => upstream.destroy());
       upstream.on("error", () => client.destroy());
-      // Not client.pipe(upstream): Deno 2.9's node:tls loses a FIN that arrives while
-      // a server socket is paused, which pipe() does under backpressure (see
-      // lib/forward.ts). The TLS side is never paused; the upstream side may be.
-      client.on("data", (chunk: Uint8Array) => upstream.write(chunk));
-      client.on("end", () => upstream.end());
-      upstream.pipe(client);
+      wire(client, upstream);
     });
-    server.on("tlsClientError", () => {});
     await new Promise<void>((resolve) =>
       server.listen({ host: "127.0.0.1", port: Number(listen), backlog: 4096 }, resolve)
     );
     listening.push(Number(listen));
+  };
+  for (const route of values.route ?? []) {
+    await serve(
+      route,
+      (onClient) =>
+        createServer(options, (client: TLSSocket) => onClient(client)).on(
+          "tlsClientError",
+          () => {},
+        ),
+      (client, upstream) => {
+        // Not client.pipe(upstream): Deno 2.9's node:tls loses a FIN that arrives while
+        // a server socket is paused, which pipe() does under backpressure (see
+        // lib/forward.ts). The TLS side is never paused; the upstream side may be.
+        client.on("data", (chunk: Uint8Array) => upstream.write(chunk));
+        client.on("end", () => upstream.end());
+        upstream.pipe(client);
+      },
+    );
   }
   for (const route of values["tcp-route"] ?? []) {
-    const [listen, targets] = route.split("=");
-    const upstreams = targets!.split(",").map(Number);
-    let next = 0;
-    const server = createTcpServer((client: Socket) => {
-      const upstream = connect(upstreams[next++ % upstreams.length]!, "127.0.0.1");
-      client.on("error", () => upstream.destroy());
-      upstream.on("error", () => client.destroy());
+    await serve(route, (onClient) => createTcpServer(onClient), (client, upstream) => {
       client.pipe(upstream);
       upstream.pipe(client);
     });
-    await new Promise<void>((resolve) =>
-      server.listen({ host: "127.0.0.1", port: Number(listen), backlog: 4096 }, resolve)
-    );
-    listening.push(Number(listen));
   }
   console.log(JSON.stringify({ listening }));
 }
