@@ -433,3 +433,47 @@ export function conditions(): string {
     load5?.toFixed(2)
   } at start, Deno ${Deno.version.deno}`;
 }
+
+/** A suite's checks: each printed as it is made, the failed ones kept for the summary. */
+export class Checks {
+  /** What failed, in order; also errors that ended the suite early. */
+  readonly failures: string[] = [];
+
+  /**
+   * Records one check.
+   *
+   * @param ok Whether it held.
+   * @param what What was checked, as printed.
+   */
+  check = (ok: boolean, what: string): void => {
+    if (!ok) this.failures.push(what);
+    console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  };
+}
+
+/**
+ * Runs a suite in a fresh temporary directory, removed afterwards. An error thrown by
+ * `body` counts as a failure. Prints PASS or FAIL and exits 0 only when nothing failed.
+ *
+ * @param prefix Prefix of the temporary directory.
+ * @param checks The suite's checks.
+ * @param body The suite.
+ */
+export async function runSuite(
+  prefix: string,
+  checks: Checks,
+  body: (dir: string) => Promise<void>,
+): Promise<never> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await body(dir);
+  } catch (error) {
+    checks.failures.push(String(error));
+    console.error(error);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const failed = checks.failures.length;
+  console.log(failed === 0 ? "PASS" : `FAIL: ${failed} checks failed`);
+  Deno.exit(failed === 0 ? 0 : 1);
+}

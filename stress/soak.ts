@@ -28,12 +28,14 @@
 import { parseArgs } from "node:util";
 import {
   BalancerProcess,
+  Checks,
   type ClientReport,
   conditions,
   delay,
   errorCount,
   makePki,
   type ProcSample,
+  runSuite,
   startClients,
   startUpstream,
   stressConfig,
@@ -68,16 +70,12 @@ interface Row extends ProcSample {
 }
 
 const rows: Row[] = [];
-const failures: string[] = [];
-const check = (ok: boolean, what: string): void => {
-  if (!ok) failures.push(what);
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-};
+const checks = new Checks();
+const { failures, check } = checks;
 
 console.log(`mtlb soak suite: ${conditions()}`);
 const startedAt = new Date();
-const dir = await Deno.makeTempDir({ prefix: "mtlb_soak_" });
-try {
+await runSuite("mtlb_soak_", checks, async (dir) => {
   const pki = await makePki(dir, PROCESSES);
   const upstream = await startUpstream();
   await using _upstream = upstream.child;
@@ -197,11 +195,4 @@ try {
   if (values.json !== undefined) {
     await Deno.writeTextFile(values.json, JSON.stringify(summary, null, 2));
   }
-} catch (error) {
-  failures.push(String(error));
-  console.error(error);
-} finally {
-  await Deno.remove(dir, { recursive: true });
-}
-console.log(failures.length === 0 ? "PASS" : `FAIL: ${failures.length} checks failed`);
-Deno.exit(failures.length === 0 ? 0 : 1);
+});
