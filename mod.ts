@@ -64,6 +64,7 @@ export {
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,
+  loadAdminToken,
   loadConfig,
   loadTlsMaterial,
   type LogConfig,

@@ -187,6 +187,19 @@ export interface AdminConfig {
   listen?: string;
   /** Whether the admin endpoint may trigger a config reload (default false). */
   allowReload: boolean;
+  /**
+   * Host names the admin endpoint answers for besides IP addresses and `localhost`
+   * (`hosts`, lowercase, default none): a request whose `Host` is anything else is
+   * refused, which defeats DNS rebinding.
+   */
+  hosts: string[];
+  /**
+   * The file holding the admin endpoint's bearer token (`token_file`, an absolute
+   * path); read by {@linkcode loadAdminToken}. Unset: no token is asked for.
+   *
+   * @default {undefined}
+   */
+  tokenFile?: string;
 }
 
 /**
@@ -342,6 +355,15 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const HEX_RE = /^[0-9a-fA-F]+(?::[0-9a-fA-F]+)*$/;
 const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns"] as const;
 const HEALTH_KEYS = ["interval", "timeout", "rise", "fall", "send", "expect"];
+const HOST_NAME_RE =
+  /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+/** Shortest admin token accepted: 128 bits as hex. */
+const MIN_TOKEN_LENGTH = 32;
+/**
+ * The line of `admin.token_file` in the config text, for the errors of
+ * {@linkcode loadAdminToken} (the file is read after the text is gone).
+ */
+const TOKEN_FILE_LINES = new WeakMap<AdminConfig, number | undefined>();
 
 /**
  * Parses and validates config text. Pure: reads no files (certificates are checked
@@ -419,7 +441,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
   });
   const groups = readGroups(r, r.table(doc, "", "groups", true), health);
   const clients = readClients(r, r.table(doc, "", "clients", false), groups);
-  const admin = readAdmin(r, r.table(doc, "", "admin", false));
+  const admin = readAdmin(r, r.table(doc, "", "admin", false), baseDir);
   const logTable = r.table(doc, "", "log", false);
   r.keys(logTable, "log", ["format"]);
   const format = r.oneOf(logTable, "log", "format", ["auto", "text", "json"] as const) ?? "auto";
@@ -642,6 +664,79 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
     );
   }
   return { ca, cert, key, crl, certificates, crls: list.lists };
+}
+
+/**
+ * Reads the admin endpoint's bearer token from `[admin] token_file`: the file's
+ * text with surrounding whitespace trimmed, which must be at least 32 visible
+ * ASCII characters (`openssl rand -hex 32` makes one).
+ *
+ * @example Usage
+ * ```ts
+ * import { loadAdminToken, parseConfig } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/admin.token`, "0123456789abcdef0123456789abcdef\n");
+ * const config = parseConfig(
+ *   `[tls]
+ * ca = "ca.crt"
+ * cert = "server.crt"
+ * key = "server.key"
+ * [admin]
+ * listen = "127.0.0.1:9000"
+ * token_file = "admin.token"
+ * [groups.echo]
+ * upstreams = ["127.0.0.1:7001"]
+ * listen = "127.0.0.1:8443"
+ * `,
+ *   { path: `${dir}/lb.toml` },
+ * );
+ * assert.equal(await loadAdminToken(config), "0123456789abcdef0123456789abcdef");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * @param config The config (its `path` is used in errors).
+ * @returns The token, or `undefined` when `token_file` is not set.
+ * @throws {ConfigError} With key `admin.token_file` when the file cannot be read, is
+ *   empty, or holds anything but one token of at least 32 visible ASCII characters.
+ */
+export async function loadAdminToken(
+  config: Pick<Config, "path" | "admin">,
+): Promise<string | undefined> {
+  const file = config.admin.tokenFile;
+  if (file === undefined) return undefined;
+  const key = "admin.token_file";
+  const fail = (detail: string, cause?: unknown): never => {
+    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
+      path: config.path,
+      key,
+      line: TOKEN_FILE_LINES.get(config.admin),
+      cause,
+    });
+  };
+  let token: string;
+  try {
+    token = (await Deno.readTextFile(file)).trim();
+  } catch (error) {
+    return fail(`cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`, error);
+  }
+  if (token === "") fail(`names an empty file, ${JSON.stringify(file)}: it must hold the token`);
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    fail(
+      `must hold one token of visible ASCII characters (no spaces or lines), ${
+        JSON.stringify(file)
+      } holds something else`,
+    );
+  }
+  if (token.length < MIN_TOKEN_LENGTH) {
+    fail(
+      `must hold a token of at least ${MIN_TOKEN_LENGTH} characters (openssl rand -hex 32), ${
+        JSON.stringify(file)
+      } holds ${token.length}`,
+    );
+  }
+  return token;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -888,11 +983,36 @@ function readClients(
   return clients;
 }
 
-function readAdmin(r: _Reader, t: Table): AdminConfig {
-  r.keys(t, "admin", ["listen", "allow_reload"]);
-  const admin: AdminConfig = { allowReload: r.boolean(t, "admin", "allow_reload") ?? false };
-  const listen = r.address(t, "admin", "listen", true);
+function readAdmin(r: _Reader, t: Table, baseDir: string): AdminConfig {
+  const p = "admin";
+  r.keys(t, p, ["listen", "allow_reload", "hosts", "token_file"]);
+  const admin: AdminConfig = {
+    allowReload: r.boolean(t, p, "allow_reload") ?? false,
+    hosts: (r.array(t, p, "hosts", false) ?? []).map((value, i, list) => {
+      const key = `${p}.hosts[${i}]`;
+      const name = typeof value === "string" ? value.toLowerCase() : "";
+      if (name.length > 253 || !HOST_NAME_RE.test(name)) {
+        r.fail(
+          key,
+          `must be a host name such as "mtlb.internal" (no port, no wildcard), received ${
+            describe(value)
+          }`,
+        );
+      }
+      const first = list.findIndex((other) =>
+        typeof other === "string" && other.toLowerCase() === name
+      );
+      if (first !== i) r.fail(key, `repeats ${describe(value)}, already ${p}.hosts[${first}]`);
+      return name;
+    }),
+  };
+  const listen = r.address(t, p, "listen", true);
   if (listen !== undefined) admin.listen = listen;
+  const tokenFile = r.string(t, p, "token_file", false);
+  if (tokenFile !== undefined) {
+    admin.tokenFile = isAbsolute(tokenFile) ? normalize(tokenFile) : join(baseDir, tokenFile);
+    TOKEN_FILE_LINES.set(admin, r.line(`${p}.token_file`));
+  }
   return admin;
 }
 
@@ -1052,12 +1172,16 @@ class _Reader {
   }
 
   fail(key: string, detail: string): never {
-    this.#lines ??= keyLines(this.#text);
     throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
       path: this.#path,
       key,
-      line: lineOf(this.#lines, key),
+      line: this.line(key),
     });
+  }
+
+  line(key: string): number | undefined {
+    this.#lines ??= keyLines(this.#text);
+    return lineOf(this.#lines, key);
   }
 
   keys(t: Table, path: string, allowed: readonly string[]): void {

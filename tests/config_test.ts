@@ -4,6 +4,7 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import {
   type Config,
   ConfigError,
+  loadAdminToken,
   loadConfig,
   loadTlsMaterial,
   parseConfig,
@@ -82,6 +83,8 @@ expect = "+PONG"
 [admin]
 listen = "127.0.0.1:9000"
 allow_reload = true
+hosts = ["MTLB.internal", "lb-1.mgmt.example.org"]
+token_file = "admin.token"
 
 [log]
 format = "json"
@@ -159,7 +162,12 @@ groups = ["web-1"]
         groups: ["web-1"],
       }],
     ]),
-    admin: { listen: "127.0.0.1:9000", allowReload: true },
+    admin: {
+      listen: "127.0.0.1:9000",
+      allowReload: true,
+      hosts: ["mtlb.internal", "lb-1.mgmt.example.org"],
+      tokenFile: "/etc/mtlb/admin.token",
+    },
     log: { format: "json" },
   };
   assert.deepEqual(config, expected);
@@ -189,7 +197,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     match: { cn: "alice" },
     groups: ["echo"],
   });
-  assert.deepEqual(config.admin, { allowReload: false });
+  assert.deepEqual(config.admin, { allowReload: false, hosts: [] });
   assert.deepEqual(config.log, { format: "auto" });
 });
 
@@ -406,6 +414,41 @@ const BAD: [string, string, string, number | undefined, string][] = [
     "admin.allow_reload",
     16,
     "must be true or false",
+  ],
+  [
+    "admin hosts not an array",
+    BASE + '[admin]\nhosts = "mtlb.internal"\n',
+    "admin.hosts",
+    16,
+    "must be an array",
+  ],
+  [
+    "admin host with a port",
+    BASE + '[admin]\nhosts = [\n  "mtlb.internal",\n  "mtlb.internal:9000",\n]\n',
+    "admin.hosts[1]",
+    18,
+    'must be a host name such as "mtlb.internal" (no port, no wildcard), received "mtlb.internal:9000"',
+  ],
+  [
+    "admin host a wildcard",
+    BASE + '[admin]\nhosts = ["*.internal"]\n',
+    "admin.hosts[0]",
+    16,
+    "no wildcard",
+  ],
+  [
+    "admin host repeated in another case",
+    BASE + '[admin]\nhosts = ["mtlb.internal", "MTLB.Internal"]\n',
+    "admin.hosts[1]",
+    16,
+    'repeats "MTLB.Internal", already admin.hosts[0]',
+  ],
+  [
+    "admin token_file empty",
+    BASE + '[admin]\ntoken_file = ""\n',
+    "admin.token_file",
+    16,
+    "must be a non-empty string",
   ],
   [
     "log format unknown",
@@ -878,6 +921,69 @@ Deno.test("loadConfig() names an unreadable file", async () => {
     );
     return true;
   });
+});
+
+Deno.test("loadAdminToken() reads the token file, trimmed, relative to the config file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_token_" });
+  try {
+    const token = "f".repeat(32) + "+/=_-.~";
+    await Deno.writeTextFile(join(dir, "admin.token"), `\n  ${token}\r\n\n`);
+    const config = parseConfig(BASE + '[admin]\ntoken_file = "admin.token"\n', {
+      path: join(dir, "lb.toml"),
+    });
+    assert.equal(config.admin.tokenFile, join(dir, "admin.token"));
+    assert.equal(await loadAdminToken(config), token);
+    assert.equal(await loadAdminToken(parseConfig(BASE, { path: PATH })), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadAdminToken() refuses an unreadable, empty or malformed token file with file, line and key", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_token_" });
+  try {
+    const path = join(dir, "lb.toml");
+    // token_file is on line 16 of the config text.
+    const config = parseConfig(BASE + '[admin]\ntoken_file = "admin.token"\n', { path });
+    const file = join(dir, "admin.token");
+    const cases: [name: string, content: string | undefined, detail: RegExp][] = [
+      ["missing", undefined, /cannot be read from ".*admin\.token": No such file/],
+      ["empty", "", /names an empty file, ".*admin\.token": it must hold the token/],
+      ["whitespace only", " \n\t\n", /names an empty file/],
+      [
+        "two lines",
+        `${"a".repeat(32)}\n${"b".repeat(32)}\n`,
+        /must hold one token of visible ASCII/,
+      ],
+      ["a space inside", `${"a".repeat(20)} ${"b".repeat(20)}`, /must hold one token/],
+      ["non-ASCII", `${"a".repeat(32)}\u00e9`, /must hold one token/],
+      ["too short", "secret", /at least 32 characters \(openssl rand -hex 32\), .* holds 6$/],
+    ];
+    for (const [name, content, detail] of cases) {
+      await t.step(name, async () => {
+        await Deno.remove(file).catch(() => {});
+        if (content !== undefined) await Deno.writeTextFile(file, content);
+        await assert.rejects(loadAdminToken(config), (error: unknown) => {
+          assert.ok(error instanceof ConfigError, String(error));
+          assert.equal(error.path, path);
+          assert.equal(error.key, "admin.token_file");
+          assert.equal(error.line, 16);
+          assert.ok(
+            error.message.startsWith(`Cannot load config: ${path}:16: "admin.token_file" `),
+            error.message,
+          );
+          assert.match(error.detail, detail);
+          // The message never shows what the file holds.
+          if (content !== undefined && content.trim() !== "") {
+            assert.ok(!error.message.includes(content.trim()), error.message);
+          }
+          return true;
+        });
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("loadTlsMaterial() names an unreadable file by its key", async () => {
