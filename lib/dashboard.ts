@@ -8,6 +8,12 @@
  * own inline script and style (by a per-response nonce) and talk only to the
  * admin endpoint it came from.
  *
+ * When the admin endpoint asks for a token, the page holds no data until the
+ * operator enters it in the page's form: it keeps the token in `sessionStorage`
+ * (this tab only, gone when the tab closes) and sends it as
+ * `Authorization: Bearer TOKEN` on its own requests. A refused token brings the
+ * form back. No cookie is set, so no other page can make the browser send it.
+ *
  * @module
  */
 
@@ -18,6 +24,13 @@ export const RELOAD_HEADER = "x-mtlb-reload";
 export interface DashboardOptions {
   /** Whether the page shows the reload button (`[admin] allow_reload`). */
   allowReload: boolean;
+  /**
+   * Whether the admin endpoint asks for a bearer token: the page asks for it
+   * before its first request.
+   *
+   * @default {false}
+   */
+  tokenRequired?: boolean;
   /**
    * The CSP nonce of the inline script and style; at least 16 random bytes,
    * base64.
@@ -51,7 +64,7 @@ export function dashboardCsp(nonce: string): string {
 /**
  * Builds the dashboard page.
  *
- * @param options Whether to show the reload button, and the CSP nonce.
+ * @param options Whether to show the reload button and ask for a token, and the CSP nonce.
  * @returns The `200` response: the HTML page with its security headers.
  * @throws {TypeError} When `options.nonce` is not base64 text.
  */
@@ -68,6 +81,7 @@ export function dashboardResponse(options: DashboardOptions): Response {
   const html = PAGE
     .replaceAll("__NONCE__", nonce)
     .replace("__RELOAD_STATE__", options.allowReload ? "on" : "off")
+    .replace("__TOKEN_STATE__", options.tokenRequired ? "on" : "off")
     .replace("__RELOAD_BUTTON__", reload);
   return new Response(html, {
     headers: {
@@ -105,6 +119,7 @@ const STYLE = `
   }
 }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 html { -webkit-text-size-adjust: 100%; }
 body {
   margin: 0; background: var(--bg); color: var(--text);
@@ -172,6 +187,8 @@ dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
 .dot { width: 8px; height: 8px; border-radius: 50%; background: var(--idle); }
 .dot.ok { background: var(--ok); } .dot.bad { background: var(--bad); }
 .empty { color: var(--muted); padding: 6px 0; }
+#login form { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+#login input { font: inherit; padding: 5px 8px; min-width: 0; flex: 1 1 240px; max-width: 420px; border-radius: 6px; border: 1px solid var(--line); background: var(--bg); color: var(--text); }
 @media (max-width: 640px) {
   main { padding: 10px 8px 30px; gap: 10px; }
   .panel { padding: 10px; }
@@ -194,6 +211,8 @@ const SCRIPT = `
   var WINDOW_MS = 5 * 60 * 1000;
   var DENIALS_SHOWN = 10;
   var reloadAllowed = document.body.getAttribute("data-reload") === "on";
+  var tokenRequired = document.body.getAttribute("data-token") === "on";
+  var TOKEN_KEY = "mtlb-admin-token";
   var samples = [];
   var prev = null;
   var skewMs = 0;
@@ -556,8 +575,37 @@ const SCRIPT = `
     }
   }
 
+  // The admin token: in this tab's sessionStorage only, sent as a Bearer header.
+  function storedToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+  }
+  function storeToken(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage off: the token lasts as long as the page */ }
+    memoryToken = token;
+  }
+  var memoryToken = storedToken();
+  function withToken(headers) {
+    if (memoryToken) headers.authorization = "Bearer " + memoryToken;
+    return headers;
+  }
+  function Unauthorized() { this.message = "the token was refused"; }
+  function askToken(message) {
+    var login = byId("login");
+    login.hidden = false;
+    byId("login-error").textContent = message || "";
+    byId("state").textContent = "locked";
+    byId("state").className = "badge warn";
+    byId("live-dot").className = "dot";
+    byId("live-text").textContent = "Enter the admin token to see the status.";
+    byId("live-text").className = "";
+    byId("token").focus();
+  }
+
   function getJson(path) {
-    return fetch(path, { cache: "no-store", headers: { accept: "application/json" } }).then(function (response) {
+    return fetch(path, { cache: "no-store", headers: withToken({ accept: "application/json" }) }).then(function (response) {
+      if (response.status === 401) throw new Unauthorized();
       if (!response.ok) throw new Error(path + " answered " + response.status);
       var date = Date.parse(response.headers.get("date") || "");
       if (isFinite(date)) {
@@ -593,21 +641,48 @@ const SCRIPT = `
     inflight = true;
     clearTimeout(timer);
     var started = Date.now();
-    Promise.all([getJson("/status"), getJson("/denials").then(function (d) { return d.denials; }, function () { return null; })])
+    var locked = false;
+    Promise.all([getJson("/status"), getJson("/denials").then(function (d) { return d.denials; }, function (e) {
+      if (e instanceof Unauthorized) throw e;
+      return null;
+    })])
       .then(function (results) {
         update(results[0], results[1]);
         lastOk = Date.now();
         lastError = "";
       }, function (error) {
+        if (error instanceof Unauthorized) {
+          locked = true;
+          return;
+        }
         lastError = error && error.message ? error.message : String(error);
       })
       .then(function () {
+        inflight = false;
+        if (locked) {
+          var had = memoryToken !== "";
+          storeToken("");
+          askToken(had ? "The token was refused." : "");
+          return;
+        }
         renderLive();
         document.body.setAttribute("data-polls", String(Number(document.body.getAttribute("data-polls") || "0") + 1));
-        inflight = false;
         timer = setTimeout(poll, Math.max(250, POLL_MS - (Date.now() - started)));
       });
   }
+
+  byId("login-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var input = byId("token");
+    var token = input.value.trim();
+    if (!token) return;
+    input.value = "";
+    storeToken(token);
+    byId("login").hidden = true;
+    byId("state").textContent = "connecting";
+    byId("state").className = "badge";
+    poll();
+  });
 
   if (reloadAllowed) {
     var button = byId("reload"), message = byId("reload-result");
@@ -615,7 +690,7 @@ const SCRIPT = `
       button.disabled = true;
       message.className = "small muted";
       message.textContent = "Reloading\\u2026";
-      var headers = {};
+      var headers = withToken({});
       headers["${RELOAD_HEADER}"] = "1";
       fetch("/reload", { method: "POST", headers: headers, cache: "no-store" })
         .then(function (response) {
@@ -635,7 +710,8 @@ const SCRIPT = `
         .then(function () { button.disabled = false; poll(); });
     });
   }
-  poll();
+  if (tokenRequired && !memoryToken) askToken("");
+  else poll();
 })();
 `;
 
@@ -650,12 +726,16 @@ const PAGE = `<!doctype html>
 <link rel="icon" href="data:,">
 <style nonce="__NONCE__">${STYLE}</style>
 </head>
-<body data-reload="__RELOAD_STATE__">
+<body data-reload="__RELOAD_STATE__" data-token="__TOKEN_STATE__">
 <header>
   <div class="brand"><h1>mtlb</h1><span id="state" class="badge">connecting</span></div>
   <div class="live"><span id="live-dot" class="dot"></span><span id="live-text">Connecting\u2026</span>__RELOAD_BUTTON__<span id="reload-result" class="small" role="status"></span></div>
 </header>
 <main>
+  <section id="login" class="panel" hidden><h2>Admin token</h2>
+    <form id="login-form"><input id="token" type="password" autocomplete="off" spellcheck="false" aria-label="Admin token" placeholder="the token of [admin] token_file">
+      <button type="submit" class="button">Open</button></form>
+    <p id="login-error" class="small text-bad" role="alert"></p></section>
   <section id="cards" class="cards" aria-label="Totals"></section>
   <section class="panel" aria-label="Last five minutes">
     <div class="plots">
