@@ -11,19 +11,34 @@
  * | `GET`        | `/healthz` | `200 serving` while serving; `503 draining` (or `starting`, `closed`) otherwise |
  * | `POST`       | `/reload`  | reloads the config: `200` on success, `500` with the reason; `403` unless `allow_reload = true` |
  *
- * It has no authentication: bind it to a loopback address (or a private
- * management network) only. `POST /reload` from a web page (a request with an
- * `Origin` header) is accepted only from the dashboard itself: the request must
- * carry the `X-Mtlb-Reload: 1` header (which a page of another origin cannot send
- * without a CORS preflight, never granted here), its `Origin` must match the
- * `Host` it was sent to, and that host must be an IP address or `localhost` (so a
- * DNS-rebinding page, whose origin is a name its author controls, cannot pass).
+ * Every request must name in its `Host` header an IP address, `localhost` or one
+ * of the names `hosts` returns (the port does not matter); anything else is
+ * answered `421 Misdirected Request`. A web page using DNS rebinding reaches a
+ * loopback port under a name its author controls, so it is refused.
+ *
+ * With a `token`, every request but `/healthz` and the dashboard page itself (which
+ * holds no data, and asks for the token) must carry `Authorization: Bearer TOKEN`,
+ * else it is answered `401` with `WWW-Authenticate: Bearer realm="mtlb"`. Without
+ * one, bind the endpoint to a loopback address (or a private management network)
+ * only.
+ *
+ * `POST /reload` from a web page (a request with an `Origin` header) is accepted
+ * only from the dashboard itself: the request must carry the `X-Mtlb-Reload: 1`
+ * header (which a page of another origin cannot send without a CORS preflight,
+ * never granted here) and its `Origin` must match the `Host` it was sent to.
+ *
+ * Refused requests are counted in `mtlb_admin_requests_refused_total{reason}`
+ * (`misdirected_host`, `unauthorized`) and reported as `admin_misdirected_host` or
+ * `admin_unauthorized`: a warning and an entry in `/denials` at most once a minute
+ * per reason, debug records in between.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { dashboardResponse, RELOAD_HEADER } from "./dashboard.ts";
+import { type CounterSeries, MetricsRegistry } from "./metrics.ts";
+import { _bearerToken, _hostRefusal, _tokensEqual } from "./_admin_access.ts";
 
 const log = getLogger(["mtlb", "admin"]);
 
@@ -56,6 +71,21 @@ export interface AdminServerOptions {
    */
   allowReload?: () => boolean;
   /**
+   * Host names answered for besides IP addresses and `localhost`, lowercase
+   * (`[admin] hosts`); read on every request, so a reload can change them.
+   *
+   * @default {() => []}
+   */
+  hosts?: () => readonly string[];
+  /**
+   * The bearer token every request but `/healthz` and the dashboard page must
+   * carry (`[admin] token_file`), `undefined` for none; read on every request,
+   * so a reload can change it.
+   *
+   * @default {() => undefined}
+   */
+  token?: () => string | undefined;
+  /**
    * Wall-clock time, ms since the epoch: the time stamps of `/denials`.
    *
    * @default {Date.now}
@@ -67,7 +97,10 @@ export interface AdminServerOptions {
 export interface RecentDenial {
   /** When it happened, ISO 8601. */
   at: string;
-  /** The deny reason (`unknown_identity`, `limit_concurrency`, ...). */
+  /**
+   * The deny reason (`unknown_identity`, `limit_concurrency`, ...), or for a request to
+   * the admin endpoint itself `admin_misdirected_host` or `admin_unauthorized`.
+   */
   reason: string;
   /** The client's address, `host:port`. */
   remote: string;
@@ -83,6 +116,14 @@ export interface RecentDenial {
 
 /** How many refusals `/denials` keeps. */
 export const RECENT_DENIALS = 100;
+
+/** Why the admin endpoint refuses a request: the reasons of `mtlb_admin_requests_refused_total`. */
+export const ADMIN_REFUSALS = ["misdirected_host", "unauthorized"] as const;
+/** One of {@linkcode ADMIN_REFUSALS}. */
+export type AdminRefusal = typeof ADMIN_REFUSALS[number];
+
+/** A refusal reason is warned about (and kept in `/denials`) at most this often. */
+const REFUSAL_REPORT_MS = 60_000;
 
 const TEXT = "text/plain; charset=utf-8";
 const PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8";
@@ -109,7 +150,12 @@ export class AdminServer implements AsyncDisposable {
   #server: Deno.HttpServer<Deno.NetAddr>;
   #target: AdminTarget;
   #allowReload: () => boolean;
+  #hosts: () => readonly string[];
+  #token: () => string | undefined;
   #now: () => number;
+  #refusals = new MetricsRegistry();
+  #refused: Record<AdminRefusal, CounterSeries>;
+  #reported = new Map<AdminRefusal, { at: number; since: number }>();
   #denials: RecentDenial[] = [];
   #onDeny = (event: Event): void => this.#recordDenial(event);
   #closed: Promise<void> | undefined;
@@ -117,7 +163,19 @@ export class AdminServer implements AsyncDisposable {
   private constructor(target: AdminTarget, options: AdminServerOptions) {
     this.#target = target;
     this.#allowReload = options.allowReload ?? (() => false);
+    this.#hosts = options.hosts ?? (() => []);
+    this.#token = options.token ?? (() => undefined);
     this.#now = options.now ?? Date.now;
+    const refused = this.#refusals.counter({
+      name: "mtlb_admin_requests_refused_total",
+      help:
+        "Admin endpoint requests refused: misdirected_host (Host not answered for), unauthorized (no or wrong token).",
+      labelNames: ["reason"],
+    });
+    this.#refused = {
+      misdirected_host: refused.labels("misdirected_host"),
+      unauthorized: refused.labels("unauthorized"),
+    };
     const { hostname, port } = parseHostPort(options.listen);
     this.#server = Deno.serve({
       hostname,
@@ -127,13 +185,13 @@ export class AdminServer implements AsyncDisposable {
         log.error("Admin request failed: {error}", { error });
         return new Response("Internal error\n", { status: 500, headers: { "content-type": TEXT } });
       },
-    }, (request) => this.#handle(request));
+    }, (request, info) => this.#handle(request, info));
     if (target instanceof EventTarget) target.addEventListener("deny", this.#onDeny);
     const address = this.address;
     log.info("Admin endpoint on http://{address}", { address: formatHostPort(address) });
-    if (!isLoopback(address.hostname)) {
+    if (!isLoopback(address.hostname) && this.#token() === undefined) {
       log.warn(
-        "Admin endpoint {address} is not on a loopback address: it has no authentication, so anyone who can reach it can read the status{reload}",
+        "Admin endpoint {address} is not on a loopback address and asks for no token ([admin] token_file): anyone who can reach it can read the status{reload}",
         {
           address: formatHostPort(address),
           reload: this.#allowReload() ? " and reload the config" : "",
@@ -194,17 +252,55 @@ export class AdminServer implements AsyncDisposable {
     return this.close();
   }
 
-  async #handle(request: Request): Promise<Response> {
-    const { pathname } = new URL(request.url);
+  async #handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> {
+    // First: the request URL is built from Host, which may not even parse.
+    const misdirected = _hostRefusal(request.headers.get("host"), this.#hosts());
+    if (misdirected !== undefined) {
+      this.#refuse("misdirected_host", info, misdirected);
+      return new Response(
+        "Misdirected request: this admin endpoint answers for IP addresses, localhost and the names of [admin] hosts\n",
+        { status: 421, headers: { "content-type": TEXT, "cache-control": "no-store" } },
+      );
+    }
+    let pathname: string;
+    try {
+      pathname = new URL(request.url).pathname;
+    } catch {
+      return new Response("Bad request\n", { status: 400, headers: { "content-type": TEXT } });
+    }
     const method = request.method;
     const read = method === "GET" || method === "HEAD";
+    const token = this.#token();
+    if (token !== undefined && pathname !== "/healthz" && !(pathname === "/" && read)) {
+      const presented = _bearerToken(request.headers.get("authorization"));
+      if (presented === undefined || !_tokensEqual(presented, token)) {
+        this.#refuse(
+          "unauthorized",
+          info,
+          `${method} ${pathname}: ${presented === undefined ? "no bearer token" : "wrong token"}`,
+        );
+        return new Response("Unauthorized: send Authorization: Bearer TOKEN\n", {
+          status: 401,
+          headers: {
+            "content-type": TEXT,
+            "cache-control": "no-store",
+            "www-authenticate": presented === undefined
+              ? 'Bearer realm="mtlb"'
+              : 'Bearer realm="mtlb", error="invalid_token"',
+          },
+        });
+      }
+    }
     switch (pathname) {
       case "/":
         if (!read) return notAllowed("GET, HEAD");
-        return dashboardResponse({ allowReload: this.#allowReload() });
+        return dashboardResponse({
+          allowReload: this.#allowReload(),
+          tokenRequired: token !== undefined,
+        });
       case "/metrics":
         if (!read) return notAllowed("GET, HEAD");
-        return new Response(this.#target.metrics.render(), {
+        return new Response(this.#target.metrics.render() + this.#refusals.render(), {
           headers: { "content-type": PROMETHEUS, "cache-control": "no-store" },
         });
       case "/status":
@@ -252,7 +348,8 @@ export class AdminServer implements AsyncDisposable {
 
   /**
    * Why a reload sent by a browser (a request with an `Origin` header) is refused,
-   * or `undefined` when it comes from the dashboard itself.
+   * or `undefined` when it comes from the dashboard itself. The `Host` was
+   * checked already.
    */
   #browserReloadRefusal(request: Request): string | undefined {
     const headers = request.headers;
@@ -260,31 +357,58 @@ export class AdminServer implements AsyncDisposable {
       return `requests from web pages (with an Origin header) are accepted only from the dashboard, which sends ${RELOAD_HEADER}: 1`;
     }
     const host = headers.get("host") ?? "";
-    let url: URL;
+    let expected: string;
     try {
-      url = new URL(`http://${host}`);
+      expected = new URL(`http://${host}`).origin;
     } catch {
-      return `bad Host header "${host}"`;
-    }
-    if (
-      url.username !== "" || url.password !== "" || url.pathname !== "/" || url.search !== "" ||
-      url.hash !== ""
-    ) {
-      return `bad Host header "${host}"`;
-    }
-    const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
-    if (hostname !== "localhost" && !isIpLiteral(hostname)) {
-      return `open the dashboard by IP address or localhost to reload from it, not by the name "${url.hostname}" (DNS rebinding)`;
+      return `bad Host header ${JSON.stringify(host)}`;
     }
     const origin = headers.get("origin");
-    if (origin !== `http://${url.host}`) {
-      return `the page's origin ${origin} does not match the Host it was sent to (http://${url.host})`;
+    if (origin !== expected) {
+      return `the page's origin ${origin} does not match the Host it was sent to (${expected})`;
     }
     const site = headers.get("sec-fetch-site");
     if (site !== null && site !== "same-origin") {
       return `the request comes from another site (Sec-Fetch-Site: ${site})`;
     }
     return undefined;
+  }
+
+  /**
+   * Counts a refused request; warns and keeps it in `/denials` once per
+   * {@linkcode REFUSAL_REPORT_MS} per reason, with the number refused since.
+   */
+  #refuse(reason: AdminRefusal, info: Deno.ServeHandlerInfo<Deno.NetAddr>, detail: string): void {
+    this.#refused[reason].inc();
+    const named = `admin_${reason}`;
+    const remote = formatHostPort(info.remoteAddr);
+    const now = this.#now();
+    const last = this.#reported.get(reason);
+    if (last !== undefined && now - last.at < REFUSAL_REPORT_MS) {
+      last.since++;
+      log.debug("Admin request refused ({reason}) from {remote}: {detail}", {
+        reason: named,
+        remote,
+        detail,
+      });
+      return;
+    }
+    const more = last === undefined || last.since === 0
+      ? ""
+      : `; ${last.since} more refused for this reason since the last report`;
+    this.#reported.set(reason, { at: now, since: 0 });
+    log.warn("Admin request refused ({reason}) from {remote}: {detail}{more}", {
+      reason: named,
+      remote,
+      detail,
+      more,
+    });
+    this.#pushDenial({
+      at: new Date(now).toISOString(),
+      reason: named,
+      remote,
+      detail: truncate(detail + more),
+    });
   }
 
   #recordDenial(event: Event): void {
@@ -304,9 +428,11 @@ export class AdminServer implements AsyncDisposable {
       if (name !== undefined) denial.identity = name;
     }
     if (typeof group === "string") denial.group = group;
-    if (typeof text === "string" && text !== "") {
-      denial.detail = text.length > 300 ? `${text.slice(0, 299)}\u2026` : text;
-    }
+    if (typeof text === "string" && text !== "") denial.detail = truncate(text);
+    this.#pushDenial(denial);
+  }
+
+  #pushDenial(denial: RecentDenial): void {
     this.#denials.push(denial);
     if (this.#denials.length > RECENT_DENIALS) this.#denials.shift();
   }
@@ -323,8 +449,8 @@ function identityName(identity: unknown): string | undefined {
   return typeof serial === "string" ? `serial ${serial}` : undefined;
 }
 
-function isIpLiteral(hostname: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.includes(":");
+function truncate(text: string): string {
+  return text.length > 300 ? `${text.slice(0, 299)}\u2026` : text;
 }
 
 function json(status: number, body: unknown): Response {

@@ -227,3 +227,32 @@ export function concat(chunks: Uint8Array[]): Uint8Array {
 }
 
 export const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
+
+/** An HTTP answer read off a raw connection. */
+export interface RawResponse {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+/**
+ * Sends one raw HTTP request to `127.0.0.1:port` (fetch() does not let a test
+ * choose the `Host` header, or leave it out) and reads the answer to the end.
+ *
+ * @param port The server's port.
+ * @param lines The request line and header lines; `connection: close` is added.
+ */
+export async function rawRequest(port: number, lines: string[]): Promise<RawResponse> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(`${lines.join("\r\n")}\r\nconnection: close\r\n\r\n`));
+  const response = await new Response(conn.readable).text();
+  const end = response.indexOf("\r\n\r\n");
+  const [statusLine = "", ...headerLines] = response.slice(0, end).split("\r\n");
+  const headers = new Headers();
+  for (const line of headerLines) {
+    const colon = line.indexOf(":");
+    headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+  }
+  const status = Number(statusLine.match(/^HTTP\/1\.[01] (\d{3})/)?.[1]);
+  return { status, headers, body: response.slice(end + 4) };
+}
