@@ -20,6 +20,7 @@ import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import {
   type Config,
   ConfigError,
+  loadAdminToken,
   loadConfig,
   loadTlsMaterial,
   type TlsCertificateInfo,
@@ -272,8 +273,8 @@ export interface PermissionNeedsOptions {
 /**
  * The Deno permissions a configuration needs to run: `net` for every listener
  * (shared, per group, admin) and every upstream (connections and health probes),
- * `read` for the config file and the CA, certificate, key and CRL files
- * (absolute paths), and with more than one worker the folder of mtlb's modules
+ * `read` for the config file, the CA, certificate, key and CRL files and the
+ * admin token file (absolute paths), and with more than one worker the folder of mtlb's modules
  * (`lib/`: Deno checks read permission when it loads a Worker's modules).
  *
  * A listener on port 0 needs its host with no port (Deno cannot grant "any
@@ -337,6 +338,7 @@ export function permissionNeeds(
   const { tls } = config;
   const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
   if (tls.crl !== undefined) read.push(tls.crl);
+  if (config.admin.tokenFile !== undefined) read.push(config.admin.tokenFile);
   if ((options.workers ?? workerCount(config)) > 1 && WORKER_MODULE.protocol === "file:") {
     read.push(dirname(fileURLToPath(WORKER_MODULE)));
   }
@@ -660,9 +662,13 @@ function reloadOnHangup(): { target: EventTarget } & Disposable {
 
 /**
  * Reads a configuration for a reload with the checks `serve` makes at start: the
- * permissions it needs are held, its certificates read and none has expired.
+ * permissions it needs are held, its certificates and admin token read and no
+ * certificate has expired.
  */
-async function loadForReload(path: string, io: Io): Promise<LoadedConfig> {
+async function loadForReload(
+  path: string,
+  io: Io,
+): Promise<LoadedConfig & { adminToken: string | undefined }> {
   const config = await loadConfig(path);
   const needs = permissionNeeds(config);
   const missing = checkPermissions(needs).missing;
@@ -677,12 +683,13 @@ async function loadForReload(path: string, io: Io): Promise<LoadedConfig> {
     );
   }
   const tls = await loadTlsMaterial(config);
+  const adminToken = await loadAdminToken(config);
   const expired = checkCertificateDates(tls.certificates, io.now())
     .filter((f) => f.level === "error");
   if (expired.length > 0) {
     throw new ConfigError(expired.map((f) => f.message).join("; "), { path: config.path });
   }
-  return { config, tls };
+  return { config, tls, adminToken };
 }
 
 /**
@@ -723,6 +730,16 @@ async function readTls(config: Config, io: Io): Promise<TlsMaterial | number> {
   }
 }
 
+async function readAdminToken(config: Config, io: Io): Promise<string | undefined | number> {
+  try {
+    return await loadAdminToken(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.err(`${error.message}\n`);
+    return EXIT_USAGE;
+  }
+}
+
 async function permissionsCommand(path: string, io: Io): Promise<number> {
   const config = await readConfig(path, io, ["--config", path]);
   if (typeof config === "number") return config;
@@ -753,13 +770,37 @@ async function checkCommand(path: string, io: Io): Promise<number> {
   }
   const tls = await readTls(config, io);
   if (typeof tls === "number") return tls;
+  const token = await readAdminToken(config, io);
+  if (typeof token === "number") return token;
   io.out(summarize(config, tls, io.now()));
   let code = EXIT_OK;
   for (const finding of checkCertificateDates(tls.certificates, io.now())) {
     io.err(`${finding.level === "error" ? "Error" : "Warning"}: ${finding.message}\n`);
     if (finding.level === "error") code = EXIT_USAGE;
   }
+  const exposed = exposedAdmin(config);
+  if (exposed !== undefined) io.err(`Warning: ${exposed}\n`);
   return code;
+}
+
+/**
+ * A warning when `[admin] listen` is not a loopback address and no token is asked
+ * for: anyone who reaches it reads client names and addresses.
+ */
+function exposedAdmin(config: Config): string | undefined {
+  const { listen, tokenFile, allowReload } = config.admin;
+  if (listen === undefined || tokenFile !== undefined) return undefined;
+  if (isLoopbackHost(parseHostPort(listen).hostname)) return undefined;
+  return `"admin.listen" ${
+    JSON.stringify(listen)
+  } is not a loopback address and "admin.token_file" is not set: anyone who can reach it can read the status (client names and addresses)${
+    allowReload ? " and reload the config" : ""
+  }; set [admin] token_file or listen on 127.0.0.1`;
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 }
 
 /** The human summary `check` prints. */
@@ -773,9 +814,20 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
   for (const group of config.groups.values()) {
     if (group.listen !== undefined) lines.push(`  ${group.listen}  group ${group.name}`);
   }
-  if (config.admin.listen !== undefined) {
+  const { admin } = config;
+  if (admin.listen !== undefined) {
+    lines.push(`  ${admin.listen}  admin${admin.allowReload ? " (reload allowed)" : ""}`);
     lines.push(
-      `  ${config.admin.listen}  admin${config.admin.allowReload ? " (reload allowed)" : ""}`,
+      "",
+      "Admin:",
+      `  hosts: IP addresses, localhost${
+        admin.hosts.length === 0 ? " (no other names)" : `, ${admin.hosts.join(", ")}`
+      }`,
+      `  token: ${
+        admin.tokenFile === undefined
+          ? "none (anyone who can reach it can read the status)"
+          : `required but for /healthz, from ${admin.tokenFile}`
+      }`,
     );
   }
   lines.push("", "Groups:");
@@ -952,6 +1004,8 @@ async function serve(
   }
   const tls = await readTls(config, io);
   if (typeof tls === "number") return tls;
+  const adminToken = await readAdminToken(config, io);
+  if (typeof adminToken === "number") return adminToken;
   const findings = checkCertificateDates(tls.certificates, io.now());
   const expired = findings.filter((f) => f.level === "error");
   if (expired.length > 0) {
@@ -964,6 +1018,14 @@ async function serve(
     level: command.logLevel,
   });
   for (const finding of findings) log.warn(finding.message);
+  // The admin token read with each config: a reload that cannot read it fails as a
+  // whole, so the token and the config it belongs to change together.
+  const adminTokens = new WeakMap<Config, string | undefined>([[config, adminToken]]);
+  const load = async (path: string): Promise<LoadedConfig> => {
+    const loaded = await loadForReload(path, io);
+    adminTokens.set(loaded.config, loaded.adminToken);
+    return loaded;
+  };
   if (report.broader.length > 0) {
     log.warn("Permissions broader than this config needs: {broader}; narrow them with: {run}", {
       broader: report.broader.join(", "),
@@ -983,11 +1045,11 @@ async function serve(
     );
   }
   const balancer = workers > 1
-    ? workerBalancer(command, { config, tls, workers, io })
+    ? workerBalancer(command, { config, tls, workers, load })
     : new Balancer({
       config,
       tls,
-      load: (path) => loadForReload(path, io),
+      load,
       ...(cluster === undefined
         ? {}
         : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
@@ -1004,6 +1066,15 @@ async function serve(
       admin = AdminServer.start(balancer, {
         listen: config.admin.listen,
         allowReload: () => balancer.config.admin.allowReload,
+        hosts: () => balancer.config.admin.hosts,
+        token: () => {
+          const running = balancer.config;
+          if (!adminTokens.has(running)) {
+            // Never answer without the token a config asks for.
+            throw new Error("No admin token was read with the running configuration");
+          }
+          return adminTokens.get(running);
+        },
       });
     } catch (error) {
       log.error("Cannot start the admin endpoint on {address}: {reason}", {
@@ -1066,21 +1137,31 @@ async function serve(
  */
 function workerBalancer(
   command: Extract<CliCommand, { command: "serve" }>,
-  { config, tls, workers, io }: LoadedConfig & { workers: number; io: Io },
+  { config, tls, workers, load }: LoadedConfig & {
+    workers: number;
+    load: (path: string) => Promise<LoadedConfig>;
+  },
 ): WorkerBalancer {
   return new WorkerBalancer({
     config,
     tls,
     workers,
-    load: (path) => loadForReload(path, io),
+    load,
     logging: { format: command.logFormat ?? config.log.format, level: command.logLevel },
   });
 }
 
 /** The files a reload reads: what `watch = true` watches. */
 function watchedFiles(config: Config): string[] {
-  const { tls } = config;
-  return [config.path, tls.ca, tls.cert, tls.key, ...(tls.crl === undefined ? [] : [tls.crl])];
+  const { tls, admin } = config;
+  return [
+    config.path,
+    tls.ca,
+    tls.cert,
+    tls.key,
+    ...(tls.crl === undefined ? [] : [tls.crl]),
+    ...(admin.tokenFile === undefined ? [] : [admin.tokenFile]),
+  ];
 }
 
 /** A sentence for a listener that could not bind. */

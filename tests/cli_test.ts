@@ -93,6 +93,7 @@ listen = "127.0.0.1:8443"
 ${TLS}crl = "pki/ca.crl"
 [admin]
 listen = "127.0.0.1:9000"
+token_file = "secrets/admin.token"
 [groups.echo]
 upstreams = ["127.0.0.1:7001", { address = "127.0.0.1:7002", weight = 2 }]
 listen = "0.0.0.0:9443"
@@ -116,6 +117,7 @@ upstreams = ["cache.internal:6379", "127.0.0.1:7001"]
       "/etc/mtlb/pki/server.crt",
       "/keys/server.key",
       "/etc/mtlb/pki/ca.crl",
+      "/etc/mtlb/secrets/admin.token",
     ],
   });
 });
@@ -282,6 +284,72 @@ max_connections = 4
     const expired = await run(["check", "--config", path], server.getTime() + 1000);
     assert.equal(expired.code, EXIT_USAGE);
     assert.match(expired.stderr, /^Error: "tls\.cert" certificate "CN=localhost" expired on /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runCli() check shows the admin hosts and whether a token is asked for, never the token", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
+  const token = "c0ffee".repeat(8);
+  const groups = `[groups.echo]\nupstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:9443"\n`;
+  try {
+    await Deno.writeTextFile(join(dir, "admin.token"), `${token}\n`);
+    await t.step("defaults: IP addresses and localhost, no token, on loopback", async () => {
+      const path = await writeConfig(dir, `[admin]\nlisten = "127.0.0.1:9000"\n${groups}`);
+      const ok = await run(["check", "--config", path]);
+      assert.equal(ok.code, EXIT_OK, ok.stderr);
+      assert.equal(ok.stderr, "", "loopback: no warning");
+      assert.ok(
+        ok.stdout.includes(
+          "Admin:\n  hosts: IP addresses, localhost (no other names)\n  token: none (anyone who can reach it can read the status)\n",
+        ),
+        ok.stdout,
+      );
+    });
+    await t.step("names and a token file", async () => {
+      const path = await writeConfig(
+        dir,
+        `[admin]\nlisten = "0.0.0.0:9000"\nhosts = ["mtlb.internal"]\ntoken_file = "admin.token"\n${groups}`,
+      );
+      const ok = await run(["check", "--config", path]);
+      assert.equal(ok.code, EXIT_OK, ok.stderr);
+      assert.equal(ok.stderr, "", "a token: no warning off loopback");
+      assert.ok(ok.stdout.includes("  hosts: IP addresses, localhost, mtlb.internal\n"), ok.stdout);
+      assert.ok(
+        ok.stdout.includes(
+          `  token: required but for /healthz, from ${join(dir, "admin.token")}\n`,
+        ),
+        ok.stdout,
+      );
+      assert.ok(!ok.stdout.includes(token) && !ok.stderr.includes(token), "never the token");
+    });
+    await t.step("off loopback without a token: a warning", async () => {
+      const path = await writeConfig(
+        dir,
+        `[admin]\nlisten = "0.0.0.0:9000"\nallow_reload = true\n${groups}`,
+      );
+      const warned = await run(["check", "--config", path]);
+      assert.equal(warned.code, EXIT_OK);
+      assert.equal(
+        warned.stderr,
+        'Warning: "admin.listen" "0.0.0.0:9000" is not a loopback address and "admin.token_file" is not set: anyone who can reach it can read the status (client names and addresses) and reload the config; set [admin] token_file or listen on 127.0.0.1\n',
+      );
+    });
+    await t.step("an empty token file: exit 2 with file, line and key", async () => {
+      await Deno.writeTextFile(join(dir, "empty.token"), "\n");
+      const path = await writeConfig(
+        dir,
+        `[admin]\nlisten = "127.0.0.1:9000"\ntoken_file = "empty.token"\n${groups}`,
+      );
+      const bad = await run(["check", "--config", path]);
+      assert.equal(bad.code, EXIT_USAGE);
+      assert.equal(bad.stdout, "");
+      assert.match(
+        bad.stderr,
+        /^Cannot load config: .*lb\.toml:7: "admin\.token_file" names an empty file, ".*empty\.token"/,
+      );
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
