@@ -82,6 +82,12 @@ export interface Page {
   $(selector: string): Promise<ElementHandle | null>;
   /** Clicks the first element matching. */
   click(selector: string): Promise<void>;
+  /** Focuses the first element matching and types the text into it, key by key. */
+  type(selector: string, text: string): Promise<void>;
+  /** The keyboard. */
+  readonly keyboard: { press(key: string): Promise<void> };
+  /** The cookies the page's URL would send. */
+  cookies(): Promise<unknown[]>;
   /** Saves a PNG. */
   screenshot(options: { path: string; fullPage?: boolean }): Promise<unknown>;
   /** An uncaught exception in the page. */

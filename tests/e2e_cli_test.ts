@@ -99,6 +99,15 @@ Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, befor
       /lb\.toml: "tls\.cert" cannot be read from ".*missing\.crt"/,
     ],
     [
+      "unreadable admin token file",
+      `${valid}\n[admin]\nlisten = "127.0.0.1:0"\ntoken_file = "missing.token"\n`,
+      new RegExp(
+        `lb\\.toml:${
+          valid.split("\n").length + 3
+        }: "admin\\.token_file" cannot be read from ".*missing\\.token"`,
+      ),
+    ],
+    [
       "certificate and key mismatch",
       valid.replace(tls, tls.replace(pki.server.keyPath, pki.alice.keyPath)),
       /lb\.toml: "tls\.cert" does not match the private key/,

@@ -7,13 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 // @ts-types="./_puppeteer.d.ts"
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { AdminServer } from "../lib/admin.ts";
 import { formatHostPort } from "../lib/address.ts";
 import { loadTlsMaterial } from "../lib/config.ts";
 import type { BalancerStatus } from "../lib/server.ts";
-import { connectClient, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
+import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
+import { testPki } from "./_pki_fixtures.ts";
+import { freePort, lines, waitForRecord } from "./_subprocess.ts";
 
 const OUTPUT = new URL("../test_output/", import.meta.url);
 /** Guard against a hang only: every wait below ends on a DOM change long before. */
@@ -322,6 +326,196 @@ Deno.test({
       );
     } finally {
       await admin.close();
+    }
+  },
+});
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+Deno.test({
+  name:
+    "main.ts with workers = 2 asks for the admin token, and its dashboard works with it in headless Chromium",
+  ignore: chromium === undefined,
+  async fn() {
+    const pki = await testPki();
+    await using upstream = await TestUpstream.start();
+    const [listen, adminPort] = [await freePort(), await freePort()];
+    const dir = await Deno.makeTempDir({ prefix: "mtlb_admin_token_" });
+    using _dir = { [Symbol.dispose]: () => Deno.removeSync(dir, { recursive: true }) };
+    const path = join(dir, "lb.toml");
+    const tokenFile = join(dir, "admin.token");
+    const first = "a".repeat(24) + crypto.randomUUID();
+    const second = "b".repeat(24) + crypto.randomUUID();
+    await Deno.writeTextFile(tokenFile, `${first}\n`);
+    const config = `[server]
+listen = "127.0.0.1:${listen}"
+workers = 2
+
+[tls]
+ca = "${pki.ca.certPath}"
+cert = "${pki.server.certPath}"
+key = "${pki.server.keyPath}"
+
+[admin]
+listen = "127.0.0.1:${adminPort}"
+allow_reload = true
+hosts = ["mtlb.test"]
+token_file = "admin.token"
+
+[health]
+interval = "1h"
+
+[groups.echo]
+upstreams = ["${upstream.address}"]
+
+[clients.alice]
+match = { cn = "alice" }
+groups = ["echo"]
+`;
+    await Deno.writeTextFile(path, config);
+    const tokenLine = config.split("\n").findIndex((l) => l.startsWith("token_file")) + 1;
+
+    // Exactly the permissions `permissions` prints: the token file is among them.
+    const printed = await new Deno.Command(Deno.execPath(), {
+      args: ["run", `--allow-read=${path}`, "main.ts", "permissions", "--config", path],
+      cwd: ROOT,
+      stdin: "null",
+    }).output();
+    const [deno, run, ...rest] = new TextDecoder().decode(printed.stdout).trimEnd().split(" ");
+    assert.deepEqual([deno, run], ["deno", "run"]);
+    const readFlag = rest.find((arg) => arg.startsWith("--allow-read="));
+    assert.ok(readFlag?.split("=")[1]!.split(",").includes(tokenFile), readFlag);
+
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...rest, "--log-format", "json"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const reader = lines(child.stderr);
+    const seen: string[] = [];
+    const origin = `http://127.0.0.1:${adminPort}`;
+    const get = (route: string, token?: string) =>
+      fetch(`${origin}${route}`, {
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      });
+    const status = async (route: string, token?: string) => {
+      const response = await get(route, token);
+      await response.body?.cancel();
+      return response.status;
+    };
+    try {
+      await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+      assert.ok(!seen.some((l) => /asks for no token/.test(l)), "loopback: no warning");
+
+      // Over HTTP: /healthz is open, the rest needs the token; Host is checked first.
+      assert.equal(await status("/healthz"), 200);
+      assert.equal(await status("/status"), 401);
+      assert.equal(await status("/metrics", second), 401);
+      assert.equal(await status("/status", first), 200);
+      assert.equal(await status("/metrics", first), 200);
+      const named = await rawRequest(adminPort, [
+        "GET /status HTTP/1.1",
+        `host: mtlb.test:${adminPort}`,
+        `authorization: Bearer ${first}`,
+      ]);
+      assert.equal(named.status, 200);
+      const rebound = await rawRequest(adminPort, [
+        "GET /status HTTP/1.1",
+        `host: rebind.example:${adminPort}`,
+        `authorization: Bearer ${first}`,
+      ]);
+      assert.equal(rebound.status, 421);
+
+      await using browser = await launch(chromium!);
+      const page = await browser.newPage();
+      page.setDefaultTimeout(GUARD_MS);
+      await page.setViewport({ width: 1280, height: 900 });
+      const { problems } = watch(page, origin);
+      await page.goto(`${origin}/`);
+      const login = async (token: string) => {
+        await page.waitForSelector("#login:not([hidden])");
+        await page.type("#token", token);
+        await page.keyboard.press("Enter");
+      };
+
+      // The page asks for the token before any request for data.
+      await page.waitForSelector("#login:not([hidden])");
+      assert.equal(await text(page, "#state"), "locked");
+      assert.equal(await page.evaluate("document.body.dataset.polls ?? null"), null);
+
+      // A wrong token is refused and asked for again.
+      await login("not-the-token");
+      await page.waitForFunction(
+        `document.querySelector("#login-error").textContent === "The token was refused."`,
+      );
+      assert.equal(await page.evaluate("sessionStorage.length"), 0, "a refused token is dropped");
+
+      // The right one: live data, kept in this tab's sessionStorage only.
+      await login(first);
+      await page.waitForSelector(
+        `#groups tr[data-upstream="${upstream.address}"][data-state="healthy"]`,
+      );
+      assert.equal(await text(page, "#state"), "serving");
+      assert.equal(await page.evaluate(`document.querySelector("#login").hidden`), true);
+      assert.equal(await page.evaluate(`sessionStorage.getItem("mtlb-admin-token")`), first);
+      assert.deepEqual(await page.cookies(), [], "no cookie");
+      const polls = Number(await page.evaluate("document.body.dataset.polls"));
+      await page.waitForFunction(`Number(document.body.dataset.polls) > ${polls}`);
+
+      // A new token in the file: the page's reload button applies it, and the page
+      // then asks for the new one.
+      await Deno.writeTextFile(tokenFile, `  ${second}  \n`);
+      await page.click("#reload");
+      await page.waitForFunction(
+        `/^Reloaded/.test(document.querySelector("#reload-result").textContent)`,
+      );
+      await page.waitForFunction(
+        `document.querySelector("#login-error").textContent === "The token was refused."`,
+      );
+      assert.equal(await status("/status", first), 401);
+      assert.equal(await status("/status", second), 200);
+      await login(second);
+      await page.waitForSelector('#config .last-reload[data-outcome="success"]');
+      const after = Number(await page.evaluate("document.body.dataset.polls"));
+      await page.waitForFunction(`Number(document.body.dataset.polls) > ${after}`);
+      assert.equal(await text(page, "#state"), "serving");
+
+      // Browsers log refused fetches as console errors: expected here, nothing else.
+      assert.deepEqual(
+        problems.filter((p) => !p.includes("status of 401 (Unauthorized)")),
+        [],
+      );
+
+      // An empty token file fails the reload; the running token stays.
+      await Deno.writeTextFile(tokenFile, "\n");
+      const failed = await fetch(`${origin}/reload`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${second}` },
+      });
+      assert.equal(failed.status, 500);
+      assert.match(
+        (await failed.json()).error,
+        new RegExp(
+          `lb\\.toml:${tokenLine}: "admin\\.token_file" names an empty file, ".*admin\\.token"`,
+        ),
+      );
+      assert.equal(await status("/status", second), 200);
+      assert.equal(await status("/status"), 401);
+
+      child.kill("SIGTERM");
+      await waitForRecord(reader, seen, (r) => r.message === "Stopped");
+      assert.equal((await child.status).code, 0);
+      assert.ok(!seen.some((l) => l.includes(first) || l.includes(second)), "never logged");
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      for await (const _ of reader); // Drain stderr so its resource closes.
+      await child.status;
     }
   },
 });
