@@ -118,9 +118,8 @@ export interface RecentDenial {
 export const RECENT_DENIALS = 100;
 
 /** Why the admin endpoint refuses a request: the reasons of `mtlb_admin_requests_refused_total`. */
-export const ADMIN_REFUSALS = ["misdirected_host", "unauthorized"] as const;
-/** One of {@linkcode ADMIN_REFUSALS}. */
-export type AdminRefusal = typeof ADMIN_REFUSALS[number];
+const ADMIN_REFUSALS = ["misdirected_host", "unauthorized"] as const;
+type AdminRefusal = typeof ADMIN_REFUSALS[number];
 
 /** A refusal reason is warned about (and kept in `/denials`) at most this often. */
 const REFUSAL_REPORT_MS = 60_000;
@@ -134,16 +133,19 @@ const JSON_TYPE = "application/json; charset=utf-8";
  *
  * @example Usage
  * ```ts ignore
- * import { AdminServer, Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ * import { AdminServer, Balancer, loadAdminToken, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
  *
  * const config = await loadConfig("config/lb.toml");
+ * const token = await loadAdminToken(config); // undefined without [admin] token_file
  * await using balancer = new Balancer({ config, tls: await loadTlsMaterial(config) });
  * await balancer.start();
  * await using admin = AdminServer.start(balancer, {
  *   listen: "127.0.0.1:9090",
  *   allowReload: () => balancer.config.admin.allowReload,
+ *   hosts: () => balancer.config.admin.hosts,
+ *   token: () => token,
  * });
- * // curl http://127.0.0.1:9090/metrics
+ * // curl -H "Authorization: Bearer $(cat admin.token)" http://127.0.0.1:9090/metrics
  * ```
  */
 export class AdminServer implements AsyncDisposable {
@@ -172,10 +174,9 @@ export class AdminServer implements AsyncDisposable {
         "Admin endpoint requests refused: misdirected_host (Host not answered for), unauthorized (no or wrong token).",
       labelNames: ["reason"],
     });
-    this.#refused = {
-      misdirected_host: refused.labels("misdirected_host"),
-      unauthorized: refused.labels("unauthorized"),
-    };
+    this.#refused = Object.fromEntries(
+      ADMIN_REFUSALS.map((reason) => [reason, refused.labels(reason)]),
+    ) as Record<AdminRefusal, CounterSeries>;
     const { hostname, port } = parseHostPort(options.listen);
     this.#server = Deno.serve({
       hostname,
