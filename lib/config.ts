@@ -608,12 +608,19 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       );
     }
   };
-  const [ca, cert, key, crlBytes] = await Promise.all([
+  // Read together, awaited in key order: when several fail, the first key is reported,
+  // whichever read failed first.
+  const reads = [
     read("tls.ca", tls.ca),
     read("tls.cert", tls.cert),
     read("tls.key", tls.key),
     tls.crl === undefined ? undefined : readBytes("tls.crl", tls.crl),
-  ]);
+  ] as const;
+  for (const pending of reads) pending?.catch(() => {});
+  const ca = await reads[0];
+  const cert = await reads[1];
+  const key = await reads[2];
+  const crlBytes = await reads[3];
   parseCerts("tls.ca", tls.ca, ca);
   const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
   let privateKey: ReturnType<typeof createPrivateKey>;
