@@ -16,6 +16,7 @@ import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
 import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
+import { AddressInUseError, assertAddressesFree } from "./exclusive_bind.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import {
   type Config,
@@ -1044,6 +1045,14 @@ async function serve(
       { workers: config.server.workers },
     );
   }
+  // Every address must be this process's alone: workers share theirs with
+  // SO_REUSEPORT, which another process of the same user could join.
+  try {
+    assertAddressesFree(listenAddresses(config));
+  } catch (error) {
+    log.error("Cannot start: {reason}", { reason: bindFailure(error) });
+    return EXIT_FAILURE;
+  }
   const balancer = workers > 1
     ? workerBalancer(command, { config, tls, workers, load })
     : new Balancer({
@@ -1165,7 +1174,21 @@ function watchedFiles(config: Config): string[] {
 }
 
 /** A sentence for a listener that could not bind. */
+/** Every address a config listens on: the shared listener, the groups' own, the admin endpoint. */
+function listenAddresses(config: Config): string[] {
+  const addresses: string[] = [];
+  if (config.server.listen !== undefined) addresses.push(config.server.listen);
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) addresses.push(group.listen);
+  }
+  if (config.admin.listen !== undefined) addresses.push(config.admin.listen);
+  return addresses;
+}
+
 function bindFailure(error: unknown): string {
+  if (error instanceof AddressInUseError) {
+    return `address ${error.address} already in use by another process`;
+  }
   const code = (error as { code?: unknown } | null)?.code;
   const address = error as { address?: unknown; port?: unknown } | null;
   const where = typeof address?.address === "string" && typeof address.port === "number"

@@ -308,6 +308,60 @@ Deno.test("main.ts serve exits 1 with a clear message when its address is in use
   );
 });
 
+Deno.test("main.ts serve: a second instance on the same addresses exits 1 and the first keeps serving", async () => {
+  await using upstream = await TestUpstream.start();
+  const port = await freePort();
+  const admin = await freePort();
+  await using dir = await configDir(
+    (await validConfig(`127.0.0.1:${port}`, upstream.address)).replace(
+      "[health]",
+      `[admin]\nlisten = "127.0.0.1:${admin}"\n\n[health]`,
+    ).replace(`listen = "127.0.0.1:${port}"`, `listen = "127.0.0.1:${port}"\nworkers = 2`),
+  );
+  const printed = await runMain([`--allow-read=${dir.path}`], [
+    "permissions",
+    "--config",
+    dir.path,
+  ]);
+  const flags = printed.stdout.trimEnd().split(" ").slice(2, -3);
+  const first = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, "main.ts", "--config", dir.path, "--log-format", "json"],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = lines(first.stderr);
+  const seen: string[] = [];
+  try {
+    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+    const second = await runMain(flags, ["--config", dir.path, "--log-format", "json"]);
+    assert.equal(second.code, 1, second.stderr);
+    const error = second.stderr.trimEnd().split("\n").map((l) => JSON.parse(l)).find((r) =>
+      r.level === "ERROR"
+    );
+    assert.equal(
+      error?.message,
+      `Cannot start: address 127.0.0.1:${port} already in use by another process`,
+    );
+    assert.ok(!/started/.test(second.stderr), "the second instance never started");
+
+    // Every connection still reaches the first instance (with two processes on the
+    // port, about half of them would go to the second).
+    const pki = await testPki();
+    for (let i = 0; i < 8; i++) {
+      const socket = await connectClient(port, pki.alice);
+      socket.write("still one balancer");
+      assert.equal(text(await readBytes(socket, 18)), "still one balancer");
+      socket.destroy();
+    }
+  } finally {
+    first.kill("SIGTERM");
+    for await (const _ of reader); // Drain stderr so its resource closes.
+    assert.equal((await first.status).code, 0);
+  }
+});
+
 Deno.test("main.ts certs writes a PKI with policy snippets and refuses to overwrite it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mtlb_e2e_certs_" });
   try {
