@@ -136,6 +136,15 @@ export interface GroupConfig {
    * @default {undefined}
    */
   proxyProtocol?: "v2";
+  /**
+   * ALPN protocols the balancer may select for this group's clients, in order of
+   * preference (`alpn = ["h2", "http/1.1"]`), so that HTTP/2 and gRPC clients get the
+   * protocol their upstream speaks. A protocol is selected only when the client offers
+   * it; with none selected the handshake goes on without ALPN.
+   *
+   * @default {[]}
+   */
+  alpn?: string[];
 }
 
 /**
@@ -352,6 +361,7 @@ const DEFAULT_CIPHERS: readonly string[] = ["TLS_AES_256_GCM_SHA384", "TLS_AES_1
 /** Longest delay a JavaScript timer honours (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const ALPN_RE = /^[\x21-\x7e]{1,255}$/;
 const HEX_RE = /^[0-9a-fA-F]+(?::[0-9a-fA-F]+)*$/;
 const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns"] as const;
 const HEALTH_KEYS = ["interval", "timeout", "rise", "fall", "send", "expect"];
@@ -866,7 +876,7 @@ function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, Gro
     }
     lowerNames.set(name.toLowerCase(), name);
     const g = r.table(t, "groups", name, true);
-    r.keys(g, p, ["upstreams", "listen", "health", "proxy_protocol"]);
+    r.keys(g, p, ["upstreams", "listen", "health", "proxy_protocol", "alpn"]);
 
     const list = r.array(g, p, "upstreams", true)!;
     if (list.length === 0) r.fail(`${p}.upstreams`, "must list at least one upstream");
@@ -911,6 +921,20 @@ function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, Gro
     if (listen !== undefined) group.listen = listen;
     const proxy = r.oneOf(g, p, "proxy_protocol", ["v2"] as const);
     if (proxy !== undefined) group.proxyProtocol = proxy;
+    const alpn = r.array(g, p, "alpn", false);
+    if (alpn !== undefined) {
+      group.alpn = alpn.map((item, i) => {
+        if (typeof item !== "string" || !ALPN_RE.test(item)) {
+          return r.fail(
+            `${p}.alpn[${i}]`,
+            `must be an ALPN protocol name (1 to 255 printable ASCII characters, such as "h2"), received ${
+              describe(item)
+            }`,
+          );
+        }
+        return item;
+      });
+    }
     groups.set(name, group);
   }
   if (groups.size === 0) r.fail("groups", "must define at least one group, such as [groups.app]");

@@ -52,7 +52,11 @@ export interface RouteRequest {
 export type RouteDenial = "unauthorized_group" | "no_group";
 
 /** The outcome of {@linkcode Policy.route}. */
-export type RouteResult = { group: string } | { deny: RouteDenial };
+export type RouteResult = { group: string } | {
+  deny: RouteDenial;
+  /** The group the connection asked for, when it named one. */
+  group?: string;
+};
 
 /** What a {@linkcode Policy} is built from: a {@linkcode Config} fits. */
 export interface PolicyConfig {
@@ -238,17 +242,48 @@ export class Policy {
    * @returns The group, or why the connection is refused.
    */
   route(client: ClientRule, request: RouteRequest = {}): RouteResult {
-    const allow = (group: string): RouteResult =>
-      client.groups.includes(group) ? { group } : { deny: "unauthorized_group" };
-    if (request.listenerGroup !== undefined) return allow(request.listenerGroup);
-    if (request.sni !== undefined) {
+    const asked = this.requestedGroup(request);
+    if (asked === undefined) {
+      return client.groups.length === 1 ? { group: client.groups[0]! } : { deny: "no_group" };
+    }
+    return client.groups.includes(asked)
+      ? { group: asked }
+      : { deny: "unauthorized_group", group: asked };
+  }
+
+  /**
+   * The group a connection asks for, whoever the client is: its dedicated listener's
+   * group, else the group its SNI name names (any letter case, a trailing dot
+   * ignored), else the first offered ALPN protocol that names a group.
+   *
+   * @example Usage
+   * ```ts
+   * import { Policy } from "./policy.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const policy = new Policy({
+   *   groups: new Map([["cache", {}], ["echo", {}]]),
+   *   clients: new Map(),
+   *   limits: { maxConnectionsPerClient: 10 },
+   * });
+   * assert.equal(policy.requestedGroup({ sni: "Cache." }), "cache");
+   * assert.equal(policy.requestedGroup({ alpn: ["h2", "echo"] }), "echo");
+   * assert.equal(policy.requestedGroup({ sni: "example.com", alpn: ["h2"] }), undefined);
+   * ```
+   *
+   * @param request The listener's group, SNI name and ALPN protocols of the connection.
+   * @returns The group name, or `undefined` when the connection names none.
+   */
+  requestedGroup(request: RouteRequest): string | undefined {
+    if (request.listenerGroup !== undefined) return request.listenerGroup;
+    if (request.sni !== undefined && request.sni !== "") {
       const group = this.#groupsBySni.get(request.sni.toLowerCase().replace(/\.$/, ""));
-      if (group !== undefined) return allow(group);
+      if (group !== undefined) return group;
     }
     for (const protocol of request.alpn ?? []) {
-      if (this.#groups.has(protocol)) return allow(protocol);
+      if (this.#groups.has(protocol)) return protocol;
     }
-    return client.groups.length === 1 ? allow(client.groups[0]!) : { deny: "no_group" };
+    return undefined;
   }
 
   /**

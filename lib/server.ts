@@ -42,6 +42,13 @@ import { HealthChangeEvent } from "./health_event.ts";
 import { type CertIdentity, type CertValidity, readCertificate } from "./identity.ts";
 import { peerCertificateDer } from "./_peer_certificate.ts";
 import {
+  type ClientHelloInfo,
+  hookTlsSocket,
+  keepContext,
+  offeredAlpn,
+  setAlpnSelector,
+} from "./_tls_server_hooks.ts";
+import {
   LeastConnPool,
   NoHealthyUpstreamError,
   type UpstreamConnection,
@@ -131,12 +138,41 @@ export interface ConnectionRecord {
   reason: ForwardEndReason;
 }
 
+/** Why a client certificate failed verification, or `no_certificate` when there was none. */
+export type CertificateFailure =
+  | "no_certificate"
+  | "unknown_ca"
+  | "expired"
+  | "not_yet_valid"
+  | "bad_certificate";
+
+/**
+ * Why a TLS handshake failed: a {@linkcode CertificateFailure}, or
+ * `handshake_timeout`, `protocol_version` (not TLS 1.3), `no_shared_group` (no
+ * ECDHE group in common), `no_shared_cipher`, `not_tls` (plaintext or garbage),
+ * `client_closed` (the client left before it finished), `tls_error` (anything else;
+ * the record's detail holds the runtime's error code).
+ */
+export type HandshakeFailure =
+  | CertificateFailure
+  | "handshake_timeout"
+  | "protocol_version"
+  | "no_shared_group"
+  | "no_shared_cipher"
+  | "not_tls"
+  | "client_closed"
+  | "tls_error";
+
 /** Detail of a `"handshake_error"` event. */
 export interface HandshakeErrorRecord {
-  /** `handshake_timeout`, or the TLS error code (`ERR_SSL_...`, `ECONNRESET`). */
-  reason: string;
+  /** The cause. */
+  reason: HandshakeFailure;
   /** The client's address, `host:port`, when known. */
   remote: string;
+  /** The certificate's identity, when the client presented one. */
+  identity?: CertIdentity;
+  /** Detail for the log: the runtime's error code, or what failed in the certificate. */
+  detail?: string;
 }
 
 /** Detail of a `"reload"` event, and the last reload in {@linkcode BalancerStatus}. */
@@ -1220,18 +1256,15 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       // Not half-open during the handshake: Deno then never reports a FIN that arrives
       // mid-handshake, and the socket would be held until handshake_timeout. A
       // forwarded connection is made half-open in #onSecure.
-      ...(group === undefined
-        ? {
-          ALPNCallback: ({ protocols }: { protocols: string[] }) =>
-            protocols.find((p) => this.#groupNames.includes(p)),
-        }
-        : {}),
+      // Runs Deno's ClientHello step, where ALPN is chosen per connection (or none).
+      SNICallback: keepContext,
     });
     const listener: Listener = { server, address, group, closed: undefined };
+    setAlpnSelector(server, (hello) => this.#selectAlpn(hello, listener.group));
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
     server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, listener.group));
     server.on("tlsClientError", (error: Error & { code?: string }, socket: TLSSocket) => {
-      this.#handshakeError(error.code ?? "tls_error", socket);
+      this.#handshakeError(error, socket);
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -1271,11 +1304,15 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       return;
     }
     this.#open++;
+    hookTlsSocket(socket);
     // Kept for the log: once destroyed, a socket no longer knows its peer.
     this.#remotes.set(socket, remoteOf(socket));
     const timer = this.#clock.setTimeout(() => {
       if (this.#handshakes.delete(socket)) {
-        this.#handshakeError("handshake_timeout", socket);
+        this.#recordHandshakeError({
+          reason: "handshake_timeout",
+          remote: this.#remotes.get(socket) ?? remoteOf(socket),
+        });
         // Counted once: the ECONNRESET node:tls reports next is this same failure.
         this.#refused.add(socket);
         socket.destroy();
@@ -1294,15 +1331,72 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
   }
 
-  #handshakeError(reason: string, socket: Socket): void {
+  /**
+   * The ALPN protocol selected for a ClientHello: the first protocol the group it asks
+   * for declares (`alpn`) that the client offered, else none. A group name is never
+   * echoed to a client that has not authenticated yet.
+   */
+  #selectAlpn(hello: ClientHelloInfo, listenerGroup: string | undefined): string | undefined {
+    const name = this.#policy.requestedGroup({
+      ...(listenerGroup === undefined ? {} : { listenerGroup }),
+      sni: hello.servername,
+      alpn: hello.protocols,
+    });
+    const declared = name === undefined ? undefined : this.#groups.get(name)?.config.alpn;
+    return declared?.find((p) => hello.protocols.includes(p));
+  }
+
+  /**
+   * Refuses a connection whose certificate failed verification, or that has none: a
+   * handshake failure named after its cause, closed with close_notify at once.
+   */
+  #refuseCertificate(
+    socket: TLSSocket,
+    remote: string,
+    reason: CertificateFailure,
+    der?: Uint8Array,
+    detail?: string,
+  ): void {
+    socket.resume();
+    socket.on("error", noop);
+    socket.end();
+    const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
+    socket.once("close", () => this.#clock.clearTimeout(timer));
+    let identity: CertIdentity | undefined;
+    if (der !== undefined) {
+      try {
+        identity = readCertificate(der).identity;
+      } catch {
+        identity = undefined;
+      }
+    }
+    this.#recordHandshakeError({
+      reason,
+      remote,
+      ...(identity === undefined ? {} : { identity }),
+      ...(detail === undefined ? {} : { detail }),
+    });
+  }
+
+  #handshakeError(error: Error & { code?: string }, socket: Socket): void {
     const raw = (socket as { _parent?: Socket })._parent ?? socket;
     if (this.#refused.has(raw)) return;
     const remote = this.#remotes.get(raw) ?? remoteOf(socket);
+    const detail = `${error.code ?? "no code"}: ${error.message}`;
+    this.#recordHandshakeError({ reason: handshakeFailureOf(error), remote, detail });
+  }
+
+  #recordHandshakeError(record: HandshakeErrorRecord): void {
     const errors = this.counters.handshakeErrors;
-    errors.set(reason, (errors.get(reason) ?? 0) + 1);
-    this.#metrics.handshakeFailureFor(reason).inc();
-    if (isLogged("info")) log.info("Handshake failed from {remote}: {reason}", { remote, reason });
-    this.#emit("handshake_error", { reason, remote } satisfies HandshakeErrorRecord);
+    errors.set(record.reason, (errors.get(record.reason) ?? 0) + 1);
+    this.#metrics.handshakeFailureFor(record.reason).inc();
+    log.warn("Handshake failed from {remote}: {reason}", {
+      remote: record.remote,
+      reason: record.reason,
+      ...(record.identity === undefined ? {} : { identity: summarize(record.identity) }),
+      ...(record.detail === undefined ? {} : { detail: record.detail }),
+    });
+    this.#emit("handshake_error", record);
   }
 
   #onSecure(socket: TLSSocket, listenerGroup: string | undefined): void {
@@ -1361,10 +1455,16 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     policy: Policy,
   ): Admitted | undefined {
     const crl = this.#crl;
-    // Defence in depth: rejectUnauthorized already refused these in the handshake.
     const der = peerCertificateDer(socket);
-    if (!socket.authorized || der === undefined) {
-      return void this.#deny(socket, { reason: "unauthenticated", remote });
+    if (der === undefined) {
+      // The runtime requires a certificate in the handshake (certificate_required);
+      // a resumed session of a listener that did not ask for one has none.
+      return void this.#refuseCertificate(socket, remote, "no_certificate");
+    }
+    if (!socket.authorized) {
+      // The runtime's verification failed; it lets the socket through to name the cause.
+      const { reason, detail } = refusedCertificateCause(der, this.#wall());
+      return void this.#refuseCertificate(socket, remote, reason, der, detail);
     }
     let identity: CertIdentity;
     let validity: CertValidity;
@@ -1411,10 +1511,21 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const route = policy.route(client, {
       ...(listenerGroup === undefined ? {} : { listenerGroup }),
       ...(typeof servername === "string" && servername !== "" ? { sni: servername } : {}),
-      ...(typeof alpn === "string" ? { alpn: [alpn] } : {}),
+      alpn: offeredAlpn(socket),
     });
     if ("deny" in route) {
-      return void this.#deny(socket, { reason: route.deny, client: client.name, identity, remote });
+      return void this.#deny(socket, {
+        reason: route.deny,
+        client: client.name,
+        identity,
+        remote,
+        ...(route.group === undefined ? {} : { group: route.group }),
+        detail: route.deny === "no_group"
+          ? `client ${client.name} may use ${
+            client.groups.join(", ")
+          }: choose one with SNI or ALPN (its name)`
+          : `client ${client.name} asked for group ${route.group}, which it may not use`,
+      });
     }
     return {
       client,
@@ -1858,4 +1969,41 @@ function summarize(identity: CertIdentity): Record<string, unknown> {
     ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
     ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
   };
+}
+
+/**
+ * Names the cause of a certificate that failed the runtime's verification: the
+ * runtime says only that it failed.
+ */
+function refusedCertificateCause(
+  der: Uint8Array,
+  now: number,
+): { reason: CertificateFailure; detail: string } {
+  let validity: CertValidity;
+  try {
+    validity = readCertificate(der).validity;
+  } catch (error) {
+    return { reason: "bad_certificate", detail: String(error) };
+  }
+  const range = `valid from ${new Date(validity.notBefore).toISOString()} to ${
+    new Date(validity.notAfter).toISOString()
+  }`;
+  if (now > validity.notAfter) return { reason: "expired", detail: range };
+  if (now < validity.notBefore) return { reason: "not_yet_valid", detail: range };
+  return { reason: "unknown_ca", detail: "the certificate does not chain to a CA of [tls] ca" };
+}
+
+/** Names the cause of a handshake error the runtime reported, from its code and message. */
+function handshakeFailureOf(error: Error & { code?: string }): HandshakeFailure {
+  const { code, message } = error;
+  if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return "no_certificate";
+  if (code === "ECONNRESET" || code === "EPIPE") return "client_closed";
+  // rustls names the cause in the message: "peer is incompatible: NoKxGroupsInCommon".
+  if (/SupportedVersionsExtensionRequired|Tls12NotOffered|ProtocolVersion/.test(message)) {
+    return "protocol_version";
+  }
+  if (/NoKxGroupsInCommon/.test(message)) return "no_shared_group";
+  if (/NoCipherSuitesInCommon/.test(message)) return "no_shared_cipher";
+  if (/InvalidContentType|corrupt message|InvalidMessage/.test(message)) return "not_tls";
+  return "tls_error";
 }

@@ -187,16 +187,16 @@ Deno.test("Balancer refuses clients that fail certificate verification", async (
   await using lb = await startBalancer(config({ upstreams: [upstream.address] }));
   const pki = lb.pki;
   const cases = [
-    ["no client certificate", pki.alice, { noCert: true }],
-    ["a certificate from a foreign CA", pki.intruder, {}],
-    ["an expired certificate", pki.expired, {}],
-    ["a certificate that is not yet valid", pki.notYetValid, {}],
-    ["a certificate without the clientAuth EKU", pki.wrongEku, {}],
+    ["no client certificate", pki.alice, { noCert: true }, "no_certificate"],
+    ["a certificate from a foreign CA", pki.intruder, {}, "unknown_ca"],
+    ["an expired certificate", pki.expired, {}, "expired"],
+    ["a certificate that is not yet valid", pki.notYetValid, {}, "not_yet_valid"],
+    ["a certificate without the clientAuth EKU", pki.wrongEku, {}, "unknown_ca"],
     ["a leaf whose intermediate is not sent nor trusted", pki.viaIntermediate, {
       cert: pki.viaIntermediate.certPem,
-    }],
+    }, "unknown_ca"],
   ] as const;
-  for (const [name, credential, options] of cases) {
+  for (const [name, credential, options, reason] of cases) {
     await t.step(name, async () => {
       const failed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
       const before = upstream.received;
@@ -208,7 +208,7 @@ Deno.test("Balancer refuses clients that fail certificate verification", async (
         assert.equal(data.length, 0);
       }
       const record = await failed;
-      assert.ok(record.reason.length > 0);
+      assert.equal(record.reason, reason);
       assert.equal(upstream.received, before, "nothing reached the upstream");
     });
   }
@@ -238,7 +238,8 @@ Deno.test("Balancer refuses TLS 1.2, plaintext and silent clients", async (t) =>
   await t.step("TLS 1.2-only client", async () => {
     const failed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
     await assert.rejects(connectClient(lb.port(), lb.pki.alice, { maxVersion: "TLSv1.2" }));
-    assert.ok((await failed).reason.length > 0);
+    const record = await failed;
+    assert.equal(record.reason, "protocol_version", record.detail);
   });
   await t.step("plaintext bytes", async () => {
     const failed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
@@ -246,7 +247,7 @@ Deno.test("Balancer refuses TLS 1.2, plaintext and silent clients", async (t) =>
     socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     const { data } = await readAll(socket);
     assert.ok(!text(data).includes("HTTP/1.1 200"));
-    assert.ok((await failed).reason.length > 0);
+    assert.equal((await failed).reason, "not_tls");
   });
   await t.step("silent client closed at handshake_timeout", async () => {
     const failed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
@@ -328,8 +329,8 @@ groups = ["echo", "cache"]
 match = { cn = "bob" }
 groups = ["echo"]`,
   }));
-  const alpn = await connectClient(lb.port(), lb.pki.alice, { ALPNProtocols: ["cache"] });
-  assert.equal(alpn.alpnProtocol, "cache");
+  const alpn = await connectClient(lb.port(), lb.pki.alice, { ALPNProtocols: ["h2", "cache"] });
+  assert.equal(alpn.alpnProtocol, false, "a group name is not echoed before authentication");
   assert.equal(text(await readBytes(alpn, 6)), "cache\n");
   alpn.destroy();
 
@@ -340,6 +341,72 @@ groups = ["echo"]`,
   // The dedicated listener serves only its group: bob is not allowed there.
   const bob = await connectClient(lb.port("cache"), lb.pki.bob);
   await assertDenied(bob, nextEvent(lb.balancer, "deny"), "unauthorized_group");
+});
+
+Deno.test("Balancer never fails a handshake over ALPN, and selects the protocols a group declares", async (t) => {
+  await using echoUp = await TestUpstream.start(banner("echo"));
+  await using cacheUp = await TestUpstream.start(banner("cache"));
+  await using lb = await startBalancer(config({
+    upstreams: [echoUp.address],
+    extraGroups: `[groups.cache]
+upstreams = ["${cacheUp.address}"]
+alpn = ["h2", "http/1.1"]`,
+    clients: `[clients.alice]
+match = { cn = "alice" }
+groups = ["echo", "cache"]
+
+[clients.bob]
+match = { cn = "bob" }
+groups = ["echo"]`,
+  }));
+  const browser = ["h2", "http/1.1"];
+  await t.step("its only group, offering h2 and http/1.1", async () => {
+    const bob = await connectClient(lb.port(), lb.pki.bob, { ALPNProtocols: browser });
+    assert.equal(bob.alpnProtocol, false, "echo declares no protocol: none selected");
+    assert.equal(text(await readBytes(bob, 5)), "echo\n");
+    bob.destroy();
+  });
+  await t.step("a group by SNI, which declares h2", async () => {
+    const alice = await connectClient(lb.port(), lb.pki.alice, {
+      ALPNProtocols: browser,
+      servername: "cache",
+    });
+    assert.equal(alice.alpnProtocol, "h2");
+    assert.equal(text(await readBytes(alice, 6)), "cache\n");
+    alice.destroy();
+  });
+  await t.step("the group's next protocol when the client lacks the first", async () => {
+    const alice = await connectClient(lb.port(), lb.pki.alice, {
+      ALPNProtocols: ["http/1.1"],
+      servername: "cache",
+    });
+    assert.equal(alice.alpnProtocol, "http/1.1");
+    alice.destroy();
+  });
+  await t.step(
+    "protocols naming no group, with several groups: no_group names the choice",
+    async () => {
+      const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
+      const alice = await connectClient(lb.port(), lb.pki.alice, { ALPNProtocols: browser });
+      assert.equal(alice.alpnProtocol, false);
+      const record = await denied;
+      assert.equal(record.reason, "no_group");
+      assert.match(record.detail ?? "", /may use echo, cache: choose one with SNI or ALPN/);
+      alice.destroy();
+    },
+  );
+  await t.step("a denial records the group asked for", async () => {
+    const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
+    const bob = await connectClient(lb.port(), lb.pki.bob, {
+      ALPNProtocols: browser,
+      servername: "cache",
+    });
+    assert.equal(bob.alpnProtocol, "h2");
+    const record = await denied;
+    assert.equal(record.reason, "unauthorized_group");
+    assert.equal(record.group, "cache");
+    bob.destroy();
+  });
 });
 
 Deno.test("Balancer refuses the 11th concurrent connection of a client capped at 10", async () => {

@@ -176,6 +176,7 @@ Deno.test("Policy.route() fixes the group on a dedicated listener", async (t) =>
   await t.step("a group the client may not use", () => {
     assert.deepEqual(policy.route(alice, { listenerGroup: "admin" }), {
       deny: "unauthorized_group",
+      group: "admin",
     });
   });
 });
@@ -193,7 +194,10 @@ Deno.test("Policy.route() picks the group named by SNI on the shared listener", 
     assert.deepEqual(policy.route(alice, { sni: "echo", alpn: ["Cache"] }), { group: "echo" });
   });
   await t.step("a group the client may not use", () => {
-    assert.deepEqual(policy.route(bob, { sni: "cache" }), { deny: "unauthorized_group" });
+    assert.deepEqual(policy.route(bob, { sni: "cache" }), {
+      deny: "unauthorized_group",
+      group: "Cache",
+    });
   });
   await t.step("a name that is no group is ignored", () => {
     assert.deepEqual(policy.route(bob, { sni: "localhost" }), { group: "echo" });
@@ -213,7 +217,10 @@ Deno.test("Policy.route() picks the group named by ALPN on the shared listener",
     assert.deepEqual(policy.route(alice, { alpn: ["cache"] }), { deny: "no_group" });
   });
   await t.step("a group the client may not use", () => {
-    assert.deepEqual(policy.route(bob, { alpn: ["Cache"] }), { deny: "unauthorized_group" });
+    assert.deepEqual(policy.route(bob, { alpn: ["Cache"] }), {
+      deny: "unauthorized_group",
+      group: "Cache",
+    });
   });
 });
 

@@ -1,0 +1,145 @@
+/**
+ * Per-connection hooks into Deno 2.9's `node:tls` server, for what its public API
+ * cannot express:
+ *
+ * - **Naming a refused certificate.** With `rejectUnauthorized`, Deno destroys a
+ *   socket whose client certificate failed verification before `secureConnection`,
+ *   with no alert and no reason (`tlsClientError` says `ECONNRESET`). The server is
+ *   created with `rejectUnauthorized: true`, so that rustls still requires a
+ *   certificate (a client without one gets the `certificate_required` alert), and
+ *   each socket is switched to hand a failed verification on as `authorized: false`,
+ *   so the balancer reads the certificate and names the cause (`unknown_ca`,
+ *   `expired`, ...) before it closes the connection.
+ * - **Choosing ALPN, or none.** `ALPNCallback` must return one of the offered
+ *   protocols or the handshake fails, so a client offering `h2, http/1.1` to a
+ *   server that has nothing to select would be reset. The server is created with an
+ *   `SNICallback` (it enables Deno's ClientHello step and leaves ALPN unselected), and
+ *   each socket's ClientHello step consults {@linkcode AlpnSelector} first.
+ *
+ * Both rely on internals of Deno 2.9's `node:tls` (`ownerSymbol`, the TLS handle's
+ * `onclienthello`, `getClientHelloAlpn`, `setAlpnProtocols`, `_rejectUnauthorized`);
+ * tests pin them, and when a runtime lacks one the connection keeps the runtime's
+ * own behaviour.
+ *
+ * @module
+ */
+import type { Socket } from "node:net";
+import type { Server, TLSSocket } from "node:tls";
+
+/** What the client offered in its ClientHello. */
+export interface ClientHelloInfo {
+  /** The SNI server name, `""` without one. */
+  servername: string;
+  /** The ALPN protocols offered, in the client's order. */
+  protocols: string[];
+}
+
+/** Returns the ALPN protocol to select (one of `hello.protocols`), or `undefined` for none. */
+export type AlpnSelector = (hello: ClientHelloInfo) => string | undefined;
+
+/** The TLS handle of a Deno 2.9 `node:tls` socket, as far as these hooks use it. */
+interface TlsHandle {
+  onclienthello?: (this: TlsHandle) => void;
+  getServername?: () => string | false | undefined;
+  getClientHelloAlpn?: () => string[];
+  setAlpnProtocols?: (protocols: string[]) => void;
+  _owner?: { server?: Server };
+  [ORIGINAL]?: (this: TlsHandle) => void;
+}
+
+const ORIGINAL = Symbol("mtlb.onclienthello");
+const SELECTOR = Symbol("mtlb.alpnSelector");
+
+/** `ownerSymbol` of Deno's `node:net`, found on the first socket that has it. */
+let ownerSymbol: symbol | undefined;
+
+/**
+ * The `SNICallback` that makes Deno run its ClientHello step (where ALPN is chosen by
+ * {@linkcode hookTlsSocket}) while keeping the server's own secure context.
+ *
+ * @param _servername The SNI name (unused: one certificate serves every name).
+ * @param done Called at once with no context: the server's context is used.
+ */
+export function keepContext(
+  _servername: string,
+  done: (error: Error | null, context?: undefined) => void,
+): void {
+  done(null, undefined);
+}
+
+/**
+ * Installs `select` as the ALPN selector of every socket of `server` that
+ * {@linkcode hookTlsSocket} prepares.
+ *
+ * @param server A `node:tls` server created with `SNICallback: keepContext`.
+ * @param select Chooses the protocol, or none.
+ */
+export function setAlpnSelector(server: Server, select: AlpnSelector): void {
+  (server as Server & { [SELECTOR]?: AlpnSelector })[SELECTOR] = select;
+}
+
+/**
+ * Prepares the TLS socket that the `node:tls` server created for the raw TCP
+ * socket of a `"connection"` event: a failed client certificate verification
+ * reaches `secureConnection` with `authorized: false`, and the server's ALPN
+ * selector runs on the ClientHello. Call it from the server's `"connection"`
+ * listener (the server's own listener, which creates the TLS socket, runs first).
+ *
+ * @param raw The TCP socket of the `"connection"` event.
+ * @returns The TLS socket, or `undefined` when the runtime does not expose it (the
+ *   runtime's defaults then apply: refused certificates are reset without a cause).
+ */
+export function hookTlsSocket(raw: Socket): TLSSocket | undefined {
+  const handle = (raw as unknown as { _handle?: Record<symbol, unknown> | null })._handle;
+  if (handle == null) return undefined;
+  ownerSymbol ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === "ownerSymbol");
+  if (ownerSymbol === undefined) return undefined;
+  const socket = handle[ownerSymbol] as
+    | (TLSSocket & { _rejectUnauthorized?: boolean; _handle?: TlsHandle | null })
+    | undefined;
+  if (socket === undefined || socket === null || typeof socket !== "object") return undefined;
+  if (socket._rejectUnauthorized === true) socket._rejectUnauthorized = false;
+  const tls = socket._handle;
+  if (tls != null && typeof tls.onclienthello === "function") {
+    tls[ORIGINAL] = tls.onclienthello;
+    tls.onclienthello = onClientHello;
+  }
+  return socket;
+}
+
+/** The ClientHello step: select ALPN (or nothing), then let Deno finish it. */
+function onClientHello(this: TlsHandle): void {
+  const select = (this._owner?.server as { [SELECTOR]?: AlpnSelector } | undefined)?.[SELECTOR];
+  if (select !== undefined) {
+    const protocols = this.getClientHelloAlpn?.() ?? [];
+    if (protocols.length > 0) {
+      const servername = this.getServername?.();
+      let chosen: string | undefined;
+      try {
+        chosen = select({
+          servername: typeof servername === "string" ? servername : "",
+          protocols,
+        });
+      } catch {
+        chosen = undefined;
+      }
+      if (chosen !== undefined && protocols.includes(chosen)) this.setAlpnProtocols?.([chosen]);
+    }
+  }
+  this[ORIGINAL]?.call(this);
+}
+
+/**
+ * The ALPN protocols a client offered, read from the TLS handle after the handshake.
+ *
+ * @param socket A server-side TLS socket prepared by {@linkcode hookTlsSocket}.
+ * @returns The offered protocols in the client's order; `[]` when none or unknown.
+ */
+export function offeredAlpn(socket: TLSSocket): string[] {
+  const tls = (socket as unknown as { _handle?: TlsHandle | null })._handle;
+  try {
+    return tls?.getClientHelloAlpn?.() ?? [];
+  } catch {
+    return [];
+  }
+}
