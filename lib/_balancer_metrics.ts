@@ -38,6 +38,8 @@ export class BalancerMetrics {
   readonly active: MetricFamily<GaugeSeries>;
   readonly open: GaugeSeries;
   readonly maxConnections: GaugeSeries;
+  readonly maxHandshakes: GaugeSeries;
+  readonly handshaking: GaugeSeries;
   readonly bytes: MetricFamily<CounterSeries>;
   readonly handshakeFailures: MetricFamily<CounterSeries>;
   readonly limiterRefusals: Record<ClientLimitKind, CounterSeries>;
@@ -76,7 +78,16 @@ export class BalancerMetrics {
     this.maxConnections = registry.gauge({
       name: "mtlb_connections_max",
       help:
-        "The server-wide cap on open client connections ([server] max_connections); +Inf when unset.",
+        "The server-wide cap on open client connections ([server] max_connections, by default derived from the open-files limit).",
+    }).labels();
+    this.handshaking = registry.gauge({
+      name: "mtlb_handshakes_in_flight",
+      help: "Client connections whose TLS handshake is in flight.",
+    }).labels();
+    this.maxHandshakes = registry.gauge({
+      name: "mtlb_handshakes_max",
+      help:
+        "The cap on TLS handshakes in flight ([server] max_handshakes); beyond it the oldest is shed.",
     }).labels();
     this.bytes = registry.counter({
       name: "mtlb_bytes_total",

@@ -56,6 +56,10 @@ export type ToWorker =
     ledger: SharedArrayBuffer;
     /** One 32-bit word: the open client connections of every worker. */
     connections: SharedArrayBuffer;
+    /** The open-files limit the default connection caps derive from. */
+    fileDescriptorLimit: number | undefined;
+    /** How many workers share the listeners (each takes its share of `max_handshakes`). */
+    workers: number;
     health: GroupHealthReports;
     /** How to configure LogTape in the Worker; no logging without it. */
     logging: WorkerLogging | undefined;
@@ -197,6 +201,10 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
     upstreamCounts: ledger.counts(state.upstreamCounts()),
     connectionCount: ledger.connections(sharedCount(new Int32Array(message.connections))),
     reusePort: true,
+    ...(message.fileDescriptorLimit === undefined
+      ? {}
+      : { fileDescriptorLimit: message.fileDescriptorLimit }),
+    handshakeShare: 1 / message.workers,
     health: "external",
     load: () => Promise.reject(new Error("a worker reloads only what its primary sends")),
   });

@@ -17,6 +17,7 @@ import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
 import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
 import { AddressInUseError, assertAddressesFree } from "./exclusive_bind.ts";
+import { ASSUMED_FILE_DESCRIPTORS, connectionCaps, readFileDescriptorLimit } from "./fd_limit.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import {
   type Config,
@@ -877,11 +878,22 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     );
   }
   const { limits, server } = config;
+  const fds = readFileDescriptorLimit();
+  const caps = connectionCaps(server, fds);
   lines.push(
     "",
     `Limits: ${limits.maxConnectionsPerClient} concurrent per client, ${
       rate(limits.connectionRate)
-    }${server.maxConnections === undefined ? "" : `; ${server.maxConnections} in total`}`,
+    }`,
+    `Server: ${caps.maxConnections} connections at most${
+      server.maxConnections === undefined
+        ? ` (max_connections from the open-files limit, ${
+          fds ?? `not readable without --allow-all: ${ASSUMED_FILE_DESCRIPTORS} assumed`
+        })`
+        : ""
+    }, ${caps.maxHandshakes} handshakes in flight at most${
+      server.maxHandshakes === undefined ? " (max_handshakes: max_connections, 4096 at most)" : ""
+    }`,
     `Timeouts: handshake ${formatDuration(server.handshakeTimeout)}, connect ${
       formatDuration(server.connectTimeout)
     }, idle ${formatDuration(server.idleTimeout)}, drain ${formatDuration(server.drainTimeout)}`,

@@ -42,11 +42,23 @@ export interface ServerConfig {
   workers?: number;
   /**
    * Cap on open client connections for the whole server, at least 1; beyond it new
-   * connections are closed at once, before their handshake (`server_full`).
+   * connections are closed at once, before their handshake (`server_full`). Unset:
+   * derived from the open-files limit (see `defaultMaxConnections`).
    *
    * @default {undefined}
    */
   maxConnections?: number;
+  /**
+   * Cap on TLS handshakes in flight, at least 1. When a new connection would exceed
+   * it (or `max_connections`), the oldest handshake in flight is closed
+   * (`handshake_shed`) if it has been in flight for a quarter of `handshake_timeout`,
+   * else the new connection is refused (`server_full`): silent or slow clients cannot
+   * keep others out, and a burst of real ones is not cut short. Unset:
+   * `max_connections`, at most 4096 (see `defaultMaxHandshakes`).
+   *
+   * @default {undefined}
+   */
+  maxHandshakes?: number;
   /**
    * Reload when the config file or a `[tls]` file changes (`watch`, default false).
    */
@@ -771,6 +783,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     "drain_timeout",
     "workers",
     "max_connections",
+    "max_handshakes",
     "watch",
   ]);
   const server: ServerConfig = {
@@ -786,6 +799,8 @@ function readServer(r: _Reader, t: Table): ServerConfig {
   if (listen !== undefined) server.listen = listen;
   if (workers !== undefined) server.workers = workers;
   if (maxConnections !== undefined) server.maxConnections = maxConnections;
+  const maxHandshakes = r.integer(t, p, "max_handshakes", 1);
+  if (maxHandshakes !== undefined) server.maxHandshakes = maxHandshakes;
   return server;
 }
 

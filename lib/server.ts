@@ -28,6 +28,7 @@ import {
 } from "./config.ts";
 import { RevocationList } from "./crl.ts";
 import { type Dialer, dialTcp } from "./dial.ts";
+import { type ConnectionCaps, connectionCaps, readFileDescriptorLimit } from "./fd_limit.ts";
 import { forward, type ForwardEndReason, type ForwardStats } from "./forward.ts";
 import {
   type HealthCheck,
@@ -148,7 +149,8 @@ export type CertificateFailure =
 
 /**
  * Why a TLS handshake failed: a {@linkcode CertificateFailure}, or
- * `handshake_timeout`, `protocol_version` (not TLS 1.3), `no_shared_group` (no
+ * `handshake_timeout`, `handshake_shed` (closed to make room under `max_handshakes`),
+ * `protocol_version` (not TLS 1.3), `no_shared_group` (no
  * ECDHE group in common), `no_shared_cipher`, `not_tls` (plaintext or garbage),
  * `client_closed` (the client left before it finished), `tls_error` (anything else;
  * the record's detail holds the runtime's error code).
@@ -156,6 +158,7 @@ export type CertificateFailure =
 export type HandshakeFailure =
   | CertificateFailure
   | "handshake_timeout"
+  | "handshake_shed"
   | "protocol_version"
   | "no_shared_group"
   | "no_shared_cipher"
@@ -307,6 +310,20 @@ export interface BalancerOptions {
    * @default {a count of this balancer's own connections}
    */
   connectionCount?: { add(delta: number): number };
+  /**
+   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
+   * and `max_handshakes` derive from.
+   *
+   * @default {read from /proc/self/limits when allowed, else 32768}
+   */
+  fileDescriptorLimit?: number;
+  /**
+   * This balancer's share of `[server] max_handshakes`, for one of several workers
+   * serving the same listeners: `1 / workers`.
+   *
+   * @default {1}
+   */
+  handshakeShare?: number;
 }
 
 /** An upstream's health as an external source reports it to {@linkcode Balancer.setHealth}. */
@@ -413,10 +430,14 @@ export interface BalancerStatus {
   connections: {
     /** Client connections open: handshaking, being refused, or forwarded. */
     open: number;
+    /** Connections whose TLS handshake is in flight. */
+    handshaking: number;
+    /** `[server] max_connections`, configured or derived from the open-files limit. */
+    max: number;
+    /** `[server] max_handshakes`, configured or derived. */
+    maxHandshakes: number;
     /** Connections being forwarded. */
     active: number;
-    /** `[server] max_connections`, when set. */
-    max?: number;
     /** Connections forwarded since start. */
     accepted: number;
     /** Refusals since start, by reason. */
@@ -559,6 +580,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #reusePort: boolean;
   #externalHealth: boolean;
   #connectionCount: { add(delta: number): number } | undefined;
+  #fileDescriptors: number | undefined;
+  #handshakeShare: number;
+  #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
   #reports = new Map<string, Map<string, RelayedReport>>();
   #registry: MetricsRegistry;
@@ -571,7 +595,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** Probes of groups a reload removed, settling. */
   #retiredProbes = new Set<Promise<void>>();
   #closing = new AbortController();
-  #handshakes = new Map<Socket, TimerId>();
+  /** Handshakes in flight, oldest first: their timeout timer and when they began. */
+  #handshakes = new Map<Socket, { timer: TimerId; since: number }>();
   /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
   #refused = new WeakSet<Socket>();
   #remotes = new WeakMap<Socket, string>();
@@ -624,6 +649,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#reusePort = options.reusePort ?? false;
     this.#externalHealth = options.health === "external";
     this.#connectionCount = options.connectionCount;
+    this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
+    this.#handshakeShare = options.handshakeShare ?? 1;
+    if (!(this.#handshakeShare > 0 && this.#handshakeShare <= 1)) {
+      throw new RangeError(
+        `Cannot create balancer: handshakeShare must be in (0, 1], received ${this.#handshakeShare}`,
+      );
+    }
+    this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
     this.#ciphers = new Set(options.config.tls.ciphers);
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
@@ -814,6 +847,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       config: { path: this.#config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
       connections: {
         open: this.#open,
+        handshaking: this.#handshakes.size,
+        max: this.#caps.maxConnections,
+        maxHandshakes: this.#caps.maxHandshakes,
         active: this.counters.active,
         accepted: this.counters.accepted,
         denied: Object.fromEntries(this.counters.denied),
@@ -828,9 +864,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       clients,
       certificates,
     };
-    if (this.#config.server.maxConnections !== undefined) {
-      status.connections.max = this.#config.server.maxConnections;
-    }
+
     if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
     if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
     return status;
@@ -942,7 +976,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#setState("closed");
     const listeners = this.#listeners.map((l) => this.#closeListener(l));
     this.#closing.abort(new Error("Balancer closing"));
-    for (const [socket, timer] of this.#handshakes) {
+    for (const [socket, { timer }] of this.#handshakes) {
       this.#clock.clearTimeout(timer);
       socket.destroy();
     }
@@ -1126,6 +1160,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#policy = policy;
     this.#crl = crl;
     this.#ciphers = new Set(config.tls.ciphers);
+    this.#caps = connectionCaps(config.server, this.#fileDescriptors);
     this.#groupNames = [...config.groups.keys()];
     for (const [name, group] of this.#groups) {
       const groupConfig = config.groups.get(name);
@@ -1194,7 +1229,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   #updateStaticMetrics(): void {
     const m = this.#metrics;
-    m.maxConnections.set(this.#config.server.maxConnections ?? Infinity);
+    m.maxConnections.set(this.#caps.maxConnections);
+    m.maxHandshakes.set(this.#caps.maxHandshakes);
     m.configLoaded.set(this.#loadedAt / 1000);
     m.expiry.clear();
     const server = this.#certificateExpiry("tls.cert");
@@ -1215,6 +1251,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #collectMetrics(): void {
     const m = this.#metrics;
     m.open.set(this.#open);
+    m.handshaking.set(this.#handshakes.size);
     m.active.clear();
     m.upstreamHealthy.clear();
     m.probeLatency.clear();
@@ -1291,10 +1328,16 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   #onConnection(socket: Socket): void {
-    const max = this.#config.server.maxConnections;
+    const { maxConnections: max, maxHandshakes } = this.#caps;
     const shared = this.#connectionCount;
     const total = shared === undefined ? this.#open + 1 : shared.add(1);
-    if (max !== undefined && total > max) {
+    // At a cap, a handshake in flight for long makes room: a flood of silent or slow
+    // handshakes cycles through while a client that completes one gets in. A young
+    // one is not shed (a burst of real clients), and the newcomer is refused instead.
+    const handshakeCap = Math.max(1, Math.ceil(maxHandshakes * this.#handshakeShare));
+    if (
+      (total > max || this.#handshakes.size >= handshakeCap) && !this.#shedOldestHandshake()
+    ) {
       shared?.add(-1);
       // Refused before any TLS work: the cheapest answer under overload.
       this.#refused.add(socket);
@@ -1318,17 +1361,43 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         socket.destroy();
       }
     }, this.#config.server.handshakeTimeout);
-    this.#handshakes.set(socket, timer);
+    this.#handshakes.set(socket, { timer, since: this.#clock.now() });
     socket.once("close", () => {
       const pending = this.#handshakes.get(socket);
       if (pending !== undefined) {
-        this.#clock.clearTimeout(pending);
+        this.#clock.clearTimeout(pending.timer);
         this.#handshakes.delete(socket);
       }
       this.#open--;
       shared?.add(-1);
       if (this.#open === 0) this.#idle?.resolve();
     });
+  }
+
+  /**
+   * Closes the oldest handshake in flight if it has been in flight for at least a
+   * quarter of `handshake_timeout`.
+   *
+   * @returns Whether one was closed.
+   */
+  #shedOldestHandshake(): boolean {
+    const oldest = this.#handshakes.entries().next();
+    if (oldest.done) return false;
+    const [socket, pending] = oldest.value;
+    const age = this.#clock.now() - pending.since;
+    if (age < this.#config.server.handshakeTimeout / 4) return false;
+    this.#clock.clearTimeout(pending.timer);
+    this.#handshakes.delete(socket);
+    this.#recordHandshakeError({
+      reason: "handshake_shed",
+      remote: this.#remotes.get(socket) ?? remoteOf(socket),
+      detail: `in flight for ${
+        Math.round(age)
+      } ms, closed to make room (max_connections ${this.#caps.maxConnections}, max_handshakes ${this.#caps.maxHandshakes})`,
+    });
+    this.#refused.add(socket);
+    socket.destroy();
+    return true;
   }
 
   /**
@@ -1401,9 +1470,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   #onSecure(socket: TLSSocket, listenerGroup: string | undefined): void {
     const raw = this.#rawOf(socket);
-    const timer = raw === undefined ? undefined : this.#handshakes.get(raw);
-    if (timer !== undefined) {
-      this.#clock.clearTimeout(timer);
+    const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
+    if (pending !== undefined) {
+      this.#clock.clearTimeout(pending.timer);
       this.#handshakes.delete(raw!);
     }
     // Read when the connection was accepted: cheaper than asking the socket again.

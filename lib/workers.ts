@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { connectionCaps, readFileDescriptorLimit } from "./fd_limit.ts";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { receiveMessageOnPort } from "node:worker_threads";
 import { getLogger } from "@logtape/logtape";
@@ -173,6 +174,13 @@ export interface WorkerBalancerOptions {
    * @default {DEFAULT_COLLECT_TIMEOUT}
    */
   collectTimeout?: number;
+  /**
+   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
+   * and `max_handshakes` derive from.
+   *
+   * @default {read from /proc/self/limits when allowed, else 32768}
+   */
+  fileDescriptorLimit?: number;
 }
 
 /** The life of one worker. */
@@ -322,6 +330,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   /** What the workers run: `#loaded` with listeners on port 0 bound to their port. */
   #effective: LoadedConfig;
   #count: number;
+  /** The open-files limit the default connection caps derive from. */
+  #fileDescriptors: number | undefined;
   #load: (path: string) => Promise<LoadedConfig>;
   #healthCheck: HealthCheck | undefined;
   #clock: Clock;
@@ -388,6 +398,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#sharedOptions = options.shared ?? {};
     this.#module = options.module ?? WORKER_MODULE;
     this.#collectTimeout = options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT;
+    this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#shared = new SharedState(this.#sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
@@ -493,11 +504,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     const retired = this.#retired;
     const denied = new Map(retired.denied);
     const handshakeFailures = new Map(retired.handshakeFailures);
+    const caps = connectionCaps(config.server, this.#fileDescriptors);
     let open = 0;
+    let handshaking = 0;
     let active = 0;
     let accepted = retired.accepted;
     for (const status of statuses) {
       open += status.connections.open;
+      handshaking += status.connections.handshaking;
       active += status.connections.active;
       accepted += status.connections.accepted;
       addAll(denied, status.connections.denied);
@@ -570,6 +584,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       config: { path: config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
       connections: {
         open,
+        handshaking,
+        max: caps.maxConnections,
+        maxHandshakes: caps.maxHandshakes,
         active,
         accepted,
         denied: Object.fromEntries(denied),
@@ -599,9 +616,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         return worker;
       }),
     };
-    if (config.server.maxConnections !== undefined) {
-      status.connections.max = config.server.maxConnections;
-    }
     if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
     if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
     return status;
@@ -695,6 +709,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       shared: this.#shared.init,
       ledger: slot.ledger,
       connections: this.#openCount.buffer as SharedArrayBuffer,
+      fileDescriptorLimit: this.#fileDescriptors,
+      workers: this.#count,
       health: this.#healthReports(),
       logging: this.#logging,
       reply: channel.port2,

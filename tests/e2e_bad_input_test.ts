@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { connect as netConnect, createServer, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
+import { FakeClock } from "../lib/clock.ts";
 import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki.ts";
 import type { CertificateAuthority, IssuedCertificate } from "../lib/pki.ts";
 import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server.ts";
@@ -730,4 +731,54 @@ groups = ["echo"]`,
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("Balancer sheds the oldest silent handshake at max_handshakes, so an authenticated client still gets in", async () => {
+  await using upstream = await TestUpstream.start();
+  const clock = new FakeClock();
+  await using lb = await startBalancer(
+    `[server]
+listen = "127.0.0.1:0"
+handshake_timeout = "4s"
+max_handshakes = 3
+
+[health]
+interval = "1h"
+
+[groups.echo]
+upstreams = ["${upstream.address}"]
+
+[clients.alice]
+match = { cn = "alice" }
+groups = ["echo"]
+`,
+    { clock },
+  );
+  const silent: Socket[] = [];
+  const closes: Promise<unknown>[] = [];
+  for (let i = 0; i < 3; i++) {
+    const socket = netConnect({ host: "127.0.0.1", port: lb.port() });
+    silent.push(socket);
+    closes.push(readAll(socket));
+  }
+  // Three handshakes in flight, all young: a fourth connection is refused, not a silent one shed.
+  const refused = nextEvent<DenyRecord>(lb.balancer, "deny");
+  const fourth = netConnect({ host: "127.0.0.1", port: lb.port() });
+  assert.equal((await refused).reason, "server_full");
+  await readAll(fourth);
+  assert.equal(lb.balancer.status().connections.handshaking, 3);
+  assert.equal(lb.balancer.status().connections.maxHandshakes, 3);
+
+  // A second later (a quarter of handshake_timeout), the oldest silent one makes room.
+  clock.advance(1000);
+  const shed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
+  const alice = await connectClient(lb.port(), lb.pki.alice);
+  const record = await shed;
+  assert.equal(record.reason, "handshake_shed");
+  alice.write("still served");
+  assert.equal(text(await readBytes(alice, 12)), "still served");
+  alice.destroy();
+  await closes[0];
+  assert.equal(lb.balancer.counters.handshakeErrors.get("handshake_shed"), 1);
+  for (const socket of silent) socket.destroy();
 });

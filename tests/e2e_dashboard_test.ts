@@ -228,6 +228,9 @@ class ScriptedTarget extends EventTarget {
       },
       connections: {
         open: 3,
+        handshaking: 0,
+        max: 1000,
+        maxHandshakes: 500,
         active: 3,
         accepted: 10 * n,
         denied: { limit_concurrency: n },
