@@ -51,6 +51,7 @@ export class BalancerMetrics {
   readonly expiry: MetricFamily<GaugeSeries>;
   readonly clientActive: MetricFamily<GaugeSeries>;
   readonly draining: GaugeSeries;
+  readonly sessionEnds: MetricFamily<CounterSeries>;
   readonly #deniedBy = new Map<string, CounterSeries>();
   readonly #handshakeBy = new Map<string, CounterSeries>();
 
@@ -149,6 +150,12 @@ export class BalancerMetrics {
       name: "mtlb_draining",
       help: "1 while the balancer drains (stopped accepting, waiting for connections to end).",
     }).labels();
+    this.sessionEnds = registry.counter({
+      name: "mtlb_connections_closed_total",
+      help:
+        "Forwarded connections mtlb closed itself, by reason: revoked, policy_changed (after a reload), max_lifetime.",
+      labelNames: ["reason"],
+    });
   }
 
   /** The series of a deny reason. */
@@ -170,5 +177,15 @@ export class BalancerMetrics {
       if (label === reason) this.#handshakeBy.set(reason, series);
     }
     return series;
+  }
+
+  /**
+   * The `mtlb_connections_closed_total` series of a reason.
+   *
+   * @param reason Why mtlb closed the connection.
+   * @returns The series.
+   */
+  sessionEndFor(reason: string): CounterSeries {
+    return this.sessionEnds.labels(reason);
   }
 }

@@ -60,6 +60,20 @@ export interface ServerConfig {
    */
   maxHandshakes?: number;
   /**
+   * What a reload or CRL update does to live connections it would now refuse
+   * (certificate revoked, client removed, group withdrawn, CA removed): `"close"`
+   * ends them (`revoked`, `policy_changed`); `"keep"` lets them run to their end
+   * (`on_policy_change`, default `"close"`).
+   */
+  onPolicyChange: "close" | "keep";
+  /**
+   * The longest a forwarded connection may last, ms; it is then closed
+   * (`max_lifetime`). Unset: no bound.
+   *
+   * @default {undefined}
+   */
+  maxLifetime?: number;
+  /**
    * Reload when the config file or a `[tls]` file changes (`watch`, default false).
    */
   watch: boolean;
@@ -784,6 +798,8 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     "workers",
     "max_connections",
     "max_handshakes",
+    "on_policy_change",
+    "max_lifetime",
     "watch",
   ]);
   const server: ServerConfig = {
@@ -792,6 +808,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     idleTimeout: r.duration(t, p, "idle_timeout") ?? 15 * 60_000,
     drainTimeout: r.duration(t, p, "drain_timeout") ?? 30_000,
     watch: r.boolean(t, p, "watch") ?? false,
+    onPolicyChange: r.oneOf(t, p, "on_policy_change", ["close", "keep"] as const) ?? "close",
   };
   const listen = r.address(t, p, "listen", true);
   const workers = r.integer(t, p, "workers", 1, 1024);
@@ -801,6 +818,8 @@ function readServer(r: _Reader, t: Table): ServerConfig {
   if (maxConnections !== undefined) server.maxConnections = maxConnections;
   const maxHandshakes = r.integer(t, p, "max_handshakes", 1);
   if (maxHandshakes !== undefined) server.maxHandshakes = maxHandshakes;
+  const maxLifetime = r.duration(t, p, "max_lifetime");
+  if (maxLifetime !== undefined) server.maxLifetime = maxLifetime;
   return server;
 }
 

@@ -18,6 +18,7 @@ import {
   StoreUnavailableError,
 } from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
+import { formatDuration } from "./duration.ts";
 import {
   type Config,
   type GroupConfig,
@@ -57,7 +58,7 @@ import {
 } from "./least_conn_pool.ts";
 import type { CounterSeries } from "./metrics.ts";
 import { MetricsRegistry } from "./metrics.ts";
-import { type ClientRule, Policy } from "./policy.ts";
+import { type ClientRule, Policy, type RouteRequest } from "./policy.ts";
 import {
   encodeProxyV2,
   encodeSslTlv,
@@ -117,6 +118,13 @@ export interface DenyRecord {
   detail?: string;
 }
 
+/**
+ * Why mtlb itself ended a forwarded connection: its certificate was revoked
+ * (`revoked`), a reload no longer allows it (`policy_changed`: client removed, group
+ * withdrawn, CA removed), or it reached `[server] max_lifetime` (`max_lifetime`).
+ */
+export type SessionEndReason = "revoked" | "policy_changed" | "max_lifetime";
+
 /** Detail of an `"end"` event: one audit record per forwarded connection. */
 export interface ConnectionRecord {
   /** The configured client name. */
@@ -136,7 +144,9 @@ export interface ConnectionRecord {
   /** Connection lifetime after the upstream connected, in whole milliseconds. */
   durationMs: number;
   /** How it ended. */
-  reason: ForwardEndReason;
+  reason: ForwardEndReason | SessionEndReason;
+  /** Why mtlb ended it, for `revoked` and `policy_changed`. */
+  detail?: string;
 }
 
 /** Why a client certificate failed verification, or `no_certificate` when there was none. */
@@ -602,7 +612,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #remotes = new WeakMap<Socket, string>();
   /** Connections open when close() began, for a drain it cut short. */
   #openAtClose = 0;
-  #sockets = new Set<Socket>();
+  /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
+  #sessions = new Set<LiveSession>();
+  #lifetimeTimer: TimerId | undefined;
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
   #open = 0;
@@ -981,7 +993,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       socket.destroy();
     }
     this.#handshakes.clear();
-    for (const socket of this.#sockets) socket.destroy();
+    if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer);
+    for (const session of this.#sessions) {
+      session.socket.destroy();
+      session.upstream.destroy();
+    }
     await Promise.all([...listeners, ...this.#retired]);
     await Promise.all(this.#settled);
     for (const group of this.#groups.values()) {
@@ -1199,6 +1215,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#listeners = order;
     this.#loadedAt = this.#wall();
     this.#updateStaticMetrics();
+    this.#recheckSessions(policy);
+    this.#armLifetimeSweep();
 
     const restart: string[] = [];
     if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
@@ -1577,11 +1595,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const client = who.client;
     const servername = (socket as { servername?: string | false | null }).servername;
     const alpn = socket.alpnProtocol;
-    const route = policy.route(client, {
+    const request: RouteRequest = {
       ...(listenerGroup === undefined ? {} : { listenerGroup }),
       ...(typeof servername === "string" && servername !== "" ? { sni: servername } : {}),
       alpn: offeredAlpn(socket),
-    });
+    };
+    const route = policy.route(client, request);
     if ("deny" in route) {
       return void this.#deny(socket, {
         reason: route.deny,
@@ -1658,8 +1677,17 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.counters.active++;
     group.accepted.inc();
     group.acceptedBy.set(lease.address, (group.acceptedBy.get(lease.address) ?? 0) + 1);
-    this.#sockets.add(socket);
-    this.#sockets.add(upstream);
+    const session: LiveSession = {
+      socket,
+      upstream,
+      client: client.name,
+      group: admitted.group,
+      started: this.#clock.now(),
+      end: undefined,
+      detail: undefined,
+    };
+    this.#sessions.add(session);
+    this.#armLifetimeSweep();
     socket.off("data", early);
     socket.off("end", noop);
     try {
@@ -1679,8 +1707,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         bytesFromClient: result.bytesFromClient,
         bytesFromUpstream: result.bytesFromUpstream,
         durationMs: Math.round(result.durationMs),
-        reason: result.reason,
+        reason: session.end ?? result.reason,
       };
+      if (session.detail !== undefined) record.detail = session.detail;
       if (isLogged("info")) {
         audit.info(
           "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
@@ -1690,8 +1719,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.#emit("end", record);
     } finally {
       this.counters.active--;
-      this.#sockets.delete(socket);
-      this.#sockets.delete(upstream);
+      this.#sessions.delete(session);
     }
   }
 
@@ -1735,6 +1763,100 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       socket.off("close", onGone);
       this.#closing.signal.removeEventListener("abort", onClosing);
     }
+  }
+
+  /** Ends a forwarded connection for a reason of mtlb's own; its audit record says why. */
+  #endSession(session: LiveSession, reason: SessionEndReason, detail: string): void {
+    if (session.end !== undefined) return;
+    session.end = reason;
+    session.detail = detail;
+    this.#metrics.sessionEndFor(reason).inc();
+    log.warn("Closing a connection of {client} to {group}: {reason}", {
+      client: session.client,
+      group: session.group,
+      reason,
+      detail,
+    });
+    session.socket.destroy();
+    session.upstream.destroy();
+  }
+
+  /** Schedules the sweep that ends connections past `[server] max_lifetime`, if one is due. */
+  #armLifetimeSweep(): void {
+    const max = this.#config.server.maxLifetime;
+    if (max === undefined || this.#lifetimeTimer !== undefined || this.#sessions.size === 0) {
+      return;
+    }
+    // One sweep for every connection, at most a second (or a quarter of the lifetime) late.
+    const every = Math.max(1, Math.min(1000, max / 4));
+    this.#lifetimeTimer = this.#clock.setTimeout(() => {
+      this.#lifetimeTimer = undefined;
+      const limit = this.#config.server.maxLifetime;
+      if (limit === undefined) return;
+      const now = this.#clock.now();
+      for (const session of this.#sessions) {
+        if (now - session.started >= limit) {
+          this.#endSession(session, "max_lifetime", `open for ${formatDuration(limit)}`);
+        }
+      }
+      this.#armLifetimeSweep();
+    }, every);
+  }
+
+  /**
+   * After a reload: ends the live connections the new policy would refuse (client
+   * removed, group withdrawn), unless `[server] on_policy_change = "keep"`.
+   */
+  #recheckSessions(policy: Policy): void {
+    if (this.#config.server.onPolicyChange === "keep") return;
+    for (const session of this.#sessions) {
+      if (session.end !== undefined) continue;
+      const verdict = this.#recheck(session, policy);
+      if (verdict !== undefined) this.#endSession(session, verdict.reason, verdict.detail);
+    }
+  }
+
+  /** Why the policy now in force would refuse a live connection, or `undefined`. */
+  #recheck(
+    session: LiveSession,
+    policy: Policy,
+  ): { reason: SessionEndReason; detail: string } | undefined {
+    const der = peerCertificateDer(session.socket);
+    if (der === undefined) return undefined; // Closing already: its handle is gone.
+    let identity: CertIdentity;
+    try {
+      identity = readCertificate(der).identity;
+    } catch {
+      return undefined;
+    }
+    if (this.#crl !== undefined) {
+      const verdict = this.#crl.check(der, identity.serial, this.#wall());
+      if (verdict === "revoked") {
+        return { reason: "revoked", detail: `serial ${identity.serial} is revoked` };
+      }
+    }
+    const who = policy.identify(identity);
+    if ("deny" in who) {
+      return {
+        reason: "policy_changed",
+        detail: `the certificate now matches no client (${who.deny})`,
+      };
+    }
+    if (who.client.name !== session.client) {
+      return {
+        reason: "policy_changed",
+        detail: `the certificate now matches client ${who.client.name}`,
+      };
+    }
+    // The group it was routed to must still be allowed (not routed again: a client that
+    // gains a second group keeps the connections its only group got).
+    if (!who.client.groups.includes(session.group)) {
+      return {
+        reason: "policy_changed",
+        detail: `client ${session.client} may no longer use group ${session.group}`,
+      };
+    }
+    return undefined;
   }
 
   /** Counts and logs a refusal, and dispatches its `"deny"` event. */
@@ -2009,6 +2131,19 @@ function proxyHeader(
       }
       : { command: "proxy", tlvs },
   );
+}
+
+/** A forwarded connection, as reloads and the lifetime sweep see it. */
+interface LiveSession {
+  readonly socket: TLSSocket;
+  readonly upstream: Socket;
+  readonly client: string;
+  readonly group: string;
+  /** When it was forwarded (balancer clock). */
+  readonly started: number;
+  /** Why mtlb ended it, once it did. */
+  end: SessionEndReason | undefined;
+  detail: string | undefined;
 }
 
 /** Who a connection is and where it may go, once `Balancer#admit` let it through. */

@@ -122,6 +122,7 @@ groups = ["web-1"]
       drainTimeout: 10_000,
       workers: 4,
       maxConnections: 5000,
+      onPolicyChange: "close",
       watch: true,
     },
     tls: {
@@ -182,6 +183,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     idleTimeout: 900_000,
     drainTimeout: 30_000,
     watch: false,
+    onPolicyChange: "close",
   });
   assert.deepEqual(config.tls.ciphers, ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"]);
   assert.equal(config.tls.crl, undefined);

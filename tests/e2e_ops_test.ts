@@ -14,6 +14,7 @@ import { formatHostPort, type HostPort } from "../lib/address.ts";
 import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config.ts";
 import { createCrl } from "../lib/crl.ts";
 import { dialTcp } from "../lib/dial.ts";
+import { FakeClock } from "../lib/clock.ts";
 import { certificateValidity } from "../lib/identity.ts";
 import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy_protocol.ts";
 import {
@@ -226,13 +227,15 @@ Deno.test("Balancer.reload() under live traffic drops nothing and applies the ne
     stream.end();
   })();
 
-  // Mid-stream: bob replaces alice, and a second upstream joins.
+  // Mid-stream: bob joins alice, and a second upstream joins.
   await threshold.promise;
+  const early = await connectClient(port(balancer), pki.bob);
+  await assertDenied(early, nextEvent(balancer, "deny"), "unknown_identity");
   await using second = await TestUpstream.start();
   const reloaded = nextEvent<ReloadRecord>(balancer, "reload");
   await balancer.reload(
     await load(
-      echoConfig(upstream.address, ["bob"]).replace(
+      echoConfig(upstream.address, ["alice", "bob"]).replace(
         `upstreams = ["${upstream.address}"]`,
         `upstreams = ["${upstream.address}", "${second.address}"]`,
       ),
@@ -248,9 +251,7 @@ Deno.test("Balancer.reload() under live traffic drops nothing and applies the ne
   assert.equal(error, undefined);
   assert.equal(text(data), sent.digest("hex"), "every byte made it, in order");
 
-  // New connections get the new policy: alice is gone, bob is in.
-  const alice = await connectClient(port(balancer), pki.alice);
-  await assertDenied(alice, nextEvent(balancer, "deny"), "unknown_identity");
+  // New connections get the new policy: bob is in.
   const bob = await connectClient(port(balancer), pki.bob);
   const bobEnded = nextEvent<ConnectionRecord>(balancer, "end");
   bob.end("hi");
@@ -488,45 +489,142 @@ Deno.test("Balancer sends a PROXY v2 header with addresses and TLVs before the c
   assert.equal(record.bytesFromClient, "after the header".length, "the header is not counted");
 });
 
-Deno.test("Balancer refuses a revoked client after a CRL reload; live sessions keep running", async () => {
+Deno.test("Balancer refuses a revoked client after a CRL reload and closes its live sessions", async (t) => {
   const pki = await testPki();
   await using upstream = await TestUpstream.start();
   const dir = await Deno.makeTempDir({ prefix: "mtlb_ops_" });
   try {
     const crlPath = join(dir, "ca.crl");
-    await Deno.writeTextFile(crlPath, await createCrl(pki.ca.authority, []));
-    const body = echoConfig(upstream.address, ["alice", "bob"]);
-    await using balancer = await startWith(await load(body, `crl = "${crlPath}"`));
-    const bob = await connectClient(port(balancer), pki.bob);
-    assert.equal(await roundTrip(bob, "before"), "before");
+    for (const keep of [false, true]) {
+      await t.step(keep ? 'on_policy_change = "keep"' : "by default", async () => {
+        await Deno.writeTextFile(crlPath, await createCrl(pki.ca.authority, []));
+        const body = echoConfig(
+          upstream.address,
+          ["alice", "bob"],
+          keep ? 'on_policy_change = "keep"' : "",
+        );
+        await using balancer = await startWith(await load(body, `crl = "${crlPath}"`));
+        const bob = await connectClient(port(balancer), pki.bob);
+        assert.equal(await roundTrip(bob, "before"), "before");
+        const alice = await connectClient(port(balancer), pki.alice);
+        assert.equal(await roundTrip(alice, "fine"), "fine");
 
-    const nextUpdate = new Date(Date.now() + 3 * DAY);
-    await Deno.writeTextFile(
-      crlPath,
-      await createCrl(pki.ca.authority, [pki.bob.serial], { nextUpdate }),
-    );
-    await balancer.reload(await load(body, `crl = "${crlPath}"`));
+        const nextUpdate = new Date(Date.now() + 3 * DAY);
+        await Deno.writeTextFile(
+          crlPath,
+          await createCrl(pki.ca.authority, [pki.bob.serial], { nextUpdate }),
+        );
+        const ended = nextEvent<ConnectionRecord>(balancer, "end");
+        await balancer.reload(await load(body, `crl = "${crlPath}"`));
+        if (keep) {
+          assert.equal(await roundTrip(bob, "still on"), "still on", "kept");
+        } else {
+          const record = await ended;
+          assert.equal(record.client, "bob");
+          assert.equal(record.reason, "revoked");
+          assert.match(record.detail ?? "", /is revoked/);
+          assert.equal((await readAll(bob)).data.length, 0);
+        }
 
-    const again = await connectClient(port(balancer), pki.bob);
-    await assertDenied(again, nextEvent(balancer, "deny"), "revoked");
-    const alice = await connectClient(port(balancer), pki.alice);
-    assert.equal(await roundTrip(alice, "fine"), "fine");
-    assert.equal(await roundTrip(bob, "still on"), "still on", "the live session keeps running");
-    const metrics = balancer.metrics.render();
-    assert.equal(sample(metrics, `mtlb_connections_denied_total{reason="revoked"}`), 1);
-    assert.equal(
-      sample(metrics, `mtlb_certificate_expiry_timestamp_seconds{which="crl"}`),
-      Math.floor(nextUpdate.getTime() / 1000),
-    );
-    assert.equal(
-      balancer.status().certificates.crlNextUpdate,
-      new Date(Math.floor(nextUpdate.getTime() / 1000) * 1000).toISOString(),
-    );
-    await finish(balancer, alice);
-    await finish(balancer, bob);
+        const again = await connectClient(port(balancer), pki.bob);
+        await assertDenied(again, nextEvent(balancer, "deny"), "revoked");
+        assert.equal(await roundTrip(alice, "still fine"), "still fine", "alice is untouched");
+        const metrics = balancer.metrics.render();
+        assert.equal(sample(metrics, `mtlb_connections_denied_total{reason="revoked"}`), 1);
+        assert.equal(
+          sample(metrics, `mtlb_connections_closed_total{reason="revoked"}`),
+          keep ? undefined : 1,
+        );
+        assert.equal(
+          sample(metrics, `mtlb_certificate_expiry_timestamp_seconds{which="crl"}`),
+          Math.floor(nextUpdate.getTime() / 1000),
+        );
+        assert.equal(
+          balancer.status().certificates.crlNextUpdate,
+          new Date(Math.floor(nextUpdate.getTime() / 1000) * 1000).toISOString(),
+        );
+        await finish(balancer, alice);
+        if (keep) await finish(balancer, bob);
+      });
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("Balancer closes live connections a reload no longer allows", async () => {
+  const pki = await testPki();
+  await using upstream = await TestUpstream.start();
+  await using other = await TestUpstream.start();
+  const body = (aliceGroups: string, bob: boolean) =>
+    `[server]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "1h"
+
+[groups.echo]
+upstreams = ["${upstream.address}"]
+
+[groups.other]
+upstreams = ["${other.address}"]
+
+[clients.alice]
+match = { cn = "alice" }
+groups = ${aliceGroups}
+
+${bob ? `[clients.bob]\nmatch = { cn = "bob" }\ngroups = ["echo"]\n` : ""}
+[clients.carol]
+match = { cn = "carol" }
+groups = ["echo"]
+`;
+  await using balancer = await startWith(await load(body('["echo", "other"]', true)));
+  const alice = await connectClient(port(balancer), pki.alice, { servername: "other" });
+  assert.equal(await roundTrip(alice, "a"), "a");
+  const bob = await connectClient(port(balancer), pki.bob);
+  assert.equal(await roundTrip(bob, "b"), "b");
+  const carol = await connectClient(port(balancer), pki.carol);
+  assert.equal(await roundTrip(carol, "c"), "c");
+
+  const records: ConnectionRecord[] = [];
+  const twoEnded = Promise.withResolvers<void>();
+  balancer.addEventListener("end", (event) => {
+    records.push((event as CustomEvent<ConnectionRecord>).detail);
+    if (records.length === 2) twoEnded.resolve();
+  });
+  // alice loses group "other"; bob is removed; carol is unchanged.
+  await balancer.reload(await load(body('["echo"]', false)));
+  await twoEnded.promise;
+  const byClient = new Map(records.map((r) => [r.client, r]));
+  assert.equal(byClient.get("alice")?.reason, "policy_changed");
+  assert.match(byClient.get("alice")?.detail ?? "", /may no longer use group other/);
+  assert.equal(byClient.get("bob")?.reason, "policy_changed");
+  assert.match(byClient.get("bob")?.detail ?? "", /matches no client/);
+  assert.equal(await roundTrip(carol, "still"), "still");
+  assert.equal(
+    sample(balancer.metrics.render(), `mtlb_connections_closed_total{reason="policy_changed"}`),
+    2,
+  );
+  await finish(balancer, carol);
+});
+
+Deno.test("Balancer closes a connection at [server] max_lifetime", async () => {
+  const pki = await testPki();
+  await using upstream = await TestUpstream.start();
+  const clock = new FakeClock();
+  await using balancer = await startWith(
+    await load(echoConfig(upstream.address, ["alice"], 'max_lifetime = "1h"\nidle_timeout = "2h"')),
+    { clock },
+  );
+  const alice = await connectClient(port(balancer), pki.alice);
+  assert.equal(await roundTrip(alice, "hi"), "hi");
+  clock.advance(59 * 60_000);
+  assert.equal(await roundTrip(alice, "still"), "still");
+  const ended = nextEvent<ConnectionRecord>(balancer, "end");
+  clock.advance(2 * 60_000);
+  const record = await ended;
+  assert.equal(record.reason, "max_lifetime");
+  assert.equal((await readAll(alice)).data.length, 0);
 });
 
 Deno.test("Balancer refuses every client of an issuer whose CRL has expired", async () => {
