@@ -161,6 +161,8 @@ export {
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
+  type KeyAlgorithmName,
+  signingAlgorithmOf,
   writeDevPki,
   type WriteDevPkiOptions,
 } from "./lib/pki.ts";
