@@ -115,10 +115,15 @@ export {
 } from "./lib/health_probe.ts";
 export {
   type CertIdentity,
+  type CertificateFacts,
   certificateValidity,
   type CertValidity,
+  checkClientAuthUsage,
+  type ClientAuthUsage,
+  type ClientEkuMode,
   identityFromCertificate,
   normalizeHex,
+  readCertificate,
   spkiSha256FromPem,
 } from "./lib/identity.ts";
 export {
