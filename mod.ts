@@ -229,6 +229,24 @@ export {
   type SharedStateOptions,
 } from "./lib/shared_state.ts";
 export {
+  CHAIN_FAILURES,
+  type ChainFailure,
+  type IssuerMatch,
+  type LeafFacts,
+  type LocateOptions,
+  MAX_INTERMEDIATES,
+  type PathCertificate,
+  type SignedData,
+  type TrustedAuthority,
+  TrustStore,
+  TrustStoreError,
+  type TrustStoreOptions,
+  type VerifiedPath,
+  type VerifyOptions,
+  type VerifyResult,
+} from "./lib/trust_store.ts";
+export { SignatureCache, type SignatureCacheOptions } from "./lib/signature_cache.ts";
+export {
   assertSupportedRuntime,
   MIN_DENO_VERSION,
   UnsupportedRuntimeError,
