@@ -76,15 +76,19 @@ export {
   type UpstreamConfig,
 } from "./lib/config.ts";
 export {
+  type CheckPathOptions,
   createCrl,
   type CreateCrlOptions,
   CRL_CLOCK_SKEW_MS,
   CrlError,
   type CrlInfo,
+  type CrlMissingMode,
   crlToPem,
   type ParseCrlOptions,
+  type RevocationDenial,
   RevocationList,
   type RevocationStatus,
+  type RevocationVerdict,
 } from "./lib/crl.ts";
 export { type Dialer, dialTcp } from "./lib/dial.ts";
 export { formatDuration, parseDuration } from "./lib/duration.ts";
