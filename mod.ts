@@ -11,6 +11,9 @@
  *   and drainable, with metrics ({@linkcode MetricsRegistry}) and a status snapshot
  *   that {@linkcode AdminServer} serves over HTTP.
  * - {@linkcode encodeProxyV2} / {@linkcode parseProxyV2}: the PROXY protocol v2.
+ * - {@linkcode TrustStore}: the CAs of the bundle, issuer lookup and full chain
+ *   verification; {@linkcode ClientTrust}: the checks of a client's chain after the
+ *   handshake (extended key usage, path, CRLs).
  * - {@linkcode RevocationList}: CRL checks of client certificates.
  *
  * @example Least connections with a lease
@@ -51,6 +54,13 @@ export {
   MemoryLimiterStore,
   StoreUnavailableError,
 } from "./lib/client_limiter.ts";
+export {
+  ClientTrust,
+  type ClientTrustOptions,
+  type ClientVerdict,
+  TRUST_DENIALS,
+  type TrustDenial,
+} from "./lib/client_trust.ts";
 export { type ClusterStores, connectCluster } from "./lib/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
 export {
