@@ -296,6 +296,8 @@ Deno.test("loadTlsMaterial() verifies [tls] crl and reports its lists", async (t
     cert: pki.server.certPath,
     key: pki.server.keyPath,
     ciphers: [],
+    clientEku: "required",
+    crlMissing: "refuse",
     crl,
   });
   try {
