@@ -59,6 +59,10 @@ const viaChain = [via.der, issuing.der];
 const issuing2 = await createIntermediateCa(root, { commonName: "Bench issuing 2" });
 const direct2 = await issueCertificate(root, { commonName: "bench-client-2", kind: "client" });
 const via2 = await issueCertificate(issuing2, { commonName: "bench-via-2", kind: "client" });
+// A rollover: two CAs of one name; the signature decides (remembered after the first time).
+const rollover = await createCa({ commonName: "Bench root" });
+const rolled = await issueCertificate(rollover, { commonName: "bench-rolled", kind: "client" });
+const both = TrustStore.fromPem(root.certPem + rollover.certPem, { cache: new SignatureCache() });
 const forgetful = TrustStore.fromPem(root.certPem, {
   cache: new SignatureCache({ maxEntries: 1 }),
 });
@@ -74,6 +78,9 @@ const trust = new ClientTrust({ store });
 const trustCrl = new ClientTrust({ store, crl, crlMissing: "allow" });
 const directPath = pathOf(store.verify(directChain));
 const viaPath = pathOf(store.verify(viaChain));
+if (both.issuerOf(rolled.der)?.authority !== both.authorities[1]) {
+  throw new Error("Benchmark setup: the rollover's issuer");
+}
 for (const chain of [directChain, viaChain, [direct2.der], [via2.der, issuing2.der]]) {
   pathOf(forgetful.verify(chain));
   const verdict = trustCrl.checkHandshake(chain);
@@ -86,6 +93,10 @@ const rows: [string, number][] = [
     measure(50_000, () => readCertificate(direct.der)),
   ],
   ["TrustStore.issuerOf (one CA of that name)", measure(50_000, () => store.issuerOf(direct.der))],
+  [
+    "TrustStore.issuerOf (two CAs of that name, signature remembered)",
+    measure(20_000, () => both.issuerOf(rolled.der)),
+  ],
   ["ClientTrust.checkHandshake, root", measure(50_000, () => trust.checkHandshake(directChain))],
   [
     "ClientTrust.checkHandshake, root + CRL",
