@@ -11,6 +11,9 @@
  *   and drainable, with metrics ({@linkcode MetricsRegistry}) and a status snapshot
  *   that {@linkcode AdminServer} serves over HTTP.
  * - {@linkcode encodeProxyV2} / {@linkcode parseProxyV2}: the PROXY protocol v2.
+ * - {@linkcode TrustStore}: the CAs of the bundle, issuer lookup and full chain
+ *   verification; {@linkcode ClientTrust}: the checks of a client's chain after the
+ *   handshake (extended key usage, path, CRLs).
  * - {@linkcode RevocationList}: CRL checks of client certificates.
  *
  * @example Least connections with a lease
@@ -51,6 +54,13 @@ export {
   MemoryLimiterStore,
   StoreUnavailableError,
 } from "./lib/client_limiter.ts";
+export {
+  ClientTrust,
+  type ClientTrustOptions,
+  type ClientVerdict,
+  TRUST_DENIALS,
+  type TrustDenial,
+} from "./lib/client_trust.ts";
 export { type ClusterStores, connectCluster } from "./lib/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
 export {
@@ -77,15 +87,19 @@ export {
   type UpstreamConfig,
 } from "./lib/config.ts";
 export {
+  type CheckPathOptions,
   createCrl,
   type CreateCrlOptions,
   CRL_CLOCK_SKEW_MS,
   CrlError,
   type CrlInfo,
+  type CrlMissingMode,
   crlToPem,
   type ParseCrlOptions,
+  type RevocationDenial,
   RevocationList,
   type RevocationStatus,
+  type RevocationVerdict,
 } from "./lib/crl.ts";
 export { type Dialer, dialTcp } from "./lib/dial.ts";
 export { formatDuration, parseDuration } from "./lib/duration.ts";
@@ -116,10 +130,15 @@ export {
 } from "./lib/health_probe.ts";
 export {
   type CertIdentity,
+  type CertificateFacts,
   certificateValidity,
   type CertValidity,
+  checkClientAuthUsage,
+  type ClientAuthUsage,
+  type ClientEkuMode,
   identityFromCertificate,
   normalizeHex,
+  readCertificate,
   spkiSha256FromPem,
 } from "./lib/identity.ts";
 export {
@@ -162,6 +181,8 @@ export {
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
+  type KeyAlgorithmName,
+  signingAlgorithmOf,
   writeDevPki,
   type WriteDevPkiOptions,
 } from "./lib/pki.ts";
@@ -222,6 +243,24 @@ export {
   type SharedStateInit,
   type SharedStateOptions,
 } from "./lib/shared_state.ts";
+export {
+  CHAIN_FAILURES,
+  type ChainFailure,
+  type IssuerMatch,
+  type LeafFacts,
+  type LocateOptions,
+  MAX_INTERMEDIATES,
+  type PathCertificate,
+  type SignedData,
+  type TrustedAuthority,
+  TrustStore,
+  TrustStoreError,
+  type TrustStoreOptions,
+  type VerifiedPath,
+  type VerifyOptions,
+  type VerifyResult,
+} from "./lib/trust_store.ts";
+export { SignatureCache, type SignatureCacheOptions } from "./lib/signature_cache.ts";
 export {
   assertSupportedRuntime,
   MIN_DENO_VERSION,

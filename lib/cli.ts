@@ -34,6 +34,7 @@ import { connectCluster } from "./cluster.ts";
 import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
 import { writeDevPki } from "./pki.ts";
 import { assertSupportedRuntime } from "./runtime.ts";
+import type { TrustedAuthority } from "./trust_store.ts";
 import { AdminServer } from "./admin.ts";
 import { FileWatcher } from "./file_watcher.ts";
 import { Balancer, type LoadedConfig } from "./server.ts";
@@ -500,6 +501,63 @@ export function checkCertificateDates(
   return findings;
 }
 
+/**
+ * Warns about client rules a certificate of another CA could satisfy: when the bundle
+ * holds more than one CA that issues certificates, each rule that pins neither the
+ * issuing CA (`issuer`) nor the client's key (`spki_sha256`) matches a certificate of
+ * any of them with the right name or serial. Also warns about `issuer` pins that
+ * name no CA of the bundle (they match only certificates issued by an intermediate
+ * the clients send).
+ *
+ * @example Usage
+ * ```ts
+ * import { checkIssuerPins } from "./cli.ts";
+ * import { parseConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n` +
+ *     `[groups.app]\nupstreams = ["127.0.0.1:7001"]\n` +
+ *     `[clients.web]\nmatch = { cn = "web" }\ngroups = ["app"]\n`,
+ *   { path: "lb.toml" },
+ * );
+ * const ca = { subject: "CN=CA", spkiSha256: "ab".repeat(32), issuesCertificates: true };
+ * assert.deepEqual(checkIssuerPins(config, [ca]), []);
+ * assert.match(checkIssuerPins(config, [ca, { ...ca, spkiSha256: "cd".repeat(32) }])[0]!, /clients web/);
+ * ```
+ *
+ * @param config The configuration.
+ * @param authorities The CAs of `tls.ca` (`TlsMaterial.authorities`).
+ * @returns One sentence per warning.
+ */
+export function checkIssuerPins(
+  config: Pick<Config, "clients">,
+  authorities: readonly Pick<TrustedAuthority, "subject" | "spkiSha256" | "issuesCertificates">[],
+): string[] {
+  const warnings: string[] = [];
+  const issuing = authorities.filter((a) => a.issuesCertificates);
+  const loose = [...config.clients.values()].filter((c) =>
+    c.match.issuer === undefined && c.match.spkiSha256 === undefined
+  );
+  if (issuing.length > 1 && loose.length > 0) {
+    warnings.push(
+      `"tls.ca" holds ${issuing.length} CAs that can issue client certificates, and clients ${
+        loose.map((c) => c.name).join(", ")
+      } match without "issuer": a certificate from any of these CAs with the same name, serial or SAN is taken for them. Pin each to its CA with match.issuer = the CA's spki_sha256 ("check" lists them)`,
+    );
+  }
+  const known = new Set(authorities.map((a) => a.spkiSha256));
+  for (const client of config.clients.values()) {
+    const pin = client.match.issuer;
+    if (pin !== undefined && !known.has(pin)) {
+      warnings.push(
+        `"clients.${client.name}.match.issuer" is the key of no CA of "tls.ca": it matches only certificates issued by an intermediate CA that clients send`,
+      );
+    }
+  }
+  return warnings;
+}
+
 function oneLine(subject: string): string {
   return subject.split("\n").filter((part) => part !== "").join(", ");
 }
@@ -782,6 +840,9 @@ async function checkCommand(path: string, io: Io): Promise<number> {
   }
   const exposed = exposedAdmin(config);
   if (exposed !== undefined) io.err(`Warning: ${exposed}\n`);
+  for (const warning of checkIssuerPins(config, tls.authorities ?? [])) {
+    io.err(`Warning: ${warning}\n`);
+  }
   return code;
 }
 
@@ -857,6 +918,7 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     cn: "cn",
     sanUri: "san_uri",
     sanDns: "san_dns",
+    issuer: "issuer",
   };
   const rate = (r: { count: number; per: number } | undefined): string =>
     r === undefined ? "no rate limit" : `at most ${r.count} new per ${formatDuration(r.per)}`;
@@ -897,7 +959,9 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     `Timeouts: handshake ${formatDuration(server.handshakeTimeout)}, connect ${
       formatDuration(server.connectTimeout)
     }, idle ${formatDuration(server.idleTimeout)}, drain ${formatDuration(server.drainTimeout)}`,
-    `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${tls.crl === undefined ? "" : ", with CRL"}`,
+    `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${
+      tls.crl === undefined ? "" : `, with CRL (crl_missing = "${config.tls.crlMissing}")`
+    }; client_eku = "${config.tls.clientEku}"`,
   );
   for (const crl of tls.crls ?? []) {
     lines.push(
@@ -910,6 +974,19 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
   }
   if (config.server.watch) {
     lines.push("Reload: on SIGHUP and when the config or [tls] files change");
+  }
+  lines.push(`CAs of tls.ca (match.issuer = a CA's spki_sha256 pins a client to it):`);
+  for (const ca of tls.authorities ?? []) {
+    const role = ca.selfSigned
+      ? "root"
+      : ca.signedBy === undefined
+      ? "intermediate, its issuer not in the bundle"
+      : `intermediate of ${oneLine(ca.signedBy.subject)}`;
+    lines.push(
+      `  ${oneLine(ca.subject)}  spki_sha256 = "${ca.spkiSha256}"  (${role}${
+        ca.issuesCertificates ? "" : ", may not issue certificates"
+      })`,
+    );
   }
   lines.push("Certificates:");
   for (const cert of tls.certificates) {
@@ -1039,6 +1116,7 @@ async function serve(
     adminTokens.set(loaded.config, loaded.adminToken);
     return loaded;
   };
+  for (const warning of checkIssuerPins(config, tls.authorities ?? [])) log.warn(warning);
   if (report.broader.length > 0) {
     log.warn("Permissions broader than this config needs: {broader}; narrow them with: {run}", {
       broader: report.broader.join(", "),

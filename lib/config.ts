@@ -14,9 +14,10 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import type { ConnectionRate } from "./client_limiter.ts";
-import { CrlError, type CrlInfo, crlToPem, RevocationList } from "./crl.ts";
+import { CrlError, type CrlInfo, type CrlMissingMode, crlToPem, RevocationList } from "./crl.ts";
 import { parseDuration } from "./duration.ts";
-import { normalizeHex } from "./identity.ts";
+import { type ClientEkuMode, normalizeHex } from "./identity.ts";
+import { type TrustedAuthority, TrustStore, TrustStoreError } from "./trust_store.ts";
 
 /** The `[server]` section. Durations are milliseconds. */
 export interface ServerConfig {
@@ -96,6 +97,18 @@ export interface TlsConfig {
    * @default {undefined}
    */
   crl?: string;
+  /**
+   * Whether a client certificate must carry an extended key usage extension listing
+   * clientAuth (`"required"`, the default), or may also carry none (`"optional"`,
+   * weaker). An extension without clientAuth is always refused.
+   */
+  clientEku: ClientEkuMode;
+  /**
+   * With `crl` set, what certificates issued by a CA that has no CRL in it get:
+   * refused (`"refuse"`, the default, as OpenSSL-based proxies do) or accepted
+   * (`"allow"`).
+   */
+  crlMissing: CrlMissingMode;
 }
 
 /** The `[limits]` section: defaults for every client. */
@@ -188,6 +201,11 @@ export interface ClientMatch {
   sanUri?: string;
   /** A DNS subject alternative name the certificate must carry, lowercase. */
   sanDns?: string;
+  /**
+   * SHA-256 of the SubjectPublicKeyInfo of the CA that issued the certificate (its
+   * direct issuer), 64 hex digits: pins the client to one CA of the bundle.
+   */
+  issuer?: string;
 }
 
 /** A `[clients.NAME]` table. */
@@ -389,7 +407,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const ALPN_RE = /^[\x21-\x7e]{1,255}$/;
 const HEX_RE = /^[0-9a-fA-F]+(?::[0-9a-fA-F]+)*$/;
-const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns"] as const;
+const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns", "issuer"] as const;
 const HEALTH_KEYS = ["interval", "timeout", "rise", "fall", "send", "expect"];
 const HOST_NAME_RE =
   /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
@@ -564,14 +582,21 @@ export interface TlsMaterial {
    * @default {undefined}
    */
   crls?: CrlInfo[];
+  /**
+   * The CAs of `ca`, in file order, with their SPKI SHA-256 (what `match.issuer` pins).
+   * {@linkcode loadTlsMaterial} always sets it.
+   *
+   * @default {undefined}
+   */
+  authorities?: readonly TrustedAuthority[];
 }
 
 /**
  * Reads the CA bundle, server certificate, private key and CRL a config names and
  * checks them: each certificate parses, the key parses (unencrypted), the first
- * certificate of `tls.cert` belongs to the key, and each CRL is signed by a CA of
- * the bundle and current (see `RevocationList.parse`). Certificate expiry is
- * reported, not judged.
+ * certificate of `tls.cert` belongs to the key, the CA bundle can be read as a
+ * `TrustStore`, and each CRL is signed by a CA of the bundle and current (see
+ * `RevocationList.parse`). Certificate expiry is reported, not judged.
  *
  * @example Usage
  * ```ts ignore
@@ -584,7 +609,8 @@ export interface TlsMaterial {
  * @param config The config (its `path` is used in errors).
  * @returns The PEM texts and certificate facts.
  * @throws {ConfigError} With key `tls.ca`, `tls.cert`, `tls.key` or `tls.crl` when a file
- *   cannot be read or parsed, with key `tls.cert` when certificate and key do not match,
+ *   cannot be read or parsed (a CA certificate whose key is not supported included),
+ *   with key `tls.cert` when certificate and key do not match,
  *   or with key `tls.crl` when a CRL is not from a CA of the bundle, badly signed,
  *   expired or not yet valid.
  */
@@ -658,6 +684,20 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
   const key = await reads[2];
   const crlBytes = await reads[3];
   parseCerts("tls.ca", tls.ca, ca);
+  let store: TrustStore;
+  try {
+    store = TrustStore.fromPem(ca);
+  } catch (error) {
+    if (!(error instanceof TrustStoreError)) throw error;
+    return fail(
+      "tls.ca",
+      `cannot be used (${JSON.stringify(tls.ca)}): ${
+        error.message.replace(/^Cannot read the CA bundle: /, "")
+      }`,
+      error,
+    );
+  }
+  const authorities = store.authorities;
   const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
   let privateKey: ReturnType<typeof createPrivateKey>;
   try {
@@ -679,7 +719,7 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       } was not issued for the key in ${JSON.stringify(tls.key)}`,
     );
   }
-  if (crlBytes === undefined) return { ca, cert, key, certificates };
+  if (crlBytes === undefined) return { ca, cert, key, certificates, authorities };
   let crl: string;
   try {
     crl = crlToPem(crlBytes);
@@ -695,7 +735,7 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
   }
   let list: RevocationList;
   try {
-    list = await RevocationList.parse(crl, ca);
+    list = await RevocationList.parse(crl, store);
   } catch (error) {
     if (!(error instanceof CrlError)) throw error;
     return fail(
@@ -706,7 +746,7 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       error,
     );
   }
-  return { ca, cert, key, crl, certificates, crls: list.lists };
+  return { ca, cert, key, crl, certificates, crls: list.lists, authorities };
 }
 
 /**
@@ -825,7 +865,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
 
 function readTls(r: _Reader, t: Table, baseDir: string): TlsConfig {
   const p = "tls";
-  r.keys(t, p, ["ca", "cert", "key", "ciphers", "crl"]);
+  r.keys(t, p, ["ca", "cert", "key", "ciphers", "crl", "client_eku", "crl_missing"]);
   const file = (key: string, required: boolean): string | undefined => {
     const value = r.string(t, p, key, required);
     return value === undefined
@@ -839,6 +879,8 @@ function readTls(r: _Reader, t: Table, baseDir: string): TlsConfig {
     cert: file("cert", true)!,
     key: file("key", true)!,
     ciphers: [...DEFAULT_CIPHERS],
+    clientEku: r.oneOf(t, p, "client_eku", ["required", "optional"] as const) ?? "required",
+    crlMissing: r.oneOf(t, p, "crl_missing", ["refuse", "allow"] as const) ?? "refuse",
   };
   const ciphers = r.array(t, p, "ciphers", false);
   if (ciphers !== undefined) {
@@ -994,18 +1036,26 @@ function readClients(
       r.fail(mp, `must give at least one of ${MATCH_KEYS.join(", ")}`);
     }
     const match: ClientMatch = {};
-    const spki = r.string(m, mp, "spki_sha256", false);
-    if (spki !== undefined) {
-      const trimmed = spki.trim();
+    const sha256 = (key: string, what: string): string | undefined => {
+      const value = r.string(m, mp, key, false);
+      if (value === undefined) return undefined;
+      const trimmed = value.trim();
       const hex = HEX_RE.test(trimmed) ? trimmed.replaceAll(":", "").toLowerCase() : "";
       if (hex.length !== 64) {
         r.fail(
-          `${mp}.spki_sha256`,
-          `must be a SHA-256 in hex (64 digits, colons optional), received ${describe(spki)}`,
+          `${mp}.${key}`,
+          `must be ${what} in hex (64 digits, colons optional), received ${describe(value)}`,
         );
       }
-      match.spkiSha256 = hex;
-    }
+      return hex;
+    };
+    const spki = sha256("spki_sha256", "a SHA-256");
+    if (spki !== undefined) match.spkiSha256 = spki;
+    const issuer = sha256(
+      "issuer",
+      "the SHA-256 of the issuing CA's public key (as `check` lists it)",
+    );
+    if (issuer !== undefined) match.issuer = issuer;
     const serial = r.string(m, mp, "serial", false);
     if (serial !== undefined) {
       try {

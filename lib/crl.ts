@@ -5,8 +5,11 @@
  *
  * Deno 2.9's `node:tls` accepts the `crl` option of `createServer` and ignores it (a
  * revoked client completes the handshake), so mtlb enforces CRLs itself, as OpenSSL
- * would with `X509_V_FLAG_CRL_CHECK`: the CRL of the certificate's issuer decides,
- * and an expired CRL refuses every certificate of that issuer (fail closed).
+ * would with `X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL`: every certificate
+ * of the path is checked against the CRL of the CA that actually issued it (name and
+ * key: two CAs of one name during a rollover each have their own CRL), an expired
+ * CRL refuses every certificate of its CA, and a CA without a CRL refuses its
+ * certificates unless `[tls] crl_missing = "allow"` (fail closed).
  *
  * CRLs are read by a DER reader of this module and their signatures verified with
  * `node:crypto`, so CRLs of large CAs (tens of thousands of entries; 50,000 parse in
@@ -16,21 +19,34 @@
  * @module
  */
 import "reflect-metadata";
-import { type KeyObject, verify, X509Certificate } from "node:crypto";
 import {
-  Name,
+  AuthorityKeyIdentifierExtension,
+  type Extension,
   PemConverter,
   X509Certificate as PeculiarCertificate,
   X509CrlGenerator,
 } from "@peculiar/x509";
-import type { CertificateAuthority } from "./pki.ts";
+import { type CertificateAuthority, signingAlgorithmOf } from "./pki.ts";
 import { normalizeHex } from "./identity.ts";
+import {
+  readAuthorityKeyId,
+  readSignatureAlgorithm,
+  sameBytes,
+  serialHex,
+  toHex,
+} from "./_x509.ts";
+import { canonicalName, nameText } from "./_chain_search.ts";
+import {
+  type TrustedAuthority,
+  TrustStore,
+  TrustStoreError,
+  type VerifiedPath,
+} from "./trust_store.ts";
 
 const MINUTE_MS = 60_000;
 const DAY_MS = 24 * 60 * MINUTE_MS;
 /** A CRL whose `thisUpdate` is at most this far ahead of the local clock is accepted. */
 export const CRL_CLOCK_SKEW_MS = 5 * MINUTE_MS;
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const CRL_BLOCK = /-----BEGIN (?:X509 )?CRL-----([A-Za-z0-9+/=\s]+?)-----END (?:X509 )?CRL-----/g;
 
 /**
@@ -62,6 +78,8 @@ export class CrlError extends Error {
 export interface CrlInfo {
   /** The issuer's distinguished name. */
   issuer: string;
+  /** SHA-256 of the SubjectPublicKeyInfo of the CA whose key signed it, hex. */
+  issuerSpkiSha256: string;
   /** When the CRL was issued. */
   thisUpdate: Date;
   /** When the next CRL is due; absent when the CRL does not say. */
@@ -77,6 +95,36 @@ export interface CrlInfo {
  */
 export type RevocationStatus = "ok" | "revoked" | "crl_expired";
 
+/**
+ * `[tls] crl_missing`: what a certificate whose issuer has no CRL gets: `"refuse"`
+ * (the default, as OpenSSL-based proxies do) or `"allow"`.
+ */
+export type CrlMissingMode = "refuse" | "allow";
+
+/** Why {@linkcode RevocationList.checkPath} refused a path. */
+export type RevocationDenial = "revoked" | "crl_expired" | "crl_missing";
+
+/** The verdict of {@linkcode RevocationList.checkPath}. */
+export type RevocationVerdict =
+  | { readonly status: "ok" }
+  | { readonly status: RevocationDenial; readonly detail: string };
+
+/** Options of {@linkcode RevocationList.checkPath}. */
+export interface CheckPathOptions {
+  /**
+   * The current time, ms since the epoch.
+   *
+   * @default {Date.now()}
+   */
+  now?: number;
+  /**
+   * `[tls] crl_missing`: what a certificate whose issuer has no CRL gets.
+   *
+   * @default {"refuse"}
+   */
+  missing?: CrlMissingMode;
+}
+
 /** Options of {@linkcode RevocationList.parse}. */
 export interface ParseCrlOptions {
   /**
@@ -87,73 +135,86 @@ export interface ParseCrlOptions {
   now?: number;
 }
 
-let createList: (lists: List[]) => RevocationList;
+const OK: RevocationVerdict = Object.freeze({ status: "ok" });
+/** The most CAs of the bundle above an anchor that are checked, against a loop of cross-signatures. */
+const MAX_ANCESTORS = 8;
+
+let createList: (lists: List[], store: TrustStore) => RevocationList;
 
 interface List {
   info: CrlInfo;
-  /** The CRL's issuer name and the verifying CA's subject, DER: what a leaf's issuer may be. */
-  issuerKeys: Uint8Array[];
+  /** The ids of the CAs it speaks for (one CA: a name and a key). */
+  ids: string[];
   nextUpdate: number;
   serials: Set<string>;
 }
 
 /**
- * The CRLs of `[tls] crl`, verified against the CA bundle, ready to check client
- * certificates.
+ * The CRLs of `[tls] crl`, each verified against and tied to the CA of the bundle
+ * that signed it, ready to check client certificates.
  *
  * A PEM file may hold several CRLs, one per CA (a root and its intermediates, when
- * the intermediates are in the CA bundle too). Each must be signed by a CA
- * certificate of the bundle whose subject is the CRL's issuer, be current
- * (`thisUpdate` not in the future beyond {@linkcode CRL_CLOCK_SKEW_MS},
- * `nextUpdate` not past), be signed with ECDSA or RSA PKCS#1 v1.5 over SHA-2, or
- * Ed25519/Ed448, and carry no critical extension (delta, partitioned and indirect
- * CRLs are not supported). A client certificate is checked against the CRL of its
- * issuer; a certificate whose issuer has no CRL in the file is not checked.
+ * the intermediates are in the CA bundle too). Each must be signed by a CA of the
+ * bundle whose subject is the CRL's issuer (the one its authority key identifier
+ * names, when it has one), be current (`thisUpdate` not in the future beyond
+ * {@linkcode CRL_CLOCK_SKEW_MS}, `nextUpdate` not past), be signed with ECDSA, RSA
+ * PKCS#1 v1.5 or RSA-PSS over SHA-2, or Ed25519/Ed448, and carry no critical
+ * extension (delta, partitioned and indirect CRLs are not supported). A CA has at
+ * most one CRL in the file.
  *
  * @example Usage
  * ```ts
- * import { createCa, createCrl, issueCertificate, RevocationList } from "@mtlb/mtlb";
+ * import { createCa, createCrl, issueCertificate, RevocationList, TrustStore } from "@mtlb/mtlb";
  * import assert from "node:assert/strict";
  *
  * const ca = await createCa({ commonName: "Example CA" });
  * const alice = await issueCertificate(ca, { commonName: "alice", kind: "client" });
  * const bob = await issueCertificate(ca, { commonName: "bob", kind: "client" });
- * const crl = await createCrl(ca, [bob.serial]);
- * const list = await RevocationList.parse(crl, ca.certPem);
- * assert.equal(list.check(alice.der, alice.serial), "ok");
- * assert.equal(list.check(bob.der, bob.serial), "revoked");
+ * const store = TrustStore.fromPem(ca.certPem);
+ * const list = await RevocationList.parse(await createCrl(ca, [bob.serial]), store);
+ * const check = (der: Uint8Array) => {
+ *   const result = store.verify([der]);
+ *   return result.ok ? list.checkPath(result.path).status : result.reason;
+ * };
+ * assert.equal(check(alice.der), "ok");
+ * assert.equal(check(bob.der), "revoked");
  * ```
  */
 export class RevocationList {
   static {
-    createList = (lists) => new RevocationList(lists);
+    createList = (lists, store) => new RevocationList(lists, store);
   }
 
   #lists: List[];
+  #byId = new Map<string, List>();
+  #store: TrustStore;
 
   /**
    * Use {@linkcode RevocationList.parse}.
    *
    * @param lists The verified lists.
+   * @param store The CA bundle they were verified against.
    */
-  private constructor(lists: List[]) {
+  private constructor(lists: List[], store: TrustStore) {
     this.#lists = lists;
+    this.#store = store;
+    for (const list of lists) for (const id of list.ids) this.#byId.set(id, list);
   }
 
   /**
-   * Parses and verifies CRLs.
+   * Parses CRLs and ties each to the CA of the bundle that signed it.
    *
    * @param crl PEM text (one or more `X509 CRL` blocks), or one DER-encoded CRL.
-   * @param ca The CA bundle, PEM: the CRLs' issuers.
+   * @param ca The CA bundle: PEM, or a {@linkcode TrustStore} read from it.
    * @param options The current time.
    * @returns The verified lists.
    * @throws {CrlError} When there is no CRL, one cannot be parsed, no CA of the bundle
-   *   issued it or its signature does not verify, it is not yet valid or expired, or
-   *   it has a critical extension.
+   *   signed it, the CA that did may not sign CRLs or has two CRLs in the file, it is
+   *   not yet valid or expired, it has a critical extension, or the bundle cannot be read.
    */
   static parse(
     crl: string | Uint8Array,
-    ca: string,
+    ca: string | TrustStore,
     options: ParseCrlOptions = {},
   ): Promise<RevocationList> {
     try {
@@ -183,9 +244,83 @@ export class RevocationList {
   }
 
   /**
-   * Checks a client certificate against the CRL of its issuer. Cheap enough for
-   * every connection: a walk over the certificate's first DER fields, a byte
-   * comparison of issuer names and a set lookup (a few hundred nanoseconds).
+   * Checks every certificate of a path against the CRL of the CA that issued it: the
+   * presented certificates (the leaf, and the intermediates the client sent), then the
+   * anchor and its ancestors in the bundle against their issuers' CRLs (an
+   * intermediate CA of the bundle revoked by its root's CRL refuses its clients). A
+   * certificate issued by a CA without a CRL in the file (an intermediate the client
+   * sent but the bundle lacks has none) is `crl_missing` unless `missing` is
+   * `"allow"`. Costs a map and a set lookup per certificate.
+   *
+   * @example Usage
+   * ```ts
+   * import { createCa, createCrl, createIntermediateCa, issueCertificate } from "@mtlb/mtlb";
+   * import { RevocationList, TrustStore } from "@mtlb/mtlb";
+   * import assert from "node:assert/strict";
+   *
+   * const root = await createCa({ commonName: "Root" });
+   * const issuing = await createIntermediateCa(root, { commonName: "Issuing" });
+   * const leaf = await issueCertificate(issuing, { commonName: "svc", kind: "client" });
+   * const store = TrustStore.fromPem(root.certPem + issuing.certPem);
+   * const path = store.locate([leaf.der]);
+   * assert.ok(path.ok);
+   *
+   * // Only the root has a CRL: the intermediate's certificates have none.
+   * const rootOnly = await RevocationList.parse(await createCrl(root, []), store);
+   * assert.equal(rootOnly.checkPath(path.path).status, "crl_missing");
+   * assert.equal(rootOnly.checkPath(path.path, { missing: "allow" }).status, "ok");
+   *
+   * // The root revokes the intermediate.
+   * const revoked = await RevocationList.parse(
+   *   (await createCrl(root, [issuing.serial])) + (await createCrl(issuing, [])),
+   *   store,
+   * );
+   * assert.equal(revoked.checkPath(path.path).status, "revoked");
+   * ```
+   *
+   * @param path A path from {@linkcode TrustStore.verify} or {@linkcode TrustStore.locate}.
+   * @param options The time and `[tls] crl_missing`.
+   * @returns `ok`, or `revoked`, `crl_expired` or `crl_missing` with a detail for the log.
+   */
+  checkPath(path: VerifiedPath, options: CheckPathOptions = {}): RevocationVerdict {
+    const now = options.now ?? Date.now();
+    const allowMissing = options.missing === "allow";
+    const certificates = path.certificates;
+    const last = certificates.length - 1;
+    // A revocation anywhere on the path outranks a missing or expired CRL elsewhere.
+    let pending: RevocationVerdict | undefined;
+    if (last > 0 && !allowMissing) {
+      pending = {
+        status: "crl_missing",
+        detail: `certificate serial ${
+          certificates[0]!.serial
+        } was issued by an intermediate CA the client sent, which is not in [tls] ca and so has no CRL`,
+      };
+    }
+    const leafward = certificates[last];
+    if (leafward !== undefined) {
+      const verdict = this.#judge(leafward.serial, undefined, path.anchor, now, allowMissing);
+      if (verdict.status === "revoked") return verdict;
+      if (verdict !== OK) pending ??= verdict;
+    }
+    let ca = path.anchor;
+    for (let depth = 0; depth < MAX_ANCESTORS && ca.signedBy !== undefined; depth++) {
+      const verdict = this.#judge(ca.serial, ca, ca.signedBy, now, allowMissing);
+      if (verdict.status === "revoked") return verdict;
+      if (verdict !== OK) pending ??= verdict;
+      ca = ca.signedBy;
+    }
+    return pending ?? OK;
+  }
+
+  /**
+   * Checks a client certificate against the CRL of the CA of the bundle that issued
+   * it (by name, and by signature when two CAs share the name), as before
+   * {@linkcode RevocationList.checkPath}: intermediates are not checked, and a
+   * certificate whose issuer has no CRL is `ok`.
+   *
+   * @deprecated Use {@linkcode RevocationList.checkPath}, which checks the whole path
+   *   and refuses certificates of a CA without a CRL.
    *
    * @param der The certificate, DER (`getPeerCertificate(true).raw`).
    * @param serial Its serial number, canonical hex (`identityFromCertificate(der).serial`).
@@ -194,52 +329,66 @@ export class RevocationList {
    * @throws {TypeError} When `der` is not a DER certificate.
    */
   check(der: Uint8Array, serial: string, now: number = Date.now()): RevocationStatus {
-    const issuer = certificateName(der, "issuer");
-    for (const list of this.#lists) {
-      if (!sameBytes(list.issuerKeys[0]!, issuer) && !sameBytes(list.issuerKeys[1]!, issuer)) {
-        continue;
-      }
-      if (now >= list.nextUpdate) return "crl_expired";
-      return list.serials.has(serial) ? "revoked" : "ok";
+    const authority = this.#store.issuerOf(der)?.authority;
+    const list = authority === undefined ? undefined : this.#byId.get(authority.id);
+    if (list === undefined) return "ok";
+    if (now >= list.nextUpdate) return "crl_expired";
+    return list.serials.has(serial) ? "revoked" : "ok";
+  }
+
+  /** Judges one certificate (`ca`, when it is a CA of the bundle) against `issuer`'s CRL. */
+  #judge(
+    serial: string,
+    ca: TrustedAuthority | undefined,
+    issuer: TrustedAuthority,
+    now: number,
+    allowMissing: boolean,
+  ): RevocationVerdict {
+    const list = this.#byId.get(issuer.id);
+    if (list === undefined) {
+      return allowMissing ? OK : {
+        status: "crl_missing",
+        detail: `CA ${issuer.subject} (spki_sha256 ${issuer.spkiSha256}) has no CRL in [tls] crl`,
+      };
     }
-    return "ok";
+    if (now >= list.nextUpdate) {
+      return {
+        status: "crl_expired",
+        detail: `the CRL of CA ${issuer.subject} is past its nextUpdate (${
+          new Date(list.nextUpdate).toISOString()
+        })`,
+      };
+    }
+    if (!list.serials.has(serial)) return OK;
+    return {
+      status: "revoked",
+      detail: ca === undefined
+        ? `serial ${serial} is revoked by the CRL of CA ${issuer.subject}`
+        : `CA ${ca.subject} (serial ${serial}) is revoked by the CRL of CA ${issuer.subject}`,
+    };
   }
 }
 
-/** Signature algorithms accepted for CRLs, by OID: the digest `node:crypto` verifies with. */
-const SIGNATURE_ALGORITHMS = new Map<string, string | null>([
-  ["1.2.840.10045.4.3.2", "sha256"], // ecdsa-with-SHA256
-  ["1.2.840.10045.4.3.3", "sha384"], // ecdsa-with-SHA384
-  ["1.2.840.10045.4.3.4", "sha512"], // ecdsa-with-SHA512
-  ["1.2.840.113549.1.1.11", "sha256"], // sha256WithRSAEncryption
-  ["1.2.840.113549.1.1.12", "sha384"], // sha384WithRSAEncryption
-  ["1.2.840.113549.1.1.13", "sha512"], // sha512WithRSAEncryption
-  ["1.3.101.112", null], // Ed25519
-  ["1.3.101.113", null], // Ed448
-]);
-
-interface Authority {
-  subjectDer: Uint8Array;
-  subject: string;
-  key: KeyObject;
-}
-
 /**
- * Parses and verifies CRLs with a DER reader of its own and `node:crypto`: a CRL
- * of a large CA holds tens of thousands of entries, more ASN.1 nodes than
- * `@peculiar/x509`'s parser accepts (about 2,500 entries).
+ * Parses CRLs with a DER reader of its own: a CRL of a large CA holds tens of
+ * thousands of entries, more ASN.1 nodes than `@peculiar/x509`'s parser accepts
+ * (about 2,500 entries). Signatures are checked by {@linkcode TrustStore.signersOf}.
  */
-function parseLists(crl: string | Uint8Array, caPem: string, now: number): RevocationList {
+function parseLists(
+  crl: string | Uint8Array,
+  ca: string | TrustStore,
+  now: number,
+): RevocationList {
   const ders = splitCrls(crl);
-  const authorities: Authority[] =
-    (caPem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map(
-      (pem) => {
-        const cert = new X509Certificate(pem);
-        const subjectDer = certificateName(new Uint8Array(cert.raw), "subject");
-        return { subjectDer, subject: canonicalName(nameText(subjectDer)), key: cert.publicKey };
-      },
-    );
+  let store: TrustStore;
+  try {
+    store = typeof ca === "string" ? TrustStore.fromPem(ca) : ca;
+  } catch (error) {
+    if (!(error instanceof TrustStoreError)) throw error;
+    throw new CrlError(`Cannot use the CRL: ${error.message}`, { cause: error });
+  }
   const lists: List[] = [];
+  const owners = new Map<string, number>();
   for (const [index, der] of ders.entries()) {
     const where = ders.length === 1 ? "the CRL" : `CRL number ${index + 1}`;
     let parsed: ParsedCrl;
@@ -257,36 +406,52 @@ function parseLists(crl: string | Uint8Array, caPem: string, now: number): Revoc
         `Cannot use ${of}: critical extension ${parsed.critical} is not supported (delta, partitioned and indirect CRLs are not)`,
       );
     }
-    const digest = SIGNATURE_ALGORITHMS.get(parsed.algorithm);
-    if (digest === undefined) {
+    if (typeof parsed.algorithm === "string") {
       throw new CrlError(
-        `Cannot use ${of}: signature algorithm ${parsed.algorithm} is not supported (ECDSA or RSA PKCS#1 with SHA-2, Ed25519, Ed448)`,
+        `Cannot use ${of}: signature algorithm ${parsed.algorithm} is not supported (ECDSA, RSA PKCS#1 v1.5 or PSS with SHA-2, Ed25519, Ed448)`,
       );
     }
-    // Byte-equal names first; else equal up to case and spacing, as OpenSSL compares them.
     const canonical = canonicalName(issuer);
-    const candidates = authorities.filter((a) => sameBytes(a.subjectDer, parsed.issuerDer))
-      .concat(
-        authorities.filter((a) =>
-          !sameBytes(a.subjectDer, parsed.issuerDer) && a.subject === canonical
-        ),
-      );
-    if (candidates.length === 0) {
+    const named = store.authorities.filter((a) => canonicalName(a.subject) === canonical);
+    if (named.length === 0) {
       throw new CrlError(
         `Cannot use ${where}: its issuer ${issuer} is not a certificate of the CA bundle`,
       );
     }
-    const verifier = candidates.find((a) => {
-      try {
-        return verify(digest, parsed.tbs, a.key, parsed.signature);
-      } catch {
-        return false; // A key of another type, or a malformed signature.
-      }
+    const signers = store.signersOf({
+      issuer: parsed.issuerDer,
+      ...(parsed.authorityKeyId === undefined ? {} : { authorityKeyId: parsed.authorityKeyId }),
+      data: parsed.tbs,
+      algorithm: parsed.algorithmDer,
+      signature: parsed.signature,
     });
-    if (verifier === undefined) {
+    if (signers.length === 0) {
+      const keyId = parsed.authorityKeyId === undefined
+        ? ""
+        : `; its authority key identifier is ${parsed.authorityKeyId}, the CAs of that name have ${
+          named.map((a) => a.keyId ?? "none").join(", ")
+        }`;
       throw new CrlError(
-        `Cannot use ${of}: its signature does not verify with the issuer's key`,
+        `Cannot use ${of}: its signature does not verify with the key of any CA of that name in the CA bundle${keyId}`,
       );
+    }
+    const signer = signers.find((a) => a.signsCrls);
+    if (signer === undefined) {
+      throw new CrlError(
+        `Cannot use ${of}: the CA that signed it may not sign CRLs (its keyUsage lacks cRLSign)`,
+      );
+    }
+    const ids = [...new Set(signers.filter((a) => a.signsCrls).map((a) => a.id))];
+    for (const id of ids) {
+      const other = owners.get(id);
+      if (other !== undefined) {
+        throw new CrlError(
+          `Cannot use ${of}: CRL number ${
+            other + 1
+          } is from the same CA (spki_sha256 ${signer.spkiSha256}); keep one CRL per CA, the newest`,
+        );
+      }
+      owners.set(id, index);
     }
     const { thisUpdate, nextUpdate } = parsed;
     if (thisUpdate.getTime() > now + CRL_CLOCK_SKEW_MS) {
@@ -297,16 +462,21 @@ function parseLists(crl: string | Uint8Array, caPem: string, now: number): Revoc
         `Cannot use ${of}: it expired on ${nextUpdate.toISOString()} (its nextUpdate); fetch a new one`,
       );
     }
-    const info: CrlInfo = { issuer, thisUpdate, revoked: parsed.serials.size };
+    const info: CrlInfo = {
+      issuer,
+      issuerSpkiSha256: signer.spkiSha256,
+      thisUpdate,
+      revoked: parsed.serials.size,
+    };
     if (nextUpdate !== undefined) info.nextUpdate = nextUpdate;
     lists.push({
       info,
-      issuerKeys: [parsed.issuerDer, verifier.subjectDer],
+      ids,
       nextUpdate: nextUpdate?.getTime() ?? Infinity,
       serials: parsed.serials,
     });
   }
-  return createList(lists);
+  return createList(lists, store);
 }
 
 /** Options of {@linkcode createCrl}. */
@@ -329,10 +499,18 @@ export interface CreateCrlOptions {
    * @default {thisUpdate}
    */
   revocationDate?: Date;
+  /**
+   * Whether to write an authority key identifier (the SHA-1 of the CA's key, as the
+   * CA's own subject key identifier), which ties the CRL to one of two CAs of the same
+   * name without trying both keys.
+   *
+   * @default {true}
+   */
+  authorityKeyIdentifier?: boolean;
 }
 
 /**
- * Issues a CRL signed by `ca` (ECDSA-SHA256), as PEM (`-----BEGIN X509 CRL-----`,
+ * Issues a CRL signed by `ca` (with the algorithm its key signs certificates with), as PEM (`-----BEGIN X509 CRL-----`,
  * as OpenSSL writes it). For tests and development PKIs.
  *
  * @example Usage
@@ -365,6 +543,10 @@ export async function createCrl(
     );
   }
   const revocationDate = options.revocationDate ?? thisUpdate;
+  const extensions: Extension[] = [];
+  if (options.authorityKeyIdentifier ?? true) {
+    extensions.push(await AuthorityKeyIdentifierExtension.create(ca.keys.publicKey));
+  }
   const crl = await X509CrlGenerator.create({
     issuer: new PeculiarCertificate(ca.certPem).subjectName, // the CA's own encoding
     thisUpdate,
@@ -373,8 +555,9 @@ export async function createCrl(
       const hex = normalizeHex(serial);
       return { serialNumber: hex.length % 2 === 0 ? hex : `0${hex}`, revocationDate };
     }),
+    extensions,
     signingKey: ca.keys.privateKey,
-    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    signingAlgorithm: signingAlgorithmOf(ca.keys.privateKey),
   });
   return `${PemConverter.encode(crl.rawData, "X509 CRL")}\n`;
 }
@@ -422,7 +605,7 @@ function splitCrls(crl: string | Uint8Array): Uint8Array<ArrayBuffer>[] {
 }
 
 // ---------------------------------------------------------------------------------------
-// Minimal DER reading: the names at the start of a certificate and of a CRL.
+// DER reading of CRLs, tolerant of the long lists large CAs publish.
 
 interface Tlv {
   tag: number;
@@ -453,27 +636,16 @@ function tlv(der: Uint8Array, at: number, limit: number): Tlv {
   return { tag, start: at, body, end };
 }
 
-/** The issuer or subject Name of a DER certificate, as its DER bytes (a view, no copy). */
-function certificateName(der: Uint8Array, which: "issuer" | "subject"): Uint8Array {
-  const cert = tlv(der, 0, der.length);
-  const tbs = tlv(der, cert.body, cert.end);
-  let field = tlv(der, tbs.body, tbs.end);
-  if (field.tag === 0xa0) field = tlv(der, field.end, tbs.end); // [0] version
-  const signature = tlv(der, field.end, tbs.end); // after the serial
-  let name = tlv(der, signature.end, tbs.end); // issuer
-  if (which === "subject") {
-    const validity = tlv(der, name.end, tbs.end);
-    name = tlv(der, validity.end, tbs.end);
-  }
-  if (name.tag !== 0x30) throw new TypeError("Cannot read DER: a certificate name was expected");
-  return der.subarray(name.start, name.end);
-}
-
 interface ParsedCrl {
   tbs: Uint8Array;
-  algorithm: string;
+  /** The signature algorithm, or its dotted OID when it is not supported. */
+  algorithm: ReturnType<typeof readSignatureAlgorithm>;
+  /** The AlgorithmIdentifier, DER. */
+  algorithmDer: Uint8Array;
   signature: Uint8Array;
   issuerDer: Uint8Array;
+  /** The keyIdentifier of the CRL's authorityKeyIdentifier, lowercase hex. */
+  authorityKeyId?: string;
   thisUpdate: Date;
   nextUpdate?: Date;
   serials: Set<string>;
@@ -498,15 +670,13 @@ function readCrl(der: Uint8Array): ParsedCrl {
   if (!sameBytes(slice(der, innerAlgorithm), slice(der, outerAlgorithm))) {
     throw new TypeError("the signature algorithms inside and outside the signed part differ");
   }
-  const algorithm = readOid(
-    der,
-    expect(tlv(der, innerAlgorithm.body, innerAlgorithm.end), 0x06, "algorithm"),
-  );
+  const algorithm = readSignatureAlgorithm(der, asX509Tlv(innerAlgorithm));
   const issuer = expect(tlv(der, innerAlgorithm.end, tbs.end), 0x30, "issuer");
   const thisUpdateTlv = tlv(der, issuer.end, tbs.end);
   const parsed: ParsedCrl = {
     tbs: slice(der, tbs),
     algorithm,
+    algorithmDer: slice(der, innerAlgorithm),
     signature: der.subarray(signatureBits.body + 1, signatureBits.end),
     issuerDer: slice(der, issuer),
     thisUpdate: readTime(der, thisUpdateTlv),
@@ -543,8 +713,24 @@ function readCrl(der: Uint8Array): ParsedCrl {
     const wrapper = expect(tlv(der, at, tbs.end), 0xa0, "crlExtensions");
     const extensions = expect(tlv(der, wrapper.body, wrapper.end), 0x30, "crlExtensions");
     parsed.critical ??= criticalExtension(der, extensions);
+    for (let e = extensions.body; e < extensions.end;) {
+      const extension = expect(tlv(der, e, extensions.end), 0x30, "Extension");
+      const oid = expect(tlv(der, extension.body, extension.end), 0x06, "extnID");
+      if (readOid(der, oid) === "2.5.29.35") {
+        let value = tlv(der, oid.end, extension.end);
+        if (value.tag === 0x01) value = tlv(der, value.end, extension.end);
+        const keyId = readAuthorityKeyId(der, asX509Tlv(expect(value, 0x04, "extnValue")));
+        if (keyId !== undefined) parsed.authorityKeyId = toHex(der, keyId.start, keyId.end);
+      }
+      e = extension.end;
+    }
   }
   return parsed;
+}
+
+/** This module's element as `_x509.ts` names its offsets. */
+function asX509Tlv(field: Tlv): { tag: number; header: number; start: number; end: number } {
+  return { tag: field.tag, header: field.start, start: field.body, end: field.end };
 }
 
 /** The OID of the first critical extension of an Extensions SEQUENCE. */
@@ -572,14 +758,6 @@ function expect(field: Tlv, tag: number, what: string): Tlv {
 
 function slice(der: Uint8Array, field: Tlv): Uint8Array {
   return der.subarray(field.start, field.end);
-}
-
-/** An INTEGER's content as `normalizeHex` spells it: lowercase, no leading zeros. */
-function serialHex(der: Uint8Array, start: number, end: number): string {
-  while (start < end - 1 && der[start] === 0) start++;
-  let hex = der[start]!.toString(16);
-  for (let i = start + 1; i < end; i++) hex += HEX[der[i]!]!;
-  return hex;
 }
 
 function readOid(der: Uint8Array, field: Tlv): string {
@@ -619,22 +797,6 @@ function readTime(der: Uint8Array, field: Tlv): Date {
   ];
   const fullYear = utc ? (year < 50 ? 2000 + year : 1900 + year) : year;
   return new Date(Date.UTC(fullYear, month - 1, day, hour, minute, second));
-}
-
-/** A DER Name as text (`CN=..., O=...`), for messages and comparisons. */
-function nameText(der: Uint8Array): string {
-  return new Name(der.slice()).toString();
-}
-
-/** A distinguished name for comparison: lowercase, runs of spaces folded. */
-function canonicalName(name: string): string {
-  return name.toLowerCase().replace(/\s+/g, " ").trim();
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function message(error: unknown): string {

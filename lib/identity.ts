@@ -24,6 +24,31 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import {
+  type ClientAuthUsage,
+  expectTag,
+  EXTENSIONS,
+  fail,
+  INTEGER,
+  isOid,
+  OID,
+  OID_AUTHORITY_KEY_ID,
+  OID_EXT_KEY_USAGE,
+  OID_SUBJECT_ALT_NAME,
+  readAuthorityKeyId,
+  readClientAuthUsage,
+  readExtension,
+  readTime,
+  readTlv,
+  SEQUENCE,
+  serialHex,
+  SET,
+  type Tlv,
+  toHex,
+  VERSION,
+} from "./_x509.ts";
+
+export type { ClientAuthUsage } from "./_x509.ts";
 
 /** What mtlb knows about a client from its certificate. */
 export interface CertIdentity {
@@ -77,8 +102,33 @@ export function certificateValidity(der: Uint8Array): CertValidity {
 }
 
 /**
- * Reads identity and validity with one walk over the certificate: what the server
- * needs from every client certificate.
+ * What the server reads from a client certificate after the handshake, in one walk:
+ * identity, validity, what the extended key usage says about clientAuth, and the
+ * issuer's name and key identifier (to find the CA that issued it).
+ */
+export interface CertificateFacts {
+  /** Who the certificate names. */
+  identity: CertIdentity;
+  /** When it is valid. */
+  validity: CertValidity;
+  /**
+   * Its extended key usage: `"client_auth"` (lists clientAuth), `"absent"` (no such
+   * extension), `"other"` (an extension without clientAuth).
+   */
+  clientAuth: ClientAuthUsage;
+  /** The issuer Name, DER: a view of the certificate's bytes, not a copy. */
+  issuer: Uint8Array;
+  /**
+   * The keyIdentifier of its authorityKeyIdentifier extension, lowercase hex.
+   *
+   * @default {undefined}
+   */
+  authorityKeyId?: string;
+}
+
+/**
+ * Reads identity, validity, clientAuth usage and issuer with one walk over the
+ * certificate: what the server needs from every client certificate.
  *
  * @example Usage
  * ```ts
@@ -88,21 +138,65 @@ export function certificateValidity(der: Uint8Array): CertValidity {
  *
  * const ca = await createCa({ commonName: "Example CA" });
  * const erin = await issueCertificate(ca, { commonName: "erin", kind: "client" });
- * const { identity, validity } = readCertificate(erin.der);
+ * const { identity, validity, clientAuth } = readCertificate(erin.der);
  * assert.equal(identity.cn, "erin");
  * assert.ok(validity.notBefore < validity.notAfter);
+ * assert.equal(clientAuth, "client_auth");
  * ```
  *
  * @param der The certificate, DER.
- * @returns What {@linkcode identityFromCertificate} and {@linkcode certificateValidity} return.
+ * @returns What {@linkcode identityFromCertificate} and {@linkcode certificateValidity}
+ *   return, with the extended key usage and the issuer's name and key identifier.
  * @throws {TypeError} When `der` is not a well-formed DER X.509 certificate.
  */
-export function readCertificate(
-  der: Uint8Array,
-): { identity: CertIdentity; validity: CertValidity } {
+export function readCertificate(der: Uint8Array): CertificateFacts {
   const tbs = readTbs(der);
-  return { identity: identityOf(der, tbs), validity: validityOf(der, tbs.validity) };
+  const extras: Extras = { clientAuth: "absent", authorityKeyId: undefined };
+  const facts: CertificateFacts = {
+    identity: identityOf(der, tbs, extras),
+    validity: validityOf(der, tbs.validity),
+    clientAuth: extras.clientAuth,
+    issuer: der.subarray(tbs.issuer.header, tbs.issuer.end),
+  };
+  if (extras.authorityKeyId !== undefined) facts.authorityKeyId = extras.authorityKeyId;
+  return facts;
 }
+
+/**
+ * Judges a client certificate's extended key usage for `[tls] client_eku`: with
+ * `"required"` (the default) the extension must be present and list clientAuth; with
+ * `"optional"` a certificate without the extension passes too. An extension without
+ * clientAuth never passes (a TLS handshake refuses it as well).
+ *
+ * @example Usage
+ * ```ts
+ * import { checkClientAuthUsage } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(checkClientAuthUsage("client_auth"), undefined);
+ * assert.equal(checkClientAuthUsage("absent"), "no_client_eku");
+ * assert.equal(checkClientAuthUsage("absent", "optional"), undefined);
+ * assert.equal(checkClientAuthUsage("other", "optional"), "wrong_eku");
+ * ```
+ *
+ * @param usage What {@linkcode readCertificate} read (`clientAuth`).
+ * @param mode `[tls] client_eku`.
+ * @returns `undefined` when the certificate may authenticate a client, else why not.
+ */
+export function checkClientAuthUsage(
+  usage: ClientAuthUsage,
+  mode: ClientEkuMode = "required",
+): "no_client_eku" | "wrong_eku" | undefined {
+  if (usage === "client_auth") return undefined;
+  if (usage === "other") return "wrong_eku";
+  return mode === "optional" ? undefined : "no_client_eku";
+}
+
+/**
+ * `[tls] client_eku`: whether a client certificate must carry an extended key usage
+ * extension (`"required"`), or may lack one (`"optional"`).
+ */
+export type ClientEkuMode = "required" | "optional";
 
 /**
  * Canonicalizes a hex identifier from a config file or `openssl` output: trims
@@ -175,9 +269,16 @@ export function identityFromCertificate(der: Uint8Array): CertIdentity {
 interface TbsFields {
   tbs: Tlv;
   serial: Tlv;
+  issuer: Tlv;
   validity: Tlv;
   subject: Tlv;
   spki: Tlv;
+}
+
+/** What the extension walk reads besides subjectAltName, for {@linkcode readCertificate}. */
+interface Extras {
+  clientAuth: ClientAuthUsage;
+  authorityKeyId: string | undefined;
 }
 
 /** Walks a certificate to its TBSCertificate fields, checking the structure on the way. */
@@ -197,13 +298,17 @@ function readTbs(der: Uint8Array): TbsFields {
   const validity = readTlv(der, issuer.end, tbs.end, SEQUENCE);
   const subject = readTlv(der, validity.end, tbs.end, SEQUENCE);
   const spki = readTlv(der, subject.end, tbs.end, SEQUENCE);
-  return { tbs, serial, validity, subject, spki };
+  return { tbs, serial, issuer, validity, subject, spki };
 }
 
-function identityOf(der: Uint8Array, { tbs, serial, subject, spki }: TbsFields): CertIdentity {
+function identityOf(
+  der: Uint8Array,
+  { tbs, serial, subject, spki }: TbsFields,
+  extras?: Extras,
+): CertIdentity {
   const identity: CertIdentity = {
     spkiSha256: createHash("sha256").update(der.subarray(spki.header, spki.end)).digest("hex"),
-    serial: normalizeHex(toHex(der, serial.start, serial.end)),
+    serial: serialHex(der, serial.start, serial.end),
     sanUri: [],
     sanDns: [],
   };
@@ -211,7 +316,7 @@ function identityOf(der: Uint8Array, { tbs, serial, subject, spki }: TbsFields):
   if (cn !== undefined) identity.cn = cn;
   for (let at = spki.end; at < tbs.end;) {
     const optional = readTlv(der, at, tbs.end);
-    if (optional.tag === EXTENSIONS) readSubjectAltNames(der, optional, identity);
+    if (optional.tag === EXTENSIONS) readExtensions(der, optional, identity, extras);
     at = optional.end;
   }
   return identity;
@@ -259,66 +364,10 @@ export function spkiSha256FromPem(pem: string): string {
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*)-----END CERTIFICATE-----/;
 
-// DER tags used below (X.690; RFC 5280 for the context-specific ones).
-const BOOLEAN = 0x01;
-const INTEGER = 0x02;
-const OCTET_STRING = 0x04;
-const OID = 0x06;
-const SEQUENCE = 0x30;
-const SET = 0x31;
-const VERSION = 0xa0; // [0] EXPLICIT Version
-const EXTENSIONS = 0xa3; // [3] EXPLICIT Extensions
 const SAN_DNS = 0x82; // GeneralName [2] IMPLICIT IA5String
 const SAN_URI = 0x86; // GeneralName [6] IMPLICIT IA5String
 /** 2.5.4.3 id-at-commonName, encoded. */
 const OID_COMMON_NAME = [0x55, 0x04, 0x03];
-/** 2.5.29.17 id-ce-subjectAltName, encoded. */
-const OID_SUBJECT_ALT_NAME = [0x55, 0x1d, 0x11];
-
-/** A DER element: `header` is where its tag starts, `start`..`end` its contents. */
-interface Tlv {
-  tag: number;
-  header: number;
-  start: number;
-  end: number;
-}
-
-function fail(detail: string): never {
-  throw new TypeError(`Cannot read certificate: malformed DER, ${detail}`);
-}
-
-function readTlv(der: Uint8Array, at: number, limit: number, tag?: number): Tlv {
-  if (at + 2 > limit) fail(`element truncated at offset ${at}`);
-  const found = der[at]!;
-  if ((found & 0x1f) === 0x1f) fail(`multi-byte tag at offset ${at}`);
-  let length = der[at + 1]!;
-  let start = at + 2;
-  if (length & 0x80) {
-    const octets = length & 0x7f;
-    if (octets === 0 || octets > 4) fail(`unsupported length form at offset ${at}`);
-    if (start + octets > limit) fail(`length truncated at offset ${at}`);
-    length = 0;
-    for (let i = 0; i < octets; i++) length = length * 256 + der[start + i]!;
-    start += octets;
-  }
-  const end = start + length;
-  if (end > limit) fail(`element at offset ${at} overruns its parent`);
-  const tlv = { tag: found, header: at, start, end };
-  if (tag !== undefined) expectTag(tlv, tag, `element at offset ${at}`);
-  return tlv;
-}
-
-function expectTag(tlv: Tlv, tag: number, what: string): void {
-  if (tlv.tag !== tag) {
-    fail(`${what} has tag 0x${tlv.tag.toString(16)}, expected 0x${tag.toString(16)}`);
-  }
-}
-
-function isOid(der: Uint8Array, tlv: Tlv, oid: readonly number[]): boolean {
-  if (tlv.tag !== OID || tlv.end - tlv.start !== oid.length) return false;
-  for (let i = 0; i < oid.length; i++) if (der[tlv.start + i] !== oid[i]) return false;
-  return true;
-}
 
 /** Returns the first CN of a Name: SEQUENCE OF SET OF SEQUENCE { type, value }. */
 function firstCommonName(der: Uint8Array, name: Tlv): string | undefined {
@@ -337,27 +386,45 @@ function firstCommonName(der: Uint8Array, name: Tlv): string | undefined {
   return undefined;
 }
 
-/** Reads subjectAltName from `[3] { SEQUENCE OF Extension }` into `identity`. */
-function readSubjectAltNames(der: Uint8Array, wrapper: Tlv, identity: CertIdentity): void {
+/**
+ * Reads subjectAltName from `[3] { SEQUENCE OF Extension }` into `identity`, and the
+ * extended key usage and authority key identifier into `extras` when given.
+ */
+function readExtensions(
+  der: Uint8Array,
+  wrapper: Tlv,
+  identity: CertIdentity,
+  extras: Extras | undefined,
+): void {
   const list = readTlv(der, wrapper.start, wrapper.end, SEQUENCE);
-  let seen = false;
+  let seenSan = false;
+  let seenEku = false;
+  let seenAki = false;
   for (let at = list.start; at < list.end;) {
-    const extension = readTlv(der, at, list.end, SEQUENCE);
-    at = extension.end;
-    const id = readTlv(der, extension.start, extension.end, OID);
-    if (!isOid(der, id, OID_SUBJECT_ALT_NAME)) continue;
+    const { id, value, end } = readExtension(der, at, list.end);
+    at = end;
     // RFC 5280, section 4.2: an extension appears at most once.
-    if (seen) fail("repeated subjectAltName extension");
-    seen = true;
-    let value = readTlv(der, id.end, extension.end);
-    if (value.tag === BOOLEAN) value = readTlv(der, value.end, extension.end);
-    expectTag(value, OCTET_STRING, "extnValue");
-    const names = readTlv(der, value.start, value.end, SEQUENCE);
-    for (let inner = names.start; inner < names.end;) {
-      const name = readTlv(der, inner, names.end);
-      if (name.tag === SAN_DNS) identity.sanDns.push(decodeIa5(der, name));
-      else if (name.tag === SAN_URI) identity.sanUri.push(decodeIa5(der, name));
-      inner = name.end;
+    if (isOid(der, id, OID_SUBJECT_ALT_NAME)) {
+      if (seenSan) fail("repeated subjectAltName extension");
+      seenSan = true;
+      const names = readTlv(der, value.start, value.end, SEQUENCE);
+      for (let inner = names.start; inner < names.end;) {
+        const name = readTlv(der, inner, names.end);
+        if (name.tag === SAN_DNS) identity.sanDns.push(decodeIa5(der, name));
+        else if (name.tag === SAN_URI) identity.sanUri.push(decodeIa5(der, name));
+        inner = name.end;
+      }
+    } else if (extras === undefined) {
+      continue;
+    } else if (isOid(der, id, OID_EXT_KEY_USAGE)) {
+      if (seenEku) fail("repeated extKeyUsage extension");
+      seenEku = true;
+      extras.clientAuth = readClientAuthUsage(der, value);
+    } else if (isOid(der, id, OID_AUTHORITY_KEY_ID)) {
+      if (seenAki) fail("repeated authorityKeyIdentifier extension");
+      seenAki = true;
+      const keyId = readAuthorityKeyId(der, value);
+      if (keyId !== undefined) extras.authorityKeyId = toHex(der, keyId.start, keyId.end);
     }
   }
 }
@@ -406,54 +473,4 @@ function decodeString(der: Uint8Array, tlv: Tlv): string {
     });
   }
   return fail(`unsupported string tag 0x${tlv.tag.toString(16)} at offset ${tlv.header}`);
-}
-
-const UTC_TIME = 0x17;
-const GENERALIZED_TIME = 0x18;
-
-/** Reads a UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 profiles them. */
-function readTime(der: Uint8Array, tlv: Tlv): number {
-  const digits = tlv.tag === UTC_TIME ? 12 : tlv.tag === GENERALIZED_TIME ? 14 : -1;
-  if (digits < 0) fail(`validity time has tag 0x${tlv.tag.toString(16)} at offset ${tlv.header}`);
-  if (tlv.end - tlv.start !== digits + 1 || der[tlv.end - 1] !== 0x5a) {
-    fail(`validity time at offset ${tlv.header} is not in the RFC 5280 form`);
-  }
-  const n = (from: number, count: number): number => {
-    let value = 0;
-    for (let i = tlv.start + from; i < tlv.start + from + count; i++) {
-      const digit = der[i]! - 0x30;
-      if (digit < 0 || digit > 9) fail(`validity time at offset ${tlv.header} has a non-digit`);
-      value = value * 10 + digit;
-    }
-    return value;
-  };
-  const short = tlv.tag === UTC_TIME;
-  const yy = n(0, short ? 2 : 4);
-  const year = short ? (yy >= 50 ? 1900 + yy : 2000 + yy) : yy;
-  const at = short ? 2 : 4;
-  const [month, day, hour, minute, second] = [
-    n(at, 2),
-    n(at + 2, 2),
-    n(at + 4, 2),
-    n(at + 6, 2),
-    n(at + 8, 2),
-  ];
-  const time = Date.UTC(year, month - 1, day, hour, minute, second);
-  // Date.UTC rolls over (month 13 is next January): out-of-range fields are malformed.
-  const date = new Date(time);
-  if (
-    date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || hour > 23 || minute > 59 ||
-    second > 59
-  ) {
-    fail(`validity time at offset ${tlv.header} is not a valid date and time`);
-  }
-  return time;
-}
-
-const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-function toHex(der: Uint8Array, start: number, end: number): string {
-  let hex = "";
-  for (let i = start; i < end; i++) hex += HEX_BYTES[der[i]!];
-  return hex;
 }

@@ -3,7 +3,9 @@
  * generated in-process with WebCrypto and `@peculiar/x509`, written as PEM files that
  * `node:tls`, OpenSSL and rustls accept.
  *
- * Keys are ECDSA P-256 and certificates are signed with ECDSA-SHA256. The original
+ * Keys are ECDSA P-256 by default (P-384, RSA and Ed25519 on request, for tests of
+ * signature algorithms) and each certificate is signed with its issuer's key
+ * (ECDSA-SHA256 for P-256). The original
  * design asked for secp256k1, but TLS 1.3 (RFC 8446, section 4.2.3) defines no
  * signature scheme for that curve, so no TLS 1.3 stack will use such a certificate;
  * P-256 (`ecdsa_secp256r1_sha256`) is the curve every TLS 1.3 implementation must support.
@@ -37,8 +39,27 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import { normalizeHex } from "./identity.ts";
 
-const KEY_ALGORITHM: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
-const SIGNING_ALGORITHM: EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
+/** The WebCrypto parameters of each {@linkcode KeyAlgorithmName}. */
+const KEY_ALGORITHMS: Record<
+  KeyAlgorithmName,
+  AlgorithmIdentifier | RsaHashedKeyGenParams | EcKeyGenParams
+> = {
+  "P-256": { name: "ECDSA", namedCurve: "P-256" },
+  "P-384": { name: "ECDSA", namedCurve: "P-384" },
+  "RSA": {
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  },
+  "RSA-PSS": {
+    name: "RSA-PSS",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  },
+  "Ed25519": { name: "Ed25519" },
+};
 const MINUTE_MS = 60_000;
 const DAY_MS = 24 * 60 * MINUTE_MS;
 /** How far `notBefore` is backdated by default, so a peer whose clock lags still accepts. */
@@ -70,10 +91,31 @@ export interface CertificateAuthority {
   serial: string;
 }
 
+/**
+ * The key type of a generated certificate, which also decides how it signs what it
+ * issues: ECDSA P-256 with SHA-256, P-384 with SHA-384, RSA-2048 PKCS#1 v1.5 with
+ * SHA-256, RSA-2048 PSS with SHA-256 (salt 32), or Ed25519.
+ */
+export type KeyAlgorithmName = "P-256" | "P-384" | "RSA" | "RSA-PSS" | "Ed25519";
+
 /** Options for {@linkcode createCa} and {@linkcode createIntermediateCa}. */
 export interface CreateCaOptions {
   /** Subject common name, 1 to 64 characters. */
   commonName: string;
+  /**
+   * The CA's key type.
+   *
+   * @default {"P-256"}
+   */
+  keyAlgorithm?: KeyAlgorithmName;
+  /**
+   * Whether to write a subject key identifier (and, for an intermediate, an authority
+   * key identifier). Without them, certificates of two CAs of one name can only be
+   * told apart by their signatures.
+   *
+   * @default {true}
+   */
+  keyIdentifiers?: boolean;
   /**
    * Start of validity.
    *
@@ -103,6 +145,18 @@ export interface IssueCertificateOptions {
   commonName: string;
   /** A TLS server or a TLS client certificate: decides the default EKU and SANs. */
   kind: "server" | "client";
+  /**
+   * The certificate's key type.
+   *
+   * @default {"P-256"}
+   */
+  keyAlgorithm?: KeyAlgorithmName;
+  /**
+   * Whether to write subject and authority key identifiers.
+   *
+   * @default {true}
+   */
+  keyIdentifiers?: boolean;
   /**
    * DNS subject alternative names.
    *
@@ -193,7 +247,14 @@ export interface IssuedCertificate {
 export async function createCa(options: CreateCaOptions): Promise<CertificateAuthority> {
   const { notBefore, notAfter } = validity(options, CA_LIFETIME_MS);
   const name = subjectName(options.commonName);
-  const keys = await generateKeys();
+  const keys = await generateKeys(options.keyAlgorithm);
+  const extensions: Extension[] = [
+    new BasicConstraintsExtension(true, undefined, true),
+    new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+  ];
+  if (options.keyIdentifiers ?? true) {
+    extensions.push(await SubjectKeyIdentifierExtension.create(keys.publicKey));
+  }
   const cert = await X509CertificateGenerator.create({
     serialNumber: serialFor(options.serialNumber),
     subject: name,
@@ -202,12 +263,8 @@ export async function createCa(options: CreateCaOptions): Promise<CertificateAut
     notAfter,
     publicKey: keys.publicKey,
     signingKey: keys.privateKey,
-    signingAlgorithm: SIGNING_ALGORITHM,
-    extensions: [
-      new BasicConstraintsExtension(true, undefined, true),
-      new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
-      await SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
+    signingAlgorithm: signingAlgorithmOf(keys.privateKey),
+    extensions,
   });
   return await authority(cert, keys, undefined);
 }
@@ -238,7 +295,17 @@ export async function createIntermediateCa(
   options: CreateCaOptions,
 ): Promise<CertificateAuthority> {
   const { notBefore, notAfter } = validity(options, CA_LIFETIME_MS);
-  const keys = await generateKeys();
+  const keys = await generateKeys(options.keyAlgorithm);
+  const extensions: Extension[] = [
+    new BasicConstraintsExtension(true, 0, true),
+    new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+  ];
+  if (options.keyIdentifiers ?? true) {
+    extensions.push(
+      await SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey),
+    );
+  }
   const cert = await X509CertificateGenerator.create({
     serialNumber: serialFor(options.serialNumber),
     subject: subjectName(options.commonName),
@@ -247,13 +314,8 @@ export async function createIntermediateCa(
     notAfter,
     publicKey: keys.publicKey,
     signingKey: issuer.keys.privateKey,
-    signingAlgorithm: SIGNING_ALGORITHM,
-    extensions: [
-      new BasicConstraintsExtension(true, 0, true),
-      new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
-      await SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey),
-    ],
+    signingAlgorithm: signingAlgorithmOf(issuer.keys.privateKey),
+    extensions,
   });
   return await authority(cert, keys, issuer);
 }
@@ -307,13 +369,17 @@ export async function issueCertificate(
     options.uris ?? [],
   );
   const usages = options.extendedKeyUsage ?? [server ? "serverAuth" : "clientAuth"];
-  const keys = await generateKeys();
+  const keys = await generateKeys(options.keyAlgorithm);
   const extensions: Extension[] = [
     new BasicConstraintsExtension(false, undefined, true),
     new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
-    await SubjectKeyIdentifierExtension.create(keys.publicKey),
-    await AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
   ];
+  if (options.keyIdentifiers ?? true) {
+    extensions.push(
+      await SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+    );
+  }
   if (usages.length > 0) {
     extensions.push(new ExtendedKeyUsageExtension(usages.map((u) => ekuOid(u))));
   }
@@ -327,7 +393,7 @@ export async function issueCertificate(
     notAfter,
     publicKey: keys.publicKey,
     signingKey: ca.keys.privateKey,
-    signingAlgorithm: SIGNING_ALGORITHM,
+    signingAlgorithm: signingAlgorithmOf(ca.keys.privateKey),
     extensions,
   });
   const certPem = `${cert.toString("pem")}\n`;
@@ -511,8 +577,50 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function generateKeys(): Promise<CryptoKeyPair> {
-  return await crypto.subtle.generateKey(KEY_ALGORITHM, true, ["sign", "verify"]);
+async function generateKeys(algorithm: KeyAlgorithmName = "P-256"): Promise<CryptoKeyPair> {
+  const params = KEY_ALGORITHMS[algorithm];
+  if (params === undefined) {
+    throw new TypeError(
+      `Cannot create certificate: "keyAlgorithm" must be one of ${
+        Object.keys(KEY_ALGORITHMS).join(", ")
+      }, received ${JSON.stringify(algorithm)}`,
+    );
+  }
+  return await crypto.subtle.generateKey(params, true, ["sign", "verify"]) as CryptoKeyPair;
+}
+
+/**
+ * The WebCrypto signing parameters for a private key generated by this module:
+ * ECDSA with SHA-256 (P-256) or SHA-384 (P-384), RSA PKCS#1 v1.5 or PSS (salt 32)
+ * with the key's hash, Ed25519.
+ *
+ * @example Usage
+ * ```ts
+ * import { createCa } from "@mtlb/mtlb";
+ * import { signingAlgorithmOf } from "./pki.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA", keyAlgorithm: "P-384" });
+ * assert.deepEqual(signingAlgorithmOf(ca.keys.privateKey), { name: "ECDSA", hash: "SHA-384" });
+ * ```
+ *
+ * @param key The private key that signs.
+ * @returns The parameters for `X509CertificateGenerator` and `X509CrlGenerator`.
+ * @throws {TypeError} When the key is of another type.
+ */
+export function signingAlgorithmOf(key: CryptoKey): Algorithm | EcdsaParams | RsaPssParams {
+  const algorithm = key.algorithm as { name: string; namedCurve?: string };
+  switch (algorithm.name) {
+    case "ECDSA":
+      return { name: "ECDSA", hash: algorithm.namedCurve === "P-384" ? "SHA-384" : "SHA-256" };
+    case "RSASSA-PKCS1-v1_5":
+      return { name: "RSASSA-PKCS1-v1_5" };
+    case "RSA-PSS":
+      return { name: "RSA-PSS", saltLength: 32 } as RsaPssParams;
+    case "Ed25519":
+      return { name: "Ed25519" };
+  }
+  throw new TypeError(`Cannot sign: keys of type ${algorithm.name} are not supported`);
 }
 
 async function privateKeyPem(key: CryptoKey): Promise<string> {

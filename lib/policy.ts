@@ -114,6 +114,7 @@ export class Policy {
   #byCn = new Map<string, ClientRule[]>();
   #bySanUri = new Map<string, ClientRule[]>();
   #bySanDns = new Map<string, ClientRule[]>();
+  #byIssuer = new Map<string, ClientRule[]>();
 
   /**
    * Builds the policy and its indexes.
@@ -149,12 +150,15 @@ export class Policy {
       add(this.#byCn, rule.match.cn, rule);
       add(this.#bySanUri, rule.match.sanUri, rule);
       add(this.#bySanDns, rule.match.sanDns, rule);
+      add(this.#byIssuer, rule.match.issuer, rule);
     }
   }
 
   /**
    * Finds the one client whose match fields all fit the certificate. A certificate
-   * that fits no client, or more than one, is denied.
+   * that fits no client, or more than one, is denied. A client with `issuer` fits
+   * only when `issuer` is given and is the SPKI SHA-256 of the CA that issued the
+   * certificate (`ClientTrust`'s verdict has it).
    *
    * @example Usage
    * ```ts
@@ -183,13 +187,32 @@ export class Policy {
    * assert.deepEqual(policy.identify({ ...cert, serial: "1" }), { deny: "unknown_identity" });
    * ```
    *
+   * @example Pinned to the issuing CA
+   * ```ts
+   * import { Policy } from "./policy.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const ca = "ab".repeat(32);
+   * const policy = new Policy({
+   *   groups: new Map([["app", {}]]),
+   *   clients: new Map([["web", { name: "web", match: { cn: "web", issuer: ca }, groups: ["app"] }]]),
+   *   limits: { maxConnectionsPerClient: 10 },
+   * });
+   * const cert = { spkiSha256: "00".repeat(32), serial: "1", cn: "web", sanUri: [], sanDns: [] };
+   * assert.ok("client" in policy.identify(cert, { spkiSha256: ca }));
+   * assert.deepEqual(policy.identify(cert, { spkiSha256: "cd".repeat(32) }), { deny: "unknown_identity" });
+   * assert.deepEqual(policy.identify(cert), { deny: "unknown_identity" });
+   * ```
+   *
    * @param identity What the verified certificate says.
+   * @param issuer The CA that issued it: its SPKI SHA-256, hex.
    * @returns The client, or why there is none.
    */
-  identify(identity: CertIdentity): IdentifyResult {
+  identify(identity: CertIdentity, issuer?: { readonly spkiSha256: string }): IdentifyResult {
     const spki = identity.spkiSha256.toLowerCase();
     const serial = identity.serial.toLowerCase().replace(/^0+(?=.)/, "");
     const sanDns = identity.sanDns.map((name) => name.toLowerCase());
+    const issuerSpki = issuer?.spkiSha256.toLowerCase();
     const candidates = new Set<ClientRule>();
     const gather = (index: Map<string, ClientRule[]>, key: string | undefined): void => {
       if (key === undefined) return;
@@ -200,6 +223,7 @@ export class Policy {
     gather(this.#byCn, identity.cn);
     for (const uri of identity.sanUri) gather(this.#bySanUri, uri);
     for (const name of sanDns) gather(this.#bySanDns, name);
+    gather(this.#byIssuer, issuerSpki);
 
     let found: ClientRule | undefined;
     for (const rule of candidates) {
@@ -209,6 +233,7 @@ export class Policy {
       if (m.cn !== undefined && m.cn !== identity.cn) continue;
       if (m.sanUri !== undefined && !identity.sanUri.includes(m.sanUri)) continue;
       if (m.sanDns !== undefined && !sanDns.includes(m.sanDns)) continue;
+      if (m.issuer !== undefined && m.issuer !== issuerSpki) continue;
       if (found !== undefined) return { deny: "ambiguous_identity" };
       found = rule;
     }

@@ -87,6 +87,8 @@ export interface TestPki {
   notYetValid: TestCredential;
   /** Client `wrong-eku`, signed by `ca`, with serverAuth as its only EKU. */
   wrongEku: TestCredential;
+  /** Client `no-eku`, signed by `ca`, without an extended key usage extension. */
+  noEku: TestCredential;
   /** An intermediate CA signed by `ca` (`intermediate-ca.crt`), not in the CA bundle. */
   intermediateCa: TestCa;
   /**
@@ -183,6 +185,7 @@ async function generate(): Promise<TestPki> {
       ...client("wrong-eku"),
       extendedKeyUsage: ["serverAuth"],
     }),
+    noEku: await issue("no-eku", root, { ...client("no-eku"), extendedKeyUsage: [] }),
     viaIntermediate: await issue("via-intermediate", intermediate, client("via-intermediate")),
   };
 }
@@ -221,5 +224,63 @@ function credential(files: LazyFiles, name: string, issued: IssuedCertificate): 
     cn: identityFromCertificate(issued.der).cn ?? "",
     serial: issued.serial,
     spkiSha256: issued.spkiSha256,
+  };
+}
+
+/**
+ * A CA rollover: two CAs with the same subject name and different keys, each with a
+ * client of the same common name and serial number.
+ */
+export interface Rollover {
+  /** The CA being retired (`CN=mtlb rollover CA`). */
+  old: CertificateAuthority;
+  /** Its successor: same subject name, another key. */
+  next: CertificateAuthority;
+  /** Client `roll` (serial `5eed`), signed by `old`. */
+  oldClient: IssuedCertificate;
+  /** Client `roll` (serial `5eed`), signed by `next`. */
+  nextClient: IssuedCertificate;
+  /** Both CA certificates, PEM, old first. */
+  bundle: string;
+}
+
+/** Both rollovers {@linkcode rolloverPki} makes. */
+export interface RolloverPki {
+  /** CAs with subject key identifiers, clients with authority key identifiers. */
+  keyed: Rollover;
+  /** No key identifiers anywhere: only signatures tell the CAs apart. */
+  bare: Rollover;
+}
+
+let rollovers: Promise<RolloverPki> | undefined;
+
+/**
+ * Returns the process-wide rollover PKIs, generating them on the first call.
+ *
+ * @returns Two rollovers, with and without key identifiers.
+ */
+export function rolloverPki(): Promise<RolloverPki> {
+  rollovers ??= (async () => ({
+    keyed: await rollover(true),
+    bare: await rollover(false),
+  }))();
+  return rollovers;
+}
+
+async function rollover(keyIdentifiers: boolean): Promise<Rollover> {
+  const old = await createCa({ commonName: "mtlb rollover CA", keyIdentifiers });
+  const next = await createCa({ commonName: "mtlb rollover CA", keyIdentifiers });
+  const client = {
+    commonName: "roll",
+    kind: "client",
+    serialNumber: "5eed",
+    keyIdentifiers,
+  } as const;
+  return {
+    old,
+    next,
+    oldClient: await issueCertificate(old, client),
+    nextClient: await issueCertificate(next, client),
+    bundle: old.certPem + next.certPem,
   };
 }

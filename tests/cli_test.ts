@@ -18,7 +18,8 @@ import { parseConfig } from "../lib/config.ts";
 import { configureLogging } from "../lib/logging.ts";
 import { demoCommands, startDemoUpstreams } from "../demo.ts";
 import { concat, readAll, text } from "./_harness.ts";
-import { testPki } from "./_pki_fixtures.ts";
+import { TrustStore } from "../lib/trust_store.ts";
+import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 const ESC = String.fromCharCode(0x1b);
@@ -350,6 +351,62 @@ Deno.test("runCli() check shows the admin hosts and whether a token is asked for
         /^Cannot load config: .*lb\.toml:7: "admin\.token_file" names an empty file, ".*empty\.token"/,
       );
     });
+Deno.test("runCli() check lists the CAs to pin and warns about rules another CA could satisfy", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
+  try {
+    const pki = await testPki();
+    const { keyed } = await rolloverPki();
+    const store = TrustStore.fromPem(keyed.bundle);
+    const [oldCa, nextCa] = store.authorities;
+    await Deno.writeTextFile(join(dir, "ca.crt"), keyed.bundle);
+    const config = (clients: string) =>
+      `[tls]\nca = "ca.crt"\ncert = "${pki.server.certPath}"\nkey = "${pki.server.keyPath}"\n` +
+      `[server]\nlisten = "127.0.0.1:8443"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n${clients}`;
+    const path = join(dir, "lb.toml");
+    await Deno.writeTextFile(
+      path,
+      config(
+        `[clients.roll]\nmatch = { cn = "roll" }\ngroups = ["echo"]\n` +
+          `[clients.pinned]\nmatch = { cn = "pinned", issuer = "${
+            oldCa!.spkiSha256
+          }" }\ngroups = ["echo"]\n` +
+          `[clients.keyed]\nmatch = { spki_sha256 = "${"ab".repeat(32)}" }\ngroups = ["echo"]\n`,
+      ),
+    );
+    const result = await run(["check", "--config", path]);
+    assert.equal(result.code, EXIT_OK, result.stderr);
+    for (
+      const line of [
+        'TLS: 1.3 only, TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256; client_eku = "required"',
+        `CAs of tls.ca (match.issuer = a CA's spki_sha256 pins a client to it):`,
+        `  CN=mtlb rollover CA  spki_sha256 = "${oldCa!.spkiSha256}"  (root)`,
+        `  CN=mtlb rollover CA  spki_sha256 = "${nextCa!.spkiSha256}"  (root)`,
+        `  pinned: match cn="pinned", issuer="${oldCa!.spkiSha256}" -> echo`,
+      ]
+    ) {
+      assert.ok(
+        result.stdout.includes(`${line}\n`),
+        `missing ${JSON.stringify(line)} in\n${result.stdout}`,
+      );
+    }
+    // Only the rule that pins neither the CA nor the key is at risk.
+    assert.match(
+      result.stderr,
+      /^Warning: "tls\.ca" holds 2 CAs that can issue client certificates, and clients roll match without "issuer"/,
+    );
+    assert.equal(result.stderr.split("\n").filter((l) => l !== "").length, 1, result.stderr);
+
+    await Deno.writeTextFile(
+      path,
+      config(
+        `[clients.stray]\nmatch = { cn = "stray", issuer = "${
+          "cd".repeat(32)
+        }" }\ngroups = ["echo"]\n`,
+      ),
+    );
+    const stray = await run(["check", "--config", path]);
+    assert.equal(stray.code, EXIT_OK, stray.stderr);
+    assert.match(stray.stderr, /"clients\.stray\.match\.issuer" is the key of no CA of "tls\.ca"/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -10,6 +10,7 @@ import {
   parseConfig,
   type TlsConfig,
 } from "../lib/config.ts";
+import { identityFromCertificate } from "../lib/identity.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 const PATH = "/etc/mtlb/lb.toml";
@@ -67,6 +68,8 @@ cert = "pki/server.crt"
 key = "../keys/server.key"
 ciphers = ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]
 crl = "pki/ca.crl"
+client_eku = "optional"
+crl_missing = "allow"
 
 [limits]
 max_connections_per_client = 5
@@ -107,7 +110,9 @@ max_connections = 20
 connection_rate = { count = 5, per = "1s" }
 
 [clients.spiffe]
-match = { san_uri = "spiffe://example.org/web", san_dns = "Web.Example.org", cn = "web" }
+match = { san_uri = "spiffe://example.org/web", san_dns = "Web.Example.org", cn = "web", issuer = "AB:${
+    "cd:".repeat(30)
+  }EF" }
 groups = ["web-1"]
 `;
   const config = parseConfig(text, { path: PATH });
@@ -131,6 +136,8 @@ groups = ["web-1"]
       key: "/etc/keys/server.key",
       ciphers: ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"],
       crl: "/etc/mtlb/pki/ca.crl",
+      clientEku: "optional",
+      crlMissing: "allow",
     },
     limits: { maxConnectionsPerClient: 5, connectionRate: { count: 100, per: 60_000 } },
     health: { ...health, expect: "+PONG" },
@@ -159,7 +166,12 @@ groups = ["web-1"]
       }],
       ["spiffe", {
         name: "spiffe",
-        match: { sanUri: "spiffe://example.org/web", sanDns: "web.example.org", cn: "web" },
+        match: {
+          sanUri: "spiffe://example.org/web",
+          sanDns: "web.example.org",
+          cn: "web",
+          issuer: `ab${"cd".repeat(30)}ef`,
+        },
         groups: ["web-1"],
       }],
     ]),
@@ -187,6 +199,8 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
   });
   assert.deepEqual(config.tls.ciphers, ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"]);
   assert.equal(config.tls.crl, undefined);
+  assert.equal(config.tls.clientEku, "required");
+  assert.equal(config.tls.crlMissing, "refuse");
   assert.deepEqual(config.limits, { maxConnectionsPerClient: 10 });
   assert.deepEqual(config.health, { interval: 30_000, timeout: 1000, rise: 1, fall: 1 });
   assert.deepEqual(config.groups.get("echo"), {
@@ -569,6 +583,41 @@ const BAD: [string, string, string, number | undefined, string][] = [
     "clients.alice.match.spki_sha256",
     13,
     "64 digits",
+  ],
+  [
+    "issuer too short",
+    edit('match = { cn = "alice" }', 'match = { cn = "alice", issuer = "3f1c" }'),
+    "clients.alice.match.issuer",
+    13,
+    "must be the SHA-256 of the issuing CA's public key (as `check` lists it) in hex (64 digits",
+  ],
+  [
+    "issuer not hex",
+    edit('match = { cn = "alice" }', `match = { cn = "alice", issuer = "${"zz".repeat(32)}" }`),
+    "clients.alice.match.issuer",
+    13,
+    "64 digits, colons optional",
+  ],
+  [
+    "issuer not a string",
+    edit('match = { cn = "alice" }', 'match = { cn = "alice", issuer = 1 }'),
+    "clients.alice.match.issuer",
+    13,
+    "must be a non-empty string, received 1",
+  ],
+  [
+    "client_eku neither required nor optional",
+    edit('key = "certs/server.key"', 'key = "certs/server.key"\nclient_eku = "off"'),
+    "tls.client_eku",
+    8,
+    '"required" or "optional"',
+  ],
+  [
+    "crl_missing neither refuse nor allow",
+    edit('key = "certs/server.key"', 'key = "certs/server.key"\ncrl_missing = true'),
+    "tls.crl_missing",
+    8,
+    '"refuse" or "allow"',
   ],
   [
     "serial with 0x",
@@ -994,6 +1043,8 @@ Deno.test("loadTlsMaterial() names an unreadable file by its key", async () => {
     cert: "/nonexistent/server.crt",
     key: "/nonexistent/server.key",
     ciphers: [],
+    clientEku: "required",
+    crlMissing: "refuse",
   };
   await assert.rejects(loadTlsMaterial({ path: PATH, tls }), (error: unknown) => {
     assert.ok(error instanceof ConfigError);
@@ -1022,6 +1073,8 @@ Deno.test({
       cert: pki.server.chainPath,
       key: pki.server.keyPath,
       ciphers: [],
+      clientEku: "required",
+      crlMissing: "refuse",
     };
     const material = await loadTlsMaterial({ path: PATH, tls });
     assert.equal(material.ca, pki.ca.certPem);
@@ -1035,6 +1088,9 @@ Deno.test({
     for (const cert of material.certificates) {
       assert.ok(cert.notBefore.getTime() < Date.now() && Date.now() < cert.notAfter.getTime());
     }
+    assert.deepEqual(material.authorities?.map((a) => [a.subject, a.spkiSha256]), [
+      ["CN=mtlb test CA", identityFromCertificate(pki.ca.authority.der).spkiSha256],
+    ]);
   },
 });
 
@@ -1048,11 +1104,26 @@ Deno.test({
       cert: pki.server.certPath,
       key: pki.server.keyPath,
       ciphers: [],
+      clientEku: "required",
+      crlMissing: "refuse",
     };
     const garbage = await Deno.makeTempFile({ suffix: ".crt" });
     await Deno.writeTextFile(
       garbage,
       "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    // A CA certificate node:crypto reads, whose outer signature algorithm (SHA-384)
+    // differs from the one it was signed with (SHA-256): not usable as a trust anchor.
+    const mismatched = pki.ca.authority.der.slice();
+    const tbsEnd = 4 + ((mismatched[6]! << 8) | mismatched[7]!) + 4;
+    assert.equal(mismatched[tbsEnd + 11], 0x02, "ecdsa-with-SHA256 ends in 02");
+    mismatched[tbsEnd + 11] = 0x03;
+    const mismatchedPath = await Deno.makeTempFile({ suffix: ".crt" });
+    await Deno.writeTextFile(
+      mismatchedPath,
+      `-----BEGIN CERTIFICATE-----\n${
+        btoa(String.fromCharCode(...mismatched))
+      }\n-----END CERTIFICATE-----\n`,
     );
     const cases: [string, Partial<TlsConfig>, string, string][] = [
       [
@@ -1086,6 +1157,12 @@ Deno.test({
         "must hold PEM certificates",
       ],
       [
+        "a CA certificate that is not a usable trust anchor",
+        { ca: mismatchedPath },
+        "tls.ca",
+        "cannot be used",
+      ],
+      [
         "a certificate where the CRL belongs",
         { crl: pki.ca.certPath },
         "tls.crl",
@@ -1112,5 +1189,6 @@ Deno.test({
       });
     }
     await Deno.remove(garbage);
+    await Deno.remove(mismatchedPath);
   },
 });

@@ -1,11 +1,27 @@
 import assert from "node:assert/strict";
 import "reflect-metadata";
-import { Extension, X509Certificate, X509CrlGenerator } from "@peculiar/x509";
+import {
+  BasicConstraintsExtension,
+  Extension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  Name,
+  X509Certificate,
+  X509CertificateGenerator,
+  X509CrlGenerator,
+} from "@peculiar/x509";
 import { join } from "node:path";
-import { createCrl, CrlError, crlToPem, RevocationList } from "../lib/crl.ts";
+import {
+  type CheckPathOptions,
+  createCrl,
+  CrlError,
+  crlToPem,
+  RevocationList,
+} from "../lib/crl.ts";
 import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki.ts";
 import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config.ts";
-import { testPki } from "./_pki_fixtures.ts";
+import { TrustStore } from "../lib/trust_store.ts";
+import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 
@@ -88,7 +104,30 @@ Deno.test("RevocationList.parse() refuses CRLs it cannot trust or use", async (t
     [
       "same issuer name, another key",
       async () => RevocationList.parse(await createCrl(impostor, []), pki.ca.certPem),
+      /signature does not verify with the key of any CA of that name/,
+    ],
+    [
+      "same issuer name, another key, no key identifier",
+      async () =>
+        RevocationList.parse(
+          await createCrl(impostor, [], { authorityKeyIdentifier: false }),
+          pki.ca.certPem,
+        ),
       /signature does not verify/,
+    ],
+    [
+      "two CRLs of one CA",
+      async () =>
+        RevocationList.parse(
+          (await createCrl(ca, [])) + (await createCrl(ca, [pki.bob.serial])),
+          pki.ca.certPem,
+        ),
+      /CRL number 1 is from the same CA .*keep one CRL per CA/,
+    ],
+    [
+      "a CA bundle that cannot be read",
+      async () => RevocationList.parse(await createCrl(ca, []), "no certificate"),
+      /Cannot use the CRL: Cannot read the CA bundle/,
     ],
     [
       "expired",
@@ -257,6 +296,8 @@ Deno.test("loadTlsMaterial() verifies [tls] crl and reports its lists", async (t
     cert: pki.server.certPath,
     key: pki.server.keyPath,
     ciphers: [],
+    clientEku: "required",
+    crlMissing: "refuse",
     crl,
   });
   try {
@@ -286,4 +327,170 @@ Deno.test("loadTlsMaterial() verifies [tls] crl and reports its lists", async (t
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** The verdict of the CRLs on a chain that `store` verifies. */
+function judge(
+  list: RevocationList,
+  store: TrustStore,
+  chain: Uint8Array[],
+  options: CheckPathOptions = {},
+): string {
+  const result = store.verify(chain);
+  if (!result.ok) throw new Error(`${result.reason}: ${result.detail}`);
+  return list.checkPath(result.path, options).status;
+}
+
+Deno.test("RevocationList ties each CRL of a rollover to its own CA, in either order", async (t) => {
+  const { keyed, bare } = await rolloverPki();
+  for (const [name, roll] of [["with key identifiers", keyed], ["without", bare]] as const) {
+    const keyIds = name === "with key identifiers";
+    const oldCrl = await createCrl(roll.old, [roll.oldClient.serial], {
+      authorityKeyIdentifier: keyIds,
+    });
+    const nextCrl = await createCrl(roll.next, [], { authorityKeyIdentifier: keyIds });
+    const orders: [string, string][] = [
+      ["old first", oldCrl + nextCrl],
+      ["new first", nextCrl + oldCrl],
+    ];
+    for (const [order, crl] of orders) {
+      await t.step(`${name}, ${order}`, async () => {
+        const store = TrustStore.fromPem(roll.bundle);
+        const list = await RevocationList.parse(crl, store);
+        const [oldCa, nextCa] = store.authorities;
+        assert.deepEqual(
+          list.lists.map((l) => l.issuerSpkiSha256).sort(),
+          [oldCa!.spkiSha256, nextCa!.spkiSha256].sort(),
+        );
+        // The same name and serial: revoked by the old CA only.
+        assert.equal(roll.oldClient.serial, roll.nextClient.serial);
+        assert.equal(judge(list, store, [roll.oldClient.der]), "revoked");
+        assert.equal(judge(list, store, [roll.nextClient.der]), "ok");
+        // The older entry point agrees.
+        assert.equal(list.check(roll.oldClient.der, roll.oldClient.serial), "revoked");
+        assert.equal(list.check(roll.nextClient.der, roll.nextClient.serial), "ok");
+      });
+    }
+  }
+});
+
+Deno.test("RevocationList.parse() refuses a CRL that no CA of a rollover signed", async () => {
+  const { keyed } = await rolloverPki();
+  const third = await createCa({ commonName: "mtlb rollover CA" });
+  for (const authorityKeyIdentifier of [true, false]) {
+    await assert.rejects(
+      RevocationList.parse(
+        await createCrl(third, [], { authorityKeyIdentifier }),
+        keyed.bundle,
+      ),
+      (e: unknown) => e instanceof CrlError && /signature does not verify/.test(e.message),
+    );
+  }
+});
+
+Deno.test("RevocationList.checkPath() refuses a client whose intermediate the root revoked", async (t) => {
+  const root = await createCa({ commonName: "Root" });
+  const issuing = await createIntermediateCa(root, { commonName: "Issuing" });
+  const leaf = await issueCertificate(issuing, { commonName: "svc", kind: "client" });
+  const rootCrl = await createCrl(root, [issuing.serial]);
+  const issuingCrl = await createCrl(issuing, []);
+  await t.step("the intermediate in the bundle", async () => {
+    const store = TrustStore.fromPem(root.certPem + issuing.certPem);
+    const list = await RevocationList.parse(rootCrl + issuingCrl, store);
+    assert.equal(judge(list, store, [leaf.der]), "revoked");
+    assert.equal(judge(list, store, [leaf.der, issuing.der]), "revoked");
+    const path = store.verify([leaf.der]);
+    assert.ok(path.ok);
+    const verdict = list.checkPath(path.path);
+    assert.ok(verdict.status === "revoked");
+    assert.match(
+      verdict.detail,
+      /CA CN=Issuing \(serial [0-9a-f]+\) is revoked by the CRL of CA CN=Root/,
+    );
+  });
+  await t.step("the intermediate sent by the client only", async () => {
+    const store = TrustStore.fromPem(root.certPem);
+    const list = await RevocationList.parse(rootCrl, store);
+    // Revoked outranks the missing CRL of the intermediate the client sent.
+    assert.equal(judge(list, store, [leaf.der, issuing.der]), "revoked");
+    const clean = await RevocationList.parse(await createCrl(root, []), store);
+    assert.equal(judge(clean, store, [leaf.der, issuing.der]), "crl_missing");
+    assert.equal(judge(clean, store, [leaf.der, issuing.der], { missing: "allow" }), "ok");
+  });
+});
+
+Deno.test("RevocationList.checkPath() refuses certificates of a CA without a CRL unless allowed", async () => {
+  const root = await createCa({ commonName: "Root" });
+  const issuing = await createIntermediateCa(root, { commonName: "Issuing" });
+  const viaIssuing = await issueCertificate(issuing, { commonName: "svc", kind: "client" });
+  const direct = await issueCertificate(root, { commonName: "direct", kind: "client" });
+  const store = TrustStore.fromPem(root.certPem + issuing.certPem);
+  const issuingOnly = await RevocationList.parse(await createCrl(issuing, []), store);
+  // The root issued `direct`, and the intermediate: it has no CRL.
+  assert.equal(judge(issuingOnly, store, [direct.der]), "crl_missing");
+  assert.equal(judge(issuingOnly, store, [viaIssuing.der]), "crl_missing");
+  assert.equal(judge(issuingOnly, store, [direct.der], { missing: "allow" }), "ok");
+  assert.equal(judge(issuingOnly, store, [viaIssuing.der], { missing: "allow" }), "ok");
+  const both = await RevocationList.parse(
+    (await createCrl(root, [])) + (await createCrl(issuing, [])),
+    store,
+  );
+  assert.equal(judge(both, store, [direct.der]), "ok");
+  assert.equal(judge(both, store, [viaIssuing.der]), "ok");
+  const result = store.verify([direct.der]);
+  assert.ok(result.ok);
+  const verdict = issuingOnly.checkPath(result.path);
+  assert.match(verdict.status === "ok" ? "" : verdict.detail, /CA CN=Root .* has no CRL/);
+});
+
+Deno.test("RevocationList.checkPath() fails closed once a CRL on the path is past nextUpdate", async () => {
+  const pki = await testPki();
+  const store = TrustStore.fromPem(pki.ca.certPem);
+  const nextUpdate = new Date(Date.now() + DAY);
+  const list = await RevocationList.parse(
+    await createCrl(pki.ca.authority, [], { nextUpdate }),
+    store,
+  );
+  const result = store.verify([pki.alice.der]);
+  assert.ok(result.ok);
+  assert.equal(list.checkPath(result.path, { now: nextUpdate.getTime() - 1000 }).status, "ok");
+  assert.equal(
+    list.checkPath(result.path, { now: nextUpdate.getTime() + 1000 }).status,
+    "crl_expired",
+  );
+});
+
+Deno.test("RevocationList.parse() refuses a CRL from a CA whose keyUsage lacks cRLSign", async () => {
+  const keys = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const name = new Name([{ CN: [{ utf8String: "No CRL signing" }] }]);
+  const cert = await X509CertificateGenerator.create({
+    serialNumber: "01",
+    subject: name,
+    issuer: name,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + DAY),
+    publicKey: keys.publicKey,
+    signingKey: keys.privateKey,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions: [
+      new BasicConstraintsExtension(true, undefined, true),
+      new KeyUsagesExtension(KeyUsageFlags.keyCertSign, true),
+    ],
+  });
+  const certPem = `${cert.toString("pem")}\n`;
+  const ca = {
+    certPem,
+    keyPem: "",
+    der: new Uint8Array(cert.rawData),
+    keys,
+    intermediatesPem: "",
+    serial: "1",
+  };
+  await assert.rejects(
+    RevocationList.parse(await createCrl(ca, []), certPem),
+    (e: unknown) => e instanceof CrlError && /may not sign CRLs/.test(e.message),
+  );
 });

@@ -3,9 +3,18 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash, X509Certificate as NodeX509Certificate } from "node:crypto";
 import * as tls from "node:tls";
-import { Name, X509CertificateGenerator } from "@peculiar/x509";
+import {
+  ExtendedKeyUsageExtension,
+  Name,
+  SubjectKeyIdentifierExtension,
+  X509Certificate,
+  X509CertificateGenerator,
+} from "@peculiar/x509";
 import {
   certificateValidity,
+  checkClientAuthUsage,
+  type ClientAuthUsage,
+  type ClientEkuMode,
   identityFromCertificate,
   normalizeHex,
   readCertificate,
@@ -179,12 +188,69 @@ Deno.test("certificateValidity() agrees with node:crypto on every test cert", as
 Deno.test("readCertificate() gives what identityFromCertificate() and certificateValidity() do", async () => {
   const pki = await testPki();
   for (const credential of everyLeaf(pki)) {
-    assert.deepEqual(readCertificate(credential.der), {
-      identity: identityFromCertificate(credential.der),
-      validity: certificateValidity(credential.der),
-    });
+    const facts = readCertificate(credential.der);
+    assert.deepEqual(facts.identity, identityFromCertificate(credential.der));
+    assert.deepEqual(facts.validity, certificateValidity(credential.der));
   }
   assert.throws(() => readCertificate(pki.alice.der.subarray(0, 40)), TypeError);
+});
+
+Deno.test("readCertificate() reads clientAuth usage, issuer name and authority key identifier", async () => {
+  const pki = await testPki();
+  assert.equal(readCertificate(pki.alice.der).clientAuth, "client_auth");
+  assert.equal(readCertificate(pki.wrongEku.der).clientAuth, "other");
+  assert.equal(readCertificate(pki.server.der).clientAuth, "other");
+  assert.equal(readCertificate(pki.noEku.der).clientAuth, "absent");
+
+  const alice = readCertificate(pki.alice.der);
+  const caSubject = new X509Certificate(pki.ca.certPem).subjectName.toArrayBuffer();
+  assert.deepEqual(alice.issuer, new Uint8Array(caSubject));
+  // The CA's subject key identifier.
+  const ski = new X509Certificate(pki.ca.certPem).getExtension(SubjectKeyIdentifierExtension);
+  assert.equal(alice.authorityKeyId, ski?.keyId);
+
+  const bare = await createCa({ commonName: "No key ids", keyIdentifiers: false });
+  const leaf = await issueCertificate(bare, {
+    commonName: "leaf",
+    kind: "client",
+    keyIdentifiers: false,
+  });
+  assert.equal(readCertificate(leaf.der).authorityKeyId, undefined);
+});
+
+Deno.test("readCertificate() refuses a repeated extended key usage extension", async () => {
+  const keys = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    "sign",
+    "verify",
+  ]);
+  const eku = new ExtendedKeyUsageExtension(["1.3.6.1.5.5.7.3.2"]);
+  const cert = await X509CertificateGenerator.createSelfSigned({
+    name: "CN=twice",
+    keys,
+    serialNumber: "01",
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions: [eku, eku],
+  });
+  assert.throws(
+    () => readCertificate(new Uint8Array(cert.rawData)),
+    (e: unknown) => e instanceof TypeError && /repeated extKeyUsage/.test(e.message),
+  );
+});
+
+Deno.test("checkClientAuthUsage() applies [tls] client_eku", async (t) => {
+  const cases: [ClientAuthUsage, ClientEkuMode, string | undefined][] = [
+    ["client_auth", "required", undefined],
+    ["client_auth", "optional", undefined],
+    ["absent", "required", "no_client_eku"],
+    ["absent", "optional", undefined],
+    ["other", "required", "wrong_eku"],
+    ["other", "optional", "wrong_eku"],
+  ];
+  for (const [usage, mode, expected] of cases) {
+    await t.step(`${usage} with ${mode}`, () => {
+      assert.equal(checkClientAuthUsage(usage, mode), expected);
+    });
+  }
 });
 
 Deno.test("certificateValidity() reads GeneralizedTime from 2050 on and UTCTime before", async () => {

@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import * as tls from "node:tls";
-import { peerCertificateDer } from "../lib/_peer_certificate.ts";
+import { peerCertificateChain, peerCertificateDer } from "../lib/_peer_certificate.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
 
 /** Connects `client` to a mutual-TLS server on port 0 and returns what each reading gives. */
 async function readBoth(
   client: TestCredential,
-): Promise<{ der: Uint8Array | undefined; legacy: Uint8Array }> {
+): Promise<{ der: Uint8Array | undefined; legacy: Uint8Array; chain: Uint8Array[] }> {
   const pki = await testPki();
   const server = tls.createServer({
     cert: pki.server.certPem,
@@ -36,6 +36,7 @@ async function readBoth(
     const result = {
       der: peerCertificateDer(accepted),
       legacy: accepted.getPeerCertificate(true).raw as Uint8Array,
+      chain: peerCertificateChain(accepted),
     };
     accepted.destroy();
     return result;
@@ -83,4 +84,26 @@ Deno.test("peerCertificateDer() falls back to getPeerCertificate(false) without 
   assert.equal(peerCertificateDer(fake(empty, der)), der);
   assert.equal(peerCertificateDer(fake(empty, undefined)), undefined);
   assert.equal(peerCertificateDer(fake(null, new Uint8Array(0))), undefined);
+});
+
+Deno.test("peerCertificateChain() returns the presented chain, leaf first", async () => {
+  const pki = await testPki();
+  assert.deepEqual((await readBoth(pki.alice)).chain, [pki.alice.der]);
+  assert.deepEqual((await readBoth(pki.viaIntermediate)).chain, [
+    pki.viaIntermediate.der,
+    pki.intermediateCa.authority.der,
+  ]);
+});
+
+Deno.test("peerCertificateChain() falls back to the leaf alone, or nothing", () => {
+  const der = Uint8Array.of(0x30, 0x00);
+  const fake = (handle: unknown, raw: unknown) =>
+    ({
+      _handle: handle,
+      getPeerCertificate: () => raw === undefined ? {} : { raw },
+    }) as unknown as tls.TLSSocket;
+  assert.deepEqual(peerCertificateChain(fake(null, der)), [der]);
+  const broken = { getPeerCertificateChain: () => ({ certificates: [der, "not DER"] }) };
+  assert.deepEqual(peerCertificateChain(fake(broken, der)), [der]);
+  assert.deepEqual(peerCertificateChain(fake(null, undefined)), []);
 });

@@ -1,14 +1,16 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { createPrivateKey } from "node:crypto";
+import { createPrivateKey, X509Certificate as NodeX509Certificate } from "node:crypto";
 import { join } from "node:path";
 import {
+  AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
   ExtendedKeyUsage,
   ExtendedKeyUsageExtension,
   KeyUsageFlags,
   KeyUsagesExtension,
   SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
   X509Certificate,
 } from "@peculiar/x509";
 import {
@@ -16,6 +18,7 @@ import {
   createCa,
   createIntermediateCa,
   issueCertificate,
+  type KeyAlgorithmName,
   writeDevPki,
 } from "../lib/pki.ts";
 import { spkiSha256FromPem } from "../lib/identity.ts";
@@ -306,6 +309,69 @@ Deno.test("issueCertificate() rejects bad arguments", async (t) => {
     });
   }
 });
+
+Deno.test("createCa() and issueCertificate() make each key type, signed by the issuer's key", async (t) => {
+  const cases: [KeyAlgorithmName, string][] = [
+    ["P-256", "1.2.840.10045.4.3.2"], // ecdsa-with-SHA256
+    ["P-384", "1.2.840.10045.4.3.3"], // ecdsa-with-SHA384
+    ["RSA", "1.2.840.113549.1.1.11"], // sha256WithRSAEncryption
+    ["RSA-PSS", "1.2.840.113549.1.1.10"], // RSASSA-PSS
+    ["Ed25519", "1.3.101.112"],
+  ];
+  for (const [keyAlgorithm, signatureOid] of cases) {
+    await t.step(keyAlgorithm, async () => {
+      const root = await createCa({ commonName: `Root ${keyAlgorithm}`, keyAlgorithm });
+      // A P-256 leaf: signed with the root's algorithm all the same.
+      const leaf = await issueCertificate(root, { commonName: "leaf", kind: "client" });
+      // Deno 2.9's X509Certificate#verify does not do RSA-PSS (OpenSSL verifies these, and
+      // TrustStore's tests check every key type).
+      if (keyAlgorithm !== "RSA-PSS") {
+        const cert = new NodeX509Certificate(leaf.certPem);
+        assert.ok(cert.verify(new NodeX509Certificate(root.certPem).publicKey));
+      }
+      assert.ok(oidIn(leaf.der, signatureOid), `${keyAlgorithm} signs with ${signatureOid}`);
+    });
+  }
+  await assert.rejects(
+    createCa({ commonName: "x", keyAlgorithm: "DSA" as KeyAlgorithmName }),
+    TypeError,
+  );
+});
+
+Deno.test("createCa() and issueCertificate() leave out key identifiers when asked", async () => {
+  const root = await createCa({ commonName: "Bare", keyIdentifiers: false });
+  const leaf = await issueCertificate(root, {
+    commonName: "leaf",
+    kind: "client",
+    keyIdentifiers: false,
+  });
+  assert.equal(x509(root).getExtension(SubjectKeyIdentifierExtension), null);
+  assert.equal(x509(leaf).getExtension(AuthorityKeyIdentifierExtension), null);
+  assert.equal(x509(leaf).getExtension(SubjectKeyIdentifierExtension), null);
+  const keyed = await issueCertificate(root, { commonName: "keyed", kind: "client" });
+  assert.ok(x509(keyed).getExtension(AuthorityKeyIdentifierExtension));
+});
+
+/** Whether the DER holds the OBJECT IDENTIFIER `oid` (dotted), encoded. */
+function oidIn(der: Uint8Array, oid: string): boolean {
+  const [first, second, ...rest] = oid.split(".").map(Number);
+  const bytes = [first! * 40 + second!];
+  for (const arc of rest) {
+    const groups: number[] = [];
+    let value = arc;
+    do {
+      groups.unshift(value & 0x7f);
+      value = Math.floor(value / 128);
+    } while (value > 0);
+    bytes.push(...groups.map((g, i) => i < groups.length - 1 ? g | 0x80 : g));
+  }
+  const needle = [0x06, bytes.length, ...bytes];
+  outer: for (let i = 0; i + needle.length <= der.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (der[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
 
 Deno.test("createIntermediateCa() issues leaves that chain to the root", async () => {
   const root = await ca();

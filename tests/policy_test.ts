@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config.ts";
 import type { CertIdentity } from "../lib/identity.ts";
 import { type ClientRule, Policy } from "../lib/policy.ts";
+import { ClientTrust } from "../lib/client_trust.ts";
+import { TrustStore } from "../lib/trust_store.ts";
+import { rolloverPki } from "./_pki_fixtures.ts";
 
 const SPKI = "3f1c" + "00".repeat(28) + "abcd";
 
@@ -260,5 +263,58 @@ Deno.test("Policy.limitsFor() applies client overrides over [limits]", async (t)
   });
   await t.step("an unknown client", () => {
     assert.throws(() => policy.limitsFor("nobody"), RangeError);
+  });
+});
+
+Deno.test("Policy.identify() with match.issuer admits the pinned CA's certificate only", async () => {
+  const { keyed } = await rolloverPki();
+  const store = TrustStore.fromPem(keyed.bundle);
+  const [oldCa, nextCa] = store.authorities;
+  // The pin as a user copies it from `check`: colons and capitals are fine.
+  const pin = nextCa!.spkiSha256.toUpperCase().match(/../g)!.join(":");
+  const pinned = new Policy(parseConfig(
+    `
+[server]
+listen = "127.0.0.1:8443"
+[tls]
+ca = "ca.crt"
+cert = "server.crt"
+key = "server.key"
+[groups.app]
+upstreams = ["127.0.0.1:7001"]
+[clients.roll]
+match = { cn = "roll", serial = "5EED", issuer = "${pin}" }
+groups = ["app"]
+`,
+    { path: "lb.toml" },
+  ));
+  const trust = new ClientTrust({ store });
+  const nameOf = (der: Uint8Array): string => {
+    const verdict = trust.checkHandshake([der]);
+    assert.ok(verdict.ok, verdict.ok ? "" : verdict.detail);
+    const found = pinned.identify(verdict.identity, verdict.issuer);
+    return "client" in found ? found.client.name : found.deny;
+  };
+  // Same CN and serial from both CAs: only the pinned CA's certificate is "roll".
+  assert.equal(nameOf(keyed.nextClient.der), "roll");
+  assert.equal(nameOf(keyed.oldClient.der), "unknown_identity");
+  // Without the issuer, a pinned rule never matches.
+  const identity = trust.checkHandshake([keyed.nextClient.der]);
+  assert.ok(identity.ok);
+  assert.deepEqual(pinned.identify(identity.identity), { deny: "unknown_identity" });
+  assert.notEqual(oldCa!.spkiSha256, nextCa!.spkiSha256);
+});
+
+Deno.test("Policy.identify() finds a client pinned by issuer alone", () => {
+  const ca = "ab".repeat(32);
+  const byIssuer = new Policy({
+    groups: new Map([["app", {}]]),
+    clients: new Map([["fleet", { name: "fleet", match: { issuer: ca }, groups: ["app"] }]]),
+    limits: { maxConnectionsPerClient: 10 },
+  });
+  const found = byIssuer.identify(cert({ cn: "anyone" }), { spkiSha256: ca.toUpperCase() });
+  assert.ok("client" in found && found.client.name === "fleet");
+  assert.deepEqual(byIssuer.identify(cert({ cn: "anyone" }), { spkiSha256: "cd".repeat(32) }), {
+    deny: "unknown_identity",
   });
 });
