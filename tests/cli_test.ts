@@ -351,6 +351,11 @@ Deno.test("runCli() check shows the admin hosts and whether a token is asked for
         /^Cannot load config: .*lb\.toml:7: "admin\.token_file" names an empty file, ".*empty\.token"/,
       );
     });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runCli() check lists the CAs to pin and warns about rules another CA could satisfy", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
   try {
