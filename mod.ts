@@ -267,6 +267,17 @@ export {
   UnsupportedRuntimeError,
 } from "./lib/runtime.ts";
 export {
+  CERTIFICATE_FAILURES,
+  type CertificateFailure,
+  DENY_REASONS,
+  type DenyReason,
+  HANDSHAKE_FAILURES,
+  type HandshakeFailure,
+  isCertificateFailure,
+  SESSION_END_REASONS,
+  type SessionEndReason,
+} from "./lib/reasons.ts";
+export {
   Balancer,
   type BalancerCounters,
   type BalancerOptions,
@@ -274,7 +285,6 @@ export {
   type BalancerStatus,
   type ClientState,
   type ConnectionRecord,
-  type DenyReason,
   type DenyRecord,
   type DrainResult,
   ECDH_CURVES,

@@ -5,28 +5,8 @@
  * @module
  */
 import type { ClientLimitKind } from "./client_limiter.ts";
+import { DENY_REASONS } from "./reasons.ts";
 import type { CounterSeries, GaugeSeries, MetricFamily, MetricsRegistry } from "./metrics.ts";
-
-/** Every deny reason, so their series exist (at 0) from the start. */
-export const DENY_REASONS = [
-  "server_full",
-  "unauthenticated",
-  "cipher_not_allowed",
-  "bad_certificate",
-  "revoked",
-  "crl_expired",
-  "unknown_identity",
-  "ambiguous_identity",
-  "unauthorized_group",
-  "no_group",
-  "limit_concurrency",
-  "limit_rate",
-  "limit_store_unavailable",
-  "no_healthy_upstream",
-  "upstream_unavailable",
-  "client_gone",
-  "server_closing",
-] as const;
 
 /** Distinct handshake failure reasons kept as their own series; later ones count as `other`. */
 const MAX_HANDSHAKE_REASONS = 32;

@@ -42,7 +42,16 @@ import {
 } from "./health_probe.ts";
 import { HealthChangeEvent } from "./health_event.ts";
 import { type CertIdentity, type CertValidity, readCertificate } from "./identity.ts";
-import { peerCertificateDer } from "./_peer_certificate.ts";
+import { peerCertificateChain } from "./_peer_certificate.ts";
+import { ClientTrust } from "./client_trust.ts";
+import { TrustStore } from "./trust_store.ts";
+import {
+  type CertificateFailure,
+  type DenyReason,
+  type HandshakeFailure,
+  isCertificateFailure,
+  type SessionEndReason,
+} from "./reasons.ts";
 import {
   type ClientHelloInfo,
   hookTlsSocket,
@@ -82,26 +91,6 @@ export const LISTEN_BACKLOG = 4096;
 /** Key exchange groups offered: ECDHE only (no finite-field DHE). */
 export const ECDH_CURVES = "X25519:P-256:P-384";
 
-/** Why a connection was refused after (or, for `server_full`, instead of) its handshake. */
-export type DenyReason =
-  | "server_full"
-  | "unauthenticated"
-  | "cipher_not_allowed"
-  | "bad_certificate"
-  | "revoked"
-  | "crl_expired"
-  | "unknown_identity"
-  | "ambiguous_identity"
-  | "unauthorized_group"
-  | "no_group"
-  | "limit_concurrency"
-  | "limit_rate"
-  | "limit_store_unavailable"
-  | "no_healthy_upstream"
-  | "upstream_unavailable"
-  | "client_gone"
-  | "server_closing";
-
 /** Detail of a `"deny"` event. */
 export interface DenyRecord {
   /** Why the connection was refused. */
@@ -117,13 +106,6 @@ export interface DenyRecord {
   /** Human-readable detail for the log (never sent to the client). */
   detail?: string;
 }
-
-/**
- * Why mtlb itself ended a forwarded connection: its certificate was revoked
- * (`revoked`), a reload no longer allows it (`policy_changed`: client removed, group
- * withdrawn, CA removed), or it reached `[server] max_lifetime` (`max_lifetime`).
- */
-export type SessionEndReason = "revoked" | "policy_changed" | "max_lifetime";
 
 /** Detail of an `"end"` event: one audit record per forwarded connection. */
 export interface ConnectionRecord {
@@ -148,33 +130,6 @@ export interface ConnectionRecord {
   /** Why mtlb ended it, for `revoked` and `policy_changed`. */
   detail?: string;
 }
-
-/** Why a client certificate failed verification, or `no_certificate` when there was none. */
-export type CertificateFailure =
-  | "no_certificate"
-  | "unknown_ca"
-  | "expired"
-  | "not_yet_valid"
-  | "bad_certificate";
-
-/**
- * Why a TLS handshake failed: a {@linkcode CertificateFailure}, or
- * `handshake_timeout`, `handshake_shed` (closed to make room under `max_handshakes`),
- * `protocol_version` (not TLS 1.3), `no_shared_group` (no
- * ECDHE group in common), `no_shared_cipher`, `not_tls` (plaintext or garbage),
- * `client_closed` (the client left before it finished), `tls_error` (anything else;
- * the record's detail holds the runtime's error code).
- */
-export type HandshakeFailure =
-  | CertificateFailure
-  | "handshake_timeout"
-  | "handshake_shed"
-  | "protocol_version"
-  | "no_shared_group"
-  | "no_shared_cipher"
-  | "not_tls"
-  | "client_closed"
-  | "tls_error";
 
 /** Detail of a `"handshake_error"` event. */
 export interface HandshakeErrorRecord {
@@ -585,6 +540,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
   #crl: RevocationList | undefined;
+  #trust!: ClientTrust;
   #limiter: ClientLimiter;
   #upstreamCounts: UpstreamCounts | undefined;
   #reusePort: boolean;
@@ -686,9 +642,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   async start(): Promise<void> {
     if (this.#starting) throw new Error("Cannot start balancer: already started");
     this.#starting = true;
-    this.#crl = this.#tls.crl === undefined
-      ? undefined
-      : await RevocationList.parse(this.#tls.crl, this.#tls.ca, { now: this.#wall() });
+    ({ trust: this.#trust, crl: this.#crl } = await buildTrust(
+      this.#config,
+      this.#tls,
+      this.#wall(),
+    ));
     this.#groupNames = [...this.#config.groups.keys()];
     for (const group of this.#config.groups.values()) {
       this.#groups.set(group.name, this.#newGroup(group));
@@ -1110,9 +1068,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   async #apply(config: Config, tls: TlsMaterial): Promise<void> {
-    const crl = tls.crl === undefined
-      ? undefined
-      : await RevocationList.parse(tls.crl, tls.ca, { now: this.#wall() });
+    const { trust, crl } = await buildTrust(config, tls, this.#wall());
     const policy = new Policy(config);
 
     // Listeners: keep those whose address stays, bind the new ones first.
@@ -1175,6 +1131,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#tls = tls;
     this.#policy = policy;
     this.#crl = crl;
+    this.#trust = trust;
     this.#ciphers = new Set(config.tls.ciphers);
     this.#caps = connectionCaps(config.server, this.#fileDescriptors);
     this.#groupNames = [...config.groups.keys()];
@@ -1441,7 +1398,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     socket: TLSSocket,
     remote: string,
     reason: CertificateFailure,
-    der?: Uint8Array,
+    identity?: CertIdentity,
     detail?: string,
   ): void {
     socket.resume();
@@ -1449,14 +1406,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     socket.end();
     const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
     socket.once("close", () => this.#clock.clearTimeout(timer));
-    let identity: CertIdentity | undefined;
-    if (der !== undefined) {
-      try {
-        identity = readCertificate(der).identity;
-      } catch {
-        identity = undefined;
-      }
-    }
     this.#recordHandshakeError({
       reason,
       remote,
@@ -1541,56 +1490,54 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     remote: string,
     policy: Policy,
   ): Admitted | undefined {
-    const crl = this.#crl;
-    const der = peerCertificateDer(socket);
-    if (der === undefined) {
-      // The runtime requires a certificate in the handshake (certificate_required);
-      // a resumed session of a listener that did not ask for one has none.
+    const chain = peerCertificateChain(socket);
+    if (chain.length === 0) {
+      // The runtime requires a certificate in a full handshake (certificate_required);
+      // a session resumed from a ticket of a listener that asked for none has none.
       return void this.#refuseCertificate(socket, remote, "no_certificate");
     }
-    if (!socket.authorized) {
-      // The runtime's verification failed; it lets the socket through to name the cause.
-      const { reason, detail } = refusedCertificateCause(der, this.#wall());
-      return void this.#refuseCertificate(socket, remote, reason, der, detail);
-    }
-    let identity: CertIdentity;
-    let validity: CertValidity;
-    try {
-      ({ identity, validity } = readCertificate(der));
-    } catch (error) {
-      return void this.#deny(socket, { reason: "bad_certificate", remote, detail: String(error) });
-    }
-    // A resumed session skips certificate checks, and Deno 2.9's node:tls issues
-    // session tickets that cannot be turned off: check validity on every connection.
+    // A resumed session skips the runtime's chain verification, and Deno 2.9's node:tls
+    // issues session tickets that cannot be turned off (to every client that completes
+    // a handshake, refused ones included): verify its chain in full against the trust
+    // in force now. The runtime's own failures are verified again too, to name them.
     const now = this.#wall();
-    if (!(now >= validity.notBefore && now <= validity.notAfter)) {
+    const resumed = socket.isSessionReused();
+    const verdict = resumed || !socket.authorized
+      ? this.#trust.verifyChain(chain, now)
+      : this.#trust.checkHandshake(chain, now);
+    if (!verdict.ok) {
+      if (isCertificateFailure(verdict.reason)) {
+        return void this.#refuseCertificate(
+          socket,
+          remote,
+          verdict.reason,
+          verdict.identity,
+          resumed ? `resumed session: ${verdict.detail}` : verdict.detail,
+        );
+      }
       return void this.#deny(socket, {
-        reason: "unauthenticated",
-        identity,
+        reason: verdict.reason,
+        ...(verdict.identity === undefined ? {} : { identity: verdict.identity }),
         remote,
-        detail: `certificate valid from ${new Date(validity.notBefore).toISOString()} to ${
-          new Date(validity.notAfter).toISOString()
-        }`,
+        detail: verdict.detail,
       });
     }
+    if (!socket.authorized) {
+      // The runtime refused a chain that verifies here: refuse it all the same.
+      return void this.#refuseCertificate(
+        socket,
+        remote,
+        "unknown_ca",
+        verdict.identity,
+        `the TLS layer refused the chain: ${socket.authorizationError ?? "no reason given"}`,
+      );
+    }
+    const identity = verdict.identity;
     const cipher = socket.getCipher()?.standardName;
     if (cipher === undefined || !this.#ciphers.has(cipher)) {
       return void this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
     }
-    if (crl !== undefined) {
-      const verdict = crl.check(der, identity.serial, this.#wall());
-      if (verdict !== "ok") {
-        return void this.#deny(socket, {
-          reason: verdict,
-          identity,
-          remote,
-          detail: verdict === "revoked"
-            ? `serial ${identity.serial} is revoked`
-            : "the CRL of the certificate's issuer is past its nextUpdate",
-        });
-      }
-    }
-    const who = policy.identify(identity);
+    const who = policy.identify(identity, verdict.issuer);
     if ("deny" in who) return void this.#deny(socket, { reason: who.deny, identity, remote });
     const client = who.client;
     const servername = (socket as { servername?: string | false | null }).servername;
@@ -1821,21 +1768,17 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     session: LiveSession,
     policy: Policy,
   ): { reason: SessionEndReason; detail: string } | undefined {
-    const der = peerCertificateDer(session.socket);
-    if (der === undefined) return undefined; // Closing already: its handle is gone.
-    let identity: CertIdentity;
-    try {
-      identity = readCertificate(der).identity;
-    } catch {
-      return undefined;
+    const chain = peerCertificateChain(session.socket);
+    if (chain.length === 0) return undefined; // Closing already: its handle is gone.
+    const verdict = this.#trust.verifyChain(chain, this.#wall());
+    if (!verdict.ok) {
+      return {
+        reason: verdict.reason === "revoked" ? "revoked" : "policy_changed",
+        detail: verdict.detail,
+      };
     }
-    if (this.#crl !== undefined) {
-      const verdict = this.#crl.check(der, identity.serial, this.#wall());
-      if (verdict === "revoked") {
-        return { reason: "revoked", detail: `serial ${identity.serial} is revoked` };
-      }
-    }
-    const who = policy.identify(identity);
+    const identity = verdict.identity;
+    const who = policy.identify(identity, verdict.issuer);
     if ("deny" in who) {
       return {
         reason: "policy_changed",
@@ -1890,6 +1833,25 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #emit(type: string, detail: unknown): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** The CA bundle, CRLs and `[tls]` trust settings of a configuration, ready to check clients. */
+async function buildTrust(
+  config: Config,
+  tls: TlsMaterial,
+  now: number,
+): Promise<{ trust: ClientTrust; crl: RevocationList | undefined }> {
+  const store = TrustStore.fromPem(tls.ca);
+  const crl = tls.crl === undefined
+    ? undefined
+    : await RevocationList.parse(tls.crl, store, { now });
+  const trust = new ClientTrust({
+    store,
+    ...(crl === undefined ? {} : { crl }),
+    clientEku: config.tls.clientEku,
+    crlMissing: config.tls.crlMissing,
+  });
+  return { trust, crl };
 }
 
 async function defaultLoad(path: string): Promise<LoadedConfig> {
@@ -2173,28 +2135,6 @@ function summarize(identity: CertIdentity): Record<string, unknown> {
     ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
     ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
   };
-}
-
-/**
- * Names the cause of a certificate that failed the runtime's verification: the
- * runtime says only that it failed.
- */
-function refusedCertificateCause(
-  der: Uint8Array,
-  now: number,
-): { reason: CertificateFailure; detail: string } {
-  let validity: CertValidity;
-  try {
-    validity = readCertificate(der).validity;
-  } catch (error) {
-    return { reason: "bad_certificate", detail: String(error) };
-  }
-  const range = `valid from ${new Date(validity.notBefore).toISOString()} to ${
-    new Date(validity.notAfter).toISOString()
-  }`;
-  if (now > validity.notAfter) return { reason: "expired", detail: range };
-  if (now < validity.notBefore) return { reason: "not_yet_valid", detail: range };
-  return { reason: "unknown_ca", detail: "the certificate does not chain to a CA of [tls] ca" };
 }
 
 /** Names the cause of a handshake error the runtime reported, from its code and message. */

@@ -447,9 +447,11 @@ export class TrustStore {
       if ("facts" in found) {
         const problem = anchorProblem(found, now, intermediates);
         if (problem !== undefined) return { ok: false, ...problem };
+        if (options.remember === true) this.#remember(child, found.facts.spkiSha256);
         issuer ??= found.match;
         return { ok: true, path: { certificates, anchor: found.facts, issuer } };
       }
+      if (options.remember === true) this.#remember(child, presentedSpki(found));
       issuer ??= this.#presentedMatch(found);
       const cert = found.cert;
       const what = lazyText(() => `intermediate CA ${nameText(cert.subject)}`);
@@ -598,6 +600,14 @@ export class TrustStore {
       .map((a) => a.facts);
   }
 
+  /** Remembers that the key whose SPKI digest is `signerSpki` signed `child`. */
+  #remember(child: ChildRef, signerSpki: string): void {
+    const digest = child.parsed === undefined
+      ? sha256(child.der)
+      : (child.parsed.sha256 ??= sha256(child.der));
+    this.#cache.add(`${digest}:${signerSpki}`);
+  }
+
   /**
    * Whether `key` (whose SPKI digest is `issuerSpki`) signed `cert`, remembering
    * successes; the key is read only when the result is not remembered.
@@ -692,6 +702,15 @@ export interface LocateOptions {
    * @default {read from chain[0]}
    */
   leaf?: LeafFacts;
+  /**
+   * Remember the signatures on the path found as verified, so that a later
+   * {@linkcode TrustStore.verify} of the same chain (a resumed TLS session) finds them
+   * remembered. Only for a chain the runtime verified against this bundle in a full
+   * handshake. About 1.5 µs per certificate (a SHA-256 of it).
+   *
+   * @default {false}
+   */
+  remember?: boolean;
 }
 
 /** A certificate whose issuer is looked for. */

@@ -121,3 +121,19 @@ Deno.test("ClientTrust refuses the revoked client of a rollover and admits the o
     }
   }
 });
+
+Deno.test("ClientTrust.checkHandshake() remembers the path's signatures, so verifyChain() of the chain checks none again", async () => {
+  const pki = await testPki();
+  const cache = new SignatureCache();
+  const store = TrustStore.fromPem(pki.ca.certPem, { cache });
+  const trust = new ClientTrust({ store });
+  const chain = [pki.viaIntermediate.der, pki.intermediateCa.authority.der];
+  assert.equal(cache.size, 0);
+  assert.equal(outcome(trust.checkHandshake(chain)), "ok");
+  assert.equal(cache.size, 2, "the leaf's and the intermediate's signatures");
+  assert.equal(outcome(trust.verifyChain(chain)), "ok");
+  assert.equal(cache.size, 2, "nothing new had to be verified");
+  // A chain that was never located is verified, and then remembered.
+  assert.equal(outcome(trust.verifyChain([pki.bob.der])), "ok");
+  assert.equal(cache.size, 3);
+});

@@ -717,16 +717,16 @@ groups = ["echo"]`,
       const fresh = await sClient(args, payload);
       assert.ok(!fresh.text.includes(payload), "a full handshake is refused");
       const before = snapshot(upstream);
-      const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
+      const failed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
       const resumed = await sClient([...args, "-sess_in", session], payload, {
         holdUntil: payload,
       });
       assert.match(resumed.text, /^Reused, TLSv1\.3/m, "the session was resumed");
       assert.equal(upstream.received, before.received, "nothing reached the upstream");
       assert.ok(!resumed.text.includes(payload), "a resumed session is refused");
-      const record = await guard(denied, "deny");
-      assert.equal(record.reason, "unauthenticated");
-      assert.match(record.detail ?? "", /^certificate valid from \S+ to \S+$/);
+      const record = await guard(failed, "handshake_error");
+      assert.equal(record.reason, "expired");
+      assert.match(record.detail ?? "", /^resumed session: .*CN=shortlived expired on \S+$/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

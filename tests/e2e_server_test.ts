@@ -191,7 +191,8 @@ Deno.test("Balancer refuses clients that fail certificate verification", async (
     ["a certificate from a foreign CA", pki.intruder, {}, "unknown_ca"],
     ["an expired certificate", pki.expired, {}, "expired"],
     ["a certificate that is not yet valid", pki.notYetValid, {}, "not_yet_valid"],
-    ["a certificate without the clientAuth EKU", pki.wrongEku, {}, "unknown_ca"],
+    ["a certificate without the clientAuth EKU", pki.wrongEku, {}, "wrong_eku"],
+    ["a certificate without any EKU", pki.noEku, {}, "no_client_eku"],
     ["a leaf whose intermediate is not sent nor trusted", pki.viaIntermediate, {
       cert: pki.viaIntermediate.certPem,
     }, "unknown_ca"],
