@@ -24,37 +24,14 @@ import {
   text,
 } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
+import { clientArgs, guard, HAVE_OPENSSL, OPENSSL_HELP, sClient } from "./_openssl.ts";
 
-/** How long any single awaited event may take before the test fails. */
-const GUARD_MS = 10_000;
 /** The handshake timeout of these tests' balancers. */
 const HANDSHAKE_TIMEOUT_MS = 500;
 
-const OPENSSL_HELP = await new Deno.Command("openssl", {
-  args: ["s_client", "-help"],
-  stdout: "piped",
-  stderr: "piped",
-}).output().then(
-  (out) => new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout),
-  () => undefined,
-);
-const HAVE_OPENSSL = OPENSSL_HELP !== undefined;
 const HAVE_EARLY_DATA = OPENSSL_HELP?.includes("-early_data") ?? false;
 if (!HAVE_OPENSSL) console.warn("Skipping openssl cases of e2e_bad_input_test.ts: no openssl");
 else if (!HAVE_EARLY_DATA) console.warn("Skipping the 0-RTT case: openssl lacks -early_data");
-
-/** Resolves with `promise`, or rejects once `ms` passed: a failure guard, never a wait. */
-async function guard<T>(promise: Promise<T>, what: string, ms = GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -504,50 +481,6 @@ Deno.test("Balancer refuses client certificate chains it cannot verify", async (
 
 /** Runs `openssl s_client ARGS` with `input` on stdin and a time bound; never throws. */
 /** `openssl s_client` arguments to reach `lb` as the client whose files are given. */
-function clientArgs(lb: { port(): number; pki: { dir: string } }, cert: string, key: string) {
-  return [
-    "-connect",
-    `127.0.0.1:${lb.port()}`,
-    "-CAfile",
-    join(lb.pki.dir, "ca.crt"),
-    "-cert",
-    cert,
-    "-key",
-    key,
-  ];
-}
-
-async function sClient(
-  args: string[],
-  input: string,
-  options: { holdUntil?: string } = {},
-): Promise<{ code: number; text: string }> {
-  const child = new Deno.Command("openssl", {
-    args: ["s_client", ...args],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const killer = setTimeout(() => child.kill(), GUARD_MS);
-  let out = "";
-  const seen = Promise.withResolvers<void>();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      out += chunk;
-      if (options.holdUntil !== undefined && out.includes(options.holdUntil)) seen.resolve();
-    }
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(input)).catch(() => {});
-  // Keep stdin open (s_client quits at its end) until the awaited text shows up.
-  if (options.holdUntil !== undefined) await Promise.race([seen.promise, pumps]);
-  await writer.close().catch(() => {});
-  await pumps;
-  const { code } = await child.status;
-  clearTimeout(killer);
-  return { code, text: out };
-}
 
 Deno.test({
   name: "Balancer refuses TLS 1.2 and TLS 1.0 ClientHellos from openssl",
