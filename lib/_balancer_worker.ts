@@ -16,6 +16,7 @@ import {
   type BalancerStatus,
   type DenyRecord,
   type DrainResult,
+  type HandshakeErrorRecord,
   type HealthReport,
   type ListenerInfo,
   type LoadedConfig,
@@ -80,13 +81,18 @@ export type ToWorker =
   | { type: "close" }
   | { type: "collect"; id: number };
 
+/** A refusal or failed handshake of a worker, relayed to the primary for `/denials`. */
+export type RelayedEvent =
+  | { type: "deny"; record: DenyRecord }
+  | { type: "handshake_error"; record: HandshakeErrorRecord };
+
 /** Messages from a Worker to the primary. */
 export type FromWorker =
   | { type: "started"; listeners: ListenerInfo[] }
   | { type: "failed"; error: ErrorInfo }
   | { type: "reloaded"; id: number; listeners: ListenerInfo[]; error?: string }
   | { type: "passive"; record: PassiveHealthRecord }
-  | { type: "denials"; records: DenyRecord[] }
+  | { type: "denials"; records: RelayedEvent[] }
   | { type: "drained"; result: DrainResult }
   | { type: "closed" };
 
@@ -129,7 +135,7 @@ let ledger: WorkerLedger | undefined;
 let logging: AsyncDisposable | undefined;
 let reply: MessagePort | undefined;
 let flag: Int32Array | undefined;
-let denials: DenyRecord[] = [];
+let denials: RelayedEvent[] = [];
 let denialTimer: ReturnType<typeof setTimeout> | undefined;
 
 // One message at a time, in order: a reload or drain waits for the start before it.
@@ -214,7 +220,11 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
     post({ type: "passive", record: (event as CustomEvent<PassiveHealthRecord>).detail });
   });
   candidate.addEventListener("deny", (event) => {
-    queueDenial((event as CustomEvent<DenyRecord>).detail);
+    queueDenial({ type: "deny", record: (event as CustomEvent<DenyRecord>).detail });
+  });
+  candidate.addEventListener("handshake_error", (event) => {
+    const record = (event as CustomEvent<HandshakeErrorRecord>).detail;
+    queueDenial({ type: "handshake_error", record });
   });
   try {
     await candidate.start();
@@ -246,7 +256,7 @@ function collect(id: number): void {
   }
 }
 
-function queueDenial(record: DenyRecord): void {
+function queueDenial(record: RelayedEvent): void {
   denials.push(record);
   if (denials.length > DENIAL_BATCH) denials.shift();
   denialTimer ??= setTimeout(flushDenials, DENIAL_INTERVAL);

@@ -93,7 +93,7 @@ export interface AdminServerOptions {
   now?: () => number;
 }
 
-/** One refusal in `/denials`, from the target's `"deny"` event. */
+/** One refusal in `/denials`, from the target's `"deny"` and `"handshake_error"` events. */
 export interface RecentDenial {
   /** When it happened, ISO 8601. */
   at: string;
@@ -112,6 +112,11 @@ export interface RecentDenial {
   group?: string;
   /** Detail for the operator, at most 300 characters. */
   detail?: string;
+  /**
+   * `handshake` for a failed TLS handshake (`unknown_ca`, `expired`,
+   * `no_certificate`, `handshake_timeout`, ...); absent for a refusal after it.
+   */
+  stage?: "handshake";
 }
 
 /** How many refusals `/denials` keeps. */
@@ -160,6 +165,7 @@ export class AdminServer implements AsyncDisposable {
   #reported = new Map<AdminRefusal, { at: number; since: number }>();
   #denials: RecentDenial[] = [];
   #onDeny = (event: Event): void => this.#recordDenial(event);
+  #onHandshakeError = (event: Event): void => this.#recordDenial(event, "handshake");
   #closed: Promise<void> | undefined;
 
   private constructor(target: AdminTarget, options: AdminServerOptions) {
@@ -187,7 +193,10 @@ export class AdminServer implements AsyncDisposable {
         return new Response("Internal error\n", { status: 500, headers: { "content-type": TEXT } });
       },
     }, (request, info) => this.#handle(request, info));
-    if (target instanceof EventTarget) target.addEventListener("deny", this.#onDeny);
+    if (target instanceof EventTarget) {
+      target.addEventListener("deny", this.#onDeny);
+      target.addEventListener("handshake_error", this.#onHandshakeError);
+    }
     const address = this.address;
     log.info("Admin endpoint on http://{address}", { address: formatHostPort(address) });
     if (!isLoopback(address.hostname) && this.#token() === undefined) {
@@ -229,6 +238,7 @@ export class AdminServer implements AsyncDisposable {
     if (this.#closed === undefined) {
       if (this.#target instanceof EventTarget) {
         this.#target.removeEventListener("deny", this.#onDeny);
+        this.#target.removeEventListener("handshake_error", this.#onHandshakeError);
       }
       this.#closed = this.#server.shutdown();
     }
@@ -412,17 +422,21 @@ export class AdminServer implements AsyncDisposable {
     });
   }
 
-  #recordDenial(event: Event): void {
+  #recordDenial(event: Event, stage?: "handshake"): void {
     if (!(event instanceof CustomEvent)) return;
     const detail = event.detail as Record<string, unknown> | null;
     if (detail === null || typeof detail !== "object") return;
     const { reason, remote, client, group, identity, detail: text } = detail;
     if (typeof reason !== "string") return;
+    // A client that left before it finished its handshake refused nothing (port
+    // scanners, TCP health checks): counted, not listed.
+    if (stage === "handshake" && reason === "client_closed") return;
     const denial: RecentDenial = {
       at: new Date(this.#now()).toISOString(),
       reason,
       remote: typeof remote === "string" ? remote : "",
     };
+    if (stage !== undefined) denial.stage = stage;
     if (typeof client === "string") denial.client = client;
     else {
       const name = identityName(identity);

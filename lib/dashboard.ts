@@ -504,7 +504,7 @@ const SCRIPT = `
         var row = h("tr");
         row.setAttribute("data-reason", d.reason);
         var who = d.client ? h("b", "", d.client) : d.identity ? h("span", "", d.identity) : h("span", "muted", "unidentified");
-        var reason = add(h("td"), badge(d.reason, "bad"));
+        var reason = add(h("td"), badge(d.stage === "handshake" ? "handshake: " + d.reason : d.reason, "bad"));
         if (d.detail) add(reason, h("div", "small muted", d.detail));
         return add(row, timeCell(d.at), reason, labelled(add(h("td"), who), "client"),
           labelled(td(d.group || "\\u2014", "small"), "group"), labelled(add(h("td", "small wide"), h("code", "", d.remote)), "from"));

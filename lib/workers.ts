@@ -752,7 +752,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         return;
       }
       case "denials":
-        for (const record of message.records) this.#emit("deny", record satisfies DenyRecord);
+        for (const { type, record } of message.records) this.#emit(type, record);
         return;
       case "drained":
         slot.drained?.resolve(message.result);

@@ -395,3 +395,42 @@ Deno.test("AdminServer counts every refusal and reports each reason at most once
   assert.match(metrics, /^mtlb_admin_requests_refused_total\{reason="misdirected_host"\} 5$/m);
   assert.match(metrics, /^mtlb_admin_requests_refused_total\{reason="unauthorized"\} 1$/m);
 });
+
+/** A target that dispatches events, as a `Balancer` does. */
+class EventTargetBalancer extends EventTarget implements AdminTarget {
+  readonly state = "serving";
+  readonly metrics = { render: () => "" };
+  status(): unknown {
+    return {};
+  }
+  reload(): Promise<unknown> {
+    return Promise.resolve();
+  }
+}
+
+Deno.test("AdminServer lists failed handshakes in /denials, named by cause, but not clients that left", async () => {
+  const target = new EventTargetBalancer();
+  await using admin = AdminServer.start(target, { listen: "127.0.0.1:0" });
+  target.dispatchEvent(
+    new CustomEvent("handshake_error", {
+      detail: {
+        reason: "unknown_ca",
+        remote: "127.0.0.1:5000",
+        identity: { cn: "mallory", serial: "01", spkiSha256: "00", sanUri: [], sanDns: [] },
+        detail: "no CA of the bundle issued CN=mallory",
+      },
+    }),
+  );
+  target.dispatchEvent(
+    new CustomEvent("handshake_error", {
+      detail: { reason: "client_closed", remote: "127.0.0.1:5001" },
+    }),
+  );
+  const response = await fetch(`http://${formatHostPort(admin.address)}/denials`);
+  const { denials } = await response.json();
+  assert.equal(denials.length, 1);
+  assert.equal(denials[0].reason, "unknown_ca");
+  assert.equal(denials[0].stage, "handshake");
+  assert.equal(denials[0].identity, "CN=mallory");
+  assert.equal(denials[0].detail, "no CA of the bundle issued CN=mallory");
+});
