@@ -1,6 +1,7 @@
 /**
- * Least-connections selection of upstreams, with weights, health, run-time
- * reconfiguration, `Disposable` leases and a dial loop that fails over.
+ * Least-connections selection of upstreams, with weights, health, passive
+ * ejection and panic mode, run-time reconfiguration, `Disposable` leases and a
+ * dial loop that fails over.
  *
  * @module
  */
@@ -8,12 +9,14 @@ import { getLogger } from "@logtape/logtape";
 import { type HostPort, parseHostPort } from "./address.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Dialer } from "./dial.ts";
-import { HealthChangeEvent } from "./health_event.ts";
+import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
 
 const logger = getLogger(["mtlb", "pool"]);
 
 /** The largest accepted upstream weight; keeps `active * weight` an exact integer. */
 const MAX_WEIGHT = 1_000_000;
+/** Default share of available upstreams, in percent, below which a pool panics. */
+const DEFAULT_PANIC_THRESHOLD = 50;
 
 /**
  * Where active connection counts live, keyed by upstream address.
@@ -116,8 +119,10 @@ export interface UpstreamStatus {
   weight: number;
   /** Active connections, as read from the pool's {@linkcode UpstreamCounts}. */
   active: number;
-  /** Whether the upstream may be picked (when not removed). */
+  /** Whether its health checks pass (see {@linkcode LeastConnPool.setHealthy}). */
   healthy: boolean;
+  /** Whether outlier detection ejected it (see {@linkcode LeastConnPool.setEjected}). */
+  ejected: boolean;
   /** Present and `true` for an upstream removed by a reload whose leases are still live. */
   removed?: boolean;
 }
@@ -190,6 +195,8 @@ export interface UpstreamConnection<S> {
   socket: S;
   /** The count held for the connection. */
   lease: UpstreamLease;
+  /** The dials that failed before this one connected, in order: the retries made. */
+  failures: readonly DialFailure[];
 }
 
 /** Options of {@linkcode LeastConnPool}. */
@@ -214,6 +221,21 @@ export interface LeastConnPoolOptions {
    * @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * Panic mode threshold, in percent from 0 to 100: when fewer than this share of
+   * the configured upstreams are available (healthy and not ejected), ejected
+   * upstreams are picked again. 0 panics only when no upstream is available. See
+   * {@linkcode LeastConnPool}.
+   *
+   * @default {50}
+   */
+  panicThreshold?: number;
+  /**
+   * A name for log messages, such as the group's.
+   *
+   * @default {"pool"}
+   */
+  name?: string;
 }
 
 /**
@@ -290,6 +312,7 @@ interface Entry {
   readonly hostPort: HostPort;
   weight: number;
   healthy: boolean;
+  ejected: boolean;
   /** Dropped from the configuration; kept only while `leases > 0`. */
   removed: boolean;
   /** Live leases handed out by this pool (the store may count other pools too). */
@@ -342,13 +365,29 @@ function isRefused(error: unknown): boolean {
 /**
  * A group of upstreams balanced by least connections.
  *
- * A pick takes the healthy, configured upstream with the lowest `active / weight`
+ * A pick takes the available (healthy and not ejected), configured upstream with
+ * the lowest `active / weight`
  * (compared by cross-multiplication, so exactly) and counts the connection at once,
  * before any dial, so concurrent picks spread out. **Ties rotate**: the scan starts just
  * after the previously picked upstream, so tied upstreams are taken in turn and a burst
  * of short-lived connections does not all land on the first one (as HAProxy and NGINX
  * do). A pick is one O(n) pass that allocates nothing but the lease. With no healthy
  * upstream a pick throws {@linkcode NoHealthyUpstreamError}.
+ *
+ * **Health and ejection.** Two flags decide whether an upstream may be picked:
+ * `healthy`, from the active health checks ({@linkcode LeastConnPool.setHealthy}),
+ * and `ejected`, from passive outlier detection ({@linkcode LeastConnPool.setEjected});
+ * {@linkcode LeastConnPool.followHealth} keeps both up to date from their events.
+ *
+ * **Panic mode**, after Envoy's: when fewer than `panicThreshold` percent of the
+ * configured upstreams are available, or none is, the pool stops trusting the
+ * ejections and picks among every healthy upstream, ejected ones included, rather
+ * than pile every connection on the few left or refuse them. Unlike Envoy, an
+ * upstream that fails its active health checks stays out even then: the checks are
+ * explicit and configured, and a group whose every upstream fails them is down
+ * (refusing at once with `NoHealthyUpstreamError` beats making clients wait for
+ * connect timeouts). Passive ejection is the signal that can be wrong (a burst, a
+ * misbehaving client), so it is the one panic overrides.
  *
  * Upstreams can be replaced at run time with {@linkcode LeastConnPool.setUpstreams};
  * counts of upstreams that stay are kept, and a removed upstream's live leases stay
@@ -381,6 +420,10 @@ export class LeastConnPool {
   #entries = new Map<string, Entry>();
   /** Index into `#upstreams` where the next scan starts. */
   #cursor = 0;
+  #panicThreshold: number;
+  #name: string;
+  /** Ejected upstreams are picked too (see the class description). */
+  #panic = false;
   #onRelease = (entry: Entry): void => {
     entry.leases--;
     if (entry.removed && entry.leases === 0 && this.#entries.get(entry.address) === entry) {
@@ -393,9 +436,10 @@ export class LeastConnPool {
    * Creates a pool.
    *
    * @param upstreams The upstreams, as `host:port` strings or {@linkcode UpstreamSpec}s.
-   * @param options Counts store, initial health and clock.
+   * @param options Counts store, initial health, clock, panic threshold and name.
    * @throws {TypeError} When an address is not `host:port` or appears twice.
-   * @throws {RangeError} When a weight is not an integer from 1 to 1,000,000.
+   * @throws {RangeError} When a weight is not an integer from 1 to 1,000,000, or the
+   * panic threshold not an integer from 0 to 100.
    */
   constructor(
     upstreams: readonly (string | UpstreamSpec)[] = [],
@@ -404,12 +448,15 @@ export class LeastConnPool {
     this.#counts = options.counts ?? new MemoryUpstreamCounts();
     this.#clock = options.clock ?? systemClock;
     this.#initiallyHealthy = options.initiallyHealthy ?? true;
+    this.#name = options.name ?? "pool";
+    this.#panicThreshold = checkPanicThreshold(options.panicThreshold ?? DEFAULT_PANIC_THRESHOLD);
     this.setUpstreams(upstreams);
   }
 
   /**
-   * Picks the healthy upstream with the lowest `active / weight`, rotating among ties,
-   * and counts a connection on it at once.
+   * Picks the available upstream with the lowest `active / weight`, rotating among
+   * ties, and counts a connection on it at once. In panic mode, ejected upstreams
+   * count as available.
    *
    * @example Ties rotate
    * ```ts
@@ -466,7 +513,7 @@ export class LeastConnPool {
    *
    * @typeParam S The socket type.
    * @param options The dialer, connect timeout, attempt bound, signal and failure hook.
-   * @returns The connected socket and its lease.
+   * @returns The connected socket, its lease and the dials that failed first.
    * @throws {RangeError} When `timeout` is not a positive finite number or `attempts`
    * not a positive integer.
    * @throws {NoHealthyUpstreamError} When no upstream is healthy to begin with.
@@ -514,7 +561,7 @@ export class LeastConnPool {
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
         const socket = await dial(entry.hostPort, attempt.signal);
-        return { socket, lease };
+        return { socket, lease, failures };
       } catch (error) {
         lease.release();
         if (signal?.aborted) throw signal.reason;
@@ -607,6 +654,7 @@ export class LeastConnPool {
           hostPort,
           weight,
           healthy: this.#initiallyHealthy,
+          ejected: false,
           removed: false,
           leases: 0,
         };
@@ -627,6 +675,7 @@ export class LeastConnPool {
     }
     this.#upstreams = next;
     if (this.#cursor >= next.length) this.#cursor = 0;
+    this.#refresh();
     if (added > 0 || removed > 0) {
       logger.info("Upstreams changed: {added} added, {removed} removed, {total} configured", {
         added,
@@ -652,13 +701,67 @@ export class LeastConnPool {
         address,
         state: healthy ? "healthy" : "unhealthy",
       });
+      this.#refresh();
     }
     return true;
   }
 
   /**
-   * Applies the `"change"` {@linkcode HealthChangeEvent}s that `source` dispatches
-   * (a health probe, for instance) until the returned handle is disposed.
+   * Marks an upstream ejected by outlier detection, or back in rotation. An ejected
+   * upstream is picked only in panic mode. Unknown addresses are ignored.
+   *
+   * @example Panic mode
+   * ```ts
+   * import { LeastConnPool } from "./least_conn_pool.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const pool = new LeastConnPool(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+   * pool.setEjected("10.0.0.1:80", true);
+   * assert.equal(pool.panic, false); // 2 of 3 available: not below 50%
+   * pool.setEjected("10.0.0.2:80", true);
+   * assert.equal(pool.panic, true); // 1 of 3: every healthy upstream is picked again
+   * const picks = new Set<string>();
+   * for (let i = 0; i < 3; i++) picks.add(pool.acquire().address);
+   * assert.equal(picks.size, 3);
+   * ```
+   *
+   * @param address The upstream, `host:port` as configured.
+   * @param ejected Whether it is ejected.
+   * @returns Whether the address is known to the pool (configured or draining).
+   */
+  setEjected(address: string, ejected: boolean): boolean {
+    const entry = this.#entries.get(address);
+    if (entry === undefined) return false;
+    if (entry.ejected !== ejected) {
+      entry.ejected = ejected;
+      this.#refresh();
+    }
+    return true;
+  }
+
+  /**
+   * Changes the panic threshold (a reload).
+   *
+   * @param percent From 0 to 100; see {@linkcode LeastConnPoolOptions.panicThreshold}.
+   * @throws {RangeError} When it is not an integer from 0 to 100.
+   */
+  setPanicThreshold(percent: number): void {
+    this.#panicThreshold = checkPanicThreshold(percent);
+    this.#refresh();
+  }
+
+  /**
+   * Whether the pool is in panic mode: too few upstreams are available, so ejected
+   * ones are picked again (see {@linkcode LeastConnPool}).
+   */
+  get panic(): boolean {
+    return this.#panic;
+  }
+
+  /**
+   * Applies the `"change"` {@linkcode HealthChangeEvent}s and `"ejection"`
+   * {@linkcode EjectionEvent}s that `source` dispatches (a health probe, an outlier
+   * detector) until the returned handle is disposed.
    *
    * @example Usage
    * ```ts
@@ -684,10 +787,18 @@ export class LeastConnPool {
     const listener = (event: Event): void => {
       if (event instanceof HealthChangeEvent) {
         this.setHealthy(event.change.address, event.change.healthy);
+      } else if (event instanceof EjectionEvent) {
+        this.setEjected(event.change.address, event.change.ejected);
       }
     };
     source.addEventListener("change", listener);
-    return { [Symbol.dispose]: () => source.removeEventListener("change", listener) };
+    source.addEventListener("ejection", listener);
+    return {
+      [Symbol.dispose]: () => {
+        source.removeEventListener("change", listener);
+        source.removeEventListener("ejection", listener);
+      },
+    };
   }
 
   /**
@@ -713,6 +824,7 @@ export class LeastConnPool {
         weight: entry.weight,
         active: this.#counts.get(entry.address),
         healthy: entry.healthy,
+        ejected: entry.ejected,
       };
       if (entry.removed) record.removed = true;
       return record;
@@ -731,7 +843,8 @@ export class LeastConnPool {
     let bestActive = 0;
     for (let k = 0, i = this.#cursor; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
       const entry = list[i]!;
-      if (!entry.healthy || (exclude !== undefined && exclude.has(entry))) continue;
+      if (!entry.healthy || (entry.ejected && !this.#panic)) continue;
+      if (exclude !== undefined && exclude.has(entry)) continue;
       const active = this.#counts.get(entry.address);
       if (best === undefined || active * best.weight < bestActive * entry.weight) {
         best = entry;
@@ -751,8 +864,37 @@ export class LeastConnPool {
 
   #healthyCount(): number {
     let healthy = 0;
-    for (const entry of this.#upstreams) if (entry.healthy) healthy++;
+    for (const entry of this.#upstreams) {
+      if (entry.healthy && (!entry.ejected || this.#panic)) healthy++;
+    }
     return healthy;
+  }
+
+  /** Recomputes panic mode after a change of health, ejection, upstreams or threshold. */
+  #refresh(): void {
+    const total = this.#upstreams.length;
+    let available = 0;
+    let ejected = 0;
+    for (const entry of this.#upstreams) {
+      if (!entry.healthy) continue;
+      if (entry.ejected) ejected++;
+      else available++;
+    }
+    const panic = isPanic({ total, available, ejected }, this.#panicThreshold);
+    if (panic === this.#panic) return;
+    this.#panic = panic;
+    const properties = { name: this.#name, available, total, threshold: this.#panicThreshold };
+    if (panic) {
+      logger.warn(
+        "{name}: panic mode: {available} of {total} upstreams available, below {threshold}%; ejected upstreams are picked again",
+        properties,
+      );
+    } else {
+      logger.info(
+        "{name}: panic mode over: {available} of {total} upstreams available",
+        properties,
+      );
+    }
   }
 
   #noHealthy(): NoHealthyUpstreamError {
@@ -760,4 +902,42 @@ export class LeastConnPool {
       `No healthy upstream: 0 of ${this.#upstreams.length} upstreams are healthy`,
     );
   }
+}
+
+/**
+ * The panic mode rule of {@linkcode LeastConnPool}, for code that mirrors a pool's
+ * state (the primary thread of a `WorkerBalancer`): panic when fewer than
+ * `threshold` percent of the upstreams are available, or none is, and at least one
+ * ejected upstream is healthy (otherwise panic would change nothing).
+ *
+ * @example Usage
+ * ```ts
+ * import { isPanic } from "./least_conn_pool.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isPanic({ total: 4, available: 1, ejected: 2 }, 50), true);
+ * assert.equal(isPanic({ total: 4, available: 2, ejected: 2 }, 50), false);
+ * assert.equal(isPanic({ total: 4, available: 1, ejected: 0 }, 50), false);
+ * ```
+ *
+ * @param counts The configured upstreams, those available (healthy and not ejected)
+ *   and those ejected but healthy.
+ * @param threshold The panic threshold, in percent.
+ * @returns Whether ejected upstreams are picked again.
+ */
+export function isPanic(
+  counts: { total: number; available: number; ejected: number },
+  threshold: number,
+): boolean {
+  const { total, available, ejected } = counts;
+  return ejected > 0 && (available === 0 || available * 100 < threshold * total);
+}
+
+function checkPanicThreshold(percent: number): number {
+  if (!Number.isInteger(percent) || percent < 0 || percent > 100) {
+    throw new RangeError(
+      `Cannot set the panic threshold: it must be an integer from 0 to 100, received ${percent}`,
+    );
+  }
+  return percent;
 }
