@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type HostPort, parseHostPort } from "./address.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import type { Dialer } from "./dial.ts";
 import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
 
@@ -169,8 +169,10 @@ export interface UpstreamConnectOptions<S> {
   /** Connect timeout of each attempt, in milliseconds (positive). */
   timeout: number;
   /**
-   * The most dials to make. Upstreams already tried by this call are skipped while
-   * untried healthy ones remain; beyond that, tried ones are dialled again.
+   * The most dials to make. Each retry goes to an upstream this call has not tried
+   * yet: an available one if any is left, else an ejected one whose health checks
+   * pass (as a redispatch would); only when every healthy upstream has been tried
+   * are tried ones dialled again.
    *
    * @default {the number of healthy upstreams when the call starts (at least 1)}
    */
@@ -178,10 +180,19 @@ export interface UpstreamConnectOptions<S> {
   /** Aborts the whole call; its reason is rethrown. */
   signal?: AbortSignal;
   /**
-   * Called after each failed dial, with the count already released: a passive health
-   * signal. Errors it throws are logged and otherwise ignored.
+   * Called for each failed dial: a passive health signal. A refused or failed dial is
+   * reported with its count already released; a dial past its connect timeout is
+   * reported then (`dial_timeout`), while it keeps racing the next attempt. Errors it
+   * throws are logged and otherwise ignored.
    */
   onDialFailure?: (address: string, reason: DialFailureReason, error: unknown) => void;
+  /**
+   * Closes a socket that connected after another attempt won (or after the call
+   * failed), which nobody will use.
+   *
+   * @default {calls the socket's `destroy()`, if it has one}
+   */
+  close?: (socket: S) => void;
 }
 
 /**
@@ -476,17 +487,22 @@ export class LeastConnPool {
    * @throws {NoHealthyUpstreamError} When no configured upstream is healthy.
    */
   acquire(): UpstreamLease {
-    const entry = this.#pick(undefined);
+    const entry = this.#pick(undefined, this.#panic);
     if (entry === undefined) throw this.#noHealthy();
     return this.#lease(entry);
   }
 
   /**
    * Dials upstreams in least-connections order until one connects. Each attempt holds
-   * a lease while it dials and has its own connect timeout; a failed or timed-out dial
+   * a lease while it dials and has its own connect timeout. A refused or failed dial
    * releases its count, is reported to `onDialFailure`, and the next upstream is tried.
-   * A socket that connects is returned with its lease, even if `signal` aborted in the
-   * meantime (the caller owns it then).
+   * A dial past its timeout is reported too, and the next attempt starts, but the late
+   * dial is not abandoned: when a full accept queue dropped its SYN, the kernel sends it
+   * again after 1 s, 3 s, ..., so it may still connect, and the first dial to connect
+   * wins (the others are aborted, or closed with `close` if they connect anyway). What
+   * is still pending when the last attempt's timeout passes is aborted: the call takes
+   * at most `attempts × timeout`. A socket that connects is returned with its lease,
+   * even if `signal` aborted in the meantime (the caller owns it then).
    *
    * @example Failing over
    * ```ts
@@ -522,7 +538,7 @@ export class LeastConnPool {
    * @throws {unknown} The `signal`'s reason when it aborts.
    */
   async connect<S>(options: UpstreamConnectOptions<S>): Promise<UpstreamConnection<S>> {
-    const { dial, timeout, signal, onDialFailure } = options;
+    const { timeout } = options;
     if (!(timeout > 0) || !Number.isFinite(timeout)) {
       throw new RangeError(
         `Cannot connect to an upstream: timeout must be a positive number of milliseconds, received ${timeout}`,
@@ -534,66 +550,17 @@ export class LeastConnPool {
         `Cannot connect to an upstream: attempts must be a positive integer, received ${attempts}`,
       );
     }
-    signal?.throwIfAborted();
-    const failures: DialFailure[] = [];
-    let tried: Set<Entry> | undefined;
-    let cause: unknown;
-    while (failures.length < attempts) {
-      const entry = this.#pick(tried) ?? (tried === undefined ? undefined : this.#pick(undefined));
-      if (entry === undefined) {
-        cause = this.#noHealthy();
-        if (failures.length === 0) throw cause;
-        break;
-      }
-      const lease = this.#lease(entry);
-      // One controller per attempt, aborted by the timeout or by `signal`. Not
-      // AbortSignal.any(): its WeakRefs and FinalizationRegistry entries cost more per
-      // connection than a listener added and removed here.
-      const attempt = new AbortController();
-      let timedOut = false;
-      const timerId = this.#clock.setTimeout(() => {
-        timedOut = true;
-        attempt.abort(
-          new DOMException(`Upstream connect timed out after ${timeout}ms`, "TimeoutError"),
-        );
-      }, timeout);
-      const onAbort = () => attempt.abort(signal!.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      try {
-        const socket = await dial(entry.hostPort, attempt.signal);
-        return { socket, lease, failures };
-      } catch (error) {
-        lease.release();
-        if (signal?.aborted) throw signal.reason;
-        const reason: DialFailureReason = timedOut
-          ? "dial_timeout"
-          : isRefused(error)
-          ? "dial_refused"
-          : "dial_error";
-        failures.push({ address: entry.address, reason, error });
-        (tried ??= new Set()).add(entry);
-        cause = error;
-        logger.debug("Dial to {address} failed: {reason}", {
-          address: entry.address,
-          reason,
-          error,
-        });
-        if (onDialFailure !== undefined) {
-          try {
-            onDialFailure(entry.address, reason, error);
-          } catch (hookError) {
-            logger.error("onDialFailure threw for {address}: {error}", {
-              address: entry.address,
-              error: hookError,
-            });
-          }
-        }
-      } finally {
-        this.#clock.clearTimeout(timerId);
-        signal?.removeEventListener("abort", onAbort);
-      }
-    }
-    throw new UpstreamConnectError(failures, { cause });
+    options.signal?.throwIfAborted();
+    return await new DialRace<S>(options, attempts, {
+      clock: this.#clock,
+      pick: (tried) =>
+        this.#pick(tried, this.#panic) ??
+          (tried.size === 0
+            ? undefined
+            : this.#pick(tried, true) ?? this.#pick(undefined, this.#panic)),
+      lease: (entry) => this.#lease(entry),
+      noHealthy: () => this.#noHealthy(),
+    }).done;
   }
 
   /**
@@ -834,8 +801,11 @@ export class LeastConnPool {
     return out;
   }
 
-  /** One O(n) pass from the cursor; the first of the lowest `active / weight` wins. */
-  #pick(exclude: ReadonlySet<Entry> | undefined): Entry | undefined {
+  /**
+   * One O(n) pass from the cursor over healthy upstreams (ejected ones too when
+   * `ejected`); the first of the lowest `active / weight` wins.
+   */
+  #pick(exclude: ReadonlySet<Entry> | undefined, ejected: boolean): Entry | undefined {
     const list = this.#upstreams;
     const n = list.length;
     let best: Entry | undefined;
@@ -843,7 +813,7 @@ export class LeastConnPool {
     let bestActive = 0;
     for (let k = 0, i = this.#cursor; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
       const entry = list[i]!;
-      if (!entry.healthy || (entry.ejected && !this.#panic)) continue;
+      if (!entry.healthy || (entry.ejected && !ejected)) continue;
       if (exclude !== undefined && exclude.has(entry)) continue;
       const active = this.#counts.get(entry.address);
       if (best === undefined || active * best.weight < bestActive * entry.weight) {
@@ -931,6 +901,204 @@ export function isPanic(
 ): boolean {
   const { total, available, ejected } = counts;
   return ejected > 0 && (available === 0 || available * 100 < threshold * total);
+}
+
+/** What a {@linkcode DialRace} needs from its pool. */
+interface RacePool {
+  clock: Clock;
+  /** The next upstream to dial, not among `tried` if it can help it; none when nothing is healthy. */
+  pick(tried: ReadonlySet<Entry>): Entry | undefined;
+  lease(entry: Entry): UpstreamLease;
+  noHealthy(): NoHealthyUpstreamError;
+}
+
+interface Attempt {
+  readonly entry: Entry;
+  readonly lease: UpstreamLease;
+  readonly controller: AbortController;
+  timer: TimerId | undefined;
+  /** Its connect timeout passed (and was reported); it may still connect. */
+  timedOut: boolean;
+}
+
+/**
+ * One {@linkcode LeastConnPool.connect} call: dials in turn, and when a dial's connect
+ * timeout passes, starts the next attempt without abandoning it (a SYN that a full
+ * accept queue dropped is sent again by the kernel after 1 s, 3 s, ...), so the first
+ * of them to connect wins. Every dial still pending when the last attempt's timeout
+ * passes is aborted.
+ */
+class DialRace<S> {
+  readonly done: Promise<UpstreamConnection<S>>;
+  #resolve!: (connection: UpstreamConnection<S>) => void;
+  #reject!: (error: unknown) => void;
+  readonly #options: UpstreamConnectOptions<S>;
+  readonly #attempts: number;
+  readonly #pool: RacePool;
+  readonly #failures: DialFailure[] = [];
+  readonly #tried = new Set<Entry>();
+  readonly #live = new Set<Attempt>();
+  #started = 0;
+  #settled = false;
+  #cause: unknown;
+
+  constructor(options: UpstreamConnectOptions<S>, attempts: number, pool: RacePool) {
+    this.done = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.#options = options;
+    this.#attempts = attempts;
+    this.#pool = pool;
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    this.#next();
+  }
+
+  /**
+   * Starts the next attempt; with none left, ends the call when nothing is pending, or
+   * aborts what is pending once all of it is past its own timeout.
+   */
+  #next(): void {
+    if (this.#settled) return;
+    if (this.#started < this.#attempts) {
+      const entry = this.#pool.pick(this.#tried);
+      if (entry !== undefined) return this.#start(entry);
+      this.#cause = this.#pool.noHealthy();
+      if (this.#started === 0) return this.#fail(this.#cause);
+      this.#started = this.#attempts; // nothing left to try: wait for the pending ones
+    }
+    if (this.#live.size === 0) {
+      return this.#fail(new UpstreamConnectError(this.#failures, { cause: this.#cause }));
+    }
+    for (const live of this.#live) if (!live.timedOut) return;
+    const error = new DOMException(
+      `Upstream connect timed out after ${this.#options.timeout}ms`,
+      "TimeoutError",
+    );
+    for (const live of this.#live) live.controller.abort(error);
+  }
+
+  #start(entry: Entry): void {
+    this.#started++;
+    this.#tried.add(entry);
+    const attempt: Attempt = {
+      entry,
+      lease: this.#pool.lease(entry),
+      controller: new AbortController(),
+      timer: undefined,
+      timedOut: false,
+    };
+    // Pending before the dial starts: a dialer may abort the caller's signal at once.
+    this.#live.add(attempt);
+    attempt.timer = this.#pool.clock.setTimeout(
+      () => this.#onTimeout(attempt),
+      this.#options.timeout,
+    );
+    let dial: Promise<S>;
+    try {
+      dial = Promise.resolve(this.#options.dial(entry.hostPort, attempt.controller.signal));
+    } catch (error) {
+      dial = Promise.reject(error);
+    }
+    dial.then(
+      (socket) => this.#onConnected(attempt, socket),
+      (error) => this.#onError(attempt, error),
+    );
+  }
+
+  /** Reports the timeout and starts the next attempt; the late dial keeps racing it. */
+  #onTimeout(attempt: Attempt): void {
+    attempt.timer = undefined;
+    if (this.#settled) return;
+    attempt.timedOut = true;
+    const error = new DOMException(
+      `Upstream connect timed out after ${this.#options.timeout}ms`,
+      "TimeoutError",
+    );
+    this.#record(attempt.entry, "dial_timeout", error);
+    this.#cause = error;
+    this.#next();
+  }
+
+  #onConnected(attempt: Attempt, socket: S): void {
+    this.#end(attempt);
+    if (this.#settled) {
+      // Another attempt won, or the call failed: this one is not wanted.
+      attempt.lease.release();
+      closeSocket(socket, this.#options.close);
+      return;
+    }
+    this.#settle();
+    for (const live of this.#live) {
+      live.controller.abort(new DOMException("Another upstream connected first", "AbortError"));
+    }
+    this.#resolve({ socket, lease: attempt.lease, failures: this.#failures });
+  }
+
+  #onError(attempt: Attempt, error: unknown): void {
+    this.#end(attempt);
+    attempt.lease.release();
+    if (this.#settled) return;
+    const signal = this.#options.signal;
+    if (signal?.aborted) {
+      if (this.#live.size === 0) this.#fail(signal.reason);
+      return;
+    }
+    if (!attempt.timedOut) {
+      this.#record(attempt.entry, isRefused(error) ? "dial_refused" : "dial_error", error);
+      this.#cause = error;
+      this.#next();
+      return;
+    }
+    // A dial already reported as timed out failed for good; the attempt that took over
+    // from it, if any, goes on.
+    if (this.#live.size === 0 || this.#started >= this.#attempts) this.#next();
+  }
+
+  /** The caller gave up: abort every pending dial; a socket that connects anyway is returned. */
+  #onAbort = (): void => {
+    for (const live of this.#live) live.controller.abort(this.#options.signal!.reason);
+    if (this.#live.size === 0 && !this.#settled) this.#fail(this.#options.signal!.reason);
+  };
+
+  #record(entry: Entry, reason: DialFailureReason, error: unknown): void {
+    const address = entry.address;
+    this.#failures.push({ address, reason, error });
+    logger.debug("Dial to {address} failed: {reason}", { address, reason, error });
+    const hook = this.#options.onDialFailure;
+    if (hook === undefined) return;
+    try {
+      hook(address, reason, error);
+    } catch (hookError) {
+      logger.error("onDialFailure threw for {address}: {error}", { address, error: hookError });
+    }
+  }
+
+  #end(attempt: Attempt): void {
+    this.#live.delete(attempt);
+    if (attempt.timer !== undefined) this.#pool.clock.clearTimeout(attempt.timer);
+    attempt.timer = undefined;
+  }
+
+  #settle(): void {
+    this.#settled = true;
+    this.#options.signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  #fail(error: unknown): void {
+    this.#settle();
+    this.#reject(error);
+  }
+}
+
+/** Closes a socket nobody wants: with `close`, else its `destroy()` if it has one. */
+function closeSocket<S>(socket: S, close: ((socket: S) => void) | undefined): void {
+  try {
+    if (close !== undefined) close(socket);
+    else (socket as { destroy?: () => void } | null)?.destroy?.();
+  } catch (error) {
+    logger.error("Closing an unwanted upstream socket failed: {error}", { error });
+  }
 }
 
 function checkPanicThreshold(percent: number): number {

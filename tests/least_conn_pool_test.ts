@@ -359,6 +359,26 @@ Deno.test("LeastConnPool panics below its threshold and spreads over ejected ups
   });
 });
 
+Deno.test("LeastConnPool.connect() retries on an ejected upstream before dialling a tried one again", async () => {
+  const pool = new LeastConnPool([A, B, C], { clock: new FakeClock() });
+  pool.setEjected(C, true); // 2 of 3 available: no panic
+  const dialer = new FakeDialer();
+  dialer.script.set(A, "refuse");
+  dialer.script.set(B, "refuse");
+  const { socket, lease, failures } = await pool.connect({
+    dial: dialer.dial,
+    timeout: 100,
+    attempts: 3,
+  });
+  assert.deepEqual(socket, { address: C });
+  assert.deepEqual(dialer.calls, [A, B, C]);
+  assert.equal(failures.length, 2);
+  lease.release();
+  // A plain pick still avoids it.
+  dialer.script.delete(A);
+  assert.deepEqual(shortLivedPicks(pool, 2), [A, B]);
+});
+
 Deno.test("LeastConnPool.followHealth() applies ejection events until disposed", () => {
   const pool = new LeastConnPool([A, B]);
   const detector = new EventTarget();
@@ -562,6 +582,85 @@ Deno.test("LeastConnPool.connect() times out a dial with the injected clock", as
   assert.deepEqual(active(pool), { [A]: 0, [B]: 1 });
   assert.equal(clock.pending, 0);
   lease.release();
+});
+
+Deno.test("LeastConnPool.connect() keeps a timed-out dial racing the next attempt", async (t) => {
+  await t.step("the late dial connects first and wins", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const dialer = new FakeDialer();
+    dialer.script.set(A, "hang");
+    dialer.script.set(B, "hang");
+    const reasons: string[] = [];
+    const result = pool.connect({
+      dial: dialer.dial,
+      timeout: 1000,
+      onDialFailure: (address, reason) => reasons.push(`${address} ${reason}`),
+    });
+    clock.advance(1000); // A's SYN was dropped: B starts, A keeps going
+    await Promise.resolve();
+    assert.deepEqual(dialer.calls, [A, B]);
+    assert.deepEqual(active(pool), { [A]: 1, [B]: 1 });
+    clock.advance(500);
+    dialer.pending.get(A)!({ address: A }); // the retransmitted SYN got in
+    const { socket, lease, failures } = await result;
+    assert.equal(socket.address, A);
+    assert.deepEqual(reasons, [`${A} dial_timeout`]);
+    assert.deepEqual(failures.map((f) => f.reason), ["dial_timeout"]);
+    assert.equal(dialer.pending.size, 0, "B was aborted");
+    assert.deepEqual(active(pool), { [A]: 1, [B]: 0 });
+    assert.equal(clock.pending, 0);
+    lease.release();
+  });
+
+  await t.step("a dial that connects after another won is closed", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const late = Promise.withResolvers<string>();
+    const closed: string[] = [];
+    const dial = (address: HostPort): Promise<string> =>
+      address.hostname === "10.0.0.1" ? late.promise : Promise.resolve("socket B");
+    const result = pool.connect({
+      dial,
+      timeout: 1000,
+      close: (socket) => closed.push(socket),
+    });
+    clock.advance(1000);
+    const { socket, lease } = await result;
+    assert.equal(socket, "socket B");
+    late.resolve("socket A"); // it ignored its abort and connected anyway
+    await late.promise;
+    await Promise.resolve();
+    assert.deepEqual(closed, ["socket A"]);
+    assert.deepEqual(active(pool), { [A]: 0, [B]: 1 });
+    lease.release();
+  });
+
+  await t.step("everything pending is aborted when the last attempt times out", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const dialer = new FakeDialer();
+    dialer.script.set(A, "hang");
+    dialer.script.set(B, "hang");
+    let settled = false;
+    const result = pool.connect({ dial: dialer.dial, timeout: 1000, attempts: 2 });
+    result.catch(() => {}).finally(() => settled = true);
+    clock.advance(1999);
+    await Promise.resolve();
+    assert.equal(settled, false);
+    clock.advance(1);
+    await assert.rejects(result, (error: unknown) => {
+      assert.ok(error instanceof UpstreamConnectError);
+      assert.deepEqual(error.attempts.map((a) => [a.address, a.reason]), [
+        [A, "dial_timeout"],
+        [B, "dial_timeout"],
+      ]);
+      return true;
+    });
+    assert.equal(dialer.pending.size, 0);
+    assert.deepEqual(active(pool), { [A]: 0, [B]: 0 });
+    assert.equal(clock.pending, 0);
+  });
 });
 
 Deno.test("LeastConnPool.connect() skips upstreams it already tried while others remain", async () => {
