@@ -8,7 +8,9 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { EjectionEvent } from "../lib/health_event.ts";
 import type { OutlierDetector } from "../lib/outlier_detector.ts";
-import type { ConnectionRecord, DenyRecord } from "../lib/server.ts";
+import { join } from "node:path";
+import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
+import type { ConnectionRecord, DenyRecord, LoadedConfig } from "../lib/server.ts";
 import {
   banner,
   type ClientOptions,
@@ -21,6 +23,7 @@ import {
   TestUpstream,
   text,
 } from "./_harness.ts";
+import { testPki } from "./_pki_fixtures.ts";
 import { RedisServer, redisTest } from "./_redis.ts";
 
 /** A config with group "echo" on the shared listener, client alice, and no probe after the first. */
@@ -342,4 +345,32 @@ Deno.test("Balancer retries a failed dial on the next upstream, connect_retries 
     assert.equal(record.reason, "upstream_unavailable");
     assert.match(record.detail ?? "", /dial_refused$/);
   });
+});
+
+Deno.test("Balancer.reload() applies new [outlier] settings and keeps ejections under way", async () => {
+  await using resetter = await TestUpstream.start(resetOnData);
+  await using good = await TestUpstream.start(banner("good"));
+  const body = (outlier: string) => config([resetter.address, good.address], outlier);
+  await using lb = await startBalancer(body("consecutive_failures = 1"), PROBES_PASS);
+  const outlier = lb.balancer.outlier("echo")!;
+  for (let i = 0; i < 4 && !outlier.isEjected(resetter.address); i++) await greeting(lb);
+  assert.equal(outlier.isEjected(resetter.address), true);
+  const until = outlier.snapshot()[0]!.until;
+  assert.equal(lb.balancer.pool("echo")!.panic, false, "1 of 2 is not below 50%");
+
+  const pki = await testPki();
+  const next = parseConfig(
+    `[tls]\nca = "ca.crt"\ncert = "server.crt"\nkey = "server.key"\n${
+      body('consecutive_failures = 4\npanic_threshold = 100\nbase_ejection_time = "1m"')
+    }`,
+    { path: join(pki.dir, "lb.toml"), baseDir: pki.dir },
+  );
+  const loaded: LoadedConfig = { config: next, tls: await loadTlsMaterial(next) };
+  await lb.balancer.reload(loaded);
+  assert.equal(outlier.settings.consecutiveFailures, 4);
+  assert.equal(outlier.settings.baseEjectionTime, 60_000);
+  assert.equal(outlier.isEjected(resetter.address), true, "the ejection goes on");
+  assert.equal(outlier.snapshot()[0]!.until, until, "with its end time");
+  assert.equal(lb.balancer.pool("echo")!.panic, true, "1 of 2 is below 100%");
+  assert.equal(lb.balancer.status().groups[0]!.panic, true);
 });
