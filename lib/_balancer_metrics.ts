@@ -104,7 +104,7 @@ export class BalancerMetrics {
     };
     this.upstreamHealthy = registry.gauge({
       name: "mtlb_upstream_healthy",
-      help: "1 when the upstream is healthy and may be picked, else 0.",
+      help: "1 when the upstream passes its health checks and is not ejected, else 0.",
       labelNames: ["group", "upstream"],
     });
     this.probeLatency = registry.gauge({

@@ -1290,7 +1290,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       for (const upstream of group.pool.snapshot()) {
         m.active.labels(name, upstream.address).set(upstream.active);
         if (upstream.removed) continue;
-        m.upstreamHealthy.labels(name, upstream.address).set(upstream.healthy ? 1 : 0);
+        m.upstreamHealthy.labels(name, upstream.address)
+          .set(upstream.healthy && !upstream.ejected ? 1 : 0);
         m.ejected.labels(name, upstream.address).set(upstream.ejected ? 1 : 0);
       }
       for (const health of group.probe.snapshot()) {

@@ -246,12 +246,13 @@ Deno.test("Balancer ejects an upstream that resets connections before sending an
   assert.equal(state!.ejection?.ejections, 1);
   const until = Date.parse(state!.ejection!.until) - Date.parse(state!.ejection!.since);
   assert.equal(until, 30_000);
-  assert.match(
-    lb.balancer.metrics.render(),
-    new RegExp(
-      `mtlb_outlier_ejections_total\\{group="echo",upstream="${resetter.address}",reason="upstream_reset"\\} 1\\n`,
-    ),
-  );
+  const metrics = lb.balancer.metrics.render();
+  const series = (name: string, labels: string) =>
+    new RegExp(`${name}\\{group="echo",upstream="${resetter.address}"${labels}\\} (\\d+)\\n`)
+      .exec(metrics)?.[1];
+  assert.equal(series("mtlb_outlier_ejections_total", ',reason="upstream_reset"'), "1");
+  assert.equal(series("mtlb_upstream_ejected", ""), "1");
+  assert.equal(series("mtlb_upstream_healthy", ""), "0", "out of rotation");
 });
 
 Deno.test("Balancer never ejects both upstreams of a group of two", async () => {
