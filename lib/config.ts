@@ -32,7 +32,7 @@ export interface ServerConfig {
   connectTimeout: number;
   /**
    * Dials to make again, to the next upstream, after a failed one (`connect_retries`,
-   * 0 to 10, default 2: three attempts in all, as HAProxy's `retries 3`).
+   * 0 to 10, default 2: three attempts in all).
    */
   connectRetries: number;
   /** A connection idle this long both ways is closed, ms (`idle_timeout`, default `"15m"`). */
