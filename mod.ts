@@ -5,7 +5,8 @@
  * - {@linkcode LeastConnPool}: least-connections choice among healthy upstreams,
  *   with `Disposable` leases and a dial helper that fails over.
  * - {@linkcode ClientLimiter}: per-client concurrent cap and token-bucket rate.
- * - {@linkcode HealthProbe}: active and passive upstream health.
+ * - {@linkcode HealthProbe}: active upstream health checks.
+ * - {@linkcode OutlierDetector}: passive ejection of upstreams that fail on traffic.
  * - {@linkcode forward}: the byte forwarder between two sockets.
  * - {@linkcode Balancer}: the mTLS server wiring them to a TOML policy, reloadable
  *   and drainable, with metrics ({@linkcode MetricsRegistry}) and a status snapshot
@@ -78,6 +79,7 @@ export {
   loadConfig,
   loadTlsMaterial,
   type LogConfig,
+  type OutlierConfig,
   parseConfig,
   type ParseConfigOptions,
   type ServerConfig,
@@ -111,7 +113,12 @@ export {
   type ForwardSocket,
   type ForwardStats,
 } from "./lib/forward.ts";
-export { type HealthChange, HealthChangeEvent } from "./lib/health_event.ts";
+export {
+  type EjectionChange,
+  EjectionEvent,
+  type HealthChange,
+  HealthChangeEvent,
+} from "./lib/health_event.ts";
 export {
   type HealthCheck,
   HealthCheckError,
@@ -122,7 +129,6 @@ export {
   type HealthProbeOptions,
   type HealthState,
   type HealthTarget,
-  type PassiveFailureReason,
   type ProbeFailureReason,
   type ProbeReason,
   type TargetHealth,
@@ -164,6 +170,18 @@ export {
   MetricsRegistry,
   type MetricType,
 } from "./lib/metrics.ts";
+export {
+  DEFAULT_OUTLIER_SETTINGS,
+  forwardOutcome,
+  isLocalDialError,
+  OutlierDetector,
+  type OutlierDetectorOptions,
+  type OutlierSettings,
+  type OutlierState,
+  PASSIVE_FAILURE_REASONS,
+  type PassiveFailureReason,
+  type PassiveSuccess,
+} from "./lib/outlier_detector.ts";
 export {
   checkPermissions,
   permissionFlags,

@@ -25,6 +25,10 @@ export class BalancerMetrics {
   readonly limiterRefusals: Record<ClientLimitKind, CounterSeries>;
   readonly upstreamHealthy: MetricFamily<GaugeSeries>;
   readonly probeLatency: MetricFamily<GaugeSeries>;
+  readonly ejections: MetricFamily<CounterSeries>;
+  readonly ejected: MetricFamily<GaugeSeries>;
+  readonly panic: MetricFamily<GaugeSeries>;
+  readonly retries: MetricFamily<CounterSeries>;
   readonly reloads: { success: CounterSeries; failure: CounterSeries };
   readonly lastReloadSuccessful: GaugeSeries;
   readonly configLoaded: GaugeSeries;
@@ -92,13 +96,36 @@ export class BalancerMetrics {
     };
     this.upstreamHealthy = registry.gauge({
       name: "mtlb_upstream_healthy",
-      help: "1 when the upstream is healthy and may be picked, else 0.",
+      help: "1 when the upstream passes its health checks and is not ejected, else 0.",
       labelNames: ["group", "upstream"],
     });
     this.probeLatency = registry.gauge({
       name: "mtlb_probe_latency_seconds",
       help: "Duration of the latest active health probe of the upstream.",
       labelNames: ["group", "upstream"],
+    });
+    this.ejections = registry.counter({
+      name: "mtlb_outlier_ejections_total",
+      help:
+        "Upstreams ejected by outlier detection, by group, upstream and the failure that ejected them.",
+      labelNames: ["group", "upstream", "reason"],
+    });
+    this.ejected = registry.gauge({
+      name: "mtlb_upstream_ejected",
+      help:
+        "1 while outlier detection has the upstream ejected (picked only in panic mode), else 0.",
+      labelNames: ["group", "upstream"],
+    });
+    this.panic = registry.gauge({
+      name: "mtlb_group_panic",
+      help:
+        "1 while the group is in panic mode (too few upstreams available: ejected ones are picked again), else 0.",
+      labelNames: ["group"],
+    });
+    this.retries = registry.counter({
+      name: "mtlb_connect_retries_total",
+      help: "Upstream dials made again, to the next upstream, after a failed one, by group.",
+      labelNames: ["group"],
     });
     const reloads = registry.counter({
       name: "mtlb_reloads_total",

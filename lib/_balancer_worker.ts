@@ -2,12 +2,13 @@
  * The Worker entry of a `WorkerBalancer`: one {@linkcode Balancer} per Worker,
  * serving the same listeners as its siblings (`reusePort`), counting connections
  * and client limits in the primary's `SharedState`, with the health the primary
- * probes. Loaded only with `new Worker(...)`; the messages it understands and
- * sends are {@linkcode ToWorker} and {@linkcode FromWorker}.
+ * probes and the ejections it decides. Loaded only with `new Worker(...)`; the
+ * messages it understands and sends are {@linkcode ToWorker} and {@linkcode FromWorker}.
  *
  * Nothing here runs per connection: the Worker posts a message only for a passive
- * health signal (a failed dial, an upstream reset, the first good dial after
- * one), a batch of refusals (at most four a second), and in answer to the primary.
+ * health signal (a failed dial, a reset before any byte, and the successes that end
+ * a streak of them), a batch of refusals (at most four a second), and in answer to
+ * the primary.
  *
  * @module
  */

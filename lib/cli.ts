@@ -904,10 +904,20 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     for (const upstream of group.upstreams) {
       lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
     }
+    const o = group.outlier;
     lines.push(
       `    health: ${probe} every ${formatDuration(h.interval)}, timeout ${
         formatDuration(h.timeout)
       }, rise ${h.rise}, fall ${h.fall}`,
+      `    outlier: ${
+        o.consecutiveFailures === 0
+          ? "no ejection"
+          : `eject after ${o.consecutiveFailures} consecutive failures for ${
+            formatDuration(o.baseEjectionTime)
+          } x ejections (at most ${
+            formatDuration(o.maxEjectionTime)
+          }), at most ${o.maxEjectedPercent}% of the group`
+      }; panic below ${o.panicThreshold}% available`,
     );
   }
   lines.push("", "Clients:");
@@ -958,7 +968,9 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     }`,
     `Timeouts: handshake ${formatDuration(server.handshakeTimeout)}, connect ${
       formatDuration(server.connectTimeout)
-    }, idle ${formatDuration(server.idleTimeout)}, drain ${formatDuration(server.drainTimeout)}`,
+    } (${server.connectRetries} ${server.connectRetries === 1 ? "retry" : "retries"}), idle ${
+      formatDuration(server.idleTimeout)
+    }, drain ${formatDuration(server.drainTimeout)}`,
     `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${
       tls.crl === undefined ? "" : `, with CRL (crl_missing = "${config.tls.crlMissing}")`
     }; client_eku = "${config.tls.clientEku}"`,

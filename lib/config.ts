@@ -15,7 +15,7 @@ import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import type { ConnectionRate } from "./client_limiter.ts";
 import { CrlError, type CrlInfo, type CrlMissingMode, crlToPem, RevocationList } from "./crl.ts";
-import { parseDuration } from "./duration.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
 import { type ClientEkuMode, normalizeHex } from "./identity.ts";
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "./trust_store.ts";
 
@@ -31,6 +31,11 @@ export interface ServerConfig {
   handshakeTimeout: number;
   /** Time allowed to connect to an upstream, ms (`connect_timeout`, default `"3s"`). */
   connectTimeout: number;
+  /**
+   * Dials to make again, to the next upstream, after a failed one (`connect_retries`,
+   * 0 to 10, default 2: three attempts in all).
+   */
+  connectRetries: number;
   /** A connection idle this long both ways is closed, ms (`idle_timeout`, default `"15m"`). */
   idleTimeout: number;
   /** Time connections get to finish when draining, ms (`drain_timeout`, default `"30s"`). */
@@ -147,6 +152,33 @@ export interface HealthConfig {
   expect?: string;
 }
 
+/**
+ * Passive outlier detection and panic mode: the `[outlier]` section, or a group's
+ * effective settings. Durations are milliseconds.
+ */
+export interface OutlierConfig {
+  /**
+   * Consecutive failures of one kind (failed dials, or connections reset before the
+   * upstream sent anything) that eject an upstream; 0 turns ejection off
+   * (`consecutive_failures`, default 5).
+   */
+  consecutiveFailures: number;
+  /** The first ejection, ms; the n-th lasts n times as long (`base_ejection_time`, default `"30s"`). */
+  baseEjectionTime: number;
+  /** The longest ejection, ms (`max_ejection_time`, default `"5m"`). */
+  maxEjectionTime: number;
+  /**
+   * The largest share of a group that may be ejected at once, in percent; at least
+   * one upstream when above 0, never all (`max_ejected_percent`, default 50).
+   */
+  maxEjectedPercent: number;
+  /**
+   * Below this share of available upstreams, in percent, the group spreads over its
+   * ejected upstreams too (`panic_threshold`, default 50; 0 only when none is left).
+   */
+  panicThreshold: number;
+}
+
 /** One upstream of a group. */
 export interface UpstreamConfig {
   /** `host:port`, port not 0. */
@@ -169,6 +201,8 @@ export interface GroupConfig {
   listen?: string;
   /** Effective health settings: `[health]` overridden field by field by the group's `health`. */
   health: HealthConfig;
+  /** Effective outlier settings: `[outlier]` overridden field by field by the group's `outlier`. */
+  outlier: OutlierConfig;
   /**
    * PROXY protocol header sent to upstreams.
    *
@@ -296,6 +330,8 @@ export interface Config {
   limits: LimitsConfig;
   /** `[health]`: the defaults groups start from. */
   health: HealthConfig;
+  /** `[outlier]`: the defaults groups start from. */
+  outlier: OutlierConfig;
   /** `[groups.NAME]`, by name. */
   groups: ReadonlyMap<string, GroupConfig>;
   /** `[clients.NAME]`, by name. */
@@ -409,6 +445,13 @@ const ALPN_RE = /^[\x21-\x7e]{1,255}$/;
 const HEX_RE = /^[0-9a-fA-F]+(?::[0-9a-fA-F]+)*$/;
 const MATCH_KEYS = ["spki_sha256", "serial", "cn", "san_uri", "san_dns", "issuer"] as const;
 const HEALTH_KEYS = ["interval", "timeout", "rise", "fall", "send", "expect"];
+const OUTLIER_KEYS = [
+  "consecutive_failures",
+  "base_ejection_time",
+  "max_ejection_time",
+  "max_ejected_percent",
+  "panic_threshold",
+];
 const HOST_NAME_RE =
   /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 /** Shortest admin token accepted: 128 bits as hex. */
@@ -475,6 +518,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
     "tls",
     "limits",
     "health",
+    "outlier",
     "groups",
     "clients",
     "admin",
@@ -493,7 +537,16 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
     rise: 1,
     fall: 1,
   });
-  const groups = readGroups(r, r.table(doc, "", "groups", true), health);
+  const outlierTable = r.table(doc, "", "outlier", false);
+  r.keys(outlierTable, "outlier", OUTLIER_KEYS);
+  const outlier = readOutlier(r, outlierTable, "outlier", {
+    consecutiveFailures: 5,
+    baseEjectionTime: 30_000,
+    maxEjectionTime: 300_000,
+    maxEjectedPercent: 50,
+    panicThreshold: 50,
+  });
+  const groups = readGroups(r, r.table(doc, "", "groups", true), health, outlier);
   const clients = readClients(r, r.table(doc, "", "clients", false), groups);
   const admin = readAdmin(r, r.table(doc, "", "admin", false), baseDir);
   const logTable = r.table(doc, "", "log", false);
@@ -510,6 +563,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
     tls,
     limits,
     health,
+    outlier,
     groups,
     clients,
     admin,
@@ -833,6 +887,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     "listen",
     "handshake_timeout",
     "connect_timeout",
+    "connect_retries",
     "idle_timeout",
     "drain_timeout",
     "workers",
@@ -845,6 +900,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
   const server: ServerConfig = {
     handshakeTimeout: r.duration(t, p, "handshake_timeout") ?? 5000,
     connectTimeout: r.duration(t, p, "connect_timeout") ?? 3000,
+    connectRetries: r.integer(t, p, "connect_retries", 0, 10) ?? 2,
     idleTimeout: r.duration(t, p, "idle_timeout") ?? 15 * 60_000,
     drainTimeout: r.duration(t, p, "drain_timeout") ?? 30_000,
     watch: r.boolean(t, p, "watch") ?? false,
@@ -940,7 +996,39 @@ function readHealth(r: _Reader, t: Table, path: string, base: HealthConfig): Hea
   return health;
 }
 
-function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, GroupConfig> {
+function readOutlier(r: _Reader, t: Table, path: string, base: OutlierConfig): OutlierConfig {
+  const outlier: OutlierConfig = {
+    consecutiveFailures: r.integer(t, path, "consecutive_failures", 0, 1000) ??
+      base.consecutiveFailures,
+    baseEjectionTime: r.duration(t, path, "base_ejection_time") ?? base.baseEjectionTime,
+    maxEjectionTime: r.duration(t, path, "max_ejection_time") ?? base.maxEjectionTime,
+    maxEjectedPercent: r.integer(t, path, "max_ejected_percent", 0, 100) ??
+      base.maxEjectedPercent,
+    panicThreshold: r.integer(t, path, "panic_threshold", 0, 100) ?? base.panicThreshold,
+  };
+  if (outlier.maxEjectionTime < outlier.baseEjectionTime) {
+    const max = formatDuration(outlier.maxEjectionTime);
+    const base = formatDuration(outlier.baseEjectionTime);
+    if (t.max_ejection_time !== undefined) {
+      r.fail(
+        `${path}.max_ejection_time`,
+        `must be at least base_ejection_time ("${base}"), received "${max}"`,
+      );
+    }
+    r.fail(
+      `${path}.base_ejection_time`,
+      `must be at most max_ejection_time ("${max}"), received "${base}"`,
+    );
+  }
+  return outlier;
+}
+
+function readGroups(
+  r: _Reader,
+  t: Table,
+  health: HealthConfig,
+  outlier: OutlierConfig,
+): Map<string, GroupConfig> {
   const groups = new Map<string, GroupConfig>();
   const lowerNames = new Map<string, string>();
   for (const name of Object.keys(t)) {
@@ -952,7 +1040,7 @@ function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, Gro
     }
     lowerNames.set(name.toLowerCase(), name);
     const g = r.table(t, "groups", name, true);
-    r.keys(g, p, ["upstreams", "listen", "health", "proxy_protocol", "alpn"]);
+    r.keys(g, p, ["upstreams", "listen", "health", "outlier", "proxy_protocol", "alpn"]);
 
     const list = r.array(g, p, "upstreams", true)!;
     if (list.length === 0) r.fail(`${p}.upstreams`, "must list at least one upstream");
@@ -992,7 +1080,13 @@ function readGroups(r: _Reader, t: Table, health: HealthConfig): Map<string, Gro
       r.keys(h, `${p}.health`, HEALTH_KEYS);
       groupHealth = readHealth(r, h, `${p}.health`, health);
     }
-    const group: GroupConfig = { name, upstreams, health: groupHealth };
+    let groupOutlier = outlier;
+    if (g.outlier !== undefined) {
+      const o = r.table(g, p, "outlier", true);
+      r.keys(o, `${p}.outlier`, OUTLIER_KEYS);
+      groupOutlier = readOutlier(r, o, `${p}.outlier`, outlier);
+    }
+    const group: GroupConfig = { name, upstreams, health: groupHealth, outlier: groupOutlier };
     const listen = r.address(g, p, "listen", true);
     if (listen !== undefined) group.listen = listen;
     const proxy = r.oneOf(g, p, "proxy_protocol", ["v2"] as const);

@@ -416,13 +416,27 @@ const SCRIPT = `
     var cell = h("td");
     var state = u.removed ? "removed" : u.state;
     add(cell, badge(state, state === "healthy" ? "ok" : state === "unhealthy" ? "bad" : ""));
-    if (u.reason && state !== "healthy") add(cell, " ", h("span", "small muted reason", u.reason));
+    if (u.reason && state !== "healthy") add(cell, " ", h("span", "small muted reason", "probe: " + u.reason));
     if (u.since) {
       var since = h("div", "small muted", "since " + fmtAgo(u.since).replace(" ago", ""));
       since.title = u.since;
       add(cell, since);
     }
+    var e = u.ejection;
+    if (e) {
+      // Out of rotation for its failures on traffic until a set time (see [outlier]).
+      var ejected = add(h("div", "ejection"), badge("ejected", "warn"),
+        " ", h("span", "small muted reason", e.reason));
+      var until = h("div", "small muted until", "until " + fmtTime(e.until) + " (" + fmtAgo(e.until) + ")");
+      until.title = e.until + " \u00b7 ejection " + e.ejections + " \u00b7 since " + e.since;
+      add(cell, ejected, until);
+    }
     return cell;
+  }
+  function panicBadge() {
+    var b = badge("panic mode", "bad panic");
+    b.title = "Too few upstreams available: ejected ones take connections again";
+    return b;
   }
   function probeCell(p) {
     var cell = h("td", "small");
@@ -446,6 +460,7 @@ const SCRIPT = `
         badge(healthy + " / " + live + " healthy", healthy === live ? "ok" : healthy === 0 ? "bad" : "warn"),
         h("span", "chip", g.listen ? "listener " + g.listen : "shared listener"),
         g.proxyProtocol ? h("span", "chip", "PROXY " + g.proxyProtocol) : null,
+        g.panic ? panicBadge() : null,
         h("span", "small muted", fmtInt(g.accepted) + " accepted \\u00b7 " + fmtRate(gr && gr.conn) +
           " \\u00b7 in " + fmtBps(gr && gr.bin) + " \\u00b7 out " + fmtBps(gr && gr.bout)));
       // Connections per second per upstream, when the status counts them.
@@ -458,6 +473,7 @@ const SCRIPT = `
         var row = h("tr");
         row.setAttribute("data-upstream", u.address);
         row.setAttribute("data-state", u.removed ? "removed" : u.state);
+        if (u.ejection) row.setAttribute("data-ejected", u.ejection.until);
         var ur = r ? r.upstreams[g.name + " " + u.address] : null;
         var rateCell = null;
         if (counted) {

@@ -108,6 +108,13 @@ export interface ForwardResult {
   bytesFromClient: number;
   /** Bytes read from the upstream during this forward. */
   bytesFromUpstream: number;
+  /**
+   * Whether the upstream's FIN had arrived before the end. With `bytesFromUpstream`,
+   * it tells an upstream that failed (`upstream_reset` with nothing received) from
+   * one that answered or closed cleanly and then reset bytes the client kept
+   * writing into the closed connection.
+   */
+  upstreamEnded: boolean;
   /** Clock milliseconds from the call to the end (both sockets closed). */
   durationMs: number;
 }
@@ -443,6 +450,7 @@ class Forwarder {
       reason: this.#reason,
       bytesFromClient: this.#fromClient,
       bytesFromUpstream: this.#fromUpstream,
+      upstreamEnded: this.#upstreamEnded,
       durationMs: this.#clock.now() - this.#start,
     };
     if (this.#error !== undefined) result.error = this.#error;

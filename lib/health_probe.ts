@@ -1,8 +1,8 @@
 /**
- * Active and passive health of upstreams: periodic TCP probes (optionally a
- * send/expect exchange such as `PING` / `+PONG`) with HAProxy-style rise/fall
- * thresholds, jitter and a stall-aware timeout, plus the failures the forwarder
- * sees on real traffic.
+ * Active health of upstreams: periodic TCP probes (optionally a send/expect
+ * exchange such as `PING` / `+PONG`) with HAProxy-style rise/fall thresholds,
+ * jitter and a stall-aware timeout. Failures seen on real traffic are the business
+ * of `OutlierDetector`.
  *
  * @module
  */
@@ -38,17 +38,6 @@ export type ProbeReason =
  * reset the connection first, or anything else (DNS, unreachable host, ...).
  */
 export type ProbeFailureReason = Exclude<ProbeReason, "probe_ok">;
-
-/**
- * A failure the forwarder saw on real traffic, reported with
- * {@linkcode HealthProbe.reportFailure}: a dial refused, timed out or failed
- * otherwise, or an upstream that reset an established connection.
- */
-export type PassiveFailureReason =
-  | "dial_refused"
-  | "dial_timeout"
-  | "dial_error"
-  | "upstream_reset";
 
 /**
  * The health of a target: `unknown` until its first probe result, then `healthy`
@@ -91,7 +80,7 @@ export interface HealthCheckOptions {
    */
   rise?: number;
   /**
-   * Consecutive failures (probes or passive reports) that turn a healthy target unhealthy.
+   * Consecutive failed probes that turn a healthy target unhealthy.
    *
    * @default {1}
    */
@@ -168,12 +157,12 @@ export interface TargetHealth {
   /** The current state. */
   state: HealthState;
   /** Why the target entered its current state; absent while `unknown`. */
-  reason?: ProbeReason | PassiveFailureReason;
+  reason?: ProbeReason;
   /** Clock time the target entered its current state; absent while `unknown`. */
   since?: number;
   /** Consecutive successful probes. */
   successes: number;
-  /** Consecutive failures, probes and passive reports alike. */
+  /** Consecutive failed probes. */
   failures: number;
   /** The latest active probe result; absent before the first one. */
   lastResult?: HealthCheckResult;
@@ -485,7 +474,7 @@ interface Target {
   readonly hostPort: HostPort;
   settings: HealthCheckSettings;
   state: HealthState;
-  reason: ProbeReason | PassiveFailureReason | undefined;
+  reason: ProbeReason | undefined;
   since: number | undefined;
   successes: number;
   failures: number;
@@ -501,14 +490,14 @@ interface Target {
 }
 
 /**
- * Active and passive health of a set of upstreams, dispatching a
+ * Active health of a set of upstreams, dispatching a
  * {@linkcode HealthChangeEvent} (`"change"`) whenever one changes state.
  *
  * **States.** A target is `unknown` (not healthy) until its first probe result,
  * which sets it healthy or unhealthy outright and dispatches a `"change"`, so every
  * target yields one event once {@linkcode HealthProbe.ready} resolves. From then on,
- * HAProxy-style: a healthy target turns unhealthy after `fall` consecutive failures,
- * an unhealthy one turns healthy after `rise` consecutive successful probes.
+ * HAProxy-style: a healthy target turns unhealthy after `fall` consecutive failed
+ * probes, an unhealthy one turns healthy after `rise` consecutive successful probes.
  *
  * **Active probes.** {@linkcode HealthProbe.start} probes every target at once;
  * each next probe starts `interval` (± `jitter`) after the previous one started, and
@@ -520,10 +509,8 @@ interface Target {
  * timeout timer fires more than `timeout / 2` late, the check gets one grace period
  * of `timeout` before it fails with `probe_timeout`.
  *
- * **Passive signals.** {@linkcode HealthProbe.reportFailure} counts toward `fall`
- * exactly like a failed probe; {@linkcode HealthProbe.reportSuccess} only breaks a
- * failure streak. Only active probes bring an unhealthy upstream back: real traffic
- * cannot vouch for an upstream the balancer no longer sends traffic to.
+ * **Passive signals** (failures on real traffic) do not count here: an
+ * `OutlierDetector` ejects upstreams for them, with its own thresholds.
  *
  * @example Usage
  * ```ts
@@ -554,11 +541,9 @@ interface Target {
  * assert.ok(probe.isHealthy("10.0.0.1:6379"));
  * assert.ok(!probe.isHealthy("10.0.0.2:6379"));
  *
- * probe.reportFailure("10.0.0.1:6379", "upstream_reset"); // fall defaults to 1
  * assert.deepEqual(changes, [
  *   "10.0.0.1:6379 up (probe_ok)",
  *   "10.0.0.2:6379 down (probe_refused)",
- *   "10.0.0.1:6379 down (upstream_reset)",
  * ]);
  * ```
  */
@@ -705,40 +690,6 @@ export class HealthProbe extends EventTarget implements AsyncDisposable {
       if (t.lastResult !== undefined) health.lastResult = { ...t.lastResult };
       return health;
     });
-  }
-
-  /**
-   * Reports a failure seen on real traffic. It counts toward `fall` exactly like a
-   * failed probe (and breaks a `rise` streak), so with the default `fall` of 1 one
-   * refused dial takes the upstream out at once. Until the first probe result an
-   * upstream stays `unknown`; unknown addresses and calls after close are ignored.
-   *
-   * @param address The upstream, `host:port` as configured.
-   * @param reason What failed; it becomes the event's reason.
-   */
-  reportFailure(address: string, reason: PassiveFailureReason): void {
-    const target = this.#targets.get(address);
-    if (target === undefined || this.#closed) return;
-    target.successes = 0;
-    target.failures++;
-    logger.debug("Upstream {address} failed on traffic: {reason}", { address, reason });
-    if (target.state === "healthy" && target.failures >= target.settings.fall) {
-      this.#transition(target, false, reason);
-    }
-  }
-
-  /**
-   * Reports a successful dial: it resets the failure streak, so failures have to be
-   * consecutive to count toward `fall`. It does not make an unhealthy upstream
-   * healthy nor count toward `rise`: only active probes bring an upstream back.
-   * Unknown addresses and calls after close are ignored.
-   *
-   * @param address The upstream, `host:port` as configured.
-   */
-  reportSuccess(address: string): void {
-    const target = this.#targets.get(address);
-    if (target === undefined || this.#closed) return;
-    target.failures = 0;
   }
 
   /**
@@ -893,11 +844,7 @@ export class HealthProbe extends EventTarget implements AsyncDisposable {
     target.first.resolve();
   }
 
-  #transition(
-    target: Target,
-    healthy: boolean,
-    reason: ProbeReason | PassiveFailureReason,
-  ): void {
+  #transition(target: Target, healthy: boolean, reason: ProbeReason): void {
     const at = this.#clock.now();
     target.state = healthy ? "healthy" : "unhealthy";
     target.reason = reason;

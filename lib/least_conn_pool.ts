@@ -1,19 +1,22 @@
 /**
- * Least-connections selection of upstreams, with weights, health, run-time
- * reconfiguration, `Disposable` leases and a dial loop that fails over.
+ * Least-connections selection of upstreams, with weights, health, passive
+ * ejection and panic mode, run-time reconfiguration, `Disposable` leases and a
+ * dial loop that fails over.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { type HostPort, parseHostPort } from "./address.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import type { Dialer } from "./dial.ts";
-import { HealthChangeEvent } from "./health_event.ts";
+import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
 
 const logger = getLogger(["mtlb", "pool"]);
 
 /** The largest accepted upstream weight; keeps `active * weight` an exact integer. */
 const MAX_WEIGHT = 1_000_000;
+/** Default share of available upstreams, in percent, below which a pool panics. */
+const DEFAULT_PANIC_THRESHOLD = 50;
 
 /**
  * Where active connection counts live, keyed by upstream address.
@@ -116,8 +119,10 @@ export interface UpstreamStatus {
   weight: number;
   /** Active connections, as read from the pool's {@linkcode UpstreamCounts}. */
   active: number;
-  /** Whether the upstream may be picked (when not removed). */
+  /** Whether its health checks pass (see {@linkcode LeastConnPool.setHealthy}). */
   healthy: boolean;
+  /** Whether outlier detection ejected it (see {@linkcode LeastConnPool.setEjected}). */
+  ejected: boolean;
   /** Present and `true` for an upstream removed by a reload whose leases are still live. */
   removed?: boolean;
 }
@@ -164,8 +169,10 @@ export interface UpstreamConnectOptions<S> {
   /** Connect timeout of each attempt, in milliseconds (positive). */
   timeout: number;
   /**
-   * The most dials to make. Upstreams already tried by this call are skipped while
-   * untried healthy ones remain; beyond that, tried ones are dialled again.
+   * The most dials to make. Each retry goes to an upstream this call has not tried
+   * yet: an available one if any is left, else an ejected one whose health checks
+   * pass (as a redispatch would); only when every healthy upstream has been tried
+   * are tried ones dialled again.
    *
    * @default {the number of healthy upstreams when the call starts (at least 1)}
    */
@@ -173,10 +180,19 @@ export interface UpstreamConnectOptions<S> {
   /** Aborts the whole call; its reason is rethrown. */
   signal?: AbortSignal;
   /**
-   * Called after each failed dial, with the count already released: a passive health
-   * signal. Errors it throws are logged and otherwise ignored.
+   * Called for each failed dial: a passive health signal. A refused or failed dial is
+   * reported with its count already released; a dial past its connect timeout is
+   * reported then (`dial_timeout`), while it keeps racing the next attempt. Errors it
+   * throws are logged and otherwise ignored.
    */
   onDialFailure?: (address: string, reason: DialFailureReason, error: unknown) => void;
+  /**
+   * Closes a socket that connected after another attempt won (or after the call
+   * failed), which nobody will use.
+   *
+   * @default {calls the socket's `destroy()`, if it has one}
+   */
+  close?: (socket: S) => void;
 }
 
 /**
@@ -190,6 +206,8 @@ export interface UpstreamConnection<S> {
   socket: S;
   /** The count held for the connection. */
   lease: UpstreamLease;
+  /** The dials that failed before this one connected, in order: the retries made. */
+  failures: readonly DialFailure[];
 }
 
 /** Options of {@linkcode LeastConnPool}. */
@@ -214,6 +232,21 @@ export interface LeastConnPoolOptions {
    * @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * Panic mode threshold, in percent from 0 to 100: when fewer than this share of
+   * the configured upstreams are available (healthy and not ejected), ejected
+   * upstreams are picked again. 0 panics only when no upstream is available. See
+   * {@linkcode LeastConnPool}.
+   *
+   * @default {50}
+   */
+  panicThreshold?: number;
+  /**
+   * A name for log messages, such as the group's.
+   *
+   * @default {"pool"}
+   */
+  name?: string;
 }
 
 /**
@@ -290,6 +323,7 @@ interface Entry {
   readonly hostPort: HostPort;
   weight: number;
   healthy: boolean;
+  ejected: boolean;
   /** Dropped from the configuration; kept only while `leases > 0`. */
   removed: boolean;
   /** Live leases handed out by this pool (the store may count other pools too). */
@@ -342,13 +376,29 @@ function isRefused(error: unknown): boolean {
 /**
  * A group of upstreams balanced by least connections.
  *
- * A pick takes the healthy, configured upstream with the lowest `active / weight`
+ * A pick takes the available (healthy and not ejected), configured upstream with
+ * the lowest `active / weight`
  * (compared by cross-multiplication, so exactly) and counts the connection at once,
  * before any dial, so concurrent picks spread out. **Ties rotate**: the scan starts just
  * after the previously picked upstream, so tied upstreams are taken in turn and a burst
  * of short-lived connections does not all land on the first one (as HAProxy and NGINX
  * do). A pick is one O(n) pass that allocates nothing but the lease. With no healthy
  * upstream a pick throws {@linkcode NoHealthyUpstreamError}.
+ *
+ * **Health and ejection.** Two flags decide whether an upstream may be picked:
+ * `healthy`, from the active health checks ({@linkcode LeastConnPool.setHealthy}),
+ * and `ejected`, from passive outlier detection ({@linkcode LeastConnPool.setEjected});
+ * {@linkcode LeastConnPool.followHealth} keeps both up to date from their events.
+ *
+ * **Panic mode**, after Envoy's: when fewer than `panicThreshold` percent of the
+ * configured upstreams are available, or none is, the pool stops trusting the
+ * ejections and picks among every healthy upstream, ejected ones included, rather
+ * than pile every connection on the few left or refuse them. Unlike Envoy, an
+ * upstream that fails its active health checks stays out even then: the checks are
+ * explicit and configured, and a group whose every upstream fails them is down
+ * (refusing at once with `NoHealthyUpstreamError` beats making clients wait for
+ * connect timeouts). Passive ejection is the signal that can be wrong (a burst, a
+ * misbehaving client), so it is the one panic overrides.
  *
  * Upstreams can be replaced at run time with {@linkcode LeastConnPool.setUpstreams};
  * counts of upstreams that stay are kept, and a removed upstream's live leases stay
@@ -381,6 +431,10 @@ export class LeastConnPool {
   #entries = new Map<string, Entry>();
   /** Index into `#upstreams` where the next scan starts. */
   #cursor = 0;
+  #panicThreshold: number;
+  #name: string;
+  /** Ejected upstreams are picked too (see the class description). */
+  #panic = false;
   #onRelease = (entry: Entry): void => {
     entry.leases--;
     if (entry.removed && entry.leases === 0 && this.#entries.get(entry.address) === entry) {
@@ -393,9 +447,10 @@ export class LeastConnPool {
    * Creates a pool.
    *
    * @param upstreams The upstreams, as `host:port` strings or {@linkcode UpstreamSpec}s.
-   * @param options Counts store, initial health and clock.
+   * @param options Counts store, initial health, clock, panic threshold and name.
    * @throws {TypeError} When an address is not `host:port` or appears twice.
-   * @throws {RangeError} When a weight is not an integer from 1 to 1,000,000.
+   * @throws {RangeError} When a weight is not an integer from 1 to 1,000,000, or the
+   * panic threshold not an integer from 0 to 100.
    */
   constructor(
     upstreams: readonly (string | UpstreamSpec)[] = [],
@@ -404,12 +459,15 @@ export class LeastConnPool {
     this.#counts = options.counts ?? new MemoryUpstreamCounts();
     this.#clock = options.clock ?? systemClock;
     this.#initiallyHealthy = options.initiallyHealthy ?? true;
+    this.#name = options.name ?? "pool";
+    this.#panicThreshold = checkPanicThreshold(options.panicThreshold ?? DEFAULT_PANIC_THRESHOLD);
     this.setUpstreams(upstreams);
   }
 
   /**
-   * Picks the healthy upstream with the lowest `active / weight`, rotating among ties,
-   * and counts a connection on it at once.
+   * Picks the available upstream with the lowest `active / weight`, rotating among
+   * ties, and counts a connection on it at once. In panic mode, ejected upstreams
+   * count as available.
    *
    * @example Ties rotate
    * ```ts
@@ -429,17 +487,22 @@ export class LeastConnPool {
    * @throws {NoHealthyUpstreamError} When no configured upstream is healthy.
    */
   acquire(): UpstreamLease {
-    const entry = this.#pick(undefined);
+    const entry = this.#pick(undefined, this.#panic);
     if (entry === undefined) throw this.#noHealthy();
     return this.#lease(entry);
   }
 
   /**
    * Dials upstreams in least-connections order until one connects. Each attempt holds
-   * a lease while it dials and has its own connect timeout; a failed or timed-out dial
+   * a lease while it dials and has its own connect timeout. A refused or failed dial
    * releases its count, is reported to `onDialFailure`, and the next upstream is tried.
-   * A socket that connects is returned with its lease, even if `signal` aborted in the
-   * meantime (the caller owns it then).
+   * A dial past its timeout is reported too, and the next attempt starts, but the late
+   * dial is not abandoned: when a full accept queue dropped its SYN, the kernel sends it
+   * again after 1 s, 3 s, ..., so it may still connect, and the first dial to connect
+   * wins (the others are aborted, or closed with `close` if they connect anyway). What
+   * is still pending when the last attempt's timeout passes is aborted: the call takes
+   * at most `attempts × timeout`. A socket that connects is returned with its lease,
+   * even if `signal` aborted in the meantime (the caller owns it then).
    *
    * @example Failing over
    * ```ts
@@ -466,7 +529,7 @@ export class LeastConnPool {
    *
    * @typeParam S The socket type.
    * @param options The dialer, connect timeout, attempt bound, signal and failure hook.
-   * @returns The connected socket and its lease.
+   * @returns The connected socket, its lease and the dials that failed first.
    * @throws {RangeError} When `timeout` is not a positive finite number or `attempts`
    * not a positive integer.
    * @throws {NoHealthyUpstreamError} When no upstream is healthy to begin with.
@@ -475,7 +538,7 @@ export class LeastConnPool {
    * @throws {unknown} The `signal`'s reason when it aborts.
    */
   async connect<S>(options: UpstreamConnectOptions<S>): Promise<UpstreamConnection<S>> {
-    const { dial, timeout, signal, onDialFailure } = options;
+    const { timeout } = options;
     if (!(timeout > 0) || !Number.isFinite(timeout)) {
       throw new RangeError(
         `Cannot connect to an upstream: timeout must be a positive number of milliseconds, received ${timeout}`,
@@ -487,66 +550,17 @@ export class LeastConnPool {
         `Cannot connect to an upstream: attempts must be a positive integer, received ${attempts}`,
       );
     }
-    signal?.throwIfAborted();
-    const failures: DialFailure[] = [];
-    let tried: Set<Entry> | undefined;
-    let cause: unknown;
-    while (failures.length < attempts) {
-      const entry = this.#pick(tried) ?? (tried === undefined ? undefined : this.#pick(undefined));
-      if (entry === undefined) {
-        cause = this.#noHealthy();
-        if (failures.length === 0) throw cause;
-        break;
-      }
-      const lease = this.#lease(entry);
-      // One controller per attempt, aborted by the timeout or by `signal`. Not
-      // AbortSignal.any(): its WeakRefs and FinalizationRegistry entries cost more per
-      // connection than a listener added and removed here.
-      const attempt = new AbortController();
-      let timedOut = false;
-      const timerId = this.#clock.setTimeout(() => {
-        timedOut = true;
-        attempt.abort(
-          new DOMException(`Upstream connect timed out after ${timeout}ms`, "TimeoutError"),
-        );
-      }, timeout);
-      const onAbort = () => attempt.abort(signal!.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      try {
-        const socket = await dial(entry.hostPort, attempt.signal);
-        return { socket, lease };
-      } catch (error) {
-        lease.release();
-        if (signal?.aborted) throw signal.reason;
-        const reason: DialFailureReason = timedOut
-          ? "dial_timeout"
-          : isRefused(error)
-          ? "dial_refused"
-          : "dial_error";
-        failures.push({ address: entry.address, reason, error });
-        (tried ??= new Set()).add(entry);
-        cause = error;
-        logger.debug("Dial to {address} failed: {reason}", {
-          address: entry.address,
-          reason,
-          error,
-        });
-        if (onDialFailure !== undefined) {
-          try {
-            onDialFailure(entry.address, reason, error);
-          } catch (hookError) {
-            logger.error("onDialFailure threw for {address}: {error}", {
-              address: entry.address,
-              error: hookError,
-            });
-          }
-        }
-      } finally {
-        this.#clock.clearTimeout(timerId);
-        signal?.removeEventListener("abort", onAbort);
-      }
-    }
-    throw new UpstreamConnectError(failures, { cause });
+    options.signal?.throwIfAborted();
+    return await new DialRace<S>(options, attempts, {
+      clock: this.#clock,
+      pick: (tried) =>
+        this.#pick(tried, this.#panic) ??
+          (tried.size === 0
+            ? undefined
+            : this.#pick(tried, true) ?? this.#pick(undefined, this.#panic)),
+      lease: (entry) => this.#lease(entry),
+      noHealthy: () => this.#noHealthy(),
+    }).done;
   }
 
   /**
@@ -607,6 +621,7 @@ export class LeastConnPool {
           hostPort,
           weight,
           healthy: this.#initiallyHealthy,
+          ejected: false,
           removed: false,
           leases: 0,
         };
@@ -627,6 +642,7 @@ export class LeastConnPool {
     }
     this.#upstreams = next;
     if (this.#cursor >= next.length) this.#cursor = 0;
+    this.#refresh();
     if (added > 0 || removed > 0) {
       logger.info("Upstreams changed: {added} added, {removed} removed, {total} configured", {
         added,
@@ -652,13 +668,67 @@ export class LeastConnPool {
         address,
         state: healthy ? "healthy" : "unhealthy",
       });
+      this.#refresh();
     }
     return true;
   }
 
   /**
-   * Applies the `"change"` {@linkcode HealthChangeEvent}s that `source` dispatches
-   * (a health probe, for instance) until the returned handle is disposed.
+   * Marks an upstream ejected by outlier detection, or back in rotation. An ejected
+   * upstream is picked only in panic mode. Unknown addresses are ignored.
+   *
+   * @example Panic mode
+   * ```ts
+   * import { LeastConnPool } from "./least_conn_pool.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const pool = new LeastConnPool(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+   * pool.setEjected("10.0.0.1:80", true);
+   * assert.equal(pool.panic, false); // 2 of 3 available: not below 50%
+   * pool.setEjected("10.0.0.2:80", true);
+   * assert.equal(pool.panic, true); // 1 of 3: every healthy upstream is picked again
+   * const picks = new Set<string>();
+   * for (let i = 0; i < 3; i++) picks.add(pool.acquire().address);
+   * assert.equal(picks.size, 3);
+   * ```
+   *
+   * @param address The upstream, `host:port` as configured.
+   * @param ejected Whether it is ejected.
+   * @returns Whether the address is known to the pool (configured or draining).
+   */
+  setEjected(address: string, ejected: boolean): boolean {
+    const entry = this.#entries.get(address);
+    if (entry === undefined) return false;
+    if (entry.ejected !== ejected) {
+      entry.ejected = ejected;
+      this.#refresh();
+    }
+    return true;
+  }
+
+  /**
+   * Changes the panic threshold (a reload).
+   *
+   * @param percent From 0 to 100; see {@linkcode LeastConnPoolOptions.panicThreshold}.
+   * @throws {RangeError} When it is not an integer from 0 to 100.
+   */
+  setPanicThreshold(percent: number): void {
+    this.#panicThreshold = checkPanicThreshold(percent);
+    this.#refresh();
+  }
+
+  /**
+   * Whether the pool is in panic mode: too few upstreams are available, so ejected
+   * ones are picked again (see {@linkcode LeastConnPool}).
+   */
+  get panic(): boolean {
+    return this.#panic;
+  }
+
+  /**
+   * Applies the `"change"` {@linkcode HealthChangeEvent}s and `"ejection"`
+   * {@linkcode EjectionEvent}s that `source` dispatches (a health probe, an outlier
+   * detector) until the returned handle is disposed.
    *
    * @example Usage
    * ```ts
@@ -684,10 +754,18 @@ export class LeastConnPool {
     const listener = (event: Event): void => {
       if (event instanceof HealthChangeEvent) {
         this.setHealthy(event.change.address, event.change.healthy);
+      } else if (event instanceof EjectionEvent) {
+        this.setEjected(event.change.address, event.change.ejected);
       }
     };
     source.addEventListener("change", listener);
-    return { [Symbol.dispose]: () => source.removeEventListener("change", listener) };
+    source.addEventListener("ejection", listener);
+    return {
+      [Symbol.dispose]: () => {
+        source.removeEventListener("change", listener);
+        source.removeEventListener("ejection", listener);
+      },
+    };
   }
 
   /**
@@ -713,6 +791,7 @@ export class LeastConnPool {
         weight: entry.weight,
         active: this.#counts.get(entry.address),
         healthy: entry.healthy,
+        ejected: entry.ejected,
       };
       if (entry.removed) record.removed = true;
       return record;
@@ -722,8 +801,11 @@ export class LeastConnPool {
     return out;
   }
 
-  /** One O(n) pass from the cursor; the first of the lowest `active / weight` wins. */
-  #pick(exclude: ReadonlySet<Entry> | undefined): Entry | undefined {
+  /**
+   * One O(n) pass from the cursor over healthy upstreams (ejected ones too when
+   * `ejected`); the first of the lowest `active / weight` wins.
+   */
+  #pick(exclude: ReadonlySet<Entry> | undefined, ejected: boolean): Entry | undefined {
     const list = this.#upstreams;
     const n = list.length;
     let best: Entry | undefined;
@@ -731,7 +813,8 @@ export class LeastConnPool {
     let bestActive = 0;
     for (let k = 0, i = this.#cursor; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
       const entry = list[i]!;
-      if (!entry.healthy || (exclude !== undefined && exclude.has(entry))) continue;
+      if (!entry.healthy || (entry.ejected && !ejected)) continue;
+      if (exclude !== undefined && exclude.has(entry)) continue;
       const active = this.#counts.get(entry.address);
       if (best === undefined || active * best.weight < bestActive * entry.weight) {
         best = entry;
@@ -751,8 +834,37 @@ export class LeastConnPool {
 
   #healthyCount(): number {
     let healthy = 0;
-    for (const entry of this.#upstreams) if (entry.healthy) healthy++;
+    for (const entry of this.#upstreams) {
+      if (entry.healthy && (!entry.ejected || this.#panic)) healthy++;
+    }
     return healthy;
+  }
+
+  /** Recomputes panic mode after a change of health, ejection, upstreams or threshold. */
+  #refresh(): void {
+    const total = this.#upstreams.length;
+    let available = 0;
+    let ejected = 0;
+    for (const entry of this.#upstreams) {
+      if (!entry.healthy) continue;
+      if (entry.ejected) ejected++;
+      else available++;
+    }
+    const panic = isPanic({ total, available, ejected }, this.#panicThreshold);
+    if (panic === this.#panic) return;
+    this.#panic = panic;
+    const properties = { name: this.#name, available, total, threshold: this.#panicThreshold };
+    if (panic) {
+      logger.warn(
+        "{name}: panic mode: {available} of {total} upstreams available, below {threshold}%; ejected upstreams are picked again",
+        properties,
+      );
+    } else {
+      logger.info(
+        "{name}: panic mode over: {available} of {total} upstreams available",
+        properties,
+      );
+    }
   }
 
   #noHealthy(): NoHealthyUpstreamError {
@@ -760,4 +872,240 @@ export class LeastConnPool {
       `No healthy upstream: 0 of ${this.#upstreams.length} upstreams are healthy`,
     );
   }
+}
+
+/**
+ * The panic mode rule of {@linkcode LeastConnPool}, for code that mirrors a pool's
+ * state (the primary thread of a `WorkerBalancer`): panic when fewer than
+ * `threshold` percent of the upstreams are available, or none is, and at least one
+ * ejected upstream is healthy (otherwise panic would change nothing).
+ *
+ * @example Usage
+ * ```ts
+ * import { isPanic } from "./least_conn_pool.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isPanic({ total: 4, available: 1, ejected: 2 }, 50), true);
+ * assert.equal(isPanic({ total: 4, available: 2, ejected: 2 }, 50), false);
+ * assert.equal(isPanic({ total: 4, available: 1, ejected: 0 }, 50), false);
+ * ```
+ *
+ * @param counts The configured upstreams, those available (healthy and not ejected)
+ *   and those ejected but healthy.
+ * @param threshold The panic threshold, in percent.
+ * @returns Whether ejected upstreams are picked again.
+ */
+export function isPanic(
+  counts: { total: number; available: number; ejected: number },
+  threshold: number,
+): boolean {
+  const { total, available, ejected } = counts;
+  return ejected > 0 && (available === 0 || available * 100 < threshold * total);
+}
+
+/** What a {@linkcode DialRace} needs from its pool. */
+interface RacePool {
+  clock: Clock;
+  /** The next upstream to dial, not among `tried` if it can help it; none when nothing is healthy. */
+  pick(tried: ReadonlySet<Entry>): Entry | undefined;
+  lease(entry: Entry): UpstreamLease;
+  noHealthy(): NoHealthyUpstreamError;
+}
+
+interface Attempt {
+  readonly entry: Entry;
+  readonly lease: UpstreamLease;
+  readonly controller: AbortController;
+  timer: TimerId | undefined;
+  /** Its connect timeout passed (and was reported); it may still connect. */
+  timedOut: boolean;
+}
+
+/**
+ * One {@linkcode LeastConnPool.connect} call: dials in turn, and when a dial's connect
+ * timeout passes, starts the next attempt without abandoning it (a SYN that a full
+ * accept queue dropped is sent again by the kernel after 1 s, 3 s, ...), so the first
+ * of them to connect wins. Every dial still pending when the last attempt's timeout
+ * passes is aborted.
+ */
+class DialRace<S> {
+  readonly done: Promise<UpstreamConnection<S>>;
+  #resolve!: (connection: UpstreamConnection<S>) => void;
+  #reject!: (error: unknown) => void;
+  readonly #options: UpstreamConnectOptions<S>;
+  readonly #attempts: number;
+  readonly #pool: RacePool;
+  readonly #failures: DialFailure[] = [];
+  readonly #tried = new Set<Entry>();
+  readonly #live = new Set<Attempt>();
+  #started = 0;
+  #settled = false;
+  #cause: unknown;
+
+  constructor(options: UpstreamConnectOptions<S>, attempts: number, pool: RacePool) {
+    this.done = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.#options = options;
+    this.#attempts = attempts;
+    this.#pool = pool;
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    this.#next();
+  }
+
+  /**
+   * Starts the next attempt; with none left, ends the call when nothing is pending, or
+   * aborts what is pending once all of it is past its own timeout.
+   */
+  #next(): void {
+    if (this.#settled) return;
+    if (this.#started < this.#attempts) {
+      const entry = this.#pool.pick(this.#tried);
+      if (entry !== undefined) return this.#start(entry);
+      this.#cause = this.#pool.noHealthy();
+      if (this.#started === 0) return this.#fail(this.#cause);
+      this.#started = this.#attempts; // nothing left to try: wait for the pending ones
+    }
+    if (this.#live.size === 0) {
+      return this.#fail(new UpstreamConnectError(this.#failures, { cause: this.#cause }));
+    }
+    for (const live of this.#live) if (!live.timedOut) return;
+    const error = new DOMException(
+      `Upstream connect timed out after ${this.#options.timeout}ms`,
+      "TimeoutError",
+    );
+    for (const live of this.#live) live.controller.abort(error);
+  }
+
+  #start(entry: Entry): void {
+    this.#started++;
+    this.#tried.add(entry);
+    const attempt: Attempt = {
+      entry,
+      lease: this.#pool.lease(entry),
+      controller: new AbortController(),
+      timer: undefined,
+      timedOut: false,
+    };
+    // Pending before the dial starts: a dialer may abort the caller's signal at once.
+    this.#live.add(attempt);
+    attempt.timer = this.#pool.clock.setTimeout(
+      () => this.#onTimeout(attempt),
+      this.#options.timeout,
+    );
+    let dial: Promise<S>;
+    try {
+      dial = Promise.resolve(this.#options.dial(entry.hostPort, attempt.controller.signal));
+    } catch (error) {
+      dial = Promise.reject(error);
+    }
+    dial.then(
+      (socket) => this.#onConnected(attempt, socket),
+      (error) => this.#onError(attempt, error),
+    );
+  }
+
+  /** Reports the timeout and starts the next attempt; the late dial keeps racing it. */
+  #onTimeout(attempt: Attempt): void {
+    attempt.timer = undefined;
+    if (this.#settled) return;
+    attempt.timedOut = true;
+    const error = new DOMException(
+      `Upstream connect timed out after ${this.#options.timeout}ms`,
+      "TimeoutError",
+    );
+    this.#record(attempt.entry, "dial_timeout", error);
+    this.#cause = error;
+    this.#next();
+  }
+
+  #onConnected(attempt: Attempt, socket: S): void {
+    this.#end(attempt);
+    if (this.#settled) {
+      // Another attempt won, or the call failed: this one is not wanted.
+      attempt.lease.release();
+      closeSocket(socket, this.#options.close);
+      return;
+    }
+    this.#settle();
+    for (const live of this.#live) {
+      live.controller.abort(new DOMException("Another upstream connected first", "AbortError"));
+    }
+    this.#resolve({ socket, lease: attempt.lease, failures: this.#failures });
+  }
+
+  #onError(attempt: Attempt, error: unknown): void {
+    this.#end(attempt);
+    attempt.lease.release();
+    if (this.#settled) return;
+    const signal = this.#options.signal;
+    if (signal?.aborted) {
+      if (this.#live.size === 0) this.#fail(signal.reason);
+      return;
+    }
+    if (!attempt.timedOut) {
+      this.#record(attempt.entry, isRefused(error) ? "dial_refused" : "dial_error", error);
+      this.#cause = error;
+      this.#next();
+      return;
+    }
+    // A dial already reported as timed out failed for good; the attempt that took over
+    // from it, if any, goes on.
+    if (this.#live.size === 0 || this.#started >= this.#attempts) this.#next();
+  }
+
+  /** The caller gave up: abort every pending dial; a socket that connects anyway is returned. */
+  #onAbort = (): void => {
+    for (const live of this.#live) live.controller.abort(this.#options.signal!.reason);
+    if (this.#live.size === 0 && !this.#settled) this.#fail(this.#options.signal!.reason);
+  };
+
+  #record(entry: Entry, reason: DialFailureReason, error: unknown): void {
+    const address = entry.address;
+    this.#failures.push({ address, reason, error });
+    logger.debug("Dial to {address} failed: {reason}", { address, reason, error });
+    const hook = this.#options.onDialFailure;
+    if (hook === undefined) return;
+    try {
+      hook(address, reason, error);
+    } catch (hookError) {
+      logger.error("onDialFailure threw for {address}: {error}", { address, error: hookError });
+    }
+  }
+
+  #end(attempt: Attempt): void {
+    this.#live.delete(attempt);
+    if (attempt.timer !== undefined) this.#pool.clock.clearTimeout(attempt.timer);
+    attempt.timer = undefined;
+  }
+
+  #settle(): void {
+    this.#settled = true;
+    this.#options.signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  #fail(error: unknown): void {
+    this.#settle();
+    this.#reject(error);
+  }
+}
+
+/** Closes a socket nobody wants: with `close`, else its `destroy()` if it has one. */
+function closeSocket<S>(socket: S, close: ((socket: S) => void) | undefined): void {
+  try {
+    if (close !== undefined) close(socket);
+    else (socket as { destroy?: () => void } | null)?.destroy?.();
+  } catch (error) {
+    logger.error("Closing an unwanted upstream socket failed: {error}", { error });
+  }
+}
+
+function checkPanicThreshold(percent: number): number {
+  if (!Number.isInteger(percent) || percent < 0 || percent > 100) {
+    throw new RangeError(
+      `Cannot set the panic threshold: it must be an integer from 0 to 100, received ${percent}`,
+    );
+  }
+  return percent;
 }

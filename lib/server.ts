@@ -36,11 +36,10 @@ import {
   HealthProbe,
   type HealthState,
   type HealthTarget,
-  type PassiveFailureReason,
   type ProbeReason,
   type TargetHealth,
 } from "./health_probe.ts";
-import { HealthChangeEvent } from "./health_event.ts";
+import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
 import { type CertIdentity, type CertValidity, readCertificate } from "./identity.ts";
 import { peerCertificateChain } from "./_peer_certificate.ts";
 import { ClientTrust } from "./client_trust.ts";
@@ -62,9 +61,18 @@ import {
 import {
   LeastConnPool,
   NoHealthyUpstreamError,
+  UpstreamConnectError,
   type UpstreamConnection,
   type UpstreamCounts,
 } from "./least_conn_pool.ts";
+import {
+  forwardOutcome,
+  isLocalDialError,
+  OutlierDetector,
+  type OutlierState,
+  type PassiveFailureReason,
+  type PassiveSuccess,
+} from "./outlier_detector.ts";
 import type { CounterSeries } from "./metrics.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { type ClientRule, Policy, type RouteRequest } from "./policy.ts";
@@ -257,10 +265,11 @@ export interface BalancerOptions {
   reusePort?: boolean;
   /**
    * Where upstream health comes from. `"probe"`: the balancer runs the active health
-   * checks of its config and takes passive failures into account itself.
-   * `"external"`: it runs no check; every upstream is `unknown` (never picked) until
-   * {@linkcode Balancer.setHealth} reports it, and failures seen on traffic (dial
-   * errors, upstream resets) are dispatched as `"passive_health"` events
+   * checks of its config and its own outlier detection (`[outlier]`).
+   * `"external"`: it runs neither; every upstream is `unknown` (never picked) until
+   * {@linkcode Balancer.setHealth} reports it (ejections included), and what is seen
+   * on traffic (failed dials, resets before any byte, and the successes that end a
+   * streak of them) is dispatched as `"passive_health"` events
    * ({@linkcode PassiveHealthRecord}) for the owner of the health checks, such as the
    * primary thread of a `WorkerBalancer`.
    *
@@ -295,25 +304,41 @@ export interface BalancerOptions {
 export interface HealthReport {
   /** The upstream, `host:port` as configured. */
   address: string;
-  /** Whether it may be picked. */
+  /** Whether its active health checks pass. */
   healthy: boolean;
-  /** Why it is in this state: a probe or passive failure reason, such as `probe_ok`. */
+  /** Why it is in this state: a probe reason, such as `probe_ok`. */
   reason: string;
+  /**
+   * Whether outlier detection ejected it: it is then picked only in panic mode.
+   *
+   * @default {false}
+   */
+  ejected?: boolean;
+  /**
+   * Whether the source counts a streak of passive failures for it: the balancer then
+   * reports the next successes too (`"passive_health"`), so that they end the streak.
+   *
+   * @default {false}
+   */
+  failing?: boolean;
 }
 
 /**
  * Detail of a `"passive_health"` event (balancers with `health: "external"` only):
- * a failure seen on traffic, or the first successful dial after one.
+ * a failure seen on traffic, or a success that may end a streak of failures (the
+ * first after a failure this balancer saw, or any while the source says `failing`).
  */
 export interface PassiveHealthRecord {
   /** The group whose pool dialed. */
   group: string;
   /** The upstream, `host:port` as configured. */
   address: string;
-  /** `failure`, or `success` for the first good dial after a failure (it ends the streak). */
+  /** `failure` or `success`. */
   outcome: "failure" | "success";
   /** What failed, for a failure. */
   reason?: PassiveFailureReason;
+  /** What went right, for a success. */
+  success?: PassiveSuccess;
 }
 
 /** Result of {@linkcode Balancer.drain}. */
@@ -334,7 +359,10 @@ export interface UpstreamState {
   active: number;
   /** Connections forwarded to it since the group was created (for a connection rate). */
   accepted: number;
-  /** Whether it may be picked. */
+  /**
+   * Whether it may be picked: its health checks pass and outlier detection has not
+   * ejected it (in panic mode, ejected ones are picked too).
+   */
   healthy: boolean;
   /** Its health state; `unknown` before its first probe and for a removed upstream. */
   state: HealthState;
@@ -346,6 +374,12 @@ export interface UpstreamState {
   since?: string;
   /** The latest active probe. */
   lastProbe?: { ok: boolean; reason: string; latencyMs: number; at: string };
+  /**
+   * Present while outlier detection has it ejected: the failure behind it, when it
+   * began and when it ends (ISO 8601), and its recent ejections (the n-th lasts n
+   * times the base ejection time).
+   */
+  ejection?: { reason: string; since: string; until: string; ejections: number };
 }
 
 /** One group in {@linkcode BalancerStatus}. */
@@ -358,6 +392,10 @@ export interface GroupState {
   proxyProtocol?: "v2";
   /** Connections forwarded since start (or since the group was added). */
   accepted: number;
+  /**
+   * Panic mode: too few upstreams are available, so ejected ones are picked again.
+   */
+  panic: boolean;
   /** Bytes received from clients. */
   bytesFromClient: number;
   /** Bytes received from upstreams. */
@@ -460,16 +498,26 @@ interface GroupHealth extends EventTarget {
   setTargets(targets: Iterable<HealthTarget>): void;
   isHealthy(address: string): boolean;
   snapshot(): TargetHealth[];
-  reportFailure(address: string, reason: PassiveFailureReason): void;
-  reportSuccess(address: string): void;
   close(): Promise<void>;
+}
+
+/** Where a group's passive signals go: its `OutlierDetector`, or a `RelayedHealth`. */
+interface PassiveSink {
+  reportFailure(address: string, reason: PassiveFailureReason): void;
+  reportSuccess(address: string, kind: PassiveSuccess): void;
 }
 
 interface Group {
   config: GroupConfig;
   pool: LeastConnPool;
   probe: GroupHealth;
+  /** Outlier detection, or its relay with `health: "external"`. */
+  passive: PassiveSink;
+  /** Outlier detection, with `health: "probe"`. */
+  outlier: OutlierDetector | undefined;
   follow: Disposable;
+  /** Retried dials (mtlb_connect_retries_total). */
+  retries: CounterSeries;
   /** Live byte totals: every forward of the group adds to them. */
   stats: ForwardStats;
   accepted: CounterSeries;
@@ -720,6 +768,17 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
+   * The outlier detection of a group (passive ejection), for status and tests.
+   *
+   * @param group The group name.
+   * @returns The detector, or `undefined` for an unknown group and with
+   * `health: "external"`.
+   */
+  outlier(group: string): OutlierDetector | undefined {
+    return this.#groups.get(group)?.outlier;
+  }
+
+  /**
    * Sets an upstream's health, for a balancer created with `health: "external"`. A
    * report may come before the group or upstream exists (before
    * {@linkcode Balancer.start}, or before the reload that adds it): it is kept and
@@ -774,6 +833,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const groups: GroupState[] = [];
     for (const group of this.#groups.values()) {
       const health = new Map(group.probe.snapshot().map((h) => [h.address, h]));
+      const outliers = new Map(group.outlier?.snapshot().map((o) => [o.address, o]));
       const upstreams = group.pool.snapshot().map((u): UpstreamState => {
         const h = health.get(u.address);
         const state: UpstreamState = {
@@ -781,16 +841,18 @@ export class Balancer extends EventTarget implements AsyncDisposable {
           weight: u.weight,
           active: u.active,
           accepted: group.acceptedBy.get(u.address) ?? 0,
-          healthy: u.healthy && u.removed !== true,
+          healthy: u.healthy && !u.ejected && u.removed !== true,
           state: h?.state ?? "unknown",
         };
         if (u.removed) state.removed = true;
         addProbeState(state, h, iso);
+        if (u.removed !== true) addEjection(state, outliers.get(u.address), iso);
         return state;
       });
       const entry: GroupState = {
         name: group.config.name,
         accepted: group.accepted.value,
+        panic: group.pool.panic,
         bytesFromClient: group.stats.bytesFromClient,
         bytesFromUpstream: group.stats.bytesFromUpstream,
         upstreams,
@@ -960,6 +1022,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     await Promise.all(this.#settled);
     for (const group of this.#groups.values()) {
       group.follow[Symbol.dispose]();
+      group.outlier?.close();
       await group.probe.close();
     }
     await Promise.all(this.#retiredProbes);
@@ -982,38 +1045,62 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   // Groups
 
   #newGroup(config: GroupConfig): Group {
+    const name = config.name;
     const pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
       {
         clock: this.#clock,
         initiallyHealthy: false,
+        panicThreshold: config.outlier.panicThreshold,
+        name: `Group ${name}`,
         ...(this.#upstreamCounts === undefined ? {} : { counts: this.#upstreamCounts }),
       },
     );
     let probe: GroupHealth;
+    let passive: PassiveSink;
+    let outlier: OutlierDetector | undefined;
+    const follows: Disposable[] = [];
     if (this.#externalHealth) {
-      let reports = this.#reports.get(config.name);
-      if (reports === undefined) this.#reports.set(config.name, reports = new Map());
-      const name = config.name;
-      probe = new RelayedHealth(groupHealthTargets(config), reports, this.#clock, (record) => {
-        this.#emit("passive_health", { group: name, ...record } satisfies PassiveHealthRecord);
-      });
+      let reports = this.#reports.get(name);
+      if (reports === undefined) this.#reports.set(name, reports = new Map());
+      const relayed = new RelayedHealth(
+        groupHealthTargets(config),
+        reports,
+        this.#clock,
+        (record) => {
+          this.#emit("passive_health", { group: name, ...record } satisfies PassiveHealthRecord);
+        },
+      );
       for (const upstream of config.upstreams) {
-        pool.setHealthy(upstream.address, probe.isHealthy(upstream.address));
+        pool.setHealthy(upstream.address, relayed.isHealthy(upstream.address));
+        pool.setEjected(upstream.address, relayed.isEjected(upstream.address));
       }
+      probe = relayed;
+      passive = relayed;
     } else {
-      probe = new HealthProbe(groupHealthTargets(config), {
+      const active = new HealthProbe(groupHealthTargets(config), {
         ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
         clock: this.#clock,
       });
+      const detector = groupOutlierDetector(config, active, this.#clock);
+      detector.addEventListener("ejection", (event) => {
+        const { address, ejected, reason } = (event as EjectionEvent).change;
+        if (ejected) this.#metrics.ejections.labels(name, address, reason).inc();
+      });
+      follows.push(pool.followHealth(detector));
+      probe = active;
+      passive = outlier = detector;
     }
-    const follow = pool.followHealth(probe);
+    follows.push(pool.followHealth(probe));
     probe.start();
     return {
       config,
       pool,
       probe,
-      follow,
+      passive,
+      outlier,
+      follow: { [Symbol.dispose]: () => follows.forEach((f) => f[Symbol.dispose]()) },
+      retries: this.#metrics.retries.labels(name),
       stats: { bytesFromClient: 0, bytesFromUpstream: 0 },
       accepted: this.#metrics.accepted.labels(config.name),
       acceptedBy: new Map(),
@@ -1025,10 +1112,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #retireGroup(group: Group): void {
     const name = group.config.name;
     group.follow[Symbol.dispose]();
+    group.outlier?.close();
     const closing = group.probe.close();
     this.#retiredProbes.add(closing);
     void closing.then(() => this.#retiredProbes.delete(closing));
     this.#metrics.accepted.remove(name);
+    this.#metrics.retries.remove(name);
     this.#metrics.bytes.remove(name, "from_client");
     this.#metrics.bytes.remove(name, "from_upstream");
   }
@@ -1116,6 +1205,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       } else {
         existing.probe.setTargets(groupHealthTargets(groupConfig));
         probing.push(existing.probe.ready);
+        if (existing.outlier !== undefined) {
+          const { panicThreshold: _, ...settings } = groupConfig.outlier;
+          existing.outlier.setTargets(groupConfig.upstreams.map((u) => u.address), settings);
+        }
       }
     }
     await Promise.all(probing);
@@ -1146,8 +1239,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       group.pool.setUpstreams(
         groupConfig.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
       );
+      group.pool.setPanicThreshold(groupConfig.outlier.panicThreshold);
+      const outlier = group.outlier ?? group.probe as RelayedHealth;
       for (const upstream of groupConfig.upstreams) {
         group.pool.setHealthy(upstream.address, group.probe.isHealthy(upstream.address));
+        group.pool.setEjected(upstream.address, outlier.isEjected(upstream.address));
       }
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
@@ -1230,7 +1326,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     m.active.clear();
     m.upstreamHealthy.clear();
     m.probeLatency.clear();
+    m.ejected.clear();
+    m.panic.clear();
     for (const [name, group] of this.#groups) {
+      m.panic.labels(name).set(group.pool.panic ? 1 : 0);
       const grow = (series: CounterSeries, total: number): void => {
         if (total > series.value) series.inc(total - series.value);
       };
@@ -1239,7 +1338,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       for (const upstream of group.pool.snapshot()) {
         m.active.labels(name, upstream.address).set(upstream.active);
         if (upstream.removed) continue;
-        m.upstreamHealthy.labels(name, upstream.address).set(upstream.healthy ? 1 : 0);
+        m.upstreamHealthy.labels(name, upstream.address)
+          .set(upstream.healthy && !upstream.ejected ? 1 : 0);
+        m.ejected.labels(name, upstream.address).set(upstream.ejected ? 1 : 0);
       }
       for (const health of group.probe.snapshot()) {
         if (health.lastResult === undefined) continue;
@@ -1615,7 +1716,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     using lease = connection.lease;
     const upstream = connection.socket;
-    group.probe.reportSuccess(lease.address);
+    group.passive.reportSuccess(lease.address, "connected");
 
     if (groupConfig.proxyProtocol === "v2") {
       upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
@@ -1645,9 +1746,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         clock: this.#clock,
         stats: group.stats,
       });
-      if (result.reason === "upstream_reset") {
-        group.probe.reportFailure(lease.address, "upstream_reset");
-      }
+      // Only failures the upstream caused count: see forwardOutcome().
+      const outcome = forwardOutcome(result);
+      if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
+      else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
       const record: ConnectionRecord = {
         ...base,
         upstream: lease.address,
@@ -1691,13 +1793,21 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#closing.signal.addEventListener("abort", onClosing, { once: true });
     try {
       if (this.#closing.signal.aborted) onClosing();
-      return await group.pool.connect({
+      const connection = await group.pool.connect({
         dial: this.#dial,
         timeout: config.server.connectTimeout,
+        attempts: 1 + config.server.connectRetries,
         signal: stop.signal,
-        onDialFailure: (address, reason) => group.probe.reportFailure(address, reason),
+        onDialFailure: (address, reason, error) => {
+          if (!isLocalDialError(error)) group.passive.reportFailure(address, reason);
+        },
       });
+      if (connection.failures.length > 0) group.retries.inc(connection.failures.length);
+      return connection;
     } catch (error) {
+      if (error instanceof UpstreamConnectError && error.attempts.length > 1) {
+        group.retries.inc(error.attempts.length - 1);
+      }
       const deny: DenyReason = this.#closing.signal.aborted
         ? "server_closing"
         : stop.signal.aborted
@@ -1936,6 +2046,55 @@ export function addProbeState(
   }
 }
 
+/**
+ * Copies an outlier detector's view of an upstream into its status entry while it
+ * is ejected; shared by {@linkcode Balancer.status} and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param outlier The detector's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addEjection(
+  state: UpstreamState,
+  outlier: OutlierState | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (outlier?.ejected !== true) return;
+  state.healthy = false;
+  state.ejection = {
+    reason: outlier.reason ?? "unknown",
+    since: iso(outlier.since ?? 0),
+    until: iso(outlier.until ?? 0),
+    ejections: outlier.ejections,
+  };
+}
+
+/**
+ * A group's outlier detector as a {@linkcode Balancer} runs it: the group's
+ * `[outlier]` settings, its upstreams, and its active health checks as the floor.
+ *
+ * @param config The group.
+ * @param probe Its active health checks.
+ * @param clock The time source.
+ * @returns A detector; close it with the group.
+ */
+export function groupOutlierDetector(
+  config: GroupConfig,
+  probe: { isHealthy(address: string): boolean },
+  clock: Clock,
+): OutlierDetector {
+  const { consecutiveFailures, baseEjectionTime, maxEjectionTime, maxEjectedPercent } =
+    config.outlier;
+  return new OutlierDetector(config.upstreams.map((u) => u.address), {
+    consecutiveFailures,
+    baseEjectionTime,
+    maxEjectionTime,
+    maxEjectedPercent,
+    clock,
+    isHealthy: (address) => probe.isHealthy(address),
+  });
+}
+
 export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
   const settings = (health: HealthConfig) => ({
     interval: health.interval,
@@ -1961,22 +2120,26 @@ function storeReport(
 ): boolean {
   const previous = reports.get(report.address);
   const changed = previous === undefined || previous.healthy !== report.healthy;
-  reports.set(report.address, {
+  const stored: RelayedReport = {
     address: report.address,
     healthy: report.healthy,
     reason: report.reason,
     since: changed ? now : previous.since,
-  });
+  };
+  if (report.ejected === true) stored.ejected = true;
+  if (report.failing === true) stored.failing = true;
+  reports.set(report.address, stored);
   return changed;
 }
 
 /**
  * A group's health as reported from outside (`health: "external"`): the state of
- * each target is what {@linkcode Balancer.setHealth} last said, `unknown` before
- * that. Passive failures go to `onPassive`, and so does the first success after a
- * failure, so a stream of good dials costs nothing.
+ * each target, ejections included, is what {@linkcode Balancer.setHealth} last
+ * said, `unknown` before that. Passive failures go to `onPassive`, and so do
+ * successes after a failure this balancer saw or while the source says the
+ * upstream is `failing`, so a stream of good connections costs nothing.
  */
-class RelayedHealth extends EventTarget implements GroupHealth {
+class RelayedHealth extends EventTarget implements GroupHealth, PassiveSink {
   #targets: string[];
   #reports: Map<string, RelayedReport>;
   #clock: Clock;
@@ -2012,6 +2175,10 @@ class RelayedHealth extends EventTarget implements GroupHealth {
     return this.#reports.get(address)?.healthy === true && this.#targets.includes(address);
   }
 
+  isEjected(address: string): boolean {
+    return this.#reports.get(address)?.ejected === true && this.#targets.includes(address);
+  }
+
   snapshot(): TargetHealth[] {
     return this.#targets.map((address): TargetHealth => {
       const report = this.#reports.get(address);
@@ -2019,7 +2186,7 @@ class RelayedHealth extends EventTarget implements GroupHealth {
       return {
         address,
         state: report.healthy ? "healthy" : "unhealthy",
-        reason: report.reason as ProbeReason | PassiveFailureReason,
+        reason: report.reason as ProbeReason,
         since: report.since,
         successes: 0,
         failures: 0,
@@ -2033,23 +2200,39 @@ class RelayedHealth extends EventTarget implements GroupHealth {
     this.#onPassive({ address, outcome: "failure", reason });
   }
 
-  reportSuccess(address: string): void {
-    if (this.#closed || !this.#failed.delete(address)) return;
-    this.#onPassive({ address, outcome: "success" });
+  reportSuccess(address: string, kind: PassiveSuccess): void {
+    if (this.#closed) return;
+    const mine = this.#failed.delete(address);
+    if (!mine && this.#reports.get(address)?.failing !== true) return;
+    this.#onPassive({ address, outcome: "success", success: kind });
   }
 
   apply(report: HealthReport): void {
     const at = this.#clock.now();
-    if (!storeReport(this.#reports, report, at) || this.#closed) return;
-    if (!this.#targets.includes(report.address)) return;
-    this.dispatchEvent(
-      new HealthChangeEvent({
-        address: report.address,
-        healthy: report.healthy,
-        reason: report.reason,
-        at,
-      }),
-    );
+    const previous = this.#reports.get(report.address);
+    const wasEjected = previous?.ejected === true;
+    const changed = storeReport(this.#reports, report, at);
+    if (this.#closed || !this.#targets.includes(report.address)) return;
+    if (changed) {
+      this.dispatchEvent(
+        new HealthChangeEvent({
+          address: report.address,
+          healthy: report.healthy,
+          reason: report.reason,
+          at,
+        }),
+      );
+    }
+    if ((report.ejected === true) !== wasEjected) {
+      this.dispatchEvent(
+        new EjectionEvent({
+          address: report.address,
+          ejected: report.ejected === true,
+          reason: report.ejected === true ? "ejected" : "ejection_ended",
+          at,
+        }),
+      );
+    }
   }
 
   close(): Promise<void> {

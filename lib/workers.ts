@@ -22,12 +22,14 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "./address.ts";
 import type { Admission, LimiterStore } from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
-import { type Config, loadConfig, loadTlsMaterial } from "./config.ts";
-import type { HealthChangeEvent } from "./health_event.ts";
-import { type HealthCheck, HealthProbe, type HealthTarget } from "./health_probe.ts";
-import type { UpstreamCounts } from "./least_conn_pool.ts";
+import { type Config, type GroupConfig, loadConfig, loadTlsMaterial } from "./config.ts";
+import type { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
+import { type HealthCheck, HealthProbe } from "./health_probe.ts";
+import { isPanic, type UpstreamCounts } from "./least_conn_pool.ts";
+import type { OutlierDetector } from "./outlier_detector.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "./metrics.ts";
 import {
+  addEjection,
   addProbeState,
   type BalancerState,
   type BalancerStatus,
@@ -35,7 +37,9 @@ import {
   type DenyRecord,
   type DrainResult,
   groupHealthTargets,
+  groupOutlierDetector,
   type GroupState,
+  type HealthReport,
   type ListenerInfo,
   type LoadedConfig,
   ReloadError,
@@ -76,6 +80,7 @@ const SUMMED = [
   "mtlb_handshake_failures_total",
   "mtlb_limiter_refusals_total",
   "mtlb_client_connections_active",
+  "mtlb_connect_retries_total",
 ] as const;
 /**
  * Metric families every worker reports alike: active connections per upstream
@@ -347,6 +352,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     add: (delta: number): number => Atomics.add(this.#openCount, 0, delta) + delta,
   };
   #probes = new Map<string, HealthProbe>();
+  /** Each group's outlier detection, beside its probe. */
+  #outliers = new WeakMap<HealthProbe, OutlierDetector>();
   /** `group + " " + configured address` of a port 0 listener, to the address it got. */
   #ports = new Map<string, string>();
   #slots: Slot[] = [];
@@ -422,7 +429,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     try {
       this.#shared.assign(upstreamsOf(config), config.clients.keys());
       for (const group of config.groups.values()) {
-        this.#probes.set(group.name, this.#newProbe(group.name, groupHealthTargets(group)));
+        this.#probes.set(group.name, this.#newProbe(group));
       }
       await Promise.all([...this.#probes.values()].map((p) => p.ready));
       if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
@@ -488,6 +495,18 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
+   * The outlier detection of a group: one for all workers, fed by their passive
+   * signals.
+   *
+   * @param group The group name.
+   * @returns The detector, or `undefined` for an unknown group.
+   */
+  outlier(group: string): OutlierDetector | undefined {
+    const probe = this.#probes.get(group);
+    return probe === undefined ? undefined : this.#outliers.get(probe);
+  }
+
+  /**
    * A JSON-ready snapshot, as {@linkcode Balancer.status} gives, summed over the
    * workers, with each worker's share in `workers`. It asks every worker for its
    * figures and waits (blocking this thread) up to the collect timeout for them.
@@ -522,10 +541,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       const name = groupConfig.name;
       const probe = this.#probes.get(name);
       const health = new Map(probe?.snapshot().map((h) => [h.address, h]));
+      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+      const outliers = new Map(outlier?.snapshot().map((o) => [o.address, o]));
       const past = retired.groups.get(name);
       const entry: GroupState = {
         name,
         accepted: past?.accepted ?? 0,
+        panic: this.#panic(groupConfig, probe),
         bytesFromClient: past?.bytesFromClient ?? 0,
         bytesFromUpstream: past?.bytesFromUpstream ?? 0,
         upstreams: [],
@@ -563,6 +585,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         };
         if (removed) state.removed = true;
         addProbeState(state, h, iso);
+        if (!removed) addEjection(state, outliers.get(address), iso);
         entry.upstreams.push(state);
       }
       if (groupConfig.listen !== undefined) entry.listen = groupConfig.listen;
@@ -745,10 +768,15 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         return;
       }
       case "passive": {
-        const { group, address, outcome, reason } = message.record;
+        const { group, address, outcome, reason, success } = message.record;
         const probe = this.#probes.get(group);
-        if (outcome === "success") probe?.reportSuccess(address);
-        else if (reason !== undefined) probe?.reportFailure(address, reason);
+        const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+        if (outlier === undefined) return;
+        const failing = outlier.isFailing(address);
+        if (outcome === "success") outlier.reportSuccess(address, success ?? "connected");
+        else if (reason !== undefined) outlier.reportFailure(address, reason);
+        // Workers report successes while a streak is under way: tell them when it starts and ends.
+        if (outlier.isFailing(address) !== failing) this.#broadcast(group, address);
         return;
       }
       case "denials":
@@ -871,30 +899,68 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Health
 
-  #newProbe(group: string, targets: HealthTarget[]): HealthProbe {
-    const probe = new HealthProbe(targets, {
+  /** A group's probe and, beside it, its outlier detection: one decision for every worker. */
+  #newProbe(config: GroupConfig): HealthProbe {
+    const group = config.name;
+    const probe = new HealthProbe(groupHealthTargets(config), {
       ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
       clock: this.#clock,
     });
+    const outlier = groupOutlierDetector(config, probe, this.#clock);
+    this.#outliers.set(probe, outlier);
     probe.addEventListener("change", (event) => {
       const { address, healthy, reason } = (event as HealthChangeEvent).change;
-      for (const slot of this.#slots) {
-        this.#send(slot, { type: "health", group, report: { address, healthy, reason } });
-      }
+      const report: HealthReport = { address, healthy, reason };
+      this.#addPassive(report, outlier);
+      for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
+    });
+    outlier.addEventListener("ejection", (event) => {
+      const { address, ejected, reason } = (event as EjectionEvent).change;
+      if (ejected) this.#metrics.ejections.labels(group, address, reason).inc();
+      this.#broadcast(group, address);
     });
     probe.start();
     return probe;
+  }
+
+  #closeProbe(probe: HealthProbe): Promise<void> {
+    this.#outliers.get(probe)?.close();
+    return probe.close();
+  }
+
+  /** Sends every worker what the primary knows of one upstream (once probed). */
+  #broadcast(group: string, address: string): void {
+    const probe = this.#probes.get(group);
+    const health = probe?.snapshot().find((h) => h.address === address);
+    if (probe === undefined || health === undefined || health.state === "unknown") return;
+    const report: HealthReport = {
+      address,
+      healthy: health.state === "healthy",
+      reason: health.reason ?? "probe_ok",
+    };
+    this.#addPassive(report, this.#outliers.get(probe));
+    for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
+  }
+
+  #addPassive(report: HealthReport, outlier: OutlierDetector | undefined): void {
+    if (outlier?.isEjected(report.address)) report.ejected = true;
+    if (outlier?.isFailing(report.address)) report.failing = true;
   }
 
   /** What the probes know, for a worker that starts or reloads; unknown targets are left out. */
   #healthReports(probes: Map<string, HealthProbe> = this.#probes): GroupHealthReports {
     const reports: GroupHealthReports = {};
     for (const [group, probe] of probes) {
-      reports[group] = probe.snapshot().filter((h) => h.state !== "unknown").map((h) => ({
-        address: h.address,
-        healthy: h.state === "healthy",
-        reason: h.reason ?? "probe_ok",
-      }));
+      const outlier = this.#outliers.get(probe);
+      reports[group] = probe.snapshot().filter((h) => h.state !== "unknown").map((h) => {
+        const report: HealthReport = {
+          address: h.address,
+          healthy: h.state === "healthy",
+          reason: h.reason ?? "probe_ok",
+        };
+        this.#addPassive(report, outlier);
+        return report;
+      });
     }
     return reports;
   }
@@ -946,7 +1012,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       const targets = groupHealthTargets(group);
       const probe = this.#probes.get(group.name);
       if (probe === undefined) {
-        added.set(group.name, this.#newProbe(group.name, targets));
+        added.set(group.name, this.#newProbe(group));
         continue;
       }
       const old = groupHealthTargets(previous.groups.get(group.name)!);
@@ -961,7 +1027,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         const was = previous.groups.get(group.name);
         if (was !== undefined) this.#probes.get(group.name)?.setTargets(groupHealthTargets(was));
       }
-      await Promise.all([...added.values()].map((p) => p.close()));
+      await Promise.all([...added.values()].map((p) => this.#closeProbe(p)));
     };
     let resolved: ResolvedPorts | undefined;
     try {
@@ -987,9 +1053,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         const group = config.groups.get(name);
         if (group === undefined) {
           this.#probes.delete(name);
-          void probe.close();
+          void this.#closeProbe(probe);
         } else {
           probe.setTargets(groupHealthTargets(group));
+          const { panicThreshold: _, ...settings } = group.outlier;
+          this.#outliers.get(probe)?.setTargets(group.upstreams.map((u) => u.address), settings);
         }
       }
       for (const [name, probe] of added) this.#probes.set(name, probe);
@@ -1133,7 +1201,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       });
     }));
     for (const slot of this.#slots) slot.state = "closed";
-    await Promise.all([...this.#probes.values()].map((p) => p.close()));
+    await Promise.all([...this.#probes.values()].map((p) => this.#closeProbe(p)));
     this.#collect[Symbol.dispose]();
   }
 
@@ -1239,6 +1307,22 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     }
   }
 
+  /** Whether the workers' pools of a group are in panic mode: the same rule on the same state. */
+  #panic(group: GroupConfig, probe: HealthProbe | undefined): boolean {
+    const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+    let available = 0;
+    let ejected = 0;
+    for (const { address } of group.upstreams) {
+      if (probe?.isHealthy(address) !== true) continue;
+      if (outlier?.isEjected(address)) ejected++;
+      else available++;
+    }
+    return isPanic(
+      { total: group.upstreams.length, available, ejected },
+      group.outlier.panicThreshold,
+    );
+  }
+
   #upstreamActive(address: string): number {
     try {
       return this.#shared.upstreamCounts().get(address);
@@ -1254,11 +1338,17 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     const m = this.#metrics;
     m.upstreamHealthy.clear();
     m.probeLatency.clear();
+    m.ejected.clear();
+    m.panic.clear();
     for (const group of this.#loaded.config.groups.values()) {
       const probe = this.#probes.get(group.name);
+      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+      m.panic.labels(group.name).set(this.#panic(group, probe) ? 1 : 0);
       for (const upstream of group.upstreams) {
+        const ejected = outlier?.isEjected(upstream.address) === true;
         m.upstreamHealthy.labels(group.name, upstream.address)
-          .set(probe?.isHealthy(upstream.address) ? 1 : 0);
+          .set(probe?.isHealthy(upstream.address) && !ejected ? 1 : 0);
+        m.ejected.labels(group.name, upstream.address).set(ejected ? 1 : 0);
       }
       for (const health of probe?.snapshot() ?? []) {
         if (health.lastResult === undefined) continue;

@@ -12,6 +12,10 @@
  *   each, closes them; reports `done` and exits.
  * - `churn`: waits for `go`, then runs `concurrency` loops of connect, echo, close for
  *   `duration` ms; reports `done` and exits.
+ * - `quit`: waits for `go`, then runs `concurrency` loops for `duration` ms of:
+ *   connect, write `QUIT`, then keep writing `PING` every 2 ms, reading whatever comes,
+ *   until the connection is closed under it (the upstream closed after `QUIT`, and its
+ *   kernel resets what followed). Reports `done` with `ends`: how the writes ended.
  *
  * Usage: `deno run --allow-net=127.0.0.1 --allow-read=DIR stress/_client.ts MODE
  * --port=P --ca=FILE --cert=FILE --key=FILE [--count=N] [--bytes=N] [--ramp=N]
@@ -20,7 +24,7 @@
  * @module
  */
 
-type Mode = "hold" | "burst" | "churn";
+type Mode = "hold" | "burst" | "churn" | "quit";
 const mode = Deno.args[0] as Mode;
 const flags = new Map(
   Deno.args.slice(1).map((arg) => {
@@ -280,8 +284,67 @@ async function churn(): Promise<void> {
   report("done", { elapsedMs: Math.round(performance.now() - started) });
 }
 
+/** How the writes after `QUIT` ended, by error kind. */
+const ends: Record<string, number> = {};
+
+/** One connection that writes into a connection its upstream has closed. */
+async function quitOnce(): Promise<void> {
+  let conn: Deno.TlsConn;
+  try {
+    conn = await connect();
+  } catch (error) {
+    fail(kindOf(error));
+    return;
+  }
+  const reading = (async () => {
+    const buffer = new Uint8Array(1024);
+    try {
+      while (await conn.read(buffer) !== null) { /* +OK, then EOF */ }
+    } catch {
+      // The reset: the writes below see it too.
+    }
+  })();
+  const ping = new TextEncoder().encode("PING\r\n");
+  try {
+    await conn.write(new TextEncoder().encode("QUIT\r\n"));
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      if (performance.now() > deadline) {
+        throw new StressError("StillOpen", "the connection stayed open 10 s after QUIT");
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      await conn.write(ping);
+    }
+  } catch (error) {
+    if (error instanceof StressError) fail(error.kind);
+    else {
+      const kind = kindOf(error);
+      ends[kind] = (ends[kind] ?? 0) + 1;
+      stats.ok++;
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+    await reading;
+  }
+}
+
+async function quit(): Promise<void> {
+  report("ready");
+  await command(); // go
+  const started = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (performance.now() - started < DURATION) await quitOnce();
+  }));
+  report("done", { elapsedMs: Math.round(performance.now() - started), ends });
+}
+
 if (mode === "hold") await hold();
 else if (mode === "burst") await burst();
 else if (mode === "churn") await churn();
-else throw new TypeError(`Unknown mode ${JSON.stringify(mode)}: hold, burst or churn`);
+else if (mode === "quit") await quit();
+else throw new TypeError(`Unknown mode ${JSON.stringify(mode)}: hold, burst, churn or quit`);
 Deno.exit(0);

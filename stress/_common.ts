@@ -179,6 +179,26 @@ export async function startUpstream(): Promise<{ child: Child; address: string }
   return { child, address: `127.0.0.1:${port}` };
 }
 
+/**
+ * Starts an echo upstream that listens with a small accept queue (and, with `quit`,
+ * closes a connection after answering `QUIT`, as Redis does): `_backlog_upstream.ts`.
+ */
+export async function startBacklogUpstream(
+  options: { backlog: number; quit?: boolean; stallMs?: number; stallEvery?: number },
+): Promise<{ child: Child; address: string }> {
+  const flags = [
+    `--backlog=${options.backlog}`,
+    options.quit ? "--quit" : "",
+    options.stallMs ? `--stall-ms=${options.stallMs} --stall-every=${options.stallEvery}` : "",
+  ].join(" ");
+  const child = new Child("sh", [
+    "-c",
+    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 stress/_backlog_upstream.ts ${flags}`,
+  ]);
+  const port = await child.line(30_000);
+  return { child, address: `127.0.0.1:${port}` };
+}
+
 /** What the balancer has logged so far (JSON lines on stderr). */
 export interface LogCounts {
   /** `mtlb.audit` records: forwarded connections that ended, by end reason. */
@@ -305,6 +325,12 @@ export class BalancerProcess implements AsyncDisposable {
     return await response.json() as AdminStatus;
   }
 
+  /** `GET /metrics` (Prometheus text), or "" without an admin endpoint. */
+  async metrics(): Promise<string> {
+    if (this.admin === undefined) return "";
+    return await (await fetch(`http://${this.admin}/metrics`)).text();
+  }
+
   /** Open descriptors and memory of the balancer process. */
   sample(): Promise<ProcSample> {
     return sample(this.pid);
@@ -329,11 +355,14 @@ export class BalancerProcess implements AsyncDisposable {
   }
 }
 
-/** The config of a stress run: one group, `clients` clients each capped at `cap`. */
+/**
+ * The config of a stress run: one group of `upstream` (one or several), `clients`
+ * clients each capped at `cap`; `extra` goes in `[server]`, `group` in the group.
+ */
 export function stressConfig(
   pki: Pki,
-  upstream: string,
-  options: { cap: number; extra?: string },
+  upstream: string | string[],
+  options: { cap: number; extra?: string; group?: string },
 ): string {
   return `[server]
 listen = "127.0.0.1:0"
@@ -348,7 +377,8 @@ key = ${JSON.stringify(pki.key)}
 listen = "127.0.0.1:0"
 
 [groups.echo]
-upstreams = ["${upstream}"]
+upstreams = ${JSON.stringify(typeof upstream === "string" ? [upstream] : upstream)}
+${options.group ?? ""}
 
 ${
     pki.clients.map((c) =>
@@ -365,7 +395,7 @@ max_connections = ${options.cap}
 export function startClients(
   pki: Pki,
   port: number,
-  mode: "hold" | "burst" | "churn",
+  mode: "hold" | "burst" | "churn" | "quit",
   flags: Record<string, number>,
 ): Child[] {
   return pki.clients.map((client, i) =>
@@ -393,6 +423,8 @@ export interface ClientReport {
   open?: number;
   elapsedMs?: number;
   bytesThisRound?: number;
+  /** `quit` mode: how the writes after `QUIT` ended, by error kind. */
+  ends?: Record<string, number>;
 }
 
 /** Sums the reports of several clients. */

@@ -56,6 +56,7 @@ Deno.test("parseConfig() reads every section and key of a full config", () => {
 listen = "0.0.0.0:8443"
 handshake_timeout = "2s"
 connect_timeout = "500ms"
+connect_retries = 1
 idle_timeout = "1h"
 drain_timeout = "10s"
 workers = 4
@@ -83,6 +84,13 @@ fall = 3
 send = "PING\\r\\n"
 expect = "+PONG"
 
+[outlier]
+consecutive_failures = 3
+base_ejection_time = "10s"
+max_ejection_time = "2m"
+max_ejected_percent = 34
+panic_threshold = 40
+
 [admin]
 listen = "127.0.0.1:9000"
 allow_reload = true
@@ -96,6 +104,7 @@ format = "json"
 upstreams = ["127.0.0.1:6379", { address = "[::1]:6380", weight = 2 }]
 listen = "127.0.0.1:9443"
 health = { expect = "", interval = "1s" }
+outlier = { consecutive_failures = 0, panic_threshold = 0 }
 proxy_protocol = "v2"
 
 [groups.web-1]
@@ -117,12 +126,20 @@ groups = ["web-1"]
 `;
   const config = parseConfig(text, { path: PATH });
   const health = { interval: 10_000, timeout: 2000, rise: 2, fall: 3, send: "PING\r\n" };
+  const outlier = {
+    consecutiveFailures: 3,
+    baseEjectionTime: 10_000,
+    maxEjectionTime: 120_000,
+    maxEjectedPercent: 34,
+    panicThreshold: 40,
+  };
   const expected: Config = {
     path: PATH,
     server: {
       listen: "0.0.0.0:8443",
       handshakeTimeout: 2000,
       connectTimeout: 500,
+      connectRetries: 1,
       idleTimeout: 3_600_000,
       drainTimeout: 10_000,
       workers: 4,
@@ -141,6 +158,7 @@ groups = ["web-1"]
     },
     limits: { maxConnectionsPerClient: 5, connectionRate: { count: 100, per: 60_000 } },
     health: { ...health, expect: "+PONG" },
+    outlier,
     groups: new Map([
       ["cache", {
         name: "cache",
@@ -148,12 +166,14 @@ groups = ["web-1"]
         listen: "127.0.0.1:9443",
         // Field-by-field override; the empty expect switches the inherited one off.
         health: { ...health, interval: 1000 },
+        outlier: { ...outlier, consecutiveFailures: 0, panicThreshold: 0 },
         proxyProtocol: "v2",
       }],
       ["web-1", {
         name: "web-1",
         upstreams: [{ address: "Backend.internal:80", weight: 1 }],
         health: { ...health, expect: "+PONG" },
+        outlier,
       }],
     ]),
     clients: new Map([
@@ -192,11 +212,20 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     listen: "127.0.0.1:8443",
     handshakeTimeout: 5000,
     connectTimeout: 3000,
+    connectRetries: 2,
     idleTimeout: 900_000,
     drainTimeout: 30_000,
     watch: false,
     onPolicyChange: "close",
   });
+  const outlier = {
+    consecutiveFailures: 5,
+    baseEjectionTime: 30_000,
+    maxEjectionTime: 300_000,
+    maxEjectedPercent: 50,
+    panicThreshold: 50,
+  };
+  assert.deepEqual(config.outlier, outlier);
   assert.deepEqual(config.tls.ciphers, ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"]);
   assert.equal(config.tls.crl, undefined);
   assert.equal(config.tls.clientEku, "required");
@@ -207,6 +236,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     name: "echo",
     upstreams: [{ address: "127.0.0.1:7001", weight: 1 }],
     health: { interval: 30_000, timeout: 1000, rise: 1, fall: 1 },
+    outlier,
   });
   assert.deepEqual(config.clients.get("alice"), {
     name: "alice",
@@ -331,6 +361,61 @@ const BAD: [string, string, string, number | undefined, string][] = [
     "groups.echo.health.intervall",
     11,
     "is not a known key",
+  ],
+  [
+    "unknown key in [outlier]",
+    BASE + "[outlier]\nconsecutive_errors = 3\n",
+    "outlier.consecutive_errors",
+    16,
+    "expected one of consecutive_failures, base_ejection_time",
+  ],
+  [
+    "unknown key in a group's outlier",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\noutlier = { interval = "10s" }',
+    ),
+    "groups.echo.outlier.interval",
+    11,
+    "is not a known key",
+  ],
+  [
+    "max_ejection_time below base_ejection_time",
+    BASE + '[outlier]\nbase_ejection_time = "1m"\nmax_ejection_time = "30s"\n',
+    "outlier.max_ejection_time",
+    17,
+    'must be at least base_ejection_time ("1m"), received "30s"',
+  ],
+  [
+    "a group's base_ejection_time above the inherited maximum",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001"]\noutlier = { base_ejection_time = "10m" }',
+    ),
+    "groups.echo.outlier.base_ejection_time",
+    11,
+    'must be at most max_ejection_time ("5m"), received "10m"',
+  ],
+  [
+    "max_ejected_percent above 100",
+    BASE + "[outlier]\nmax_ejected_percent = 101\n",
+    "outlier.max_ejected_percent",
+    16,
+    "must be from 0 to 100, received 101",
+  ],
+  [
+    "panic_threshold negative",
+    BASE + "[outlier]\npanic_threshold = -1\n",
+    "outlier.panic_threshold",
+    16,
+    "must be from 0 to 100",
+  ],
+  [
+    "connect_retries above 10",
+    edit('listen = "127.0.0.1:8443"', 'listen = "127.0.0.1:8443"\nconnect_retries = 11'),
+    "server.connect_retries",
+    3,
+    "must be from 0 to 10, received 11",
   ],
   [
     "unknown key in a client",

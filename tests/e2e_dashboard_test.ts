@@ -240,6 +240,7 @@ class ScriptedTarget extends EventTarget {
       groups: [{
         name: "web",
         accepted: 10 * n,
+        panic: true,
         bytesFromClient: 5_000 * n,
         bytesFromUpstream: 2_000_000 * n,
         upstreams: [
@@ -259,6 +260,20 @@ class ScriptedTarget extends EventTarget {
             state: "unknown",
             removed: true,
             accepted: 7,
+          },
+          {
+            address: "10.0.0.3:80",
+            weight: 1,
+            active: 0,
+            healthy: false,
+            state: "healthy",
+            accepted: 3,
+            ejection: {
+              reason: "dial_timeout",
+              since: iso(-30_000),
+              until: iso(45_000),
+              ejections: 2,
+            },
           },
         ],
       }],
@@ -301,6 +316,11 @@ Deno.test({
         "the plot draws lines",
       );
       assert.ok(await page.$('tr[data-upstream="10.0.0.2:80"][data-state="removed"]'));
+      // An ejected upstream shows why and until when; the group shows its panic mode.
+      const ejected = await text(page, 'tr[data-upstream="10.0.0.3:80"][data-ejected]');
+      assert.match(ejected, /ejected dial_timeout/);
+      assert.match(ejected, /until .* \(in [34]\d s\)/);
+      assert.match(await text(page, '[data-group="web"] .group-head'), /panic mode/);
       const level = (which: string) =>
         page.evaluate(`document.querySelector('#certs tr[data-cert="${which}"]').dataset.level`);
       assert.equal(await level("server"), "warn", "under 30 days");

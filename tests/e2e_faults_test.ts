@@ -7,8 +7,9 @@
 import assert from "node:assert/strict";
 import { connect as netConnect, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { HealthChangeEvent } from "../lib/health_event.ts";
+import type { EjectionEvent, HealthChangeEvent } from "../lib/health_event.ts";
 import type { HealthProbe } from "../lib/health_probe.ts";
+import type { OutlierDetector } from "../lib/outlier_detector.ts";
 import type { ConnectionRecord, DenyRecord } from "../lib/server.ts";
 import {
   banner,
@@ -41,13 +42,16 @@ async function guard<T>(promise: Promise<T>, what: string, ms = GUARD_MS): Promi
 }
 
 /** A config with group "echo" on the shared listener and client alice. */
-function config(upstreams: string[], health: string, server = ""): string {
+function config(upstreams: string[], health: string, server = "", outlier = ""): string {
   return `[server]
 listen = "127.0.0.1:0"
 ${server}
 
 [health]
 ${health}
+
+[outlier]
+${outlier}
 
 [groups.echo]
 upstreams = ${JSON.stringify(upstreams)}
@@ -68,6 +72,22 @@ function nextChange(probe: HealthProbe, address: string): Promise<HealthChangeEv
       resolve(change);
     };
     probe.addEventListener("change", listener);
+  });
+}
+
+/** The next ejection (or return) of `address`. */
+function nextEjection(
+  detector: OutlierDetector,
+  address: string,
+): Promise<EjectionEvent["change"]> {
+  return new Promise((resolve) => {
+    const listener = (event: Event) => {
+      const { change } = event as EjectionEvent;
+      if (change.address !== address) return;
+      detector.removeEventListener("ejection", listener);
+      resolve(change);
+    };
+    detector.addEventListener("ejection", listener);
   });
 }
 
@@ -185,12 +205,15 @@ for await (const conn of listener) {
 }
 `;
 
-Deno.test("Balancer closes the client of an upstream process killed mid-transfer and takes it out", async () => {
+Deno.test("Balancer closes the client of an upstream process killed mid-transfer and ejects it", async () => {
   await using child = new Child(CHILD_UPSTREAM, { STALL_AT: String(64 * 1024) });
   const childAddress = `127.0.0.1:${await child.line()}`;
   await using other = await TestUpstream.start(banner("other"));
-  await using lb = await startBalancer(config([childAddress, other.address], `interval = "1h"`));
+  await using lb = await startBalancer(
+    config([childAddress, other.address], `interval = "1h"`, "", "consecutive_failures = 1"),
+  );
   const probe = lb.balancer.probe("echo")!;
+  const outlier = lb.balancer.outlier("echo")!;
   assert.ok(probe.isHealthy(childAddress));
 
   // One client on each upstream (least connections with two open).
@@ -213,7 +236,6 @@ Deno.test("Balancer closes the client of an upstream process killed mid-transfer
   };
   victim.on("error", () => {});
   const ended = nextEvent<ConnectionRecord>(lb.balancer, "end");
-  const down = nextChange(probe, childAddress);
   pump();
   assert.equal(await child.line(), "stalled");
 
@@ -226,21 +248,30 @@ Deno.test("Balancer closes the client of an upstream process killed mid-transfer
   assert.equal(record.upstream, childAddress);
   assert.equal(record.reason, "upstream_reset");
   assert.ok(record.bytesFromClient >= 64 * 1024 && record.bytesFromClient <= sent);
-  const change = await guard(down, "health change of the killed upstream");
-  assert.deepEqual([change.healthy, change.reason], [false, "upstream_reset"]);
-  assert.equal(probe.isHealthy(childAddress), false);
   assert.ok(closedAfterMs < 2_000, `client closed ${closedAfterMs} ms after the kill`);
+  // The reset came after the child had answered: not held against it.
+  assert.equal(outlier.isEjected(childAddress), false);
+  assert.equal(outlier.snapshot()[0]!.resetFailures, 0);
 
   // The bystander keeps flowing, byte-exact, and new clients all go to the survivor.
   const payload = crypto.getRandomValues(new Uint8Array(32 * 1024));
   bystander.write(payload);
   assert.deepEqual(await guard(readBytes(bystander, payload.length), "bystander echo"), payload);
   bystander.resume();
+  // The next client is dialled to the child first (fewer connections): refused, the
+  // dial is retried on the survivor, and the refusal ejects the child.
+  const ejected = nextEjection(outlier, childAddress);
   for (let i = 0; i < 3; i++) {
     const { socket, name } = await greeted(lb);
     assert.equal(name, "other");
     await hangUp(lb, socket);
   }
+  const change = await guard(ejected, "ejection of the killed upstream");
+  assert.deepEqual([change.ejected, change.reason], [true, "dial_refused"]);
+  assert.equal(probe.isHealthy(childAddress), true, "the probe (every hour) did not run");
+  const status = lb.balancer.status().groups[0]!.upstreams[0]!;
+  assert.equal(status.healthy, false);
+  assert.equal(status.ejection?.reason, "dial_refused");
   await hangUp(lb, bystander);
   assertIdle(lb, [childAddress, other.address]);
 });
@@ -319,18 +350,24 @@ Deno.test("Balancer times out a connect to an upstream with a full backlog and u
   const stuckAddress = `127.0.0.1:${stuck.addr.port}`;
   await using b = await TestUpstream.start(banner("b"));
   await using lb = await startBalancer(
-    config([stuckAddress, b.address], `interval = "1h"`, `connect_timeout = "300ms"`),
+    config(
+      [stuckAddress, b.address],
+      `interval = "1h"`,
+      `connect_timeout = "300ms"`,
+      "consecutive_failures = 1",
+    ),
   );
   const probe = lb.balancer.probe("echo")!;
+  const outlier = lb.balancer.outlier("echo")!;
   assert.ok(probe.isHealthy(stuckAddress));
   const fillers = await fillBacklog(stuck.addr.port, 300);
   try {
     // The pool tries the stuck upstream first (ties start at the first upstream).
-    const down = nextChange(probe, stuckAddress);
+    const ejected = nextEjection(outlier, stuckAddress);
     const { socket, name } = await greeted(lb);
     assert.equal(name, "b", "served by the next upstream after the connect timeout");
-    const change = await guard(down, "health change of the stuck upstream");
-    assert.deepEqual([change.healthy, change.reason], [false, "dial_timeout"]);
+    const change = await guard(ejected, "ejection of the stuck upstream");
+    assert.deepEqual([change.ejected, change.reason], [true, "dial_timeout"]);
     await hangUp(lb, socket);
 
     // Now out of the pool: the next client goes straight to b.

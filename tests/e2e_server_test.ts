@@ -539,15 +539,21 @@ Deno.test("Balancer fails closed when no upstream is healthy, and fails over a d
   const dead = await TestUpstream.start();
   const deadAddress = dead.address;
   await dead.stop();
-  await using lb = await startBalancer(config({ upstreams: [deadAddress, alive.address] }));
+  await using lb = await startBalancer(config({
+    upstreams: [deadAddress, alive.address],
+    health: `interval = "100ms"`,
+  }));
   // The first probe round found the dead one: every connection goes to the live one.
   const socket = await connectClient(lb.port(), lb.pki.alice);
   assert.equal(text(await readBytes(socket, 6)), "alive\n");
   socket.destroy();
 
   const aliveAddress = alive.address;
+  const probe = lb.balancer.probe("echo")!;
+  const down = nextEvent<never>(probe, "change");
   await alive.stop();
-  lb.balancer.probe("echo")!.reportFailure(aliveAddress, "upstream_reset");
+  await down; // the probe (every 100 ms here) found it down too
+  assert.equal(probe.isHealthy(aliveAddress), false);
   const refused = await connectClient(lb.port(), lb.pki.alice);
   await assertDenied(refused, nextEvent(lb.balancer, "deny"), "no_healthy_upstream");
 });

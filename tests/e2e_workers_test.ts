@@ -10,7 +10,7 @@ import type { TLSSocket } from "node:tls";
 import { AdminServer } from "../lib/admin.ts";
 import { formatHostPort } from "../lib/address.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
-import type { HealthChangeEvent } from "../lib/health_event.ts";
+import type { EjectionEvent } from "../lib/health_event.ts";
 import { type DenyRecord, type LoadedConfig, ReloadError } from "../lib/server.ts";
 import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers.ts";
 import { MetricsRegistry } from "../lib/metrics.ts";
@@ -261,35 +261,52 @@ Deno.test("WorkerBalancer restarts a worker that dies and gives back the slots i
   await Promise.all([...survivors, closeAll(again)]);
 });
 
-Deno.test("WorkerBalancer relays health: an upstream one worker finds dead is avoided by all", async () => {
+Deno.test("WorkerBalancer ejects once for all workers: an upstream the workers find dead is avoided by all", async () => {
   await using a = await TestUpstream.start(banner("a"));
   await using b = await TestUpstream.start(banner("b"));
-  await using balancer = await startWorkers(await load(body([a.address, b.address])));
+  await using balancer = await startWorkers(
+    await load(body([a.address, b.address], "outlier = { consecutive_failures = 2 }")),
+  );
   const pki = await testPki();
   const probe = balancer.probe("echo")!;
+  const outlier = balancer.outlier("echo")!;
   assert.ok(probe.isHealthy(a.address) && probe.isHealthy(b.address));
   const aPort = a.port;
   const aAddress = a.address;
   await a.stop();
-  // Whichever worker gets it dials `a` first (ties start at the first upstream), fails
-  // over to `b`, and tells the primary, which takes `a` out everywhere.
-  const down = new Promise<HealthChangeEvent>((resolve) =>
-    probe.addEventListener("change", (e) => resolve(e as HealthChangeEvent), { once: true })
-  );
-  assert.deepEqual(await greetings(port(balancer), pki.alice, 1), ["b\n"]);
-  const { change } = await down;
-  assert.deepEqual([change.address, change.healthy, change.reason], [
+  // A worker that dials `a` fails over to `b` and tells the primary, whose one detector
+  // counts the refusals of every worker and ejects `a` everywhere.
+  let ejection: EjectionEvent["change"] | undefined;
+  outlier.addEventListener("ejection", (e) => ejection ??= (e as EjectionEvent).change);
+  for (let i = 0; i < 40 && ejection === undefined; i++) {
+    assert.deepEqual(await greetings(port(balancer), pki.alice, 1), ["b\n"]);
+  }
+  assert.deepEqual([ejection?.address, ejection?.ejected, ejection?.reason], [
     aAddress,
-    false,
+    true,
     "dial_refused",
   ]);
   // status() answers only after every worker has read the messages before it.
-  const upstreams = balancer.status().groups[0]!.upstreams;
-  assert.deepEqual(upstreams.map((u) => [u.state, u.reason]), [
-    ["unhealthy", "dial_refused"],
-    ["healthy", "probe_ok"],
+  const [group] = balancer.status().groups;
+  assert.deepEqual(group!.upstreams.map((u) => [u.state, u.healthy, u.ejection?.reason]), [
+    ["healthy", false, "dial_refused"],
+    ["healthy", true, undefined],
   ]);
-  // `a` is back but unprobed (interval 1h): a worker that missed the news would pick it.
+  assert.equal(group!.panic, false, "1 of 2 available is not below 50%");
+  const metrics = balancer.metrics.render();
+  assert.match(
+    metrics,
+    new RegExp(
+      `mtlb_outlier_ejections_total\\{group="echo",upstream="${aAddress}",reason="dial_refused"\\} 1\n`,
+    ),
+  );
+  assert.match(
+    metrics,
+    new RegExp(`mtlb_upstream_ejected\\{group="echo",upstream="${aAddress}"\\} 1\n`),
+  );
+  assert.match(metrics, /mtlb_connect_retries_total\{group="echo"\} [2-9]/);
+  // `a` is back but ejected for 30 s (and unprobed): a worker that missed the news
+  // would pick it.
   await a.listen(aPort);
   const before = a.accepted; // the primary's first probe
   const seen = await greetings(port(balancer), pki.alice, 10);

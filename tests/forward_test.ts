@@ -502,6 +502,41 @@ Deno.test("forward() reports upstream_reset and closes the client promptly", asy
   assert.equal(result.reason, "upstream_reset");
   assert.equal((result.error as { code?: string }).code, "ECONNRESET");
   assert.equal(result.bytesFromUpstream, 7);
+  assert.equal(result.upstreamEnded, false);
+});
+
+Deno.test("forward() reports an upstream reset before any byte with nothing received", async () => {
+  await using h = await Harness.start();
+  const clientClosed = peerClosed(h.client);
+  h.upstreamPeer.resetAndDestroy();
+
+  const result = await h.ended();
+  await within(clientClosed, "the client to be closed");
+  assert.equal(result.reason, "upstream_reset");
+  assert.equal(result.bytesFromUpstream, 0);
+  assert.equal(result.upstreamEnded, false);
+});
+
+Deno.test("forward() tells a reset that follows the upstream's FIN by upstreamEnded", async () => {
+  await using h = await Harness.start();
+  // The upstream answers and closes (FIN); the client keeps writing into the closed
+  // connection, and the upstream's kernel answers those bytes with a reset.
+  const reply = readToEnd(h.client);
+  h.upstreamPeer.end("+OK\r\n");
+  assert.equal((await within(reply, "the reply and FIN")).toString(), "+OK\r\n");
+  const reset = new Promise((resolve) => {
+    h.upstreamPeer.once("data", () => resolve(h.upstreamPeer.resetAndDestroy()));
+  });
+  h.client.write("PING\r\n");
+  await within(reset, "the upstream's reset");
+  await within(closed(h.upstreamPeer), "the upstream to close");
+  // The next write toward the reset connection fails (EPIPE or ECONNRESET).
+  h.client.write("PING\r\n");
+
+  const result = await h.ended();
+  assert.equal(result.reason, "upstream_reset");
+  assert.equal(result.bytesFromUpstream, 5);
+  assert.equal(result.upstreamEnded, true);
 });
 
 Deno.test("forward() reports client_reset and closes the upstream promptly", async () => {

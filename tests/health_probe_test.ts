@@ -363,83 +363,30 @@ Deno.test("HealthProbe maps what a check throws to a reason", async (t) => {
   }
 });
 
-Deno.test("HealthProbe.reportFailure() counts toward fall like a failed probe", async (t) => {
-  await t.step("consecutive passive failures take a healthy upstream out", async () => {
-    const { probe, scripted, changes } = setup([A], { fall: 2 });
-    await using _ = probe;
-    probe.start();
-    await scripted.calls[0]!.pass();
-    probe.reportFailure(A, "dial_refused");
-    assert.equal(probe.isHealthy(A), true);
-    assert.equal(probe.snapshot()[0]!.failures, 1);
-    probe.reportFailure(A, "upstream_reset");
-    assert.equal(probe.isHealthy(A), false);
-    assert.deepEqual(changes.at(-1), {
-      address: A,
-      healthy: false,
-      reason: "upstream_reset",
-      at: 0,
-    });
-    assert.equal(probe.snapshot()[0]!.reason, "upstream_reset");
-  });
-
-  await t.step("passive failures and failed probes add up", async () => {
-    const { probe, clock, scripted, changes } = setup([A], { fall: 2 });
-    await using _ = probe;
-    probe.start();
-    await scripted.calls[0]!.pass();
-    probe.reportFailure(A, "dial_timeout");
-    clock.advance(INTERVAL);
-    await scripted.calls[1]!.fail("probe_closed");
-    assert.equal(probe.isHealthy(A), false);
-    assert.equal(changes.at(-1)?.reason, "probe_closed");
-  });
-
-  await t.step("reportSuccess() breaks the failure streak", async () => {
-    const { probe, scripted } = setup([A], { fall: 2 });
-    await using _ = probe;
-    probe.start();
-    await scripted.calls[0]!.pass();
-    probe.reportFailure(A, "dial_refused");
-    probe.reportSuccess(A);
-    assert.equal(probe.snapshot()[0]!.failures, 0);
-    probe.reportFailure(A, "dial_refused");
-    assert.equal(probe.isHealthy(A), true);
-  });
-
-  await t.step("unknown addresses and unknown states are left alone", async () => {
-    const { probe, changes } = setup([A]);
-    await using _ = probe;
-    probe.start();
-    probe.reportFailure(C, "dial_refused");
-    probe.reportSuccess(C);
-    probe.reportFailure(A, "dial_refused"); // before the first result
-    assert.equal(probe.snapshot()[0]!.state, "unknown");
-    assert.deepEqual(changes, []);
-  });
-});
-
-Deno.test("HealthProbe.reportSuccess() does not bring an unhealthy upstream back", async () => {
-  const { probe, clock, scripted, changes } = setup([A], { rise: 2 });
+Deno.test("HealthProbe counts rise and fall on probes only", async () => {
+  const { probe, clock, scripted, changes } = setup([A], { rise: 2, fall: 2 });
   await using _ = probe;
   probe.start();
   await scripted.calls[0]!.fail("probe_refused");
-  for (let i = 0; i < 5; i++) probe.reportSuccess(A);
   assert.equal(probe.isHealthy(A), false);
-  assert.equal(probe.snapshot()[0]!.successes, 0);
-
+  assert.equal("reportFailure" in probe, false, "passive failures go to an OutlierDetector");
   clock.advance(INTERVAL);
   await scripted.calls[1]!.pass();
-  probe.reportFailure(A, "dial_refused"); // interrupts the rise streak
+  assert.equal(probe.isHealthy(A), false, "one success of rise 2");
   clock.advance(INTERVAL);
   await scripted.calls[2]!.pass();
-  assert.equal(probe.isHealthy(A), false);
-  clock.advance(INTERVAL);
-  await scripted.calls[3]!.pass();
   assert.equal(probe.isHealthy(A), true);
+  clock.advance(INTERVAL);
+  await scripted.calls[3]!.fail("probe_timeout");
+  assert.equal(probe.isHealthy(A), true, "one failure of fall 2");
+  assert.equal(probe.snapshot()[0]!.failures, 1);
+  clock.advance(INTERVAL);
+  await scripted.calls[4]!.fail("probe_timeout");
+  assert.equal(probe.isHealthy(A), false);
   assert.deepEqual(changes.map((c) => [c.healthy, c.reason, c.at]), [
     [false, "probe_refused", 0],
-    [true, "probe_ok", 3 * INTERVAL],
+    [true, "probe_ok", 2 * INTERVAL],
+    [false, "probe_timeout", 4 * INTERVAL],
   ]);
 });
 
@@ -573,7 +520,6 @@ Deno.test("HealthProbe.close() cancels timers, aborts checks and waits for them"
   await closing;
   assert.equal(probe.close(), probe.close(), "close() is idempotent");
   assert.equal(probe.snapshot()[1]!.state, "unknown", "a result after close is ignored");
-  probe.reportFailure(A, "dial_refused");
   probe.start();
   clock.advance(10 * INTERVAL);
   assert.equal(scripted.calls.length, 2);

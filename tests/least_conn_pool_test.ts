@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import type { HostPort } from "../lib/address.ts";
 import { FakeClock } from "../lib/clock.ts";
 import { dialTcp } from "../lib/dial.ts";
-import { HealthChangeEvent } from "../lib/health_event.ts";
+import { EjectionEvent, HealthChangeEvent } from "../lib/health_event.ts";
 import {
   type DialFailureReason,
   LeastConnPool,
@@ -125,8 +125,8 @@ Deno.test("LeastConnPool() rejects invalid upstream lists", async (t) => {
   await t.step("IPv6 and weights are accepted", () => {
     const pool = new LeastConnPool(["[::1]:443", { address: A, weight: 3 }]);
     assert.deepEqual(pool.snapshot(), [
-      { address: "[::1]:443", weight: 1, active: 0, healthy: true },
-      { address: A, weight: 3, active: 0, healthy: true },
+      { address: "[::1]:443", weight: 1, active: 0, healthy: true, ejected: false },
+      { address: A, weight: 3, active: 0, healthy: true, ejected: false },
     ]);
     using lease = pool.acquire();
     assert.deepEqual(lease.hostPort, { hostname: "::1", port: 443 });
@@ -286,6 +286,121 @@ Deno.test("LeastConnPool.followHealth() applies change events until disposed", (
   follow[Symbol.dispose](); // idempotent
 });
 
+Deno.test("LeastConnPool.setEjected() takes an upstream out of rotation", () => {
+  const pool = new LeastConnPool([A, B, C]);
+  assert.equal(pool.setEjected(B, true), true);
+  assert.equal(pool.setEjected("10.9.9.9:80", true), false);
+  assert.deepEqual(shortLivedPicks(pool, 4), [A, C, A, C]);
+  assert.deepEqual(pool.snapshot().map((s) => [s.healthy, s.ejected]), [
+    [true, false],
+    [true, true],
+    [true, false],
+  ]);
+  assert.equal(pool.panic, false);
+  pool.setEjected(B, false);
+  assert.deepEqual(new Set(shortLivedPicks(pool, 3)), new Set([A, B, C]));
+});
+
+Deno.test("LeastConnPool panics below its threshold and spreads over ejected upstreams", async (t) => {
+  await t.step("below 50% of four available", () => {
+    const pool = new LeastConnPool([A, B, C, "10.0.0.4:80"]);
+    pool.setEjected(A, true);
+    pool.setEjected(B, true);
+    assert.equal(pool.panic, false, "2 of 4 is not below 50%");
+    assert.deepEqual(new Set(shortLivedPicks(pool, 4)), new Set([C, "10.0.0.4:80"]));
+    pool.setHealthy(C, false);
+    assert.equal(pool.panic, true, "1 of 4");
+    assert.deepEqual(new Set(shortLivedPicks(pool, 6)), new Set([A, B, "10.0.0.4:80"]));
+    pool.setEjected(A, false);
+    assert.equal(pool.panic, false, "2 of 4 again");
+  });
+
+  await t.step("an unhealthy upstream stays out even in panic mode", () => {
+    const pool = new LeastConnPool([A, B]);
+    pool.setEjected(A, true);
+    pool.setHealthy(B, false);
+    assert.equal(pool.panic, true, "nothing available");
+    assert.deepEqual(shortLivedPicks(pool, 3), [A, A, A]);
+    pool.setHealthy(A, false);
+    assert.equal(pool.panic, false, "no healthy upstream to spread over");
+    assert.throws(() => pool.acquire(), NoHealthyUpstreamError);
+  });
+
+  await t.step("threshold 0 panics only when nothing is available", () => {
+    const pool = new LeastConnPool([A, B, C], { panicThreshold: 0 });
+    pool.setEjected(A, true);
+    pool.setEjected(B, true);
+    assert.equal(pool.panic, false);
+    assert.deepEqual(shortLivedPicks(pool, 2), [C, C]);
+    pool.setEjected(C, true);
+    assert.equal(pool.panic, true);
+    assert.deepEqual(new Set(shortLivedPicks(pool, 3)), new Set([A, B, C]));
+  });
+
+  await t.step("threshold 100 panics with any ejection; setPanicThreshold() changes it", () => {
+    const pool = new LeastConnPool([A, B, C], { panicThreshold: 100 });
+    pool.setEjected(A, true);
+    assert.equal(pool.panic, true);
+    pool.setPanicThreshold(50);
+    assert.equal(pool.panic, false);
+    assert.throws(() => pool.setPanicThreshold(101), RangeError);
+    assert.throws(() => new LeastConnPool([A], { panicThreshold: -1 }), RangeError);
+    assert.throws(() => new LeastConnPool([A], { panicThreshold: 0.5 }), RangeError);
+  });
+
+  await t.step("upstreams removed by a reload count", () => {
+    const pool = new LeastConnPool([A, B, C]);
+    pool.setEjected(A, true);
+    assert.equal(pool.panic, false);
+    pool.setUpstreams([A, B]);
+    assert.equal(pool.panic, false, "1 of 2 is not below 50%");
+    pool.setUpstreams([A]);
+    assert.equal(pool.panic, true);
+  });
+});
+
+Deno.test("LeastConnPool.connect() retries on an ejected upstream before dialling a tried one again", async () => {
+  const pool = new LeastConnPool([A, B, C], { clock: new FakeClock() });
+  pool.setEjected(C, true); // 2 of 3 available: no panic
+  const dialer = new FakeDialer();
+  dialer.script.set(A, "refuse");
+  dialer.script.set(B, "refuse");
+  const { socket, lease, failures } = await pool.connect({
+    dial: dialer.dial,
+    timeout: 100,
+    attempts: 3,
+  });
+  assert.deepEqual(socket, { address: C });
+  assert.deepEqual(dialer.calls, [A, B, C]);
+  assert.equal(failures.length, 2);
+  lease.release();
+  // A plain pick still avoids it.
+  dialer.script.delete(A);
+  assert.deepEqual(shortLivedPicks(pool, 2), [A, B]);
+});
+
+Deno.test("LeastConnPool.followHealth() applies ejection events until disposed", () => {
+  const pool = new LeastConnPool([A, B]);
+  const detector = new EventTarget();
+  const eject = (address: string, ejected: boolean) =>
+    detector.dispatchEvent(
+      new EjectionEvent({
+        address,
+        ejected,
+        reason: ejected ? "dial_timeout" : "ejection_ended",
+        at: 0,
+      }),
+    );
+  const follow = pool.followHealth(detector);
+  eject(A, true);
+  assert.deepEqual(shortLivedPicks(pool, 2), [B, B]);
+  eject(A, false);
+  assert.deepEqual(pool.snapshot().map((s) => s.ejected), [false, false]);
+  follow[Symbol.dispose]();
+  eject(A, true);
+  assert.deepEqual(pool.snapshot().map((s) => s.ejected), [false, false]);
+});
+
 Deno.test("LeastConnPool.setUpstreams() keeps counts and applies weights of upstreams that stay", () => {
   const pool = new LeastConnPool([A, B]);
   const leases = [pool.acquire(), pool.acquire(), pool.acquire()]; // A 2, B 1
@@ -293,9 +408,9 @@ Deno.test("LeastConnPool.setUpstreams() keeps counts and applies weights of upst
   pool.setHealthy(B, false);
   pool.setUpstreams([{ address: B, weight: 4 }, { address: A, weight: 1 }, C]);
   assert.deepEqual(pool.snapshot(), [
-    { address: B, weight: 4, active: 1, healthy: false },
-    { address: A, weight: 1, active: 2, healthy: true },
-    { address: C, weight: 1, active: 0, healthy: true },
+    { address: B, weight: 4, active: 1, healthy: false, ejected: false },
+    { address: A, weight: 1, active: 2, healthy: true, ejected: false },
+    { address: C, weight: 1, active: 0, healthy: true, ejected: false },
   ]);
   assert.equal(leases[1]!.address, B);
   assert.equal(leases[1]!.weight, 4, "a lease reports the current weight");
@@ -313,9 +428,9 @@ Deno.test("LeastConnPool.setUpstreams() drains removed upstreams without new pic
   const b = pool.acquire();
   pool.setUpstreams([B, C]);
   assert.deepEqual(pool.snapshot(), [
-    { address: B, weight: 1, active: 1, healthy: true },
-    { address: C, weight: 1, active: 0, healthy: true },
-    { address: A, weight: 1, active: 1, healthy: true, removed: true },
+    { address: B, weight: 1, active: 1, healthy: true, ejected: false },
+    { address: C, weight: 1, active: 0, healthy: true, ejected: false },
+    { address: A, weight: 1, active: 1, healthy: true, ejected: false, removed: true },
   ]);
   assert.equal(a.released, false);
   const picks = shortLivedPicks(pool, 6);
@@ -337,8 +452,8 @@ Deno.test("LeastConnPool.setUpstreams() re-adds a draining upstream with its cou
   pool.setUpstreams([B]);
   pool.setUpstreams([A, B]);
   assert.deepEqual(pool.snapshot(), [
-    { address: A, weight: 1, active: 1, healthy: false },
-    { address: B, weight: 1, active: 0, healthy: true },
+    { address: A, weight: 1, active: 1, healthy: false, ejected: false },
+    { address: B, weight: 1, active: 0, healthy: true, ejected: false },
   ]);
   a.release();
   assert.deepEqual(pool.snapshot().map((s) => s.address), [A, B], "still configured");
@@ -351,11 +466,17 @@ Deno.test("LeastConnPool.setUpstreams() changes nothing when the list is invalid
   using _lease = pool.acquire();
   assert.throws(() => pool.setUpstreams([B, "nonsense"]), TypeError);
   assert.throws(() => pool.setUpstreams([B, { address: C, weight: -1 }]), RangeError);
-  assert.deepEqual(pool.snapshot(), [{ address: A, weight: 1, active: 1, healthy: true }]);
+  assert.deepEqual(pool.snapshot(), [{
+    address: A,
+    weight: 1,
+    active: 1,
+    healthy: true,
+    ejected: false,
+  }]);
   pool.setUpstreams([]);
   assert.throws(() => pool.acquire(), NoHealthyUpstreamError);
   assert.deepEqual(pool.snapshot(), [
-    { address: A, weight: 1, active: 1, healthy: true, removed: true },
+    { address: A, weight: 1, active: 1, healthy: true, ejected: false, removed: true },
   ]);
 });
 
@@ -463,6 +584,85 @@ Deno.test("LeastConnPool.connect() times out a dial with the injected clock", as
   lease.release();
 });
 
+Deno.test("LeastConnPool.connect() keeps a timed-out dial racing the next attempt", async (t) => {
+  await t.step("the late dial connects first and wins", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const dialer = new FakeDialer();
+    dialer.script.set(A, "hang");
+    dialer.script.set(B, "hang");
+    const reasons: string[] = [];
+    const result = pool.connect({
+      dial: dialer.dial,
+      timeout: 1000,
+      onDialFailure: (address, reason) => reasons.push(`${address} ${reason}`),
+    });
+    clock.advance(1000); // A's SYN was dropped: B starts, A keeps going
+    await Promise.resolve();
+    assert.deepEqual(dialer.calls, [A, B]);
+    assert.deepEqual(active(pool), { [A]: 1, [B]: 1 });
+    clock.advance(500);
+    dialer.pending.get(A)!({ address: A }); // the retransmitted SYN got in
+    const { socket, lease, failures } = await result;
+    assert.equal(socket.address, A);
+    assert.deepEqual(reasons, [`${A} dial_timeout`]);
+    assert.deepEqual(failures.map((f) => f.reason), ["dial_timeout"]);
+    assert.equal(dialer.pending.size, 0, "B was aborted");
+    assert.deepEqual(active(pool), { [A]: 1, [B]: 0 });
+    assert.equal(clock.pending, 0);
+    lease.release();
+  });
+
+  await t.step("a dial that connects after another won is closed", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const late = Promise.withResolvers<string>();
+    const closed: string[] = [];
+    const dial = (address: HostPort): Promise<string> =>
+      address.hostname === "10.0.0.1" ? late.promise : Promise.resolve("socket B");
+    const result = pool.connect({
+      dial,
+      timeout: 1000,
+      close: (socket) => closed.push(socket),
+    });
+    clock.advance(1000);
+    const { socket, lease } = await result;
+    assert.equal(socket, "socket B");
+    late.resolve("socket A"); // it ignored its abort and connected anyway
+    await late.promise;
+    await Promise.resolve();
+    assert.deepEqual(closed, ["socket A"]);
+    assert.deepEqual(active(pool), { [A]: 0, [B]: 1 });
+    lease.release();
+  });
+
+  await t.step("everything pending is aborted when the last attempt times out", async () => {
+    const clock = new FakeClock();
+    const pool = new LeastConnPool([A, B], { clock });
+    const dialer = new FakeDialer();
+    dialer.script.set(A, "hang");
+    dialer.script.set(B, "hang");
+    let settled = false;
+    const result = pool.connect({ dial: dialer.dial, timeout: 1000, attempts: 2 });
+    result.catch(() => {}).finally(() => settled = true);
+    clock.advance(1999);
+    await Promise.resolve();
+    assert.equal(settled, false);
+    clock.advance(1);
+    await assert.rejects(result, (error: unknown) => {
+      assert.ok(error instanceof UpstreamConnectError);
+      assert.deepEqual(error.attempts.map((a) => [a.address, a.reason]), [
+        [A, "dial_timeout"],
+        [B, "dial_timeout"],
+      ]);
+      return true;
+    });
+    assert.equal(dialer.pending.size, 0);
+    assert.deepEqual(active(pool), { [A]: 0, [B]: 0 });
+    assert.equal(clock.pending, 0);
+  });
+});
+
 Deno.test("LeastConnPool.connect() skips upstreams it already tried while others remain", async () => {
   // B and C are busy elsewhere (a shared store), so a refused A, back at 0, stays the
   // least loaded: only the skip rule moves the call on to B and then C.
@@ -488,9 +688,14 @@ Deno.test("LeastConnPool.connect() retries tried upstreams when attempts exceed 
     calls.push(`${address.hostname}:${address.port}`);
     return failuresLeft-- > 0 ? Promise.reject(refusedError()) : Promise.resolve("socket");
   };
-  const { socket, lease } = await pool.connect({ dial, timeout: 100, attempts: 4 });
+  const { socket, lease, failures } = await pool.connect({ dial, timeout: 100, attempts: 4 });
   assert.equal(socket, "socket");
   assert.deepEqual(calls, [A, B, A, B]);
+  assert.deepEqual(failures.map((f) => [f.address, f.reason]), [
+    [A, "dial_refused"],
+    [B, "dial_refused"],
+    [A, "dial_refused"],
+  ]);
   lease.release();
   assert.deepEqual(active(pool), { [A]: 0, [B]: 0 });
 });

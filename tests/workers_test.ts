@@ -252,7 +252,39 @@ Deno.test("Balancer with external health reports a failed dial and the next succ
     await done;
   }
   assert.deepEqual(records.slice(1), [
-    { group: "echo", address: deadAddress, outcome: "success" },
+    { group: "echo", address: deadAddress, outcome: "success", success: "connected" },
   ]);
   assert.equal(revived.accepted, 2);
+
+  // While the owner counts a streak (`failing`), every success is reported, so that
+  // a success seen by any worker ends it; ejections from the owner apply at once.
+  records.length = 0;
+  balancer.setHealth("echo", {
+    address: deadAddress,
+    healthy: true,
+    reason: "probe_ok",
+    failing: true,
+  });
+  const ended = nextEvent(balancer, "end");
+  const answered = await connectClient(lb.port(), pki.alice);
+  assert.equal(text(await readBytes(answered, 8)), "revived\n");
+  const done = readAll(answered);
+  answered.end();
+  await done;
+  await ended;
+  assert.deepEqual(records.map((r) => [r.address, r.outcome, r.success]), [
+    [deadAddress, "success", "connected"],
+    [deadAddress, "success", "answered"],
+  ]);
+  balancer.setHealth("echo", { address: good.address, healthy: true, reason: "probe_ok" });
+  balancer.setHealth("echo", {
+    address: deadAddress,
+    healthy: true,
+    reason: "probe_ok",
+    ejected: true,
+  });
+  assert.deepEqual(balancer.pool("echo")!.snapshot().map((u) => u.ejected), [true, false]);
+  const avoided = await connectClient(lb.port(), pki.alice);
+  assert.equal(text(await readBytes(avoided, 5)), "good\n", "the ejected one is avoided");
+  avoided.destroy();
 });
