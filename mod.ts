@@ -105,6 +105,7 @@ export {
 } from "./lib/crl.ts";
 export { type Dialer, dialTcp } from "./lib/dial.ts";
 export { formatDuration, parseDuration } from "./lib/duration.ts";
+export { formatSize, parseRate, parseSize } from "./lib/size.ts";
 export {
   forward,
   type ForwardEndReason,

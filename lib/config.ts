@@ -16,6 +16,7 @@ import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import type { ConnectionRate } from "./client_limiter.ts";
 import { CrlError, type CrlInfo, type CrlMissingMode, crlToPem, RevocationList } from "./crl.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
+import { parseSize } from "./size.ts";
 import { type ClientEkuMode, normalizeHex } from "./identity.ts";
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "./trust_store.ts";
 
@@ -79,6 +80,13 @@ export interface ServerConfig {
    * @default {undefined}
    */
   maxLifetime?: number;
+  /**
+   * Bytes buffered per connection and direction at most (`max_buffer`, default
+   * `"1MiB"`). A side that sends faster than the other reads is paused (the balancer
+   * stops reading it) well before that; a connection whose buffer passes it anyway is
+   * closed (`buffer_overflow`).
+   */
+  maxBuffer: number;
   /**
    * Reload when the config file or a `[tls]` file changes (`watch`, default false).
    */
@@ -895,6 +903,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     "max_handshakes",
     "on_policy_change",
     "max_lifetime",
+    "max_buffer",
     "watch",
   ]);
   const server: ServerConfig = {
@@ -905,6 +914,7 @@ function readServer(r: _Reader, t: Table): ServerConfig {
     drainTimeout: r.duration(t, p, "drain_timeout") ?? 30_000,
     watch: r.boolean(t, p, "watch") ?? false,
     onPolicyChange: r.oneOf(t, p, "on_policy_change", ["close", "keep"] as const) ?? "close",
+    maxBuffer: r.size(t, p, "max_buffer", 16 * 1024) ?? 1024 * 1024,
   };
   const listen = r.address(t, p, "listen", true);
   const workers = r.integer(t, p, "workers", 1, 1024);
@@ -1505,6 +1515,30 @@ class _Reader {
       );
     }
     return Number(value);
+  }
+
+  size(t: Table, path: string, key: string, min = 1): number | undefined {
+    const value = t[key];
+    const p = `${path}.${key}`;
+    if (value === undefined) return undefined;
+    let bytes = NaN;
+    if (typeof value === "string") {
+      try {
+        bytes = parseSize(value);
+      } catch {
+        // Reported below with the key path.
+      }
+    }
+    if (Number.isNaN(bytes)) {
+      this.fail(
+        p,
+        `must be a size such as "64KiB", "1MiB" or "10MB" (B, KB, MB, GB, KiB, MiB, GiB), received ${
+          describe(value)
+        }`,
+      );
+    }
+    if (bytes < min) this.fail(p, `must be at least ${min} bytes, received ${describe(value)}`);
+    return bytes;
   }
 
   duration(t: Table, path: string, key: string, required = false): number | undefined {

@@ -19,8 +19,24 @@ import { type Clock, systemClock, type TimerId } from "./clock.ts";
  */
 export type ForwardSocket = Pick<
   Duplex,
-  "on" | "off" | "write" | "end" | "destroy" | "pause" | "resume" | "destroyed" | "closed"
+  | "on"
+  | "off"
+  | "write"
+  | "end"
+  | "destroy"
+  | "pause"
+  | "resume"
+  | "destroyed"
+  | "closed"
+  | "writableLength"
 >;
+
+/**
+ * Set to `true` on a TLS socket whose `pause()` really stops reading from its TCP
+ * socket, so that {@linkcode forward} pauses it for backpressure (see `forward`).
+ * `Symbol.for("mtlb.pauseStopsReads")`.
+ */
+export const PAUSE_STOPS_READS: unique symbol = Symbol.for("mtlb.pauseStopsReads") as never;
 
 /**
  * How a forwarded connection ended. The first terminal cause wins.
@@ -33,6 +49,7 @@ export type ForwardSocket = Pick<
  * - `tls_error`: a TLS-layer error on the client side (`ERR_SSL_*`, `ERR_TLS_*`, or an
  *   OpenSSL error).
  * - `idle_timeout`: no byte moved in either direction for `idleTimeout` milliseconds.
+ * - `buffer_overflow`: more than `maxBuffer` bytes waited to be written to one side.
  * - `aborted`: the `signal` aborted (drain or shutdown).
  */
 export type ForwardEndReason =
@@ -44,6 +61,7 @@ export type ForwardEndReason =
   | "upstream_timeout"
   | "tls_error"
   | "idle_timeout"
+  | "buffer_overflow"
   | "aborted";
 
 /**
@@ -87,6 +105,16 @@ export interface ForwardOptions {
    * @default {undefined}
    */
   stats?: ForwardStats;
+  /**
+   * The most bytes that may wait to be written to one side. A side that sends faster
+   * than the other reads is paused long before (at the socket's high-water mark); a
+   * side that cannot be paused (a TLS socket without {@linkcode PAUSE_STOPS_READS})
+   * fills the other's write buffer, and past this the forward ends with
+   * `buffer_overflow`: one connection cannot take the process's memory.
+   *
+   * @default {Infinity}
+   */
+  maxBuffer?: number;
   /**
    * Bytes already read from the client before the forward started (for example while
    * the upstream was being dialed). They are written to the upstream first and counted
@@ -132,12 +160,14 @@ type Side = "client" | "upstream";
  *
  * - Backpressure: when a write returns `false`, the other socket is paused until
  *   `"drain"`, so buffering stays within the sockets' high-water marks plus one chunk.
- *   Exception: a TLS socket (`encrypted: true`) is never paused. Deno 2.9's
- *   `node:tls` server sockets keep reading and decrypting into memory while paused
- *   (a paused socket handed over 32 MB in one chunk on resume), so pausing bounds
- *   nothing, and a FIN that arrives while paused is lost, which would leave the
- *   connection half-open forever (reproduced in tests/forward_test.ts). Bytes for a
- *   slow upstream wait in the upstream socket's write buffer instead.
+ *   Exception: a TLS socket (`encrypted: true`) is paused only when it carries
+ *   {@linkcode PAUSE_STOPS_READS}. Deno 2.9's `node:tls` server sockets keep reading
+ *   and decrypting into memory while paused (a paused socket handed over 32 MB in one
+ *   chunk on resume), so pausing bounds nothing, and a FIN that arrives while paused
+ *   is lost, which would leave the connection half-open forever (reproduced in
+ *   tests/forward_test.ts); the balancer links their reads to the TCP socket's, which
+ *   fixes both, and marks them. Bytes for a slow upstream wait in the upstream
+ *   socket's write buffer otherwise, up to `maxBuffer`.
  * - Half-close: a FIN from one side ends the other side's writable half; the other
  *   direction keeps flowing until it sends its own FIN.
  * - On a reset, timeout, TLS error, idle timeout or abort, both sockets are destroyed
@@ -227,6 +257,7 @@ class Forwarder {
   /** Whether a socket may be paused for backpressure (never a TLS one, see forward()). */
   readonly #pauseClient: boolean;
   readonly #pauseUpstream: boolean;
+  readonly #maxBuffer: number;
 
   #fromClient = 0;
   #fromUpstream = 0;
@@ -268,8 +299,9 @@ class Forwarder {
     this.#clientClosed = client.closed === true;
     this.#upstreamClosed = upstream.closed === true;
 
-    this.#pauseClient = (client as { encrypted?: boolean }).encrypted !== true;
-    this.#pauseUpstream = (upstream as { encrypted?: boolean }).encrypted !== true;
+    this.#pauseClient = pausable(client);
+    this.#pauseUpstream = pausable(upstream);
+    this.#maxBuffer = options.maxBuffer ?? Infinity;
     client.on("data", this.#onClientData);
     client.on("end", this.#onClientEnd);
     client.on("finish", this.#onClientFinish);
@@ -311,14 +343,24 @@ class Forwarder {
     const n = chunk.length;
     this.#fromClient += n;
     this.#stats.bytesFromClient += n;
-    if (!this.#upstream.write(chunk) && this.#pauseClient) this.#client.pause();
+    if (!this.#upstream.write(chunk)) {
+      if (this.#pauseClient) this.#client.pause();
+      if (this.#upstream.writableLength > this.#maxBuffer) {
+        this.#terminate("buffer_overflow", undefined);
+      }
+    }
   };
 
   #onUpstreamData = (chunk: Uint8Array): void => {
     const n = chunk.length;
     this.#fromUpstream += n;
     this.#stats.bytesFromUpstream += n;
-    if (!this.#client.write(chunk) && this.#pauseUpstream) this.#upstream.pause();
+    if (!this.#client.write(chunk)) {
+      if (this.#pauseUpstream) this.#upstream.pause();
+      if (this.#client.writableLength > this.#maxBuffer) {
+        this.#terminate("buffer_overflow", undefined);
+      }
+    }
   };
 
   #onUpstreamDrain = (): void => {
@@ -456,6 +498,12 @@ class Forwarder {
     if (this.#error !== undefined) result.error = this.#error;
     this.#resolve(result);
   }
+}
+
+/** Whether pausing `socket` stops reading it (a plain socket, or a marked TLS one). */
+function pausable(socket: ForwardSocket): boolean {
+  const marked = socket as { encrypted?: boolean; [PAUSE_STOPS_READS]?: boolean };
+  return marked.encrypted !== true || marked[PAUSE_STOPS_READS] === true;
 }
 
 /** Maps a socket error on `side` to a {@linkcode ForwardEndReason}. */

@@ -22,6 +22,8 @@ import { CHAIN_FAILURES } from "./_chain_search.ts";
  * - `limit_concurrency`, `limit_rate`, `limit_store_unavailable`: its limits.
  * - `no_healthy_upstream`, `upstream_unavailable`: no upstream could take it.
  * - `client_gone`, `server_closing`: it went away, or the balancer did, meanwhile.
+ * - `buffer_overflow`: it sent more than `[server] max_buffer` before its upstream was
+ *   connected, where the runtime cannot stop reading it.
  */
 export const DENY_REASONS = [
   "server_full",
@@ -40,6 +42,7 @@ export const DENY_REASONS = [
   "upstream_unavailable",
   "client_gone",
   "server_closing",
+  "buffer_overflow",
 ] as const;
 
 /** Why a connection was refused: one of {@linkcode DENY_REASONS}. */
@@ -80,9 +83,15 @@ export type HandshakeFailure = typeof HANDSHAKE_FAILURES[number];
 /**
  * Why mtlb itself ended a forwarded connection: its certificate was revoked
  * (`revoked`), a reload no longer allows it (`policy_changed`: client removed, group
- * withdrawn, CA removed), or it reached `[server] max_lifetime` (`max_lifetime`).
+ * withdrawn, CA removed), it reached `[server] max_lifetime` (`max_lifetime`), or more
+ * than `[server] max_buffer` waited to be written to one side (`buffer_overflow`).
  */
-export const SESSION_END_REASONS = ["revoked", "policy_changed", "max_lifetime"] as const;
+export const SESSION_END_REASONS = [
+  "revoked",
+  "policy_changed",
+  "max_lifetime",
+  "buffer_overflow",
+] as const;
 
 /** One of {@linkcode SESSION_END_REASONS}. */
 export type SessionEndReason = typeof SESSION_END_REASONS[number];

@@ -19,6 +19,7 @@ import {
 } from "./client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import { formatDuration } from "./duration.ts";
+import { formatSize } from "./size.ts";
 import {
   type Config,
   type GroupConfig,
@@ -55,6 +56,7 @@ import {
   type ClientHelloInfo,
   hookTlsSocket,
   keepContext,
+  linkTcpReads,
   offeredAlpn,
   setAlpnSelector,
 } from "./_tls_server_hooks.ts";
@@ -611,6 +613,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #closing = new AbortController();
   /** Handshakes in flight, oldest first: their timeout timer and when they began. */
   #handshakes = new Map<Socket, { timer: TimerId; since: number }>();
+  /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
+  #overflowed = new WeakSet<Socket>();
   /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
   #refused = new WeakSet<Socket>();
   #remotes = new WeakMap<Socket, string>();
@@ -1549,14 +1553,29 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.#deny(socket, { reason: "server_closing", remote });
       return;
     }
-    // Read from the start: Deno 2.9's node:tls loses a FIN that arrives while a
-    // socket is not being read (see forward()), so bytes sent before the upstream is
-    // connected are kept here and handed to forward() as its head.
-    const head: Uint8Array[] = [];
-    const early = (chunk: Uint8Array) => head.push(chunk);
     socket.allowHalfOpen = true;
-    socket.on("data", early);
     socket.on("end", noop);
+    const head: Uint8Array[] = [];
+    let early = noop as (chunk: Uint8Array) => void;
+    if (linkTcpReads(socket)) {
+      // Bytes sent before the upstream is connected wait in the kernel: the client's
+      // TCP window pushes back, and forward() resumes reading.
+      socket.pause();
+    } else {
+      // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
+      // keep what comes before the upstream is connected for forward(), up to max_buffer.
+      const max = this.#config.server.maxBuffer;
+      let held = 0;
+      early = (chunk: Uint8Array) => {
+        head.push(chunk);
+        held += chunk.length;
+        if (held > max) {
+          this.#overflowed.add(socket);
+          socket.destroy();
+        }
+      };
+      socket.on("data", early);
+    }
     const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
       log.error("Unexpected error serving {remote}: {error}", { remote, error });
       socket.destroy();
@@ -1741,6 +1760,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     try {
       const result = await forward(socket, upstream, {
         head,
+        maxBuffer: config.server.maxBuffer,
         idleTimeout: config.server.idleTimeout,
         signal: this.#closing.signal,
         clock: this.#clock,
@@ -1759,6 +1779,17 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         reason: session.end ?? result.reason,
       };
       if (session.detail !== undefined) record.detail = session.detail;
+      if (result.reason === "buffer_overflow") {
+        this.#metrics.sessionEndFor("buffer_overflow").inc();
+        log.warn("Closed a connection of {client} to {group}: {reason}", {
+          client: client.name,
+          group: admitted.group,
+          reason: result.reason,
+          detail: `more than max_buffer (${
+            formatSize(config.server.maxBuffer)
+          }) waited to be written to one side`,
+        });
+      }
       if (isLogged("info")) {
         audit.info(
           "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
@@ -1810,6 +1841,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       }
       const deny: DenyReason = this.#closing.signal.aborted
         ? "server_closing"
+        : this.#overflowed.has(socket)
+        ? "buffer_overflow"
         : stop.signal.aborted
         ? "client_gone"
         : error instanceof NoHealthyUpstreamError

@@ -145,6 +145,7 @@ groups = ["web-1"]
       workers: 4,
       maxConnections: 5000,
       onPolicyChange: "close",
+      maxBuffer: 1048576,
       watch: true,
     },
     tls: {
@@ -217,6 +218,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
     drainTimeout: 30_000,
     watch: false,
     onPolicyChange: "close",
+    maxBuffer: 1048576,
   });
   const outlier = {
     consecutiveFailures: 5,

@@ -11,6 +11,7 @@ import {
   X509CertificateGenerator,
 } from "@peculiar/x509";
 import { FakeClock } from "../lib/clock.ts";
+import { linkTcpReads } from "../lib/_tls_server_hooks.ts";
 import {
   forward,
   type ForwardOptions,
@@ -155,6 +156,8 @@ interface HarnessOptions {
   mitm?: boolean;
   /** Pause the proxy's client socket before forwarding (as a server might during dial). */
   pauseFirst?: boolean;
+  /** Link the proxy's TLS client socket's reads to its TCP socket's (as the balancer does). */
+  link?: boolean;
   forward?: ForwardOptions;
 }
 
@@ -238,6 +241,9 @@ class Harness implements AsyncDisposable {
     );
     const clientReady = once(this.client, cert ? "secureConnect" : "connect");
     const [proxyClient] = await accepted as [net.Socket];
+    if (options.link) {
+      assert.ok(linkTcpReads(proxyClient as tls.TLSSocket), "the runtime links reads");
+    }
     this.proxyClient = this.#track(proxyClient);
     await clientReady;
 
@@ -351,11 +357,15 @@ Deno.test("forward() updates live stats while the connection runs", async () => 
   assert.equal(result.bytesFromUpstream, 10);
 });
 
-Deno.test("forward() keeps buffering bounded with slow readers on 32 MiB each way", async () => {
+/**
+ * 32 MiB each way with both readers stalled until forward() pauses the socket feeding
+ * them (which proves backpressure reached the source): byte-exact, buffering bounded.
+ */
+async function boundedTransfer(options: HarnessOptions): Promise<void> {
   const TOTAL = 32 * 1024 * 1024;
   const CHUNK = 64 * 1024;
   const BOUND = 1024 * 1024;
-  await using h = await Harness.start();
+  await using h = await Harness.start(options);
   const { client, upstreamPeer, proxyClient, proxyUpstream } = h;
 
   // Both readers start stalled; each resumes only once forward() has paused the
@@ -417,6 +427,26 @@ Deno.test("forward() keeps buffering bounded with slow readers on 32 MiB each wa
   assert.ok(["client_closed", "upstream_closed"].includes(result.reason), result.reason);
   assert.equal(result.bytesFromClient, TOTAL);
   assert.equal(result.bytesFromUpstream, TOTAL);
+}
+
+Deno.test("forward() keeps buffering bounded with slow readers on 32 MiB each way", async () => {
+  await boundedTransfer({});
+});
+
+Deno.test("forward() pauses a linked TLS client: 32 MiB each way bounded, its FIN after the data", async () => {
+  await boundedTransfer({ tls: true, link: true });
+});
+
+Deno.test("forward() ends with buffer_overflow when a source that cannot be paused fills maxBuffer", async () => {
+  // An unlinked TLS server socket keeps reading however paused: the cap is the guard.
+  await using h = await Harness.start({ tls: true, forward: { maxBuffer: 1024 * 1024 } });
+  h.upstreamPeer.pause();
+  // More than the kernel's socket buffers on loopback take, so the write buffer grows.
+  const chunk = new Uint8Array(64 * 1024);
+  for (let i = 0; i < 1024; i++) h.client.write(chunk);
+  const result = await h.ended();
+  assert.equal(result.reason, "buffer_overflow");
+  assert.ok(result.bytesFromClient < 64 * 1024 * 1024, `${result.bytesFromClient}`);
 });
 
 Deno.test("forward() propagates half-close", async (t) => {
