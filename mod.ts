@@ -53,7 +53,7 @@ export {
   type LimiterStore,
   MemoryLimiterStore,
   StoreUnavailableError,
-} from "./lib/client_limiter.ts";
+} from "./lib/limiter/client_limiter.ts";
 export {
   ClientTrust,
   type ClientTrustOptions,
@@ -61,7 +61,7 @@ export {
   TRUST_DENIALS,
   type TrustDenial,
 } from "./lib/client_trust.ts";
-export { type ClusterStores, connectCluster } from "./lib/cluster.ts";
+export { type ClusterStores, connectCluster } from "./lib/redis/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
 export {
   type AdminConfig,
@@ -218,12 +218,12 @@ export {
   type RedisLimiterStoreOptions,
   type SharedStoreMode,
   type StoreErrorPolicy,
-} from "./lib/redis_limiter_store.ts";
+} from "./lib/redis/limiter_store.ts";
 export {
   RedisUpstreamCounts,
   type RedisUpstreamCountsCounters,
   type RedisUpstreamCountsOptions,
-} from "./lib/redis_upstream_counts.ts";
+} from "./lib/redis/upstream_counts.ts";
 export {
   DEFAULT_COLLECT_TIMEOUT,
   type ReleasedSlots,

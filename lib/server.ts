@@ -16,7 +16,7 @@ import {
   ClientLimitError,
   type LimiterStore,
   StoreUnavailableError,
-} from "./client_limiter.ts";
+} from "./limiter/client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import { formatDuration } from "./duration.ts";
 import {

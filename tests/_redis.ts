@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { ClientLimiter } from "../lib/client_limiter.ts";
-import { RedisLimiterStore } from "../lib/redis_limiter_store.ts";
+import { ClientLimiter } from "../lib/limiter/client_limiter.ts";
+import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 
 /** The environment variables node-redis reads: the only ones an instance needs. */
 export const REDIS_CLIENT_ENV = "REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS";

@@ -8,7 +8,7 @@ import {
   type ClientLimits,
   type LimiterStore,
   MemoryLimiterStore,
-} from "../lib/client_limiter.ts";
+} from "../lib/limiter/client_limiter.ts";
 import { FakeClock } from "../lib/clock.ts";
 
 /** Acquires and expects a refusal; returns the error for further checks. */

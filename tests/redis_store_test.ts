@@ -4,11 +4,11 @@ import {
   ClientLimiter,
   ClientLimitError,
   type ClientLimits,
-} from "../lib/client_limiter.ts";
-import { RedisLimiterStore } from "../lib/redis_limiter_store.ts";
-import { StoreUnavailableError } from "../lib/client_limiter.ts";
-import type { RedisLimiterStoreOptions } from "../lib/redis_limiter_store.ts";
-import { RedisUpstreamCounts } from "../lib/redis_upstream_counts.ts";
+} from "../lib/limiter/client_limiter.ts";
+import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
+import { StoreUnavailableError } from "../lib/limiter/client_limiter.ts";
+import type { RedisLimiterStoreOptions } from "../lib/redis/limiter_store.ts";
+import { RedisUpstreamCounts } from "../lib/redis/upstream_counts.ts";
 import { LimiterProcess, RedisServer, redisTest } from "./_redis.ts";
 
 /** A short lease so that expiry tests finish quickly; heartbeats every 333 ms. */

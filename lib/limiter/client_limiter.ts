@@ -10,8 +10,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { type Clock, systemClock } from "./clock.ts";
-import { formatDuration } from "./duration.ts";
+import { type Clock, systemClock } from "../clock.ts";
+import { formatDuration } from "../duration.ts";
 
 const logger = getLogger(["mtlb", "limiter"]);
 

@@ -20,10 +20,10 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { parseRedisUrl, RedisConnection, RedisScript } from "./_redis_connection.ts";
-import type { Admission, ClientLimits, LimiterStore } from "./client_limiter.ts";
-import { MemoryLimiterStore, StoreUnavailableError } from "./client_limiter.ts";
-import { type Clock, systemClock, type TimerId } from "./clock.ts";
-import { formatDuration } from "./duration.ts";
+import type { Admission, ClientLimits, LimiterStore } from "../limiter/client_limiter.ts";
+import { MemoryLimiterStore, StoreUnavailableError } from "../limiter/client_limiter.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
+import { formatDuration } from "../duration.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
 
