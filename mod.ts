@@ -41,19 +41,21 @@ export {
   type RecentDenial,
 } from "./lib/admin.ts";
 export {
-  type Admission,
   type ClientLease,
   ClientLimiter,
   type ClientLimiterOptions,
   ClientLimitError,
   type ClientLimitErrorOptions,
+} from "./lib/limiter/client_limiter.ts";
+export { MemoryLimiterStore } from "./lib/limiter/memory_store.ts";
+export {
+  type Admission,
   type ClientLimitKind,
   type ClientLimits,
   type ConnectionRate,
   type LimiterStore,
-  MemoryLimiterStore,
   StoreUnavailableError,
-} from "./lib/limiter/client_limiter.ts";
+} from "./lib/limiter/store.ts";
 export {
   ClientTrust,
   type ClientTrustOptions,

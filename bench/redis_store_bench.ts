@@ -12,11 +12,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import {
-  type ClientLimits,
-  type LimiterStore,
-  MemoryLimiterStore,
-} from "../lib/limiter/client_limiter.ts";
+import { MemoryLimiterStore } from "../lib/limiter/memory_store.ts";
+import type { ClientLimits, LimiterStore } from "../lib/limiter/store.ts";
 import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 import { RedisServer } from "../tests/_redis.ts";
 

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { Admission, ClientLimits, LimiterStore } from "./limiter/client_limiter.ts";
+import type { Admission, ClientLimits, LimiterStore } from "./limiter/store.ts";
 import type { UpstreamCounts } from "./least_conn_pool.ts";
 
 /** What a worker needs to attach to a {@linkcode SharedState}: structured-cloneable. */

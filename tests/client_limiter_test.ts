@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
-  type Admission,
   type ClientLease,
   ClientLimiter,
   ClientLimitError,
-  type ClientLimits,
-  type LimiterStore,
-  MemoryLimiterStore,
 } from "../lib/limiter/client_limiter.ts";
+import { MemoryLimiterStore } from "../lib/limiter/memory_store.ts";
+import type { Admission, ClientLimits, LimiterStore } from "../lib/limiter/store.ts";
 import { FakeClock } from "../lib/clock.ts";
 
 /** Acquires and expects a refusal; returns the error for further checks. */

@@ -3,10 +3,9 @@ import {
   type ClientLease,
   ClientLimiter,
   ClientLimitError,
-  type ClientLimits,
 } from "../lib/limiter/client_limiter.ts";
+import { type ClientLimits, StoreUnavailableError } from "../lib/limiter/store.ts";
 import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
-import { StoreUnavailableError } from "../lib/limiter/client_limiter.ts";
 import type { RedisLimiterStoreOptions } from "../lib/redis/limiter_store.ts";
 import { RedisUpstreamCounts } from "../lib/redis/upstream_counts.ts";
 import { LimiterProcess, RedisServer, redisTest } from "./_redis.ts";

@@ -20,8 +20,14 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { parseRedisUrl, RedisConnection, RedisScript } from "./_redis_connection.ts";
-import type { Admission, ClientLimits, LimiterStore } from "../limiter/client_limiter.ts";
-import { MemoryLimiterStore, StoreUnavailableError } from "../limiter/client_limiter.ts";
+import { MemoryLimiterStore } from "../limiter/memory_store.ts";
+import {
+  type Admission,
+  ADMITTED,
+  type ClientLimits,
+  type LimiterStore,
+  StoreUnavailableError,
+} from "../limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { formatDuration } from "../duration.ts";
 
@@ -114,8 +120,6 @@ const MAX_RETRY_INTERVAL_MS = 1_000;
 /** A script's answer when the lease it names is not live in Redis. */
 const LEASE_LOST = -1;
 const INSTANCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-const ADMITTED: Admission = Object.freeze({ admitted: true });
 
 /**
  * Lua prelude: Redis' clock in milliseconds, and integer formatting for commands
