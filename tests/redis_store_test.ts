@@ -95,6 +95,10 @@ Deno.test("RedisLimiterStore() rejects invalid options", () => {
   );
   assert.throws(() => new RedisLimiterStore({ url: "redis://h", timeout: 0 }), RangeError);
   assert.throws(() => new RedisLimiterStore({ url: "redis://h", instanceId: "a#1" }), TypeError);
+  assert.throws(
+    () => new RedisLimiterStore({ url: "redis://h", rateClock: "local" as "redis" }),
+    /"rateClock" must be "redis" or "caller"/,
+  );
   // A password never shows in an error.
   assert.throws(
     () => new RedisLimiterStore({ url: "redis://user:secret@/" }),
