@@ -259,8 +259,10 @@ Deno.test("ClientLimiter.acquire() clamps rate state when limits change", async 
   assert.equal((await refused(limiter, "app", fast)).retryAfterMs, 1);
   clock.advance(1);
   (await limiter.acquire("app", fast))[Symbol.dispose]();
-  // Dropping the rate limit admits at once.
+  // Dropping the rate limit admits at once, and the bucket carries over to the next
+  // call with a rate limit: it is not refilled by a call without one.
   (await limiter.acquire("app", { concurrent: 10 }))[Symbol.dispose]();
+  assert.equal((await refused(limiter, "app", fast)).retryAfterMs, 1000);
 });
 
 Deno.test("MemoryLimiterStore forgets idle clients with a full bucket", async (t) => {

@@ -75,10 +75,11 @@ export class MemoryLimiterStore implements LimiterStore {
     if (active >= limits.concurrent) {
       return { admitted: false, kind: "concurrency", limit: limits.concurrent };
     }
-    let fullAt = NO_BUCKET;
+    // A call without a rate limit leaves the bucket as it is, for the next call with one.
+    let fullAt = state === undefined ? NO_BUCKET : state.fullAt;
     const rate = limits.rate;
     if (rate !== undefined) {
-      const at = clampFullAt(state === undefined ? NO_BUCKET : state.fullAt, rate, now);
+      const at = clampFullAt(fullAt, rate, now);
       const wait = tokenWait(at, rate, now);
       if (wait > 0) {
         // Only a client with state can be refused: without, its bucket is full.
