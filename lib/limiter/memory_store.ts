@@ -80,13 +80,14 @@ export class MemoryLimiterStore implements LimiterStore {
     const rate = limits.rate;
     if (rate !== undefined) {
       const at = clampFullAt(fullAt, rate, now);
-      const wait = tokenWait(at, rate, now);
+      const next = takeToken(at, rate);
+      const wait = tokenWait(next, rate, now);
       if (wait > 0) {
         // Only a client with state can be refused: without, its bucket is full.
         state!.fullAt = at;
         return { admitted: false, kind: "rate", limit: rate.count, retryAfterMs: wait };
       }
-      fullAt = takeToken(at, rate);
+      fullAt = next;
     }
     if (state === undefined) {
       if (this.#clients.size >= this.#sweepAt) {

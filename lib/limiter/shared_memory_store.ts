@@ -106,12 +106,13 @@ export class SharedMemoryLimiterStore implements LimiterStore {
       const rate = limits.rate;
       if (rate !== undefined) {
         const at = clampFullAt(this.#fullAt[index]!, rate, now);
-        const wait = tokenWait(at, rate, now);
+        const next = takeToken(at, rate);
+        const wait = tokenWait(next, rate, now);
         if (wait > 0) {
           this.#fullAt[index] = at;
           return { admitted: false, kind: "rate", limit: rate.count, retryAfterMs: wait };
         }
-        this.#fullAt[index] = takeToken(at, rate);
+        this.#fullAt[index] = next;
       }
       Atomics.add(this.#active, index, 1);
       return ADMITTED;

@@ -18,24 +18,27 @@
  *
  * ```ts ignore
  * const at = clampFullAt(fullAt, rate, now);   // full: now; debt beyond a window: one window
- * const wait = tokenWait(at, rate, now);       // 0, or whole milliseconds until a token
- * if (wait > 0) fullAt = at;                   // refuse: restates the same empty bucket
- * else fullAt = takeToken(at, rate);           // admit: one token later
+ * const next = takeToken(at, rate);            // one token later
+ * const wait = tokenWait(next, rate, now);     // 0, or whole milliseconds until that token
+ * fullAt = wait > 0 ? at : next;               // a refusal restates the same empty bucket
  * ```
  *
  * Times are milliseconds as JavaScript numbers (doubles); {@linkcode EPSILON_MS} absorbs
  * their rounding. The Redis store cannot call this code: its `ACQUIRE` Lua script
- * (`lib/redis/limiter_store.ts`) mirrors it line for line on Lua numbers, which are the
- * same doubles:
+ * (`lib/redis/limiter_store.ts`) mirrors it step for step on Lua numbers, which are the
+ * same doubles, with `from` and `full` for `at` and `next`, the key
+ * `limiter:rate:<client>` for `fullAt`, and `t` for `now` (Redis `TIME`, or the
+ * caller's `now` with `rateClock: "caller"`):
  *
- * | here                          | Lua (`from`, `full` in the key `limiter:rate:<client>`)            |
- * | ----------------------------- | ------------------------------------------------------------------ |
- * | `NO_BUCKET` (no state)        | no key: `GET` answers nil, and the bucket starts at `now`          |
- * | `clampFullAt()`               | `if from < now then from = now end`, `if from > now + per ...`     |
- * | refusal stores the clamp      | `SET key from PX per` inside the clamp branch                      |
- * | `tokenWait()`                 | `full = from + per / count; wait = full - per - now`, `0.001` slack |
- * | `takeToken()`                 | `SET key full PX (full - now)`                                     |
- * | `isFull()` forgets the client | the key expires when the bucket is full again                      |
+ * | here                          | Lua                                                   |
+ * | ----------------------------- | ----------------------------------------------------- |
+ * | `NO_BUCKET` (no state)        | no key: `from = t`                                    |
+ * | `clampFullAt()`               | `if from < t ...`, `if from > t + per ...`            |
+ * | a refusal stores the clamp    | `SET` of the clamped `from`, inside the clamp branch  |
+ * | `takeToken()`                 | `local full = from + per / count`                     |
+ * | `tokenWait()`                 | `local wait = full - per - t`, the same `0.001` slack |
+ * | an admission stores `next`    | `SET key full PX (full - t)`                          |
+ * | `isFull()` forgets the client | the key expires when the bucket is full again         |
  *
  * A change here must be made there too; the shared case suite in
  * `tests/limiter/store_cases.ts` runs the same cases against all three stores.
@@ -73,29 +76,28 @@ export function clampFullAt(fullAt: number, rate: ConnectionRate, now: number): 
 }
 
 /**
- * Milliseconds until a bucket standing at `at` has a token, rounded up to whole
- * milliseconds; `0` when it has one now.
+ * The bucket's `fullAt` once one more token is taken from it.
  *
  * @param at The bucket's `fullAt`, clamped by {@linkcode clampFullAt}.
  * @param rate The client's current rate.
- * @param now The current time in milliseconds.
- * @returns `0` when a token is available, otherwise at least `1`.
- */
-export function tokenWait(at: number, rate: ConnectionRate, now: number): number {
-  const wait = at + rate.per / rate.count - rate.per - now;
-  return wait > EPSILON_MS ? Math.ceil(wait - EPSILON_MS) : 0;
-}
-
-/**
- * The bucket's `fullAt` after one token is taken from it.
- *
- * @param at The bucket's `fullAt`, clamped by {@linkcode clampFullAt}, with a token
- * available ({@linkcode tokenWait} is `0`).
- * @param rate The client's current rate.
- * @returns The new `fullAt`.
+ * @returns The new `fullAt`, to keep if {@linkcode tokenWait} says the token is there.
  */
 export function takeToken(at: number, rate: ConnectionRate): number {
   return at + rate.per / rate.count;
+}
+
+/**
+ * Milliseconds until the token taken by {@linkcode takeToken} is there, rounded up to
+ * whole milliseconds: the bucket may be at most one window from full.
+ *
+ * @param next The bucket's `fullAt` with that token taken.
+ * @param rate The client's current rate.
+ * @param now The current time in milliseconds.
+ * @returns `0` when the token is there now (admit), otherwise at least `1` (refuse).
+ */
+export function tokenWait(next: number, rate: ConnectionRate, now: number): number {
+  const wait = next - rate.per - now;
+  return wait > EPSILON_MS ? Math.ceil(wait - EPSILON_MS) : 0;
 }
 
 /**

@@ -154,8 +154,8 @@ local function px(x) return string.format('%.0f', math.max(1, math.ceil(x))) end
  * Returns {1} admitted, {0, 0} concurrency, {0, 1, retryAfterMs} rate, {-1} lease lost.
  * Mirrors MemoryLimiterStore.tryAcquire: concurrency first, a refusal changes
  * nothing (but the clamp of excess debt, which restates the same empty bucket). The
- * bucket is lib/limiter/token_bucket.ts line for line: clampFullAt (no key: a full
- * bucket), tokenWait with its 0.001 ms slack, takeToken.
+ * bucket is lib/limiter/token_bucket.ts step for step: clampFullAt (no key: a full
+ * bucket), takeToken, tokenWait with its 0.001 ms slack.
  */
 const ACQUIRE = new RedisScript(`${PRELUDE}
 local lease = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
