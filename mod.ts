@@ -42,19 +42,21 @@ export {
   type RecentDenial,
 } from "./lib/admin.ts";
 export {
-  type Admission,
   type ClientLease,
   ClientLimiter,
   type ClientLimiterOptions,
   ClientLimitError,
   type ClientLimitErrorOptions,
+} from "./lib/limiter/client_limiter.ts";
+export { MemoryLimiterStore } from "./lib/limiter/memory_store.ts";
+export {
+  type Admission,
   type ClientLimitKind,
   type ClientLimits,
   type ConnectionRate,
   type LimiterStore,
-  MemoryLimiterStore,
   StoreUnavailableError,
-} from "./lib/client_limiter.ts";
+} from "./lib/limiter/store.ts";
 export {
   ClientTrust,
   type ClientTrustOptions,
@@ -62,7 +64,7 @@ export {
   TRUST_DENIALS,
   type TrustDenial,
 } from "./lib/client_trust.ts";
-export { type ClusterStores, connectCluster } from "./lib/cluster.ts";
+export { type ClusterStores, connectCluster } from "./lib/redis/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
 export {
   type AdminConfig,
@@ -237,12 +239,12 @@ export {
   type RedisLimiterStoreOptions,
   type SharedStoreMode,
   type StoreErrorPolicy,
-} from "./lib/redis_limiter_store.ts";
+} from "./lib/redis/limiter_store.ts";
 export {
   RedisUpstreamCounts,
   type RedisUpstreamCountsCounters,
   type RedisUpstreamCountsOptions,
-} from "./lib/redis_upstream_counts.ts";
+} from "./lib/redis/upstream_counts.ts";
 export {
   DEFAULT_COLLECT_TIMEOUT,
   type ReleasedSlots,

@@ -12,8 +12,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type ClientLimits, type LimiterStore, MemoryLimiterStore } from "../lib/client_limiter.ts";
-import { RedisLimiterStore } from "../lib/redis_limiter_store.ts";
+import { MemoryLimiterStore } from "../lib/limiter/memory_store.ts";
+import type { ClientLimits, LimiterStore } from "../lib/limiter/store.ts";
+import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 import { RedisServer } from "../tests/_redis.ts";
 
 const { values } = parseArgs({

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ClientLimitKind } from "./client_limiter.ts";
+import type { ClientLimitKind } from "./limiter/store.ts";
 import { DENY_REASONS } from "./reasons.ts";
 import type { CounterSeries, GaugeSeries, MetricFamily, MetricsRegistry } from "./metrics.ts";
 

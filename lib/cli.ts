@@ -30,7 +30,7 @@ import {
 } from "./config.ts";
 import { formatDuration } from "./duration.ts";
 import { configureLogging, type LogFormat } from "./logging.ts";
-import { connectCluster } from "./cluster.ts";
+import { connectCluster } from "./redis/cluster.ts";
 import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
 import { writeDevPki } from "./pki.ts";
 import { assertSupportedRuntime } from "./runtime.ts";

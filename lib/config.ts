@@ -13,7 +13,7 @@ import { parse, TomlError } from "smol-toml";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
-import type { ConnectionRate } from "./client_limiter.ts";
+import type { ConnectionRate } from "./limiter/store.ts";
 import { CrlError, type CrlInfo, type CrlMissingMode, crlToPem, RevocationList } from "./crl.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
 import { parseSize } from "./size.ts";

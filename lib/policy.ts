@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ClientLimits } from "./client_limiter.ts";
+import type { ClientLimits } from "./limiter/store.ts";
 import type { ClientConfig, ClientMatch, LimitsConfig } from "./config.ts";
 import type { CertIdentity } from "./identity.ts";
 

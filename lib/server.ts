@@ -11,12 +11,8 @@ import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import { isLogged } from "./logging.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
-import {
-  ClientLimiter,
-  ClientLimitError,
-  type LimiterStore,
-  StoreUnavailableError,
-} from "./client_limiter.ts";
+import { ClientLimiter, ClientLimitError } from "./limiter/client_limiter.ts";
+import { type LimiterStore, StoreUnavailableError } from "./limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import { formatDuration } from "./duration.ts";
 import { formatSize } from "./size.ts";

@@ -11,7 +11,11 @@
  *
  * @module
  */
-import type { Admission, ClientLimits, LimiterStore } from "./client_limiter.ts";
+import type { LimiterStore } from "./limiter/store.ts";
+import {
+  type SharedLimiterMemory,
+  SharedMemoryLimiterStore,
+} from "./limiter/shared_memory_store.ts";
 import type { UpstreamCounts } from "./least_conn_pool.ts";
 
 /** What a worker needs to attach to a {@linkcode SharedState}: structured-cloneable. */
@@ -55,10 +59,8 @@ export class SharedStateError extends Error {
 
 // Layout, in 32-bit words: [header: upstream capacity, client capacity]
 // [upstream counts] [client locks] [client active] then, 8-byte aligned,
-// [client fullAt in microseconds as BigInt64].
+// [client token buckets: fullAt in milliseconds as Float64] (see SharedLimiterMemory).
 const HEADER = 2;
-const EPSILON_US = 1n;
-const ADMITTED: Admission = Object.freeze({ admitted: true });
 
 /**
  * Counts and limits in shared memory. Create it once, assign names, share
@@ -81,7 +83,7 @@ const ADMITTED: Admission = Object.freeze({ admitted: true });
 export class SharedState {
   #buffer: SharedArrayBuffer;
   #words: Int32Array;
-  #fullAt: BigInt64Array;
+  #limiter: SharedLimiterMemory;
   #upstreamCapacity: number;
   #clientCapacity: number;
   #upstreams: Map<string, number>;
@@ -102,11 +104,9 @@ export class SharedState {
         number,
         number,
       ];
-      const words = HEADER + upstreams + 2 * clients;
-      const wordBytes = Math.ceil((words * 4) / 8) * 8;
       this.#buffer = attaching.buffer;
-      this.#words = new Int32Array(attaching.buffer, 0, words);
-      this.#fullAt = new BigInt64Array(attaching.buffer, wordBytes, clients);
+      this.#words = new Int32Array(attaching.buffer, 0, HEADER + upstreams + 2 * clients);
+      this.#limiter = limiterMemory(this.#words, upstreams, clients);
       this.#upstreamCapacity = upstreams;
       this.#clientCapacity = clients;
       this.#upstreams = new Map(Object.entries(attaching.upstreams));
@@ -121,12 +121,12 @@ export class SharedState {
       }
     }
     const words = HEADER + upstreams + 2 * clients;
-    const wordBytes = Math.ceil((words * 4) / 8) * 8;
-    const buffer = new SharedArrayBuffer(wordBytes + clients * 8);
+    const buffer = new SharedArrayBuffer(bucketsOffset(words) + clients * 8);
     new Int32Array(buffer, 0, HEADER).set([upstreams, clients]);
     this.#buffer = buffer;
     this.#words = new Int32Array(buffer, 0, words);
-    this.#fullAt = new BigInt64Array(buffer, wordBytes, clients);
+    this.#limiter = limiterMemory(this.#words, upstreams, clients);
+    this.#limiter.fullAt.fill(-Infinity); // no client has drawn on its bucket yet
     this.#upstreamCapacity = upstreams;
     this.#clientCapacity = clients;
     this.#upstreams = new Map();
@@ -227,14 +227,15 @@ export class SharedState {
   }
 
   /**
-   * A limiter store backed by this state. Its `now` must be on one time base in
-   * every worker: give the `ClientLimiter`s a clock such as
+   * A limiter store backed by this state: a `SharedMemoryLimiterStore` on its client
+   * slots. Its `now` must be on one time base in every worker: give the
+   * `ClientLimiter`s a clock such as
    * `{ now: () => performance.timeOrigin + performance.now(), ... }`.
    *
    * @returns The store; same semantics as `MemoryLimiterStore` (token bucket).
    */
   limiterStore(): LimiterStore {
-    return new SharedLimiterStore(this.#words, this.#fullAt, this.#upstreamCapacity, (client) => {
+    return new SharedMemoryLimiterStore(this.#limiter, (client) => {
       const index = this.#clients.get(client);
       if (index === undefined) {
         throw new SharedStateError(`Cannot limit client ${client}: it has no shared slot`);
@@ -244,74 +245,17 @@ export class SharedState {
   }
 }
 
-class SharedLimiterStore implements LimiterStore {
-  #words: Int32Array;
-  #fullAt: BigInt64Array;
-  #locks: number;
-  #active: number;
-  #slot: (client: string) => number;
+/** The byte offset of the token buckets: after the 32-bit words, 8-byte aligned. */
+function bucketsOffset(words: number): number {
+  return Math.ceil((words * 4) / 8) * 8;
+}
 
-  constructor(
-    words: Int32Array,
-    fullAt: BigInt64Array,
-    upstreams: number,
-    slot: (client: string) => number,
-  ) {
-    this.#words = words;
-    this.#fullAt = fullAt;
-    const clients = fullAt.length;
-    this.#locks = HEADER + upstreams;
-    this.#active = this.#locks + clients;
-    this.#slot = slot;
-  }
-
-  tryAcquire(client: string, limits: ClientLimits, now: number): Admission {
-    const index = this.#slot(client);
-    const lock = this.#locks + index;
-    // The critical section is a few loads and stores: spin, never wait.
-    while (Atomics.compareExchange(this.#words, lock, 0, 1) !== 0) {
-      // spin
-    }
-    try {
-      const active = Atomics.load(this.#words, this.#active + index);
-      if (active >= limits.concurrent) {
-        return { admitted: false, kind: "concurrency", limit: limits.concurrent };
-      }
-      const rate = limits.rate;
-      if (rate !== undefined) {
-        const nowUs = BigInt(Math.round(now * 1000));
-        const perUs = BigInt(Math.round(rate.per * 1000));
-        const stepUs = BigInt(Math.round((rate.per * 1000) / rate.count));
-        let from = Atomics.load(this.#fullAt, index);
-        if (from < nowUs) from = nowUs;
-        if (from > nowUs + perUs) from = nowUs + perUs;
-        const fullAt = from + stepUs;
-        const waitUs = fullAt - perUs - nowUs;
-        if (waitUs > EPSILON_US) {
-          return {
-            admitted: false,
-            kind: "rate",
-            limit: rate.count,
-            retryAfterMs: Math.ceil(Number(waitUs) / 1000),
-          };
-        }
-        Atomics.store(this.#fullAt, index, fullAt);
-      }
-      Atomics.add(this.#words, this.#active + index, 1);
-      return ADMITTED;
-    } finally {
-      Atomics.store(this.#words, lock, 0);
-    }
-  }
-
-  release(client: string): void {
-    const at = this.#active + this.#slot(client);
-    // Never below zero, even on a double release by a buggy caller.
-    let current = Atomics.load(this.#words, at);
-    while (current > 0) {
-      const seen = Atomics.compareExchange(this.#words, at, current, current - 1);
-      if (seen === current) return;
-      current = seen;
-    }
-  }
+/** The limiter's views of a state's memory, given its 32-bit words and capacities. */
+function limiterMemory(words: Int32Array, upstreams: number, clients: number): SharedLimiterMemory {
+  const locks = HEADER + upstreams;
+  return {
+    locks: words.subarray(locks, locks + clients),
+    active: words.subarray(locks + clients, locks + 2 * clients),
+    fullAt: new Float64Array(words.buffer, bucketsOffset(words.length), clients),
+  };
 }

@@ -20,7 +20,7 @@ import { createServer as createNetServer, type Server as NetServer } from "node:
 import { receiveMessageOnPort } from "node:worker_threads";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "./address.ts";
-import type { Admission, LimiterStore } from "./client_limiter.ts";
+import type { Admission, LimiterStore } from "./limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import { type Config, type GroupConfig, loadConfig, loadTlsMaterial } from "./config.ts";
 import type { EjectionEvent, HealthChangeEvent } from "./health_event.ts";

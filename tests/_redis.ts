@@ -9,8 +9,10 @@
  *
  * @module
  */
-import { ClientLimiter } from "../lib/client_limiter.ts";
-import { RedisLimiterStore } from "../lib/redis_limiter_store.ts";
+import { systemClock } from "../lib/clock.ts";
+import { ClientLimiter } from "../lib/limiter/client_limiter.ts";
+import { RedisConnection, RedisScript } from "../lib/redis/_redis_connection.ts";
+import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 
 /** The environment variables node-redis reads: the only ones an instance needs. */
 export const REDIS_CLIENT_ENV = "REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS";
@@ -168,6 +170,73 @@ export class RedisServer implements AsyncDisposable {
     await Deno.remove(this.#dir, { recursive: true });
   }
 }
+
+/** A connection of the test's own, to look at what the stores keep in Redis. */
+export class RedisProbe implements AsyncDisposable {
+  readonly #connection: RedisConnection;
+
+  private constructor(connection: RedisConnection) {
+    this.#connection = connection;
+  }
+
+  /**
+   * Connects to a server.
+   *
+   * @param server The Redis server.
+   * @returns The connected probe.
+   * @throws {Error} When the server does not answer within 5 s.
+   */
+  static async open(server: RedisServer): Promise<RedisProbe> {
+    const connection = new RedisConnection({
+      url: server.url,
+      name: "mtlb-test-probe",
+      timeout: 5_000,
+      connectTimeout: 5_000,
+      staleAfter: 60_000,
+      clock: systemClock,
+      onReady: () => {},
+    });
+    if (!(await connection.connect())) {
+      await connection.close();
+      throw new Error(`Cannot connect to Redis at ${server.url}`);
+    }
+    return new RedisProbe(connection);
+  }
+
+  /**
+   * Runs a Lua script.
+   *
+   * @param script The script.
+   * @param args Its arguments (it declares no keys).
+   * @returns The script's reply.
+   */
+  run(script: RedisScript, ...args: string[]): Promise<unknown> {
+    return this.#connection.run(script, [], args);
+  }
+
+  /** Closes the connection. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.#connection.close();
+  }
+}
+
+/**
+ * Lua: the clients with limiter state under the key prefix ARGV[1], a rate key or a
+ * slot of any lease, as a sorted list.
+ */
+export const LIMITER_CLIENTS: RedisScript = new RedisScript(`
+local seen, clients = {}, {}
+local function add(client)
+  if not seen[client] then seen[client] = true; table.insert(clients, client) end
+end
+local rate = ARGV[1] .. 'limiter:rate:'
+for _, key in ipairs(redis.call('KEYS', rate .. '*')) do add(string.sub(key, #rate + 1)) end
+for _, key in ipairs(redis.call('KEYS', ARGV[1] .. 'limiter:slots:*')) do
+  for _, client in ipairs(redis.call('HKEYS', key)) do add(client) end
+end
+table.sort(clients)
+return clients
+`);
 
 /** A limiter instance running in its own process, holding slots until killed. */
 export class LimiterProcess implements AsyncDisposable {

@@ -3,7 +3,7 @@
  * Skipped, with a message, when redis-server is not installed.
  */
 import assert from "node:assert/strict";
-import { connectCluster } from "../lib/cluster.ts";
+import { connectCluster } from "../lib/redis/cluster.ts";
 import type { DenyRecord } from "../lib/server.ts";
 import { connectClient, nextEvent, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { RedisServer, redisTest } from "./_redis.ts";

@@ -3,13 +3,12 @@ import {
   type ClientLease,
   ClientLimiter,
   ClientLimitError,
-  type ClientLimits,
-} from "../lib/client_limiter.ts";
-import { RedisLimiterStore } from "../lib/redis_limiter_store.ts";
-import { StoreUnavailableError } from "../lib/client_limiter.ts";
-import type { RedisLimiterStoreOptions } from "../lib/redis_limiter_store.ts";
-import { RedisUpstreamCounts } from "../lib/redis_upstream_counts.ts";
-import { LimiterProcess, RedisServer, redisTest } from "./_redis.ts";
+} from "../lib/limiter/client_limiter.ts";
+import { type ClientLimits, StoreUnavailableError } from "../lib/limiter/store.ts";
+import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
+import type { RedisLimiterStoreOptions } from "../lib/redis/limiter_store.ts";
+import { RedisUpstreamCounts } from "../lib/redis/upstream_counts.ts";
+import { LIMITER_CLIENTS, LimiterProcess, RedisProbe, RedisServer, redisTest } from "./_redis.ts";
 
 /** A short lease so that expiry tests finish quickly; heartbeats every 333 ms. */
 const LEASE_TTL = 1_000;
@@ -96,6 +95,10 @@ Deno.test("RedisLimiterStore() rejects invalid options", () => {
   );
   assert.throws(() => new RedisLimiterStore({ url: "redis://h", timeout: 0 }), RangeError);
   assert.throws(() => new RedisLimiterStore({ url: "redis://h", instanceId: "a#1" }), TypeError);
+  assert.throws(
+    () => new RedisLimiterStore({ url: "redis://h", rateClock: "local" as "redis" }),
+    /"rateClock" must be "redis" or "caller"/,
+  );
   // A password never shows in an error.
   assert.throws(
     () => new RedisLimiterStore({ url: "redis://user:secret@/" }),
@@ -171,6 +174,31 @@ redisTest("RedisLimiterStore.tryAcquire() shares one token bucket between instan
   const fine = { concurrent: Infinity, rate: { count: 1_000_000_000, per: 1_000 } };
   for (let i = 0; i < 3; i++) (await a.limiter.acquire("fine", fine))[Symbol.dispose]();
   assert.equal(a.store.counters.errors, 0);
+});
+
+redisTest("RedisLimiterStore forgets a bucket once Redis' clock has refilled it", async () => {
+  await using server = await RedisServer.start();
+  await using probe = await RedisProbe.open(server);
+  const limits = { concurrent: 10, rate: { count: 2, per: 200 } };
+  await using a = await instance(server, limits);
+  const start = performance.now();
+  // One token of two: the bucket is full again 100 ms later on Redis' clock.
+  await a.store.tryAcquire("app", limits, 0);
+  await a.store.release("app", 0);
+  assert.deepEqual(await probe.run(LIMITER_CLIENTS, "mtlb:"), ["app"]);
+  await eventually(
+    "the bucket's key to expire",
+    async () => (await probe.run(LIMITER_CLIENTS, "mtlb:") as string[]).length === 0,
+  );
+  const elapsed = performance.now() - start;
+  assert.ok(
+    elapsed >= 100 - 5 && elapsed <= 100 + 1_000,
+    `forgotten after ${Math.round(elapsed)} ms`,
+  );
+  // Forgotten is a full bucket: both tokens are there.
+  (await a.limiter.acquire("app"))[Symbol.dispose]();
+  (await a.limiter.acquire("app"))[Symbol.dispose]();
+  assert.equal((await refused(a.limiter, "app")).kind, "rate");
 });
 
 redisTest(

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SharedState, SharedStateError } from "../lib/shared_state.ts";
-import { ClientLimiter, ClientLimitError } from "../lib/client_limiter.ts";
+import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
 import { LeastConnPool } from "../lib/least_conn_pool.ts";
 import { FakeClock } from "../lib/clock.ts";
 

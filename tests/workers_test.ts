@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ClientLimiter, ClientLimitError } from "../lib/client_limiter.ts";
+import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
 import { FakeClock } from "../lib/clock.ts";
 import { parseConfig } from "../lib/config.ts";
 import { permissionNeeds, workerCount } from "../lib/cli.ts";

@@ -10,7 +10,8 @@
  * - `mtlb:limiter:slots:<lease>`: a hash, client name → slots that lease holds. It
  *   expires together with the lease, so a dead instance leaves nothing behind.
  * - `mtlb:limiter:rate:<client>`: the client's token bucket, as the time it is full
- *   again (GCRA), expiring at that time: a full bucket is no key at all.
+ *   again (GCRA, the arithmetic of `lib/limiter/token_bucket.ts`), expiring at that
+ *   time: a full bucket is no key at all.
  *
  * One Lua script per acquire reads the live leases' counts for the client and its
  * bucket, and takes a slot and a token only if both limits pass; the time comes from
@@ -20,10 +21,16 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { parseRedisUrl, RedisConnection, RedisScript } from "./_redis_connection.ts";
-import type { Admission, ClientLimits, LimiterStore } from "./client_limiter.ts";
-import { MemoryLimiterStore, StoreUnavailableError } from "./client_limiter.ts";
-import { type Clock, systemClock, type TimerId } from "./clock.ts";
-import { formatDuration } from "./duration.ts";
+import { MemoryLimiterStore } from "../limiter/memory_store.ts";
+import {
+  type Admission,
+  ADMITTED,
+  type ClientLimits,
+  type LimiterStore,
+  StoreUnavailableError,
+} from "../limiter/store.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
+import { formatDuration } from "../duration.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
 
@@ -92,6 +99,19 @@ export interface RedisLimiterStoreOptions {
    * @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * Where token buckets read the time: `"redis"`, Redis `TIME` inside each script (one
+   * time base for the fleet, whatever the instances' clocks); or `"caller"`, the `now`
+   * each `tryAcquire` is given (the `ClientLimiter`'s clock), for tests that drive time
+   * with a `FakeClock`, or a fleet whose limiter clocks share one time base (the
+   * default `performance.now()` does not: it starts with each process). Redis still
+   * expires a bucket's key on its own clock; with `"caller"`, `leaseTtl` after the
+   * bucket is due to be full, to absorb the drift between the clocks (a key that
+   * outlives its bucket is harmless: it reads as a full bucket).
+   *
+   * @default {"redis"}
+   */
+  rateClock?: "redis" | "caller";
 }
 
 /** Counters of a {@linkcode RedisLimiterStore}, for metrics. */
@@ -115,8 +135,6 @@ const MAX_RETRY_INTERVAL_MS = 1_000;
 const LEASE_LOST = -1;
 const INSTANCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-const ADMITTED: Admission = Object.freeze({ admitted: true });
-
 /**
  * Lua prelude: Redis' clock in milliseconds, and integer formatting for commands
  * (`px` is at least 1: a bucket due within a fraction of a millisecond, or within
@@ -131,10 +149,13 @@ local function px(x) return string.format('%.0f', math.max(1, math.ceil(x))) end
 
 /**
  * KEYS: instances, own slots hash, client's bucket.
- * ARGV: lease, client, concurrent (-1: none), rate count (0: none), rate per, slots prefix.
+ * ARGV: lease, client, concurrent (-1: none), rate count (0: none), rate per, slots
+ * prefix, the caller's now for the bucket ('' for Redis TIME), key expiry slack.
  * Returns {1} admitted, {0, 0} concurrency, {0, 1, retryAfterMs} rate, {-1} lease lost.
  * Mirrors MemoryLimiterStore.tryAcquire: concurrency first, a refusal changes
- * nothing (but the clamp of excess debt, which restates the same empty bucket).
+ * nothing (but the clamp of excess debt, which restates the same empty bucket). The
+ * bucket is lib/limiter/token_bucket.ts step for step: clampFullAt (no key: a full
+ * bucket), takeToken, tokenWait with its 0.001 ms slack.
  */
 const ACQUIRE = new RedisScript(`${PRELUDE}
 local lease = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
@@ -153,16 +174,20 @@ end
 local count = tonumber(ARGV[4])
 if count > 0 then
   local per = tonumber(ARGV[5])
-  local from = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if from < now then from = now end
-  if from > now + per then
-    from = now + per
-    redis.call('SET', KEYS[3], string.format('%.17g', from), 'PX', px(per))
+  local t = now
+  if ARGV[7] ~= '' then t = tonumber(ARGV[7]) end
+  local slack = tonumber(ARGV[8])
+  local from = redis.call('GET', KEYS[3])
+  if from then from = tonumber(from) else from = t end
+  if from < t then from = t end
+  if from > t + per then
+    from = t + per
+    redis.call('SET', KEYS[3], string.format('%.17g', from), 'PX', px(per + slack))
   end
   local full = from + per / count
-  local wait = full - per - now
+  local wait = full - per - t
   if wait > 0.001 then return {0, 1, math.ceil(wait - 0.001)} end
-  redis.call('SET', KEYS[3], string.format('%.17g', full), 'PX', px(full - now))
+  redis.call('SET', KEYS[3], string.format('%.17g', full), 'PX', px(full - t + slack))
 end
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('PEXPIREAT', KEYS[2], int(lease))
@@ -265,6 +290,8 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
   #url: string;
   #policy: StoreErrorPolicy;
   #leaseTtl: number;
+  /** The caller's time for the buckets: `"caller"` mode. */
+  #callerTime: boolean;
   #clock: Clock;
   #id: string;
   #instancesKey: string;
@@ -294,7 +321,8 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
    * Creates the store; nothing connects until {@linkcode RedisLimiterStore.connect}.
    *
    * @param options The Redis URL, the policy, lease and timeouts.
-   * @throws {TypeError} When the URL, the policy or the instance id is not valid.
+   * @throws {TypeError} When the URL, the policy, the rate clock or the instance id is
+   * not valid.
    * @throws {RangeError} When a duration is not a positive number, or `leaseTtl` is
    * not more than three times `timeout`.
    */
@@ -327,11 +355,20 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
         }`,
       );
     }
+    const rateClock = options.rateClock ?? "redis";
+    if (rateClock !== "redis" && rateClock !== "caller") {
+      throw new TypeError(
+        `Cannot use Redis limiter store: "rateClock" must be "redis" or "caller", received ${
+          JSON.stringify(rateClock)
+        }`,
+      );
+    }
     const prefix = options.keyPrefix ?? "mtlb:";
     this.#url = url;
     this.#policy = policy;
     this.#mode = policy;
     this.#leaseTtl = leaseTtl;
+    this.#callerTime = rateClock === "caller";
     this.#clock = options.clock ?? systemClock;
     this.#id = id;
     this.#instancesKey = `${prefix}limiter:instances`;
@@ -416,7 +453,8 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
    *
    * @param client The client name.
    * @param limits The client's limits, already validated.
-   * @param now This process's clock, used only by the local fallback's token buckets.
+   * @param now This process's clock, used by the local fallback's token buckets, and
+   * by the shared ones with `rateClock: "caller"`.
    * @returns The admission or the refusal.
    * @throws {StoreUnavailableError} When Redis is unavailable and the policy is `"closed"`.
    * @throws {Error} When the store is not connected or is closed.
@@ -518,6 +556,8 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
         rate === undefined ? "0" : String(rate.count),
         rate === undefined ? "0" : String(rate.per),
         this.#slotsPrefix,
+        this.#callerTime ? String(now) : "",
+        this.#callerTime ? String(this.#leaseTtl) : "0",
       ]);
     } catch (error) {
       // The outcome is unknown: the script may yet run. The registration that ends

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { Clock } from "./clock.ts";
-import type { ClusterConfig } from "./config.ts";
-import { RedisLimiterStore } from "./redis_limiter_store.ts";
-import { RedisUpstreamCounts } from "./redis_upstream_counts.ts";
+import type { Clock } from "../clock.ts";
+import type { ClusterConfig } from "../config.ts";
+import { RedisLimiterStore } from "./limiter_store.ts";
+import { RedisUpstreamCounts } from "./upstream_counts.ts";
 
 /** The shared stores of one instance. */
 export interface ClusterStores extends AsyncDisposable {
