@@ -37,7 +37,7 @@ import {
   type TargetHealth,
 } from "./health_probe.ts";
 import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
-import { type CertIdentity, type CertValidity, readCertificate } from "./identity.ts";
+import type { CertIdentity } from "./identity.ts";
 import { peerCertificateChain } from "./_peer_certificate.ts";
 import { ClientTrust } from "./client_trust.ts";
 import { TrustStore } from "./trust_store.ts";

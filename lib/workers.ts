@@ -34,7 +34,6 @@ import {
   type BalancerState,
   type BalancerStatus,
   type ClientState,
-  type DenyRecord,
   type DrainResult,
   groupHealthTargets,
   groupOutlierDetector,
