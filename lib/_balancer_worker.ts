@@ -94,6 +94,7 @@ export type FromWorker =
   | { type: "reloaded"; id: number; listeners: ListenerInfo[]; error?: string }
   | { type: "passive"; record: PassiveHealthRecord }
   | { type: "denials"; records: RelayedEvent[] }
+  | { type: "draining" }
   | { type: "drained"; result: DrainResult }
   | { type: "closed" };
 
@@ -179,9 +180,10 @@ async function handle(message: ToWorker): Promise<void> {
       return;
     }
     case "drain": {
-      const result = balancer === undefined
-        ? { forced: 0, durationMs: 0 }
-        : await balancer.drain(message.timeout);
+      // drain() stops accepting before it returns its promise: say so at once.
+      const draining = balancer?.drain(message.timeout);
+      post({ type: "draining" });
+      const result = draining === undefined ? { forced: 0, durationMs: 0 } : await draining;
       await stop();
       post({ type: "drained", result });
       return;
@@ -195,7 +197,10 @@ async function handle(message: ToWorker): Promise<void> {
 }
 
 async function start(message: Extract<ToWorker, { type: "start" }>): Promise<void> {
-  if (message.logging !== undefined) logging = await configureLogging(message.logging);
+  if (message.logging !== undefined) {
+    // Records of a worker say which: its primary logs what concerns them all.
+    logging = await configureLogging({ ...message.logging, properties: { worker: message.index } });
+  }
   reply = message.reply;
   flag = new Int32Array(message.flag);
   state = SharedState.attach(message.shared);
@@ -212,6 +217,7 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
       ? {}
       : { fileDescriptorLimit: message.fileDescriptorLimit }),
     handshakeShare: 1 / message.workers,
+    logLifecycle: false,
     health: "external",
     load: () => Promise.reject(new Error("a worker reloads only what its primary sends")),
   });

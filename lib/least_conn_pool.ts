@@ -644,7 +644,7 @@ export class LeastConnPool {
     if (this.#cursor >= next.length) this.#cursor = 0;
     this.#refresh();
     if (added > 0 || removed > 0) {
-      logger.info("Upstreams changed: {added} added, {removed} removed, {total} configured", {
+      logger.debug("Upstreams changed: {added} added, {removed} removed, {total} configured", {
         added,
         removed,
         total: next.length,

@@ -48,6 +48,13 @@ export interface LoggingOptions {
    * @default {Deno.stderr.isTerminal()}
    */
   terminal?: boolean;
+  /**
+   * Properties added to every record, such as the `worker` a Worker's records come
+   * from.
+   *
+   * @default {{}}
+   */
+  properties?: Record<string, unknown>;
 }
 
 /**
@@ -87,9 +94,17 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<As
     : textFormatter(terminal && !Deno.noColor);
   const write = options.write ?? writeStderr;
   const level = options.level ?? "info";
+  const extra = options.properties !== undefined && Object.keys(options.properties).length > 0
+    ? options.properties
+    : undefined;
   const config: Config<string, string> = {
     reset: true,
-    sinks: { stderr: (record: LogRecord) => write(formatter(record)) },
+    sinks: {
+      stderr: extra === undefined
+        ? (record: LogRecord) => write(formatter(record))
+        : (record: LogRecord) =>
+          write(formatter({ ...record, properties: { ...record.properties, ...extra } })),
+    },
     loggers: [
       { category: ["mtlb"], lowestLevel: level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },

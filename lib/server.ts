@@ -16,6 +16,7 @@ import { type LimiterStore, StoreUnavailableError } from "./limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
 import { formatDuration } from "./duration.ts";
 import { formatSize } from "./size.ts";
+import { describeChanges, diffConfig } from "./config_diff.ts";
 import {
   type Config,
   type GroupConfig,
@@ -289,6 +290,13 @@ export interface BalancerOptions {
    * @default {read from /proc/self/limits when allowed, else 32768}
    */
   fileDescriptorLimit?: number;
+  /**
+   * Whether this balancer logs its own life cycle (listening, reloads, drain). The
+   * workers of a `WorkerBalancer` do not: their primary logs it once for all.
+   *
+   * @default {true}
+   */
+  logLifecycle?: boolean;
   /**
    * This balancer's share of `[server] max_handshakes`, for one of several workers
    * serving the same listeners: `1 / workers`.
@@ -594,6 +602,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #connectionCount: { add(delta: number): number } | undefined;
   #fileDescriptors: number | undefined;
   #handshakeShare: number;
+  #logLifecycle: boolean;
   #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
   #reports = new Map<string, Map<string, RelayedReport>>();
@@ -667,6 +676,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#connectionCount = options.connectionCount;
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#handshakeShare = options.handshakeShare ?? 1;
+    this.#logLifecycle = options.logLifecycle ?? true;
     if (!(this.#handshakeShare > 0 && this.#handshakeShare <= 1)) {
       throw new RangeError(
         `Cannot create balancer: handshakeShare must be in (0, 1], received ${this.#handshakeShare}`,
@@ -979,10 +989,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     this.#setState("draining");
     this.#metrics.draining.set(1);
-    log.info("Draining: stopped accepting; {open} connections open, waiting up to {timeout} ms", {
-      open: this.#open,
-      timeout,
-    });
+    if (this.#logLifecycle) {
+      log.info(
+        `Draining: stopped accepting; {open} ${
+          plural(this.#open, "connection")
+        } open, waiting up to {timeout}`,
+        { open: this.#open, timeout: formatDuration(timeout) },
+      );
+    }
     for (const listener of this.#listeners) void this.#closeListener(listener);
     let timer: TimerId | undefined;
     if (this.#open > 0) {
@@ -996,11 +1010,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     // close() called meanwhile (a second SIGTERM) ended the wait: what it closed was forced.
     const forced = this.#closed !== undefined ? this.#openAtClose : this.#open;
     if (forced > 0 && this.#closed === undefined) {
-      log.warn("Drain timeout: closing {forced} connections still open", { forced });
+      log.warn(`Drain timeout: closing {forced} ${plural(forced, "connection")} still open`, {
+        forced,
+      });
     }
     await this.close();
     const durationMs = Math.round(this.#clock.now() - started);
-    log.info("Drained in {durationMs} ms", { durationMs, forced });
+    if (this.#logLifecycle) log.info("Drained in {durationMs} ms", { durationMs, forced });
     return { forced, durationMs };
   }
 
@@ -1220,6 +1236,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
     // Commit: nothing below waits or fails.
     const previous = this.#config;
+    const previousTls = this.#tls;
     this.#config = config;
     this.#tls = tls;
     this.#policy = policy;
@@ -1271,28 +1288,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#recheckSessions(policy);
     this.#armLifetimeSweep();
 
-    const restart: string[] = [];
-    if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
-    if (config.log.format !== previous.log.format) restart.push("[log] format");
-    if (config.server.workers !== previous.server.workers) restart.push("[server] workers");
-    if (config.server.watch !== previous.server.watch) restart.push("[server] watch");
-    if (restart.length > 0) {
-      log.warn("Reloaded {path}, but these changes need a restart: {restart}", {
-        path: config.path,
-        restart: restart.join(", "),
-      });
-    }
-    log.info(
-      "Reloaded {path}: {groups} groups, {clients} clients, {listeners} listeners ({added} new, {removed} removed)",
-      {
-        path: config.path,
-        groups: config.groups.size,
-        clients: config.clients.size,
-        listeners: order.length,
-        added: added.length,
-        removed,
-      },
-    );
+    if (this.#logLifecycle) logReload(previous, config, previousTls, tls);
   }
 
   // -------------------------------------------------------------------------------------
@@ -1393,13 +1389,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       "error",
       (error) => log.error("Listener {address} failed: {error}", { address, error }),
     );
-    const bound = server.address();
-    log.info("Listening on {address}{for}", {
-      address: typeof bound === "object" && bound !== null
+    if (this.#logLifecycle) {
+      const bound = server.address();
+      const at = typeof bound === "object" && bound !== null
         ? formatHostPort({ hostname: bound.address, port: bound.port })
-        : address,
-      for: group === undefined ? "" : ` for group ${group}`,
-    });
+        : address;
+      if (group === undefined) log.info("Listening on {address}", { address: at });
+      else log.info("Listening on {address} for group {group}", { address: at, group });
+    }
     return listener;
   }
 
@@ -2362,4 +2359,46 @@ function handshakeFailureOf(error: Error & { code?: string }): HandshakeFailure 
   if (/NoCipherSuitesInCommon/.test(message)) return "no_shared_cipher";
   if (/InvalidContentType|corrupt message|InvalidMessage/.test(message)) return "not_tls";
   return "tls_error";
+}
+
+/** `noun`, or its plural for any count but 1 (every noun used here takes an s). */
+export function plural(count: number, noun: string): string {
+  return count === 1 ? noun : `${noun}s`;
+}
+
+/**
+ * Logs a reload once: what changed (clients, groups, listeners, settings), and the
+ * changes that need a restart to apply.
+ *
+ * @param previous The configuration that was in force.
+ * @param config The configuration now in force.
+ * @param previousTls The TLS material that was in force.
+ * @param tls The TLS material now in force.
+ */
+export function logReload(
+  previous: Config,
+  config: Config,
+  previousTls: TlsMaterial,
+  tls: TlsMaterial,
+): void {
+  const restart: string[] = [];
+  if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
+  if (config.log.format !== previous.log.format) restart.push("[log] format");
+  if (config.server.workers !== previous.server.workers) restart.push("[server] workers");
+  if (config.server.watch !== previous.server.watch) restart.push("[server] watch");
+  if (restart.length > 0) {
+    log.warn("Reloaded {path}, but these changes need a restart: {restart}", {
+      path: config.path,
+      restart,
+    });
+  }
+  const changes = diffConfig(previous, config, { previous: previousTls, next: tls });
+  log.info("Reloaded {path}: {changes}", {
+    path: config.path,
+    changes: describeChanges(changes),
+    clients: changes.clients,
+    groups: changes.groups,
+    listeners: changes.listeners,
+    settings: changes.settings,
+  });
 }

@@ -16,6 +16,7 @@
  * @module
  */
 import { connectionCaps, readFileDescriptorLimit } from "./fd_limit.ts";
+import { formatDuration } from "./duration.ts";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { receiveMessageOnPort } from "node:worker_threads";
 import { getLogger } from "@logtape/logtape";
@@ -41,6 +42,8 @@ import {
   type HealthReport,
   type ListenerInfo,
   type LoadedConfig,
+  logReload,
+  plural,
   ReloadError,
   type ReloadRecord,
   type UpstreamState,
@@ -267,6 +270,8 @@ interface Slot {
     number,
     (result: { error?: string; exited?: true; listeners: ListenerInfo[] }) => void
   >;
+  /** Settled once the worker stopped accepting, in a drain. */
+  draining: PromiseWithResolvers<void> | undefined;
   drained: PromiseWithResolvers<DrainResult> | undefined;
   closed: PromiseWithResolvers<void> | undefined;
   restartTimer: TimerId | undefined;
@@ -451,7 +456,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#loadedAt = this.#startedAt;
     this.#metrics.configLoaded.set(this.#loadedAt / 1000);
     this.#setState("serving");
-    log.info("Started {workers} workers", { workers: this.#count });
+    log.info(`Started {workers} ${plural(this.#count, "worker")}`, { workers: this.#count });
   }
 
   /** The life-cycle state. */
@@ -781,6 +786,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       case "denials":
         for (const { type, record } of message.records) this.#emit(type, record);
         return;
+      case "draining":
+        slot.draining?.resolve();
+        return;
       case "drained":
         slot.drained?.resolve(message.result);
         return;
@@ -969,12 +977,16 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
 
   async #reload(next: LoadedConfig | undefined): Promise<void> {
     const path = next?.config.path ?? this.#loaded.config.path;
+    let previous: LoadedConfig | undefined;
+    let applied: LoadedConfig | undefined;
     try {
       if (this.#state !== "serving") {
         throw new Error(`the balancer is ${this.#state}, not serving`);
       }
       const loaded = next ?? await this.#load(this.#loaded.config.path);
+      previous = this.#loaded;
       await this.#apply(loaded);
+      applied = loaded;
     } catch (error) {
       const message = errorText(error);
       this.#metrics.reloads.failure.inc();
@@ -995,7 +1007,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#metrics.reloads.success.inc();
     this.#metrics.lastReloadSuccessful.set(1);
     this.#lastReload = { outcome: "success", at: new Date(this.#wall()).toISOString(), path };
-    log.info("Reloaded {path} in {workers} workers", { path, workers: this.#count });
+    if (previous !== undefined && applied !== undefined) {
+      logReload(previous.config, applied.config, previous.tls, applied.tls);
+    }
     this.#emit("reload", { ...this.#lastReload });
   }
 
@@ -1156,25 +1170,30 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#metrics.draining.set(1);
     this.#cancelRestarts();
     await this.#settleStarts();
-    log.info("Draining {workers} workers for up to {timeout} ms", {
-      workers: this.#count,
-      timeout,
-    });
     const live = this.#slots.filter((s) => s.worker !== undefined && s.state === "serving");
-    const results = await Promise.all(live.map((slot) => {
+    const stopped: Promise<void>[] = [];
+    const drained = live.map((slot) => {
       slot.state = "draining";
+      slot.draining = Promise.withResolvers<void>();
       slot.drained = Promise.withResolvers<DrainResult>();
+      stopped.push(Promise.race([slot.draining.promise, slot.drained.promise.then(() => {})]));
       this.#send(slot, { type: "drain", timeout });
       return slot.drained.promise;
-    }));
+    });
+    // Logged once every worker stopped accepting.
+    await Promise.all(stopped);
+    const open = Atomics.load(this.#openCount, 0);
+    log.info(
+      `Draining: stopped accepting; {open} ${plural(open, "connection")} open in {workers} ${
+        plural(this.#count, "worker")
+      }, waiting up to {timeout}`,
+      { open, workers: this.#count, timeout: formatDuration(timeout) },
+    );
+    const results = await Promise.all(drained);
     await this.close();
     const forced = results.reduce((sum, r) => sum + r.forced, 0);
     const durationMs = Math.round(this.#clock.now() - started);
-    log.info("Drained {workers} workers in {durationMs} ms", {
-      workers: this.#count,
-      durationMs,
-      forced,
-    });
+    log.info("Drained in {durationMs} ms", { durationMs, forced, workers: this.#count });
     return { forced, durationMs };
   }
 
@@ -1614,6 +1633,7 @@ function newSlot(index: number): Slot {
     startedWall: undefined,
     starting: undefined,
     reloads: new Map(),
+    draining: undefined,
     drained: undefined,
     closed: undefined,
     restartTimer: undefined,

@@ -474,10 +474,15 @@ max_connections = 100
 
       await Deno.writeTextFile(path, config(b.address));
       child.kill("SIGHUP");
-      await waitForRecord(
+      const reloaded = await waitForRecord(
         reader,
         seen,
-        (r) => r.logger === "mtlb.workers" && /^Reloaded .* in 2 workers$/.test(String(r.message)),
+        (r) => /^Reloaded .*: groups ~echo$/.test(String(r.message)),
+      );
+      assert.equal(
+        (reloaded.properties as { worker?: number }).worker,
+        undefined,
+        "logged by the primary",
       );
       assert.deepEqual(await greetings(lbPort, pki.alice, 20), Array(20).fill("b\n"));
       assert.equal((await status()).connections.accepted, 40);
@@ -488,6 +493,15 @@ max_connections = 100
       await waitForRecord(reader, seen, (r) => r.logger === "mtlb.main" && r.message === "Stopped");
       assert.equal((await child.status).code, 0);
       assert.ok(!seen.some((l) => /"level":"(ERROR|FATAL)"/.test(l)), seen.join("\n"));
+      // Each event once: not once per worker.
+      for (
+        const message of [/"message":"Reloaded /, /"message":"Draining/, /"message":"Listening/]
+      ) {
+        assert.ok(seen.filter((l) => message.test(l)).length <= 1, `${message} logged once`);
+      }
+      // A connection's record names the worker that served it.
+      const audit = seen.find((l) => l.includes('"logger":"mtlb.audit"'))!;
+      assert.match(audit, /"worker":[12]\b/);
     } finally {
       try {
         child.kill("SIGKILL");
