@@ -24,7 +24,7 @@ groups = ["echo"]
 match = { cn = "bob" }
 groups = ["echo"]
 `);
-  const after = parse(`${base.replace("idle", "idle")}
+  const after = parse(`${base}
 [groups.cache]
 upstreams = ["127.0.0.1:6379"]
 listen = "127.0.0.1:9443"
