@@ -258,8 +258,14 @@ export class Policy {
    * });
    * const bob = { name: "bob", match: { cn: "bob" }, groups: ["echo"], limits: { concurrent: 10 } };
    * assert.deepEqual(policy.route(bob, {}), { group: "echo" });
-   * assert.deepEqual(policy.route(bob, { alpn: ["h2", "cache"] }), { deny: "unauthorized_group" });
-   * assert.deepEqual(policy.route(bob, { listenerGroup: "cache" }), { deny: "unauthorized_group" });
+   * assert.deepEqual(policy.route(bob, { alpn: ["h2", "cache"] }), {
+   *   deny: "unauthorized_group",
+   *   group: "cache",
+   * });
+   * assert.deepEqual(policy.route(bob, { listenerGroup: "cache" }), {
+   *   deny: "unauthorized_group",
+   *   group: "cache",
+   * });
    * ```
    *
    * @param client The identified client.
