@@ -3,15 +3,21 @@
  * this machine. It writes a development PKI to `certs/` if there is none, starts
  * the demo upstreams the config names (echo servers, and a "cache" that answers
  * `PING` with `+PONG`), runs `main.ts` as a subprocess with exactly the
- * permissions the config needs, prints `openssl s_client` lines to try, and stops
- * everything on Ctrl-C.
+ * permissions the config needs, prints `openssl s_client` lines to try and the
+ * admin endpoint's URLs (dashboard, metrics, status), and stops everything on Ctrl-C.
  *
  * @module
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { formatHostPort, parseHostPort } from "./lib/address.ts";
-import { formatRunCommand, permissionNeeds } from "./lib/cli.ts";
+import {
+  DEFAULT_SERVER_NAMES,
+  formatRunCommand,
+  permissionNeeds,
+  sniGroupNames,
+} from "./lib/cli.ts";
 import { type Config, ConfigError, loadConfig } from "./lib/config.ts";
 import { permissionFlags } from "./lib/permissions.ts";
 import { writeDevPki } from "./lib/pki.ts";
@@ -116,8 +122,9 @@ export async function startDemoUpstreams(
 }
 
 /**
- * The `openssl s_client` lines the demo prints for the listeners of `config`, with
- * the client files beside its CA file.
+ * The lines the demo prints for the listeners of `config`: `openssl s_client` lines
+ * with the client files beside its CA file and, when `[admin] listen` is set, the
+ * dashboard's URL and `curl` lines for `/metrics` and `/status`.
  *
  * @param config The demo configuration.
  * @param cwd Paths are shown relative to this folder.
@@ -136,13 +143,33 @@ export function demoCommands(config: Config, cwd: string = Deno.cwd()): string {
       ? `${sClient} -connect ${shared} -servername echo ${client("alice")}`
       : `${sClient} -connect ${echo} ${client("alice")}`,
     "# alice, allowed, group cache chosen by SNI on the shared listener: type PING",
-    `${sClient} -connect ${shared} -servername cache ${client("alice")}`,
+    "# (the server certificate names cache: openssl reports the host name verified)",
+    `${sClient} -connect ${shared} -servername cache -verify_hostname cache ${client("alice")}`,
     "# bob, denied: bob may not use group cache; closed right after the handshake, no reply",
     `${sClient} -connect ${shared} -servername cache ${client("bob")}`,
-    "# intruder, refused: its certificate comes from an untrusted CA, so the server ends the",
-    "# handshake and openssl reports an error (unexpected eof) instead of echoing",
+    "# intruder, refused: its certificate comes from an untrusted CA. In TLS 1.3 the client",
+    "# finishes first, so openssl may still print CONNECTION ESTABLISHED; the server then ends",
+    "# the connection (the log says unknown_ca) and nothing comes back",
     `${sClient} -connect ${shared} ${client("intruder")}`,
+    ...adminCommands(config),
   ].join("\n");
+}
+
+/** The dashboard URL and `curl` lines for the admin endpoint, if the config has one. */
+function adminCommands(config: Config): string[] {
+  const { listen, tokenFile } = config.admin;
+  if (listen === undefined) return [];
+  const { hostname, port } = parseHostPort(listen);
+  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+  const base = `http://${formatHostPort({ hostname: host, port })}`;
+  const auth = tokenFile === undefined ? "" : ` -H "Authorization: Bearer $(cat ${tokenFile})"`;
+  return [
+    "# the dashboard: open it in a browser (it updates itself)",
+    `${base}/`,
+    "# the same figures for scripts: Prometheus metrics, and the status as JSON",
+    `curl -s${auth} ${base}/metrics`,
+    `curl -s${auth} ${base}/status`,
+  ];
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -179,16 +206,6 @@ async function watchStarted(stream: ReadableStream<Uint8Array>): Promise<boolean
 }
 
 async function demo(): Promise<number> {
-  if (!(await exists(`${CERTS}/ca.crt`))) {
-    const pki = await writeDevPki(CERTS, { clients: CLIENTS });
-    console.log(
-      `Wrote a development PKI to ${pki.dir}/: CA, server, ${
-        CLIENTS.join(", ")
-      } and an untrusted "intruder".`,
-    );
-  } else {
-    console.log(`Using the development PKI in ${CERTS}/ (delete it to get a fresh one).`);
-  }
   let config: Config;
   try {
     config = await loadConfig(CONFIG);
@@ -197,6 +214,21 @@ async function demo(): Promise<number> {
     console.error(error.message);
     return 2;
   }
+  if (!(await exists(`${CERTS}/ca.crt`))) {
+    // The server certificate names the groups clients choose by SNI, so clients that
+    // check host names accept it under those names.
+    const pki = await writeDevPki(CERTS, {
+      clients: CLIENTS,
+      serverNames: [...DEFAULT_SERVER_NAMES, ...sniGroupNames(config)],
+    });
+    console.log(
+      `Wrote a development PKI to ${pki.dir}/: CA, server (for ${pki.serverNames.join(", ")}), ${
+        CLIENTS.join(", ")
+      } and an untrusted "intruder".`,
+    );
+  } else {
+    console.log(`Using the development PKI in ${CERTS}/ (delete it to get a fresh one).`);
+  }
   const specs = [...config.groups.values()].flatMap((group) =>
     group.upstreams.map((u) => [u.address, group.name === "cache" ? "cache" : "echo"] as const)
   );
@@ -204,10 +236,11 @@ async function demo(): Promise<number> {
   console.log(`Demo upstreams on ${upstreams.addresses.join(", ")}.`);
 
   const needs = permissionNeeds(config);
-  const args = ["--config", CONFIG, "--log-format", "text"];
-  console.log(`Starting: ${formatRunCommand(needs, { args })}\n`);
+  const main = fileURLToPath(new URL("./main.ts", import.meta.url));
+  const args = ["--config", config.path, "--log-format", "text"];
+  console.log(`Starting: ${formatRunCommand(needs, { main, args })}\n`);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissionFlags(needs), "main.ts", ...args],
+    args: ["run", ...permissionFlags(needs), main, ...args],
     stdin: "null",
     stdout: "inherit",
     stderr: "piped",

@@ -5,13 +5,13 @@
  *
  * @module
  */
-import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import denoJson from "./deno.json" with { type: "json" };
 import { runCli } from "./lib/cli.ts";
 
 if (import.meta.main) {
+  // Printed command lines name this script by its absolute path: they run from any folder.
   const self = new URL(import.meta.url);
-  const main = self.protocol === "file:" ? relative(Deno.cwd(), fileURLToPath(self)) : self.href;
+  const main = self.protocol === "file:" ? fileURLToPath(self) : self.href;
   Deno.exit(await runCli(Deno.args, { version: denoJson.version, main }));
 }

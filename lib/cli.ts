@@ -12,9 +12,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
+import { X509Certificate } from "node:crypto";
 import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
 import { AddressInUseError, assertAddressesFree } from "./exclusive_bind.ts";
 import { ASSUMED_FILE_DESCRIPTORS, connectionCaps, readFileDescriptorLimit } from "./fd_limit.ts";
@@ -29,10 +30,11 @@ import {
   type TlsMaterial,
 } from "./config.ts";
 import { formatDuration } from "./duration.ts";
+import { identityFromCertificate } from "./identity.ts";
 import { configureLogging, type LogFormat } from "./logging.ts";
 import { connectCluster } from "./redis/cluster.ts";
 import { checkPermissions, permissionFlags, type PermissionNeeds } from "./permissions.ts";
-import { writeDevPki } from "./pki.ts";
+import { type DevPkiClient, extendDevPki, writeDevPki } from "./pki.ts";
 import { assertSupportedRuntime } from "./runtime.ts";
 import type { TrustedAuthority } from "./trust_store.ts";
 import { AdminServer } from "./admin.ts";
@@ -66,7 +68,17 @@ export type CliCommand =
   }
   | { command: "check"; config: string }
   | { command: "permissions"; config: string }
-  | { command: "certs"; dir: string; clients: string[]; force: boolean }
+  | {
+    command: "certs";
+    dir: string;
+    /** The clients named with `--client`; `undefined` when none were (see {@linkcode USAGE}). */
+    clients: string[] | undefined;
+    /** The names given with `--server-name`. */
+    serverNames: string[];
+    /** The config named with `--config`; `undefined` when none was. */
+    config: string | undefined;
+    force: boolean;
+  }
   | { command: "help" }
   | { command: "version" };
 
@@ -84,43 +96,69 @@ export class UsageError extends Error {
   }
 }
 
-/** The usage text `--help` prints. */
-export const USAGE: string = `Usage:
+/** The server names a development server certificate always covers. */
+export const DEFAULT_SERVER_NAMES: readonly string[] = ["localhost", "127.0.0.1", "::1"];
+
+const USAGE_SYNOPSIS = `Usage:
   main.ts [serve] [--config FILE] [--log-format auto|text|json] [--log-level LEVEL]
   main.ts check [--config FILE]
   main.ts permissions [--config FILE]
-  main.ts certs [--dir DIR] [--client NAME]... [--force]
+  main.ts certs [--dir DIR] [--client NAME]... [--server-name NAME]... [--config FILE] [--force]
+`;
 
+/** The usage text `--help` prints. */
+export const USAGE: string = `${USAGE_SYNOPSIS}
 Commands:
   serve        Run the balancer (the default command). SIGHUP reloads the config
                and certificates; SIGTERM or SIGINT drains (stops accepting, waits
-               up to drain_timeout for live connections), a second one closes now
+               up to drain_timeout for live connections); another one, half a
+               second or more later, closes every connection now
   check        Validate the config and its certificates and print a summary;
-               warns about certificates expiring within ${EXPIRY_WARNING_DAYS} days
+               warns about certificates expiring within ${EXPIRY_WARNING_DAYS} days and about
+               groups the server certificate does not name for SNI
   permissions  Print the deno run line with the narrow permissions the config needs
-  certs        Write a development PKI (CA, server, clients; ECDSA P-256)
+               (absolute paths: it runs from any folder)
+  certs        Write a development PKI (CA, server, clients; ECDSA P-256), or add
+               clients to the one in --dir, signed by its CA
 
 Options:
-  -c, --config FILE    Config file (default: ${DEFAULT_CONFIG})
-  --log-format FORMAT  auto (text on a terminal, JSON lines otherwise), text or json;
-                       overrides [log] format in the config
-  --log-level LEVEL    trace, debug, info, warning, error or fatal (default: info)
-  --dir DIR            certs: output folder (default: certs)
-  --client NAME        certs: a client to issue a certificate for, repeatable
-                       (default: ${DEFAULT_CLIENTS.join(", ")})
-  --force              certs: replace existing files
-  -h, --help           Show this help
-  -V, --version        Show the version
+  -c, --config FILE     Config file (default: ${DEFAULT_CONFIG})
+  --log-format FORMAT   auto (text on a terminal, JSON lines otherwise), text or json;
+                        overrides [log] format in the config
+  --log-level LEVEL     trace, debug, info, warning, error or fatal (default: info)
+  --dir DIR             certs: output folder (default: certs)
+  --client NAME         certs: a client to issue a certificate for, repeatable
+                        (default for a new PKI: ${DEFAULT_CLIENTS.join(", ")})
+  --server-name NAME    certs: a further name (DNS name or IP address) for the server
+                        certificate, repeatable; it always covers ${DEFAULT_SERVER_NAMES.join(", ")}
+                        and the group names of the config (--config, else ${DEFAULT_CONFIG}
+                        when it exists and may be read) that clients choose by SNI
+  --force               certs: replace the whole PKI in --dir
+  -h, --help            Show this help
+  -V, --version         Show the version
 
 Exit status: 0 success; 1 the balancer could not run (unsupported Deno, cannot
 listen); 2 bad arguments, config, certificates or permissions (nothing started).
 `;
 
-const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+const OPTIONS = {
+  config: { type: "string", short: "c" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  dir: { type: "string" },
+  client: { type: "string", multiple: true },
+  "server-name": { type: "string", multiple: true },
+  force: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+type OptionName = keyof typeof OPTIONS;
+
+const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   serve: ["config", "log-format", "log-level"],
   check: ["config"],
   permissions: ["config"],
-  certs: ["dir", "client", "force"],
+  certs: ["dir", "client", "server-name", "config", "force"],
 };
 
 /**
@@ -137,36 +175,55 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
  *   config: "lb.toml",
  * });
  * assert.equal(parseCliArgs([]).command, "serve");
- * assert.throws(() => parseCliArgs(["--confg", "lb.toml"]), { name: "UsageError" });
+ * assert.throws(() => parseCliArgs(["--confg", "lb.toml"]), {
+ *   name: "UsageError",
+ *   message: "Unknown option --confg; did you mean --config?",
+ * });
  * ```
  *
  * @param args The arguments after the script name.
  * @returns The command and its options, defaults filled in.
- * @throws {UsageError} On an unknown command or option, a missing or bad value, an
- *   option the command does not take, or more than one command.
+ * @throws {UsageError} On an unknown command or option (naming the closest valid
+ *   option), a missing or bad value, an option the command does not take, or more
+ *   than one command.
  */
 export function parseCliArgs(args: readonly string[]): CliCommand {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", short: "c" },
-        "log-format": { type: "string" },
-        "log-level": { type: "string" },
-        dir: { type: "string" },
-        client: { type: "string", multiple: true },
-        force: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), { cause: error });
+  // Not strict: unknown options come back as tokens, and get our own message.
+  const { values, positionals, tokens } = parseArgs({
+    args: [...args],
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+    options: OPTIONS,
+  });
+  const command = positionals[0] ?? "serve";
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    const option = OPTIONS[token.name as OptionName] as
+      | { type: "string" | "boolean" }
+      | undefined;
+    if (option === undefined || !Object.hasOwn(OPTIONS, token.name)) {
+      const suggestion = closestOption(token.rawName, COMMAND_OPTIONS[command]);
+      throw new UsageError(
+        `Unknown option ${token.rawName}${
+          suggestion === undefined ? "" : `; did you mean ${suggestion}?`
+        }`,
+      );
+    }
+    const shown = token.rawName.startsWith("--") ? token.rawName : `--${token.name}`;
+    if (option.type === "string") {
+      if (token.value === undefined) throw new UsageError(`Option ${shown} needs a value`);
+      if (!token.inlineValue && token.value.startsWith("-") && token.value !== "-") {
+        throw new UsageError(
+          `Option ${shown} needs a value, received the option ${token.value} (write ${shown}=${token.value} for a value starting with "-")`,
+        );
+      }
+    } else if (token.value !== undefined) {
+      throw new UsageError(
+        `Option ${shown} takes no value, received ${JSON.stringify(token.value)}`,
+      );
+    }
   }
-  const { values, positionals } = parsed;
   if (values.help) return { command: "help" };
   if (values.version) return { command: "version" };
   if (positionals.length > 1) {
@@ -176,7 +233,6 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
       }`,
     );
   }
-  const command = positionals[0] ?? "serve";
   const allowed = COMMAND_OPTIONS[command];
   if (allowed === undefined) {
     throw new UsageError(
@@ -186,19 +242,22 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
     );
   }
   for (const [option, value] of Object.entries(values)) {
-    if (value === undefined || allowed.includes(option)) continue;
+    if (value === undefined || (allowed as readonly string[]).includes(option)) continue;
     throw new UsageError(
       `Cannot parse arguments: "${command}" does not take --${option}`,
     );
   }
+  const string = (option: OptionName): string | undefined => values[option] as string | undefined;
+  const strings = (option: OptionName): string[] | undefined =>
+    values[option] as string[] | undefined;
   const nonEmpty = (option: string, value: string | undefined, fallback: string): string => {
     if (value === "") throw new UsageError(`Cannot parse arguments: --${option} must not be empty`);
     return value ?? fallback;
   };
-  const config = nonEmpty("config", values.config, DEFAULT_CONFIG);
+  const config = nonEmpty("config", string("config"), DEFAULT_CONFIG);
   switch (command) {
     case "serve": {
-      const format = values["log-format"];
+      const format = string("log-format");
       if (format !== undefined && !(LOG_FORMATS as readonly string[]).includes(format)) {
         throw new UsageError(
           `Cannot parse arguments: --log-format must be auto, text or json, received ${
@@ -206,12 +265,12 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
           }`,
         );
       }
-      let level = values["log-level"] ?? "info";
+      let level = string("log-level") ?? "info";
       if (level === "warn") level = "warning";
       if (!isLogLevel(level)) {
         throw new UsageError(
           `Cannot parse arguments: --log-level must be trace, debug, info, warning, error or fatal, received ${
-            JSON.stringify(values["log-level"])
+            JSON.stringify(string("log-level"))
           }`,
         );
       }
@@ -226,16 +285,71 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
     case "permissions":
       return { command, config };
     default: {
-      const clients = values.client ?? DEFAULT_CLIENTS;
-      for (const name of clients) nonEmpty("client", name, "");
+      const clients = strings("client");
+      for (const name of clients ?? []) nonEmpty("client", name, "");
+      const serverNames = strings("server-name") ?? [];
+      for (const name of serverNames) nonEmpty("server-name", name, "");
       return {
         command: "certs",
-        dir: nonEmpty("dir", values.dir, "certs"),
+        dir: nonEmpty("dir", string("dir"), "certs"),
         clients,
-        force: values.force ?? false,
+        serverNames,
+        config: string("config") === undefined ? undefined : config,
+        force: values.force === true,
       };
     }
   }
+}
+
+/**
+ * The valid option closest to a mistyped one: the only option it starts, else the one
+ * at the smallest edit distance (at most 2, or 1 for short names), preferring those
+ * the command takes.
+ */
+function closestOption(
+  raw: string,
+  preferred: readonly OptionName[] | undefined,
+): string | undefined {
+  const typed = raw.replace(/^-+/, "").toLowerCase();
+  if (typed === "") return undefined;
+  const names = Object.keys(OPTIONS) as OptionName[];
+  const ranked = (pool: readonly OptionName[]): OptionName | undefined => {
+    const prefixed = pool.filter((name) => typed.length >= 3 && name.startsWith(typed));
+    if (prefixed.length === 1) return prefixed[0];
+    let best: OptionName | undefined;
+    let bestDistance = typed.length <= 3 ? 1 : 2;
+    for (const name of pool) {
+      const distance = editDistance(typed, name);
+      if (distance <= bestDistance && (best === undefined || distance < bestDistance)) {
+        best = name;
+        bestDistance = distance;
+      }
+    }
+    return best;
+  };
+  const best = ranked([...(preferred ?? []), "help", "version"]) ?? ranked(names);
+  return best === undefined ? undefined : `--${best}`;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => {
+    const row = new Array<number>(b.length + 1).fill(0);
+    row[0] = i;
+    return row;
+  });
+  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let value = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        value = Math.min(value, d[i - 2]![j - 2]! + 1);
+      }
+      d[i]![j] = value;
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /**
@@ -362,28 +476,25 @@ function formatHost(hostname: string): string {
 /** Options of {@linkcode formatRunCommand}. */
 export interface FormatRunCommandOptions {
   /**
-   * The script to run, as the user should type it.
+   * The script to run, as the user should type it: `main.ts` prints its own
+   * absolute path, so the line runs from any folder.
    *
    * @default {"main.ts"}
    */
   main?: string;
   /**
-   * Arguments after the script, such as `["--config", "lb.toml"]`.
+   * Arguments after the script, such as `["--config", "/etc/mtlb/lb.toml"]`.
    *
    * @default {[]}
    */
   args?: readonly string[];
-  /**
-   * Read paths inside this folder are printed relative to it.
-   *
-   * @default {Deno.cwd()}
-   */
-  cwd?: string;
 }
 
 /**
  * Renders a `deno run` command line that grants exactly `needs`, quoted for a
- * POSIX shell (IPv6 brackets and spaces included), on one line.
+ * POSIX shell (IPv6 brackets and spaces included), on one line. Read paths are
+ * absolute (relative ones are resolved against the working directory), so the line
+ * can be pasted into a systemd `ExecStart=` or run from any folder.
  *
  * @example Usage
  * ```ts
@@ -393,24 +504,23 @@ export interface FormatRunCommandOptions {
  * assert.equal(
  *   formatRunCommand(
  *     { net: ["127.0.0.1:8443", "[::1]:8443"], read: ["/srv/lb/lb.toml"] },
- *     { cwd: "/srv/lb", args: ["--config", "lb.toml"] },
+ *     { main: "/opt/mtlb/main.ts", args: ["--config", "/srv/lb/lb.toml"] },
  *   ),
- *   "deno run '--allow-net=127.0.0.1:8443,[::1]:8443' --allow-read=lb.toml main.ts --config lb.toml",
+ *   "deno run '--allow-net=127.0.0.1:8443,[::1]:8443' --allow-read=/srv/lb/lb.toml /opt/mtlb/main.ts --config /srv/lb/lb.toml",
  * );
  * ```
  *
  * @param needs The permissions to grant.
- * @param options The script, its arguments and the folder paths are shown relative to.
+ * @param options The script and its arguments.
  * @returns The command line, without a trailing newline.
  */
 export function formatRunCommand(
   needs: PermissionNeeds,
   options: FormatRunCommandOptions = {},
 ): string {
-  const cwd = options.cwd ?? Deno.cwd();
   const shown: PermissionNeeds = {
     net: needs.net,
-    read: needs.read.map((path) => displayPath(path, cwd)),
+    read: needs.read.map((path) => resolve(path)),
     ...(needs.env === undefined ? {} : { env: needs.env }),
   };
   return [
@@ -423,13 +533,110 @@ export function formatRunCommand(
     .map(shellQuote).join(" ");
 }
 
-function displayPath(path: string, cwd: string): string {
-  const rel = relative(cwd, path);
-  return rel === "" ? "." : rel.startsWith("..") || isAbsolute(rel) ? path : rel;
-}
-
 function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * The group names a client can ask for by SNI: with a shared listener (`[server]
+ * listen`), every group's name that is not an IP address (SNI carries host names
+ * only), lower case. Empty without a shared listener: a group's own listener needs
+ * no SNI.
+ *
+ * @example Usage
+ * ```ts
+ * import { sniGroupNames } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const groups = new Map([["Cache", {}], ["echo", {}], ["10.0.0.1", {}]]);
+ * assert.deepEqual(sniGroupNames({ server: { listen: "127.0.0.1:8443" }, groups }), ["cache", "echo"]);
+ * assert.deepEqual(sniGroupNames({ server: {}, groups }), []);
+ * ```
+ *
+ * @param config The configuration (its `[server] listen` and groups).
+ * @returns The names, in config order.
+ */
+export function sniGroupNames(
+  config: { server: { listen?: string }; groups: ReadonlyMap<string, unknown> },
+): string[] {
+  if (config.server.listen === undefined) return [];
+  return [...config.groups.keys()].filter((name) => isIP(name) === 0).map((name) =>
+    name.toLowerCase()
+  );
+}
+
+/**
+ * Whether a certificate DNS name covers a host name, as RFC 6125 (section 6.4) has
+ * clients match: equal ignoring letter case and a trailing dot, or a wildcard `*`
+ * as the whole leftmost label standing for exactly one label (`*.example.com`
+ * covers `a.example.com`, neither `example.com` nor `a.b.example.com`). Partial
+ * wildcards (`a*.example.com`) cover nothing: most clients refuse them.
+ *
+ * @example Usage
+ * ```ts
+ * import { dnsNameCovers } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(dnsNameCovers("*.example.com", "cache.example.com"));
+ * assert.ok(!dnsNameCovers("*.example.com", "a.cache.example.com"));
+ * assert.ok(dnsNameCovers("Cache", "cache"));
+ * ```
+ *
+ * @param pattern A DNS name of the certificate.
+ * @param host The name a client connects by.
+ * @returns `true` when a client that checks host names accepts the certificate for `host`.
+ */
+export function dnsNameCovers(pattern: string, host: string): boolean {
+  const p = pattern.toLowerCase().replace(/\.$/, "");
+  const h = host.toLowerCase().replace(/\.$/, "");
+  if (!p.startsWith("*.")) return !p.includes("*") && p === h;
+  const rest = p.slice(2);
+  if (rest.includes("*") || !rest.includes(".")) return false;
+  const dot = h.indexOf(".");
+  return dot > 0 && h.slice(dot + 1) === rest;
+}
+
+/**
+ * The groups clients choose by SNI on the shared listener ({@linkcode sniGroupNames})
+ * that none of the server certificate's DNS names covers ({@linkcode dnsNameCovers}):
+ * a client that checks host names refuses the server when it connects by such a name.
+ *
+ * @example Usage
+ * ```ts
+ * import { uncoveredSniGroups } from "./cli.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = { server: { listen: "127.0.0.1:8443" }, groups: new Map([["cache", {}], ["echo", {}]]) };
+ * assert.deepEqual(uncoveredSniGroups(config, ["localhost", "echo"]), ["cache"]);
+ * ```
+ *
+ * @param config The configuration.
+ * @param dnsNames The DNS subject alternative names of the server certificate.
+ * @returns The group names not covered, in config order.
+ */
+export function uncoveredSniGroups(
+  config: { server: { listen?: string }; groups: ReadonlyMap<string, unknown> },
+  dnsNames: readonly string[],
+): string[] {
+  return sniGroupNames(config).filter((group) =>
+    !dnsNames.some((pattern) => dnsNameCovers(pattern, group))
+  );
+}
+
+/** The warning `check` and `serve` give about groups the server certificate does not name. */
+function sniCoverageWarning(config: Config, tls: TlsMaterial): string | undefined {
+  const pem = tls.cert.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/)?.[0];
+  if (pem === undefined) return undefined;
+  const dnsNames = identityFromCertificate(new Uint8Array(new X509Certificate(pem).raw)).sanDns;
+  const missing = uncoveredSniGroups(config, dnsNames);
+  if (missing.length === 0) return undefined;
+  return `the server certificate ("tls.cert", ${config.tls.cert}) does not name group${
+    missing.length === 1 ? "" : "s"
+  } ${missing.join(", ")} among its DNS names (${
+    dnsNames.length === 0 ? "it has none" : dnsNames.join(", ")
+  }): a client that checks host names (curl, browsers, most TLS libraries) refuses the server when it asks for ${
+    missing.length === 1 ? "this group" : "these groups"
+  } by SNI on the shared listener; issue the certificate for these names too (for the development PKI: main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener`;
 }
 
 /** What {@linkcode checkCertificateDates} found wrong with one certificate. */
@@ -620,6 +827,7 @@ export interface RunCliOptions {
  */
 export async function runCli(args: readonly string[], options: RunCliOptions): Promise<number> {
   const io: Io = {
+    args,
     out: options.stdout ?? ((text) => writeAll(Deno.stdout, text)),
     err: options.stderr ?? ((text) => writeAll(Deno.stderr, text)),
     main: options.main ?? "main.ts",
@@ -631,7 +839,7 @@ export async function runCli(args: readonly string[], options: RunCliOptions): P
     command = parseCliArgs(args);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    io.err(`${error.message}\n\n${USAGE}`);
+    io.err(`${error.message}\n\n${USAGE_SYNOPSIS}--help describes every command and option.\n`);
     return EXIT_USAGE;
   }
   switch (command.command) {
@@ -659,6 +867,8 @@ export async function runCli(args: readonly string[], options: RunCliOptions): P
 }
 
 interface Io {
+  /** The arguments as given, for hints that repeat the command. */
+  args: readonly string[];
   out(text: string): void;
   err(text: string): void;
   main: string;
@@ -684,19 +894,31 @@ interface StopSignals {
 }
 
 /**
- * The first SIGINT or SIGTERM aborts `signal` (drain); the second aborts `force`
- * (close now); later ones are ignored.
+ * Stop signals arriving within this long of the first are one request: Ctrl-C under
+ * `deno task` reaches the balancer twice (from the terminal, and forwarded by the
+ * task runner), which must not skip the drain.
+ */
+const SAME_STOP_MS = 500;
+
+/**
+ * The first SIGINT or SIGTERM aborts `signal` (drain); the next one more than
+ * {@linkcode SAME_STOP_MS} later aborts `force` (close now); later ones are ignored.
  */
 function stopOnSignals(): StopSignals & Disposable {
   const drain = new AbortController();
   const force = new AbortController();
+  let first = 0;
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT", "SIGBREAK"]
     : ["SIGINT", "SIGTERM"];
   const handlers = signals.map((name) => {
     const handler = (): void => {
-      if (!drain.signal.aborted) drain.abort(name);
-      else if (!force.signal.aborted) force.abort(name);
+      if (!drain.signal.aborted) {
+        first = performance.now();
+        drain.abort(name);
+      } else if (performance.now() - first < SAME_STOP_MS) {
+        log.debug("Already draining; {name} came with the first stop signal", { name });
+      } else if (!force.signal.aborted) force.abort(name);
       else log.debug("Already stopping; received {name}", { name });
     };
     Deno.addSignalListener(name, handler);
@@ -737,7 +959,7 @@ async function loadForReload(
       `Deno lacks permissions this config needs: ${
         permissionFlags(missing).join(" ")
       }; restart with exactly the permissions it needs: ${
-        formatRunCommand(needs, { main: io.main, args: ["--config", path] })
+        formatRunCommand(needs, { main: io.main, args: ["--config", resolve(path)] })
       }`,
       { path: config.path },
     );
@@ -775,6 +997,17 @@ async function readConfig(path: string, io: Io, args: string[]): Promise<Config 
     return await loadConfig(path);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
+    if (error.cause instanceof Deno.errors.NotFound) {
+      const given = io.args.some((arg) => /^(?:-c|--config)(?:=|$)/.test(arg));
+      io.err(
+        `Cannot load config: ${file}: no such file (${
+          given
+            ? `--config ${JSON.stringify(path)}`
+            : `the default, ${DEFAULT_CONFIG}, as no --config was given`
+        }${isAbsolute(path) ? "" : `; relative to the working directory ${Deno.cwd()}`})\n`,
+      );
+      return EXIT_USAGE;
+    }
     io.err(`${error.message}\n`);
     return EXIT_USAGE;
   }
@@ -801,16 +1034,15 @@ async function readAdminToken(config: Config, io: Io): Promise<string | undefine
 }
 
 async function permissionsCommand(path: string, io: Io): Promise<number> {
-  const config = await readConfig(path, io, ["--config", path]);
+  const args = ["--config", resolve(path)];
+  const config = await readConfig(path, io, args);
   if (typeof config === "number") return config;
-  io.out(
-    `${formatRunCommand(permissionNeeds(config), { main: io.main, args: ["--config", path] })}\n`,
-  );
+  io.out(`${formatRunCommand(permissionNeeds(config), { main: io.main, args })}\n`);
   return EXIT_OK;
 }
 
 async function checkCommand(path: string, io: Io): Promise<number> {
-  const config = await readConfig(path, io, ["--config", path]);
+  const config = await readConfig(path, io, ["--config", resolve(path)]);
   if (typeof config === "number") return config;
   // `check` reads the config and its certificates, and starts no worker.
   const needs = permissionNeeds(config, { workers: 1 });
@@ -818,11 +1050,11 @@ async function checkCommand(path: string, io: Io): Promise<number> {
   if (missing.length > 0) {
     io.err(
       `Cannot check the certificates: Deno has no read permission for ${
-        missing.map((file) => displayPath(file, Deno.cwd())).join(", ")
+        missing.join(", ")
       }; run:\n  ${
         formatRunCommand({ net: [], read: needs.read }, {
           main: io.main,
-          args: ["check", "--config", path],
+          args: ["check", "--config", resolve(path)],
         })
       }\n`,
     );
@@ -840,6 +1072,8 @@ async function checkCommand(path: string, io: Io): Promise<number> {
   }
   const exposed = exposedAdmin(config);
   if (exposed !== undefined) io.err(`Warning: ${exposed}\n`);
+  const uncovered = sniCoverageWarning(config, tls);
+  if (uncovered !== undefined) io.err(`Warning: ${uncovered}\n`);
   for (const warning of checkIssuerPins(config, tls.authorities ?? [])) {
     io.err(`Warning: ${warning}\n`);
   }
@@ -1017,23 +1251,65 @@ async function certsCommand(
   io: Io,
 ): Promise<number> {
   const dir = resolve(command.dir);
-  const write = Deno.permissions.querySync({ name: "write", path: dir }).state === "granted";
-  const read = Deno.permissions.querySync({ name: "read", path: dir }).state === "granted";
-  if (!write || !read) {
-    const flag = shellQuote(`--allow-read=${command.dir}`) + " " +
-      shellQuote(`--allow-write=${command.dir}`);
+  const configFile = resolve(command.config ?? DEFAULT_CONFIG);
+  const granted = (name: "read" | "write", path: string): boolean =>
+    Deno.permissions.querySync({ name, path }).state === "granted";
+  const configReadable = granted("read", configFile);
+  if (
+    !granted("write", dir) || !granted("read", dir) ||
+    (command.config !== undefined && !configReadable)
+  ) {
+    const flags = permissionFlags({ net: [], read: [dir, configFile] });
     io.err(
       `Cannot write the PKI: Deno needs read and write permission for ${
         JSON.stringify(command.dir)
-      }; run:\n  deno run ${flag} ${io.main} certs --dir ${shellQuote(command.dir)}\n`,
+      }${
+        command.config === undefined
+          ? ""
+          : ` and read permission for ${JSON.stringify(command.config)}`
+      }; run:\n  ${
+        ["deno", "run", ...flags, `--allow-write=${dir}`, io.main, ...io.args].map(shellQuote)
+          .join(" ")
+      }\n`,
     );
     return EXIT_USAGE;
+  }
+
+  // The server certificate's names: the defaults, the groups clients choose by SNI,
+  // and the names given.
+  let config: Config | undefined;
+  if (command.config !== undefined) {
+    const loaded = await readConfig(command.config, io, ["--config", configFile]);
+    if (typeof loaded === "number") return loaded;
+    config = loaded;
+  } else if (configReadable && await exists(configFile)) {
+    try {
+      config = await loadConfig(configFile);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      io.err(`Warning: the server certificate does not name its groups: ${error.message}\n`);
+    }
+  }
+  const groups = config === undefined ? [] : sniGroupNames(config);
+  const serverNames = [
+    ...new Set([...DEFAULT_SERVER_NAMES, ...groups, ...command.serverNames]),
+  ];
+
+  const pkiExists = await exists(join(dir, "ca.crt")) || await exists(join(dir, "ca.key"));
+  if (!command.force && pkiExists) {
+    return await addToPki(command, io, { dir, serverNames, groups, config });
+  }
+  if (command.config === undefined && !configReadable) {
+    io.err(
+      `Note: ${DEFAULT_CONFIG} was not read (no read permission), so the server certificate names no group for SNI; grant --allow-read=${configFile} or pass --server-name NAME\n`,
+    );
   }
   let summary;
   try {
     summary = await writeDevPki(command.dir, {
-      clients: command.clients,
+      clients: command.clients ?? DEFAULT_CLIENTS,
       overwrite: command.force,
+      serverNames,
     });
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) {
@@ -1053,17 +1329,97 @@ async function certsCommand(
   const lines = [
     `Wrote a development PKI to ${summary.dir} (ECDSA P-256; for development only):`,
     `  ${summary.caCert}, ${summary.caKey}  the CA: [tls] ca, and the clients' trust anchor`,
-    `  ${summary.serverCert}, ${summary.serverKey}  the server: [tls] cert and key (localhost, 127.0.0.1, ::1)`,
+    `  ${summary.serverCert}, ${summary.serverKey}  the server: [tls] cert and key, for ${
+      summary.serverNames.join(", ")
+    }${serverNamesSource(config, groups)}`,
   ];
   for (const client of summary.clients) {
     lines.push(`  ${client.cert}, ${client.key}  client ${client.name} (clientAuth)`);
   }
   lines.push(
     `  ${summary.intruderCert}, ${summary.intruderKey}  client "intruder" of an untrusted CA (${summary.foreignCaCert}): refused`,
-    "",
-    "Policy entries (spki_sha256 pins the key; `cn` or `serial` also work):",
   );
-  for (const client of summary.clients) {
+  io.out(`${[...lines, ...policySnippets(summary.clients)].join("\n")}\n`);
+  return EXIT_OK;
+}
+
+/** Adds clients (and a missing server certificate) to the PKI in `dir`, signed by its CA. */
+async function addToPki(
+  command: Extract<CliCommand, { command: "certs" }>,
+  io: Io,
+  { dir, serverNames, groups, config }: {
+    dir: string;
+    serverNames: string[];
+    groups: string[];
+    config: Config | undefined;
+  },
+): Promise<number> {
+  const where = JSON.stringify(command.dir);
+  const serverExists = await exists(join(dir, "server.crt")) ||
+    await exists(join(dir, "server.key"));
+  if (serverExists && command.serverNames.length > 0) {
+    io.err(
+      `Cannot add to the development PKI in ${where}: ${
+        JSON.stringify(join(command.dir, "server.crt"))
+      } exists, and --server-name asks for a new server certificate; remove server.crt and server.key to issue one signed by the same CA, or pass --force to replace the whole PKI\n`,
+    );
+    return EXIT_USAGE;
+  }
+  const clients = command.clients ?? [];
+  if (clients.length === 0 && serverExists) {
+    io.err(
+      `Cannot write the PKI: ${where} already holds a development PKI; add clients to it with --client NAME (signed by its CA, existing files kept), or pass --force to replace the whole PKI\n`,
+    );
+    return EXIT_USAGE;
+  }
+  let added;
+  try {
+    added = await extendDevPki(command.dir, {
+      clients,
+      ...(serverExists ? {} : { serverNames }),
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) {
+      io.err(
+        `${
+          errorText(error)
+        }: refusing to overwrite; name other clients, or pass --force to replace the whole PKI\n`,
+      );
+      return EXIT_USAGE;
+    }
+    if (error instanceof Deno.errors.NotFound || error instanceof TypeError) {
+      io.err(`${errorText(error)}\n`);
+      return EXIT_USAGE;
+    }
+    throw error;
+  }
+  const lines = [
+    `Added to the development PKI in ${added.dir}, signed by its CA (${added.caCert}); existing files kept:`,
+  ];
+  if (added.server !== undefined) {
+    lines.push(
+      `  ${added.server.cert}, ${added.server.key}  the server: [tls] cert and key, for ${
+        added.server.names.join(", ")
+      }${serverNamesSource(config, groups)}`,
+    );
+  }
+  for (const client of added.clients) {
+    lines.push(`  ${client.cert}, ${client.key}  client ${client.name} (clientAuth)`);
+  }
+  io.out(`${[...lines, ...policySnippets(added.clients)].join("\n")}\n`);
+  return EXIT_OK;
+}
+
+function serverNamesSource(config: Config | undefined, groups: readonly string[]): string {
+  return config === undefined || groups.length === 0
+    ? ""
+    : ` (groups ${groups.join(", ")} from ${config.path}, for SNI)`;
+}
+
+function policySnippets(clients: readonly DevPkiClient[]): string[] {
+  if (clients.length === 0) return [];
+  const lines = ["", "Policy entries (spki_sha256 pins the key; `cn` or `serial` also work):"];
+  for (const client of clients) {
     lines.push(
       "",
       `[clients.${client.name}]`,
@@ -1071,8 +1427,17 @@ async function certsCommand(
       `groups = []  # the groups ${client.name} may use`,
     );
   }
-  io.out(`${lines.join("\n")}\n`);
-  return EXIT_OK;
+  return lines;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
 }
 
 async function serve(
@@ -1087,7 +1452,7 @@ async function serve(
     io.err(`${errorText(error)}\n`);
     return EXIT_FAILURE;
   }
-  const args = ["--config", command.config];
+  const args = ["--config", resolve(command.config)];
   const config = await readConfig(command.config, io, args);
   if (typeof config === "number") return config;
   // Checked before the certificates are read, so that Deno never prompts.
@@ -1129,6 +1494,8 @@ async function serve(
     return loaded;
   };
   for (const warning of checkIssuerPins(config, tls.authorities ?? [])) log.warn(warning);
+  const uncovered = sniCoverageWarning(config, tls);
+  if (uncovered !== undefined) log.warn(`${uncovered[0]!.toUpperCase()}${uncovered.slice(1)}`);
   if (report.broader.length > 0) {
     log.warn("Permissions broader than this config needs: {broader}; narrow them with: {run}", {
       broader: report.broader.join(", "),

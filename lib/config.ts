@@ -469,6 +469,11 @@ const MIN_TOKEN_LENGTH = 32;
  * {@linkcode loadAdminToken} (the file is read after the text is gone).
  */
 const TOKEN_FILE_LINES = new WeakMap<AdminConfig, number | undefined>();
+/**
+ * The lines of the `[tls]` file keys in the config text, for the errors of
+ * {@linkcode loadTlsMaterial}.
+ */
+const TLS_FILE_LINES = new WeakMap<TlsConfig, Record<string, number | undefined>>();
 
 /**
  * Parses and validates config text. Pure: reads no files (certificates are checked
@@ -602,7 +607,7 @@ export async function loadConfig(path: string): Promise<Config> {
   try {
     text = await Deno.readTextFile(file);
   } catch (error) {
-    throw new ConfigError(`cannot read the file: ${errorMessage(error)}`, {
+    throw new ConfigError(`cannot read the file: ${fileError(error)}`, {
       path: file,
       cause: error,
     });
@@ -677,18 +682,20 @@ export interface TlsMaterial {
  *   expired or not yet valid.
  */
 export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
+  const lines = TLS_FILE_LINES.get(config.tls);
   const fail = (key: string, detail: string, cause?: unknown): never => {
-    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, { path: config.path, key, cause });
+    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
+      path: config.path,
+      key,
+      line: lines?.[key],
+      cause,
+    });
   };
   const read = async (key: string, file: string): Promise<string> => {
     try {
       return await Deno.readTextFile(file);
     } catch (error) {
-      return fail(
-        key,
-        `cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`,
-        error,
-      );
+      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
     }
   };
   const certificates: TlsCertificateInfo[] = [];
@@ -725,11 +732,7 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
     try {
       return await Deno.readFile(file);
     } catch (error) {
-      return fail(
-        key,
-        `cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`,
-        error,
-      );
+      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
     }
   };
   // Read together, awaited in key order: when several fail, the first key is reported,
@@ -864,7 +867,7 @@ export async function loadAdminToken(
   try {
     token = (await Deno.readTextFile(file)).trim();
   } catch (error) {
-    return fail(`cannot be read from ${JSON.stringify(file)}: ${errorMessage(error)}`, error);
+    return fail(`cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
   }
   if (token === "") fail(`names an empty file, ${JSON.stringify(file)}: it must hold the token`);
   if (!/^[\x21-\x7e]+$/.test(token)) {
@@ -967,6 +970,10 @@ function readTls(r: _Reader, t: Table, baseDir: string): TlsConfig {
   }
   const crl = file("crl", false);
   if (crl !== undefined) tls.crl = crl;
+  TLS_FILE_LINES.set(
+    tls,
+    Object.fromEntries(["ca", "cert", "key", "crl"].map((k) => [`${p}.${k}`, r.line(`${p}.${k}`)])),
+  );
   return tls;
 }
 
@@ -1378,6 +1385,14 @@ function describe(value: unknown): string {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Why a file named by the config could not be read, without the OS error's repetition of the path. */
+function fileError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied (file mode)";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a folder";
+  return errorMessage(error);
 }
 
 class _Reader {

@@ -12,6 +12,7 @@ import {
   parseCliArgs,
   permissionNeeds,
   runCli,
+  uncoveredSniGroups,
   USAGE,
 } from "../lib/cli.ts";
 import { parseConfig } from "../lib/config.ts";
@@ -37,10 +38,41 @@ Deno.test("parseCliArgs() reads each command with its defaults", async (t) => {
     ],
     [["check", "--config", "a.toml"], { command: "check", config: "a.toml" }],
     [["permissions"], { command: "permissions", config: DEFAULT_CONFIG }],
-    [["certs"], { command: "certs", dir: "certs", clients: ["alice", "bob"], force: false }],
     [
-      ["certs", "--dir", "pki", "--client", "carol", "--client", "dave", "--force"],
-      { command: "certs", dir: "pki", clients: ["carol", "dave"], force: true },
+      ["certs"],
+      {
+        command: "certs",
+        dir: "certs",
+        clients: undefined,
+        serverNames: [],
+        config: undefined,
+        force: false,
+      },
+    ],
+    [
+      [
+        "certs",
+        "--dir",
+        "pki",
+        "--client",
+        "carol",
+        "--client",
+        "dave",
+        "--server-name",
+        "cache.example.com",
+        "--server-name=10.0.0.1",
+        "-c",
+        "lb.toml",
+        "--force",
+      ],
+      {
+        command: "certs",
+        dir: "pki",
+        clients: ["carol", "dave"],
+        serverNames: ["cache.example.com", "10.0.0.1"],
+        config: "lb.toml",
+        force: true,
+      },
     ],
     [["--help"], { command: "help" }],
     [["check", "-h"], { command: "help" }],
@@ -56,18 +88,32 @@ Deno.test("parseCliArgs() reads each command with its defaults", async (t) => {
 
 Deno.test("parseCliArgs() refuses what it does not know", async (t) => {
   const cases: [string[], RegExp][] = [
-    [["--confg", "lb.toml"], /--confg/],
-    [["serve", "--frobnicate"], /--frobnicate/],
+    [["--confg", "lb.toml"], /^Unknown option --confg; did you mean --config\?$/],
+    [["check", "--conifg=lb.toml"], /^Unknown option --conifg; did you mean --config\?$/],
+    [["--conf", "lb.toml"], /^Unknown option --conf; did you mean --config\?$/],
+    [["certs", "--clients", "dave"], /^Unknown option --clients; did you mean --client\?$/],
+    [["certs", "--servername", "x"], /^Unknown option --servername; did you mean --server-name\?$/],
+    [["--log-levl", "debug"], /^Unknown option --log-levl; did you mean --log-level\?$/],
+    [["serve", "--frobnicate"], /^Unknown option --frobnicate$/],
+    [["-x"], /^Unknown option -x$/],
+    [["--toString"], /^Unknown option --toString$/],
+    [["--force=yes", "certs"], /^Option --force takes no value, received "yes"$/],
+    [
+      ["--config", "--log-level", "debug"],
+      /^Option --config needs a value, received the option --log-level/,
+    ],
     [["bogus"], /unknown command "bogus"/],
     [["check", "extra"], /expected one command/],
     [["check", "--force"], /"check" does not take --force/],
     [["serve", "--dir", "x"], /"serve" does not take --dir/],
-    [["certs", "--config", "x"], /"certs" does not take --config/],
+    [["check", "--server-name", "x"], /"check" does not take --server-name/],
     [["--log-format", "xml"], /--log-format must be auto, text or json, received "xml"/],
     [["--log-level", "loud"], /--log-level must be .*received "loud"/],
-    [["--config"], /--config/],
+    [["--config"], /^Option --config needs a value$/],
+    [["-c"], /^Option --config needs a value$/],
     [["--config="], /--config must not be empty/],
     [["certs", "--client="], /--client must not be empty/],
+    [["certs", "--server-name="], /--server-name must not be empty/],
   ];
   for (const [args, message] of cases) {
     await t.step(args.join(" "), () => {
@@ -153,18 +199,20 @@ Deno.test("permissionNeeds() resolves a relative config path against the working
   ]);
 });
 
-Deno.test("formatRunCommand() prints paths relative to the folder and quotes for a shell", () => {
+Deno.test("formatRunCommand() prints absolute paths and quotes for a shell", () => {
   assert.equal(
     formatRunCommand(
       {
         net: ["127.0.0.1:8443", "[::1]:9443"],
-        read: ["/srv/lb/config/lb.toml", "/etc/pki/it's.key"],
+        read: ["/srv/lb/config/lb.toml", "/etc/pki/it's.key", "lib"],
       },
-      { cwd: "/srv/lb", main: "main.ts", args: ["--config", "config/lb.toml"] },
+      { main: "/opt/my mtlb/main.ts", args: ["--config", "/srv/lb/config/lb.toml"] },
     ),
-    "deno run '--allow-net=127.0.0.1:8443,[::1]:9443' '--allow-read=config/lb.toml,/etc/pki/it'\\''s.key' main.ts --config config/lb.toml",
+    `deno run '--allow-net=127.0.0.1:8443,[::1]:9443' '--allow-read=/srv/lb/config/lb.toml,/etc/pki/it'\\''s.key,${
+      join(Deno.cwd(), "lib")
+    }' '/opt/my mtlb/main.ts' --config /srv/lb/config/lb.toml`,
   );
-  assert.equal(formatRunCommand({ net: [], read: [] }, { cwd: "/" }), "deno run main.ts");
+  assert.equal(formatRunCommand({ net: [], read: [] }), "deno run main.ts");
 });
 
 Deno.test("checkCertificateDates() errs on expired and warns within 30 days", async (t) => {
@@ -224,8 +272,9 @@ Deno.test("runCli() prints the usage on stderr and exits 2 on a bad command line
   const result = await run(["serve", "--nope"]);
   assert.equal(result.code, EXIT_USAGE);
   assert.equal(result.stdout, "");
-  assert.match(result.stderr, /--nope/);
-  assert.ok(result.stderr.endsWith(USAGE));
+  assert.ok(result.stderr.startsWith("Unknown option --nope\n\nUsage:\n"), result.stderr);
+  assert.ok(result.stderr.endsWith("--help describes every command and option.\n"));
+  assert.ok(USAGE.startsWith(result.stderr.split("\n\n")[1]!.split("--help")[0]!));
 });
 
 async function writeConfig(dir: string, body: string): Promise<string> {
@@ -256,7 +305,13 @@ max_connections = 4
     );
     const ok = await run(["check", "--config", path]);
     assert.equal(ok.code, EXIT_OK, ok.stderr);
-    assert.equal(ok.stderr, "");
+    // Group echo may be asked for by SNI on the shared listener: the test PKI's server
+    // certificate names localhost only.
+    const pki = await testPki();
+    assert.equal(
+      ok.stderr,
+      `Warning: the server certificate ("tls.cert", ${pki.server.certPath}) does not name group echo among its DNS names (localhost): a client that checks host names (curl, browsers, most TLS libraries) refuses the server when it asks for this group by SNI on the shared listener; issue the certificate for these names too (for the development PKI: main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener\n`,
+    );
     for (
       const line of [
         `Config ${path} is valid.`,
@@ -276,13 +331,12 @@ max_connections = 4
       );
     }
     // The test PKI's server certificate is valid for 365 days: look from 350 days on.
-    const pki = await testPki();
     const server = new Date(new X509Certificate(pki.server.certPem).validTo);
     const later = await run(["check", "--config", path], server.getTime() - 10 * DAY - 1000);
     assert.equal(later.code, EXIT_OK);
     assert.match(
       later.stderr,
-      /^Warning: "tls\.cert" certificate "CN=localhost" expires in 10 days/,
+      /^Warning: "tls\.cert" certificate "CN=localhost" expires in 10 days/m,
     );
     const expired = await run(["check", "--config", path], server.getTime() + 1000);
     assert.equal(expired.code, EXIT_USAGE);
@@ -368,7 +422,7 @@ Deno.test("runCli() check lists the CAs to pin and warns about rules another CA 
     await Deno.writeTextFile(join(dir, "ca.crt"), keyed.bundle);
     const config = (clients: string) =>
       `[tls]\nca = "ca.crt"\ncert = "${pki.server.certPath}"\nkey = "${pki.server.keyPath}"\n` +
-      `[server]\nlisten = "127.0.0.1:8443"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n${clients}`;
+      `[groups.echo]\nlisten = "127.0.0.1:8443"\nupstreams = ["127.0.0.1:7001"]\n${clients}`;
     const path = join(dir, "lb.toml");
     await Deno.writeTextFile(
       path,
@@ -549,10 +603,12 @@ Deno.test("startDemoUpstreams() serves echo and a cache that answers PING", asyn
   );
 });
 
-Deno.test("demoCommands() points openssl at the listeners and the PKI beside the CA", () => {
+Deno.test("demoCommands() points openssl at the listeners and the PKI beside the CA, curl at the admin endpoint", () => {
   const config = parseConfig(
     `[server]
 listen = "127.0.0.1:8443"
+[admin]
+listen = "127.0.0.1:9090"
 [tls]
 ca = "../certs/ca.crt"
 cert = "../certs/server.crt"
@@ -570,8 +626,43 @@ upstreams = ["127.0.0.1:7003"]
     `-cert certs/${name}.crt -key certs/${name}.key -CAfile certs/ca.crt`;
   assert.deepEqual(lines, [
     `openssl s_client -brief -connect 127.0.0.1:9443 ${files("alice")}`,
-    `openssl s_client -brief -connect 127.0.0.1:8443 -servername cache ${files("alice")}`,
+    `openssl s_client -brief -connect 127.0.0.1:8443 -servername cache -verify_hostname cache ${
+      files("alice")
+    }`,
     `openssl s_client -brief -connect 127.0.0.1:8443 -servername cache ${files("bob")}`,
     `openssl s_client -brief -connect 127.0.0.1:8443 ${files("intruder")}`,
+    "http://127.0.0.1:9090/",
+    "curl -s http://127.0.0.1:9090/metrics",
+    "curl -s http://127.0.0.1:9090/status",
   ]);
+});
+
+Deno.test("uncoveredSniGroups() finds the groups the server certificate does not name (RFC 6125 wildcards)", async (t) => {
+  const config = (listen: string | undefined, ...groups: string[]) => ({
+    server: listen === undefined ? {} : { listen },
+    groups: new Map(groups.map((g) => [g, {}])),
+  });
+  const shared = "127.0.0.1:8443";
+  const cases: [string, ReturnType<typeof config>, string[], string[]][] = [
+    ["all named", config(shared, "cache", "echo"), ["localhost", "cache", "echo"], []],
+    ["one missing", config(shared, "cache", "echo"), ["echo"], ["cache"]],
+    ["no SAN DNS names", config(shared, "cache"), [], ["cache"]],
+    ["letter case", config(shared, "Cache"), ["CACHE"], []],
+    ["no shared listener: no SNI routing", config(undefined, "cache"), [], []],
+    ["an IP address is never SNI", config(shared, "10.0.0.1"), [], []],
+    ["wildcard, one label", config(shared, "cache.lb.example.com"), ["*.lb.example.com"], []],
+    ["wildcard, two labels", config(shared, "a.cache.lb.example.com"), ["*.lb.example.com"], [
+      "a.cache.lb.example.com",
+    ]],
+    ["wildcard, no label", config(shared, "lb.example.com"), ["*.lb.example.com"], [
+      "lb.example.com",
+    ]],
+    ["wildcard over a single label", config(shared, "cache"), ["*.cache", "*"], ["cache"]],
+    ["partial wildcard", config(shared, "cache.example.com"), ["c*.example.com"], [
+      "cache.example.com",
+    ]],
+  ];
+  for (const [name, cfg, sans, expected] of cases) {
+    await t.step(name, () => assert.deepEqual(uncoveredSniGroups(cfg, sans), expected));
+  }
 });

@@ -1085,7 +1085,7 @@ Deno.test("loadAdminToken() refuses an unreadable, empty or malformed token file
     const config = parseConfig(BASE + '[admin]\ntoken_file = "admin.token"\n', { path });
     const file = join(dir, "admin.token");
     const cases: [name: string, content: string | undefined, detail: RegExp][] = [
-      ["missing", undefined, /cannot be read from ".*admin\.token": No such file/],
+      ["missing", undefined, /cannot be read from ".*admin\.token": no such file$/],
       ["empty", "", /names an empty file, ".*admin\.token": it must hold the token/],
       ["whitespace only", " \n\t\n", /names an empty file/],
       [
@@ -1143,6 +1143,46 @@ Deno.test("loadTlsMaterial() names an unreadable file by its key", async () => {
     );
     return true;
   });
+});
+
+Deno.test("loadTlsMaterial() names the config line of the key whose file is missing", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_tls_lines_" });
+  try {
+    const pki = await testPki();
+    const path = join(dir, "lb.toml");
+    // BASE names certs/ca.crt (line 5), certs/server.crt (6) and certs/server.key (7).
+    await Deno.mkdir(join(dir, "certs"));
+    const files = { "ca.crt": pki.ca.certPath, "server.crt": pki.server.certPath };
+    const cases: [missing: string, key: string, line: number][] = [
+      ["ca.crt", "tls.ca", 5],
+      ["server.crt", "tls.cert", 6],
+      ["server.key", "tls.key", 7],
+    ];
+    for (const [missing, key, line] of cases) {
+      await t.step(key, async () => {
+        const all = { ...files, "server.key": pki.server.keyPath };
+        for (const [name, source] of Object.entries(all)) {
+          await Deno.remove(join(dir, "certs", name)).catch(() => {});
+          if (name !== missing) await Deno.copyFile(source, join(dir, "certs", name));
+        }
+        const config = parseConfig(BASE, { path });
+        await assert.rejects(loadTlsMaterial(config), (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.key, key);
+          assert.equal(error.line, line);
+          assert.equal(
+            error.message,
+            `Cannot load config: ${path}:${line}: "${key}" cannot be read from "${
+              join(dir, "certs", missing)
+            }": no such file`,
+          );
+          return true;
+        });
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 const canWrite = (await Deno.permissions.query({ name: "write" })).state === "granted";

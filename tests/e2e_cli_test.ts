@@ -4,40 +4,21 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createCa, issueCertificate } from "../lib/pki.ts";
+import { X509Certificate } from "node:crypto";
+import { createCa, issueCertificate, loadCertificateAuthority } from "../lib/pki.ts";
 import { spkiSha256FromPem } from "../lib/identity.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import { freePort, lines, waitForRecord } from "./_subprocess.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-/** How long a subprocess may take to print what a test waits for. */
-
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run FLAGS main.ts ARGS` from the repository root and collects its output. */
-async function runMain(flags: string[], args: string[]): Promise<Output> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, "main.ts", ...args],
-    cwd: ROOT,
-    stdin: "null",
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
-}
-
-/** A temporary folder holding `lb.toml` that points at the test PKI. */
-async function configDir(body: string): Promise<{ dir: string; path: string } & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "mtlb_e2e_cli_" });
-  const path = join(dir, "lb.toml");
-  await Deno.writeTextFile(path, body);
-  return { dir, path, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
-}
+import {
+  configDir,
+  freePort,
+  lines,
+  MAIN,
+  ROOT,
+  runMain,
+  spawnLine,
+  waitForRecord,
+} from "./_subprocess.ts";
 
 async function tlsSection(): Promise<string> {
   const pki = await testPki();
@@ -94,9 +75,14 @@ Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, befor
       ),
     ],
     [
+      "CA file missing",
+      valid.replace(tls, tls.replace(pki.ca.certPath, "missing.crt")),
+      /lb\.toml:5: "tls\.ca" cannot be read from "\/.*\/missing\.crt": no such file$/m,
+    ],
+    [
       "unreadable certificate file",
       valid.replace(tls, tls.replace(pki.server.certPath, join(pki.dir, "missing.crt"))),
-      /lb\.toml: "tls\.cert" cannot be read from ".*missing\.crt"/,
+      /lb\.toml:6: "tls\.cert" cannot be read from ".*missing\.crt": no such file$/m,
     ],
     [
       "unreadable admin token file",
@@ -110,7 +96,7 @@ Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, befor
     [
       "certificate and key mismatch",
       valid.replace(tls, tls.replace(pki.server.keyPath, pki.alice.keyPath)),
-      /lb\.toml: "tls\.cert" does not match the private key/,
+      /lb\.toml:6: "tls\.cert" does not match the private key/,
     ],
   ];
   for (const [name, body, message] of cases) {
@@ -129,6 +115,41 @@ Deno.test("main.ts serve exits 2 on a bad config, with file, line and key, befor
       assert.doesNotMatch(result.stderr, /Listening|started/);
     });
   }
+});
+
+Deno.test("main.ts names the closest option to an unknown one, and the path of a missing config file", async () => {
+  for (
+    const [args, message] of [
+      [["--confg", "lb.toml"], "Unknown option --confg; did you mean --config?"],
+      [["check", "--conifg", "lb.toml"], "Unknown option --conifg; did you mean --config?"],
+      [["certs", "--server", "x"], "Unknown option --server; did you mean --server-name?"],
+    ] as const
+  ) {
+    const result = await runMain([], [...args]);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.equal(result.stdout, "");
+    assert.ok(result.stderr.startsWith(`${message}\n\nUsage:\n`), result.stderr);
+    assert.doesNotMatch(result.stderr, /positional argument|parseArgs|ERR_/);
+  }
+
+  await using dir = await configDir("");
+  const flags = [`--allow-read=${dir.dir}`];
+  const given = await runMain(flags, ["check", "--config", "nope.toml"], dir.dir);
+  assert.equal(given.code, 2);
+  assert.equal(
+    given.stderr,
+    `Cannot load config: ${
+      join(dir.dir, "nope.toml")
+    }: no such file (--config "nope.toml"; relative to the working directory ${dir.dir})\n`,
+  );
+  const fallback = await runMain(flags, [], dir.dir);
+  assert.equal(fallback.code, 2);
+  assert.equal(
+    fallback.stderr,
+    `Cannot load config: ${
+      join(dir.dir, "config", "lb.toml")
+    }: no such file (the default, config/lb.toml, as no --config was given; relative to the working directory ${dir.dir})\n`,
+  );
 });
 
 Deno.test("main.ts check prints a summary and warns about a certificate expiring in 10 days", async () => {
@@ -194,9 +215,10 @@ Deno.test("main.ts permissions prints the exact flags; serve without them exits 
   assert.equal(printed.code, 0, printed.stderr);
   // With one worker per CPU (the default), Deno must also read mtlb's modules.
   const read = [dir.path, pki.ca.certPath, pki.server.certPath, pki.server.keyPath]
-    .concat(navigator.hardwareConcurrency > 1 ? ["lib"] : []).join(",");
-  const line =
-    `deno run --allow-net=127.0.0.1:8443,127.0.0.1:7001 --allow-read=${read} main.ts --config ${dir.path}`;
+    .concat(navigator.hardwareConcurrency > 1 ? [join(ROOT, "lib")] : []).join(",");
+  const line = `deno run --allow-net=127.0.0.1:8443,127.0.0.1:7001 --allow-read=${read} ${
+    join(ROOT, "main.ts")
+  } --config ${dir.path}`;
   assert.equal(printed.stdout, `${line}\n`);
 
   // The upstream is not allowed: nothing starts, and the full line is printed.
@@ -215,7 +237,7 @@ Deno.test("main.ts permissions prints the exact flags; serve without them exits 
   assert.equal(blind.code, 2);
   assert.ok(
     blind.stderr.includes(
-      `deno run --allow-read=${dir.path} main.ts permissions --config ${dir.path}`,
+      `deno run --allow-read=${dir.path} ${join(ROOT, "main.ts")} permissions --config ${dir.path}`,
     ),
     blind.stderr,
   );
@@ -362,15 +384,15 @@ Deno.test("main.ts serve: a second instance on the same addresses exits 1 and th
   }
 });
 
-Deno.test("main.ts certs writes a PKI with policy snippets and refuses to overwrite it", async () => {
+Deno.test("main.ts certs writes a PKI, adds a client to it signed by its CA, and never overwrites a file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mtlb_e2e_certs_" });
   try {
     const out = join(dir, "pki");
     const flags = [`--allow-read=${dir}`, `--allow-write=${dir}`];
     const first = await runMain(flags, ["certs", "--dir", out, "--client", "carol"]);
     assert.equal(first.code, 0, first.stderr);
-    const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
-    assert.deepEqual(files, [
+    const files = () => [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    assert.deepEqual(files(), [
       "ca.crt",
       "ca.key",
       "carol.crt",
@@ -389,17 +411,291 @@ Deno.test("main.ts certs writes a PKI with policy snippets and refuses to overwr
       first.stdout,
     );
     assert.equal(Deno.statSync(join(out, "ca.key")).mode! & 0o777, 0o600);
+    const before = new Map(files().map((f) => [f, Deno.readTextFileSync(join(out, f))]));
 
-    const ca = await Deno.readTextFile(join(out, "ca.crt"));
-    const again = await runMain(flags, ["certs", "--dir", out, "--client", "carol"]);
+    // The common case: one more client for the existing CA, no --force.
+    const dave = await runMain(flags, ["certs", "--dir", out, "--client", "dave"]);
+    assert.equal(dave.code, 0, dave.stderr);
+    assert.deepEqual(files(), [...before.keys(), "dave.crt", "dave.key"].sort());
+    for (const [file, text] of before) {
+      assert.equal(Deno.readTextFileSync(join(out, file)), text, `${file} is unchanged`);
+    }
+    const ca = new X509Certificate(before.get("ca.crt")!);
+    const daveCert = new X509Certificate(Deno.readTextFileSync(join(out, "dave.crt")));
+    assert.ok(daveCert.checkIssued(ca) && daveCert.verify(ca.publicKey), "signed by the CA");
+    assert.equal(daveCert.subject, "CN=dave");
+    assert.equal(Deno.statSync(join(out, "dave.key")).mode! & 0o777, 0o600);
+    assert.ok(
+      dave.stdout.startsWith(`Added to the development PKI in ${out}, signed by its CA`),
+      dave.stdout,
+    );
+    assert.ok(
+      dave.stdout.includes(
+        `[clients.dave]\nmatch = { spki_sha256 = "${
+          spkiSha256FromPem(Deno.readTextFileSync(join(out, "dave.crt")))
+        }" }\n`,
+      ),
+      dave.stdout,
+    );
+    assert.doesNotMatch(dave.stdout, /carol|server\.crt/);
+
+    // A client whose files exist is an error naming them; nothing is written.
+    const daveKey = Deno.readTextFileSync(join(out, "dave.key"));
+    const again = await runMain(flags, [
+      "certs",
+      "--dir",
+      out,
+      "--client",
+      "erin",
+      "--client",
+      "dave",
+    ]);
     assert.equal(again.code, 2);
-    assert.match(again.stderr, /exists: refusing to overwrite; pass --force/);
-    assert.equal(await Deno.readTextFile(join(out, "ca.crt")), ca, "nothing was replaced");
+    assert.equal(
+      again.stderr,
+      `Cannot add to development PKI: "${join(out, "dave.crt")}", "${
+        join(out, "dave.key")
+      }" exist: refusing to overwrite; name other clients, or pass --force to replace the whole PKI\n`,
+    );
+    assert.equal(Deno.readTextFileSync(join(out, "dave.key")), daveKey);
+    assert.ok(!files().includes("erin.crt"), "nothing was written");
+    const plain = await runMain(flags, ["certs", "--dir", out]);
+    assert.equal(plain.code, 2);
+    assert.match(plain.stderr, /already holds a development PKI; add clients to it with --client/);
 
+    // Without write permission, the hint repeats the arguments given, and runs as printed.
+    const denied = await runMain([`--allow-read=${dir}`], [
+      "certs",
+      "--client",
+      "erin",
+      "--dir",
+      out,
+    ]);
+    assert.equal(denied.code, 2);
+    const hint = denied.stderr.split("\n")[1]!.trim();
+    assert.equal(
+      hint,
+      `deno run --allow-read=${out},${
+        join(ROOT, "config", "lb.toml")
+      } --allow-write=${out} ${MAIN} certs --client erin --dir ${out}`,
+    );
+    const erin = spawnLine(hint, { cwd: dir, stdout: "piped" });
+    const erinOut = await erin.output();
+    assert.equal(erinOut.code, 0, new TextDecoder().decode(erinOut.stderr));
+    assert.ok(files().includes("erin.crt") && files().includes("erin.key"));
+
+    // --force keeps its meaning: a whole new PKI.
     const forced = await runMain(flags, ["certs", "--dir", out, "--client", "carol", "--force"]);
     assert.equal(forced.code, 0, forced.stderr);
-    assert.notEqual(await Deno.readTextFile(join(out, "ca.crt")), ca);
+    assert.notEqual(Deno.readTextFileSync(join(out, "ca.crt")), before.get("ca.crt"));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const HAVE_CURL = await new Deno.Command("curl", { args: ["--version"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+if (!HAVE_CURL) console.warn("Skipping the curl test of SNI names: curl is not installed");
+
+/** An upstream that answers every request with one HTTP response. */
+function httpUpstream(body: string): Promise<TestUpstream> {
+  return TestUpstream.start((socket) => {
+    let head = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      head += chunk;
+      if (!head.includes("\r\n\r\n")) return;
+      socket.end(
+        `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    });
+    // A client that leaves before its request is complete gets no answer.
+    socket.on("end", () => socket.end());
+  });
+}
+
+/** Runs the `serve` line `permissions` prints for `path` until `fn` returns, then SIGTERM. */
+async function serving(
+  path: string,
+  fn: (seen: string[]) => Promise<void>,
+): Promise<void> {
+  const printed = await runMain([`--allow-read=${path}`], ["permissions", "--config", path]);
+  assert.equal(printed.code, 0, printed.stderr);
+  const child = spawnLine(printed.stdout.trim(), { cwd: ROOT });
+  const reader = lines(child.stderr);
+  const seen: string[] = [];
+  try {
+    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+    await fn(seen);
+    child.kill("SIGTERM");
+    await waitForRecord(reader, seen, (r) => r.message === "Stopped");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    for await (const _ of reader); // Drain stderr so its resource closes.
+    await child.status;
+  }
+}
+
+Deno.test({
+  name:
+    "main.ts certs names the config's SNI groups in the server certificate: curl reaches group cache by name; check and serve warn when it does not",
+  ignore: !HAVE_CURL,
+}, async () => {
+  await using http = await httpUpstream("hello from cache");
+  const port = await freePort();
+  await using dir = await configDir(`[server]
+listen = "127.0.0.1:${port}"
+workers = 1
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/server.crt"
+key = "pki/server.key"
+[health]
+interval = "1h"
+[groups.cache]
+upstreams = ["${http.address}"]
+[groups.echo]
+upstreams = ["127.0.0.1:9"]
+listen = "127.0.0.1:0"
+[clients.alice]
+match = { cn = "alice" }
+groups = ["cache", "echo"]
+`);
+  const pki = join(dir.dir, "pki");
+  const certs = await runMain([`--allow-read=${dir.dir}`, `--allow-write=${dir.dir}`], [
+    "certs",
+    "--dir",
+    pki,
+    "--config",
+    dir.path,
+    "--client",
+    "alice",
+    "--server-name",
+    "lb.example.com",
+  ]);
+  assert.equal(certs.code, 0, certs.stderr);
+  assert.match(
+    certs.stdout,
+    /server\.key {2}the server: \[tls\] cert and key, for localhost, 127\.0\.0\.1, ::1, cache, echo, lb\.example\.com \(groups cache, echo from /,
+  );
+  const check = await runMain([`--allow-read=${dir.dir}`], ["check", "--config", dir.path]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stderr, "", "no warning: the certificate names every group");
+
+  const curl = (name: string) =>
+    new Deno.Command("curl", {
+      args: [
+        "-sS",
+        "--http1.1",
+        "--max-time",
+        "10",
+        "--cert",
+        join(pki, "alice.crt"),
+        "--key",
+        join(pki, "alice.key"),
+        "--cacert",
+        join(pki, "ca.crt"),
+        "--resolve",
+        `${name}:${port}:127.0.0.1`,
+        `https://${name}:${port}/`,
+      ],
+      stdin: "null",
+    }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  await serving(dir.path, async () => {
+    const reply = await curl("cache");
+    assert.equal(reply.code, 0, decode(reply.stderr));
+    assert.equal(decode(reply.stdout), "hello from cache");
+  });
+
+  // A server certificate for localhost only, from the same CA: check warns, serve logs
+  // the warning, and curl refuses the server under the group's name (exit 60).
+  const ca = await loadCertificateAuthority(
+    await Deno.readTextFile(join(pki, "ca.crt")),
+    await Deno.readTextFile(join(pki, "ca.key")),
+  );
+  const localhost = await issueCertificate(ca, { commonName: "localhost", kind: "server" });
+  await Deno.writeTextFile(join(pki, "server.crt"), localhost.certPem);
+  await Deno.writeTextFile(join(pki, "server.key"), localhost.keyPem);
+  const warned = await runMain([`--allow-read=${dir.dir}`], ["check", "--config", dir.path]);
+  assert.equal(warned.code, 0, warned.stderr);
+  assert.match(
+    warned.stderr,
+    /^Warning: the server certificate \("tls\.cert", .*server\.crt\) does not name groups cache, echo among its DNS names \(localhost\): a client that checks host names .* main\.ts certs --server-name NAME/,
+  );
+  await serving(dir.path, async (seen) => {
+    assert.ok(
+      seen.some((l) =>
+        l.includes('"level":"WARN"') &&
+        l.includes('"message":"The server certificate (\\"tls.cert\\"') &&
+        l.includes("does not name groups cache, echo")
+      ),
+      seen.join("\n"),
+    );
+    const refused = await curl("cache");
+    assert.equal(refused.code, 60, decode(refused.stderr));
+    assert.match(decode(refused.stderr), /cache/);
+  });
+});
+
+Deno.test("main.ts serve takes stop signals that arrive together as one (Ctrl-C under deno task): it drains; a later one closes now", async () => {
+  await using upstream = await TestUpstream.start();
+  const port = await freePort();
+  await using dir = await configDir(await validConfig(`127.0.0.1:${port}`, upstream.address));
+  const printed = await runMain([`--allow-read=${dir.path}`], [
+    "permissions",
+    "--config",
+    dir.path,
+  ]);
+  const child = spawnLine(printed.stdout.trim(), { cwd: ROOT });
+  const reader = lines(child.stderr);
+  const seen: string[] = [];
+  try {
+    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+    const pki = await testPki();
+    const socket = await connectClient(port, pki.alice);
+    const closed = readAll(socket);
+    socket.write("ping");
+    assert.equal(text(await readBytes(socket, 4)), "ping");
+
+    // A terminal's Ctrl-C reaches the balancer, and `deno task` forwards it again.
+    const first = performance.now();
+    child.kill("SIGINT");
+    child.kill("SIGINT");
+    child.kill("SIGTERM");
+    await waitForRecord(reader, seen, (r) => /^Stopping on SIG/.test(String(r.message)));
+    socket.write("still here");
+    socket.resume();
+    assert.equal(text(await readBytes(socket, 10)), "still here", "the connection is draining");
+    socket.resume();
+    assert.ok(!seen.some((l) => l.includes("Closing every connection now")), seen.join("\n"));
+
+    // An operator's second Ctrl-C, later, closes every connection.
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.max(0, first + 600 - performance.now()))
+    );
+    child.kill("SIGINT");
+    await waitForRecord(
+      reader,
+      seen,
+      (r) => /^Closing every connection now/.test(String(r.message)),
+    );
+    const stopped = await waitForRecord(reader, seen, (r) => r.message === "Stopped");
+    assert.equal((stopped.properties as { forced: number }).forced, 1);
+    await closed;
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    for await (const _ of reader); // Drain stderr so its resource closes.
+    await child.status;
   }
 });

@@ -17,8 +17,10 @@ import {
   type CertificateAuthority,
   createCa,
   createIntermediateCa,
+  extendDevPki,
   issueCertificate,
   type KeyAlgorithmName,
+  loadCertificateAuthority,
   writeDevPki,
 } from "../lib/pki.ts";
 import { spkiSha256FromPem } from "../lib/identity.ts";
@@ -548,6 +550,132 @@ Deno.test({
       });
     }
     assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "writeDevPki() issues the server certificate for the names given, IP addresses apart",
+  ignore: !CAN_WRITE,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_devpki_" });
+  try {
+    const summary = await writeDevPki(dir, {
+      clients: [],
+      serverNames: ["localhost", "127.0.0.1", "[::1]", "Cache", "*.lb.example.com", "cache"],
+    });
+    assert.deepEqual(summary.serverNames, [
+      "localhost",
+      "127.0.0.1",
+      "::1",
+      "cache",
+      "*.lb.example.com",
+    ]);
+    const server = new X509Certificate(await Deno.readTextFile(summary.serverCert));
+    const san = server.getExtension(SubjectAlternativeNameExtension)!;
+    assert.deepEqual(san.names.items.map((n) => [n.type, n.value]), [
+      ["dns", "localhost"],
+      ["dns", "cache"],
+      ["dns", "*.lb.example.com"],
+      ["ip", "127.0.0.1"],
+      ["ip", "::1"],
+    ]);
+    for (const bad of [["exa mple"], ["a..b"], ["*"], ["a.*.b"], [""], []]) {
+      await assert.rejects(
+        writeDevPki(join(dir, "bad"), { clients: [], serverNames: bad }),
+        TypeError,
+        JSON.stringify(bad),
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadCertificateAuthority() reads a CA and its key back, for each key type", async (t) => {
+  for (const algorithm of ["P-256", "P-384", "RSA", "Ed25519"] as const) {
+    await t.step(algorithm, async () => {
+      const original = await createCa({ commonName: `CA ${algorithm}`, keyAlgorithm: algorithm });
+      const loaded = await loadCertificateAuthority(original.certPem, original.keyPem);
+      assert.equal(loaded.serial, original.serial);
+      assert.equal(loaded.intermediatesPem, "");
+      const leaf = await issueCertificate(loaded, { commonName: "dave", kind: "client" });
+      const cert = new X509Certificate(leaf.certPem);
+      assert.ok(await cert.verify({ publicKey: x509(original).publicKey, signatureOnly: true }));
+    });
+  }
+  await t.step("refusals", async () => {
+    const root = await ca();
+    const other = await createCa({ commonName: "other" });
+    const leaf = await issueCertificate(root, { commonName: "leaf", kind: "client" });
+    await assert.rejects(
+      loadCertificateAuthority(root.certPem, other.keyPem),
+      TypeError,
+      "does not belong",
+    );
+    await assert.rejects(loadCertificateAuthority(leaf.certPem, leaf.keyPem), /not a CA/);
+    await assert.rejects(loadCertificateAuthority("garbage", root.keyPem), /not a PEM X\.509/);
+    await assert.rejects(loadCertificateAuthority(root.certPem, "garbage"), /PKCS#8/);
+  });
+});
+
+Deno.test({
+  name: "extendDevPki() adds clients signed by the folder's CA and never replaces a file",
+  ignore: !CAN_WRITE,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_devpki_" });
+  try {
+    const first = await writeDevPki(dir, { clients: ["alice"] });
+    const root = new X509Certificate(await Deno.readTextFile(first.caCert));
+    const before = await Deno.readTextFile(first.serverCert);
+
+    const added = await extendDevPki(dir, { clients: ["dave", "erin"] });
+    assert.deepEqual(added.clients.map((c) => c.name), ["dave", "erin"]);
+    assert.equal(added.server, undefined);
+    for (const client of added.clients) {
+      const pem = await Deno.readTextFile(client.cert);
+      const cert = new X509Certificate(pem);
+      assert.ok(await cert.verify({ publicKey: root.publicKey, signatureOnly: true }));
+      assert.deepEqual(ekus(cert), [ExtendedKeyUsage.clientAuth]);
+      assert.equal(client.spkiSha256, spkiSha256FromPem(pem));
+      await assertKeyMatches(pem, await Deno.readTextFile(client.key));
+      if (Deno.build.os !== "windows") {
+        assert.equal((await Deno.stat(client.key)).mode! & 0o777, 0o600);
+      }
+    }
+    assert.equal(await Deno.readTextFile(first.serverCert), before);
+
+    // Existing targets: an error naming every one, and nothing written.
+    await assert.rejects(
+      extendDevPki(dir, { clients: ["frank", "alice", "dave"] }),
+      (error: unknown) => {
+        assert.ok(error instanceof Deno.errors.AlreadyExists);
+        for (const name of ["alice.crt", "alice.key", "dave.crt", "dave.key"]) {
+          assert.ok(error.message.includes(JSON.stringify(join(dir, name))), error.message);
+        }
+        return true;
+      },
+    );
+    await assert.rejects(Deno.stat(join(dir, "frank.crt")), Deno.errors.NotFound);
+    await assert.rejects(extendDevPki(dir, { clients: ["ca"] }), TypeError);
+    await assert.rejects(extendDevPki(dir, { clients: [] }), TypeError);
+
+    // A server certificate, once the old one is removed, from the same CA.
+    await assert.rejects(
+      extendDevPki(dir, { clients: [], serverNames: ["cache"] }),
+      Deno.errors.AlreadyExists,
+    );
+    await Deno.remove(first.serverCert);
+    await Deno.remove(first.serverKey);
+    const server = await extendDevPki(dir, { clients: [], serverNames: ["localhost", "cache"] });
+    assert.deepEqual(server.server?.names, ["localhost", "cache"]);
+    const cert = new X509Certificate(await Deno.readTextFile(first.serverCert));
+    assert.ok(await cert.verify({ publicKey: root.publicKey, signatureOnly: true }));
+
+    // Without the CA key there is nothing to sign with.
+    await Deno.remove(first.caKey);
+    await assert.rejects(extendDevPki(dir, { clients: ["gina"] }), Deno.errors.NotFound);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
