@@ -7,7 +7,7 @@
  */
 import { fileURLToPath } from "node:url";
 import denoJson from "./deno.json" with { type: "json" };
-import { runCli } from "./lib/cli.ts";
+import { runCli } from "./lib/cli/cli.ts";
 
 if (import.meta.main) {
   // Printed command lines name this script by its absolute path: they run from any folder.

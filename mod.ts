@@ -33,14 +33,14 @@
  *
  * @module
  */
-export { formatHostPort, type HostPort, parseHostPort } from "./lib/address.ts";
+export { formatHostPort, type HostPort, parseHostPort } from "./lib/core/address.ts";
 export {
   AdminServer,
   type AdminServerOptions,
   type AdminTarget,
   RECENT_DENIALS,
   type RecentDenial,
-} from "./lib/admin.ts";
+} from "./lib/admin/admin_server.ts";
 export {
   type ClientLease,
   ClientLimiter,
@@ -63,9 +63,9 @@ export {
   type ClientVerdict,
   TRUST_DENIALS,
   type TrustDenial,
-} from "./lib/client_trust.ts";
+} from "./lib/identity/client_trust.ts";
 export { type ClusterStores, connectCluster } from "./lib/redis/cluster.ts";
-export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/clock.ts";
+export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/core/clock.ts";
 export {
   type AdminConfig,
   type ClientConfig,
@@ -89,7 +89,7 @@ export {
   type TlsConfig,
   type TlsMaterial,
   type UpstreamConfig,
-} from "./lib/config.ts";
+} from "./lib/config/config.ts";
 export {
   type CheckPathOptions,
   createCrl,
@@ -104,10 +104,10 @@ export {
   RevocationList,
   type RevocationStatus,
   type RevocationVerdict,
-} from "./lib/crl.ts";
-export { type Dialer, dialTcp } from "./lib/dial.ts";
-export { formatDuration, parseDuration } from "./lib/duration.ts";
-export { formatSize, parseRate, parseSize } from "./lib/size.ts";
+} from "./lib/identity/crl.ts";
+export { type Dialer, dialTcp } from "./lib/upstream/dial.ts";
+export { formatDuration, parseDuration } from "./lib/core/duration.ts";
+export { formatSize, parseRate, parseSize } from "./lib/core/size.ts";
 export {
   forward,
   type ForwardEndReason,
@@ -115,13 +115,13 @@ export {
   type ForwardResult,
   type ForwardSocket,
   type ForwardStats,
-} from "./lib/forward.ts";
+} from "./lib/proxy/forward.ts";
 export {
   type EjectionChange,
   EjectionEvent,
   type HealthChange,
   HealthChangeEvent,
-} from "./lib/health_event.ts";
+} from "./lib/upstream/health_event.ts";
 export {
   type HealthCheck,
   HealthCheckError,
@@ -136,7 +136,7 @@ export {
   type ProbeReason,
   type TargetHealth,
   tcpCheck,
-} from "./lib/health_probe.ts";
+} from "./lib/upstream/health_probe.ts";
 export {
   type CertIdentity,
   type CertificateFacts,
@@ -149,7 +149,7 @@ export {
   normalizeHex,
   readCertificate,
   spkiSha256FromPem,
-} from "./lib/identity.ts";
+} from "./lib/identity/certificate.ts";
 export {
   type DialFailure,
   type DialFailureReason,
@@ -164,7 +164,7 @@ export {
   type UpstreamLease,
   type UpstreamSpec,
   type UpstreamStatus,
-} from "./lib/least_conn_pool.ts";
+} from "./lib/upstream/least_conn_pool.ts";
 export {
   type CounterSeries,
   type GaugeSeries,
@@ -172,7 +172,7 @@ export {
   type MetricOptions,
   MetricsRegistry,
   type MetricType,
-} from "./lib/metrics.ts";
+} from "./lib/metrics/registry.ts";
 export {
   DEFAULT_OUTLIER_SETTINGS,
   forwardOutcome,
@@ -184,13 +184,13 @@ export {
   PASSIVE_FAILURE_REASONS,
   type PassiveFailureReason,
   type PassiveSuccess,
-} from "./lib/outlier_detector.ts";
+} from "./lib/upstream/outlier_detector.ts";
 export {
   checkPermissions,
   permissionFlags,
   type PermissionNeeds,
   type PermissionReport,
-} from "./lib/permissions.ts";
+} from "./lib/control/permissions.ts";
 export {
   type CertificateAuthority,
   createCa,
@@ -210,7 +210,7 @@ export {
   signingAlgorithmOf,
   writeDevPki,
   type WriteDevPkiOptions,
-} from "./lib/pki.ts";
+} from "./lib/pki/pki.ts";
 export {
   decodeSslTlv,
   encodeProxyV2,
@@ -226,7 +226,7 @@ export {
   type ProxyV2Header,
   textTlv,
   tlvText,
-} from "./lib/proxy_protocol.ts";
+} from "./lib/proxy/proxy_protocol.ts";
 export {
   type ClientRule,
   type IdentifyDenial,
@@ -236,7 +236,7 @@ export {
   type RouteDenial,
   type RouteRequest,
   type RouteResult,
-} from "./lib/policy.ts";
+} from "./lib/policy/policy.ts";
 export {
   RedisLimiterStore,
   type RedisLimiterStoreCounters,
@@ -253,6 +253,7 @@ export {
   DEFAULT_COLLECT_TIMEOUT,
   type ReleasedSlots,
   WORKER_MODULE,
+  WORKER_MODULES_ROOT,
   WorkerBalancer,
   type WorkerBalancerOptions,
   type WorkerBalancerStatus,
@@ -261,13 +262,13 @@ export {
   type WorkerLogging,
   type WorkerStartRecord,
   type WorkerStatus,
-} from "./lib/workers.ts";
+} from "./lib/workers/worker_balancer.ts";
 export {
   SharedState,
   SharedStateError,
   type SharedStateInit,
   type SharedStateOptions,
-} from "./lib/shared_state.ts";
+} from "./lib/workers/shared_state.ts";
 export {
   CHAIN_FAILURES,
   type ChainFailure,
@@ -284,13 +285,13 @@ export {
   type VerifiedPath,
   type VerifyOptions,
   type VerifyResult,
-} from "./lib/trust_store.ts";
-export { SignatureCache, type SignatureCacheOptions } from "./lib/signature_cache.ts";
+} from "./lib/identity/trust_store.ts";
+export { SignatureCache, type SignatureCacheOptions } from "./lib/identity/signature_cache.ts";
 export {
   assertSupportedRuntime,
   MIN_DENO_VERSION,
   UnsupportedRuntimeError,
-} from "./lib/runtime.ts";
+} from "./lib/core/runtime.ts";
 export {
   CERTIFICATE_FAILURES,
   type CertificateFailure,
@@ -301,7 +302,7 @@ export {
   isCertificateFailure,
   SESSION_END_REASONS,
   type SessionEndReason,
-} from "./lib/reasons.ts";
+} from "./lib/core/reasons.ts";
 export {
   Balancer,
   type BalancerCounters,
@@ -323,4 +324,4 @@ export {
   ReloadError,
   type ReloadRecord,
   type UpstreamState,
-} from "./lib/server.ts";
+} from "./lib/server/balancer.ts";

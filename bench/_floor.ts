@@ -77,7 +77,7 @@ if (import.meta.main) {
       (client, upstream) => {
         // Not client.pipe(upstream): Deno 2.9's node:tls loses a FIN that arrives while
         // a server socket is paused, which pipe() does under backpressure (see
-        // lib/forward.ts). The TLS side is never paused; the upstream side may be.
+        // lib/proxy/forward.ts). The TLS side is never paused; the upstream side may be.
         client.on("data", (chunk: Uint8Array) => upstream.write(chunk));
         client.on("end", () => upstream.end());
         upstream.pipe(client);

@@ -15,11 +15,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Clock, systemClock } from "../lib/core/clock.ts";
 import { ClientLimiter } from "../lib/limiter/client_limiter.ts";
 import { MemoryLimiterStore } from "../lib/limiter/memory_store.ts";
 import type { ClientLimits, LimiterStore } from "../lib/limiter/store.ts";
-import { SharedState } from "../lib/shared_state.ts";
+import { SharedState } from "../lib/workers/shared_state.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -14,12 +14,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ClientTrust } from "../lib/client_trust.ts";
-import { createCrl, RevocationList } from "../lib/crl.ts";
-import { readCertificate } from "../lib/identity.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki.ts";
-import { SignatureCache } from "../lib/signature_cache.ts";
-import { TrustStore, type VerifiedPath, type VerifyResult } from "../lib/trust_store.ts";
+import { ClientTrust } from "../lib/identity/client_trust.ts";
+import { createCrl, RevocationList } from "../lib/identity/crl.ts";
+import { readCertificate } from "../lib/identity/certificate.ts";
+import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import { SignatureCache } from "../lib/identity/signature_cache.ts";
+import { TrustStore, type VerifiedPath, type VerifyResult } from "../lib/identity/trust_store.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -17,10 +17,10 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { EXIT_USAGE, parseCliArgs, permissionNeeds, UsageError } from "../lib/cli.ts";
-import { type Config, ConfigError, loadConfig } from "../lib/config.ts";
-import { permissionFlags } from "../lib/permissions.ts";
-import { WORKER_MODULE } from "../lib/workers.ts";
+import { EXIT_USAGE, parseCliArgs, permissionNeeds, UsageError } from "../lib/cli/cli.ts";
+import { type Config, ConfigError, loadConfig } from "../lib/config/config.ts";
+import { permissionFlags } from "../lib/control/permissions.ts";
+import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
 
 /** The repository root. */
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -58,7 +58,7 @@ export interface LaunchOptions {
  * @example Usage
  * ```ts
  * import { launchArgs, MAIN } from "./launch.ts";
- * import { parseConfig } from "../lib/config.ts";
+ * import { parseConfig } from "../lib/config/config.ts";
  * import assert from "node:assert/strict";
  *
  * const config = parseConfig(

@@ -7,8 +7,8 @@
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
-import { Balancer, type BalancerOptions } from "../lib/server.ts";
-import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
+import { Balancer, type BalancerOptions } from "../lib/server/balancer.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 
 /** A TCP upstream for tests. */

@@ -17,9 +17,9 @@ import {
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
-} from "../lib/pki.ts";
+} from "../lib/pki/pki.ts";
 import { join } from "node:path";
-import { identityFromCertificate } from "../lib/identity.ts";
+import { identityFromCertificate } from "../lib/identity/certificate.ts";
 
 /** A CA certificate, in memory and on disk. */
 export interface TestCa {

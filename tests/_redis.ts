@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { systemClock } from "../lib/clock.ts";
+import { systemClock } from "../lib/core/clock.ts";
 import { ClientLimiter } from "../lib/limiter/client_limiter.ts";
 import { RedisConnection, RedisScript } from "../lib/redis/_redis_connection.ts";
 import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { AdminServer, type AdminTarget } from "../lib/admin.ts";
-import { formatHostPort } from "../lib/address.ts";
-import { RELOAD_HEADER } from "../lib/dashboard.ts";
+import { AdminServer, type AdminTarget } from "../lib/admin/admin_server.ts";
+import { formatHostPort } from "../lib/core/address.ts";
+import { RELOAD_HEADER } from "../lib/admin/dashboard.ts";
 import { rawRequest } from "./_harness.ts";
 
 class FakeTarget implements AdminTarget {

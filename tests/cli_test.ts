@@ -14,12 +14,12 @@ import {
   runCli,
   uncoveredSniGroups,
   USAGE,
-} from "../lib/cli.ts";
-import { parseConfig } from "../lib/config.ts";
-import { configureLogging } from "../lib/logging.ts";
+} from "../lib/cli/cli.ts";
+import { parseConfig } from "../lib/config/config.ts";
+import { configureLogging } from "../lib/control/logging.ts";
 import { demoCommands, startDemoUpstreams } from "../demo.ts";
 import { concat, readAll, text } from "./_harness.ts";
-import { TrustStore } from "../lib/trust_store.ts";
+import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { ClientTrust, type ClientVerdict, TRUST_DENIALS } from "../lib/client_trust.ts";
-import { createCrl, RevocationList } from "../lib/crl.ts";
-import { SignatureCache } from "../lib/signature_cache.ts";
-import { TrustStore } from "../lib/trust_store.ts";
+import { ClientTrust, type ClientVerdict, TRUST_DENIALS } from "../lib/identity/client_trust.ts";
+import { createCrl, RevocationList } from "../lib/identity/crl.ts";
+import { SignatureCache } from "../lib/identity/signature_cache.ts";
+import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config.ts";
-import { describeChanges, diffConfig } from "../lib/config_diff.ts";
+import { parseConfig } from "../lib/config/config.ts";
+import { describeChanges, diffConfig } from "../lib/config/diff.ts";
 
 const base = `[server]
 listen = "127.0.0.1:8443"

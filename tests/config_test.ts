@@ -9,8 +9,8 @@ import {
   loadTlsMaterial,
   parseConfig,
   type TlsConfig,
-} from "../lib/config.ts";
-import { identityFromCertificate } from "../lib/identity.ts";
+} from "../lib/config/config.ts";
+import { identityFromCertificate } from "../lib/identity/certificate.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 const PATH = "/etc/mtlb/lb.toml";

@@ -17,10 +17,10 @@ import {
   CrlError,
   crlToPem,
   RevocationList,
-} from "../lib/crl.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki.ts";
-import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config.ts";
-import { TrustStore } from "../lib/trust_store.ts";
+} from "../lib/identity/crl.ts";
+import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config/config.ts";
+import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;

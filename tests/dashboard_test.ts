@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { AdminServer, RECENT_DENIALS } from "../lib/admin.ts";
-import { formatHostPort } from "../lib/address.ts";
-import { dashboardCsp, dashboardResponse, RELOAD_HEADER } from "../lib/dashboard.ts";
+import { AdminServer, RECENT_DENIALS } from "../lib/admin/admin_server.ts";
+import { formatHostPort } from "../lib/core/address.ts";
+import { dashboardCsp, dashboardResponse, RELOAD_HEADER } from "../lib/admin/dashboard.ts";
 import { rawRequest } from "./_harness.ts";
 
 /** An admin target that dispatches `"deny"` events, as a Balancer does. */

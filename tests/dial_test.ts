@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer } from "node:net";
-import { dialTcp } from "../lib/dial.ts";
+import { dialTcp } from "../lib/upstream/dial.ts";
 
 Deno.test("dialTcp() keeps shared listeners, and a later error still throws when unhandled", async () => {
   const server = createServer((socket) => socket.on("error", () => {}));

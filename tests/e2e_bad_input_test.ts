@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import { connect as netConnect, createServer, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
-import { FakeClock } from "../lib/clock.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki.ts";
-import type { CertificateAuthority, IssuedCertificate } from "../lib/pki.ts";
-import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import type { CertificateAuthority, IssuedCertificate } from "../lib/pki/pki.ts";
+import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/balancer.ts";
 import {
   connectClient,
   nextEvent,
@@ -312,7 +312,7 @@ Deno.test("Balancer refuses clients that close mid-handshake", async () => {
 });
 
 Deno.test({
-  // BUG (lib/server.ts, Balancer#listen): the listeners are created with
+  // BUG (lib/server/balancer.ts, Balancer#listen): the listeners are created with
   // `allowHalfOpen: true`, and Deno 2.9's node:tls then never surfaces a FIN that
   // arrives during the handshake: the raw socket emits no "end" nor "close", so a
   // client that leaves mid-handshake holds its socket (and a `max_connections` slot)
@@ -339,7 +339,7 @@ Deno.test({
 });
 
 Deno.test({
-  // BUG (lib/server.ts, Balancer#onConnection and the "tlsClientError" handler): when
+  // BUG (lib/server/balancer.ts, Balancer#onConnection and the "tlsClientError" handler): when
   // the handshake timer fires it counts `handshake_timeout` and destroys the raw
   // socket; node:tls then emits "tlsClientError" (ECONNRESET) for the same socket,
   // counted again, with remote "unknown" since the socket is gone. Every timed-out

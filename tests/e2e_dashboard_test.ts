@@ -11,15 +11,15 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 // @ts-types="./_puppeteer.d.ts"
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
-import { AdminServer } from "../lib/admin.ts";
-import { formatHostPort } from "../lib/address.ts";
-import { loadTlsMaterial } from "../lib/config.ts";
-import type { BalancerStatus } from "../lib/server.ts";
+import { AdminServer } from "../lib/admin/admin_server.ts";
+import { formatHostPort } from "../lib/core/address.ts";
+import { loadTlsMaterial } from "../lib/config/config.ts";
+import type { BalancerStatus } from "../lib/server/balancer.ts";
 import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
 import { freePort, lines, waitForRecord } from "./_subprocess.ts";
 
-const OUTPUT = new URL("../test_output/", import.meta.url);
+const OUTPUT = new URL("../test_output", import.meta.url);
 /** Guard against a hang only: every wait below ends on a DOM change long before. */
 const GUARD_MS = 20_000;
 

@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { connect as netConnect, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { EjectionEvent, HealthChangeEvent } from "../lib/health_event.ts";
-import type { HealthProbe } from "../lib/health_probe.ts";
-import type { OutlierDetector } from "../lib/outlier_detector.ts";
-import type { ConnectionRecord, DenyRecord } from "../lib/server.ts";
+import type { EjectionEvent, HealthChangeEvent } from "../lib/upstream/health_event.ts";
+import type { HealthProbe } from "../lib/upstream/health_probe.ts";
+import type { OutlierDetector } from "../lib/upstream/outlier_detector.ts";
+import type { ConnectionRecord, DenyRecord } from "../lib/server/balancer.ts";
 import {
   banner,
   connectClient,

@@ -9,14 +9,14 @@ import type { Socket } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
-import { AdminServer } from "../lib/admin.ts";
-import { formatHostPort, type HostPort } from "../lib/address.ts";
-import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config.ts";
-import { createCrl } from "../lib/crl.ts";
-import { dialTcp } from "../lib/dial.ts";
-import { FakeClock } from "../lib/clock.ts";
-import { certificateValidity } from "../lib/identity.ts";
-import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy_protocol.ts";
+import { AdminServer } from "../lib/admin/admin_server.ts";
+import { formatHostPort, type HostPort } from "../lib/core/address.ts";
+import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { createCrl } from "../lib/identity/crl.ts";
+import { dialTcp } from "../lib/upstream/dial.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { certificateValidity } from "../lib/identity/certificate.ts";
+import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy/proxy_protocol.ts";
 import {
   Balancer,
   type BalancerOptions,
@@ -26,7 +26,7 @@ import {
   type LoadedConfig,
   ReloadError,
   type ReloadRecord,
-} from "../lib/server.ts";
+} from "../lib/server/balancer.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";
 import { freePort, lines, waitForRecord } from "./_subprocess.ts";

@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { EjectionEvent } from "../lib/health_event.ts";
-import type { OutlierDetector } from "../lib/outlier_detector.ts";
+import type { EjectionEvent } from "../lib/upstream/health_event.ts";
+import type { OutlierDetector } from "../lib/upstream/outlier_detector.ts";
 import { join } from "node:path";
-import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
-import type { ConnectionRecord, DenyRecord, LoadedConfig } from "../lib/server.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import type { ConnectionRecord, DenyRecord, LoadedConfig } from "../lib/server/balancer.ts";
 import {
   banner,
   type ClientOptions,

@@ -6,11 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
-import { createCrl, crlToPem } from "../lib/crl.ts";
-import type { IssuedCertificate } from "../lib/pki.ts";
-import { Balancer, type HandshakeErrorRecord, type LoadedConfig } from "../lib/server.ts";
-import { WorkerBalancer } from "../lib/workers.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { createCrl, crlToPem } from "../lib/identity/crl.ts";
+import type { IssuedCertificate } from "../lib/pki/pki.ts";
+import { Balancer, type HandshakeErrorRecord, type LoadedConfig } from "../lib/server/balancer.ts";
+import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type Rollover, rolloverPki, testPki } from "./_pki_fixtures.ts";
 import { guard, HAVE_OPENSSL, sClient } from "./_openssl.ts";

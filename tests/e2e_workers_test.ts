@@ -7,14 +7,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
-import { AdminServer } from "../lib/admin.ts";
-import { formatHostPort } from "../lib/address.ts";
-import { loadTlsMaterial, parseConfig } from "../lib/config.ts";
-import type { EjectionEvent } from "../lib/health_event.ts";
-import { type DenyRecord, type LoadedConfig, ReloadError } from "../lib/server.ts";
-import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers.ts";
-import { MetricsRegistry } from "../lib/metrics.ts";
-import { BalancerMetrics } from "../lib/_balancer_metrics.ts";
+import { AdminServer } from "../lib/admin/admin_server.ts";
+import { formatHostPort } from "../lib/core/address.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import type { EjectionEvent } from "../lib/upstream/health_event.ts";
+import { type DenyRecord, type LoadedConfig, ReloadError } from "../lib/server/balancer.ts";
+import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers/worker_balancer.ts";
+import { MetricsRegistry } from "../lib/metrics/registry.ts";
+import { BalancerMetrics } from "../lib/server/_balancer_metrics.ts";
 import {
   banner,
   connectClient,

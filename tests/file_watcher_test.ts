@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FileWatcher } from "../lib/file_watcher.ts";
+import { FileWatcher } from "../lib/control/file_watcher.ts";
 
 Deno.test("FileWatcher calls back once per burst of changes, and follows a replaced file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mtlb_watch_" });

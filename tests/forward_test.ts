@@ -10,15 +10,15 @@ import {
   SubjectAlternativeNameExtension,
   X509CertificateGenerator,
 } from "@peculiar/x509";
-import { FakeClock } from "../lib/clock.ts";
-import { linkTcpReads } from "../lib/_tls_server_hooks.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { linkTcpReads } from "../lib/listener/_tls_server_hooks.ts";
 import {
   forward,
   type ForwardOptions,
   type ForwardResult,
   type ForwardSocket,
   type ForwardStats,
-} from "../lib/forward.ts";
+} from "../lib/proxy/forward.ts";
 
 const HOST = "127.0.0.1";
 const EVENTS = ["data", "end", "finish", "drain", "error", "close"] as const;

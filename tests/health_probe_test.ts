@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer, type Socket } from "node:net";
-import type { HostPort } from "../lib/address.ts";
-import { FakeClock } from "../lib/clock.ts";
-import type { HealthChange, HealthChangeEvent } from "../lib/health_event.ts";
+import type { HostPort } from "../lib/core/address.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import type { HealthChange, HealthChangeEvent } from "../lib/upstream/health_event.ts";
 import {
   HealthCheckError,
   type HealthCheckSettings,
@@ -10,7 +10,7 @@ import {
   type HealthProbeOptions,
   type ProbeFailureReason,
   tcpCheck,
-} from "../lib/health_probe.ts";
+} from "../lib/upstream/health_probe.ts";
 
 const A = "10.0.0.1:6379";
 const B = "10.0.0.2:6379";

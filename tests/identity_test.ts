@@ -19,8 +19,8 @@ import {
   normalizeHex,
   readCertificate,
   spkiSha256FromPem,
-} from "../lib/identity.ts";
-import { createCa, issueCertificate } from "../lib/pki.ts";
+} from "../lib/identity/certificate.ts";
+import { createCa, issueCertificate } from "../lib/pki/pki.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 
 /** The openssl test reads the fixture files, so it needs `--allow-write` as well as `--allow-run`. */

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { permissionNeeds } from "../lib/cli.ts";
-import { loadConfig, parseConfig } from "../lib/config.ts";
-import { permissionFlags } from "../lib/permissions.ts";
-import { WORKER_MODULE } from "../lib/workers.ts";
+import { permissionNeeds } from "../lib/cli/cli.ts";
+import { loadConfig, parseConfig } from "../lib/config/config.ts";
+import { permissionFlags } from "../lib/control/permissions.ts";
+import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
 import { COMPILE_OUTPUT, launchArgs, MAIN } from "../tasks/launch.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
@@ -62,7 +62,7 @@ listen = "[::1]:9443"
     "compile",
     ...flags,
     "--include",
-    join(ROOT, "lib", "_balancer_worker.ts"),
+    join(ROOT, "lib", "workers", "_balancer_worker.ts"),
     "--output",
     COMPILE_OUTPUT,
     MAIN,

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
-import type { HostPort } from "../lib/address.ts";
-import { FakeClock } from "../lib/clock.ts";
-import { dialTcp } from "../lib/dial.ts";
-import { EjectionEvent, HealthChangeEvent } from "../lib/health_event.ts";
+import type { HostPort } from "../lib/core/address.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { dialTcp } from "../lib/upstream/dial.ts";
+import { EjectionEvent, HealthChangeEvent } from "../lib/upstream/health_event.ts";
 import {
   type DialFailureReason,
   LeastConnPool,
@@ -12,7 +12,7 @@ import {
   UpstreamConnectError,
   type UpstreamCounts,
   type UpstreamLease,
-} from "../lib/least_conn_pool.ts";
+} from "../lib/upstream/least_conn_pool.ts";
 
 const A = "10.0.0.1:80";
 const B = "10.0.0.2:80";

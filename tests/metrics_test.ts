@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MetricFamily, MetricsRegistry } from "../lib/metrics.ts";
+import { MetricFamily, MetricsRegistry } from "../lib/metrics/registry.ts";
 
 Deno.test("MetricsRegistry.render() writes HELP, TYPE and one line per series in creation order", () => {
   const registry = new MetricsRegistry();

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../lib/clock.ts";
-import { type EjectionChange, EjectionEvent } from "../lib/health_event.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { type EjectionChange, EjectionEvent } from "../lib/upstream/health_event.ts";
 import {
   DEFAULT_OUTLIER_SETTINGS,
   forwardOutcome,
   isLocalDialError,
   OutlierDetector,
   type OutlierDetectorOptions,
-} from "../lib/outlier_detector.ts";
+} from "../lib/upstream/outlier_detector.ts";
 
 const A = "10.0.0.1:80";
 const B = "10.0.0.2:80";

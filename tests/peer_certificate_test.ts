@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import * as tls from "node:tls";
-import { peerCertificateChain, peerCertificateDer } from "../lib/_peer_certificate.ts";
+import { peerCertificateChain, peerCertificateDer } from "../lib/identity/_peer_certificate.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
 
 /** Connects `client` to a mutual-TLS server on port 0 and returns what each reading gives. */

@@ -22,8 +22,8 @@ import {
   type KeyAlgorithmName,
   loadCertificateAuthority,
   writeDevPki,
-} from "../lib/pki.ts";
-import { spkiSha256FromPem } from "../lib/identity.ts";
+} from "../lib/pki/pki.ts";
+import { spkiSha256FromPem } from "../lib/identity/certificate.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const EC_P256: EcKeyImportParams = { name: "ECDSA", namedCurve: "P-256" };

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config.ts";
-import type { CertIdentity } from "../lib/identity.ts";
-import { type ClientRule, Policy } from "../lib/policy.ts";
-import { ClientTrust } from "../lib/client_trust.ts";
-import { TrustStore } from "../lib/trust_store.ts";
+import { parseConfig } from "../lib/config/config.ts";
+import type { CertIdentity } from "../lib/identity/certificate.ts";
+import { type ClientRule, Policy } from "../lib/policy/policy.ts";
+import { ClientTrust } from "../lib/identity/client_trust.ts";
+import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki } from "./_pki_fixtures.ts";
 
 const SPKI = "3f1c" + "00".repeat(28) + "abcd";

@@ -10,7 +10,7 @@ import {
   ProxyProtocolError,
   textTlv,
   tlvText,
-} from "../lib/proxy_protocol.ts";
+} from "../lib/proxy/proxy_protocol.ts";
 
 const hex = (bytes: Uint8Array): string =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");

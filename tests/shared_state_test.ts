@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { SharedState, SharedStateError } from "../lib/shared_state.ts";
+import { SharedState, SharedStateError } from "../lib/workers/shared_state.ts";
 import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
-import { LeastConnPool } from "../lib/least_conn_pool.ts";
-import { FakeClock } from "../lib/clock.ts";
+import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
+import { FakeClock } from "../lib/core/clock.ts";
 
 Deno.test("SharedState.upstreamCounts() is one count seen from every view", () => {
   const main = new SharedState();

@@ -21,10 +21,10 @@ import {
   issueCertificate,
   type KeyAlgorithmName,
   signingAlgorithmOf,
-} from "../lib/pki.ts";
-import { SignatureCache } from "../lib/signature_cache.ts";
-import { TrustStore, TrustStoreError, type VerifyResult } from "../lib/trust_store.ts";
-import { identityFromCertificate } from "../lib/identity.ts";
+} from "../lib/pki/pki.ts";
+import { SignatureCache } from "../lib/identity/signature_cache.ts";
+import { TrustStore, TrustStoreError, type VerifyResult } from "../lib/identity/trust_store.ts";
+import { identityFromCertificate } from "../lib/identity/certificate.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 
 const DAY = 24 * 60 * 60 * 1000;

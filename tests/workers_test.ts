@@ -7,14 +7,19 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
-import { FakeClock } from "../lib/clock.ts";
-import { parseConfig } from "../lib/config.ts";
-import { permissionNeeds, workerCount } from "../lib/cli.ts";
-import { LeastConnPool } from "../lib/least_conn_pool.ts";
-import { MetricsRegistry } from "../lib/metrics.ts";
-import { Balancer, type PassiveHealthRecord } from "../lib/server.ts";
-import { SharedState } from "../lib/shared_state.ts";
-import { parseSamples, WORKER_MODULE, WorkerLedger } from "../lib/workers.ts";
+import { FakeClock } from "../lib/core/clock.ts";
+import { parseConfig } from "../lib/config/config.ts";
+import { permissionNeeds, workerCount } from "../lib/cli/cli.ts";
+import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
+import { MetricsRegistry } from "../lib/metrics/registry.ts";
+import { Balancer, type PassiveHealthRecord } from "../lib/server/balancer.ts";
+import { SharedState } from "../lib/workers/shared_state.ts";
+import {
+  parseSamples,
+  WORKER_MODULE,
+  WORKER_MODULES_ROOT,
+  WorkerLedger,
+} from "../lib/workers/worker_balancer.ts";
 import {
   banner,
   connectClient,
@@ -140,7 +145,7 @@ Deno.test("parseSamples() reads back every series MetricsRegistry.render() write
 Deno.test("permissionNeeds() asks to read mtlb's modules only for more than one worker", () => {
   const body = (workers: string) =>
     `[server]\nlisten = "127.0.0.1:8443"\n${workers}[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`;
-  const lib = fileURLToPath(new URL(".", WORKER_MODULE)).replace(/\/$/, "");
+  const lib = fileURLToPath(WORKER_MODULES_ROOT).replace(/\/$/, "");
   const two = parseConfig(body("workers = 2\n"), { path: "/etc/mtlb/lb.toml" });
   const one = parseConfig(body("workers = 1\n"), { path: "/etc/mtlb/lb.toml" });
   const unset = parseConfig(body(""), { path: "/etc/mtlb/lb.toml" });

@@ -11,8 +11,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { type Clock, systemClock } from "../clock.ts";
-import { formatDuration } from "../duration.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
 import { MemoryLimiterStore } from "./memory_store.ts";
 import type { ClientLimitKind, ClientLimits, LimiterStore } from "./store.ts";
 

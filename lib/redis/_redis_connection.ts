@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 // @ts-types="./_redis_client.d.ts"
 import { createClient, ErrorReply, type RedisClient } from "@redis/client";
 import { getLogger } from "@logtape/logtape";
-import type { Clock, TimerId } from "../clock.ts";
-import { formatDuration } from "../duration.ts";
+import type { Clock, TimerId } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
 

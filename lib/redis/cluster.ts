@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Clock } from "../clock.ts";
-import type { ClusterConfig } from "../config.ts";
+import type { Clock } from "../core/clock.ts";
+import type { ClusterConfig } from "../config/config.ts";
 import { RedisLimiterStore } from "./limiter_store.ts";
 import { RedisUpstreamCounts } from "./upstream_counts.ts";
 

@@ -29,8 +29,8 @@ import {
   type LimiterStore,
   StoreUnavailableError,
 } from "../limiter/store.ts";
-import { type Clock, systemClock, type TimerId } from "../clock.ts";
-import { formatDuration } from "../duration.ts";
+import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { FakeClock } from "../../lib/clock.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
 import { type ClientLease, ClientLimiter } from "../../lib/limiter/client_limiter.ts";
 import { MemoryLimiterStore } from "../../lib/limiter/memory_store.ts";
 import type { Admission, ClientLimits, LimiterStore } from "../../lib/limiter/store.ts";

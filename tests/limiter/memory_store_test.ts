@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
 import { ClientLimiter } from "../../lib/limiter/client_limiter.ts";
 import { MemoryLimiterStore } from "../../lib/limiter/memory_store.ts";
 import { storeCases } from "./store_cases.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SharedState } from "../../lib/shared_state.ts";
+import { SharedState } from "../../lib/workers/shared_state.ts";
 import { CASE_CLIENTS, storeCases } from "./store_cases.ts";
 
 storeCases({

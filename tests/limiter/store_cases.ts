@@ -10,7 +10,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
 import {
   type ClientLease,
   ClientLimiter,

@@ -1,0 +1,116 @@
+/**
+ * The named reasons mtlb gives for every refusal, failed handshake and connection it
+ * ends itself: each list is written once here, and its type derived from it, so the
+ * log, the metrics (whose series exist at 0 from the start), `/denials` and the
+ * dashboard all use the same names.
+ *
+ * @module
+ */
+import { CHAIN_FAILURES } from "../identity/_chain_search.ts";
+
+/**
+ * Why a connection was refused after its handshake (or, for `server_full`, instead
+ * of it). Nothing of a refused connection reaches an upstream.
+ *
+ * - `server_full`: `[server] max_connections` (or `max_handshakes`) reached.
+ * - `cipher_not_allowed`: the negotiated suite is not in `[tls] ciphers`.
+ * - `revoked`, `crl_expired`, `crl_missing`: the CRLs of `[tls] crl`.
+ * - `unknown_identity`, `ambiguous_identity`: the certificate matches no client, or
+ *   several.
+ * - `unauthorized_group`: the client asked for a group it may not use; `no_group`:
+ *   it may use several and named none (SNI or ALPN).
+ * - `limit_concurrency`, `limit_rate`, `limit_store_unavailable`: its limits.
+ * - `no_healthy_upstream`, `upstream_unavailable`: no upstream could take it.
+ * - `client_gone`, `server_closing`: it went away, or the balancer did, meanwhile.
+ * - `buffer_overflow`: it sent more than `[server] max_buffer` before its upstream was
+ *   connected, where the runtime cannot stop reading it.
+ */
+export const DENY_REASONS = [
+  "server_full",
+  "cipher_not_allowed",
+  "revoked",
+  "crl_expired",
+  "crl_missing",
+  "unknown_identity",
+  "ambiguous_identity",
+  "unauthorized_group",
+  "no_group",
+  "limit_concurrency",
+  "limit_rate",
+  "limit_store_unavailable",
+  "no_healthy_upstream",
+  "upstream_unavailable",
+  "client_gone",
+  "server_closing",
+  "buffer_overflow",
+] as const;
+
+/** Why a connection was refused: one of {@linkcode DENY_REASONS}. */
+export type DenyReason = typeof DENY_REASONS[number];
+
+/**
+ * Why a client certificate failed verification (the chain checks of `TrustStore`),
+ * or `no_certificate` when the client sent none.
+ */
+export const CERTIFICATE_FAILURES = ["no_certificate", ...CHAIN_FAILURES] as const;
+
+/** One of {@linkcode CERTIFICATE_FAILURES}. */
+export type CertificateFailure = typeof CERTIFICATE_FAILURES[number];
+
+/**
+ * Why a TLS handshake failed: a {@linkcode CertificateFailure}, or
+ * `handshake_timeout`, `handshake_shed` (closed to make room under
+ * `max_handshakes`), `protocol_version` (not TLS 1.3), `no_shared_group` (no ECDHE
+ * group in common), `no_shared_cipher`, `not_tls` (plaintext or garbage),
+ * `client_closed` (the client left before it finished), `tls_error` (anything else;
+ * the record's detail holds the runtime's error).
+ */
+export const HANDSHAKE_FAILURES = [
+  ...CERTIFICATE_FAILURES,
+  "handshake_timeout",
+  "handshake_shed",
+  "protocol_version",
+  "no_shared_group",
+  "no_shared_cipher",
+  "not_tls",
+  "client_closed",
+  "tls_error",
+] as const;
+
+/** One of {@linkcode HANDSHAKE_FAILURES}. */
+export type HandshakeFailure = typeof HANDSHAKE_FAILURES[number];
+
+/**
+ * Why mtlb itself ended a forwarded connection: its certificate was revoked
+ * (`revoked`), a reload no longer allows it (`policy_changed`: client removed, group
+ * withdrawn, CA removed), it reached `[server] max_lifetime` (`max_lifetime`), or more
+ * than `[server] max_buffer` waited to be written to one side (`buffer_overflow`).
+ */
+export const SESSION_END_REASONS = [
+  "revoked",
+  "policy_changed",
+  "max_lifetime",
+  "buffer_overflow",
+] as const;
+
+/** One of {@linkcode SESSION_END_REASONS}. */
+export type SessionEndReason = typeof SESSION_END_REASONS[number];
+
+/**
+ * Whether `reason` is a {@linkcode CertificateFailure}.
+ *
+ * @example Usage
+ * ```ts
+ * import { isCertificateFailure } from "./reasons.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isCertificateFailure("unknown_ca"), true);
+ * assert.equal(isCertificateFailure("revoked"), false);
+ * ```
+ *
+ * @param reason A reason name.
+ * @returns Whether it names a failed certificate check.
+ */
+export function isCertificateFailure(reason: string): reason is CertificateFailure {
+  return (CERTIFICATE_FAILURES as readonly string[]).includes(reason);
+}

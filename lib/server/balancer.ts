@@ -1,0 +1,2408 @@
+/**
+ * The mTLS balancer: `node:tls` listeners that verify client certificates,
+ * identify and authorize each client, apply its limits and forward its bytes to
+ * the least-loaded healthy upstream of its group; reloadable without dropping a
+ * connection, drainable, observable through metrics and a status snapshot.
+ *
+ * @module
+ */
+import { createServer, type Server, type TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
+import { getLogger } from "@logtape/logtape";
+import { isLogged } from "../control/logging.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../core/address.ts";
+import { ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
+import { type LimiterStore, StoreUnavailableError } from "../limiter/store.ts";
+import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
+import { formatSize } from "../core/size.ts";
+import { describeChanges, diffConfig } from "../config/diff.ts";
+import {
+  type Config,
+  type GroupConfig,
+  type HealthConfig,
+  loadConfig,
+  loadTlsMaterial,
+  type TlsMaterial,
+} from "../config/config.ts";
+import { RevocationList } from "../identity/crl.ts";
+import { type Dialer, dialTcp } from "../upstream/dial.ts";
+import {
+  type ConnectionCaps,
+  connectionCaps,
+  readFileDescriptorLimit,
+} from "../listener/connection_caps.ts";
+import { forward, type ForwardEndReason, type ForwardStats } from "../proxy/forward.ts";
+import {
+  type HealthCheck,
+  HealthProbe,
+  type HealthState,
+  type HealthTarget,
+  type ProbeReason,
+  type TargetHealth,
+} from "../upstream/health_probe.ts";
+import { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
+import type { CertIdentity } from "../identity/certificate.ts";
+import { peerCertificateChain } from "../identity/_peer_certificate.ts";
+import { ClientTrust } from "../identity/client_trust.ts";
+import { TrustStore } from "../identity/trust_store.ts";
+import {
+  type CertificateFailure,
+  type DenyReason,
+  type HandshakeFailure,
+  isCertificateFailure,
+  type SessionEndReason,
+} from "../core/reasons.ts";
+import {
+  type ClientHelloInfo,
+  hookTlsSocket,
+  keepContext,
+  linkTcpReads,
+  offeredAlpn,
+  setAlpnSelector,
+} from "../listener/_tls_server_hooks.ts";
+import {
+  LeastConnPool,
+  NoHealthyUpstreamError,
+  UpstreamConnectError,
+  type UpstreamConnection,
+  type UpstreamCounts,
+} from "../upstream/least_conn_pool.ts";
+import {
+  forwardOutcome,
+  isLocalDialError,
+  OutlierDetector,
+  type OutlierState,
+  type PassiveFailureReason,
+  type PassiveSuccess,
+} from "../upstream/outlier_detector.ts";
+import type { CounterSeries } from "../metrics/registry.ts";
+import { MetricsRegistry } from "../metrics/registry.ts";
+import { type ClientRule, Policy, type RouteRequest } from "../policy/policy.ts";
+import {
+  encodeProxyV2,
+  encodeSslTlv,
+  PP2_CLIENT,
+  PP2_TYPE,
+  type ProxyTlv,
+  textTlv,
+} from "../proxy/proxy_protocol.ts";
+import { BalancerMetrics } from "./_balancer_metrics.ts";
+
+const log = getLogger(["mtlb", "server"]);
+const audit = getLogger(["mtlb", "audit"]);
+
+/**
+ * Listen backlog requested for every listener. The kernel caps it at
+ * `net.core.somaxconn` (4096 on current Linux); the default of 511 overflows
+ * under a burst of simultaneous TLS clients.
+ */
+export const LISTEN_BACKLOG = 4096;
+
+/** Key exchange groups offered: ECDHE only (no finite-field DHE). */
+export const ECDH_CURVES = "X25519:P-256:P-384";
+
+/** Detail of a `"deny"` event. */
+export interface DenyRecord {
+  /** Why the connection was refused. */
+  reason: DenyReason;
+  /** The configured client name, once identified. */
+  client?: string;
+  /** The certificate identity, once read. */
+  identity?: CertIdentity;
+  /** The group asked for, once routed. */
+  group?: string;
+  /** The client's address, `host:port`. */
+  remote: string;
+  /** Human-readable detail for the log (never sent to the client). */
+  detail?: string;
+}
+
+/** Detail of an `"end"` event: one audit record per forwarded connection. */
+export interface ConnectionRecord {
+  /** The configured client name. */
+  client: string;
+  /** The certificate identity the client was matched by. */
+  identity: CertIdentity;
+  /** The group served. */
+  group: string;
+  /** The upstream used, `host:port`. */
+  upstream: string;
+  /** The client's address, `host:port`. */
+  remote: string;
+  /** Bytes the client sent. */
+  bytesFromClient: number;
+  /** Bytes the upstream sent. */
+  bytesFromUpstream: number;
+  /** Connection lifetime after the upstream connected, in whole milliseconds. */
+  durationMs: number;
+  /** How it ended. */
+  reason: ForwardEndReason | SessionEndReason;
+  /** Why mtlb ended it, for `revoked` and `policy_changed`. */
+  detail?: string;
+}
+
+/** Detail of a `"handshake_error"` event. */
+export interface HandshakeErrorRecord {
+  /** The cause. */
+  reason: HandshakeFailure;
+  /** The client's address, `host:port`, when known. */
+  remote: string;
+  /** The certificate's identity, when the client presented one. */
+  identity?: CertIdentity;
+  /** Detail for the log: the runtime's error code, or what failed in the certificate. */
+  detail?: string;
+}
+
+/** Detail of a `"reload"` event, and the last reload in {@linkcode BalancerStatus}. */
+export interface ReloadRecord {
+  /** Whether the new configuration is now in use. */
+  outcome: "success" | "failure";
+  /** When the reload finished, ISO 8601. */
+  at: string;
+  /** The config file. */
+  path: string;
+  /** Why it failed; the old configuration keeps running. */
+  error?: string;
+}
+
+/** Counters kept by the balancer, for metrics and tests. */
+export interface BalancerCounters {
+  /** Connections that completed the handshake and reached an upstream. */
+  accepted: number;
+  /** Connections refused, by reason. */
+  denied: Map<DenyReason, number>;
+  /** Handshakes that failed or timed out, by reason. */
+  handshakeErrors: Map<string, number>;
+  /** Connections being forwarded now. */
+  active: number;
+}
+
+/** A bound listener. */
+export interface ListenerInfo {
+  /** The group a dedicated listener serves; absent for the shared listener. */
+  group?: string;
+  /** The address actually bound (port 0 resolved). */
+  address: HostPort;
+}
+
+/**
+ * The life of a balancer: `idle` until {@linkcode Balancer.start}, `serving`, then
+ * `draining` (no longer accepting, live connections finishing) and `closed`.
+ */
+export type BalancerState = "idle" | "serving" | "draining" | "closed";
+
+/** A configuration and its TLS material, as a reload takes them. */
+export interface LoadedConfig {
+  /** The validated configuration. */
+  config: Config;
+  /** The PEM material it names. */
+  tls: TlsMaterial;
+}
+
+/** Options of {@linkcode Balancer}. */
+export interface BalancerOptions {
+  /** A validated configuration (see `loadConfig`). */
+  config: Config;
+  /** The PEM material the configuration names (see `loadTlsMaterial`). */
+  tls: TlsMaterial;
+  /**
+   * Time source for handshake, connect, idle and drain timeouts and health probes.
+   *
+   * @default {systemClock}
+   */
+  clock?: Clock;
+  /**
+   * Wall-clock time, ms since the epoch: CRL validity and the timestamps of
+   * {@linkcode Balancer.status}.
+   *
+   * @default {Date.now}
+   */
+  wallClock?: () => number;
+  /**
+   * Opens upstream connections.
+   *
+   * @default {dialTcp}
+   */
+  dial?: Dialer<Socket>;
+  /**
+   * The active health check.
+   *
+   * @default {tcpCheck}
+   */
+  healthCheck?: HealthCheck;
+  /**
+   * The registry the `mtlb_*` metrics are registered in.
+   *
+   * @default {a new MetricsRegistry}
+   */
+  metrics?: MetricsRegistry;
+  /**
+   * Reads the configuration again for {@linkcode Balancer.reload} called without
+   * arguments; it should throw (a `ConfigError`, say) on anything it will not run.
+   *
+   * @default {loadConfig(path), then loadTlsMaterial}
+   */
+  load?: (path: string) => Promise<LoadedConfig>;
+  /**
+   * Where per-client limit state lives: `SharedState.limiterStore()` for workers of
+   * one process, a Redis store for a fleet.
+   *
+   * @default {a new MemoryLimiterStore}
+   */
+  limiterStore?: LimiterStore;
+  /**
+   * Where active connection counts per upstream live, shared by every group's pool
+   * (keyed by upstream address): `SharedState.upstreamCounts()` for workers, a Redis
+   * store for a fleet.
+   *
+   * @default {a MemoryUpstreamCounts per group}
+   */
+  upstreamCounts?: UpstreamCounts;
+  /**
+   * Bind listeners with `SO_REUSEPORT`, so several processes or workers can serve
+   * the same addresses and the kernel spreads connections among them.
+   *
+   * @default {false}
+   */
+  reusePort?: boolean;
+  /**
+   * Where upstream health comes from. `"probe"`: the balancer runs the active health
+   * checks of its config and its own outlier detection (`[outlier]`).
+   * `"external"`: it runs neither; every upstream is `unknown` (never picked) until
+   * {@linkcode Balancer.setHealth} reports it (ejections included), and what is seen
+   * on traffic (failed dials, resets before any byte, and the successes that end a
+   * streak of them) is dispatched as `"passive_health"` events
+   * ({@linkcode PassiveHealthRecord}) for the owner of the health checks, such as the
+   * primary thread of a `WorkerBalancer`.
+   *
+   * @default {"probe"}
+   */
+  health?: "probe" | "external";
+  /**
+   * Where the count of open client connections that `[server] max_connections`
+   * caps lives: a count shared by the workers of a `WorkerBalancer`, so the cap is
+   * for the whole server. `add` returns the new total.
+   *
+   * @default {a count of this balancer's own connections}
+   */
+  connectionCount?: { add(delta: number): number };
+  /**
+   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
+   * and `max_handshakes` derive from.
+   *
+   * @default {read from /proc/self/limits when allowed, else 32768}
+   */
+  fileDescriptorLimit?: number;
+  /**
+   * Whether this balancer logs its own life cycle (listening, reloads, drain). The
+   * workers of a `WorkerBalancer` do not: their primary logs it once for all.
+   *
+   * @default {true}
+   */
+  logLifecycle?: boolean;
+  /**
+   * This balancer's share of `[server] max_handshakes`, for one of several workers
+   * serving the same listeners: `1 / workers`.
+   *
+   * @default {1}
+   */
+  handshakeShare?: number;
+}
+
+/** An upstream's health as an external source reports it to {@linkcode Balancer.setHealth}. */
+export interface HealthReport {
+  /** The upstream, `host:port` as configured. */
+  address: string;
+  /** Whether its active health checks pass. */
+  healthy: boolean;
+  /** Why it is in this state: a probe reason, such as `probe_ok`. */
+  reason: string;
+  /**
+   * Whether outlier detection ejected it: it is then picked only in panic mode.
+   *
+   * @default {false}
+   */
+  ejected?: boolean;
+  /**
+   * Whether the source counts a streak of passive failures for it: the balancer then
+   * reports the next successes too (`"passive_health"`), so that they end the streak.
+   *
+   * @default {false}
+   */
+  failing?: boolean;
+}
+
+/**
+ * Detail of a `"passive_health"` event (balancers with `health: "external"` only):
+ * a failure seen on traffic, or a success that may end a streak of failures (the
+ * first after a failure this balancer saw, or any while the source says `failing`).
+ */
+export interface PassiveHealthRecord {
+  /** The group whose pool dialed. */
+  group: string;
+  /** The upstream, `host:port` as configured. */
+  address: string;
+  /** `failure` or `success`. */
+  outcome: "failure" | "success";
+  /** What failed, for a failure. */
+  reason?: PassiveFailureReason;
+  /** What went right, for a success. */
+  success?: PassiveSuccess;
+}
+
+/** Result of {@linkcode Balancer.drain}. */
+export interface DrainResult {
+  /** Connections still open at the deadline, and closed by force. */
+  forced: number;
+  /** Milliseconds the drain took. */
+  durationMs: number;
+}
+
+/** One upstream in {@linkcode BalancerStatus}. */
+export interface UpstreamState {
+  /** `host:port` as configured. */
+  address: string;
+  /** The configured weight. */
+  weight: number;
+  /** Connections being forwarded to it. */
+  active: number;
+  /** Connections forwarded to it since the group was created (for a connection rate). */
+  accepted: number;
+  /**
+   * Whether it may be picked: its health checks pass and outlier detection has not
+   * ejected it (in panic mode, ejected ones are picked too).
+   */
+  healthy: boolean;
+  /** Its health state; `unknown` before its first probe and for a removed upstream. */
+  state: HealthState;
+  /** Present for an upstream a reload removed while connections to it are live. */
+  removed?: true;
+  /** Why it entered its state. */
+  reason?: string;
+  /** When it entered its state, ISO 8601. */
+  since?: string;
+  /** The latest active probe. */
+  lastProbe?: { ok: boolean; reason: string; latencyMs: number; at: string };
+  /**
+   * Present while outlier detection has it ejected: the failure behind it, when it
+   * began and when it ends (ISO 8601), and its recent ejections (the n-th lasts n
+   * times the base ejection time).
+   */
+  ejection?: { reason: string; since: string; until: string; ejections: number };
+}
+
+/** One group in {@linkcode BalancerStatus}. */
+export interface GroupState {
+  /** The group name. */
+  name: string;
+  /** Its dedicated listener, as configured. */
+  listen?: string;
+  /** Whether upstreams receive a PROXY protocol header. */
+  proxyProtocol?: "v2";
+  /** Connections forwarded since start (or since the group was added). */
+  accepted: number;
+  /**
+   * Panic mode: too few upstreams are available, so ejected ones are picked again.
+   */
+  panic: boolean;
+  /** Bytes received from clients. */
+  bytesFromClient: number;
+  /** Bytes received from upstreams. */
+  bytesFromUpstream: number;
+  /** Its upstreams, configured ones first. */
+  upstreams: UpstreamState[];
+}
+
+/** One configured client in {@linkcode BalancerStatus}. */
+export interface ClientState {
+  /** The client name. */
+  name: string;
+  /** The groups it may use. */
+  groups: string[];
+  /** Connections it has open now. */
+  active: number;
+  /** Its concurrent connection cap. */
+  maxConnections: number;
+}
+
+/**
+ * A JSON-ready snapshot of a running balancer, served by the admin endpoint's
+ * `/status`. Times are ISO 8601 strings.
+ */
+export interface BalancerStatus {
+  /** The life-cycle state. */
+  state: BalancerState;
+  /** When the balancer started listening. */
+  startedAt?: string;
+  /** The configuration in use. */
+  config: { path: string; loadedAt: string };
+  /** The latest reload, when there was one. */
+  lastReload?: ReloadRecord;
+  /** Connection totals. */
+  connections: {
+    /** Client connections open: handshaking, being refused, or forwarded. */
+    open: number;
+    /** Connections whose TLS handshake is in flight. */
+    handshaking: number;
+    /** `[server] max_connections`, configured or derived from the open-files limit. */
+    max: number;
+    /** `[server] max_handshakes`, configured or derived. */
+    maxHandshakes: number;
+    /** Connections being forwarded. */
+    active: number;
+    /** Connections forwarded since start. */
+    accepted: number;
+    /** Refusals since start, by reason. */
+    denied: Record<string, number>;
+    /** Failed handshakes since start, by reason. */
+    handshakeFailures: Record<string, number>;
+  };
+  /** The bound listeners. */
+  listeners: { address: string; group?: string }[];
+  /** The groups. */
+  groups: GroupState[];
+  /** The configured clients. */
+  clients: ClientState[];
+  /**
+   * When TLS material expires: the server certificate, the earliest CA certificate
+   * of the bundle, the earliest `nextUpdate` of the CRLs.
+   */
+  certificates: { server?: string; ca?: string; crlNextUpdate?: string };
+}
+
+/**
+ * A reload that did not happen: the previous configuration keeps running. The
+ * message says why (`cause` holds the original error).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Balancer, ReloadError } from "@mtlb/mtlb";
+ *
+ * declare const balancer: Balancer;
+ * try {
+ *   await balancer.reload();
+ * } catch (error) {
+ *   if (!(error instanceof ReloadError)) throw error;
+ *   // Logged and counted already; the old configuration keeps serving.
+ * }
+ * ```
+ */
+export class ReloadError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   * @param options The cause.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ReloadError";
+  }
+}
+
+/** What a group needs from its health source: a `HealthProbe`, or a `RelayedHealth`. */
+interface GroupHealth extends EventTarget {
+  readonly ready: Promise<void>;
+  start(): void;
+  setTargets(targets: Iterable<HealthTarget>): void;
+  isHealthy(address: string): boolean;
+  snapshot(): TargetHealth[];
+  close(): Promise<void>;
+}
+
+/** Where a group's passive signals go: its `OutlierDetector`, or a `RelayedHealth`. */
+interface PassiveSink {
+  reportFailure(address: string, reason: PassiveFailureReason): void;
+  reportSuccess(address: string, kind: PassiveSuccess): void;
+}
+
+interface Group {
+  config: GroupConfig;
+  pool: LeastConnPool;
+  probe: GroupHealth;
+  /** Outlier detection, or its relay with `health: "external"`. */
+  passive: PassiveSink;
+  /** Outlier detection, with `health: "probe"`. */
+  outlier: OutlierDetector | undefined;
+  follow: Disposable;
+  /** Retried dials (mtlb_connect_retries_total). */
+  retries: CounterSeries;
+  /** Live byte totals: every forward of the group adds to them. */
+  stats: ForwardStats;
+  accepted: CounterSeries;
+  /** Connections forwarded per upstream address (status only; one Map update per connection). */
+  acceptedBy: Map<string, number>;
+  /** The series of mtlb_bytes_total, brought up to `stats` at collect time. */
+  bytesFromClient: CounterSeries;
+  bytesFromUpstream: CounterSeries;
+}
+
+interface Listener {
+  server: Server;
+  /** The configured address (port 0 stays 0), the key reloads match on. */
+  address: string;
+  /** The group of a dedicated listener; swapped by a reload that keeps the address. */
+  group: string | undefined;
+  closed: Promise<void> | undefined;
+}
+
+/**
+ * The mTLS layer-4 balancer.
+ *
+ * Every listener is a `node:tls` server that accepts TLS 1.3 only, with ECDHE
+ * key exchange, requests a client certificate and verifies it against the
+ * configured CA (validity and the clientAuth extended key usage included). After
+ * the handshake the balancer checks the certificate against the CRL, reads the
+ * client's identity, matches it against the policy, picks the group (dedicated
+ * listener, else SNI, else ALPN, else the client's only group), takes a slot from
+ * the client's limits and forwards to the group's least-loaded healthy upstream,
+ * after a PROXY v2 header when the group asks for one. A refused connection is
+ * closed right after its handshake: nothing of it reaches an upstream, and the
+ * client learns nothing of why; the log and the `"deny"` event say why.
+ *
+ * Operations: {@linkcode Balancer.reload} swaps in a new configuration and TLS
+ * material without dropping a connection; {@linkcode Balancer.drain} stops
+ * accepting and lets live connections finish; {@linkcode Balancer.metrics} and
+ * {@linkcode Balancer.status} describe it.
+ *
+ * Events (all plain `CustomEvent`s): `"deny"` ({@linkcode DenyRecord}), `"end"`
+ * ({@linkcode ConnectionRecord}), `"handshake_error"`
+ * ({@linkcode HandshakeErrorRecord}), `"reload"` ({@linkcode ReloadRecord}),
+ * `"state"` (the new {@linkcode BalancerState}), and with `health: "external"`
+ * `"passive_health"` ({@linkcode PassiveHealthRecord}).
+ *
+ * `Deno 2.9`'s `node:tls` does not enforce `ciphersuites`, so the negotiated
+ * suite is checked after the handshake and a connection on a suite that is not
+ * configured is refused (`cipher_not_allowed`). Its `handshakeTimeout` is not
+ * enforced either: the balancer arms its own timer per accepted socket. It ignores
+ * the `crl` option too: CRLs are checked after the handshake (see `RevocationList`).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ *
+ * const config = await loadConfig("config/lb.toml");
+ * await using balancer = new Balancer({ config, tls: await loadTlsMaterial(config) });
+ * await balancer.start();
+ * Deno.addSignalListener("SIGHUP", () => balancer.reload().catch(() => {}));
+ * ```
+ */
+export class Balancer extends EventTarget implements AsyncDisposable {
+  #config: Config;
+  #tls: TlsMaterial;
+  #clock: Clock;
+  #wall: () => number;
+  #dial: Dialer<Socket>;
+  #healthCheck: HealthCheck | undefined;
+  #load: (path: string) => Promise<LoadedConfig>;
+  #policy: Policy;
+  #crl: RevocationList | undefined;
+  #trust!: ClientTrust;
+  #limiter: ClientLimiter;
+  #upstreamCounts: UpstreamCounts | undefined;
+  #reusePort: boolean;
+  #externalHealth: boolean;
+  #connectionCount: { add(delta: number): number } | undefined;
+  #fileDescriptors: number | undefined;
+  #handshakeShare: number;
+  #logLifecycle: boolean;
+  #caps: ConnectionCaps;
+  /** Health reported with `setHealth`, by group then address (external health only). */
+  #reports = new Map<string, Map<string, RelayedReport>>();
+  #registry: MetricsRegistry;
+  #metrics: BalancerMetrics;
+  #groups = new Map<string, Group>();
+  #groupNames: string[] = [];
+  #listeners: Listener[] = [];
+  /** Listeners a reload replaced: no longer accepting, closing when their connections end. */
+  #retired = new Set<Promise<void>>();
+  /** Probes of groups a reload removed, settling. */
+  #retiredProbes = new Set<Promise<void>>();
+  #closing = new AbortController();
+  /** Handshakes in flight, oldest first: their timeout timer and when they began. */
+  #handshakes = new Map<Socket, { timer: TimerId; since: number }>();
+  /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
+  #overflowed = new WeakSet<Socket>();
+  /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
+  #refused = new WeakSet<Socket>();
+  #remotes = new WeakMap<Socket, string>();
+  /** Connections open when close() began, for a drain it cut short. */
+  #openAtClose = 0;
+  /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
+  #sessions = new Set<LiveSession>();
+  #lifetimeTimer: TimerId | undefined;
+  #settled = new Set<Promise<void>>();
+  /** Client TCP connections open: the `max_connections` count. */
+  #open = 0;
+  #idle: PromiseWithResolvers<void> | undefined;
+  #ciphers: Set<string>;
+  #state: BalancerState = "idle";
+  #starting = false;
+  #startedAt: number | undefined;
+  #loadedAt: number;
+  #lastReload: ReloadRecord | undefined;
+  #reloading: Promise<void> = Promise.resolve();
+  #draining: Promise<DrainResult> | undefined;
+  #closed: Promise<void> | undefined;
+  #collect: Disposable;
+  /** Live counters; read them, do not change them. */
+  readonly counters: BalancerCounters = {
+    accepted: 0,
+    denied: new Map(),
+    handshakeErrors: new Map(),
+    active: 0,
+  };
+
+  /**
+   * Creates a balancer; nothing listens until {@linkcode Balancer.start}.
+   *
+   * @param options The configuration, TLS material and injectables.
+   * @throws {TypeError} When `options.metrics` already has `mtlb_*` metrics.
+   */
+  constructor(options: BalancerOptions) {
+    super();
+    this.#config = options.config;
+    this.#tls = options.tls;
+    this.#clock = options.clock ?? systemClock;
+    this.#wall = options.wallClock ?? Date.now;
+    this.#dial = options.dial ?? dialTcp;
+    this.#healthCheck = options.healthCheck;
+    this.#load = options.load ?? defaultLoad;
+    this.#policy = new Policy(options.config);
+    this.#limiter = new ClientLimiter({
+      clock: this.#clock,
+      ...(options.limiterStore === undefined ? {} : { store: options.limiterStore }),
+    });
+    this.#upstreamCounts = options.upstreamCounts;
+    this.#reusePort = options.reusePort ?? false;
+    this.#externalHealth = options.health === "external";
+    this.#connectionCount = options.connectionCount;
+    this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
+    this.#handshakeShare = options.handshakeShare ?? 1;
+    this.#logLifecycle = options.logLifecycle ?? true;
+    if (!(this.#handshakeShare > 0 && this.#handshakeShare <= 1)) {
+      throw new RangeError(
+        `Cannot create balancer: handshakeShare must be in (0, 1], received ${this.#handshakeShare}`,
+      );
+    }
+    this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
+    this.#ciphers = new Set(options.config.tls.ciphers);
+    this.#registry = options.metrics ?? new MetricsRegistry();
+    this.#metrics = new BalancerMetrics(this.#registry);
+    this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
+    this.#loadedAt = this.#wall();
+  }
+
+  /**
+   * Checks the CRL, starts health probes, waits for their first round, then listens.
+   *
+   * @returns When every listener is bound.
+   * @throws {CrlError} When `[tls] crl` cannot be used (see `RevocationList.parse`).
+   * @throws {Error} When a listener cannot bind (address in use, permission).
+   */
+  async start(): Promise<void> {
+    if (this.#starting) throw new Error("Cannot start balancer: already started");
+    this.#starting = true;
+    ({ trust: this.#trust, crl: this.#crl } = await buildTrust(
+      this.#config,
+      this.#tls,
+      this.#wall(),
+    ));
+    this.#groupNames = [...this.#config.groups.keys()];
+    for (const group of this.#config.groups.values()) {
+      this.#groups.set(group.name, this.#newGroup(group));
+    }
+    await Promise.all([...this.#groups.values()].map((g) => g.probe.ready));
+    try {
+      for (const { address, group } of wantedListeners(this.#config)) {
+        if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+        this.#listeners.push(await this.#listen(address, group));
+      }
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+    if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+    this.#startedAt = this.#wall();
+    this.#loadedAt = this.#startedAt;
+    this.#updateStaticMetrics();
+    this.#setState("serving");
+  }
+
+  /** The life-cycle state. */
+  get state(): BalancerState {
+    return this.#state;
+  }
+
+  /** The configuration in use (the latest one a reload applied). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The registry holding the `mtlb_*` metrics; `render()` it for `/metrics`. */
+  get metrics(): MetricsRegistry {
+    return this.#registry;
+  }
+
+  /**
+   * The addresses bound, in configuration order (shared listener first).
+   *
+   * @returns One entry per listener.
+   */
+  listeners(): ListenerInfo[] {
+    return this.#listeners.map(({ server, group }) => {
+      const bound = server.address();
+      const address = typeof bound === "object" && bound !== null
+        ? { hostname: bound.address, port: bound.port }
+        : { hostname: "", port: 0 };
+      return group === undefined ? { address } : { group, address };
+    });
+  }
+
+  /**
+   * The pool of a group, for status and metrics.
+   *
+   * @param group The group name.
+   * @returns The pool, or `undefined` for an unknown group.
+   */
+  pool(group: string): LeastConnPool | undefined {
+    return this.#groups.get(group)?.pool;
+  }
+
+  /**
+   * The health probe of a group, for status and metrics.
+   *
+   * @param group The group name.
+   * @returns The probe, or `undefined` for an unknown group and with `health: "external"`.
+   */
+  probe(group: string): HealthProbe | undefined {
+    const probe = this.#groups.get(group)?.probe;
+    return probe instanceof HealthProbe ? probe : undefined;
+  }
+
+  /**
+   * The outlier detection of a group (passive ejection), for status and tests.
+   *
+   * @param group The group name.
+   * @returns The detector, or `undefined` for an unknown group and with
+   * `health: "external"`.
+   */
+  outlier(group: string): OutlierDetector | undefined {
+    return this.#groups.get(group)?.outlier;
+  }
+
+  /**
+   * Sets an upstream's health, for a balancer created with `health: "external"`. A
+   * report may come before the group or upstream exists (before
+   * {@linkcode Balancer.start}, or before the reload that adds it): it is kept and
+   * applies when they do, so report the health of new upstreams before the reload.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+   *
+   * const config = await loadConfig("config/lb.toml");
+   * const tls = await loadTlsMaterial(config);
+   * const balancer = new Balancer({ config, tls, health: "external" });
+   * balancer.setHealth("cache", { address: "127.0.0.1:6379", healthy: true, reason: "probe_ok" });
+   * await balancer.start();
+   * ```
+   *
+   * @param group The group name.
+   * @param report The upstream, whether it is healthy, and why.
+   * @throws {TypeError} When the balancer runs its own probes (`health: "probe"`).
+   */
+  setHealth(group: string, report: HealthReport): void {
+    if (!this.#externalHealth) {
+      throw new TypeError(
+        'Cannot set upstream health: the balancer runs its own health checks (health is "probe")',
+      );
+    }
+    const health = this.#groups.get(group)?.probe;
+    if (health instanceof RelayedHealth) {
+      health.apply(report);
+      return;
+    }
+    let reports = this.#reports.get(group);
+    if (reports === undefined) this.#reports.set(group, reports = new Map());
+    storeReport(reports, report, this.#clock.now());
+  }
+
+  /** The per-client limiter, for status and metrics. */
+  get limiter(): ClientLimiter {
+    return this.#limiter;
+  }
+
+  /**
+   * A JSON-ready snapshot: state, configuration, listeners, groups with their
+   * upstreams' health and load, clients with their open connections.
+   *
+   * @returns A fresh object; later changes do not show in it.
+   */
+  status(): BalancerStatus {
+    const now = this.#clock.now();
+    const wall = this.#wall();
+    const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
+    const groups: GroupState[] = [];
+    for (const group of this.#groups.values()) {
+      const health = new Map(group.probe.snapshot().map((h) => [h.address, h]));
+      const outliers = new Map(group.outlier?.snapshot().map((o) => [o.address, o]));
+      const upstreams = group.pool.snapshot().map((u): UpstreamState => {
+        const h = health.get(u.address);
+        const state: UpstreamState = {
+          address: u.address,
+          weight: u.weight,
+          active: u.active,
+          accepted: group.acceptedBy.get(u.address) ?? 0,
+          healthy: u.healthy && !u.ejected && u.removed !== true,
+          state: h?.state ?? "unknown",
+        };
+        if (u.removed) state.removed = true;
+        addProbeState(state, h, iso);
+        if (u.removed !== true) addEjection(state, outliers.get(u.address), iso);
+        return state;
+      });
+      const entry: GroupState = {
+        name: group.config.name,
+        accepted: group.accepted.value,
+        panic: group.pool.panic,
+        bytesFromClient: group.stats.bytesFromClient,
+        bytesFromUpstream: group.stats.bytesFromUpstream,
+        upstreams,
+      };
+      if (group.config.listen !== undefined) entry.listen = group.config.listen;
+      if (group.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
+      groups.push(entry);
+    }
+    const clients: ClientState[] = [...this.#config.clients.values()].map((c) => ({
+      name: c.name,
+      groups: [...c.groups],
+      active: this.#limiter.active(c.name),
+      maxConnections: c.maxConnections ?? this.#config.limits.maxConnectionsPerClient,
+    }));
+    const certificates: BalancerStatus["certificates"] = {};
+    const server = this.#certificateExpiry("tls.cert");
+    const ca = this.#certificateExpiry("tls.ca");
+    if (Number.isFinite(server)) certificates.server = new Date(server).toISOString();
+    if (Number.isFinite(ca)) certificates.ca = new Date(ca).toISOString();
+    const crlNext = this.#crl?.nextUpdate;
+    if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
+    const status: BalancerStatus = {
+      state: this.#state,
+      config: { path: this.#config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
+      connections: {
+        open: this.#open,
+        handshaking: this.#handshakes.size,
+        max: this.#caps.maxConnections,
+        maxHandshakes: this.#caps.maxHandshakes,
+        active: this.counters.active,
+        accepted: this.counters.accepted,
+        denied: Object.fromEntries(this.counters.denied),
+        handshakeFailures: Object.fromEntries(this.counters.handshakeErrors),
+      },
+      listeners: this.listeners().map((l, i) => {
+        const group = this.#listeners[i]!.group;
+        const address = formatHostPort(l.address);
+        return group === undefined ? { address } : { address, group };
+      }),
+      groups,
+      clients,
+      certificates,
+    };
+
+    if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
+    if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
+    return status;
+  }
+
+  /**
+   * Applies a new configuration and TLS material without dropping a connection.
+   * Reloads run one at a time, in call order.
+   *
+   * New connections get the new policy, limits, timeouts, CA, certificate, CRL and
+   * groups; live connections keep running with what they started with. Upstreams
+   * that stay keep their connection counts and health; new upstreams and groups are
+   * probed before the new configuration takes effect, so they are not refused while
+   * unknown. Listeners are matched by their configured address: kept ones take the
+   * new TLS material (`setSecureContext`), new ones are bound before anything
+   * changes, removed ones stop accepting while their connections finish.
+   *
+   * Not applied without a restart (a warning is logged): `[admin] listen`,
+   * `[log]`, `[server] workers` and `watch`, and a listener address switching
+   * between the shared listener and a group's own (a reload that does so fails).
+   *
+   * A failed reload changes nothing, is logged, counted in
+   * `mtlb_reloads_total{outcome="failure"}` and reported in
+   * {@linkcode Balancer.status}; so is a successful one.
+   *
+   * @param next The configuration and TLS material; without it, they are read again
+   *   from the config file with the `load` option.
+   * @returns When the new configuration is in use.
+   * @throws {ReloadError} When the balancer is not serving, or the configuration
+   *   cannot be read or applied (the cause says why); the old one keeps running.
+   */
+  reload(next?: LoadedConfig): Promise<void> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Stops accepting, lets live connections finish for up to `timeout`
+   * milliseconds, then closes the rest and everything else, as
+   * {@linkcode Balancer.close} does. While it drains, {@linkcode Balancer.state} is
+   * `draining` (the admin `/healthz` answers 503). Handshakes already under way
+   * are served. Calling it again returns the same drain.
+   *
+   * @param timeout Milliseconds to wait; `[server] drain_timeout` when omitted.
+   * @returns How many connections were closed by force, and how long it took.
+   */
+  drain(timeout: number = this.#config.server.drainTimeout): Promise<DrainResult> {
+    this.#draining ??= this.#drain(timeout);
+    return this.#draining;
+  }
+
+  /**
+   * Stops listening, ends every live connection and stops the probes.
+   *
+   * @returns When everything is closed.
+   */
+  close(): Promise<void> {
+    if (this.#closed === undefined) {
+      this.#openAtClose = this.#open;
+      this.#closed = this.#shutdown();
+    }
+    return this.#closed;
+  }
+
+  /**
+   * Same as {@linkcode Balancer.close}.
+   *
+   * @returns When everything is closed.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #drain(timeout: number): Promise<DrainResult> {
+    const started = this.#clock.now();
+    if (this.#state === "closed" || this.#closed !== undefined) {
+      await this.close();
+      return { forced: 0, durationMs: 0 };
+    }
+    this.#setState("draining");
+    this.#metrics.draining.set(1);
+    if (this.#logLifecycle) {
+      log.info(
+        `Draining: stopped accepting; {open} ${
+          plural(this.#open, "connection")
+        } open, waiting up to {timeout}`,
+        { open: this.#open, timeout: formatDuration(timeout) },
+      );
+    }
+    for (const listener of this.#listeners) void this.#closeListener(listener);
+    let timer: TimerId | undefined;
+    if (this.#open > 0) {
+      this.#idle = Promise.withResolvers<void>();
+      await new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, timeout);
+        this.#idle!.promise.then(resolve);
+      });
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+    }
+    // close() called meanwhile (a second SIGTERM) ended the wait: what it closed was forced.
+    const forced = this.#closed !== undefined ? this.#openAtClose : this.#open;
+    if (forced > 0 && this.#closed === undefined) {
+      log.warn(`Drain timeout: closing {forced} ${plural(forced, "connection")} still open`, {
+        forced,
+      });
+    }
+    await this.close();
+    const durationMs = Math.round(this.#clock.now() - started);
+    if (this.#logLifecycle) log.info("Drained in {durationMs} ms", { durationMs, forced });
+    return { forced, durationMs };
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#setState("closed");
+    const listeners = this.#listeners.map((l) => this.#closeListener(l));
+    this.#closing.abort(new Error("Balancer closing"));
+    for (const [socket, { timer }] of this.#handshakes) {
+      this.#clock.clearTimeout(timer);
+      socket.destroy();
+    }
+    this.#handshakes.clear();
+    if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer);
+    for (const session of this.#sessions) {
+      session.socket.destroy();
+      session.upstream.destroy();
+    }
+    await Promise.all([...listeners, ...this.#retired]);
+    await Promise.all(this.#settled);
+    for (const group of this.#groups.values()) {
+      group.follow[Symbol.dispose]();
+      group.outlier?.close();
+      await group.probe.close();
+    }
+    await Promise.all(this.#retiredProbes);
+    this.#collect[Symbol.dispose]();
+    this.#idle?.resolve();
+  }
+
+  #setState(state: BalancerState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit("state", state);
+  }
+
+  #closeListener(listener: Listener): Promise<void> {
+    listener.closed ??= new Promise<void>((resolve) => listener.server.close(() => resolve()));
+    return listener.closed;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Groups
+
+  #newGroup(config: GroupConfig): Group {
+    const name = config.name;
+    const pool = new LeastConnPool(
+      config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
+      {
+        clock: this.#clock,
+        initiallyHealthy: false,
+        panicThreshold: config.outlier.panicThreshold,
+        name: `Group ${name}`,
+        ...(this.#upstreamCounts === undefined ? {} : { counts: this.#upstreamCounts }),
+      },
+    );
+    let probe: GroupHealth;
+    let passive: PassiveSink;
+    let outlier: OutlierDetector | undefined;
+    const follows: Disposable[] = [];
+    if (this.#externalHealth) {
+      let reports = this.#reports.get(name);
+      if (reports === undefined) this.#reports.set(name, reports = new Map());
+      const relayed = new RelayedHealth(
+        groupHealthTargets(config),
+        reports,
+        this.#clock,
+        (record) => {
+          this.#emit("passive_health", { group: name, ...record } satisfies PassiveHealthRecord);
+        },
+      );
+      for (const upstream of config.upstreams) {
+        pool.setHealthy(upstream.address, relayed.isHealthy(upstream.address));
+        pool.setEjected(upstream.address, relayed.isEjected(upstream.address));
+      }
+      probe = relayed;
+      passive = relayed;
+    } else {
+      const active = new HealthProbe(groupHealthTargets(config), {
+        ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
+        clock: this.#clock,
+      });
+      const detector = groupOutlierDetector(config, active, this.#clock);
+      detector.addEventListener("ejection", (event) => {
+        const { address, ejected, reason } = (event as EjectionEvent).change;
+        if (ejected) this.#metrics.ejections.labels(name, address, reason).inc();
+      });
+      follows.push(pool.followHealth(detector));
+      probe = active;
+      passive = outlier = detector;
+    }
+    follows.push(pool.followHealth(probe));
+    probe.start();
+    return {
+      config,
+      pool,
+      probe,
+      passive,
+      outlier,
+      follow: { [Symbol.dispose]: () => follows.forEach((f) => f[Symbol.dispose]()) },
+      retries: this.#metrics.retries.labels(name),
+      stats: { bytesFromClient: 0, bytesFromUpstream: 0 },
+      accepted: this.#metrics.accepted.labels(config.name),
+      acceptedBy: new Map(),
+      bytesFromClient: this.#metrics.bytes.labels(config.name, "from_client"),
+      bytesFromUpstream: this.#metrics.bytes.labels(config.name, "from_upstream"),
+    };
+  }
+
+  #retireGroup(group: Group): void {
+    const name = group.config.name;
+    group.follow[Symbol.dispose]();
+    group.outlier?.close();
+    const closing = group.probe.close();
+    this.#retiredProbes.add(closing);
+    void closing.then(() => this.#retiredProbes.delete(closing));
+    this.#metrics.accepted.remove(name);
+    this.#metrics.retries.remove(name);
+    this.#metrics.bytes.remove(name, "from_client");
+    this.#metrics.bytes.remove(name, "from_upstream");
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reload
+
+  async #reload(next: LoadedConfig | undefined): Promise<void> {
+    const path = next?.config.path ?? this.#config.path;
+    try {
+      if (this.#state !== "serving") {
+        throw new Error(`the balancer is ${this.#state}, not serving`);
+      }
+      const loaded = next ?? await this.#load(this.#config.path);
+      await this.#apply(loaded.config, loaded.tls);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.#metrics.reloads.failure.inc();
+      this.#metrics.lastReloadSuccessful.set(0);
+      this.#lastReload = {
+        outcome: "failure",
+        at: new Date(this.#wall()).toISOString(),
+        path,
+        error: message,
+      };
+      log.error("Reload of {path} failed; the running configuration stays: {error}", {
+        path,
+        error: message,
+      });
+      this.#emit("reload", { ...this.#lastReload });
+      throw new ReloadError(`Cannot reload: ${message}`, { cause: error });
+    }
+    this.#metrics.reloads.success.inc();
+    this.#metrics.lastReloadSuccessful.set(1);
+    this.#lastReload = { outcome: "success", at: new Date(this.#wall()).toISOString(), path };
+    this.#emit("reload", { ...this.#lastReload });
+  }
+
+  async #apply(config: Config, tls: TlsMaterial): Promise<void> {
+    const { trust, crl } = await buildTrust(config, tls, this.#wall());
+    const policy = new Policy(config);
+
+    // Listeners: keep those whose address stays, bind the new ones first.
+    const wanted = wantedListeners(config);
+    const kept = new Map<Listener, string | undefined>();
+    const added: Listener[] = [];
+    const order: Listener[] = [];
+    try {
+      for (const { address, group } of wanted) {
+        // The same address for the same group; else, on a fixed port, the same address
+        // for another group (port 0 binds a new port each time, so it matches only the former).
+        const free = this.#listeners.filter((l) => l.address === address && !kept.has(l));
+        const old = free.find((l) => l.group === group) ??
+          (parseHostPort(address).port === 0 ? undefined : free[0]);
+        if (old !== undefined) {
+          if ((old.group === undefined) !== (group === undefined)) {
+            throw new Error(
+              `listener ${address} would change between the shared listener and ${
+                group ?? old.group
+              }'s own: remove it in one reload and add it back in another, or restart`,
+            );
+          }
+          kept.set(old, group);
+          order.push(old);
+        } else {
+          const listener = await this.#listen(address, group, { config, tls });
+          added.push(listener);
+          order.push(listener);
+        }
+      }
+    } catch (error) {
+      await Promise.all(added.map((l) => this.#closeListener(l)));
+      throw error;
+    }
+
+    // Groups: new ones and new upstreams are probed before they can be picked.
+    const newGroups = new Map<string, Group>();
+    const probing: Promise<void>[] = [];
+    for (const groupConfig of config.groups.values()) {
+      const existing = this.#groups.get(groupConfig.name);
+      if (existing === undefined) {
+        const group = this.#newGroup(groupConfig);
+        newGroups.set(groupConfig.name, group);
+        probing.push(group.probe.ready);
+      } else {
+        existing.probe.setTargets(groupHealthTargets(groupConfig));
+        probing.push(existing.probe.ready);
+        if (existing.outlier !== undefined) {
+          const { panicThreshold: _, ...settings } = groupConfig.outlier;
+          existing.outlier.setTargets(groupConfig.upstreams.map((u) => u.address), settings);
+        }
+      }
+    }
+    await Promise.all(probing);
+    if (this.#state !== "serving") {
+      for (const group of newGroups.values()) this.#retireGroup(group);
+      await Promise.all(added.map((l) => this.#closeListener(l)));
+      throw new Error(`the balancer started ${this.#state} during the reload`);
+    }
+
+    // Commit: nothing below waits or fails.
+    const previous = this.#config;
+    const previousTls = this.#tls;
+    this.#config = config;
+    this.#tls = tls;
+    this.#policy = policy;
+    this.#crl = crl;
+    this.#trust = trust;
+    this.#ciphers = new Set(config.tls.ciphers);
+    this.#caps = connectionCaps(config.server, this.#fileDescriptors);
+    this.#groupNames = [...config.groups.keys()];
+    for (const [name, group] of this.#groups) {
+      const groupConfig = config.groups.get(name);
+      if (groupConfig === undefined) {
+        this.#groups.delete(name);
+        this.#retireGroup(group);
+        continue;
+      }
+      group.config = groupConfig;
+      group.pool.setUpstreams(
+        groupConfig.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
+      );
+      group.pool.setPanicThreshold(groupConfig.outlier.panicThreshold);
+      const outlier = group.outlier ?? group.probe as RelayedHealth;
+      for (const upstream of groupConfig.upstreams) {
+        group.pool.setHealthy(upstream.address, group.probe.isHealthy(upstream.address));
+        group.pool.setEjected(upstream.address, outlier.isEjected(upstream.address));
+      }
+    }
+    for (const [name, group] of newGroups) this.#groups.set(name, group);
+    // Handshakes from now on use the new CA, certificate and suites; sessions
+    // already established are not affected.
+    const context = secureContextOptions(config, tls);
+    for (const [listener, group] of kept) {
+      listener.group = group;
+      listener.server.setSecureContext(context);
+    }
+    let removed = 0;
+    for (const listener of this.#listeners) {
+      if (kept.has(listener)) continue;
+      removed++;
+      const closing = this.#closeListener(listener);
+      this.#retired.add(closing);
+      void closing.then(() => this.#retired.delete(closing));
+      log.info("Stopped listening on {address}; its connections continue", {
+        address: listener.address,
+      });
+    }
+    this.#listeners = order;
+    this.#loadedAt = this.#wall();
+    this.#updateStaticMetrics();
+    this.#recheckSessions(policy);
+    this.#armLifetimeSweep();
+
+    if (this.#logLifecycle) logReload(previous, config, previousTls, tls);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Metrics
+
+  #updateStaticMetrics(): void {
+    const m = this.#metrics;
+    m.maxConnections.set(this.#caps.maxConnections);
+    m.maxHandshakes.set(this.#caps.maxHandshakes);
+    m.configLoaded.set(this.#loadedAt / 1000);
+    m.expiry.clear();
+    const server = this.#certificateExpiry("tls.cert");
+    const ca = this.#certificateExpiry("tls.ca");
+    if (Number.isFinite(server)) m.expiry.labels("server").set(server / 1000);
+    if (Number.isFinite(ca)) m.expiry.labels("ca").set(ca / 1000);
+    const crlNext = this.#crl?.nextUpdate;
+    if (crlNext !== undefined) m.expiry.labels("crl").set(crlNext.getTime() / 1000);
+  }
+
+  /** The server certificate's expiry, or the earliest of the CA bundle, ms since the epoch. */
+  #certificateExpiry(key: "tls.cert" | "tls.ca"): number {
+    const certs = this.#tls.certificates.filter((c) => c.key === key);
+    if (key === "tls.cert") return certs[0]?.notAfter.getTime() ?? NaN;
+    return Math.min(...certs.map((c) => c.notAfter.getTime()));
+  }
+
+  #collectMetrics(): void {
+    const m = this.#metrics;
+    m.open.set(this.#open);
+    m.handshaking.set(this.#handshakes.size);
+    m.active.clear();
+    m.upstreamHealthy.clear();
+    m.probeLatency.clear();
+    m.ejected.clear();
+    m.panic.clear();
+    for (const [name, group] of this.#groups) {
+      m.panic.labels(name).set(group.pool.panic ? 1 : 0);
+      const grow = (series: CounterSeries, total: number): void => {
+        if (total > series.value) series.inc(total - series.value);
+      };
+      grow(group.bytesFromClient, group.stats.bytesFromClient);
+      grow(group.bytesFromUpstream, group.stats.bytesFromUpstream);
+      for (const upstream of group.pool.snapshot()) {
+        m.active.labels(name, upstream.address).set(upstream.active);
+        if (upstream.removed) continue;
+        m.upstreamHealthy.labels(name, upstream.address)
+          .set(upstream.healthy && !upstream.ejected ? 1 : 0);
+        m.ejected.labels(name, upstream.address).set(upstream.ejected ? 1 : 0);
+      }
+      for (const health of group.probe.snapshot()) {
+        if (health.lastResult === undefined) continue;
+        m.probeLatency.labels(name, health.address).set(health.lastResult.latencyMs / 1000);
+      }
+    }
+    m.clientActive.clear();
+    for (const name of this.#config.clients.keys()) {
+      m.clientActive.labels(name).set(this.#limiter.active(name));
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Connections
+
+  async #listen(
+    address: string,
+    group: string | undefined,
+    material: LoadedConfig = { config: this.#config, tls: this.#tls },
+  ): Promise<Listener> {
+    const { hostname, port } = parseHostPort(address);
+    const server = createServer({
+      ...secureContextOptions(material.config, material.tls),
+      requestCert: true,
+      rejectUnauthorized: true,
+      // Not half-open during the handshake: Deno then never reports a FIN that arrives
+      // mid-handshake, and the socket would be held until handshake_timeout. A
+      // forwarded connection is made half-open in #onSecure.
+      // Runs Deno's ClientHello step, where ALPN is chosen per connection (or none).
+      SNICallback: keepContext,
+    });
+    const listener: Listener = { server, address, group, closed: undefined };
+    setAlpnSelector(server, (hello) => this.#selectAlpn(hello, listener.group));
+    server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, listener.group));
+    server.on("tlsClientError", (error: Error & { code?: string }, socket: TLSSocket) => {
+      this.#handshakeError(error, socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(
+        { host: hostname, port, backlog: LISTEN_BACKLOG, reusePort: this.#reusePort },
+        () => {
+          server.off("error", reject);
+          resolve();
+        },
+      );
+    });
+    server.on(
+      "error",
+      (error) => log.error("Listener {address} failed: {error}", { address, error }),
+    );
+    if (this.#logLifecycle) {
+      const bound = server.address();
+      const at = typeof bound === "object" && bound !== null
+        ? formatHostPort({ hostname: bound.address, port: bound.port })
+        : address;
+      if (group === undefined) log.info("Listening on {address}", { address: at });
+      else log.info("Listening on {address} for group {group}", { address: at, group });
+    }
+    return listener;
+  }
+
+  #onConnection(socket: Socket): void {
+    const { maxConnections: max, maxHandshakes } = this.#caps;
+    const shared = this.#connectionCount;
+    const total = shared === undefined ? this.#open + 1 : shared.add(1);
+    // At a cap, a handshake in flight for long makes room: a flood of silent or slow
+    // handshakes cycles through while a client that completes one gets in. A young
+    // one is not shed (a burst of real clients), and the newcomer is refused instead.
+    const handshakeCap = Math.max(1, Math.ceil(maxHandshakes * this.#handshakeShare));
+    if (
+      (total > max || this.#handshakes.size >= handshakeCap) && !this.#shedOldestHandshake()
+    ) {
+      shared?.add(-1);
+      // Refused before any TLS work: the cheapest answer under overload.
+      this.#refused.add(socket);
+      socket.on("error", noop);
+      socket.destroy();
+      this.#count({ reason: "server_full", remote: remoteOf(socket) });
+      return;
+    }
+    this.#open++;
+    hookTlsSocket(socket);
+    // Kept for the log: once destroyed, a socket no longer knows its peer.
+    this.#remotes.set(socket, remoteOf(socket));
+    const timer = this.#clock.setTimeout(() => {
+      if (this.#handshakes.delete(socket)) {
+        this.#recordHandshakeError({
+          reason: "handshake_timeout",
+          remote: this.#remotes.get(socket) ?? remoteOf(socket),
+        });
+        // Counted once: the ECONNRESET node:tls reports next is this same failure.
+        this.#refused.add(socket);
+        socket.destroy();
+      }
+    }, this.#config.server.handshakeTimeout);
+    this.#handshakes.set(socket, { timer, since: this.#clock.now() });
+    socket.once("close", () => {
+      const pending = this.#handshakes.get(socket);
+      if (pending !== undefined) {
+        this.#clock.clearTimeout(pending.timer);
+        this.#handshakes.delete(socket);
+      }
+      this.#open--;
+      shared?.add(-1);
+      if (this.#open === 0) this.#idle?.resolve();
+    });
+  }
+
+  /**
+   * Closes the oldest handshake in flight if it has been in flight for at least a
+   * quarter of `handshake_timeout`.
+   *
+   * @returns Whether one was closed.
+   */
+  #shedOldestHandshake(): boolean {
+    const oldest = this.#handshakes.entries().next();
+    if (oldest.done) return false;
+    const [socket, pending] = oldest.value;
+    const age = this.#clock.now() - pending.since;
+    if (age < this.#config.server.handshakeTimeout / 4) return false;
+    this.#clock.clearTimeout(pending.timer);
+    this.#handshakes.delete(socket);
+    this.#recordHandshakeError({
+      reason: "handshake_shed",
+      remote: this.#remotes.get(socket) ?? remoteOf(socket),
+      detail: `in flight for ${
+        Math.round(age)
+      } ms, closed to make room (max_connections ${this.#caps.maxConnections}, max_handshakes ${this.#caps.maxHandshakes})`,
+    });
+    this.#refused.add(socket);
+    socket.destroy();
+    return true;
+  }
+
+  /**
+   * The ALPN protocol selected for a ClientHello: the first protocol the group it asks
+   * for declares (`alpn`) that the client offered, else none. A group name is never
+   * echoed to a client that has not authenticated yet.
+   */
+  #selectAlpn(hello: ClientHelloInfo, listenerGroup: string | undefined): string | undefined {
+    const name = this.#policy.requestedGroup({
+      ...(listenerGroup === undefined ? {} : { listenerGroup }),
+      sni: hello.servername,
+      alpn: hello.protocols,
+    });
+    const declared = name === undefined ? undefined : this.#groups.get(name)?.config.alpn;
+    return declared?.find((p) => hello.protocols.includes(p));
+  }
+
+  /**
+   * Refuses a connection whose certificate failed verification, or that has none: a
+   * handshake failure named after its cause, closed with close_notify at once.
+   */
+  #refuseCertificate(
+    socket: TLSSocket,
+    remote: string,
+    reason: CertificateFailure,
+    identity?: CertIdentity,
+    detail?: string,
+  ): void {
+    socket.resume();
+    socket.on("error", noop);
+    socket.end();
+    const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
+    socket.once("close", () => this.#clock.clearTimeout(timer));
+    this.#recordHandshakeError({
+      reason,
+      remote,
+      ...(identity === undefined ? {} : { identity }),
+      ...(detail === undefined ? {} : { detail }),
+    });
+  }
+
+  #handshakeError(error: Error & { code?: string }, socket: Socket): void {
+    const raw = (socket as { _parent?: Socket })._parent ?? socket;
+    if (this.#refused.has(raw)) return;
+    const remote = this.#remotes.get(raw) ?? remoteOf(socket);
+    const detail = `${error.code ?? "no code"}: ${error.message}`;
+    this.#recordHandshakeError({ reason: handshakeFailureOf(error), remote, detail });
+  }
+
+  #recordHandshakeError(record: HandshakeErrorRecord): void {
+    const errors = this.counters.handshakeErrors;
+    errors.set(record.reason, (errors.get(record.reason) ?? 0) + 1);
+    this.#metrics.handshakeFailureFor(record.reason).inc();
+    log.warn("Handshake failed from {remote}: {reason}", {
+      remote: record.remote,
+      reason: record.reason,
+      ...(record.identity === undefined ? {} : { identity: summarize(record.identity) }),
+      ...(record.detail === undefined ? {} : { detail: record.detail }),
+    });
+    this.#emit("handshake_error", record);
+  }
+
+  #onSecure(socket: TLSSocket, listenerGroup: string | undefined): void {
+    const raw = this.#rawOf(socket);
+    const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
+    if (pending !== undefined) {
+      this.#clock.clearTimeout(pending.timer);
+      this.#handshakes.delete(raw!);
+    }
+    // Read when the connection was accepted: cheaper than asking the socket again.
+    const remote = (raw === undefined ? undefined : this.#remotes.get(raw)) ?? remoteOf(socket);
+    if (this.#closing.signal.aborted) {
+      this.#deny(socket, { reason: "server_closing", remote });
+      return;
+    }
+    socket.allowHalfOpen = true;
+    socket.on("end", noop);
+    const head: Uint8Array[] = [];
+    let early = noop as (chunk: Uint8Array) => void;
+    if (linkTcpReads(socket)) {
+      // Bytes sent before the upstream is connected wait in the kernel: the client's
+      // TCP window pushes back, and forward() resumes reading.
+      socket.pause();
+    } else {
+      // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
+      // keep what comes before the upstream is connected for forward(), up to max_buffer.
+      const max = this.#config.server.maxBuffer;
+      let held = 0;
+      early = (chunk: Uint8Array) => {
+        head.push(chunk);
+        held += chunk.length;
+        if (held > max) {
+          this.#overflowed.add(socket);
+          socket.destroy();
+        }
+      };
+      socket.on("data", early);
+    }
+    const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
+      log.error("Unexpected error serving {remote}: {error}", { remote, error });
+      socket.destroy();
+    });
+    this.#settled.add(done);
+    done.finally(() => this.#settled.delete(done));
+  }
+
+  /** The TCP socket under a TLS socket, whose handshake timer is pending. */
+  #rawOf(socket: TLSSocket): Socket | undefined {
+    // Deno's node:tls keeps it as `_parent`, as Node does; fall back to the address.
+    const parent = (socket as { _parent?: Socket })._parent;
+    if (parent !== undefined) return parent;
+    for (const raw of this.#handshakes.keys()) {
+      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) {
+        return raw;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * The checks between the handshake and the limiter: certificate, validity, cipher,
+   * CRL, identity, route. Denies and returns `undefined`, or returns who may go where.
+   * Synchronous and separate from `#serve`, so that the certificate and everything read
+   * from it but the identity are garbage once it returns, not held for the connection's
+   * life by the suspended frame of `#serve`.
+   */
+  #admit(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    remote: string,
+    policy: Policy,
+  ): Admitted | undefined {
+    const chain = peerCertificateChain(socket);
+    if (chain.length === 0) {
+      // The runtime requires a certificate in a full handshake (certificate_required);
+      // a session resumed from a ticket of a listener that asked for none has none.
+      return void this.#refuseCertificate(socket, remote, "no_certificate");
+    }
+    // A resumed session skips the runtime's chain verification, and Deno 2.9's node:tls
+    // issues session tickets that cannot be turned off (to every client that completes
+    // a handshake, refused ones included): verify its chain in full against the trust
+    // in force now. The runtime's own failures are verified again too, to name them.
+    const now = this.#wall();
+    const resumed = socket.isSessionReused();
+    const verdict = resumed || !socket.authorized
+      ? this.#trust.verifyChain(chain, now)
+      : this.#trust.checkHandshake(chain, now);
+    if (!verdict.ok) {
+      if (isCertificateFailure(verdict.reason)) {
+        return void this.#refuseCertificate(
+          socket,
+          remote,
+          verdict.reason,
+          verdict.identity,
+          resumed ? `resumed session: ${verdict.detail}` : verdict.detail,
+        );
+      }
+      return void this.#deny(socket, {
+        reason: verdict.reason,
+        ...(verdict.identity === undefined ? {} : { identity: verdict.identity }),
+        remote,
+        detail: verdict.detail,
+      });
+    }
+    if (!socket.authorized) {
+      // The runtime refused a chain that verifies here: refuse it all the same.
+      return void this.#refuseCertificate(
+        socket,
+        remote,
+        "unknown_ca",
+        verdict.identity,
+        `the TLS layer refused the chain: ${socket.authorizationError ?? "no reason given"}`,
+      );
+    }
+    const identity = verdict.identity;
+    const cipher = socket.getCipher()?.standardName;
+    if (cipher === undefined || !this.#ciphers.has(cipher)) {
+      return void this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
+    }
+    const who = policy.identify(identity, verdict.issuer);
+    if ("deny" in who) return void this.#deny(socket, { reason: who.deny, identity, remote });
+    const client = who.client;
+    const servername = (socket as { servername?: string | false | null }).servername;
+    const alpn = socket.alpnProtocol;
+    const request: RouteRequest = {
+      ...(listenerGroup === undefined ? {} : { listenerGroup }),
+      ...(typeof servername === "string" && servername !== "" ? { sni: servername } : {}),
+      alpn: offeredAlpn(socket),
+    };
+    const route = policy.route(client, request);
+    if ("deny" in route) {
+      return void this.#deny(socket, {
+        reason: route.deny,
+        client: client.name,
+        identity,
+        remote,
+        ...(route.group === undefined ? {} : { group: route.group }),
+        detail: route.deny === "no_group"
+          ? `client ${client.name} may use ${
+            client.groups.join(", ")
+          }: choose one with SNI or ALPN (its name)`
+          : `client ${client.name} asked for group ${route.group}, which it may not use`,
+      });
+    }
+    return {
+      client,
+      identity,
+      group: route.group,
+      cipher,
+      alpn: typeof alpn === "string" ? alpn : undefined,
+      servername: typeof servername === "string" ? servername : undefined,
+    };
+  }
+
+  async #serve(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    remote: string,
+    head: Uint8Array[],
+    early: (chunk: Uint8Array) => void,
+  ): Promise<void> {
+    // One configuration for the whole connection, even if a reload lands meanwhile.
+    const config = this.#config;
+    const admitted = this.#admit(socket, listenerGroup, remote, this.#policy);
+    if (admitted === undefined) return;
+    const { client, identity, cipher, alpn, servername } = admitted;
+    const group = this.#groups.get(admitted.group)!;
+    const groupConfig = group.config;
+    const base = { client: client.name, identity, group: admitted.group, remote };
+
+    let slot;
+    try {
+      slot = await this.#limiter.acquire(client.name, client.limits);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) {
+        return this.#deny(socket, {
+          ...base,
+          reason: "limit_store_unavailable",
+          detail: error.message,
+        });
+      }
+      if (!(error instanceof ClientLimitError)) throw error;
+      this.#metrics.limiterRefusals[error.kind].inc();
+      return this.#deny(socket, {
+        ...base,
+        reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
+        detail: error.message,
+      });
+    }
+    using _slot = slot;
+
+    const connection = await this.#connectUpstream(socket, group, config);
+    if ("deny" in connection) {
+      return this.#deny(socket, { ...base, reason: connection.deny, detail: connection.detail });
+    }
+    using lease = connection.lease;
+    const upstream = connection.socket;
+    group.passive.reportSuccess(lease.address, "connected");
+
+    if (groupConfig.proxyProtocol === "v2") {
+      upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
+    }
+    this.counters.accepted++;
+    this.counters.active++;
+    group.accepted.inc();
+    group.acceptedBy.set(lease.address, (group.acceptedBy.get(lease.address) ?? 0) + 1);
+    const session: LiveSession = {
+      socket,
+      upstream,
+      client: client.name,
+      group: admitted.group,
+      started: this.#clock.now(),
+      end: undefined,
+      detail: undefined,
+    };
+    this.#sessions.add(session);
+    this.#armLifetimeSweep();
+    socket.off("data", early);
+    socket.off("end", noop);
+    try {
+      const result = await forward(socket, upstream, {
+        head,
+        maxBuffer: config.server.maxBuffer,
+        idleTimeout: config.server.idleTimeout,
+        signal: this.#closing.signal,
+        clock: this.#clock,
+        stats: group.stats,
+      });
+      // Only failures the upstream caused count: see forwardOutcome().
+      const outcome = forwardOutcome(result);
+      if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
+      else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
+      const record: ConnectionRecord = {
+        ...base,
+        upstream: lease.address,
+        bytesFromClient: result.bytesFromClient,
+        bytesFromUpstream: result.bytesFromUpstream,
+        durationMs: Math.round(result.durationMs),
+        reason: session.end ?? result.reason,
+      };
+      if (session.detail !== undefined) record.detail = session.detail;
+      if (result.reason === "buffer_overflow") {
+        this.#metrics.sessionEndFor("buffer_overflow").inc();
+        log.warn("Closed a connection of {client} to {group}: {reason}", {
+          client: client.name,
+          group: admitted.group,
+          reason: result.reason,
+          detail: `more than max_buffer (${
+            formatSize(config.server.maxBuffer)
+          }) waited to be written to one side`,
+        });
+      }
+      if (isLogged("info")) {
+        audit.info(
+          "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
+          { ...record, identity: summarize(identity) },
+        );
+      }
+      this.#emit("end", record);
+    } finally {
+      this.counters.active--;
+      this.#sessions.delete(session);
+    }
+  }
+
+  /**
+   * Dials an upstream of `group` for `socket`, giving up when the client's socket closes
+   * or the balancer closes meanwhile. A FIN from the client does not stop the dial: a
+   * half-closed client may still want its reply (as HAProxy does without
+   * `option abortonclose`), and forward() passes the FIN on once connected. A method of
+   * its own so that nothing it allocates stays referenced by the suspended frame of
+   * `#serve` for the connection's life.
+   */
+  async #connectUpstream(
+    socket: TLSSocket,
+    group: Group,
+    config: Config,
+  ): Promise<UpstreamConnection<Socket> | { deny: DenyReason; detail: string }> {
+    // One controller, aborted by either event: cheaper than AbortSignal.any() per connection.
+    const stop = new AbortController();
+    const onGone = () => stop.abort(new Error("Client closed before the upstream connected"));
+    const onClosing = () => stop.abort(this.#closing.signal.reason);
+    socket.once("close", onGone);
+    this.#closing.signal.addEventListener("abort", onClosing, { once: true });
+    try {
+      if (this.#closing.signal.aborted) onClosing();
+      const connection = await group.pool.connect({
+        dial: this.#dial,
+        timeout: config.server.connectTimeout,
+        attempts: 1 + config.server.connectRetries,
+        signal: stop.signal,
+        onDialFailure: (address, reason, error) => {
+          if (!isLocalDialError(error)) group.passive.reportFailure(address, reason);
+        },
+      });
+      if (connection.failures.length > 0) group.retries.inc(connection.failures.length);
+      return connection;
+    } catch (error) {
+      if (error instanceof UpstreamConnectError && error.attempts.length > 1) {
+        group.retries.inc(error.attempts.length - 1);
+      }
+      const deny: DenyReason = this.#closing.signal.aborted
+        ? "server_closing"
+        : this.#overflowed.has(socket)
+        ? "buffer_overflow"
+        : stop.signal.aborted
+        ? "client_gone"
+        : error instanceof NoHealthyUpstreamError
+        ? "no_healthy_upstream"
+        : "upstream_unavailable";
+      return { deny, detail: String(error) };
+    } finally {
+      socket.off("close", onGone);
+      this.#closing.signal.removeEventListener("abort", onClosing);
+    }
+  }
+
+  /** Ends a forwarded connection for a reason of mtlb's own; its audit record says why. */
+  #endSession(session: LiveSession, reason: SessionEndReason, detail: string): void {
+    if (session.end !== undefined) return;
+    session.end = reason;
+    session.detail = detail;
+    this.#metrics.sessionEndFor(reason).inc();
+    log.warn("Closing a connection of {client} to {group}: {reason}", {
+      client: session.client,
+      group: session.group,
+      reason,
+      detail,
+    });
+    session.socket.destroy();
+    session.upstream.destroy();
+  }
+
+  /** Schedules the sweep that ends connections past `[server] max_lifetime`, if one is due. */
+  #armLifetimeSweep(): void {
+    const max = this.#config.server.maxLifetime;
+    if (max === undefined || this.#lifetimeTimer !== undefined || this.#sessions.size === 0) {
+      return;
+    }
+    // One sweep for every connection, at most a second (or a quarter of the lifetime) late.
+    const every = Math.max(1, Math.min(1000, max / 4));
+    this.#lifetimeTimer = this.#clock.setTimeout(() => {
+      this.#lifetimeTimer = undefined;
+      const limit = this.#config.server.maxLifetime;
+      if (limit === undefined) return;
+      const now = this.#clock.now();
+      for (const session of this.#sessions) {
+        if (now - session.started >= limit) {
+          this.#endSession(session, "max_lifetime", `open for ${formatDuration(limit)}`);
+        }
+      }
+      this.#armLifetimeSweep();
+    }, every);
+  }
+
+  /**
+   * After a reload: ends the live connections the new policy would refuse (client
+   * removed, group withdrawn), unless `[server] on_policy_change = "keep"`.
+   */
+  #recheckSessions(policy: Policy): void {
+    if (this.#config.server.onPolicyChange === "keep") return;
+    for (const session of this.#sessions) {
+      if (session.end !== undefined) continue;
+      const verdict = this.#recheck(session, policy);
+      if (verdict !== undefined) this.#endSession(session, verdict.reason, verdict.detail);
+    }
+  }
+
+  /** Why the policy now in force would refuse a live connection, or `undefined`. */
+  #recheck(
+    session: LiveSession,
+    policy: Policy,
+  ): { reason: SessionEndReason; detail: string } | undefined {
+    const chain = peerCertificateChain(session.socket);
+    if (chain.length === 0) return undefined; // Closing already: its handle is gone.
+    const verdict = this.#trust.verifyChain(chain, this.#wall());
+    if (!verdict.ok) {
+      return {
+        reason: verdict.reason === "revoked" ? "revoked" : "policy_changed",
+        detail: verdict.detail,
+      };
+    }
+    const identity = verdict.identity;
+    const who = policy.identify(identity, verdict.issuer);
+    if ("deny" in who) {
+      return {
+        reason: "policy_changed",
+        detail: `the certificate now matches no client (${who.deny})`,
+      };
+    }
+    if (who.client.name !== session.client) {
+      return {
+        reason: "policy_changed",
+        detail: `the certificate now matches client ${who.client.name}`,
+      };
+    }
+    // The group it was routed to must still be allowed (not routed again: a client that
+    // gains a second group keeps the connections its only group got).
+    if (!who.client.groups.includes(session.group)) {
+      return {
+        reason: "policy_changed",
+        detail: `client ${session.client} may no longer use group ${session.group}`,
+      };
+    }
+    return undefined;
+  }
+
+  /** Counts and logs a refusal, and dispatches its `"deny"` event. */
+  #count(record: DenyRecord): void {
+    const denied = this.counters.denied;
+    denied.set(record.reason, (denied.get(record.reason) ?? 0) + 1);
+    this.#metrics.deniedFor(record.reason).inc();
+    log.warn("Denied {remote}: {reason}", {
+      remote: record.remote,
+      reason: record.reason,
+      client: record.client,
+      group: record.group,
+      identity: record.identity === undefined ? undefined : summarize(record.identity),
+      detail: record.detail,
+    });
+    this.#emit("deny", record);
+  }
+
+  #deny(socket: TLSSocket, record: DenyRecord): void {
+    // Close right after the handshake: discard anything the client sent, send
+    // close_notify and FIN, and make sure the socket goes away even if the
+    // client never answers.
+    socket.resume();
+    socket.on("error", () => {});
+    socket.end();
+    const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
+    socket.once("close", () => this.#clock.clearTimeout(timer));
+    this.#count(record);
+  }
+
+  #emit(type: string, detail: unknown): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** The CA bundle, CRLs and `[tls]` trust settings of a configuration, ready to check clients. */
+async function buildTrust(
+  config: Config,
+  tls: TlsMaterial,
+  now: number,
+): Promise<{ trust: ClientTrust; crl: RevocationList | undefined }> {
+  const store = TrustStore.fromPem(tls.ca);
+  const crl = tls.crl === undefined
+    ? undefined
+    : await RevocationList.parse(tls.crl, store, { now });
+  const trust = new ClientTrust({
+    store,
+    ...(crl === undefined ? {} : { crl }),
+    clientEku: config.tls.clientEku,
+    crlMissing: config.tls.crlMissing,
+  });
+  return { trust, crl };
+}
+
+async function defaultLoad(path: string): Promise<LoadedConfig> {
+  const config = await loadConfig(path);
+  return { config, tls: await loadTlsMaterial(config) };
+}
+
+/** The listeners a configuration asks for: the shared one first, then the groups' own. */
+function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
+  const wanted: { address: string; group: string | undefined }[] = [];
+  if (config.server.listen !== undefined) {
+    wanted.push({ address: config.server.listen, group: undefined });
+  }
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
+  }
+  return wanted;
+}
+
+/** The options of a TLS listener that `setSecureContext` can replace. */
+function secureContextOptions(config: Config, tls: TlsMaterial): {
+  ca: string;
+  cert: string;
+  key: string;
+  minVersion: "TLSv1.3";
+  maxVersion: "TLSv1.3";
+  ciphers: string;
+  ecdhCurve: string;
+} {
+  return {
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    minVersion: "TLSv1.3",
+    maxVersion: "TLSv1.3",
+    ciphers: config.tls.ciphers.join(":"),
+    ecdhCurve: ECDH_CURVES,
+  };
+}
+
+/**
+ * A group's health targets as a {@linkcode Balancer} probes them, with every
+ * setting explicit (an empty `send`/`expect` switches the step off), so a reload
+ * can change or drop any of them.
+ *
+ * @example Usage
+ * ```ts
+ * import { groupHealthTargets } from "./balancer.ts";
+ * import { parseConfig } from "../config/config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * );
+ * const [target] = groupHealthTargets(config.groups.get("echo")!);
+ * assert.equal(target?.address, "127.0.0.1:7001");
+ * assert.equal(target?.settings?.send, "");
+ * ```
+ *
+ * @param config The group.
+ * @returns One target per upstream, in configuration order.
+ */
+/**
+ * Copies a probe's view of an upstream (reason, since, last probe) into its status
+ * entry; shared by {@linkcode Balancer.status} and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param health The probe's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addProbeState(
+  state: UpstreamState,
+  health: TargetHealth | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (health?.reason !== undefined) state.reason = health.reason;
+  if (health?.since !== undefined) state.since = iso(health.since);
+  const r = health?.lastResult;
+  if (r !== undefined) {
+    state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
+  }
+}
+
+/**
+ * Copies an outlier detector's view of an upstream into its status entry while it
+ * is ejected; shared by {@linkcode Balancer.status} and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param outlier The detector's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addEjection(
+  state: UpstreamState,
+  outlier: OutlierState | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (outlier?.ejected !== true) return;
+  state.healthy = false;
+  state.ejection = {
+    reason: outlier.reason ?? "unknown",
+    since: iso(outlier.since ?? 0),
+    until: iso(outlier.until ?? 0),
+    ejections: outlier.ejections,
+  };
+}
+
+/**
+ * A group's outlier detector as a {@linkcode Balancer} runs it: the group's
+ * `[outlier]` settings, its upstreams, and its active health checks as the floor.
+ *
+ * @param config The group.
+ * @param probe Its active health checks.
+ * @param clock The time source.
+ * @returns A detector; close it with the group.
+ */
+export function groupOutlierDetector(
+  config: GroupConfig,
+  probe: { isHealthy(address: string): boolean },
+  clock: Clock,
+): OutlierDetector {
+  const { consecutiveFailures, baseEjectionTime, maxEjectionTime, maxEjectedPercent } =
+    config.outlier;
+  return new OutlierDetector(config.upstreams.map((u) => u.address), {
+    consecutiveFailures,
+    baseEjectionTime,
+    maxEjectionTime,
+    maxEjectedPercent,
+    clock,
+    isHealthy: (address) => probe.isHealthy(address),
+  });
+}
+
+export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
+  const settings = (health: HealthConfig) => ({
+    interval: health.interval,
+    timeout: health.timeout,
+    rise: health.rise,
+    fall: health.fall,
+    send: health.send ?? "",
+    expect: health.expect ?? "",
+  });
+  return config.upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
+}
+
+/** A reported health, with when it entered that state (balancer clock). */
+interface RelayedReport extends HealthReport {
+  since: number;
+}
+
+/** Stores a report; returns whether the upstream's healthiness changed (or was unknown). */
+function storeReport(
+  reports: Map<string, RelayedReport>,
+  report: HealthReport,
+  now: number,
+): boolean {
+  const previous = reports.get(report.address);
+  const changed = previous === undefined || previous.healthy !== report.healthy;
+  const stored: RelayedReport = {
+    address: report.address,
+    healthy: report.healthy,
+    reason: report.reason,
+    since: changed ? now : previous.since,
+  };
+  if (report.ejected === true) stored.ejected = true;
+  if (report.failing === true) stored.failing = true;
+  reports.set(report.address, stored);
+  return changed;
+}
+
+/**
+ * A group's health as reported from outside (`health: "external"`): the state of
+ * each target, ejections included, is what {@linkcode Balancer.setHealth} last
+ * said, `unknown` before that. Passive failures go to `onPassive`, and so do
+ * successes after a failure this balancer saw or while the source says the
+ * upstream is `failing`, so a stream of good connections costs nothing.
+ */
+class RelayedHealth extends EventTarget implements GroupHealth, PassiveSink {
+  #targets: string[];
+  #reports: Map<string, RelayedReport>;
+  #clock: Clock;
+  #onPassive: (record: Omit<PassiveHealthRecord, "group">) => void;
+  /** Upstreams with a failure reported and no success since. */
+  #failed = new Set<string>();
+  #closed = false;
+
+  constructor(
+    targets: Iterable<HealthTarget>,
+    reports: Map<string, RelayedReport>,
+    clock: Clock,
+    onPassive: (record: Omit<PassiveHealthRecord, "group">) => void,
+  ) {
+    super();
+    this.#targets = [...targets].map((t) => t.address);
+    this.#reports = reports;
+    this.#clock = clock;
+    this.#onPassive = onPassive;
+  }
+
+  get ready(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  start(): void {}
+
+  setTargets(targets: Iterable<HealthTarget>): void {
+    this.#targets = [...targets].map((t) => t.address);
+  }
+
+  isHealthy(address: string): boolean {
+    return this.#reports.get(address)?.healthy === true && this.#targets.includes(address);
+  }
+
+  isEjected(address: string): boolean {
+    return this.#reports.get(address)?.ejected === true && this.#targets.includes(address);
+  }
+
+  snapshot(): TargetHealth[] {
+    return this.#targets.map((address): TargetHealth => {
+      const report = this.#reports.get(address);
+      if (report === undefined) return { address, state: "unknown", successes: 0, failures: 0 };
+      return {
+        address,
+        state: report.healthy ? "healthy" : "unhealthy",
+        reason: report.reason as ProbeReason,
+        since: report.since,
+        successes: 0,
+        failures: 0,
+      };
+    });
+  }
+
+  reportFailure(address: string, reason: PassiveFailureReason): void {
+    if (this.#closed) return;
+    this.#failed.add(address);
+    this.#onPassive({ address, outcome: "failure", reason });
+  }
+
+  reportSuccess(address: string, kind: PassiveSuccess): void {
+    if (this.#closed) return;
+    const mine = this.#failed.delete(address);
+    if (!mine && this.#reports.get(address)?.failing !== true) return;
+    this.#onPassive({ address, outcome: "success", success: kind });
+  }
+
+  apply(report: HealthReport): void {
+    const at = this.#clock.now();
+    const previous = this.#reports.get(report.address);
+    const wasEjected = previous?.ejected === true;
+    const changed = storeReport(this.#reports, report, at);
+    if (this.#closed || !this.#targets.includes(report.address)) return;
+    if (changed) {
+      this.dispatchEvent(
+        new HealthChangeEvent({
+          address: report.address,
+          healthy: report.healthy,
+          reason: report.reason,
+          at,
+        }),
+      );
+    }
+    if ((report.ejected === true) !== wasEjected) {
+      this.dispatchEvent(
+        new EjectionEvent({
+          address: report.address,
+          ejected: report.ejected === true,
+          reason: report.ejected === true ? "ejected" : "ejection_ended",
+          at,
+        }),
+      );
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+}
+
+/** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */
+function proxyHeader(
+  socket: TLSSocket,
+  client: string,
+  identity: CertIdentity,
+  alpn: string | undefined,
+  servername: string | undefined,
+  cipher: string,
+): Uint8Array {
+  const tlvs: ProxyTlv[] = [];
+  if (typeof alpn === "string" && alpn !== "") tlvs.push(textTlv(PP2_TYPE.ALPN, alpn));
+  if (typeof servername === "string" && servername !== "") {
+    tlvs.push(textTlv(PP2_TYPE.AUTHORITY, servername));
+  }
+  const sub: ProxyTlv[] = [textTlv(PP2_TYPE.SSL_VERSION, socket.getProtocol() ?? "TLSv1.3")];
+  if (identity.cn !== undefined) sub.push(textTlv(PP2_TYPE.SSL_CN, identity.cn));
+  sub.push(textTlv(PP2_TYPE.SSL_CIPHER, cipher));
+  tlvs.push(
+    encodeSslTlv({ client: PP2_CLIENT.SSL | PP2_CLIENT.CERT_CONN, verify: 0, tlvs: sub }),
+    textTlv(PP2_TYPE.MTLB_CLIENT, client),
+    textTlv(PP2_TYPE.MTLB_SPKI_SHA256, identity.spkiSha256),
+  );
+  const { remoteAddress, remotePort, localAddress, localPort } = socket;
+  const known = remoteAddress !== undefined && remotePort !== undefined &&
+    localAddress !== undefined && localPort !== undefined;
+  return encodeProxyV2(
+    known
+      ? {
+        command: "proxy",
+        source: { hostname: remoteAddress, port: remotePort },
+        destination: { hostname: localAddress, port: localPort },
+        tlvs,
+      }
+      : { command: "proxy", tlvs },
+  );
+}
+
+/** A forwarded connection, as reloads and the lifetime sweep see it. */
+interface LiveSession {
+  readonly socket: TLSSocket;
+  readonly upstream: Socket;
+  readonly client: string;
+  readonly group: string;
+  /** When it was forwarded (balancer clock). */
+  readonly started: number;
+  /** Why mtlb ended it, once it did. */
+  end: SessionEndReason | undefined;
+  detail: string | undefined;
+}
+
+/** Who a connection is and where it may go, once `Balancer#admit` let it through. */
+interface Admitted {
+  client: ClientRule;
+  identity: CertIdentity;
+  /** The group it is routed to. */
+  group: string;
+  cipher: string;
+  alpn: string | undefined;
+  servername: string | undefined;
+}
+
+function noop(): void {}
+
+function remoteOf(socket: Socket): string {
+  const address = socket.remoteAddress;
+  const port = socket.remotePort;
+  return address === undefined ? "unknown" : formatHostPort({ hostname: address, port: port ?? 0 });
+}
+
+function summarize(identity: CertIdentity): Record<string, unknown> {
+  return {
+    spki_sha256: identity.spkiSha256,
+    serial: identity.serial,
+    cn: identity.cn,
+    ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
+    ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
+  };
+}
+
+/** Names the cause of a handshake error the runtime reported, from its code and message. */
+function handshakeFailureOf(error: Error & { code?: string }): HandshakeFailure {
+  const { code, message } = error;
+  if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return "no_certificate";
+  if (code === "ECONNRESET" || code === "EPIPE") return "client_closed";
+  // rustls names the cause in the message: "peer is incompatible: NoKxGroupsInCommon".
+  if (/SupportedVersionsExtensionRequired|Tls12NotOffered|ProtocolVersion/.test(message)) {
+    return "protocol_version";
+  }
+  if (/NoKxGroupsInCommon/.test(message)) return "no_shared_group";
+  if (/NoCipherSuitesInCommon/.test(message)) return "no_shared_cipher";
+  if (/InvalidContentType|corrupt message|InvalidMessage/.test(message)) return "not_tls";
+  return "tls_error";
+}
+
+/** `noun`, or its plural for any count but 1 (every noun used here takes an s). */
+export function plural(count: number, noun: string): string {
+  return count === 1 ? noun : `${noun}s`;
+}
+
+/**
+ * Logs a reload once: what changed (clients, groups, listeners, settings), and the
+ * changes that need a restart to apply.
+ *
+ * @param previous The configuration that was in force.
+ * @param config The configuration now in force.
+ * @param previousTls The TLS material that was in force.
+ * @param tls The TLS material now in force.
+ */
+export function logReload(
+  previous: Config,
+  config: Config,
+  previousTls: TlsMaterial,
+  tls: TlsMaterial,
+): void {
+  const restart: string[] = [];
+  if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
+  if (config.log.format !== previous.log.format) restart.push("[log] format");
+  if (config.server.workers !== previous.server.workers) restart.push("[server] workers");
+  if (config.server.watch !== previous.server.watch) restart.push("[server] watch");
+  if (restart.length > 0) {
+    log.warn("Reloaded {path}, but these changes need a restart: {restart}", {
+      path: config.path,
+      restart,
+    });
+  }
+  const changes = diffConfig(previous, config, { previous: previousTls, next: tls });
+  log.info("Reloaded {path}: {changes}", {
+    path: config.path,
+    changes: describeChanges(changes),
+    clients: changes.clients,
+    groups: changes.groups,
+    listeners: changes.listeners,
+    settings: changes.settings,
+  });
+}

@@ -1,0 +1,310 @@
+/**
+ * The Worker entry of a `WorkerBalancer`: one {@linkcode Balancer} per Worker,
+ * serving the same listeners as its siblings (`reusePort`), counting connections
+ * and client limits in the primary's `SharedState`, with the health the primary
+ * probes and the ejections it decides. Loaded only with `new Worker(...)`; the
+ * messages it understands and sends are {@linkcode ToWorker} and {@linkcode FromWorker}.
+ *
+ * Nothing here runs per connection: the Worker posts a message only for a passive
+ * health signal (a failed dial, a reset before any byte, and the successes that end
+ * a streak of them), a batch of refusals (at most four a second), and in answer to
+ * the primary.
+ *
+ * @module
+ */
+import {
+  Balancer,
+  type BalancerStatus,
+  type DenyRecord,
+  type DrainResult,
+  type HandshakeErrorRecord,
+  type HealthReport,
+  type ListenerInfo,
+  type LoadedConfig,
+  type PassiveHealthRecord,
+} from "../server/balancer.ts";
+import { SharedState, type SharedStateInit } from "./shared_state.ts";
+import { configureLogging } from "../control/logging.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { type SharedCount, WorkerLedger, type WorkerLogging } from "./worker_balancer.ts";
+
+/** Health reports by group name, as the primary's probes see them. */
+export type GroupHealthReports = Record<string, HealthReport[]>;
+
+/** An error as it crosses a thread: its name, message and the fields of a bind error. */
+export interface ErrorInfo {
+  /** The error's name, such as `Error` or `NotCapable`. */
+  name: string;
+  /** Its message. */
+  message: string;
+  /** A system error code, such as `EADDRINUSE`. */
+  code?: string;
+  /** The address of a bind error. */
+  address?: string;
+  /** The port of a bind error. */
+  port?: number;
+}
+
+/** Messages from the primary to a Worker. */
+export type ToWorker =
+  | {
+    type: "start";
+    /** The worker's number, from 1. */
+    index: number;
+    /** The configuration (listeners on port 0 already resolved) and TLS material. */
+    loaded: LoadedConfig;
+    shared: SharedStateInit;
+    /** This worker's {@linkcode WorkerLedger} memory. */
+    ledger: SharedArrayBuffer;
+    /** One 32-bit word: the open client connections of every worker. */
+    connections: SharedArrayBuffer;
+    /** The open-files limit the default connection caps derive from. */
+    fileDescriptorLimit: number | undefined;
+    /** How many workers share the listeners (each takes its share of `max_handshakes`). */
+    workers: number;
+    health: GroupHealthReports;
+    /** How to configure LogTape in the Worker; no logging without it. */
+    logging: WorkerLogging | undefined;
+    /** Where `collect` answers go, read synchronously by the primary. */
+    reply: MessagePort;
+    /** One 32-bit word set to 1 (and notified) after each `collect` answer. */
+    flag: SharedArrayBuffer;
+  }
+  | { type: "health"; group: string; report: HealthReport }
+  | {
+    type: "reload";
+    id: number;
+    loaded: LoadedConfig;
+    shared: SharedStateInit;
+    health: GroupHealthReports;
+  }
+  | { type: "drain"; timeout: number }
+  | { type: "close" }
+  | { type: "collect"; id: number };
+
+/** A refusal or failed handshake of a worker, relayed to the primary for `/denials`. */
+export type RelayedEvent =
+  | { type: "deny"; record: DenyRecord }
+  | { type: "handshake_error"; record: HandshakeErrorRecord };
+
+/** Messages from a Worker to the primary. */
+export type FromWorker =
+  | { type: "started"; listeners: ListenerInfo[] }
+  | { type: "failed"; error: ErrorInfo }
+  | { type: "reloaded"; id: number; listeners: ListenerInfo[]; error?: string }
+  | { type: "passive"; record: PassiveHealthRecord }
+  | { type: "denials"; records: RelayedEvent[] }
+  | { type: "draining" }
+  | { type: "drained"; result: DrainResult }
+  | { type: "closed" };
+
+/** The answer to `collect`, on the reply port. */
+export interface CollectReply {
+  /** The `collect` message's id. */
+  id: number;
+  /** The worker balancer's status; absent before it started. */
+  status?: BalancerStatus;
+  /** Its metrics, rendered. */
+  metrics?: string;
+}
+
+/** Refusals kept for one batch; the primary keeps as many for `/denials`. */
+const DENIAL_BATCH = 100;
+/** How often a batch of refusals may be posted, ms. */
+const DENIAL_INTERVAL = 250;
+
+/**
+ * Milliseconds on one time base in every Worker of the process, as the shared
+ * token buckets need (each Worker's `performance.now()` has its own origin).
+ */
+const PROCESS_CLOCK: Clock = {
+  now: (): number => performance.timeOrigin + performance.now(),
+  setTimeout: systemClock.setTimeout,
+  clearTimeout: systemClock.clearTimeout,
+};
+
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+  postMessage(message: FromWorker): void;
+}
+
+const scope = globalThis as unknown as WorkerScope;
+let balancer: Balancer | undefined;
+/** The balancer health reports go to: set as soon as it exists, before it starts. */
+let healthTarget: Balancer | undefined;
+let state: SharedState | undefined;
+let ledger: WorkerLedger | undefined;
+let logging: AsyncDisposable | undefined;
+let reply: MessagePort | undefined;
+let flag: Int32Array | undefined;
+let denials: RelayedEvent[] = [];
+let denialTimer: ReturnType<typeof setTimeout> | undefined;
+
+// One message at a time, in order: a reload or drain waits for the start before it.
+let queue: Promise<void> = Promise.resolve();
+scope.onmessage = (event) => {
+  const message = event.data;
+  if (message.type === "collect") return collect(message.id);
+  if (message.type === "health") {
+    healthTarget?.setHealth(message.group, message.report);
+    return;
+  }
+  // A close cuts a drain in progress short (a second SIGTERM): it must not wait in the
+  // queue behind that drain. Closing the balancer ends the drain, whose "drained" reply
+  // then goes out before the queued close answers "closed".
+  if (message.type === "close") void balancer?.close();
+  // An unexpected error is not caught: the Worker dies and the primary restarts it.
+  queue = queue.then(() => handle(message));
+};
+
+async function handle(message: ToWorker): Promise<void> {
+  switch (message.type) {
+    case "start":
+      return await start(message);
+    case "reload": {
+      const running = balancer!;
+      state!.update(message.shared);
+      ledger!.update(message.shared);
+      applyHealth(running, message.health);
+      try {
+        await running.reload(message.loaded);
+        post({ type: "reloaded", id: message.id, listeners: running.listeners() });
+      } catch (error) {
+        post({
+          type: "reloaded",
+          id: message.id,
+          listeners: running.listeners(),
+          error: reloadFailure(error),
+        });
+      }
+      return;
+    }
+    case "drain": {
+      // drain() stops accepting before it returns its promise: say so at once.
+      const draining = balancer?.drain(message.timeout);
+      post({ type: "draining" });
+      const result = draining === undefined ? { forced: 0, durationMs: 0 } : await draining;
+      await stop();
+      post({ type: "drained", result });
+      return;
+    }
+    case "close":
+      await balancer?.close();
+      await stop();
+      post({ type: "closed" });
+      return;
+  }
+}
+
+async function start(message: Extract<ToWorker, { type: "start" }>): Promise<void> {
+  if (message.logging !== undefined) {
+    // Records of a worker say which: its primary logs what concerns them all.
+    logging = await configureLogging({ ...message.logging, properties: { worker: message.index } });
+  }
+  reply = message.reply;
+  flag = new Int32Array(message.flag);
+  state = SharedState.attach(message.shared);
+  ledger = new WorkerLedger(message.ledger, message.shared);
+  const candidate = new Balancer({
+    config: message.loaded.config,
+    tls: message.loaded.tls,
+    clock: PROCESS_CLOCK,
+    limiterStore: ledger.store(state.limiterStore()),
+    upstreamCounts: ledger.counts(state.upstreamCounts()),
+    connectionCount: ledger.connections(sharedCount(new Int32Array(message.connections))),
+    reusePort: true,
+    ...(message.fileDescriptorLimit === undefined
+      ? {}
+      : { fileDescriptorLimit: message.fileDescriptorLimit }),
+    handshakeShare: 1 / message.workers,
+    logLifecycle: false,
+    health: "external",
+    load: () => Promise.reject(new Error("a worker reloads only what its primary sends")),
+  });
+  applyHealth(candidate, message.health);
+  healthTarget = candidate;
+  candidate.addEventListener("passive_health", (event) => {
+    post({ type: "passive", record: (event as CustomEvent<PassiveHealthRecord>).detail });
+  });
+  candidate.addEventListener("deny", (event) => {
+    queueDenial({ type: "deny", record: (event as CustomEvent<DenyRecord>).detail });
+  });
+  candidate.addEventListener("handshake_error", (event) => {
+    const record = (event as CustomEvent<HandshakeErrorRecord>).detail;
+    queueDenial({ type: "handshake_error", record });
+  });
+  try {
+    await candidate.start();
+  } catch (error) {
+    await candidate.close();
+    post({ type: "failed", error: errorInfo(error) });
+    await stop();
+    return;
+  }
+  balancer = candidate;
+  post({ type: "started", listeners: candidate.listeners() });
+}
+
+function applyHealth(target: Balancer, health: GroupHealthReports): void {
+  for (const [group, reports] of Object.entries(health)) {
+    for (const report of reports) target.setHealth(group, report);
+  }
+}
+
+/** Answers `collect` at once: the primary waits on the flag, it cannot read a message. */
+function collect(id: number): void {
+  const answer: CollectReply = balancer === undefined
+    ? { id }
+    : { id, status: balancer.status(), metrics: balancer.metrics.render() };
+  reply?.postMessage(answer);
+  if (flag !== undefined) {
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+  }
+}
+
+function queueDenial(record: RelayedEvent): void {
+  denials.push(record);
+  if (denials.length > DENIAL_BATCH) denials.shift();
+  denialTimer ??= setTimeout(flushDenials, DENIAL_INTERVAL);
+}
+
+function flushDenials(): void {
+  if (denialTimer !== undefined) clearTimeout(denialTimer);
+  denialTimer = undefined;
+  if (denials.length === 0) return;
+  const records = denials;
+  denials = [];
+  post({ type: "denials", records });
+}
+
+/** Sends what is pending and stops logging; the primary terminates the Worker next. */
+async function stop(): Promise<void> {
+  flushDenials();
+  await logging?.[Symbol.asyncDispose]();
+  logging = undefined;
+}
+
+function sharedCount(word: Int32Array): SharedCount {
+  return { add: (delta: number): number => Atomics.add(word, 0, delta) + delta };
+}
+
+function post(message: FromWorker): void {
+  scope.postMessage(message);
+}
+
+/** The reason of a failed reload, without the `Cannot reload:` the primary adds again. */
+function reloadFailure(error: unknown): string {
+  const cause = error instanceof Error ? error.cause ?? error : error;
+  return cause instanceof Error ? cause.message : String(cause);
+}
+
+function errorInfo(error: unknown): ErrorInfo {
+  if (!(error instanceof Error)) return { name: "Error", message: String(error) };
+  const info: ErrorInfo = { name: error.name, message: error.message };
+  const { code, address, port } = error as { code?: unknown; address?: unknown; port?: unknown };
+  if (typeof code === "string") info.code = code;
+  if (typeof address === "string") info.address = address;
+  if (typeof port === "number") info.port = port;
+  return info;
+}
