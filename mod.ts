@@ -305,23 +305,27 @@ export {
 } from "./lib/core/reasons.ts";
 export {
   Balancer,
-  type BalancerCounters,
   type BalancerOptions,
+  ECDH_CURVES,
+  LISTEN_BACKLOG,
+  type LoadedConfig,
+  ReloadError,
+} from "./lib/server/balancer.ts";
+export {
+  type BalancerCounters,
   type BalancerState,
   type BalancerStatus,
   type ClientState,
+  type DrainResult,
+  type GroupState,
+  type ListenerInfo,
+  type UpstreamState,
+} from "./lib/server/status.ts";
+export {
   type ConnectionRecord,
   type DenyRecord,
-  type DrainResult,
-  ECDH_CURVES,
-  type GroupState,
   type HandshakeErrorRecord,
   type HealthReport,
-  LISTEN_BACKLOG,
-  type ListenerInfo,
-  type LoadedConfig,
   type PassiveHealthRecord,
-  ReloadError,
   type ReloadRecord,
-  type UpstreamState,
-} from "./lib/server/balancer.ts";
+} from "./lib/server/records.ts";

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { FakeClock } from "../lib/core/clock.ts";
 import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
 import type { CertificateAuthority, IssuedCertificate } from "../lib/pki/pki.ts";
-import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/balancer.ts";
+import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/records.ts";
 import {
   connectClient,
   nextEvent,

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { connectCluster } from "../lib/redis/cluster.ts";
-import type { DenyRecord } from "../lib/server/balancer.ts";
+import type { DenyRecord } from "../lib/server/records.ts";
 import { connectClient, nextEvent, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { RedisServer, redisTest } from "./_redis.ts";
 

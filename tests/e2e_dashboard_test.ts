@@ -14,7 +14,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
 import { loadTlsMaterial } from "../lib/config/config.ts";
-import type { BalancerStatus } from "../lib/server/balancer.ts";
+import type { BalancerStatus } from "../lib/server/status.ts";
 import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
 import { freePort, lines, waitForRecord } from "./_subprocess.ts";

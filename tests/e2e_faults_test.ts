@@ -10,7 +10,7 @@ import type { TLSSocket } from "node:tls";
 import type { EjectionEvent, HealthChangeEvent } from "../lib/upstream/health_event.ts";
 import type { HealthProbe } from "../lib/upstream/health_probe.ts";
 import type { OutlierDetector } from "../lib/upstream/outlier_detector.ts";
-import type { ConnectionRecord, DenyRecord } from "../lib/server/balancer.ts";
+import type { ConnectionRecord, DenyRecord } from "../lib/server/records.ts";
 import {
   banner,
   connectClient,

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { banner, nextEvent, startBalancer, TestUpstream } from "./_harness.ts";
-import type { DenyRecord, HandshakeErrorRecord } from "../lib/server/balancer.ts";
+import type { DenyRecord, HandshakeErrorRecord } from "../lib/server/records.ts";
 
 const HAVE_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
   .output().then((out) => out.success, () => false);

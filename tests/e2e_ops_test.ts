@@ -20,13 +20,15 @@ import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy/proxy_protocol.ts"
 import {
   Balancer,
   type BalancerOptions,
+  type LoadedConfig,
+  ReloadError,
+} from "../lib/server/balancer.ts";
+import {
   type ConnectionRecord,
   type DenyRecord,
   type HandshakeErrorRecord,
-  type LoadedConfig,
-  ReloadError,
   type ReloadRecord,
-} from "../lib/server/balancer.ts";
+} from "../lib/server/records.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";
 import { freePort, lines, waitForRecord } from "./_subprocess.ts";

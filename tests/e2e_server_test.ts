@@ -11,7 +11,7 @@ import {
   TestUpstream,
   text,
 } from "./_harness.ts";
-import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/balancer.ts";
+import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/records.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 interface Layout {

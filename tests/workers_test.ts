@@ -12,7 +12,8 @@ import { parseConfig } from "../lib/config/config.ts";
 import { permissionNeeds, workerCount } from "../lib/cli/cli.ts";
 import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";
-import { Balancer, type PassiveHealthRecord } from "../lib/server/balancer.ts";
+import { Balancer } from "../lib/server/balancer.ts";
+import { type PassiveHealthRecord } from "../lib/server/records.ts";
 import { SharedState } from "../lib/workers/shared_state.ts";
 import {
   parseSamples,

@@ -88,6 +88,35 @@ import {
   textTlv,
 } from "../proxy/proxy_protocol.ts";
 import { BalancerMetrics } from "./_balancer_metrics.ts";
+import {
+  type GroupHealth,
+  groupHealthTargets,
+  groupOutlierDetector,
+  type PassiveSink,
+  RelayedHealth,
+  type RelayedReport,
+  storeReport,
+} from "./group_health.ts";
+import type {
+  ConnectionRecord,
+  DenyRecord,
+  HandshakeErrorRecord,
+  HealthReport,
+  PassiveHealthRecord,
+  ReloadRecord,
+} from "./records.ts";
+import {
+  addEjection,
+  addProbeState,
+  type BalancerCounters,
+  type BalancerState,
+  type BalancerStatus,
+  type ClientState,
+  type DrainResult,
+  type GroupState,
+  type ListenerInfo,
+  type UpstreamState,
+} from "./status.ts";
 
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
@@ -101,96 +130,6 @@ export const LISTEN_BACKLOG = 4096;
 
 /** Key exchange groups offered: ECDHE only (no finite-field DHE). */
 export const ECDH_CURVES = "X25519:P-256:P-384";
-
-/** Detail of a `"deny"` event. */
-export interface DenyRecord {
-  /** Why the connection was refused. */
-  reason: DenyReason;
-  /** The configured client name, once identified. */
-  client?: string;
-  /** The certificate identity, once read. */
-  identity?: CertIdentity;
-  /** The group asked for, once routed. */
-  group?: string;
-  /** The client's address, `host:port`. */
-  remote: string;
-  /** Human-readable detail for the log (never sent to the client). */
-  detail?: string;
-}
-
-/** Detail of an `"end"` event: one audit record per forwarded connection. */
-export interface ConnectionRecord {
-  /** The configured client name. */
-  client: string;
-  /** The certificate identity the client was matched by. */
-  identity: CertIdentity;
-  /** The group served. */
-  group: string;
-  /** The upstream used, `host:port`. */
-  upstream: string;
-  /** The client's address, `host:port`. */
-  remote: string;
-  /** Bytes the client sent. */
-  bytesFromClient: number;
-  /** Bytes the upstream sent. */
-  bytesFromUpstream: number;
-  /** Connection lifetime after the upstream connected, in whole milliseconds. */
-  durationMs: number;
-  /** How it ended. */
-  reason: ForwardEndReason | SessionEndReason;
-  /** Why mtlb ended it, for `revoked` and `policy_changed`. */
-  detail?: string;
-}
-
-/** Detail of a `"handshake_error"` event. */
-export interface HandshakeErrorRecord {
-  /** The cause. */
-  reason: HandshakeFailure;
-  /** The client's address, `host:port`, when known. */
-  remote: string;
-  /** The certificate's identity, when the client presented one. */
-  identity?: CertIdentity;
-  /** Detail for the log: the runtime's error code, or what failed in the certificate. */
-  detail?: string;
-}
-
-/** Detail of a `"reload"` event, and the last reload in {@linkcode BalancerStatus}. */
-export interface ReloadRecord {
-  /** Whether the new configuration is now in use. */
-  outcome: "success" | "failure";
-  /** When the reload finished, ISO 8601. */
-  at: string;
-  /** The config file. */
-  path: string;
-  /** Why it failed; the old configuration keeps running. */
-  error?: string;
-}
-
-/** Counters kept by the balancer, for metrics and tests. */
-export interface BalancerCounters {
-  /** Connections that completed the handshake and reached an upstream. */
-  accepted: number;
-  /** Connections refused, by reason. */
-  denied: Map<DenyReason, number>;
-  /** Handshakes that failed or timed out, by reason. */
-  handshakeErrors: Map<string, number>;
-  /** Connections being forwarded now. */
-  active: number;
-}
-
-/** A bound listener. */
-export interface ListenerInfo {
-  /** The group a dedicated listener serves; absent for the shared listener. */
-  group?: string;
-  /** The address actually bound (port 0 resolved). */
-  address: HostPort;
-}
-
-/**
- * The life of a balancer: `idle` until {@linkcode Balancer.start}, `serving`, then
- * `draining` (no longer accepting, live connections finishing) and `closed`.
- */
-export type BalancerState = "idle" | "serving" | "draining" | "closed";
 
 /** A configuration and its TLS material, as a reload takes them. */
 export interface LoadedConfig {
@@ -310,167 +249,6 @@ export interface BalancerOptions {
   handshakeShare?: number;
 }
 
-/** An upstream's health as an external source reports it to {@linkcode Balancer.setHealth}. */
-export interface HealthReport {
-  /** The upstream, `host:port` as configured. */
-  address: string;
-  /** Whether its active health checks pass. */
-  healthy: boolean;
-  /** Why it is in this state: a probe reason, such as `probe_ok`. */
-  reason: string;
-  /**
-   * Whether outlier detection ejected it: it is then picked only in panic mode.
-   *
-   * @default {false}
-   */
-  ejected?: boolean;
-  /**
-   * Whether the source counts a streak of passive failures for it: the balancer then
-   * reports the next successes too (`"passive_health"`), so that they end the streak.
-   *
-   * @default {false}
-   */
-  failing?: boolean;
-}
-
-/**
- * Detail of a `"passive_health"` event (balancers with `health: "external"` only):
- * a failure seen on traffic, or a success that may end a streak of failures (the
- * first after a failure this balancer saw, or any while the source says `failing`).
- */
-export interface PassiveHealthRecord {
-  /** The group whose pool dialed. */
-  group: string;
-  /** The upstream, `host:port` as configured. */
-  address: string;
-  /** `failure` or `success`. */
-  outcome: "failure" | "success";
-  /** What failed, for a failure. */
-  reason?: PassiveFailureReason;
-  /** What went right, for a success. */
-  success?: PassiveSuccess;
-}
-
-/** Result of {@linkcode Balancer.drain}. */
-export interface DrainResult {
-  /** Connections still open at the deadline, and closed by force. */
-  forced: number;
-  /** Milliseconds the drain took. */
-  durationMs: number;
-}
-
-/** One upstream in {@linkcode BalancerStatus}. */
-export interface UpstreamState {
-  /** `host:port` as configured. */
-  address: string;
-  /** The configured weight. */
-  weight: number;
-  /** Connections being forwarded to it. */
-  active: number;
-  /** Connections forwarded to it since the group was created (for a connection rate). */
-  accepted: number;
-  /**
-   * Whether it may be picked: its health checks pass and outlier detection has not
-   * ejected it (in panic mode, ejected ones are picked too).
-   */
-  healthy: boolean;
-  /** Its health state; `unknown` before its first probe and for a removed upstream. */
-  state: HealthState;
-  /** Present for an upstream a reload removed while connections to it are live. */
-  removed?: true;
-  /** Why it entered its state. */
-  reason?: string;
-  /** When it entered its state, ISO 8601. */
-  since?: string;
-  /** The latest active probe. */
-  lastProbe?: { ok: boolean; reason: string; latencyMs: number; at: string };
-  /**
-   * Present while outlier detection has it ejected: the failure behind it, when it
-   * began and when it ends (ISO 8601), and its recent ejections (the n-th lasts n
-   * times the base ejection time).
-   */
-  ejection?: { reason: string; since: string; until: string; ejections: number };
-}
-
-/** One group in {@linkcode BalancerStatus}. */
-export interface GroupState {
-  /** The group name. */
-  name: string;
-  /** Its dedicated listener, as configured. */
-  listen?: string;
-  /** Whether upstreams receive a PROXY protocol header. */
-  proxyProtocol?: "v2";
-  /** Connections forwarded since start (or since the group was added). */
-  accepted: number;
-  /**
-   * Panic mode: too few upstreams are available, so ejected ones are picked again.
-   */
-  panic: boolean;
-  /** Bytes received from clients. */
-  bytesFromClient: number;
-  /** Bytes received from upstreams. */
-  bytesFromUpstream: number;
-  /** Its upstreams, configured ones first. */
-  upstreams: UpstreamState[];
-}
-
-/** One configured client in {@linkcode BalancerStatus}. */
-export interface ClientState {
-  /** The client name. */
-  name: string;
-  /** The groups it may use. */
-  groups: string[];
-  /** Connections it has open now. */
-  active: number;
-  /** Its concurrent connection cap. */
-  maxConnections: number;
-}
-
-/**
- * A JSON-ready snapshot of a running balancer, served by the admin endpoint's
- * `/status`. Times are ISO 8601 strings.
- */
-export interface BalancerStatus {
-  /** The life-cycle state. */
-  state: BalancerState;
-  /** When the balancer started listening. */
-  startedAt?: string;
-  /** The configuration in use. */
-  config: { path: string; loadedAt: string };
-  /** The latest reload, when there was one. */
-  lastReload?: ReloadRecord;
-  /** Connection totals. */
-  connections: {
-    /** Client connections open: handshaking, being refused, or forwarded. */
-    open: number;
-    /** Connections whose TLS handshake is in flight. */
-    handshaking: number;
-    /** `[server] max_connections`, configured or derived from the open-files limit. */
-    max: number;
-    /** `[server] max_handshakes`, configured or derived. */
-    maxHandshakes: number;
-    /** Connections being forwarded. */
-    active: number;
-    /** Connections forwarded since start. */
-    accepted: number;
-    /** Refusals since start, by reason. */
-    denied: Record<string, number>;
-    /** Failed handshakes since start, by reason. */
-    handshakeFailures: Record<string, number>;
-  };
-  /** The bound listeners. */
-  listeners: { address: string; group?: string }[];
-  /** The groups. */
-  groups: GroupState[];
-  /** The configured clients. */
-  clients: ClientState[];
-  /**
-   * When TLS material expires: the server certificate, the earliest CA certificate
-   * of the bundle, the earliest `nextUpdate` of the CRLs.
-   */
-  certificates: { server?: string; ca?: string; crlNextUpdate?: string };
-}
-
 /**
  * A reload that did not happen: the previous configuration keeps running. The
  * message says why (`cause` holds the original error).
@@ -499,22 +277,6 @@ export class ReloadError extends Error {
     super(message, options);
     this.name = "ReloadError";
   }
-}
-
-/** What a group needs from its health source: a `HealthProbe`, or a `RelayedHealth`. */
-interface GroupHealth extends EventTarget {
-  readonly ready: Promise<void>;
-  start(): void;
-  setTargets(targets: Iterable<HealthTarget>): void;
-  isHealthy(address: string): boolean;
-  snapshot(): TargetHealth[];
-  close(): Promise<void>;
-}
-
-/** Where a group's passive signals go: its `OutlierDetector`, or a `RelayedHealth`. */
-interface PassiveSink {
-  reportFailure(address: string, reason: PassiveFailureReason): void;
-  reportSuccess(address: string, kind: PassiveSuccess): void;
 }
 
 interface Group {
@@ -2030,245 +1792,6 @@ function secureContextOptions(config: Config, tls: TlsMaterial): {
     ciphers: config.tls.ciphers.join(":"),
     ecdhCurve: ECDH_CURVES,
   };
-}
-
-/**
- * A group's health targets as a {@linkcode Balancer} probes them, with every
- * setting explicit (an empty `send`/`expect` switches the step off), so a reload
- * can change or drop any of them.
- *
- * @example Usage
- * ```ts
- * import { groupHealthTargets } from "./balancer.ts";
- * import { parseConfig } from "../config/config.ts";
- * import assert from "node:assert/strict";
- *
- * const config = parseConfig(
- *   `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`,
- *   { path: "/etc/mtlb/lb.toml" },
- * );
- * const [target] = groupHealthTargets(config.groups.get("echo")!);
- * assert.equal(target?.address, "127.0.0.1:7001");
- * assert.equal(target?.settings?.send, "");
- * ```
- *
- * @param config The group.
- * @returns One target per upstream, in configuration order.
- */
-/**
- * Copies a probe's view of an upstream (reason, since, last probe) into its status
- * entry; shared by {@linkcode Balancer.status} and the workers' primary.
- *
- * @param state The status entry to fill in.
- * @param health The probe's snapshot of the upstream, if it has one.
- * @param iso Turns a clock time into an ISO 8601 wall time.
- */
-export function addProbeState(
-  state: UpstreamState,
-  health: TargetHealth | undefined,
-  iso: (monotonic: number) => string,
-): void {
-  if (health?.reason !== undefined) state.reason = health.reason;
-  if (health?.since !== undefined) state.since = iso(health.since);
-  const r = health?.lastResult;
-  if (r !== undefined) {
-    state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
-  }
-}
-
-/**
- * Copies an outlier detector's view of an upstream into its status entry while it
- * is ejected; shared by {@linkcode Balancer.status} and the workers' primary.
- *
- * @param state The status entry to fill in.
- * @param outlier The detector's snapshot of the upstream, if it has one.
- * @param iso Turns a clock time into an ISO 8601 wall time.
- */
-export function addEjection(
-  state: UpstreamState,
-  outlier: OutlierState | undefined,
-  iso: (monotonic: number) => string,
-): void {
-  if (outlier?.ejected !== true) return;
-  state.healthy = false;
-  state.ejection = {
-    reason: outlier.reason ?? "unknown",
-    since: iso(outlier.since ?? 0),
-    until: iso(outlier.until ?? 0),
-    ejections: outlier.ejections,
-  };
-}
-
-/**
- * A group's outlier detector as a {@linkcode Balancer} runs it: the group's
- * `[outlier]` settings, its upstreams, and its active health checks as the floor.
- *
- * @param config The group.
- * @param probe Its active health checks.
- * @param clock The time source.
- * @returns A detector; close it with the group.
- */
-export function groupOutlierDetector(
-  config: GroupConfig,
-  probe: { isHealthy(address: string): boolean },
-  clock: Clock,
-): OutlierDetector {
-  const { consecutiveFailures, baseEjectionTime, maxEjectionTime, maxEjectedPercent } =
-    config.outlier;
-  return new OutlierDetector(config.upstreams.map((u) => u.address), {
-    consecutiveFailures,
-    baseEjectionTime,
-    maxEjectionTime,
-    maxEjectedPercent,
-    clock,
-    isHealthy: (address) => probe.isHealthy(address),
-  });
-}
-
-export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
-  const settings = (health: HealthConfig) => ({
-    interval: health.interval,
-    timeout: health.timeout,
-    rise: health.rise,
-    fall: health.fall,
-    send: health.send ?? "",
-    expect: health.expect ?? "",
-  });
-  return config.upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
-}
-
-/** A reported health, with when it entered that state (balancer clock). */
-interface RelayedReport extends HealthReport {
-  since: number;
-}
-
-/** Stores a report; returns whether the upstream's healthiness changed (or was unknown). */
-function storeReport(
-  reports: Map<string, RelayedReport>,
-  report: HealthReport,
-  now: number,
-): boolean {
-  const previous = reports.get(report.address);
-  const changed = previous === undefined || previous.healthy !== report.healthy;
-  const stored: RelayedReport = {
-    address: report.address,
-    healthy: report.healthy,
-    reason: report.reason,
-    since: changed ? now : previous.since,
-  };
-  if (report.ejected === true) stored.ejected = true;
-  if (report.failing === true) stored.failing = true;
-  reports.set(report.address, stored);
-  return changed;
-}
-
-/**
- * A group's health as reported from outside (`health: "external"`): the state of
- * each target, ejections included, is what {@linkcode Balancer.setHealth} last
- * said, `unknown` before that. Passive failures go to `onPassive`, and so do
- * successes after a failure this balancer saw or while the source says the
- * upstream is `failing`, so a stream of good connections costs nothing.
- */
-class RelayedHealth extends EventTarget implements GroupHealth, PassiveSink {
-  #targets: string[];
-  #reports: Map<string, RelayedReport>;
-  #clock: Clock;
-  #onPassive: (record: Omit<PassiveHealthRecord, "group">) => void;
-  /** Upstreams with a failure reported and no success since. */
-  #failed = new Set<string>();
-  #closed = false;
-
-  constructor(
-    targets: Iterable<HealthTarget>,
-    reports: Map<string, RelayedReport>,
-    clock: Clock,
-    onPassive: (record: Omit<PassiveHealthRecord, "group">) => void,
-  ) {
-    super();
-    this.#targets = [...targets].map((t) => t.address);
-    this.#reports = reports;
-    this.#clock = clock;
-    this.#onPassive = onPassive;
-  }
-
-  get ready(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  start(): void {}
-
-  setTargets(targets: Iterable<HealthTarget>): void {
-    this.#targets = [...targets].map((t) => t.address);
-  }
-
-  isHealthy(address: string): boolean {
-    return this.#reports.get(address)?.healthy === true && this.#targets.includes(address);
-  }
-
-  isEjected(address: string): boolean {
-    return this.#reports.get(address)?.ejected === true && this.#targets.includes(address);
-  }
-
-  snapshot(): TargetHealth[] {
-    return this.#targets.map((address): TargetHealth => {
-      const report = this.#reports.get(address);
-      if (report === undefined) return { address, state: "unknown", successes: 0, failures: 0 };
-      return {
-        address,
-        state: report.healthy ? "healthy" : "unhealthy",
-        reason: report.reason as ProbeReason,
-        since: report.since,
-        successes: 0,
-        failures: 0,
-      };
-    });
-  }
-
-  reportFailure(address: string, reason: PassiveFailureReason): void {
-    if (this.#closed) return;
-    this.#failed.add(address);
-    this.#onPassive({ address, outcome: "failure", reason });
-  }
-
-  reportSuccess(address: string, kind: PassiveSuccess): void {
-    if (this.#closed) return;
-    const mine = this.#failed.delete(address);
-    if (!mine && this.#reports.get(address)?.failing !== true) return;
-    this.#onPassive({ address, outcome: "success", success: kind });
-  }
-
-  apply(report: HealthReport): void {
-    const at = this.#clock.now();
-    const previous = this.#reports.get(report.address);
-    const wasEjected = previous?.ejected === true;
-    const changed = storeReport(this.#reports, report, at);
-    if (this.#closed || !this.#targets.includes(report.address)) return;
-    if (changed) {
-      this.dispatchEvent(
-        new HealthChangeEvent({
-          address: report.address,
-          healthy: report.healthy,
-          reason: report.reason,
-          at,
-        }),
-      );
-    }
-    if ((report.ejected === true) !== wasEjected) {
-      this.dispatchEvent(
-        new EjectionEvent({
-          address: report.address,
-          ejected: report.ejected === true,
-          reason: report.ejected === true ? "ejected" : "ejection_ended",
-          at,
-        }),
-      );
-    }
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    return Promise.resolve();
-  }
 }
 
 /** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */

@@ -12,17 +12,14 @@
  *
  * @module
  */
+import { Balancer, type LoadedConfig } from "../server/balancer.ts";
+import { type BalancerStatus, type DrainResult, type ListenerInfo } from "../server/status.ts";
 import {
-  Balancer,
-  type BalancerStatus,
   type DenyRecord,
-  type DrainResult,
   type HandshakeErrorRecord,
   type HealthReport,
-  type ListenerInfo,
-  type LoadedConfig,
   type PassiveHealthRecord,
-} from "../server/balancer.ts";
+} from "../server/records.ts";
 import { SharedState, type SharedStateInit } from "./shared_state.ts";
 import { configureLogging } from "../control/logging.ts";
 import { type Clock, systemClock } from "../core/clock.ts";

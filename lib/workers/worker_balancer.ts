@@ -29,6 +29,7 @@ import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 import { isPanic, type UpstreamCounts } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
+import { type LoadedConfig, logReload, plural, ReloadError } from "../server/balancer.ts";
 import {
   addEjection,
   addProbeState,
@@ -36,18 +37,12 @@ import {
   type BalancerStatus,
   type ClientState,
   type DrainResult,
-  groupHealthTargets,
-  groupOutlierDetector,
   type GroupState,
-  type HealthReport,
   type ListenerInfo,
-  type LoadedConfig,
-  logReload,
-  plural,
-  ReloadError,
-  type ReloadRecord,
   type UpstreamState,
-} from "../server/balancer.ts";
+} from "../server/status.ts";
+import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
+import { type HealthReport, type ReloadRecord } from "../server/records.ts";
 import { SharedState, type SharedStateInit, type SharedStateOptions } from "./shared_state.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
 import type {

@@ -1,0 +1,201 @@
+/**
+ * The snapshot a balancer gives of itself (`/status`), and the pieces of it that a
+ * single balancer and the primary of its workers build alike.
+ *
+ * @module
+ */
+import type { HostPort } from "../core/address.ts";
+import type { DenyReason } from "../core/reasons.ts";
+import type { HealthState, TargetHealth } from "../upstream/health_probe.ts";
+import type { OutlierState } from "../upstream/outlier_detector.ts";
+import type { ReloadRecord } from "./records.ts";
+
+/** Counters kept by the balancer, for metrics and tests. */
+export interface BalancerCounters {
+  /** Connections that completed the handshake and reached an upstream. */
+  accepted: number;
+  /** Connections refused, by reason. */
+  denied: Map<DenyReason, number>;
+  /** Handshakes that failed or timed out, by reason. */
+  handshakeErrors: Map<string, number>;
+  /** Connections being forwarded now. */
+  active: number;
+}
+
+/** A bound listener. */
+export interface ListenerInfo {
+  /** The group a dedicated listener serves; absent for the shared listener. */
+  group?: string;
+  /** The address actually bound (port 0 resolved). */
+  address: HostPort;
+}
+
+/**
+ * The life of a balancer: `idle` until {@linkcode Balancer.start}, `serving`, then
+ * `draining` (no longer accepting, live connections finishing) and `closed`.
+ */
+export type BalancerState = "idle" | "serving" | "draining" | "closed";
+
+/** Result of {@linkcode Balancer.drain}. */
+export interface DrainResult {
+  /** Connections still open at the deadline, and closed by force. */
+  forced: number;
+  /** Milliseconds the drain took. */
+  durationMs: number;
+}
+
+/** One upstream in {@linkcode BalancerStatus}. */
+export interface UpstreamState {
+  /** `host:port` as configured. */
+  address: string;
+  /** The configured weight. */
+  weight: number;
+  /** Connections being forwarded to it. */
+  active: number;
+  /** Connections forwarded to it since the group was created (for a connection rate). */
+  accepted: number;
+  /**
+   * Whether it may be picked: its health checks pass and outlier detection has not
+   * ejected it (in panic mode, ejected ones are picked too).
+   */
+  healthy: boolean;
+  /** Its health state; `unknown` before its first probe and for a removed upstream. */
+  state: HealthState;
+  /** Present for an upstream a reload removed while connections to it are live. */
+  removed?: true;
+  /** Why it entered its state. */
+  reason?: string;
+  /** When it entered its state, ISO 8601. */
+  since?: string;
+  /** The latest active probe. */
+  lastProbe?: { ok: boolean; reason: string; latencyMs: number; at: string };
+  /**
+   * Present while outlier detection has it ejected: the failure behind it, when it
+   * began and when it ends (ISO 8601), and its recent ejections (the n-th lasts n
+   * times the base ejection time).
+   */
+  ejection?: { reason: string; since: string; until: string; ejections: number };
+}
+
+/** One group in {@linkcode BalancerStatus}. */
+export interface GroupState {
+  /** The group name. */
+  name: string;
+  /** Its dedicated listener, as configured. */
+  listen?: string;
+  /** Whether upstreams receive a PROXY protocol header. */
+  proxyProtocol?: "v2";
+  /** Connections forwarded since start (or since the group was added). */
+  accepted: number;
+  /**
+   * Panic mode: too few upstreams are available, so ejected ones are picked again.
+   */
+  panic: boolean;
+  /** Bytes received from clients. */
+  bytesFromClient: number;
+  /** Bytes received from upstreams. */
+  bytesFromUpstream: number;
+  /** Its upstreams, configured ones first. */
+  upstreams: UpstreamState[];
+}
+
+/** One configured client in {@linkcode BalancerStatus}. */
+export interface ClientState {
+  /** The client name. */
+  name: string;
+  /** The groups it may use. */
+  groups: string[];
+  /** Connections it has open now. */
+  active: number;
+  /** Its concurrent connection cap. */
+  maxConnections: number;
+}
+
+/**
+ * A JSON-ready snapshot of a running balancer, served by the admin endpoint's
+ * `/status`. Times are ISO 8601 strings.
+ */
+export interface BalancerStatus {
+  /** The life-cycle state. */
+  state: BalancerState;
+  /** When the balancer started listening. */
+  startedAt?: string;
+  /** The configuration in use. */
+  config: { path: string; loadedAt: string };
+  /** The latest reload, when there was one. */
+  lastReload?: ReloadRecord;
+  /** Connection totals. */
+  connections: {
+    /** Client connections open: handshaking, being refused, or forwarded. */
+    open: number;
+    /** Connections whose TLS handshake is in flight. */
+    handshaking: number;
+    /** `[server] max_connections`, configured or derived from the open-files limit. */
+    max: number;
+    /** `[server] max_handshakes`, configured or derived. */
+    maxHandshakes: number;
+    /** Connections being forwarded. */
+    active: number;
+    /** Connections forwarded since start. */
+    accepted: number;
+    /** Refusals since start, by reason. */
+    denied: Record<string, number>;
+    /** Failed handshakes since start, by reason. */
+    handshakeFailures: Record<string, number>;
+  };
+  /** The bound listeners. */
+  listeners: { address: string; group?: string }[];
+  /** The groups. */
+  groups: GroupState[];
+  /** The configured clients. */
+  clients: ClientState[];
+  /**
+   * When TLS material expires: the server certificate, the earliest CA certificate
+   * of the bundle, the earliest `nextUpdate` of the CRLs.
+   */
+  certificates: { server?: string; ca?: string; crlNextUpdate?: string };
+}
+
+/**
+ * Copies a probe's view of an upstream (reason, since, last probe) into its status
+ * entry; shared by `Balancer.status()` and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param health The probe's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addProbeState(
+  state: UpstreamState,
+  health: TargetHealth | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (health?.reason !== undefined) state.reason = health.reason;
+  if (health?.since !== undefined) state.since = iso(health.since);
+  const r = health?.lastResult;
+  if (r !== undefined) {
+    state.lastProbe = { ok: r.ok, reason: r.reason, latencyMs: r.latencyMs, at: iso(r.at) };
+  }
+}
+
+/**
+ * Copies an outlier detector's view of an upstream into its status entry while it
+ * is ejected; shared by `Balancer.status()` and the workers' primary.
+ *
+ * @param state The status entry to fill in.
+ * @param outlier The detector's snapshot of the upstream, if it has one.
+ * @param iso Turns a clock time into an ISO 8601 wall time.
+ */
+export function addEjection(
+  state: UpstreamState,
+  outlier: OutlierState | undefined,
+  iso: (monotonic: number) => string,
+): void {
+  if (outlier?.ejected !== true) return;
+  state.healthy = false;
+  state.ejection = {
+    reason: outlier.reason ?? "unknown",
+    since: iso(outlier.since ?? 0),
+    until: iso(outlier.until ?? 0),
+    ejections: outlier.ejections,
+  };
+}
