@@ -23,11 +23,11 @@ import {
   type LoadedConfig,
   ReloadError,
 } from "../lib/server/balancer.ts";
-import {
-  type ConnectionRecord,
-  type DenyRecord,
-  type HandshakeErrorRecord,
-  type ReloadRecord,
+import type {
+  ConnectionRecord,
+  DenyRecord,
+  HandshakeErrorRecord,
+  ReloadRecord,
 } from "../lib/server/records.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";

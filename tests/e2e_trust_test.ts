@@ -10,7 +10,7 @@ import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
 import { createCrl, crlToPem } from "../lib/identity/crl.ts";
 import type { IssuedCertificate } from "../lib/pki/pki.ts";
 import { Balancer, type LoadedConfig } from "../lib/server/balancer.ts";
-import { type HandshakeErrorRecord } from "../lib/server/records.ts";
+import type { HandshakeErrorRecord } from "../lib/server/records.ts";
 import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type Rollover, rolloverPki, testPki } from "./_pki_fixtures.ts";

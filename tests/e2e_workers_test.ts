@@ -12,7 +12,7 @@ import { formatHostPort } from "../lib/core/address.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
 import type { EjectionEvent } from "../lib/upstream/health_event.ts";
 import { type LoadedConfig, ReloadError } from "../lib/server/balancer.ts";
-import { type DenyRecord } from "../lib/server/records.ts";
+import type { DenyRecord } from "../lib/server/records.ts";
 import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers/worker_balancer.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { BalancerMetrics } from "../lib/server/_balancer_metrics.ts";

@@ -13,14 +13,10 @@ import { permissionNeeds, workerCount } from "../lib/cli/cli.ts";
 import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { Balancer } from "../lib/server/balancer.ts";
-import { type PassiveHealthRecord } from "../lib/server/records.ts";
+import type { PassiveHealthRecord } from "../lib/server/records.ts";
 import { SharedState } from "../lib/workers/shared_state.ts";
-import {
-  parseSamples,
-  WORKER_MODULE,
-  WORKER_MODULES_ROOT,
-  WorkerLedger,
-} from "../lib/workers/worker_balancer.ts";
+import { parseSamples, WORKER_MODULES_ROOT, WorkerLedger } from "../lib/workers/worker_balancer.ts";
+
 import {
   banner,
   connectClient,

@@ -12,7 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";

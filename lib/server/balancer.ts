@@ -10,7 +10,7 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import { isLogged } from "../control/logging.ts";
-import { formatHostPort, type HostPort, parseHostPort } from "../core/address.ts";
+import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
 import { type LimiterStore, StoreUnavailableError } from "../limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
@@ -20,7 +20,6 @@ import { describeChanges, diffConfig } from "../config/diff.ts";
 import {
   type Config,
   type GroupConfig,
-  type HealthConfig,
   loadConfig,
   loadTlsMaterial,
   type TlsMaterial,
@@ -32,16 +31,9 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-import { forward, type ForwardEndReason, type ForwardStats } from "../proxy/forward.ts";
-import {
-  type HealthCheck,
-  HealthProbe,
-  type HealthState,
-  type HealthTarget,
-  type ProbeReason,
-  type TargetHealth,
-} from "../upstream/health_probe.ts";
-import { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
+import { forward, type ForwardStats } from "../proxy/forward.ts";
+import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
+import { EjectionEvent } from "../upstream/health_event.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
@@ -68,14 +60,7 @@ import {
   type UpstreamConnection,
   type UpstreamCounts,
 } from "../upstream/least_conn_pool.ts";
-import {
-  forwardOutcome,
-  isLocalDialError,
-  OutlierDetector,
-  type OutlierState,
-  type PassiveFailureReason,
-  type PassiveSuccess,
-} from "../upstream/outlier_detector.ts";
+import { forwardOutcome, isLocalDialError, OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type ClientRule, Policy, type RouteRequest } from "../policy/policy.ts";

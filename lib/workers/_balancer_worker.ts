@@ -13,12 +13,12 @@
  * @module
  */
 import { Balancer, type LoadedConfig } from "../server/balancer.ts";
-import { type BalancerStatus, type DrainResult, type ListenerInfo } from "../server/status.ts";
-import {
-  type DenyRecord,
-  type HandshakeErrorRecord,
-  type HealthReport,
-  type PassiveHealthRecord,
+import type { BalancerStatus, DrainResult, ListenerInfo } from "../server/status.ts";
+import type {
+  DenyRecord,
+  HandshakeErrorRecord,
+  HealthReport,
+  PassiveHealthRecord,
 } from "../server/records.ts";
 import { SharedState, type SharedStateInit } from "./shared_state.ts";
 import { configureLogging } from "../control/logging.ts";

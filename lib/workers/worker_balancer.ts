@@ -42,7 +42,7 @@ import {
   type UpstreamState,
 } from "../server/status.ts";
 import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
-import { type HealthReport, type ReloadRecord } from "../server/records.ts";
+import type { HealthReport, ReloadRecord } from "../server/records.ts";
 import { SharedState, type SharedStateInit, type SharedStateOptions } from "./shared_state.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
 import type {
