@@ -33,7 +33,7 @@ import {
 } from "../listener/connection_caps.ts";
 import { forward, type ForwardStats } from "../proxy/forward.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
-import { EjectionEvent } from "../upstream/health_event.ts";
+import type { EjectionEvent } from "../upstream/health_event.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
@@ -60,7 +60,11 @@ import {
   type UpstreamConnection,
   type UpstreamCounts,
 } from "../upstream/least_conn_pool.ts";
-import { forwardOutcome, isLocalDialError, OutlierDetector } from "../upstream/outlier_detector.ts";
+import {
+  forwardOutcome,
+  isLocalDialError,
+  type OutlierDetector,
+} from "../upstream/outlier_detector.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type ClientRule, Policy, type RouteRequest } from "../policy/policy.ts";
