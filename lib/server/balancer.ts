@@ -38,13 +38,8 @@ import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
 import { TrustStore } from "../identity/trust_store.ts";
-import {
-  type CertificateFailure,
-  type DenyReason,
-  type HandshakeFailure,
-  isCertificateFailure,
-  type SessionEndReason,
-} from "../core/reasons.ts";
+import { type CertificateFailure, type DenyReason, type HandshakeFailure, type SessionEndReason } from "../core/reasons.ts";
+
 import {
   type ClientHelloInfo,
   hookTlsSocket,
@@ -67,7 +62,8 @@ import {
 } from "../upstream/outlier_detector.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
-import { type ClientRule, Policy, type RouteRequest } from "../policy/policy.ts";
+import { type ClientRule, Policy } from "../policy/policy.ts";
+import { admit } from "../policy/admission.ts";
 import {
   encodeProxyV2,
   encodeSslTlv,
@@ -1358,83 +1354,38 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     remote: string,
     policy: Policy,
   ): Admitted | undefined {
-    const chain = peerCertificateChain(socket);
-    if (chain.length === 0) {
-      // The runtime requires a certificate in a full handshake (certificate_required);
-      // a session resumed from a ticket of a listener that asked for none has none.
-      return void this.#refuseCertificate(socket, remote, "no_certificate");
-    }
-    // A resumed session skips the runtime's chain verification, and Deno 2.9's node:tls
-    // issues session tickets that cannot be turned off (to every client that completes
-    // a handshake, refused ones included): verify its chain in full against the trust
-    // in force now. The runtime's own failures are verified again too, to name them.
-    const now = this.#wall();
-    const resumed = socket.isSessionReused();
-    const verdict = resumed || !socket.authorized
-      ? this.#trust.verifyChain(chain, now)
-      : this.#trust.checkHandshake(chain, now);
+    const servername = (socket as { servername?: string | false | null }).servername;
+    const cipher = socket.getCipher()?.standardName;
+    const verdict = admit({
+      chain: peerCertificateChain(socket),
+      authorized: socket.authorized,
+      authorizationError: socket.authorizationError?.toString(),
+      resumed: socket.isSessionReused(),
+      cipher,
+      listenerGroup,
+      sni: typeof servername === "string" ? servername : undefined,
+      alpn: offeredAlpn(socket),
+    }, { trust: this.#trust, policy, ciphers: this.#ciphers, now: this.#wall() });
     if (!verdict.ok) {
-      if (isCertificateFailure(verdict.reason)) {
-        return void this.#refuseCertificate(
-          socket,
-          remote,
-          verdict.reason,
-          verdict.identity,
-          resumed ? `resumed session: ${verdict.detail}` : verdict.detail,
-        );
+      const { identity, detail } = verdict;
+      if (verdict.stage === "handshake") {
+        return void this.#refuseCertificate(socket, remote, verdict.reason, identity, detail);
       }
       return void this.#deny(socket, {
         reason: verdict.reason,
-        ...(verdict.identity === undefined ? {} : { identity: verdict.identity }),
         remote,
-        detail: verdict.detail,
+        ...(identity === undefined ? {} : { identity }),
+        ...(verdict.client === undefined ? {} : { client: verdict.client }),
+        ...(verdict.group === undefined ? {} : { group: verdict.group }),
+        ...(detail === undefined ? {} : { detail }),
       });
     }
-    if (!socket.authorized) {
-      // The runtime refused a chain that verifies here: refuse it all the same.
-      return void this.#refuseCertificate(
-        socket,
-        remote,
-        "unknown_ca",
-        verdict.identity,
-        `the TLS layer refused the chain: ${socket.authorizationError ?? "no reason given"}`,
-      );
-    }
-    const identity = verdict.identity;
-    const cipher = socket.getCipher()?.standardName;
-    if (cipher === undefined || !this.#ciphers.has(cipher)) {
-      return void this.#deny(socket, { reason: "cipher_not_allowed", remote, detail: cipher });
-    }
-    const who = policy.identify(identity, verdict.issuer);
-    if ("deny" in who) return void this.#deny(socket, { reason: who.deny, identity, remote });
-    const client = who.client;
-    const servername = (socket as { servername?: string | false | null }).servername;
     const alpn = socket.alpnProtocol;
-    const request: RouteRequest = {
-      ...(listenerGroup === undefined ? {} : { listenerGroup }),
-      ...(typeof servername === "string" && servername !== "" ? { sni: servername } : {}),
-      alpn: offeredAlpn(socket),
-    };
-    const route = policy.route(client, request);
-    if ("deny" in route) {
-      return void this.#deny(socket, {
-        reason: route.deny,
-        client: client.name,
-        identity,
-        remote,
-        ...(route.group === undefined ? {} : { group: route.group }),
-        detail: route.deny === "no_group"
-          ? `client ${client.name} may use ${
-            client.groups.join(", ")
-          }: choose one with SNI or ALPN (its name)`
-          : `client ${client.name} asked for group ${route.group}, which it may not use`,
-      });
-    }
     return {
-      client,
-      identity,
-      group: route.group,
-      cipher,
+      client: verdict.client,
+      identity: verdict.identity,
+      group: verdict.group,
+      cipher: cipher!,
       alpn: typeof alpn === "string" ? alpn : undefined,
       servername: typeof servername === "string" ? servername : undefined,
     };
