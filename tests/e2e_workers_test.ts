@@ -175,6 +175,8 @@ Deno.test("WorkerBalancer serves in both workers and caps a client at exactly 10
     1,
   );
   assert.equal(sample(metrics, "mtlb_connections_open"), 50);
+  assert.equal(sample(metrics, "mtlb_handshakes_in_flight"), 0);
+  assert.ok((sample(metrics, "mtlb_handshakes_max") ?? 0) > 0, "the cap, not 0");
   const headers = (text: string) => text.split("\n").filter((l) => l.startsWith("# "));
   const single = new MetricsRegistry();
   new BalancerMetrics(single);

@@ -63,11 +63,12 @@ export interface ServerConfig {
   maxConnections?: number;
   /**
    * Cap on TLS handshakes in flight, at least 1. When a new connection would exceed
-   * it (or `max_connections`), the oldest handshake in flight is closed
-   * (`handshake_shed`) if it has been in flight for a quarter of `handshake_timeout`,
-   * else the new connection is refused (`server_full`): silent or slow clients cannot
-   * keep others out, and a burst of real ones is not cut short. Unset:
-   * `max_connections`, at most 4096 (see `defaultMaxHandshakes`).
+   * it (or `max_connections`), a handshake in flight makes room: the oldest whose
+   * client has sent nothing for 100 ms (a silent connection), else the oldest in flight
+   * for a quarter of `handshake_timeout` (`handshake_shed`); with neither, the new
+   * connection is refused (`server_full`). A flood of silent connections then cycles
+   * through while clients that speak get in, and a burst of real clients is not cut
+   * short. Unset: `max_connections`, at most 4096 (see `defaultMaxHandshakes`).
    *
    * @default {undefined}
    */

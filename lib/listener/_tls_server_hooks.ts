@@ -14,7 +14,8 @@
  *   protocols or the handshake fails, so a client offering `h2, http/1.1` to a
  *   server that has nothing to select would be reset. The server is created with an
  *   `SNICallback` (it enables Deno's ClientHello step and leaves ALPN unselected), and
- *   each socket's ClientHello step consults {@linkcode AlpnSelector} first.
+ *   each socket's ClientHello step consults the server's {@linkcode ClientHelloHandler}
+ *   first (which also learns that the client spoke: a silent connection never does).
  *
  * Both rely on internals of Deno 2.9's `node:tls` (`ownerSymbol`, the TLS handle's
  * `onclienthello`, `getClientHelloAlpn`, `setAlpnProtocols`, `_rejectUnauthorized`);
@@ -34,8 +35,13 @@ export interface ClientHelloInfo {
   protocols: string[];
 }
 
-/** Returns the ALPN protocol to select (one of `hello.protocols`), or `undefined` for none. */
-export type AlpnSelector = (hello: ClientHelloInfo) => string | undefined;
+/**
+ * Called for each ClientHello with the TCP socket it came on; returns the ALPN
+ * protocol to select (one of `hello.protocols`), or `undefined` for none.
+ */
+export type ClientHelloHandler = (hello: ClientHelloInfo, raw: Socket | undefined) =>
+  | string
+  | undefined;
 
 /** The TLS handle of a Deno 2.9 `node:tls` socket, as far as these hooks use it. */
 interface TlsHandle {
@@ -43,12 +49,12 @@ interface TlsHandle {
   getServername?: () => string | false | undefined;
   getClientHelloAlpn?: () => string[];
   setAlpnProtocols?: (protocols: string[]) => void;
-  _owner?: { server?: Server };
+  _owner?: unknown;
   [ORIGINAL]?: (this: TlsHandle) => void;
 }
 
 const ORIGINAL = Symbol("mtlb.onclienthello");
-const SELECTOR = Symbol("mtlb.alpnSelector");
+const HANDLER = Symbol("mtlb.clientHelloHandler");
 
 /** `ownerSymbol` of Deno's `node:net`, found on the first socket that has it. */
 let ownerSymbol: symbol | undefined;
@@ -68,14 +74,14 @@ export function keepContext(
 }
 
 /**
- * Installs `select` as the ALPN selector of every socket of `server` that
+ * Installs `handler` for the ClientHello of every socket of `server` that
  * {@linkcode hookTlsSocket} prepares.
  *
  * @param server A `node:tls` server created with `SNICallback: keepContext`.
- * @param select Chooses the protocol, or none.
+ * @param handler Learns of each ClientHello and chooses the ALPN protocol, or none.
  */
-export function setAlpnSelector(server: Server, select: AlpnSelector): void {
-  (server as Server & { [SELECTOR]?: AlpnSelector })[SELECTOR] = select;
+export function setClientHelloHandler(server: Server, handler: ClientHelloHandler): void {
+  (server as Server & { [HANDLER]?: ClientHelloHandler })[HANDLER] = handler;
 }
 
 /**
@@ -107,24 +113,23 @@ export function hookTlsSocket(raw: Socket): TLSSocket | undefined {
   return socket;
 }
 
-/** The ClientHello step: select ALPN (or nothing), then let Deno finish it. */
+/** The ClientHello step: tell the handler, select ALPN (or nothing), then let Deno finish it. */
 function onClientHello(this: TlsHandle): void {
-  const select = (this._owner?.server as { [SELECTOR]?: AlpnSelector } | undefined)?.[SELECTOR];
-  if (select !== undefined) {
+  const owner = this._owner as { server?: unknown; _parent?: Socket } | undefined;
+  const handler = (owner?.server as { [HANDLER]?: ClientHelloHandler } | undefined)?.[HANDLER];
+  if (handler !== undefined) {
     const protocols = this.getClientHelloAlpn?.() ?? [];
-    if (protocols.length > 0) {
-      const servername = this.getServername?.();
-      let chosen: string | undefined;
-      try {
-        chosen = select({
-          servername: typeof servername === "string" ? servername : "",
-          protocols,
-        });
-      } catch {
-        chosen = undefined;
-      }
-      if (chosen !== undefined && protocols.includes(chosen)) this.setAlpnProtocols?.([chosen]);
+    const servername = this.getServername?.();
+    let chosen: string | undefined;
+    try {
+      chosen = handler(
+        { servername: typeof servername === "string" ? servername : "", protocols },
+        owner?._parent,
+      );
+    } catch {
+      chosen = undefined;
     }
+    if (chosen !== undefined && protocols.includes(chosen)) this.setAlpnProtocols?.([chosen]);
   }
   this[ORIGINAL]?.call(this);
 }

@@ -11,11 +11,7 @@
 import type { CertIdentity } from "../identity/certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
 import type { IssuerMatch } from "../identity/trust_store.ts";
-import {
-  type CertificateFailure,
-  type DenyReason,
-  isCertificateFailure,
-} from "../core/reasons.ts";
+import { type CertificateFailure, type DenyReason, isCertificateFailure } from "../core/reasons.ts";
 import type { ClientRule, Policy, RouteRequest } from "./policy.ts";
 
 /** What the TLS handshake of a connection established. */
@@ -209,9 +205,7 @@ export function admit(request: AdmissionRequest, context: AdmissionContext): Adm
       stage: "handshake",
       reason: "unknown_ca",
       identity,
-      detail: `the TLS layer refused the chain: ${
-        request.authorizationError ?? "no reason given"
-      }`,
+      detail: `the TLS layer refused the chain: ${request.authorizationError ?? "no reason given"}`,
     };
   }
   const cipher = request.cipher;

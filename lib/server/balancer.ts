@@ -31,14 +31,19 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-import { forward, type ForwardStats } from "../proxy/forward.ts";
+import { forward, type ForwardStats, PAUSE_STOPS_READS } from "../proxy/forward.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 import type { EjectionEvent } from "../upstream/health_event.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
 import { TrustStore } from "../identity/trust_store.ts";
-import { type CertificateFailure, type DenyReason, type HandshakeFailure, type SessionEndReason } from "../core/reasons.ts";
+import {
+  type CertificateFailure,
+  type DenyReason,
+  type HandshakeFailure,
+  type SessionEndReason,
+} from "../core/reasons.ts";
 
 import {
   type ClientHelloInfo,
@@ -46,7 +51,7 @@ import {
   keepContext,
   linkTcpReads,
   offeredAlpn,
-  setAlpnSelector,
+  setClientHelloHandler,
 } from "../listener/_tls_server_hooks.ts";
 import {
   LeastConnPool,
@@ -112,6 +117,9 @@ const audit = getLogger(["mtlb", "audit"]);
  * under a burst of simultaneous TLS clients.
  */
 export const LISTEN_BACKLOG = 4096;
+
+/** A handshake whose client sent nothing for this long is the first shed at a cap, ms. */
+const SILENT_HANDSHAKE_MS = 100;
 
 /** Key exchange groups offered: ECDHE only (no finite-field DHE). */
 export const ECDH_CURVES = "X25519:P-256:P-384";
@@ -368,7 +376,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #retiredProbes = new Set<Promise<void>>();
   #closing = new AbortController();
   /** Handshakes in flight, oldest first: their timeout timer and when they began. */
-  #handshakes = new Map<Socket, { timer: TimerId; since: number }>();
+  #handshakes = new Map<Socket, { timer: TimerId; since: number; hello: boolean }>();
   /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
   #overflowed = new WeakSet<Socket>();
   /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
@@ -1120,7 +1128,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       SNICallback: keepContext,
     });
     const listener: Listener = { server, address, group, closed: undefined };
-    setAlpnSelector(server, (hello) => this.#selectAlpn(hello, listener.group));
+    setClientHelloHandler(server, (hello, raw) => {
+      // The client spoke: not one of a flood of silent connections.
+      const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
+      if (pending !== undefined) pending.hello = true;
+      return this.#selectAlpn(hello, listener.group);
+    });
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
     server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, listener.group));
     server.on("tlsClientError", (error: Error & { code?: string }, socket: TLSSocket) => {
@@ -1185,7 +1198,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         socket.destroy();
       }
     }, this.#config.server.handshakeTimeout);
-    this.#handshakes.set(socket, { timer, since: this.#clock.now() });
+    this.#handshakes.set(socket, { timer, since: this.#clock.now(), hello: false });
     socket.once("close", () => {
       const pending = this.#handshakes.get(socket);
       if (pending !== undefined) {
@@ -1199,28 +1212,45 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Closes the oldest handshake in flight if it has been in flight for at least a
-   * quarter of `handshake_timeout`.
+   * Makes room for a new connection at a cap: closes the oldest handshake in flight
+   * whose client has sent nothing for 100 ms (a silent or stalled connection), else
+   * the oldest in flight for a quarter of `handshake_timeout` (a slow one). A young
+   * handshake that is making progress is never shed: a burst of real clients gets
+   * `server_full` for the newcomers instead.
    *
    * @returns Whether one was closed.
    */
   #shedOldestHandshake(): boolean {
-    const oldest = this.#handshakes.entries().next();
-    if (oldest.done) return false;
-    const [socket, pending] = oldest.value;
-    const age = this.#clock.now() - pending.since;
-    if (age < this.#config.server.handshakeTimeout / 4) return false;
+    const now = this.#clock.now();
+    const silentFor = Math.min(SILENT_HANDSHAKE_MS, this.#config.server.handshakeTimeout / 4);
+    let victim: Socket | undefined;
+    for (const [socket, pending] of this.#handshakes) {
+      const age = now - pending.since;
+      if (age < silentFor) break; // Oldest first: the rest are younger.
+      if (!pending.hello) {
+        victim = socket;
+        break;
+      }
+    }
+    if (victim === undefined) {
+      const oldest = this.#handshakes.entries().next();
+      if (oldest.done) return false;
+      const [socket, pending] = oldest.value;
+      if (now - pending.since < this.#config.server.handshakeTimeout / 4) return false;
+      victim = socket;
+    }
+    const pending = this.#handshakes.get(victim)!;
     this.#clock.clearTimeout(pending.timer);
-    this.#handshakes.delete(socket);
+    this.#handshakes.delete(victim);
     this.#recordHandshakeError({
       reason: "handshake_shed",
-      remote: this.#remotes.get(socket) ?? remoteOf(socket),
-      detail: `in flight for ${
-        Math.round(age)
+      remote: this.#remotes.get(victim) ?? remoteOf(victim),
+      detail: `${pending.hello ? "in flight" : "silent"} for ${
+        Math.round(now - pending.since)
       } ms, closed to make room (max_connections ${this.#caps.maxConnections}, max_handshakes ${this.#caps.maxHandshakes})`,
     });
-    this.#refused.add(socket);
-    socket.destroy();
+    this.#refused.add(victim);
+    victim.destroy();
     return true;
   }
 
@@ -1250,11 +1280,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     identity?: CertIdentity,
     detail?: string,
   ): void {
-    socket.resume();
-    socket.on("error", noop);
-    socket.end();
-    const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
-    socket.once("close", () => this.#clock.clearTimeout(timer));
+    this.#closeRefused(socket);
     this.#recordHandshakeError({
       reason,
       remote,
@@ -1661,15 +1687,24 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   #deny(socket: TLSSocket, record: DenyRecord): void {
-    // Close right after the handshake: discard anything the client sent, send
-    // close_notify and FIN, and make sure the socket goes away even if the
-    // client never answers.
-    socket.resume();
-    socket.on("error", () => {});
-    socket.end();
+    this.#closeRefused(socket);
+    this.#count(record);
+  }
+
+  /**
+   * Closes a refused connection right after its handshake: close_notify and FIN, then
+   * the socket goes as soon as they are written, or within a second. What the client
+   * sends meanwhile is not read (a socket whose reads are linked to its TCP socket
+   * stays paused; an unlinked one would buffer it anyway, so it is read and dropped).
+   */
+  #closeRefused(socket: TLSSocket): void {
+    if ((socket as { [PAUSE_STOPS_READS]?: boolean })[PAUSE_STOPS_READS] !== true) {
+      socket.resume();
+    }
+    socket.on("error", noop);
+    socket.end(() => socket.destroy());
     const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
     socket.once("close", () => this.#clock.clearTimeout(timer));
-    this.#count(record);
   }
 
   #emit(type: string, detail: unknown): void {

@@ -84,6 +84,8 @@ const SUMMED = [
   "mtlb_limiter_refusals_total",
   "mtlb_client_connections_active",
   "mtlb_connect_retries_total",
+  "mtlb_connections_closed_total",
+  "mtlb_handshakes_in_flight",
 ] as const;
 /**
  * Metric families every worker reports alike: active connections per upstream
@@ -92,6 +94,7 @@ const SUMMED = [
 const SHARED = [
   "mtlb_connections_active",
   "mtlb_connections_max",
+  "mtlb_handshakes_max",
   "mtlb_certificate_expiry_timestamp_seconds",
 ] as const;
 
