@@ -14,6 +14,10 @@
  *    authenticated client connects, echoes 1 KiB and closes every 100 ms. Run with the
  *    default caps and with `max_handshakes = 1000`.
  *
+ * `--parts=refused` (not among the defaults) pushes at a balancer whose only upstream
+ * refuses connections: the client is refused after its handshake, and the same memory
+ * bound is checked.
+ *
  * The balancer's VmRSS and VmHWM are read every 100 ms (`MemoryWatch`). Checks, each
  * failing the run (exit 1):
  * - push and pull: the sender's writes stall before everything is sent, the
@@ -251,6 +255,57 @@ async function bulk(
   };
 }
 
+/**
+ * `--parts=refused` (not run by default): the push at a balancer whose only upstream
+ * refuses connections, so the client is refused after its handshake
+ * (`no_healthy_upstream`). Checks the same memory bound as the push.
+ */
+async function refusedPush(dir: string, pki: Pki): Promise<Record<string, unknown>> {
+  const label = "refused push (workers = 1)";
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = probe.addr.port;
+  probe.close();
+  console.log(`${label}: ${mib(BYTES)} MiB at a balancer whose upstream refuses connections`);
+  await using lb = await BalancerProcess.start(
+    dir,
+    stressConfig(pki, `127.0.0.1:${closedPort}`, { cap: 10, extra: "workers = 1" }),
+    V8_FLAGS,
+  );
+  await lb.status();
+  const before = await lb.sample();
+  await using watch = new MemoryWatch(lb.pid, 100);
+  await delay(300);
+  const start = performance.now();
+  const id = identity(pki, lb.port);
+  await using client = bulkPeer("push", id.flags, id.read);
+  await expect(client, "connected");
+  await client.send("go");
+  const first = await client.json<Report>(120_000);
+  await delay(STALLED_HOLD_MS);
+  const peak = watch.peakSince(start);
+  const growth = round1(peak - before.rssMiB);
+  console.log(
+    `  sender: ${first.event} after ${
+      mib(Number(first.bytes ?? 0))
+    } MiB; rss before ${before.rssMiB} MiB, peak ${round1(peak)} MiB: +${growth} MiB; refusals ${
+      JSON.stringify(lb.logs.denied)
+    }`,
+  );
+  check(
+    (lb.logs.denied.no_healthy_upstream ?? 0) === 1,
+    `${label}: the client is refused (${JSON.stringify(lb.logs.denied)})`,
+  );
+  check(growth <= BOUND_MIB, `${label}: rss grew ${growth} MiB (at most ${BOUND_MIB})`);
+  await settle(lb, before.fds, label);
+  check(await lb.stop() === 0, `${label}: balancer exited 0 on SIGTERM`);
+  return {
+    sender: first.event,
+    bytes: first.bytes,
+    rssBeforeMiB: before.rssMiB,
+    growthMiB: growth,
+  };
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
@@ -464,6 +519,7 @@ await runSuite("mtlb_memory_", checks, async (dir) => {
     };
   }
   if (PARTS.has("pull")) summary.pull = await bulk(dir, pki, "pull", undefined);
+  if (PARTS.has("refused")) summary.refused = await refusedPush(dir, pki);
   if (PARTS.has("flood")) {
     summary.flood = {
       defaultCaps: await flood(dir, pki, undefined),
