@@ -10,6 +10,8 @@
  *   any until `read`; then reads each to its FIN and reports `received` for the one
  *   that carried bytes (byte count and hash; the others are the balancer's health
  *   probes, which connect and close), sends its FIN and closes.
+ * - `drain` (upstream): prints its port, accepts connections and reads each to its FIN
+ *   at once, reporting `received` for each that carried bytes, then sends its FIN.
  * - `source` (upstream): prints its port, accepts connections and reads one byte from
  *   each (a health probe closes instead); on the first that sends one (the client's
  *   request) it reports `accepted` and writes `--bytes` at once (`stalled` once a write
@@ -32,7 +34,7 @@
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 
-type Role = "sink" | "source" | "push" | "pull";
+type Role = "sink" | "drain" | "source" | "push" | "pull";
 const role = Deno.args[0] as Role;
 const { values } = parseArgs({
   args: Deno.args.slice(1),
@@ -183,6 +185,25 @@ async function sink(): Promise<void> {
   await accepting.catch(() => {});
 }
 
+/** `drain`: reads every connection as it comes. */
+async function drain(): Promise<void> {
+  for await (const conn of listen()) {
+    void (async () => {
+      const started = performance.now();
+      const result = await receive(conn).catch(() => ({ bytes: 0, sha256: "" }));
+      if (result.bytes > 0) {
+        report("received", { ...result, ms: Math.round(performance.now() - started) });
+      }
+      try {
+        await conn.closeWrite();
+      } catch {
+        // A probe that is gone.
+      }
+      conn.close();
+    })();
+  }
+}
+
 /** `source`: the first connection that sends a byte gets `BYTES`. */
 async function source(): Promise<void> {
   const listener = listen();
@@ -229,6 +250,8 @@ async function connect(): Promise<Deno.TlsConn> {
 try {
   if (role === "sink") {
     await sink();
+  } else if (role === "drain") {
+    await drain();
   } else if (role === "source") {
     await source();
   } else if (role === "push") {
@@ -250,7 +273,7 @@ try {
     conn.close();
     report("closed");
   } else {
-    throw new TypeError(`Unknown role ${JSON.stringify(role)}: sink, source, push or pull`);
+    throw new TypeError(`Unknown role ${JSON.stringify(role)}: sink, drain, source, push or pull`);
   }
 } catch (error) {
   report("error", { error: String(error) });

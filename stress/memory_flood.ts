@@ -14,9 +14,11 @@
  *    authenticated client connects, echoes 1 KiB and closes every 100 ms. Run with the
  *    default caps and with `max_handshakes = 1000`.
  *
- * `--parts=refused` (not among the defaults) pushes at a balancer whose only upstream
- * refuses connections: the client is refused after its handshake, and the same memory
- * bound is checked.
+ * Not among the default parts: `--parts=refused` pushes at a balancer whose only
+ * upstream refuses connections (the client is refused after its handshake) and checks
+ * the same memory bound; `--parts=repeat` makes `--repeat` (default 10) pushes one
+ * after the other through one balancer to an upstream that reads at once, and records
+ * the RSS after each.
  *
  * The balancer's VmRSS and VmHWM are read every 100 ms (`MemoryWatch`). Checks, each
  * failing the run (exit 1):
@@ -38,7 +40,7 @@
  * Usage: `deno run --allow-net=127.0.0.1 --allow-read --allow-write --allow-run=sh
  * --allow-sys=loadavg,osRelease,systemMemoryInfo stress/memory_flood.ts [--mib=256]
  * [--bound-mib=64] [--flood=5000] [--handshake-timeout=5] [--parts=push,pull,flood]
- * [--v8-flags=FLAGS] [--json=FILE]` (`--handshake-timeout` in seconds, the flood's
+ * [--v8-flags=FLAGS] [--repeat=10] [--json=FILE]` (`--handshake-timeout` in seconds, the flood's
  * `handshake_timeout`; `--v8-flags` for the balancer, say `--max-old-space-size=128`)
  *
  * @module
@@ -69,6 +71,7 @@ const { values } = parseArgs({
     parts: { type: "string", default: "push,pull,flood" },
     "handshake-timeout": { type: "string", default: "5" },
     "v8-flags": { type: "string" },
+    repeat: { type: "string", default: "10" },
     json: { type: "string" },
   },
 });
@@ -306,6 +309,45 @@ async function refusedPush(dir: string, pki: Pki): Promise<Record<string, unknow
   };
 }
 
+/**
+ * `--parts=repeat` (not run by default): `--repeat` pushes of `--mib` MiB one after
+ * the other through one balancer (`workers = 1`) to an upstream that reads at once;
+ * records the RSS after each, to tell garbage collected late from retention.
+ */
+async function repeatedPush(dir: string, pki: Pki): Promise<Record<string, unknown>> {
+  const count = Number(values.repeat);
+  console.log(`repeat (workers = 1): ${count} pushes of ${mib(BYTES)} MiB, upstream reading`);
+  await using upstream = bulkPeer("drain", []);
+  const port = Number(await upstream.line(30_000));
+  await using lb = await BalancerProcess.start(
+    dir,
+    stressConfig(pki, `127.0.0.1:${port}`, { cap: 10, extra: "workers = 1" }),
+    V8_FLAGS,
+  );
+  await lb.status();
+  const before = await lb.sample();
+  const rss: number[] = [];
+  let exact = 0;
+  for (let i = 0; i < count; i++) {
+    const id = identity(pki, lb.port);
+    await using client = bulkPeer("push", id.flags, id.read);
+    await expect(client, "connected");
+    await client.send("go");
+    let sent = await client.json<Report>(120_000);
+    while (sent.event === "stalled") sent = await client.json<Report>(120_000);
+    const received = await expect(upstream, "received", 120_000);
+    await expect(client, "closed", 30_000);
+    if (received.bytes === BYTES && received.sha256 === sent.sha256) exact++;
+    await delay(1000);
+    rss.push((await lb.sample()).rssMiB);
+  }
+  console.log(`  rss before ${before.rssMiB} MiB, after each push: ${rss.join(", ")} MiB`);
+  check(exact === count, `repeat: ${exact} of ${count} pushes received byte-exact`);
+  await settle(lb, before.fds, "repeat");
+  check(await lb.stop() === 0, "repeat: balancer exited 0 on SIGTERM");
+  return { rssBeforeMiB: before.rssMiB, rssAfterEachMiB: rss };
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
@@ -520,6 +562,7 @@ await runSuite("mtlb_memory_", checks, async (dir) => {
   }
   if (PARTS.has("pull")) summary.pull = await bulk(dir, pki, "pull", undefined);
   if (PARTS.has("refused")) summary.refused = await refusedPush(dir, pki);
+  if (PARTS.has("repeat")) summary.repeat = await repeatedPush(dir, pki);
   if (PARTS.has("flood")) {
     summary.flood = {
       defaultCaps: await flood(dir, pki, undefined),
