@@ -12,6 +12,10 @@
  *   each, closes them; reports `done` and exits.
  * - `churn`: waits for `go`, then runs `concurrency` loops of connect, echo, close for
  *   `duration` ms; reports `done` and exits.
+ * - `pace`: waits for `go`, then starts one connection (connect, echo, close) every
+ *   `interval` ms, whether or not the previous one has finished, until `stop`; reports
+ *   `done` with every attempt: when it started (epoch ms), how long its handshake and
+ *   the whole attempt took, and the error kind of a failed one.
  * - `quit`: waits for `go`, then runs `concurrency` loops for `duration` ms of:
  *   connect, write `QUIT`, then keep writing `PING` every 2 ms, reading whatever comes,
  *   until the connection is closed under it (the upstream closed after `QUIT`, and its
@@ -19,12 +23,12 @@
  *
  * Usage: `deno run --allow-net=127.0.0.1 --allow-read=DIR stress/_client.ts MODE
  * --port=P --ca=FILE --cert=FILE --key=FILE [--count=N] [--bytes=N] [--ramp=N]
- * [--concurrency=N] [--duration=MS] [--seed=N]`
+ * [--concurrency=N] [--duration=MS] [--interval=MS] [--seed=N]`
  *
  * @module
  */
 
-type Mode = "hold" | "burst" | "churn" | "quit";
+type Mode = "hold" | "burst" | "churn" | "pace" | "quit";
 const mode = Deno.args[0] as Mode;
 const flags = new Map(
   Deno.args.slice(1).map((arg) => {
@@ -47,6 +51,7 @@ const RAMP = Number(flag("ramp", "64"));
 const CONCURRENCY = Number(flag("concurrency", "8"));
 const DURATION = Number(flag("duration", "60000"));
 const SEED = Number(flag("seed", "1"));
+const INTERVAL = Number(flag("interval", "100"));
 /** Any single operation (handshake, echo, close) slower than this is an error. */
 const OP_TIMEOUT_MS = 60_000;
 
@@ -284,6 +289,63 @@ async function churn(): Promise<void> {
   report("done", { elapsedMs: Math.round(performance.now() - started) });
 }
 
+/**
+ * One attempt of `pace`: its start (epoch ms), time to the completed handshake and to
+ * the end (connect, handshake, echo, close), and the error kind if it failed.
+ */
+interface Attempt {
+  at: number;
+  handshakeMs?: number;
+  ms: number;
+  error?: string;
+}
+
+async function attempt(id: number): Promise<Attempt> {
+  const at = Date.now();
+  const started = performance.now();
+  let conn: Deno.TlsConn | undefined;
+  let handshakeMs: number | undefined;
+  try {
+    conn = await connect();
+    handshakeMs = Math.round(performance.now() - started);
+    await echo(conn, id, 0);
+    const closing = conn;
+    conn = undefined;
+    await close(closing);
+    stats.ok++;
+    return { at, handshakeMs, ms: Math.round(performance.now() - started) };
+  } catch (error) {
+    const kind = kindOf(error);
+    fail(kind);
+    try {
+      conn?.close();
+    } catch {
+      // Already closed.
+    }
+    const ms = Math.round(performance.now() - started);
+    return handshakeMs === undefined
+      ? { at, ms, error: kind }
+      : { at, handshakeMs, ms, error: kind };
+  }
+}
+
+async function pace(): Promise<void> {
+  report("ready");
+  await command(); // go
+  const attempts: Attempt[] = [];
+  const running = new Set<Promise<void>>();
+  let stopped = false;
+  const stop = command().then(() => stopped = true);
+  for (let id = 0; !stopped; id++) {
+    const one: Promise<void> = attempt(id).then((a) => void attempts.push(a));
+    running.add(one);
+    void one.finally(() => running.delete(one));
+    await Promise.race([stop, new Promise((resolve) => setTimeout(resolve, INTERVAL))]);
+  }
+  await Promise.all(running);
+  report("done", { attempts: attempts.toSorted((a, b) => a.at - b.at) });
+}
+
 /** How the writes after `QUIT` ended, by error kind. */
 const ends: Record<string, number> = {};
 
@@ -345,6 +407,7 @@ async function quit(): Promise<void> {
 if (mode === "hold") await hold();
 else if (mode === "burst") await burst();
 else if (mode === "churn") await churn();
+else if (mode === "pace") await pace();
 else if (mode === "quit") await quit();
-else throw new TypeError(`Unknown mode ${JSON.stringify(mode)}: hold, burst, churn or quit`);
+else throw new TypeError(`Unknown mode ${JSON.stringify(mode)}: hold, burst, churn, pace or quit`);
 Deno.exit(0);

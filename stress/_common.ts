@@ -87,6 +87,84 @@ export async function sample(pid: number): Promise<ProcSample> {
   };
 }
 
+/** One reading of a process's memory, from /proc/PID/status. */
+export interface MemoryReading {
+  /** `performance.now()` when it was read. */
+  at: number;
+  /** Resident memory (VmRSS), MiB. */
+  rssMiB: number;
+  /** Peak resident memory since the process started (VmHWM), MiB. */
+  hwmMiB: number;
+}
+
+/**
+ * Reads a process's VmRSS and VmHWM every `intervalMs` (one `sh` loop, so the readings
+ * keep their pace) until disposed.
+ */
+export class MemoryWatch implements AsyncDisposable {
+  readonly readings: MemoryReading[] = [];
+  readonly #child: Child;
+  readonly #pump: Promise<void>;
+
+  constructor(pid: number, intervalMs = 100) {
+    const seconds = (intervalMs / 1000).toFixed(3);
+    const child = new Child("sh", [
+      "-c",
+      `while [ -e /proc/${pid}/status ]; do grep -hE '^(VmRSS|VmHWM):' /proc/${pid}/status | tr '\\n' ' '; echo; sleep ${seconds}; done`,
+    ]);
+    this.#child = child;
+    this.#pump = (async () => {
+      for (;;) {
+        let line: string;
+        try {
+          line = await child.line();
+        } catch {
+          return; // the loop ended
+        }
+        const field = (name: string): number =>
+          Number(new RegExp(`${name}:\\s+(\\d+)`).exec(line)?.[1] ?? NaN) / 1024;
+        const reading = { at: performance.now(), rssMiB: field("VmRSS"), hwmMiB: field("VmHWM") };
+        if (Number.isFinite(reading.rssMiB)) this.readings.push(reading);
+      }
+    })();
+  }
+
+  /**
+   * The highest resident memory read since `since` (`performance.now()`), MiB: the
+   * highest VmRSS, or the VmHWM when it rose during the window (a peak between readings).
+   */
+  peakSince(since: number): number {
+    const window = this.readings.filter((r) => r.at >= since);
+    const before = this.readings.filter((r) => r.at < since).at(-1);
+    let peak = Math.max(0, ...window.map((r) => r.rssMiB));
+    const hwm = window.at(-1)?.hwmMiB;
+    if (hwm !== undefined && (before === undefined || hwm > before.hwmMiB)) {
+      peak = Math.max(peak, hwm);
+    }
+    return peak;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#child.process.kill("SIGTERM");
+    await this.#child[Symbol.asyncDispose]();
+    await this.#pump;
+  }
+}
+
+/** A series of a Prometheus text exposition, summed over its labels (those matching `labels`). */
+export function metric(text: string, name: string, labels = ""): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name) || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    const series = line.slice(0, at);
+    if (series !== name && !series.startsWith(`${name}{`)) continue;
+    if (labels !== "" && !series.includes(labels)) continue;
+    sum += Number(line.slice(at + 1));
+  }
+  return sum;
+}
+
 /** The PKI files of a stress run. */
 export interface Pki {
   ca: string;

@@ -46,6 +46,7 @@ import {
   delay,
   errorCount,
   makePki,
+  metric,
   type Pki,
   type ProcSample,
   runSuite,
@@ -98,20 +99,6 @@ const summary: Record<string, unknown> = {
   stall: { ms: STALL_MS, every: STALL_EVERY },
   bytes: BYTES,
 };
-
-/** A series of `/metrics`, summed over its labels. */
-function metric(text: string, name: string, labels = ""): number {
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name) || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    const series = line.slice(0, at);
-    if (series !== name && !series.startsWith(`${name}{`)) continue;
-    if (labels !== "" && !series.includes(labels)) continue;
-    sum += Number(line.slice(at + 1));
-  }
-  return sum;
-}
 
 /**
  * The kernel's count of connections dropped because an accept queue was full
