@@ -238,6 +238,15 @@ export {
   type RouteResult,
 } from "./lib/policy/policy.ts";
 export {
+  type AdmissionContext,
+  type AdmissionRequest,
+  type AdmissionVerdict,
+  admit,
+  type Admitted,
+  type CertificateRefusal,
+  type Denial,
+} from "./lib/policy/admission.ts";
+export {
   RedisLimiterStore,
   type RedisLimiterStoreCounters,
   type RedisLimiterStoreOptions,
@@ -306,11 +315,10 @@ export {
 export {
   Balancer,
   type BalancerOptions,
-  ECDH_CURVES,
-  LISTEN_BACKLOG,
   type LoadedConfig,
   ReloadError,
 } from "./lib/server/balancer.ts";
+export { ECDH_CURVES, LISTEN_BACKLOG } from "./lib/listener/tls_listeners.ts";
 export {
   type BalancerCounters,
   type BalancerState,

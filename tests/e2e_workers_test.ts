@@ -207,7 +207,10 @@ Deno.test("WorkerBalancer caps [server] max_connections for the whole server, no
   const status = balancer.status();
   assert.equal(status.connections.max, 10);
   assert.equal(status.connections.open, 10);
-  assert.equal(status.connections.denied.server_full, 20);
+  // Refused at the cap, or (on a loaded machine, a handshake whose ClientHello was not
+  // read 100 ms after it connected) shed to make room for a newcomer.
+  const shed = status.connections.handshakeFailures.handshake_shed ?? 0;
+  assert.equal((status.connections.denied.server_full ?? 0) + shed, 20);
   // Refusals reach the primary in batches, for the admin endpoint's /denials.
   assert.equal((await denied).reason, "server_full");
   await closeAll(held);

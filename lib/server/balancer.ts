@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { createServer, type Server, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import { isLogged } from "../control/logging.ts";
@@ -38,21 +38,16 @@ import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
 import { TrustStore } from "../identity/trust_store.ts";
-import {
-  type CertificateFailure,
-  type DenyReason,
-  type HandshakeFailure,
-  type SessionEndReason,
-} from "../core/reasons.ts";
+import type { CertificateFailure, DenyReason, SessionEndReason } from "../core/reasons.ts";
 
+import { type ClientHelloInfo, offeredAlpn } from "../listener/_tls_server_hooks.ts";
 import {
-  type ClientHelloInfo,
-  hookTlsSocket,
-  keepContext,
-  linkTcpReads,
-  offeredAlpn,
-  setClientHelloHandler,
-} from "../listener/_tls_server_hooks.ts";
+  type BoundListener,
+  type SecureConnection,
+  type SecureContextOptions,
+  secureContextOptions,
+  TlsListeners,
+} from "../listener/tls_listeners.ts";
 import {
   LeastConnPool,
   NoHealthyUpstreamError,
@@ -110,19 +105,6 @@ import {
 
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
-
-/**
- * Listen backlog requested for every listener. The kernel caps it at
- * `net.core.somaxconn` (4096 on current Linux); the default of 511 overflows
- * under a burst of simultaneous TLS clients.
- */
-export const LISTEN_BACKLOG = 4096;
-
-/** A handshake whose client sent nothing for this long is the first shed at a cap, ms. */
-const SILENT_HANDSHAKE_MS = 100;
-
-/** Key exchange groups offered: ECDHE only (no finite-field DHE). */
-export const ECDH_CURVES = "X25519:P-256:P-384";
 
 /** A configuration and its TLS material, as a reload takes them. */
 export interface LoadedConfig {
@@ -293,15 +275,6 @@ interface Group {
   bytesFromUpstream: CounterSeries;
 }
 
-interface Listener {
-  server: Server;
-  /** The configured address (port 0 stays 0), the key reloads match on. */
-  address: string;
-  /** The group of a dedicated listener; swapped by a reload that keeps the address. */
-  group: string | undefined;
-  closed: Promise<void> | undefined;
-}
-
 /**
  * The mTLS layer-4 balancer.
  *
@@ -356,11 +329,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #trust!: ClientTrust;
   #limiter: ClientLimiter;
   #upstreamCounts: UpstreamCounts | undefined;
-  #reusePort: boolean;
   #externalHealth: boolean;
-  #connectionCount: { add(delta: number): number } | undefined;
   #fileDescriptors: number | undefined;
-  #handshakeShare: number;
   #logLifecycle: boolean;
   #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
@@ -369,19 +339,15 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #metrics: BalancerMetrics;
   #groups = new Map<string, Group>();
   #groupNames: string[] = [];
-  #listeners: Listener[] = [];
+  #net: TlsListeners;
+  #listeners: BoundListener[] = [];
   /** Listeners a reload replaced: no longer accepting, closing when their connections end. */
   #retired = new Set<Promise<void>>();
   /** Probes of groups a reload removed, settling. */
   #retiredProbes = new Set<Promise<void>>();
   #closing = new AbortController();
-  /** Handshakes in flight, oldest first: their timeout timer and when they began. */
-  #handshakes = new Map<Socket, { timer: TimerId; since: number; hello: boolean }>();
   /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
   #overflowed = new WeakSet<Socket>();
-  /** TCP sockets refused as `server_full`, whose TLS layer may still report an error. */
-  #refused = new WeakSet<Socket>();
-  #remotes = new WeakMap<Socket, string>();
   /** Connections open when close() began, for a drain it cut short. */
   #openAtClose = 0;
   /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
@@ -389,8 +355,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #lifetimeTimer: TimerId | undefined;
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
-  #open = 0;
-  #idle: PromiseWithResolvers<void> | undefined;
+  /** Ends a drain's wait when close() comes first. */
+  #stopWaiting: PromiseWithResolvers<void> | undefined;
   #ciphers: Set<string>;
   #state: BalancerState = "idle";
   #starting = false;
@@ -430,18 +396,27 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       ...(options.limiterStore === undefined ? {} : { store: options.limiterStore }),
     });
     this.#upstreamCounts = options.upstreamCounts;
-    this.#reusePort = options.reusePort ?? false;
     this.#externalHealth = options.health === "external";
-    this.#connectionCount = options.connectionCount;
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
-    this.#handshakeShare = options.handshakeShare ?? 1;
     this.#logLifecycle = options.logLifecycle ?? true;
-    if (!(this.#handshakeShare > 0 && this.#handshakeShare <= 1)) {
-      throw new RangeError(
-        `Cannot create balancer: handshakeShare must be in (0, 1], received ${this.#handshakeShare}`,
-      );
-    }
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
+    this.#net = new TlsListeners({
+      clock: this.#clock,
+      reusePort: options.reusePort ?? false,
+      ...(options.connectionCount === undefined
+        ? {}
+        : { connectionCount: options.connectionCount }),
+      handshakeShare: options.handshakeShare ?? 1,
+      logListening: this.#logLifecycle,
+      settings: () => ({
+        caps: this.#caps,
+        handshakeTimeout: this.#config.server.handshakeTimeout,
+      }),
+      selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
+      onSecure: (connection) => this.#onSecure(connection),
+      onFull: (remote, detail) => this.#count({ reason: "server_full", remote, detail }),
+      onHandshakeError: (record) => this.#recordHandshakeError(record),
+    });
     this.#ciphers = new Set(options.config.tls.ciphers);
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
@@ -472,7 +447,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     try {
       for (const { address, group } of wantedListeners(this.#config)) {
         if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
-        this.#listeners.push(await this.#listen(address, group));
+        this.#listeners.push(
+          await this.#net.listen(address, group, contextOf(this.#config, this.#tls)),
+        );
       }
     } catch (error) {
       await this.close();
@@ -647,8 +624,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       state: this.#state,
       config: { path: this.#config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
       connections: {
-        open: this.#open,
-        handshaking: this.#handshakes.size,
+        open: this.#net.open,
+        handshaking: this.#net.handshaking,
         max: this.#caps.maxConnections,
         maxHandshakes: this.#caps.maxHandshakes,
         active: this.counters.active,
@@ -725,7 +702,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    */
   close(): Promise<void> {
     if (this.#closed === undefined) {
-      this.#openAtClose = this.#open;
+      this.#openAtClose = this.#net.open;
       this.#closed = this.#shutdown();
     }
     return this.#closed;
@@ -751,23 +728,24 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (this.#logLifecycle) {
       log.info(
         `Draining: stopped accepting; {open} ${
-          plural(this.#open, "connection")
+          plural(this.#net.open, "connection")
         } open, waiting up to {timeout}`,
-        { open: this.#open, timeout: formatDuration(timeout) },
+        { open: this.#net.open, timeout: formatDuration(timeout) },
       );
     }
-    for (const listener of this.#listeners) void this.#closeListener(listener);
-    let timer: TimerId | undefined;
-    if (this.#open > 0) {
-      this.#idle = Promise.withResolvers<void>();
+    for (const listener of this.#listeners) void this.#net.close(listener);
+    if (this.#net.open > 0) {
+      this.#stopWaiting = Promise.withResolvers<void>();
+      let timer: TimerId | undefined;
       await new Promise<void>((resolve) => {
         timer = this.#clock.setTimeout(resolve, timeout);
-        this.#idle!.promise.then(resolve);
+        this.#net.idle().then(resolve);
+        this.#stopWaiting!.promise.then(resolve);
       });
-      if (timer !== undefined) this.#clock.clearTimeout(timer);
+      this.#clock.clearTimeout(timer!);
     }
     // close() called meanwhile (a second SIGTERM) ended the wait: what it closed was forced.
-    const forced = this.#closed !== undefined ? this.#openAtClose : this.#open;
+    const forced = this.#closed !== undefined ? this.#openAtClose : this.#net.open;
     if (forced > 0 && this.#closed === undefined) {
       log.warn(`Drain timeout: closing {forced} ${plural(forced, "connection")} still open`, {
         forced,
@@ -781,13 +759,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     this.#setState("closed");
-    const listeners = this.#listeners.map((l) => this.#closeListener(l));
+    const listeners = this.#listeners.map((l) => this.#net.close(l));
     this.#closing.abort(new Error("Balancer closing"));
-    for (const [socket, { timer }] of this.#handshakes) {
-      this.#clock.clearTimeout(timer);
-      socket.destroy();
-    }
-    this.#handshakes.clear();
+    this.#net.abortHandshakes();
     if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer);
     for (const session of this.#sessions) {
       session.socket.destroy();
@@ -802,18 +776,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     await Promise.all(this.#retiredProbes);
     this.#collect[Symbol.dispose]();
-    this.#idle?.resolve();
+    this.#stopWaiting?.resolve();
   }
 
   #setState(state: BalancerState): void {
     if (this.#state === state) return;
     this.#state = state;
     this.#emit("state", state);
-  }
-
-  #closeListener(listener: Listener): Promise<void> {
-    listener.closed ??= new Promise<void>((resolve) => listener.server.close(() => resolve()));
-    return listener.closed;
   }
 
   // -------------------------------------------------------------------------------------
@@ -937,9 +906,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
     // Listeners: keep those whose address stays, bind the new ones first.
     const wanted = wantedListeners(config);
-    const kept = new Map<Listener, string | undefined>();
-    const added: Listener[] = [];
-    const order: Listener[] = [];
+    const kept = new Map<BoundListener, string | undefined>();
+    const added: BoundListener[] = [];
+    const order: BoundListener[] = [];
     try {
       for (const { address, group } of wanted) {
         // The same address for the same group; else, on a fixed port, the same address
@@ -958,13 +927,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
           kept.set(old, group);
           order.push(old);
         } else {
-          const listener = await this.#listen(address, group, { config, tls });
+          const listener = await this.#net.listen(address, group, contextOf(config, tls));
           added.push(listener);
           order.push(listener);
         }
       }
     } catch (error) {
-      await Promise.all(added.map((l) => this.#closeListener(l)));
+      await Promise.all(added.map((l) => this.#net.close(l)));
       throw error;
     }
 
@@ -989,7 +958,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     await Promise.all(probing);
     if (this.#state !== "serving") {
       for (const group of newGroups.values()) this.#retireGroup(group);
-      await Promise.all(added.map((l) => this.#closeListener(l)));
+      await Promise.all(added.map((l) => this.#net.close(l)));
       throw new Error(`the balancer started ${this.#state} during the reload`);
     }
 
@@ -1025,7 +994,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions
     // already established are not affected.
-    const context = secureContextOptions(config, tls);
+    const context = contextOf(config, tls);
     for (const [listener, group] of kept) {
       listener.group = group;
       listener.server.setSecureContext(context);
@@ -1034,7 +1003,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const listener of this.#listeners) {
       if (kept.has(listener)) continue;
       removed++;
-      const closing = this.#closeListener(listener);
+      const closing = this.#net.close(listener);
       this.#retired.add(closing);
       void closing.then(() => this.#retired.delete(closing));
       log.info("Stopped listening on {address}; its connections continue", {
@@ -1076,8 +1045,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   #collectMetrics(): void {
     const m = this.#metrics;
-    m.open.set(this.#open);
-    m.handshaking.set(this.#handshakes.size);
+    m.open.set(this.#net.open);
+    m.handshaking.set(this.#net.handshaking);
     m.active.clear();
     m.upstreamHealthy.clear();
     m.probeLatency.clear();
@@ -1110,149 +1079,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   // -------------------------------------------------------------------------------------
   // Connections
-
-  async #listen(
-    address: string,
-    group: string | undefined,
-    material: LoadedConfig = { config: this.#config, tls: this.#tls },
-  ): Promise<Listener> {
-    const { hostname, port } = parseHostPort(address);
-    const server = createServer({
-      ...secureContextOptions(material.config, material.tls),
-      requestCert: true,
-      rejectUnauthorized: true,
-      // Not half-open during the handshake: Deno then never reports a FIN that arrives
-      // mid-handshake, and the socket would be held until handshake_timeout. A
-      // forwarded connection is made half-open in #onSecure.
-      // Runs Deno's ClientHello step, where ALPN is chosen per connection (or none).
-      SNICallback: keepContext,
-    });
-    const listener: Listener = { server, address, group, closed: undefined };
-    setClientHelloHandler(server, (hello, raw) => {
-      // The client spoke: not one of a flood of silent connections.
-      const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
-      if (pending !== undefined) pending.hello = true;
-      return this.#selectAlpn(hello, listener.group);
-    });
-    server.on("connection", (socket: Socket) => this.#onConnection(socket));
-    server.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket, listener.group));
-    server.on("tlsClientError", (error: Error & { code?: string }, socket: TLSSocket) => {
-      this.#handshakeError(error, socket);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(
-        { host: hostname, port, backlog: LISTEN_BACKLOG, reusePort: this.#reusePort },
-        () => {
-          server.off("error", reject);
-          resolve();
-        },
-      );
-    });
-    server.on(
-      "error",
-      (error) => log.error("Listener {address} failed: {error}", { address, error }),
-    );
-    if (this.#logLifecycle) {
-      const bound = server.address();
-      const at = typeof bound === "object" && bound !== null
-        ? formatHostPort({ hostname: bound.address, port: bound.port })
-        : address;
-      if (group === undefined) log.info("Listening on {address}", { address: at });
-      else log.info("Listening on {address} for group {group}", { address: at, group });
-    }
-    return listener;
-  }
-
-  #onConnection(socket: Socket): void {
-    const { maxConnections: max, maxHandshakes } = this.#caps;
-    const shared = this.#connectionCount;
-    const total = shared === undefined ? this.#open + 1 : shared.add(1);
-    // At a cap, a handshake in flight for long makes room: a flood of silent or slow
-    // handshakes cycles through while a client that completes one gets in. A young
-    // one is not shed (a burst of real clients), and the newcomer is refused instead.
-    const handshakeCap = Math.max(1, Math.ceil(maxHandshakes * this.#handshakeShare));
-    if (
-      (total > max || this.#handshakes.size >= handshakeCap) && !this.#shedOldestHandshake()
-    ) {
-      shared?.add(-1);
-      // Refused before any TLS work: the cheapest answer under overload.
-      this.#refused.add(socket);
-      socket.on("error", noop);
-      socket.destroy();
-      this.#count({ reason: "server_full", remote: remoteOf(socket) });
-      return;
-    }
-    this.#open++;
-    hookTlsSocket(socket);
-    // Kept for the log: once destroyed, a socket no longer knows its peer.
-    this.#remotes.set(socket, remoteOf(socket));
-    const timer = this.#clock.setTimeout(() => {
-      if (this.#handshakes.delete(socket)) {
-        this.#recordHandshakeError({
-          reason: "handshake_timeout",
-          remote: this.#remotes.get(socket) ?? remoteOf(socket),
-        });
-        // Counted once: the ECONNRESET node:tls reports next is this same failure.
-        this.#refused.add(socket);
-        socket.destroy();
-      }
-    }, this.#config.server.handshakeTimeout);
-    this.#handshakes.set(socket, { timer, since: this.#clock.now(), hello: false });
-    socket.once("close", () => {
-      const pending = this.#handshakes.get(socket);
-      if (pending !== undefined) {
-        this.#clock.clearTimeout(pending.timer);
-        this.#handshakes.delete(socket);
-      }
-      this.#open--;
-      shared?.add(-1);
-      if (this.#open === 0) this.#idle?.resolve();
-    });
-  }
-
-  /**
-   * Makes room for a new connection at a cap: closes the oldest handshake in flight
-   * whose client has sent nothing for 100 ms (a silent or stalled connection), else
-   * the oldest in flight for a quarter of `handshake_timeout` (a slow one). A young
-   * handshake that is making progress is never shed: a burst of real clients gets
-   * `server_full` for the newcomers instead.
-   *
-   * @returns Whether one was closed.
-   */
-  #shedOldestHandshake(): boolean {
-    const now = this.#clock.now();
-    const silentFor = Math.min(SILENT_HANDSHAKE_MS, this.#config.server.handshakeTimeout / 4);
-    let victim: Socket | undefined;
-    for (const [socket, pending] of this.#handshakes) {
-      const age = now - pending.since;
-      if (age < silentFor) break; // Oldest first: the rest are younger.
-      if (!pending.hello) {
-        victim = socket;
-        break;
-      }
-    }
-    if (victim === undefined) {
-      const oldest = this.#handshakes.entries().next();
-      if (oldest.done) return false;
-      const [socket, pending] = oldest.value;
-      if (now - pending.since < this.#config.server.handshakeTimeout / 4) return false;
-      victim = socket;
-    }
-    const pending = this.#handshakes.get(victim)!;
-    this.#clock.clearTimeout(pending.timer);
-    this.#handshakes.delete(victim);
-    this.#recordHandshakeError({
-      reason: "handshake_shed",
-      remote: this.#remotes.get(victim) ?? remoteOf(victim),
-      detail: `${pending.hello ? "in flight" : "silent"} for ${
-        Math.round(now - pending.since)
-      } ms, closed to make room (max_connections ${this.#caps.maxConnections}, max_handshakes ${this.#caps.maxHandshakes})`,
-    });
-    this.#refused.add(victim);
-    victim.destroy();
-    return true;
-  }
 
   /**
    * The ALPN protocol selected for a ClientHello: the first protocol the group it asks
@@ -1289,14 +1115,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
   }
 
-  #handshakeError(error: Error & { code?: string }, socket: Socket): void {
-    const raw = (socket as { _parent?: Socket })._parent ?? socket;
-    if (this.#refused.has(raw)) return;
-    const remote = this.#remotes.get(raw) ?? remoteOf(socket);
-    const detail = `${error.code ?? "no code"}: ${error.message}`;
-    this.#recordHandshakeError({ reason: handshakeFailureOf(error), remote, detail });
-  }
-
   #recordHandshakeError(record: HandshakeErrorRecord): void {
     const errors = this.counters.handshakeErrors;
     errors.set(record.reason, (errors.get(record.reason) ?? 0) + 1);
@@ -1310,28 +1128,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#emit("handshake_error", record);
   }
 
-  #onSecure(socket: TLSSocket, listenerGroup: string | undefined): void {
-    const raw = this.#rawOf(socket);
-    const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
-    if (pending !== undefined) {
-      this.#clock.clearTimeout(pending.timer);
-      this.#handshakes.delete(raw!);
-    }
-    // Read when the connection was accepted: cheaper than asking the socket again.
-    const remote = (raw === undefined ? undefined : this.#remotes.get(raw)) ?? remoteOf(socket);
+  #onSecure({ socket, listenerGroup, remote, linked }: SecureConnection): void {
     if (this.#closing.signal.aborted) {
       this.#deny(socket, { reason: "server_closing", remote });
       return;
     }
-    socket.allowHalfOpen = true;
-    socket.on("end", noop);
     const head: Uint8Array[] = [];
     let early = noop as (chunk: Uint8Array) => void;
-    if (linkTcpReads(socket)) {
-      // Bytes sent before the upstream is connected wait in the kernel: the client's
-      // TCP window pushes back, and forward() resumes reading.
-      socket.pause();
-    } else {
+    if (!linked) {
       // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
       // keep what comes before the upstream is connected for forward(), up to max_buffer.
       const max = this.#config.server.maxBuffer;
@@ -1352,19 +1156,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     this.#settled.add(done);
     done.finally(() => this.#settled.delete(done));
-  }
-
-  /** The TCP socket under a TLS socket, whose handshake timer is pending. */
-  #rawOf(socket: TLSSocket): Socket | undefined {
-    // Deno's node:tls keeps it as `_parent`, as Node does; fall back to the address.
-    const parent = (socket as { _parent?: Socket })._parent;
-    if (parent !== undefined) return parent;
-    for (const raw of this.#handshakes.keys()) {
-      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) {
-        return raw;
-      }
-    }
-    return undefined;
   }
 
   /**
@@ -1748,25 +1539,9 @@ function wantedListeners(config: Config): { address: string; group: string | und
   return wanted;
 }
 
-/** The options of a TLS listener that `setSecureContext` can replace. */
-function secureContextOptions(config: Config, tls: TlsMaterial): {
-  ca: string;
-  cert: string;
-  key: string;
-  minVersion: "TLSv1.3";
-  maxVersion: "TLSv1.3";
-  ciphers: string;
-  ecdhCurve: string;
-} {
-  return {
-    ca: tls.ca,
-    cert: tls.cert,
-    key: tls.key,
-    minVersion: "TLSv1.3",
-    maxVersion: "TLSv1.3",
-    ciphers: config.tls.ciphers.join(":"),
-    ecdhCurve: ECDH_CURVES,
-  };
+/** The secure context of the listeners for a configuration and its TLS material. */
+function contextOf(config: Config, tls: TlsMaterial): SecureContextOptions {
+  return secureContextOptions(config.tls.ciphers, tls);
 }
 
 /** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */
@@ -1832,12 +1607,6 @@ interface Admitted {
 
 function noop(): void {}
 
-function remoteOf(socket: Socket): string {
-  const address = socket.remoteAddress;
-  const port = socket.remotePort;
-  return address === undefined ? "unknown" : formatHostPort({ hostname: address, port: port ?? 0 });
-}
-
 function summarize(identity: CertIdentity): Record<string, unknown> {
   return {
     spki_sha256: identity.spkiSha256,
@@ -1846,21 +1615,6 @@ function summarize(identity: CertIdentity): Record<string, unknown> {
     ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
     ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
   };
-}
-
-/** Names the cause of a handshake error the runtime reported, from its code and message. */
-function handshakeFailureOf(error: Error & { code?: string }): HandshakeFailure {
-  const { code, message } = error;
-  if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return "no_certificate";
-  if (code === "ECONNRESET" || code === "EPIPE") return "client_closed";
-  // rustls names the cause in the message: "peer is incompatible: NoKxGroupsInCommon".
-  if (/SupportedVersionsExtensionRequired|Tls12NotOffered|ProtocolVersion/.test(message)) {
-    return "protocol_version";
-  }
-  if (/NoKxGroupsInCommon/.test(message)) return "no_shared_group";
-  if (/NoCipherSuitesInCommon/.test(message)) return "no_shared_cipher";
-  if (/InvalidContentType|corrupt message|InvalidMessage/.test(message)) return "not_tls";
-  return "tls_error";
 }
 
 /** `noun`, or its plural for any count but 1 (every noun used here takes an s). */
