@@ -245,6 +245,9 @@ export {
   type Admitted,
   type CertificateRefusal,
   type Denial,
+  type LiveAdmission,
+  readmit,
+  type Withdrawal,
 } from "./lib/policy/admission.ts";
 export {
   RedisLimiterStore,

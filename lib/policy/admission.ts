@@ -244,3 +244,87 @@ export function admit(request: AdmissionRequest, context: AdmissionContext): Adm
   }
   return { ok: true, client, identity, issuer: verdict.issuer, group: routed.group };
 }
+
+/** A forwarded connection as {@linkcode readmit} judges it again. */
+export interface LiveAdmission {
+  /** The chain it presented, leaf first, DER. */
+  chain: readonly Uint8Array[];
+  /** The client it was admitted as. */
+  client: string;
+  /** The group it was routed to. */
+  group: string;
+}
+
+/** Why the trust and policy now in force would refuse a live connection. */
+export interface Withdrawal {
+  /** `revoked` when a CRL revokes a certificate of its chain; `policy_changed` otherwise. */
+  reason: "revoked" | "policy_changed";
+  /** What changed, for the log. */
+  detail: string;
+}
+
+/**
+ * Judges a live connection again after a reload or CRL update: its chain verified in
+ * full against the trust now in force (CA removed, certificate revoked), and the policy
+ * (client removed, its match changed, the group it uses withdrawn). The group is not
+ * routed again: a client that gains a second group keeps the connections its only
+ * group got.
+ *
+ * @example Usage
+ * ```ts
+ * import { ClientTrust, createCa, issueCertificate, parseConfig, Policy, readmit, TrustStore } from "@mtlb/mtlb";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = await createCa({ commonName: "Example CA" });
+ * const alice = await issueCertificate(ca, { commonName: "alice", kind: "client" });
+ * const base = `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n` +
+ *   `[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n[groups.cache]\nupstreams = ["127.0.0.1:6379"]\n`;
+ * const policy = new Policy(parseConfig(
+ *   `${base}[clients.alice]\nmatch = { cn = "alice" }\ngroups = ["cache"]\n`,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * ));
+ * const context = { trust: new ClientTrust({ store: TrustStore.fromPem(ca.certPem) }), policy, now: Date.now() };
+ * const live = { chain: [alice.der], client: "alice", group: "echo" };
+ * assert.deepEqual(readmit(live, context), {
+ *   reason: "policy_changed",
+ *   detail: "client alice may no longer use group echo",
+ * });
+ * ```
+ *
+ * @param live The connection: its chain, client and group.
+ * @param context The trust and policy now in force.
+ * @returns Why it must end, or `undefined` when it may go on.
+ */
+export function readmit(
+  live: LiveAdmission,
+  context: Omit<AdmissionContext, "ciphers">,
+): Withdrawal | undefined {
+  if (live.chain.length === 0) return undefined; // Closing already: its handle is gone.
+  const verdict = context.trust.verifyChain(live.chain, context.now);
+  if (!verdict.ok) {
+    return {
+      reason: verdict.reason === "revoked" ? "revoked" : "policy_changed",
+      detail: verdict.detail,
+    };
+  }
+  const who = context.policy.identify(verdict.identity, verdict.issuer);
+  if ("deny" in who) {
+    return {
+      reason: "policy_changed",
+      detail: `the certificate now matches no client (${who.deny})`,
+    };
+  }
+  if (who.client.name !== live.client) {
+    return {
+      reason: "policy_changed",
+      detail: `the certificate now matches client ${who.client.name}`,
+    };
+  }
+  if (!who.client.groups.includes(live.group)) {
+    return {
+      reason: "policy_changed",
+      detail: `client ${live.client} may no longer use group ${live.group}`,
+    };
+  }
+  return undefined;
+}

@@ -38,7 +38,7 @@ import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
 import { TrustStore } from "../identity/trust_store.ts";
-import type { CertificateFailure, DenyReason, SessionEndReason } from "../core/reasons.ts";
+import type { CertificateFailure, DenyReason } from "../core/reasons.ts";
 
 import { type ClientHelloInfo, offeredAlpn } from "../listener/_tls_server_hooks.ts";
 import {
@@ -63,15 +63,10 @@ import {
 import type { CounterSeries } from "../metrics/registry.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type ClientRule, Policy } from "../policy/policy.ts";
-import { admit } from "../policy/admission.ts";
-import {
-  encodeProxyV2,
-  encodeSslTlv,
-  PP2_CLIENT,
-  PP2_TYPE,
-  type ProxyTlv,
-  textTlv,
-} from "../proxy/proxy_protocol.ts";
+import { admit, readmit } from "../policy/admission.ts";
+import { LiveSessions } from "./live_sessions.ts";
+import { proxyHeader } from "../proxy/proxy_header.ts";
+
 import { BalancerMetrics } from "./_balancer_metrics.ts";
 import {
   type GroupHealth,
@@ -351,8 +346,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** Connections open when close() began, for a drain it cut short. */
   #openAtClose = 0;
   /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
-  #sessions = new Set<LiveSession>();
-  #lifetimeTimer: TimerId | undefined;
+  #sessions: LiveSessions;
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
   /** Ends a drain's wait when close() comes first. */
@@ -400,6 +394,19 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#logLifecycle = options.logLifecycle ?? true;
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
+    this.#sessions = new LiveSessions({
+      clock: this.#clock,
+      maxLifetime: () => this.#config.server.maxLifetime,
+      onEnd: (session, reason, detail) => {
+        this.#metrics.sessionEndFor(reason).inc();
+        log.warn("Closing a connection of {client} to {group}: {reason}", {
+          client: session.client,
+          group: session.group,
+          reason,
+          detail,
+        });
+      },
+    });
     this.#net = new TlsListeners({
       clock: this.#clock,
       reusePort: options.reusePort ?? false,
@@ -762,11 +769,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const listeners = this.#listeners.map((l) => this.#net.close(l));
     this.#closing.abort(new Error("Balancer closing"));
     this.#net.abortHandshakes();
-    if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer);
-    for (const session of this.#sessions) {
-      session.socket.destroy();
-      session.upstream.destroy();
-    }
+    this.#sessions.destroyAll();
     await Promise.all([...listeners, ...this.#retired]);
     await Promise.all(this.#settled);
     for (const group of this.#groups.values()) {
@@ -1014,7 +1017,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#loadedAt = this.#wall();
     this.#updateStaticMetrics();
     this.#recheckSessions(policy);
-    this.#armLifetimeSweep();
+    this.#sessions.arm();
 
     if (this.#logLifecycle) logReload(previous, config, previousTls, tls);
   }
@@ -1260,17 +1263,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.counters.active++;
     group.accepted.inc();
     group.acceptedBy.set(lease.address, (group.acceptedBy.get(lease.address) ?? 0) + 1);
-    const session: LiveSession = {
+    const session = this.#sessions.add({
       socket,
       upstream,
       client: client.name,
       group: admitted.group,
-      started: this.#clock.now(),
-      end: undefined,
-      detail: undefined,
-    };
-    this.#sessions.add(session);
-    this.#armLifetimeSweep();
+    });
     socket.off("data", early);
     socket.off("end", noop);
     try {
@@ -1371,94 +1369,25 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
   }
 
-  /** Ends a forwarded connection for a reason of mtlb's own; its audit record says why. */
-  #endSession(session: LiveSession, reason: SessionEndReason, detail: string): void {
-    if (session.end !== undefined) return;
-    session.end = reason;
-    session.detail = detail;
-    this.#metrics.sessionEndFor(reason).inc();
-    log.warn("Closing a connection of {client} to {group}: {reason}", {
-      client: session.client,
-      group: session.group,
-      reason,
-      detail,
-    });
-    session.socket.destroy();
-    session.upstream.destroy();
-  }
-
-  /** Schedules the sweep that ends connections past `[server] max_lifetime`, if one is due. */
-  #armLifetimeSweep(): void {
-    const max = this.#config.server.maxLifetime;
-    if (max === undefined || this.#lifetimeTimer !== undefined || this.#sessions.size === 0) {
-      return;
-    }
-    // One sweep for every connection, at most a second (or a quarter of the lifetime) late.
-    const every = Math.max(1, Math.min(1000, max / 4));
-    this.#lifetimeTimer = this.#clock.setTimeout(() => {
-      this.#lifetimeTimer = undefined;
-      const limit = this.#config.server.maxLifetime;
-      if (limit === undefined) return;
-      const now = this.#clock.now();
-      for (const session of this.#sessions) {
-        if (now - session.started >= limit) {
-          this.#endSession(session, "max_lifetime", `open for ${formatDuration(limit)}`);
-        }
-      }
-      this.#armLifetimeSweep();
-    }, every);
-  }
-
   /**
-   * After a reload: ends the live connections the new policy would refuse (client
-   * removed, group withdrawn), unless `[server] on_policy_change = "keep"`.
+   * After a reload: ends the live connections the trust and policy now in force would
+   * refuse (certificate revoked, CA removed, client removed, group withdrawn), unless
+   * `[server] on_policy_change = "keep"`.
    */
   #recheckSessions(policy: Policy): void {
     if (this.#config.server.onPolicyChange === "keep") return;
+    const context = { trust: this.#trust, policy, now: this.#wall() };
     for (const session of this.#sessions) {
       if (session.end !== undefined) continue;
-      const verdict = this.#recheck(session, policy);
-      if (verdict !== undefined) this.#endSession(session, verdict.reason, verdict.detail);
+      const withdrawn = readmit({
+        chain: peerCertificateChain(session.socket),
+        client: session.client,
+        group: session.group,
+      }, context);
+      if (withdrawn !== undefined) {
+        this.#sessions.end(session, withdrawn.reason, withdrawn.detail);
+      }
     }
-  }
-
-  /** Why the policy now in force would refuse a live connection, or `undefined`. */
-  #recheck(
-    session: LiveSession,
-    policy: Policy,
-  ): { reason: SessionEndReason; detail: string } | undefined {
-    const chain = peerCertificateChain(session.socket);
-    if (chain.length === 0) return undefined; // Closing already: its handle is gone.
-    const verdict = this.#trust.verifyChain(chain, this.#wall());
-    if (!verdict.ok) {
-      return {
-        reason: verdict.reason === "revoked" ? "revoked" : "policy_changed",
-        detail: verdict.detail,
-      };
-    }
-    const identity = verdict.identity;
-    const who = policy.identify(identity, verdict.issuer);
-    if ("deny" in who) {
-      return {
-        reason: "policy_changed",
-        detail: `the certificate now matches no client (${who.deny})`,
-      };
-    }
-    if (who.client.name !== session.client) {
-      return {
-        reason: "policy_changed",
-        detail: `the certificate now matches client ${who.client.name}`,
-      };
-    }
-    // The group it was routed to must still be allowed (not routed again: a client that
-    // gains a second group keeps the connections its only group got).
-    if (!who.client.groups.includes(session.group)) {
-      return {
-        reason: "policy_changed",
-        detail: `client ${session.client} may no longer use group ${session.group}`,
-      };
-    }
-    return undefined;
   }
 
   /** Counts and logs a refusal, and dispatches its `"deny"` event. */
@@ -1542,56 +1471,6 @@ function wantedListeners(config: Config): { address: string; group: string | und
 /** The secure context of the listeners for a configuration and its TLS material. */
 function contextOf(config: Config, tls: TlsMaterial): SecureContextOptions {
   return secureContextOptions(config.tls.ciphers, tls);
-}
-
-/** The PROXY v2 header for a forwarded connection (see lib/proxy_protocol.ts for the TLVs). */
-function proxyHeader(
-  socket: TLSSocket,
-  client: string,
-  identity: CertIdentity,
-  alpn: string | undefined,
-  servername: string | undefined,
-  cipher: string,
-): Uint8Array {
-  const tlvs: ProxyTlv[] = [];
-  if (typeof alpn === "string" && alpn !== "") tlvs.push(textTlv(PP2_TYPE.ALPN, alpn));
-  if (typeof servername === "string" && servername !== "") {
-    tlvs.push(textTlv(PP2_TYPE.AUTHORITY, servername));
-  }
-  const sub: ProxyTlv[] = [textTlv(PP2_TYPE.SSL_VERSION, socket.getProtocol() ?? "TLSv1.3")];
-  if (identity.cn !== undefined) sub.push(textTlv(PP2_TYPE.SSL_CN, identity.cn));
-  sub.push(textTlv(PP2_TYPE.SSL_CIPHER, cipher));
-  tlvs.push(
-    encodeSslTlv({ client: PP2_CLIENT.SSL | PP2_CLIENT.CERT_CONN, verify: 0, tlvs: sub }),
-    textTlv(PP2_TYPE.MTLB_CLIENT, client),
-    textTlv(PP2_TYPE.MTLB_SPKI_SHA256, identity.spkiSha256),
-  );
-  const { remoteAddress, remotePort, localAddress, localPort } = socket;
-  const known = remoteAddress !== undefined && remotePort !== undefined &&
-    localAddress !== undefined && localPort !== undefined;
-  return encodeProxyV2(
-    known
-      ? {
-        command: "proxy",
-        source: { hostname: remoteAddress, port: remotePort },
-        destination: { hostname: localAddress, port: localPort },
-        tlvs,
-      }
-      : { command: "proxy", tlvs },
-  );
-}
-
-/** A forwarded connection, as reloads and the lifetime sweep see it. */
-interface LiveSession {
-  readonly socket: TLSSocket;
-  readonly upstream: Socket;
-  readonly client: string;
-  readonly group: string;
-  /** When it was forwarded (balancer clock). */
-  readonly started: number;
-  /** Why mtlb ended it, once it did. */
-  end: SessionEndReason | undefined;
-  detail: string | undefined;
 }
 
 /** Who a connection is and where it may go, once `Balancer#admit` let it through. */
