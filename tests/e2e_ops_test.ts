@@ -17,12 +17,8 @@ import { dialTcp } from "../lib/upstream/dial.ts";
 import { FakeClock } from "../lib/core/clock.ts";
 import { certificateValidity } from "../lib/identity/certificate.ts";
 import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy/proxy_protocol.ts";
-import {
-  Balancer,
-  type BalancerOptions,
-  type LoadedConfig,
-  ReloadError,
-} from "../lib/server/balancer.ts";
+import { Balancer, type BalancerOptions } from "../lib/server/balancer.ts";
+import { type LoadedConfig, ReloadError } from "../lib/server/lifecycle.ts";
 import type {
   ConnectionRecord,
   DenyRecord,

@@ -11,7 +11,7 @@ import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
 import type { EjectionEvent } from "../lib/upstream/health_event.ts";
-import { type LoadedConfig, ReloadError } from "../lib/server/balancer.ts";
+import { type LoadedConfig, ReloadError } from "../lib/server/lifecycle.ts";
 import type { DenyRecord } from "../lib/server/records.ts";
 import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers/worker_balancer.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";

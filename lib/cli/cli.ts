@@ -43,7 +43,8 @@ import { assertSupportedRuntime } from "../core/runtime.ts";
 import type { TrustedAuthority } from "../identity/trust_store.ts";
 import { AdminServer } from "../admin/admin_server.ts";
 import { FileWatcher } from "../control/file_watcher.ts";
-import { Balancer, type LoadedConfig } from "../server/balancer.ts";
+import { Balancer } from "../server/balancer.ts";
+import type { LoadedConfig } from "../server/lifecycle.ts";
 import { WORKER_MODULE, WORKER_MODULES_ROOT, WorkerBalancer } from "../workers/worker_balancer.ts";
 
 /** Exit code: success. */

@@ -65,6 +65,7 @@ import { MetricsRegistry } from "../metrics/registry.ts";
 import { type ClientRule, Policy } from "../policy/policy.ts";
 import { admit, readmit } from "../policy/admission.ts";
 import { LiveSessions } from "./live_sessions.ts";
+import { Lifecycle, type LoadedConfig } from "./lifecycle.ts";
 import { proxyHeader } from "../proxy/proxy_header.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
@@ -101,13 +102,6 @@ import {
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
 
-/** A configuration and its TLS material, as a reload takes them. */
-export interface LoadedConfig {
-  /** The validated configuration. */
-  config: Config;
-  /** The PEM material it names. */
-  tls: TlsMaterial;
-}
 
 /** Options of {@linkcode Balancer}. */
 export interface BalancerOptions {
@@ -219,36 +213,6 @@ export interface BalancerOptions {
   handshakeShare?: number;
 }
 
-/**
- * A reload that did not happen: the previous configuration keeps running. The
- * message says why (`cause` holds the original error).
- *
- * @example Usage
- * ```ts ignore
- * import { Balancer, ReloadError } from "@mtlb/mtlb";
- *
- * declare const balancer: Balancer;
- * try {
- *   await balancer.reload();
- * } catch (error) {
- *   if (!(error instanceof ReloadError)) throw error;
- *   // Logged and counted already; the old configuration keeps serving.
- * }
- * ```
- */
-export class ReloadError extends Error {
-  /**
-   * Creates the error.
-   *
-   * @param message What went wrong.
-   * @param options The cause.
-   */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ReloadError";
-  }
-}
-
 interface Group {
   config: GroupConfig;
   pool: LeastConnPool;
@@ -352,14 +316,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** Ends a drain's wait when close() comes first. */
   #stopWaiting: PromiseWithResolvers<void> | undefined;
   #ciphers: Set<string>;
-  #state: BalancerState = "idle";
-  #starting = false;
-  #startedAt: number | undefined;
-  #loadedAt: number;
-  #lastReload: ReloadRecord | undefined;
-  #reloading: Promise<void> = Promise.resolve();
-  #draining: Promise<DrainResult> | undefined;
-  #closed: Promise<void> | undefined;
+  #life: Lifecycle;
   #collect: Disposable;
   /** Live counters; read them, do not change them. */
   readonly counters: BalancerCounters = {
@@ -428,7 +385,21 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
-    this.#loadedAt = this.#wall();
+    this.#life = new Lifecycle({
+      events: this,
+      wall: this.#wall,
+      metrics: this.#metrics,
+      steps: {
+        path: () => this.#config.path,
+        apply: async (next) => {
+          const loaded = next ?? await this.#load(this.#config.path);
+          await this.#apply(loaded.config, loaded.tls);
+        },
+        applied: () => this.#updateStaticMetrics(),
+        drain: (timeout) => this.#drain(timeout),
+        shutdown: () => this.#shutdown(),
+      },
+    });
   }
 
   /**
@@ -439,8 +410,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * @throws {Error} When a listener cannot bind (address in use, permission).
    */
   async start(): Promise<void> {
-    if (this.#starting) throw new Error("Cannot start balancer: already started");
-    this.#starting = true;
+    this.#life.begin();
     ({ trust: this.#trust, crl: this.#crl } = await buildTrust(
       this.#config,
       this.#tls,
@@ -453,7 +423,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     await Promise.all([...this.#groups.values()].map((g) => g.probe.ready));
     try {
       for (const { address, group } of wantedListeners(this.#config)) {
-        if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+        this.#life.assertIdle();
         this.#listeners.push(
           await this.#net.listen(address, group, contextOf(this.#config, this.#tls)),
         );
@@ -462,16 +432,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       await this.close();
       throw error;
     }
-    if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
-    this.#startedAt = this.#wall();
-    this.#loadedAt = this.#startedAt;
+    this.#life.serving();
     this.#updateStaticMetrics();
-    this.#setState("serving");
   }
 
   /** The life-cycle state. */
   get state(): BalancerState {
-    return this.#state;
+    return this.#life.state;
   }
 
   /** The configuration in use (the latest one a reload applied). */
@@ -628,8 +595,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
     const status: BalancerStatus = {
-      state: this.#state,
-      config: { path: this.#config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
+      state: this.#life.state,
+      config: { path: this.#config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
       connections: {
         open: this.#net.open,
         handshaking: this.#net.handshaking,
@@ -650,8 +617,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       certificates,
     };
 
-    if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
-    if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
+    const { startedAt, lastReload } = this.#life;
+    if (startedAt !== undefined) status.startedAt = new Date(startedAt).toISOString();
+    if (lastReload !== undefined) status.lastReload = lastReload;
     return status;
   }
 
@@ -682,9 +650,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    *   cannot be read or applied (the cause says why); the old one keeps running.
    */
   reload(next?: LoadedConfig): Promise<void> {
-    const run = this.#reloading.then(() => this.#reload(next));
-    this.#reloading = run.catch(() => {});
-    return run;
+    return this.#life.reload(next);
   }
 
   /**
@@ -698,8 +664,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * @returns How many connections were closed by force, and how long it took.
    */
   drain(timeout: number = this.#config.server.drainTimeout): Promise<DrainResult> {
-    this.#draining ??= this.#drain(timeout);
-    return this.#draining;
+    return this.#life.drain(timeout);
   }
 
   /**
@@ -708,11 +673,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * @returns When everything is closed.
    */
   close(): Promise<void> {
-    if (this.#closed === undefined) {
-      this.#openAtClose = this.#net.open;
-      this.#closed = this.#shutdown();
-    }
-    return this.#closed;
+    if (!this.#life.closing) this.#openAtClose = this.#net.open;
+    return this.#life.close();
   }
 
   /**
@@ -726,12 +688,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
   async #drain(timeout: number): Promise<DrainResult> {
     const started = this.#clock.now();
-    if (this.#state === "closed" || this.#closed !== undefined) {
-      await this.close();
-      return { forced: 0, durationMs: 0 };
-    }
-    this.#setState("draining");
-    this.#metrics.draining.set(1);
     if (this.#logLifecycle) {
       log.info(
         `Draining: stopped accepting; {open} ${
@@ -752,8 +708,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       this.#clock.clearTimeout(timer!);
     }
     // close() called meanwhile (a second SIGTERM) ended the wait: what it closed was forced.
-    const forced = this.#closed !== undefined ? this.#openAtClose : this.#net.open;
-    if (forced > 0 && this.#closed === undefined) {
+    const forced = this.#life.closing ? this.#openAtClose : this.#net.open;
+    if (forced > 0 && !this.#life.closing) {
       log.warn(`Drain timeout: closing {forced} ${plural(forced, "connection")} still open`, {
         forced,
       });
@@ -765,7 +721,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   async #shutdown(): Promise<void> {
-    this.#setState("closed");
     const listeners = this.#listeners.map((l) => this.#net.close(l));
     this.#closing.abort(new Error("Balancer closing"));
     this.#net.abortHandshakes();
@@ -780,12 +735,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     await Promise.all(this.#retiredProbes);
     this.#collect[Symbol.dispose]();
     this.#stopWaiting?.resolve();
-  }
-
-  #setState(state: BalancerState): void {
-    if (this.#state === state) return;
-    this.#state = state;
-    this.#emit("state", state);
   }
 
   // -------------------------------------------------------------------------------------
@@ -872,37 +821,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Reload
 
-  async #reload(next: LoadedConfig | undefined): Promise<void> {
-    const path = next?.config.path ?? this.#config.path;
-    try {
-      if (this.#state !== "serving") {
-        throw new Error(`the balancer is ${this.#state}, not serving`);
-      }
-      const loaded = next ?? await this.#load(this.#config.path);
-      await this.#apply(loaded.config, loaded.tls);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      this.#metrics.reloads.failure.inc();
-      this.#metrics.lastReloadSuccessful.set(0);
-      this.#lastReload = {
-        outcome: "failure",
-        at: new Date(this.#wall()).toISOString(),
-        path,
-        error: message,
-      };
-      log.error("Reload of {path} failed; the running configuration stays: {error}", {
-        path,
-        error: message,
-      });
-      this.#emit("reload", { ...this.#lastReload });
-      throw new ReloadError(`Cannot reload: ${message}`, { cause: error });
-    }
-    this.#metrics.reloads.success.inc();
-    this.#metrics.lastReloadSuccessful.set(1);
-    this.#lastReload = { outcome: "success", at: new Date(this.#wall()).toISOString(), path };
-    this.#emit("reload", { ...this.#lastReload });
-  }
-
   async #apply(config: Config, tls: TlsMaterial): Promise<void> {
     const { trust, crl } = await buildTrust(config, tls, this.#wall());
     const policy = new Policy(config);
@@ -959,10 +877,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       }
     }
     await Promise.all(probing);
-    if (this.#state !== "serving") {
+    if (this.#life.state !== "serving") {
       for (const group of newGroups.values()) this.#retireGroup(group);
       await Promise.all(added.map((l) => this.#net.close(l)));
-      throw new Error(`the balancer started ${this.#state} during the reload`);
+      throw new Error(`the balancer started ${this.#life.state} during the reload`);
     }
 
     // Commit: nothing below waits or fails.
@@ -1014,8 +932,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       });
     }
     this.#listeners = order;
-    this.#loadedAt = this.#wall();
-    this.#updateStaticMetrics();
     this.#recheckSessions(policy);
     this.#sessions.arm();
 
@@ -1029,7 +945,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const m = this.#metrics;
     m.maxConnections.set(this.#caps.maxConnections);
     m.maxHandshakes.set(this.#caps.maxHandshakes);
-    m.configLoaded.set(this.#loadedAt / 1000);
+    m.configLoaded.set(this.#life.loadedAt / 1000);
     m.expiry.clear();
     const server = this.#certificateExpiry("tls.cert");
     const ca = this.#certificateExpiry("tls.ca");

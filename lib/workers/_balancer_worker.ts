@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { Balancer, type LoadedConfig } from "../server/balancer.ts";
+import { Balancer } from "../server/balancer.ts";
+import type { LoadedConfig } from "../server/lifecycle.ts";
 import type { BalancerStatus, DrainResult, ListenerInfo } from "../server/status.ts";
 import type {
   DenyRecord,
