@@ -9,7 +9,7 @@ import {
   loadTlsMaterial,
   parseConfig,
   type TlsConfig,
-} from "../lib/config/config.ts";
+} from "../lib/config/mod.ts";
 import { identityFromCertificate } from "../lib/identity/certificate.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
