@@ -35,24 +35,19 @@ export {
   type ClientMatch,
   type ClusterConfig,
   type Config,
-  ConfigError,
-  type ConfigErrorOptions,
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,
-  loadAdminToken,
-  loadConfig,
-  loadTlsMaterial,
   type LogConfig,
   type OutlierConfig,
-  parseConfig,
-  type ParseConfigOptions,
   type ServerConfig,
-  type TlsCertificateInfo,
   type TlsConfig,
-  type TlsMaterial,
   type UpstreamConfig,
-} from "./config.ts";
+} from "./types.ts";
+export { ConfigError, type ConfigErrorOptions } from "./config_error.ts";
+export { loadConfig, parseConfig, type ParseConfigOptions } from "./parse.ts";
+export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
+export { loadAdminToken } from "./admin_token.ts";
 export {
   type ConfigChanges,
   describeChanges,
