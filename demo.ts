@@ -18,7 +18,7 @@ import {
   permissionNeeds,
   sniGroupNames,
 } from "./lib/cli/cli.ts";
-import { type Config, ConfigError, loadConfig } from "./lib/config/config.ts";
+import { type Config, ConfigError, loadConfig } from "./lib/config/mod.ts";
 import { permissionFlags } from "./lib/control/permissions.ts";
 import { writeDevPki } from "./lib/pki/pki.ts";
 

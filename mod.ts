@@ -89,7 +89,7 @@ export {
   type TlsConfig,
   type TlsMaterial,
   type UpstreamConfig,
-} from "./lib/config/config.ts";
+} from "./lib/config/mod.ts";
 export {
   type CheckPathOptions,
   createCrl,

@@ -18,7 +18,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { EXIT_USAGE, parseCliArgs, permissionNeeds, UsageError } from "../lib/cli/cli.ts";
-import { type Config, ConfigError, loadConfig } from "../lib/config/config.ts";
+import { type Config, ConfigError, loadConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
 import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
 
@@ -58,7 +58,7 @@ export interface LaunchOptions {
  * @example Usage
  * ```ts
  * import { launchArgs, MAIN } from "./launch.ts";
- * import { parseConfig } from "../lib/config/config.ts";
+ * import { parseConfig } from "../lib/config/mod.ts";
  * import assert from "node:assert/strict";
  *
  * const config = parseConfig(

@@ -8,7 +8,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "n
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { Balancer, type BalancerOptions } from "../lib/server/balancer.ts";
-import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 
 /** A TCP upstream for tests. */

@@ -15,7 +15,7 @@ import {
   uncoveredSniGroups,
   USAGE,
 } from "../lib/cli/cli.ts";
-import { parseConfig } from "../lib/config/config.ts";
+import { parseConfig } from "../lib/config/mod.ts";
 import { configureLogging } from "../lib/control/logging.ts";
 import { demoCommands, startDemoUpstreams } from "../demo.ts";
 import { concat, readAll, text } from "./_harness.ts";

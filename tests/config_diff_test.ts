@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config/config.ts";
+import { parseConfig } from "../lib/config/mod.ts";
 import { describeChanges, diffConfig } from "../lib/config/diff.ts";
 
 const base = `[server]

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { ConfigError, loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -19,7 +19,7 @@ import {
   RevocationList,
 } from "../lib/identity/crl.ts";
 import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
-import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config/config.ts";
+import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config/mod.ts";
 import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
 

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
-import { loadTlsMaterial } from "../lib/config/config.ts";
+import { loadTlsMaterial } from "../lib/config/mod.ts";
 import type { BalancerStatus } from "../lib/server/status.ts";
 import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { formatRunCommand, permissionNeeds } from "../lib/cli/cli.ts";
-import { loadConfig, parseConfig } from "../lib/config/config.ts";
+import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
 import {

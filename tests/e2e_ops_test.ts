@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
 import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort, type HostPort } from "../lib/core/address.ts";
-import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { createCrl } from "../lib/identity/crl.ts";
 import { dialTcp } from "../lib/upstream/dial.ts";
 import { FakeClock } from "../lib/core/clock.ts";

@@ -9,7 +9,7 @@ import type { TLSSocket } from "node:tls";
 import type { EjectionEvent } from "../lib/upstream/health_event.ts";
 import type { OutlierDetector } from "../lib/upstream/outlier_detector.ts";
 import { join } from "node:path";
-import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { LoadedConfig } from "../lib/server/lifecycle.ts";
 import type { ConnectionRecord, DenyRecord } from "../lib/server/records.ts";
 import {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { createCrl, crlToPem } from "../lib/identity/crl.ts";
 import type { IssuedCertificate } from "../lib/pki/pki.ts";
 import { Balancer } from "../lib/server/balancer.ts";

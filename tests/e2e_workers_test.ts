@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import type { TLSSocket } from "node:tls";
 import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
-import { loadTlsMaterial, parseConfig } from "../lib/config/config.ts";
+import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { EjectionEvent } from "../lib/upstream/health_event.ts";
 import { type LoadedConfig, ReloadError } from "../lib/server/lifecycle.ts";
 import type { DenyRecord } from "../lib/server/records.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { permissionNeeds } from "../lib/cli/cli.ts";
-import { loadConfig, parseConfig } from "../lib/config/config.ts";
+import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
 import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
 import { COMPILE_OUTPUT, launchArgs, MAIN } from "../tasks/launch.ts";

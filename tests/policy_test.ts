@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config/config.ts";
+import { parseConfig } from "../lib/config/mod.ts";
 import type { CertIdentity } from "../lib/identity/certificate.ts";
 import { type ClientRule, Policy } from "../lib/policy/policy.ts";
 import { ClientTrust } from "../lib/identity/client_trust.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
 import { FakeClock } from "../lib/core/clock.ts";
-import { parseConfig } from "../lib/config/config.ts";
+import { parseConfig } from "../lib/config/mod.ts";
 import { permissionNeeds, workerCount } from "../lib/cli/cli.ts";
 import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";

@@ -32,7 +32,7 @@ import {
   loadTlsMaterial,
   type TlsCertificateInfo,
   type TlsMaterial,
-} from "../config/config.ts";
+} from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
 import { identityFromCertificate } from "../identity/certificate.ts";
 import { configureLogging, type LogFormat } from "../control/logging.ts";
@@ -408,7 +408,7 @@ export interface PermissionNeedsOptions {
  * @example Usage
  * ```ts
  * import { permissionNeeds } from "./cli.ts";
- * import { parseConfig } from "../config/config.ts";
+ * import { parseConfig } from "../config/mod.ts";
  * import assert from "node:assert/strict";
  *
  * const config = parseConfig(
@@ -724,7 +724,7 @@ export function checkCertificateDates(
  * @example Usage
  * ```ts
  * import { checkIssuerPins } from "./cli.ts";
- * import { parseConfig } from "../config/config.ts";
+ * import { parseConfig } from "../config/mod.ts";
  * import assert from "node:assert/strict";
  *
  * const config = parseConfig(

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
+import type { Config } from "./types.ts";
 
 /** Names added, removed and changed between two configurations. */
 export interface NameChanges {
@@ -46,7 +46,7 @@ export interface ConfigChanges {
  * @example Usage
  * ```ts
  * import { diffConfig } from "./diff.ts";
- * import { parseConfig } from "./config.ts";
+ * import { parseConfig } from "./parse.ts";
  * import assert from "node:assert/strict";
  *
  * const base = `[server]\nlisten = "127.0.0.1:8443"\n[tls]\nca = "ca.crt"\ncert = "s.crt"\nkey = "s.key"\n` +

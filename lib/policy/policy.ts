@@ -5,7 +5,7 @@
  * @module
  */
 import type { ClientLimits } from "../limiter/store.ts";
-import type { ClientConfig, ClientMatch, LimitsConfig } from "../config/config.ts";
+import type { ClientConfig, ClientMatch, LimitsConfig } from "../config/mod.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 
 /** A configured client as the policy sees it. */
@@ -162,7 +162,7 @@ export class Policy {
    *
    * @example Usage
    * ```ts
-   * import { parseConfig } from "../config/config.ts";
+   * import { parseConfig } from "../config/mod.ts";
    * import { Policy } from "./policy.ts";
    * import assert from "node:assert/strict";
    *

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Clock } from "../core/clock.ts";
-import type { ClusterConfig } from "../config/config.ts";
+import type { ClusterConfig } from "../config/mod.ts";
 import { RedisLimiterStore } from "./limiter_store.ts";
 import { RedisUpstreamCounts } from "./upstream_counts.ts";
 

@@ -23,7 +23,7 @@ import {
   loadConfig,
   loadTlsMaterial,
   type TlsMaterial,
-} from "../config/config.ts";
+} from "../config/mod.ts";
 import { RevocationList } from "../identity/crl.ts";
 import { type Dialer, dialTcp } from "../upstream/dial.ts";
 import {

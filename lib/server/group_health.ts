@@ -7,7 +7,7 @@
  * @module
  */
 import type { Clock } from "../core/clock.ts";
-import type { GroupConfig, HealthConfig } from "../config/config.ts";
+import type { GroupConfig, HealthConfig } from "../config/mod.ts";
 import type { HealthTarget, ProbeReason, TargetHealth } from "../upstream/health_probe.ts";
 import { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
 import {
@@ -75,7 +75,7 @@ export function groupOutlierDetector(
  * @example Usage
  * ```ts
  * import { groupHealthTargets } from "./group_health.ts";
- * import { parseConfig } from "../config/config.ts";
+ * import { parseConfig } from "../config/mod.ts";
  * import assert from "node:assert/strict";
  *
  * const config = parseConfig(

@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { GaugeSeries } from "../metrics/registry.ts";
-import type { Config, TlsMaterial } from "../config/config.ts";
+import type { Config, TlsMaterial } from "../config/mod.ts";
 import type { ReloadRecord } from "./records.ts";
 import type { BalancerState, DrainResult } from "./status.ts";
 

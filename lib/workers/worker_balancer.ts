@@ -23,7 +23,7 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import type { Admission, LimiterStore } from "../limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import { type Config, type GroupConfig, loadConfig, loadTlsMaterial } from "../config/config.ts";
+import { type Config, type GroupConfig, loadConfig, loadTlsMaterial } from "../config/mod.ts";
 import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 import { isPanic, type UpstreamCounts } from "../upstream/least_conn_pool.ts";

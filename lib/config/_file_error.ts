@@ -1,0 +1,18 @@
+/**
+ * Short descriptions of why a file named by the config could not be read.
+ *
+ * @module
+ */
+
+/** The message of an error, or the thrown value as text. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Why a file named by the config could not be read, without the OS error's repetition of the path. */
+export function fileError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied (file mode)";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a folder";
+  return errorMessage(error);
+}

@@ -1,0 +1,57 @@
+/**
+ * The mtlb configuration file: TOML in, a typed and validated {@linkcode Config} out.
+ *
+ * {@linkcode parseConfig} is pure and synchronous (tests, fuzzing, `check`);
+ * {@linkcode loadConfig} reads the file first; {@linkcode loadTlsMaterial} reads and
+ * checks the certificates a loaded config names; {@linkcode loadAdminToken} reads the
+ * admin endpoint's token; {@linkcode diffConfig} says what a reload changes. Every
+ * problem is a {@linkcode ConfigError} carrying the file, the key path and, where
+ * known, the line. Validation fails fast: the first problem found is reported.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig(
+ *   `[tls]
+ * ca = "ca.crt"
+ * cert = "server.crt"
+ * key = "server.key"
+ * [groups.echo]
+ * upstreams = ["127.0.0.1:7001"]
+ * listen = "127.0.0.1:8443"
+ * `,
+ *   { path: "/etc/mtlb/lb.toml" },
+ * );
+ * assert.equal(config.tls.ca, "/etc/mtlb/ca.crt");
+ * ```
+ *
+ * @module
+ */
+export {
+  type AdminConfig,
+  type ClientConfig,
+  type ClientMatch,
+  type ClusterConfig,
+  type Config,
+  type GroupConfig,
+  type HealthConfig,
+  type LimitsConfig,
+  type LogConfig,
+  type OutlierConfig,
+  type ServerConfig,
+  type TlsConfig,
+  type UpstreamConfig,
+} from "./types.ts";
+export { ConfigError, type ConfigErrorOptions } from "./config_error.ts";
+export { loadConfig, parseConfig, type ParseConfigOptions } from "./parse.ts";
+export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
+export { loadAdminToken } from "./admin_token.ts";
+export {
+  type ConfigChanges,
+  describeChanges,
+  diffConfig,
+  type NameChanges,
+  type TlsFiles,
+} from "./diff.ts";

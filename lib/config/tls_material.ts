@@ -1,0 +1,211 @@
+/**
+ * {@linkcode loadTlsMaterial}: reads the certificates, key and CRLs a config's `[tls]`
+ * section names, and checks that they fit together.
+ *
+ * @module
+ */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { CrlError, type CrlInfo, crlToPem, RevocationList } from "../identity/crl.ts";
+import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/trust_store.ts";
+import { ConfigError } from "./config_error.ts";
+import type { Config } from "./types.ts";
+import { errorMessage, fileError } from "./_file_error.ts";
+import { rememberedLine } from "./_section_lines.ts";
+
+/** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
+export interface TlsCertificateInfo {
+  /** Which config key the certificate came from. */
+  key: "tls.ca" | "tls.cert";
+  /** Subject distinguished name, as node:crypto prints it. */
+  subject: string;
+  /** Start of validity. */
+  notBefore: Date;
+  /** End of validity. */
+  notAfter: Date;
+}
+
+/** The PEM texts a config's `[tls]` section names, checked. */
+export interface TlsMaterial {
+  /** CA bundle, PEM. */
+  ca: string;
+  /** Server certificate chain, PEM. */
+  cert: string;
+  /** Server private key, PEM. */
+  key: string;
+  /**
+   * Certificate revocation lists, PEM (DER files are converted).
+   *
+   * @default {undefined}
+   */
+  crl?: string;
+  /** Every certificate of `ca` and `cert`, in file order. */
+  certificates: TlsCertificateInfo[];
+  /**
+   * The CRLs of `crl`, verified, in file order.
+   *
+   * @default {undefined}
+   */
+  crls?: CrlInfo[];
+  /**
+   * The CAs of `ca`, in file order, with their SPKI SHA-256 (what `match.issuer` pins).
+   * {@linkcode loadTlsMaterial} always sets it.
+   *
+   * @default {undefined}
+   */
+  authorities?: readonly TrustedAuthority[];
+}
+
+/**
+ * Reads the CA bundle, server certificate, private key and CRL a config names and
+ * checks them: each certificate parses, the key parses (unencrypted), the first
+ * certificate of `tls.cert` belongs to the key, the CA bundle can be read as a
+ * `TrustStore`, and each CRL is signed by a CA of the bundle and current (see
+ * `RevocationList.parse`). Certificate expiry is reported, not judged.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ *
+ * const material = await loadTlsMaterial(await loadConfig("config/lb.toml"));
+ * for (const cert of material.certificates) console.log(cert.subject, cert.notAfter);
+ * ```
+ *
+ * @param config The config (its `path` is used in errors).
+ * @returns The PEM texts and certificate facts.
+ * @throws {ConfigError} With key `tls.ca`, `tls.cert`, `tls.key` or `tls.crl` when a file
+ *   cannot be read or parsed (a CA certificate whose key is not supported included),
+ *   with key `tls.cert` when certificate and key do not match,
+ *   or with key `tls.crl` when a CRL is not from a CA of the bundle, badly signed,
+ *   expired or not yet valid.
+ */
+export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
+  const fail = (key: string, detail: string, cause?: unknown): never => {
+    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
+      path: config.path,
+      key,
+      line: rememberedLine(config.tls, key),
+      cause,
+    });
+  };
+  const read = async (key: string, file: string): Promise<string> => {
+    try {
+      return await Deno.readTextFile(file);
+    } catch (error) {
+      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
+    }
+  };
+  const certificates: TlsCertificateInfo[] = [];
+  const parseCerts = (key: "tls.ca" | "tls.cert", file: string, pem: string): X509Certificate[] => {
+    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) {
+      fail(key, `must hold PEM certificates, found none in ${JSON.stringify(file)}`);
+    }
+    return blocks.map((block, index) => {
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(block);
+      } catch (error) {
+        return fail(
+          key,
+          `holds a certificate that cannot be parsed (number ${index + 1} in ${
+            JSON.stringify(file)
+          }): ${errorMessage(error)}`,
+          error,
+        );
+      }
+      certificates.push({
+        key,
+        subject: cert.subject,
+        notBefore: new Date(cert.validFrom),
+        notAfter: new Date(cert.validTo),
+      });
+      return cert;
+    });
+  };
+
+  const { tls } = config;
+  const readBytes = async (key: string, file: string): Promise<Uint8Array> => {
+    try {
+      return await Deno.readFile(file);
+    } catch (error) {
+      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
+    }
+  };
+  // Read together, awaited in key order: when several fail, the first key is reported,
+  // whichever read failed first.
+  const reads = [
+    read("tls.ca", tls.ca),
+    read("tls.cert", tls.cert),
+    read("tls.key", tls.key),
+    tls.crl === undefined ? undefined : readBytes("tls.crl", tls.crl),
+  ] as const;
+  for (const pending of reads) pending?.catch(() => {});
+  const ca = await reads[0];
+  const cert = await reads[1];
+  const key = await reads[2];
+  const crlBytes = await reads[3];
+  parseCerts("tls.ca", tls.ca, ca);
+  let store: TrustStore;
+  try {
+    store = TrustStore.fromPem(ca);
+  } catch (error) {
+    if (!(error instanceof TrustStoreError)) throw error;
+    return fail(
+      "tls.ca",
+      `cannot be used (${JSON.stringify(tls.ca)}): ${
+        error.message.replace(/^Cannot read the CA bundle: /, "")
+      }`,
+      error,
+    );
+  }
+  const authorities = store.authorities;
+  const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
+  let privateKey: ReturnType<typeof createPrivateKey>;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    return fail(
+      "tls.key",
+      `must be an unencrypted PEM private key, ${JSON.stringify(tls.key)} is not: ${
+        errorMessage(error)
+      }`,
+      error,
+    );
+  }
+  if (!leaf.checkPrivateKey(privateKey)) {
+    fail(
+      "tls.cert",
+      `does not match the private key: the certificate in ${
+        JSON.stringify(tls.cert)
+      } was not issued for the key in ${JSON.stringify(tls.key)}`,
+    );
+  }
+  if (crlBytes === undefined) return { ca, cert, key, certificates, authorities };
+  let crl: string;
+  try {
+    crl = crlToPem(crlBytes);
+  } catch (error) {
+    if (!(error instanceof CrlError)) throw error;
+    return fail(
+      "tls.crl",
+      `must hold a PEM CRL ("-----BEGIN X509 CRL-----") or a DER CRL, ${
+        JSON.stringify(tls.crl)
+      } holds neither`,
+      error,
+    );
+  }
+  let list: RevocationList;
+  try {
+    list = await RevocationList.parse(crl, store);
+  } catch (error) {
+    if (!(error instanceof CrlError)) throw error;
+    return fail(
+      "tls.crl",
+      `cannot be used: ${error.message.replace(/^Cannot use /, "")} (in ${
+        JSON.stringify(tls.crl)
+      })`,
+      error,
+    );
+  }
+  return { ca, cert, key, crl, certificates, crls: list.lists, authorities };
+}
