@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AdminServer, RECENT_DENIALS } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
 import { dashboardCsp, dashboardResponse, RELOAD_HEADER } from "../lib/admin/dashboard.ts";
+import { buildClient } from "../tasks/dashboard.ts";
 import { rawRequest } from "./_harness.ts";
 
 /** An admin target that dispatches `"deny"` events, as a Balancer does. */
@@ -103,6 +104,27 @@ Deno.test("dashboardResponse() builds a self-contained page: no external URL, on
     "/status",
   ]);
   assert.match(html, /name="viewport" content="width=device-width, initial-scale=1"/);
+});
+
+Deno.test("buildClient() strips types, and refuses what the page could not run inline", async (t) => {
+  await t.step("erasable TypeScript: types stripped, then formatted", async () => {
+    assert.equal(
+      await buildClient('import type { A } from "./a.ts";\nconst x: A = 1 as A;\n'),
+      "// Built from client.ts by `deno task dashboard`: edit client.ts, not this file.\n\n" +
+        "const x = 1;\n",
+    );
+  });
+  await t.step("a value import or an export: refused", async () => {
+    await assert.rejects(() => buildClient('import { a } from "./a.ts";\n'), /import types only/);
+    await assert.rejects(() => buildClient("export const a = 1;\n"), /export nothing/);
+  });
+  await t.step("TypeScript that needs a compiler (enum): refused", async () => {
+    await assert.rejects(() => buildClient("enum E { A }\n"), SyntaxError);
+  });
+  await t.step("text that would end the <script> element: refused", async () => {
+    await assert.rejects(() => buildClient('const s = "</script>";\n'), /must not contain/);
+    await assert.rejects(() => buildClient('const s = "<!--";\n'), /must not contain/);
+  });
 });
 
 Deno.test("dashboardResponse() refuses a nonce that is not base64", () => {
