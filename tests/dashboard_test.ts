@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AdminServer, RECENT_DENIALS } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
 import { dashboardCsp, dashboardResponse, RELOAD_HEADER } from "../lib/admin/dashboard.ts";
+import { buildClient, CLIENT_BUILD, CLIENT_SOURCE } from "../tasks/dashboard.ts";
 import { rawRequest } from "./_harness.ts";
 
 /** An admin target that dispatches `"deny"` events, as a Balancer does. */
@@ -45,13 +46,13 @@ Deno.test("AdminServer serves the dashboard at / as HTML with a strict CSP", asy
     assert.equal(response.headers.get("x-frame-options"), "DENY");
     const html = await response.text();
     assert.match(html, /^<!doctype html>/);
-    const nonce = html.match(/<script nonce="([^"]+)">/)?.[1];
+    const nonce = html.match(/<script type="module" nonce="([^"]+)">/)?.[1];
     assert.ok(nonce !== undefined && nonce.length >= 24, "the script carries a nonce");
     assert.ok(html.includes(`<style nonce="${nonce}">`), "the style carries the same nonce");
     assert.equal(response.headers.get("content-security-policy"), dashboardCsp(nonce));
     // Another response, another nonce.
     const again = await (await fetch(`${origin}/`)).text();
-    assert.notEqual(again.match(/<script nonce="([^"]+)">/)?.[1], nonce);
+    assert.notEqual(again.match(/<script type="module" nonce="([^"]+)">/)?.[1], nonce);
 
     const head = await fetch(`${origin}/`, { method: "HEAD" });
     assert.equal(head.status, 200);
@@ -92,7 +93,7 @@ Deno.test("dashboardResponse() builds a self-contained page: no external URL, on
   assert.deepEqual(refs, ["data:,"]);
   assert.equal(html.match(/<script\b/g)?.length, 1);
   assert.equal(html.match(/<style\b/g)?.length, 1);
-  assert.match(html, /<script nonce="n0nce">/);
+  assert.match(html, /<script type="module" nonce="n0nce">/);
   assert.match(html, /<style nonce="n0nce">/);
   assert.doesNotMatch(html, /__[A-Z_]+__/, "every placeholder is filled");
   // Only the page's own endpoints are fetched.
@@ -103,6 +104,44 @@ Deno.test("dashboardResponse() builds a self-contained page: no external URL, on
     "/status",
   ]);
   assert.match(html, /name="viewport" content="width=device-width, initial-scale=1"/);
+});
+
+Deno.test("dashboardResponse() inlines the built client.js verbatim, as a module script", async () => {
+  const script = await Deno.readTextFile(CLIENT_BUILD);
+  const html = await dashboardResponse({ allowReload: false, nonce: "n0nce" }).text();
+  const inline = html.match(/<script type="module" nonce="n0nce">\n([^]*)<\/script>/)?.[1];
+  assert.equal(inline, script);
+});
+
+Deno.test("client.js is the build of client.ts (else run `deno task dashboard`)", async () => {
+  const built = await buildClient(await Deno.readTextFile(CLIENT_SOURCE));
+  assert.ok(
+    (await Deno.readTextFile(CLIENT_BUILD)) === built,
+    "lib/admin/dashboard/client.js is stale: run `deno task dashboard` and commit it",
+  );
+  assert.match(built, /^\/\/ Built from client\.ts/);
+  assert.doesNotMatch(built, /reference lib=|^import |: HTMLElement/m, "no TypeScript left");
+});
+
+Deno.test("buildClient() strips types, and refuses what the page could not run inline", async (t) => {
+  await t.step("erasable TypeScript: types stripped, then formatted", async () => {
+    assert.equal(
+      await buildClient('import type { A } from "./a.ts";\nconst x: A = 1 as A;\n'),
+      "// Built from client.ts by `deno task dashboard`: edit client.ts, not this file.\n\n" +
+        "const x = 1;\n",
+    );
+  });
+  await t.step("a value import or an export: refused", async () => {
+    await assert.rejects(() => buildClient('import { a } from "./a.ts";\n'), /import types only/);
+    await assert.rejects(() => buildClient("export const a = 1;\n"), /export nothing/);
+  });
+  await t.step("TypeScript that needs a compiler (enum): refused", async () => {
+    await assert.rejects(() => buildClient("enum E { A }\n"), SyntaxError);
+  });
+  await t.step("text that would end the <script> element: refused", async () => {
+    await assert.rejects(() => buildClient('const s = "</script>";\n'), /must not contain/);
+    await assert.rejects(() => buildClient('const s = "<!--";\n'), /must not contain/);
+  });
 });
 
 Deno.test("dashboardResponse() refuses a nonce that is not base64", () => {
@@ -118,6 +157,8 @@ Deno.test("AdminServer dashboard shows the reload button only with allow_reload"
       await withAdmin(allow, async (origin) => {
         const html = await (await fetch(`${origin}/`)).text();
         assert.equal(html.includes('id="reload"'), allow);
+        // The button names the header the endpoint requires of it.
+        assert.equal(html.includes(`data-header="${RELOAD_HEADER}"`), allow);
         assert.equal(html.includes(`data-reload="${allow ? "on" : "off"}"`), true);
       });
     });

@@ -19,7 +19,7 @@ import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } fro
 import { testPki } from "./_pki_fixtures.ts";
 import { freePort, lines, waitForRecord } from "./_subprocess.ts";
 
-const OUTPUT = new URL("../test_output", import.meta.url);
+const OUTPUT = new URL("../test_output/", import.meta.url);
 /** Guard against a hang only: every wait below ends on a DOM change long before. */
 const GUARD_MS = 20_000;
 
