@@ -31,9 +31,9 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-import { forward, type ForwardStats, PAUSE_STOPS_READS } from "../proxy/forward.ts";
+import { forward, PAUSE_STOPS_READS } from "../proxy/forward.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
-import type { EjectionEvent } from "../upstream/health_event.ts";
+
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import { ClientTrust } from "../identity/client_trust.ts";
@@ -49,7 +49,7 @@ import {
   TlsListeners,
 } from "../listener/tls_listeners.ts";
 import {
-  LeastConnPool,
+  type LeastConnPool,
   NoHealthyUpstreamError,
   UpstreamConnectError,
   type UpstreamConnection,
@@ -60,7 +60,7 @@ import {
   isLocalDialError,
   type OutlierDetector,
 } from "../upstream/outlier_detector.ts";
-import type { CounterSeries } from "../metrics/registry.ts";
+
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type ClientRule, Policy } from "../policy/policy.ts";
 import { admit, readmit } from "../policy/admission.ts";
@@ -69,39 +69,25 @@ import { Lifecycle, type LoadedConfig } from "./lifecycle.ts";
 import { proxyHeader } from "../proxy/proxy_header.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
-import {
-  type GroupHealth,
-  groupHealthTargets,
-  groupOutlierDetector,
-  type PassiveSink,
-  RelayedHealth,
-  type RelayedReport,
-  storeReport,
-} from "./group_health.ts";
+import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
+import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type {
   ConnectionRecord,
   DenyRecord,
   HandshakeErrorRecord,
   HealthReport,
-  PassiveHealthRecord,
-  ReloadRecord,
 } from "./records.ts";
-import {
-  addEjection,
-  addProbeState,
-  type BalancerCounters,
-  type BalancerState,
-  type BalancerStatus,
-  type ClientState,
-  type DrainResult,
-  type GroupState,
-  type ListenerInfo,
-  type UpstreamState,
+import type {
+  BalancerCounters,
+  BalancerState,
+  BalancerStatus,
+  ClientState,
+  DrainResult,
+  ListenerInfo,
 } from "./status.ts";
 
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
-
 
 /** Options of {@linkcode Balancer}. */
 export interface BalancerOptions {
@@ -213,27 +199,6 @@ export interface BalancerOptions {
   handshakeShare?: number;
 }
 
-interface Group {
-  config: GroupConfig;
-  pool: LeastConnPool;
-  probe: GroupHealth;
-  /** Outlier detection, or its relay with `health: "external"`. */
-  passive: PassiveSink;
-  /** Outlier detection, with `health: "probe"`. */
-  outlier: OutlierDetector | undefined;
-  follow: Disposable;
-  /** Retried dials (mtlb_connect_retries_total). */
-  retries: CounterSeries;
-  /** Live byte totals: every forward of the group adds to them. */
-  stats: ForwardStats;
-  accepted: CounterSeries;
-  /** Connections forwarded per upstream address (status only; one Map update per connection). */
-  acceptedBy: Map<string, number>;
-  /** The series of mtlb_bytes_total, brought up to `stats` at collect time. */
-  bytesFromClient: CounterSeries;
-  bytesFromUpstream: CounterSeries;
-}
-
 /**
  * The mTLS layer-4 balancer.
  *
@@ -296,7 +261,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #reports = new Map<string, Map<string, RelayedReport>>();
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
-  #groups = new Map<string, Group>();
+  #groups = new Map<string, UpstreamGroup>();
   #groupNames: string[] = [];
   #net: TlsListeners;
   #listeners: BoundListener[] = [];
@@ -550,37 +515,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const now = this.#clock.now();
     const wall = this.#wall();
     const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
-    const groups: GroupState[] = [];
-    for (const group of this.#groups.values()) {
-      const health = new Map(group.probe.snapshot().map((h) => [h.address, h]));
-      const outliers = new Map(group.outlier?.snapshot().map((o) => [o.address, o]));
-      const upstreams = group.pool.snapshot().map((u): UpstreamState => {
-        const h = health.get(u.address);
-        const state: UpstreamState = {
-          address: u.address,
-          weight: u.weight,
-          active: u.active,
-          accepted: group.acceptedBy.get(u.address) ?? 0,
-          healthy: u.healthy && !u.ejected && u.removed !== true,
-          state: h?.state ?? "unknown",
-        };
-        if (u.removed) state.removed = true;
-        addProbeState(state, h, iso);
-        if (u.removed !== true) addEjection(state, outliers.get(u.address), iso);
-        return state;
-      });
-      const entry: GroupState = {
-        name: group.config.name,
-        accepted: group.accepted.value,
-        panic: group.pool.panic,
-        bytesFromClient: group.stats.bytesFromClient,
-        bytesFromUpstream: group.stats.bytesFromUpstream,
-        upstreams,
-      };
-      if (group.config.listen !== undefined) entry.listen = group.config.listen;
-      if (group.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
-      groups.push(entry);
-    }
+    const groups = [...this.#groups.values()].map((group) => group.status(iso));
     const clients: ClientState[] = [...this.#config.clients.values()].map((c) => ({
       name: c.name,
       groups: [...c.groups],
@@ -727,11 +662,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#sessions.destroyAll();
     await Promise.all([...listeners, ...this.#retired]);
     await Promise.all(this.#settled);
-    for (const group of this.#groups.values()) {
-      group.follow[Symbol.dispose]();
-      group.outlier?.close();
-      await group.probe.close();
-    }
+    await Promise.all([...this.#groups.values()].map((group) => group.close()));
     await Promise.all(this.#retiredProbes);
     this.#collect[Symbol.dispose]();
     this.#stopWaiting?.resolve();
@@ -740,82 +671,32 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Groups
 
-  #newGroup(config: GroupConfig): Group {
+  #newGroup(config: GroupConfig): UpstreamGroup {
     const name = config.name;
-    const pool = new LeastConnPool(
-      config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
-      {
-        clock: this.#clock,
-        initiallyHealthy: false,
-        panicThreshold: config.outlier.panicThreshold,
-        name: `Group ${name}`,
-        ...(this.#upstreamCounts === undefined ? {} : { counts: this.#upstreamCounts }),
-      },
-    );
-    let probe: GroupHealth;
-    let passive: PassiveSink;
-    let outlier: OutlierDetector | undefined;
-    const follows: Disposable[] = [];
+    let health: GroupHealthSource;
     if (this.#externalHealth) {
       let reports = this.#reports.get(name);
       if (reports === undefined) this.#reports.set(name, reports = new Map());
-      const relayed = new RelayedHealth(
-        groupHealthTargets(config),
+      health = {
+        kind: "external",
         reports,
-        this.#clock,
-        (record) => {
-          this.#emit("passive_health", { group: name, ...record } satisfies PassiveHealthRecord);
-        },
-      );
-      for (const upstream of config.upstreams) {
-        pool.setHealthy(upstream.address, relayed.isHealthy(upstream.address));
-        pool.setEjected(upstream.address, relayed.isEjected(upstream.address));
-      }
-      probe = relayed;
-      passive = relayed;
+        onPassive: (record) => this.#emit("passive_health", record),
+      };
     } else {
-      const active = new HealthProbe(groupHealthTargets(config), {
-        ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
-        clock: this.#clock,
-      });
-      const detector = groupOutlierDetector(config, active, this.#clock);
-      detector.addEventListener("ejection", (event) => {
-        const { address, ejected, reason } = (event as EjectionEvent).change;
-        if (ejected) this.#metrics.ejections.labels(name, address, reason).inc();
-      });
-      follows.push(pool.followHealth(detector));
-      probe = active;
-      passive = outlier = detector;
+      health = { kind: "probe", check: this.#healthCheck };
     }
-    follows.push(pool.followHealth(probe));
-    probe.start();
-    return {
-      config,
-      pool,
-      probe,
-      passive,
-      outlier,
-      follow: { [Symbol.dispose]: () => follows.forEach((f) => f[Symbol.dispose]()) },
-      retries: this.#metrics.retries.labels(name),
-      stats: { bytesFromClient: 0, bytesFromUpstream: 0 },
-      accepted: this.#metrics.accepted.labels(config.name),
-      acceptedBy: new Map(),
-      bytesFromClient: this.#metrics.bytes.labels(config.name, "from_client"),
-      bytesFromUpstream: this.#metrics.bytes.labels(config.name, "from_upstream"),
-    };
+    return new UpstreamGroup(config, {
+      clock: this.#clock,
+      metrics: this.#metrics,
+      counts: this.#upstreamCounts,
+      health,
+    });
   }
 
-  #retireGroup(group: Group): void {
-    const name = group.config.name;
-    group.follow[Symbol.dispose]();
-    group.outlier?.close();
-    const closing = group.probe.close();
+  #retireGroup(group: UpstreamGroup): void {
+    const closing = group.retire();
     this.#retiredProbes.add(closing);
     void closing.then(() => this.#retiredProbes.delete(closing));
-    this.#metrics.accepted.remove(name);
-    this.#metrics.retries.remove(name);
-    this.#metrics.bytes.remove(name, "from_client");
-    this.#metrics.bytes.remove(name, "from_upstream");
   }
 
   // -------------------------------------------------------------------------------------
@@ -859,7 +740,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
 
     // Groups: new ones and new upstreams are probed before they can be picked.
-    const newGroups = new Map<string, Group>();
+    const newGroups = new Map<string, UpstreamGroup>();
     const probing: Promise<void>[] = [];
     for (const groupConfig of config.groups.values()) {
       const existing = this.#groups.get(groupConfig.name);
@@ -868,12 +749,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         newGroups.set(groupConfig.name, group);
         probing.push(group.probe.ready);
       } else {
-        existing.probe.setTargets(groupHealthTargets(groupConfig));
-        probing.push(existing.probe.ready);
-        if (existing.outlier !== undefined) {
-          const { panicThreshold: _, ...settings } = groupConfig.outlier;
-          existing.outlier.setTargets(groupConfig.upstreams.map((u) => u.address), settings);
-        }
+        probing.push(existing.probeTargets(groupConfig));
       }
     }
     await Promise.all(probing);
@@ -901,16 +777,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         this.#retireGroup(group);
         continue;
       }
-      group.config = groupConfig;
-      group.pool.setUpstreams(
-        groupConfig.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
-      );
-      group.pool.setPanicThreshold(groupConfig.outlier.panicThreshold);
-      const outlier = group.outlier ?? group.probe as RelayedHealth;
-      for (const upstream of groupConfig.upstreams) {
-        group.pool.setHealthy(upstream.address, group.probe.isHealthy(upstream.address));
-        group.pool.setEjected(upstream.address, outlier.isEjected(upstream.address));
-      }
+      group.update(groupConfig);
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions
@@ -971,25 +838,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     m.probeLatency.clear();
     m.ejected.clear();
     m.panic.clear();
-    for (const [name, group] of this.#groups) {
-      m.panic.labels(name).set(group.pool.panic ? 1 : 0);
-      const grow = (series: CounterSeries, total: number): void => {
-        if (total > series.value) series.inc(total - series.value);
-      };
-      grow(group.bytesFromClient, group.stats.bytesFromClient);
-      grow(group.bytesFromUpstream, group.stats.bytesFromUpstream);
-      for (const upstream of group.pool.snapshot()) {
-        m.active.labels(name, upstream.address).set(upstream.active);
-        if (upstream.removed) continue;
-        m.upstreamHealthy.labels(name, upstream.address)
-          .set(upstream.healthy && !upstream.ejected ? 1 : 0);
-        m.ejected.labels(name, upstream.address).set(upstream.ejected ? 1 : 0);
-      }
-      for (const health of group.probe.snapshot()) {
-        if (health.lastResult === undefined) continue;
-        m.probeLatency.labels(name, health.address).set(health.lastResult.latencyMs / 1000);
-      }
-    }
+    for (const group of this.#groups.values()) group.collect();
     m.clientActive.clear();
     for (const name of this.#config.clients.keys()) {
       m.clientActive.labels(name).set(this.#limiter.active(name));
@@ -1177,8 +1026,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     }
     this.counters.accepted++;
     this.counters.active++;
-    group.accepted.inc();
-    group.acceptedBy.set(lease.address, (group.acceptedBy.get(lease.address) ?? 0) + 1);
+    group.countAccepted(lease.address);
     const session = this.#sessions.add({
       socket,
       upstream,
@@ -1243,7 +1091,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    */
   async #connectUpstream(
     socket: TLSSocket,
-    group: Group,
+    group: UpstreamGroup,
     config: Config,
   ): Promise<UpstreamConnection<Socket> | { deny: DenyReason; detail: string }> {
     // One controller, aborted by either event: cheaper than AbortSignal.any() per connection.

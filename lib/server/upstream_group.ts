@@ -1,0 +1,287 @@
+/**
+ * A group of upstreams as a balancer runs it: its least-connections pool, its health
+ * (active probes and outlier detection, or what another thread reports), its byte
+ * and connection counters, and what it contributes to `/status` and `/metrics`.
+ *
+ * @module
+ */
+import type { Clock } from "../core/clock.ts";
+import type { GroupConfig } from "../config/mod.ts";
+import type { CounterSeries } from "../metrics/registry.ts";
+import type { ForwardStats } from "../proxy/forward.ts";
+import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
+import type { EjectionEvent } from "../upstream/health_event.ts";
+import { LeastConnPool, type UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { OutlierDetector } from "../upstream/outlier_detector.ts";
+import type { BalancerMetrics } from "./_balancer_metrics.ts";
+import {
+  type GroupHealth,
+  groupHealthTargets,
+  groupOutlierDetector,
+  type PassiveSink,
+  RelayedHealth,
+  type RelayedReport,
+} from "./group_health.ts";
+import type { PassiveHealthRecord } from "./records.ts";
+import { addEjection, addProbeState, type GroupState, type UpstreamState } from "./status.ts";
+
+/** Where a group's health comes from. */
+export type GroupHealthSource =
+  | {
+    /** The balancer probes its upstreams and detects outliers itself. */
+    kind: "probe";
+    /**
+     * The active check.
+     *
+     * @default {tcpCheck}
+     */
+    check?: HealthCheck | undefined;
+  }
+  | {
+    /** Another thread reports health (a worker of a `WorkerBalancer`). */
+    kind: "external";
+    /** The reports for this group, kept across its re-creation. */
+    reports: Map<string, RelayedReport>;
+    /** Passive signals for the owner of the health checks. */
+    onPassive: (record: PassiveHealthRecord) => void;
+  };
+
+/** Options of {@linkcode UpstreamGroup}. */
+export interface UpstreamGroupOptions {
+  /** The time source of probes and ejections. */
+  clock: Clock;
+  /** The balancer's metric families; the group registers its series in them. */
+  metrics: BalancerMetrics;
+  /**
+   * Where connection counts per upstream live (shared by workers or a fleet).
+   *
+   * @default {a count of this pool's own}
+   */
+  counts?: UpstreamCounts | undefined;
+  /** Where its health comes from. */
+  health: GroupHealthSource;
+}
+
+/**
+ * One group of upstreams. Created with a group's configuration, updated by reloads
+ * ({@linkcode UpstreamGroup.probeTargets} then {@linkcode UpstreamGroup.update}),
+ * retired when a reload removes it.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const group = new UpstreamGroup(config.groups.get("echo")!, { clock, metrics, health: { kind: "probe" } });
+ * await group.probe.ready;
+ * const { socket, lease } = await group.pool.connect({ dial: dialTcp, timeout: 3000 });
+ * ```
+ */
+export class UpstreamGroup {
+  /** The group's configuration in force. */
+  config: GroupConfig;
+  /** Its upstreams, least connections first. */
+  readonly pool: LeastConnPool;
+  /** Its active health, or the health another thread reports. */
+  readonly probe: GroupHealth;
+  /** Where failures and successes seen on traffic go. */
+  readonly passive: PassiveSink;
+  /** Its outlier detection, when it probes itself. */
+  readonly outlier: OutlierDetector | undefined;
+  /** Live byte totals: every forward of the group adds to them. */
+  readonly stats: ForwardStats = { bytesFromClient: 0, bytesFromUpstream: 0 };
+  /** Connections forwarded per upstream address (status only). */
+  readonly acceptedBy = new Map<string, number>();
+  /** `mtlb_connections_accepted_total` of the group. */
+  readonly accepted: CounterSeries;
+  /** `mtlb_connect_retries_total` of the group. */
+  readonly retries: CounterSeries;
+  #metrics: BalancerMetrics;
+  #bytesFromClient: CounterSeries;
+  #bytesFromUpstream: CounterSeries;
+  #follows: Disposable[] = [];
+
+  /**
+   * Creates the group and starts its health checks.
+   *
+   * @param config The group's configuration.
+   * @param options Clock, metrics, counts and health source.
+   */
+  constructor(config: GroupConfig, options: UpstreamGroupOptions) {
+    const name = config.name;
+    const { clock, metrics, health } = options;
+    this.config = config;
+    this.#metrics = metrics;
+    this.pool = new LeastConnPool(
+      config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
+      {
+        clock,
+        initiallyHealthy: false,
+        panicThreshold: config.outlier.panicThreshold,
+        name: `Group ${name}`,
+        ...(options.counts === undefined ? {} : { counts: options.counts }),
+      },
+    );
+    if (health.kind === "external") {
+      const relayed = new RelayedHealth(
+        groupHealthTargets(config),
+        health.reports,
+        clock,
+        (record) => health.onPassive({ group: name, ...record }),
+      );
+      for (const upstream of config.upstreams) {
+        this.pool.setHealthy(upstream.address, relayed.isHealthy(upstream.address));
+        this.pool.setEjected(upstream.address, relayed.isEjected(upstream.address));
+      }
+      this.probe = relayed;
+      this.passive = relayed;
+      this.outlier = undefined;
+    } else {
+      const active = new HealthProbe(groupHealthTargets(config), {
+        ...(health.check === undefined ? {} : { check: health.check }),
+        clock,
+      });
+      const detector = groupOutlierDetector(config, active, clock);
+      detector.addEventListener("ejection", (event) => {
+        const { address, ejected, reason } = (event as EjectionEvent).change;
+        if (ejected) metrics.ejections.labels(name, address, reason).inc();
+      });
+      this.#follows.push(this.pool.followHealth(detector));
+      this.probe = active;
+      this.passive = this.outlier = detector;
+    }
+    this.#follows.push(this.pool.followHealth(this.probe));
+    this.probe.start();
+    this.accepted = metrics.accepted.labels(name);
+    this.retries = metrics.retries.labels(name);
+    this.#bytesFromClient = metrics.bytes.labels(name, "from_client");
+    this.#bytesFromUpstream = metrics.bytes.labels(name, "from_upstream");
+  }
+
+  /**
+   * The first step of a reload that keeps the group: probe its new upstreams, and give
+   * outlier detection its new settings. The pool does not change yet.
+   *
+   * @param config The group's new configuration.
+   * @returns When the new upstreams have been probed.
+   */
+  probeTargets(config: GroupConfig): Promise<void> {
+    this.probe.setTargets(groupHealthTargets(config));
+    if (this.outlier !== undefined) {
+      const { panicThreshold: _, ...settings } = config.outlier;
+      this.outlier.setTargets(config.upstreams.map((u) => u.address), settings);
+    }
+    return this.probe.ready;
+  }
+
+  /**
+   * Commits a reload: the pool takes the new upstreams (those that stay keep their
+   * counts and health), weights and panic threshold.
+   *
+   * @param config The group's new configuration.
+   */
+  update(config: GroupConfig): void {
+    this.config = config;
+    this.pool.setUpstreams(config.upstreams.map((u) => ({ address: u.address, weight: u.weight })));
+    this.pool.setPanicThreshold(config.outlier.panicThreshold);
+    const ejections = this.outlier ?? this.probe as RelayedHealth;
+    for (const upstream of config.upstreams) {
+      this.pool.setHealthy(upstream.address, this.probe.isHealthy(upstream.address));
+      this.pool.setEjected(upstream.address, ejections.isEjected(upstream.address));
+    }
+  }
+
+  /**
+   * Counts a connection forwarded to an upstream.
+   *
+   * @param address The upstream.
+   */
+  countAccepted(address: string): void {
+    this.accepted.inc();
+    this.acceptedBy.set(address, (this.acceptedBy.get(address) ?? 0) + 1);
+  }
+
+  /**
+   * Stops its health checks and outlier detection.
+   *
+   * @returns When the checks in flight settled.
+   */
+  close(): Promise<void> {
+    for (const follow of this.#follows) follow[Symbol.dispose]();
+    this.outlier?.close();
+    return this.probe.close();
+  }
+
+  /**
+   * Closes it and removes its metric series (a reload removed the group).
+   *
+   * @returns When the checks in flight settled.
+   */
+  retire(): Promise<void> {
+    const name = this.config.name;
+    const metrics = this.#metrics;
+    metrics.accepted.remove(name);
+    metrics.retries.remove(name);
+    metrics.bytes.remove(name, "from_client");
+    metrics.bytes.remove(name, "from_upstream");
+    return this.close();
+  }
+
+  /**
+   * Its entry of `/status`.
+   *
+   * @param iso Turns a clock time into an ISO 8601 wall time.
+   * @returns The group's state, its upstreams configured ones first.
+   */
+  status(iso: (monotonic: number) => string): GroupState {
+    const health = new Map(this.probe.snapshot().map((h) => [h.address, h]));
+    const outliers = new Map(this.outlier?.snapshot().map((o) => [o.address, o]));
+    const upstreams = this.pool.snapshot().map((u): UpstreamState => {
+      const h = health.get(u.address);
+      const state: UpstreamState = {
+        address: u.address,
+        weight: u.weight,
+        active: u.active,
+        accepted: this.acceptedBy.get(u.address) ?? 0,
+        healthy: u.healthy && !u.ejected && u.removed !== true,
+        state: h?.state ?? "unknown",
+      };
+      if (u.removed) state.removed = true;
+      addProbeState(state, h, iso);
+      if (u.removed !== true) addEjection(state, outliers.get(u.address), iso);
+      return state;
+    });
+    const entry: GroupState = {
+      name: this.config.name,
+      accepted: this.accepted.value,
+      panic: this.pool.panic,
+      bytesFromClient: this.stats.bytesFromClient,
+      bytesFromUpstream: this.stats.bytesFromUpstream,
+      upstreams,
+    };
+    if (this.config.listen !== undefined) entry.listen = this.config.listen;
+    if (this.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
+    return entry;
+  }
+
+  /** Brings its series of the per-upstream gauges and byte counters up to date (a scrape). */
+  collect(): void {
+    const m = this.#metrics;
+    const name = this.config.name;
+    m.panic.labels(name).set(this.pool.panic ? 1 : 0);
+    grow(this.#bytesFromClient, this.stats.bytesFromClient);
+    grow(this.#bytesFromUpstream, this.stats.bytesFromUpstream);
+    for (const upstream of this.pool.snapshot()) {
+      m.active.labels(name, upstream.address).set(upstream.active);
+      if (upstream.removed) continue;
+      m.upstreamHealthy.labels(name, upstream.address)
+        .set(upstream.healthy && !upstream.ejected ? 1 : 0);
+      m.ejected.labels(name, upstream.address).set(upstream.ejected ? 1 : 0);
+    }
+    for (const health of this.probe.snapshot()) {
+      if (health.lastResult === undefined) continue;
+      m.probeLatency.labels(name, health.address).set(health.lastResult.latencyMs / 1000);
+    }
+  }
+}
+
+function grow(series: CounterSeries, total: number): void {
+  if (total > series.value) series.inc(total - series.value);
+}
