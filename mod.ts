@@ -315,7 +315,8 @@ export {
   SESSION_END_REASONS,
   type SessionEndReason,
 } from "./lib/core/reasons.ts";
-export { Balancer, type BalancerOptions } from "./lib/server/balancer.ts";
+export { Balancer } from "./lib/server/balancer.ts";
+export { type BalancerOptions } from "./lib/server/options.ts";
 export { type LoadedConfig, ReloadError } from "./lib/server/lifecycle.ts";
 export { ECDH_CURVES, LISTEN_BACKLOG } from "./lib/listener/tls_listeners.ts";
 export {

@@ -7,7 +7,8 @@
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
-import { Balancer, type BalancerOptions } from "../lib/server/balancer.ts";
+import { Balancer } from "../lib/server/balancer.ts";
+import type { BalancerOptions } from "../lib/server/options.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 

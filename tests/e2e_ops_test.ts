@@ -17,7 +17,8 @@ import { dialTcp } from "../lib/upstream/dial.ts";
 import { FakeClock } from "../lib/core/clock.ts";
 import { certificateValidity } from "../lib/identity/certificate.ts";
 import { parseProxyV2, PP2_TYPE, tlvText } from "../lib/proxy/proxy_protocol.ts";
-import { Balancer, type BalancerOptions } from "../lib/server/balancer.ts";
+import { Balancer } from "../lib/server/balancer.ts";
+import type { BalancerOptions } from "../lib/server/options.ts";
 import { type LoadedConfig, ReloadError } from "../lib/server/lifecycle.ts";
 import type {
   ConnectionRecord,

@@ -12,19 +12,13 @@ import { getLogger } from "@logtape/logtape";
 import { isLogged } from "../control/logging.ts";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
-import { type LimiterStore, StoreUnavailableError } from "../limiter/store.ts";
+import { StoreUnavailableError } from "../limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatSize } from "../core/size.ts";
-import { describeChanges, diffConfig } from "../config/diff.ts";
-import {
-  type Config,
-  type GroupConfig,
-  loadConfig,
-  loadTlsMaterial,
-  type TlsMaterial,
-} from "../config/mod.ts";
-import { RevocationList } from "../identity/crl.ts";
+
+import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
+import type { RevocationList } from "../identity/crl.ts";
 import { type Dialer, dialTcp } from "../upstream/dial.ts";
 import {
   type ConnectionCaps,
@@ -36,8 +30,8 @@ import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
-import { ClientTrust } from "../identity/client_trust.ts";
-import { TrustStore } from "../identity/trust_store.ts";
+import type { ClientTrust } from "../identity/client_trust.ts";
+
 import type { CertificateFailure, DenyReason } from "../core/reasons.ts";
 
 import { type ClientHelloInfo, offeredAlpn } from "../listener/_tls_server_hooks.ts";
@@ -69,6 +63,8 @@ import { Lifecycle, type LoadedConfig } from "./lifecycle.ts";
 import { proxyHeader } from "../proxy/proxy_header.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
+import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
+import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type {
@@ -88,116 +84,6 @@ import type {
 
 const log = getLogger(["mtlb", "server"]);
 const audit = getLogger(["mtlb", "audit"]);
-
-/** Options of {@linkcode Balancer}. */
-export interface BalancerOptions {
-  /** A validated configuration (see `loadConfig`). */
-  config: Config;
-  /** The PEM material the configuration names (see `loadTlsMaterial`). */
-  tls: TlsMaterial;
-  /**
-   * Time source for handshake, connect, idle and drain timeouts and health probes.
-   *
-   * @default {systemClock}
-   */
-  clock?: Clock;
-  /**
-   * Wall-clock time, ms since the epoch: CRL validity and the timestamps of
-   * {@linkcode Balancer.status}.
-   *
-   * @default {Date.now}
-   */
-  wallClock?: () => number;
-  /**
-   * Opens upstream connections.
-   *
-   * @default {dialTcp}
-   */
-  dial?: Dialer<Socket>;
-  /**
-   * The active health check.
-   *
-   * @default {tcpCheck}
-   */
-  healthCheck?: HealthCheck;
-  /**
-   * The registry the `mtlb_*` metrics are registered in.
-   *
-   * @default {a new MetricsRegistry}
-   */
-  metrics?: MetricsRegistry;
-  /**
-   * Reads the configuration again for {@linkcode Balancer.reload} called without
-   * arguments; it should throw (a `ConfigError`, say) on anything it will not run.
-   *
-   * @default {loadConfig(path), then loadTlsMaterial}
-   */
-  load?: (path: string) => Promise<LoadedConfig>;
-  /**
-   * Where per-client limit state lives: `SharedState.limiterStore()` for workers of
-   * one process, a Redis store for a fleet.
-   *
-   * @default {a new MemoryLimiterStore}
-   */
-  limiterStore?: LimiterStore;
-  /**
-   * Where active connection counts per upstream live, shared by every group's pool
-   * (keyed by upstream address): `SharedState.upstreamCounts()` for workers, a Redis
-   * store for a fleet.
-   *
-   * @default {a MemoryUpstreamCounts per group}
-   */
-  upstreamCounts?: UpstreamCounts;
-  /**
-   * Bind listeners with `SO_REUSEPORT`, so several processes or workers can serve
-   * the same addresses and the kernel spreads connections among them.
-   *
-   * @default {false}
-   */
-  reusePort?: boolean;
-  /**
-   * Where upstream health comes from. `"probe"`: the balancer runs the active health
-   * checks of its config and its own outlier detection (`[outlier]`).
-   * `"external"`: it runs neither; every upstream is `unknown` (never picked) until
-   * {@linkcode Balancer.setHealth} reports it (ejections included), and what is seen
-   * on traffic (failed dials, resets before any byte, and the successes that end a
-   * streak of them) is dispatched as `"passive_health"` events
-   * ({@linkcode PassiveHealthRecord}) for the owner of the health checks, such as the
-   * primary thread of a `WorkerBalancer`.
-   *
-   * @default {"probe"}
-   */
-  health?: "probe" | "external";
-  /**
-   * Where the count of open client connections that `[server] max_connections`
-   * caps lives: a count shared by the workers of a `WorkerBalancer`, so the cap is
-   * for the whole server. `add` returns the new total.
-   *
-   * @default {a count of this balancer's own connections}
-   */
-  connectionCount?: { add(delta: number): number };
-  /**
-   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
-   * and `max_handshakes` derive from.
-   *
-   * @default {read from /proc/self/limits when allowed, else 32768}
-   */
-  fileDescriptorLimit?: number;
-  /**
-   * Whether this balancer logs its own life cycle (listening, reloads, drain). The
-   * workers of a `WorkerBalancer` do not: their primary logs it once for all.
-   *
-   * @default {true}
-   */
-  logLifecycle?: boolean;
-  /**
-   * This balancer's share of `[server] max_handshakes`, for one of several workers
-   * serving the same listeners: `1 / workers`.
-   *
-   * @default {1}
-   */
-  handshakeShare?: number;
-}
 
 /**
  * The mTLS layer-4 balancer.
@@ -232,7 +118,7 @@ export interface BalancerOptions {
  *
  * @example Usage
  * ```ts ignore
- * import { Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+ * import { Balancer } from "@mtlb/mtlb";
  *
  * const config = await loadConfig("config/lb.toml");
  * await using balancer = new Balancer({ config, tls: await loadTlsMaterial(config) });
@@ -471,7 +357,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    *
    * @example Usage
    * ```ts ignore
-   * import { Balancer, loadConfig, loadTlsMaterial } from "@mtlb/mtlb";
+   * import { Balancer } from "@mtlb/mtlb";
    *
    * const config = await loadConfig("config/lb.toml");
    * const tls = await loadTlsMaterial(config);
@@ -1196,30 +1082,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 }
 
-/** The CA bundle, CRLs and `[tls]` trust settings of a configuration, ready to check clients. */
-async function buildTrust(
-  config: Config,
-  tls: TlsMaterial,
-  now: number,
-): Promise<{ trust: ClientTrust; crl: RevocationList | undefined }> {
-  const store = TrustStore.fromPem(tls.ca);
-  const crl = tls.crl === undefined
-    ? undefined
-    : await RevocationList.parse(tls.crl, store, { now });
-  const trust = new ClientTrust({
-    store,
-    ...(crl === undefined ? {} : { crl }),
-    clientEku: config.tls.clientEku,
-    crlMissing: config.tls.crlMissing,
-  });
-  return { trust, crl };
-}
-
-async function defaultLoad(path: string): Promise<LoadedConfig> {
-  const config = await loadConfig(path);
-  return { config, tls: await loadTlsMaterial(config) };
-}
-
 /** The listeners a configuration asks for: the shared one first, then the groups' own. */
 function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
   const wanted: { address: string; group: string | undefined }[] = [];
@@ -1258,46 +1120,4 @@ function summarize(identity: CertIdentity): Record<string, unknown> {
     ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
     ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
   };
-}
-
-/** `noun`, or its plural for any count but 1 (every noun used here takes an s). */
-export function plural(count: number, noun: string): string {
-  return count === 1 ? noun : `${noun}s`;
-}
-
-/**
- * Logs a reload once: what changed (clients, groups, listeners, settings), and the
- * changes that need a restart to apply.
- *
- * @param previous The configuration that was in force.
- * @param config The configuration now in force.
- * @param previousTls The TLS material that was in force.
- * @param tls The TLS material now in force.
- */
-export function logReload(
-  previous: Config,
-  config: Config,
-  previousTls: TlsMaterial,
-  tls: TlsMaterial,
-): void {
-  const restart: string[] = [];
-  if (config.admin.listen !== previous.admin.listen) restart.push("[admin] listen");
-  if (config.log.format !== previous.log.format) restart.push("[log] format");
-  if (config.server.workers !== previous.server.workers) restart.push("[server] workers");
-  if (config.server.watch !== previous.server.watch) restart.push("[server] watch");
-  if (restart.length > 0) {
-    log.warn("Reloaded {path}, but these changes need a restart: {restart}", {
-      path: config.path,
-      restart,
-    });
-  }
-  const changes = diffConfig(previous, config, { previous: previousTls, next: tls });
-  log.info("Reloaded {path}: {changes}", {
-    path: config.path,
-    changes: describeChanges(changes),
-    clients: changes.clients,
-    groups: changes.groups,
-    listeners: changes.listeners,
-    settings: changes.settings,
-  });
 }

@@ -29,7 +29,7 @@ import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 import { isPanic, type UpstreamCounts } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
-import { logReload, plural } from "../server/balancer.ts";
+import { logReload, plural } from "../server/reload_log.ts";
 import { type LoadedConfig, ReloadError } from "../server/lifecycle.ts";
 import {
   addEjection,
