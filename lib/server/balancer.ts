@@ -25,14 +25,14 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-import { forward, PAUSE_STOPS_READS } from "../proxy/forward.ts";
+import { forward } from "../proxy/forward.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 
 import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
 
-import type { CertificateFailure, DenyReason } from "../core/reasons.ts";
+import type { DenyReason } from "../core/reasons.ts";
 
 import { type ClientHelloInfo, offeredAlpn } from "../listener/_tls_server_hooks.ts";
 import {
@@ -64,15 +64,11 @@ import { proxyHeader } from "../proxy/proxy_header.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
 import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
+import { Refusals, summarize } from "./refusals.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
-import type {
-  ConnectionRecord,
-  DenyRecord,
-  HandshakeErrorRecord,
-  HealthReport,
-} from "./records.ts";
+import type { ConnectionRecord, HealthReport } from "./records.ts";
 import type {
   BalancerCounters,
   BalancerState,
@@ -162,6 +158,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #openAtClose = 0;
   /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
   #sessions: LiveSessions;
+  #refusals: Refusals;
   #settled = new Set<Promise<void>>();
   /** Client TCP connections open: the `max_connections` count. */
   /** Ends a drain's wait when close() comes first. */
@@ -202,6 +199,16 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#logLifecycle = options.logLifecycle ?? true;
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
+    this.#ciphers = new Set(options.config.tls.ciphers);
+    this.#registry = options.metrics ?? new MetricsRegistry();
+    this.#metrics = new BalancerMetrics(this.#registry);
+    this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
+    this.#refusals = new Refusals({
+      counters: this.counters,
+      metrics: this.#metrics,
+      events: this,
+      clock: this.#clock,
+    });
     this.#sessions = new LiveSessions({
       clock: this.#clock,
       maxLifetime: () => this.#config.server.maxLifetime,
@@ -229,13 +236,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
       onSecure: (connection) => this.#onSecure(connection),
-      onFull: (remote, detail) => this.#count({ reason: "server_full", remote, detail }),
-      onHandshakeError: (record) => this.#recordHandshakeError(record),
+      onFull: (remote, detail) => this.#refusals.count({ reason: "server_full", remote, detail }),
+      onHandshakeError: (record) => this.#refusals.handshakeFailed(record),
     });
-    this.#ciphers = new Set(options.config.tls.ciphers);
-    this.#registry = options.metrics ?? new MetricsRegistry();
-    this.#metrics = new BalancerMetrics(this.#registry);
-    this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
     this.#life = new Lifecycle({
       events: this,
       wall: this.#wall,
@@ -753,38 +756,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * Refuses a connection whose certificate failed verification, or that has none: a
    * handshake failure named after its cause, closed with close_notify at once.
    */
-  #refuseCertificate(
-    socket: TLSSocket,
-    remote: string,
-    reason: CertificateFailure,
-    identity?: CertIdentity,
-    detail?: string,
-  ): void {
-    this.#closeRefused(socket);
-    this.#recordHandshakeError({
-      reason,
-      remote,
-      ...(identity === undefined ? {} : { identity }),
-      ...(detail === undefined ? {} : { detail }),
-    });
-  }
-
-  #recordHandshakeError(record: HandshakeErrorRecord): void {
-    const errors = this.counters.handshakeErrors;
-    errors.set(record.reason, (errors.get(record.reason) ?? 0) + 1);
-    this.#metrics.handshakeFailureFor(record.reason).inc();
-    log.warn("Handshake failed from {remote}: {reason}", {
-      remote: record.remote,
-      reason: record.reason,
-      ...(record.identity === undefined ? {} : { identity: summarize(record.identity) }),
-      ...(record.detail === undefined ? {} : { detail: record.detail }),
-    });
-    this.#emit("handshake_error", record);
-  }
-
   #onSecure({ socket, listenerGroup, remote, linked }: SecureConnection): void {
     if (this.#closing.signal.aborted) {
-      this.#deny(socket, { reason: "server_closing", remote });
+      this.#refusals.deny(socket, { reason: "server_closing", remote });
       return;
     }
     const head: Uint8Array[] = [];
@@ -840,9 +814,15 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (!verdict.ok) {
       const { identity, detail } = verdict;
       if (verdict.stage === "handshake") {
-        return void this.#refuseCertificate(socket, remote, verdict.reason, identity, detail);
+        return void this.#refusals.refuseCertificate(
+          socket,
+          remote,
+          verdict.reason,
+          identity,
+          detail,
+        );
       }
-      return void this.#deny(socket, {
+      return void this.#refusals.deny(socket, {
         reason: verdict.reason,
         remote,
         ...(identity === undefined ? {} : { identity }),
@@ -883,7 +863,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       slot = await this.#limiter.acquire(client.name, client.limits);
     } catch (error) {
       if (error instanceof StoreUnavailableError) {
-        return this.#deny(socket, {
+        return this.#refusals.deny(socket, {
           ...base,
           reason: "limit_store_unavailable",
           detail: error.message,
@@ -891,7 +871,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       }
       if (!(error instanceof ClientLimitError)) throw error;
       this.#metrics.limiterRefusals[error.kind].inc();
-      return this.#deny(socket, {
+      return this.#refusals.deny(socket, {
         ...base,
         reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
         detail: error.message,
@@ -901,7 +881,11 @@ export class Balancer extends EventTarget implements AsyncDisposable {
 
     const connection = await this.#connectUpstream(socket, group, config);
     if ("deny" in connection) {
-      return this.#deny(socket, { ...base, reason: connection.deny, detail: connection.detail });
+      return this.#refusals.deny(socket, {
+        ...base,
+        reason: connection.deny,
+        detail: connection.detail,
+      });
     }
     using lease = connection.lease;
     const upstream = connection.socket;
@@ -1041,42 +1025,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /** Counts and logs a refusal, and dispatches its `"deny"` event. */
-  #count(record: DenyRecord): void {
-    const denied = this.counters.denied;
-    denied.set(record.reason, (denied.get(record.reason) ?? 0) + 1);
-    this.#metrics.deniedFor(record.reason).inc();
-    log.warn("Denied {remote}: {reason}", {
-      remote: record.remote,
-      reason: record.reason,
-      client: record.client,
-      group: record.group,
-      identity: record.identity === undefined ? undefined : summarize(record.identity),
-      detail: record.detail,
-    });
-    this.#emit("deny", record);
-  }
-
-  #deny(socket: TLSSocket, record: DenyRecord): void {
-    this.#closeRefused(socket);
-    this.#count(record);
-  }
-
-  /**
-   * Closes a refused connection right after its handshake: close_notify and FIN, then
-   * the socket goes as soon as they are written, or within a second. What the client
-   * sends meanwhile is not read (a socket whose reads are linked to its TCP socket
-   * stays paused; an unlinked one would buffer it anyway, so it is read and dropped).
-   */
-  #closeRefused(socket: TLSSocket): void {
-    if ((socket as { [PAUSE_STOPS_READS]?: boolean })[PAUSE_STOPS_READS] !== true) {
-      socket.resume();
-    }
-    socket.on("error", noop);
-    socket.end(() => socket.destroy());
-    const timer = this.#clock.setTimeout(() => socket.destroy(), 1000);
-    socket.once("close", () => this.#clock.clearTimeout(timer));
-  }
-
   #emit(type: string, detail: unknown): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
@@ -1111,13 +1059,3 @@ interface Admitted {
 }
 
 function noop(): void {}
-
-function summarize(identity: CertIdentity): Record<string, unknown> {
-  return {
-    spki_sha256: identity.spkiSha256,
-    serial: identity.serial,
-    cn: identity.cn,
-    ...(identity.sanUri.length > 0 ? { san_uri: identity.sanUri } : {}),
-    ...(identity.sanDns.length > 0 ? { san_dns: identity.sanDns } : {}),
-  };
-}
