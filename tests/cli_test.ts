@@ -8,13 +8,13 @@ import {
   DEFAULT_CONFIG,
   EXIT_OK,
   EXIT_USAGE,
-  formatRunCommand,
   parseCliArgs,
-  permissionNeeds,
   runCli,
   uncoveredSniGroups,
   USAGE,
 } from "../lib/cli/cli.ts";
+import { formatRunCommand } from "../lib/control/permissions.ts";
+import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { parseConfig } from "../lib/config/config.ts";
 import { configureLogging } from "../lib/control/logging.ts";
 import { demoCommands, startDemoUpstreams } from "../demo.ts";

@@ -1,5 +1,5 @@
 /**
- * The mtlb command line: argument parsing, the permission needs of a config, and
+ * The mtlb command line: argument parsing, and
  * the `serve`, `check`, `permissions` and `certs` commands as functions that
  * return an exit code. `main.ts` only calls {@linkcode runCli}.
  *
@@ -13,7 +13,6 @@
  */
 import { parseArgs } from "node:util";
 import { isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { getLogger, isLogLevel, type LogLevel } from "@logtape/logtape";
@@ -37,14 +36,20 @@ import { formatDuration } from "../core/duration.ts";
 import { identityFromCertificate } from "../identity/certificate.ts";
 import { configureLogging, type LogFormat } from "../control/logging.ts";
 import { connectCluster } from "../redis/cluster.ts";
-import { checkPermissions, permissionFlags, type PermissionNeeds } from "../control/permissions.ts";
+import {
+  checkPermissions,
+  formatRunCommand,
+  permissionFlags,
+  shellQuote,
+} from "../control/permissions.ts";
+import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { type DevPkiClient, extendDevPki, writeDevPki } from "../pki/pki.ts";
 import { assertSupportedRuntime } from "../core/runtime.ts";
 import type { TrustedAuthority } from "../identity/trust_store.ts";
 import { AdminServer } from "../admin/admin_server.ts";
 import { FileWatcher } from "../control/file_watcher.ts";
 import { Balancer, type LoadedConfig } from "../server/balancer.ts";
-import { WORKER_MODULE, WORKER_MODULES_ROOT, WorkerBalancer } from "../workers/worker_balancer.ts";
+import { WorkerBalancer } from "../workers/worker_balancer.ts";
 
 /** Exit code: success. */
 export const EXIT_OK = 0;
@@ -354,191 +359,6 @@ function editDistance(a: string, b: string): number {
     }
   }
   return d[a.length]![b.length]!;
-}
-
-/**
- * The number of workers `serve` runs for a configuration: `[server] workers`, else
- * one per CPU (`navigator.hardwareConcurrency`); one with `[cluster]`, whose
- * stores are per process.
- *
- * @example Usage
- * ```ts
- * import { workerCount } from "./cli.ts";
- * import assert from "node:assert/strict";
- *
- * assert.equal(workerCount({ server: { workers: 3 } }), 3);
- * assert.equal(workerCount({ server: {} }), navigator.hardwareConcurrency);
- * ```
- *
- * @param config The configuration (its `[server]` and `[cluster]` sections).
- * @returns At least 1.
- */
-export function workerCount(
-  config: { server: { workers?: number }; cluster?: unknown },
-): number {
-  if (config.cluster !== undefined) return 1;
-  return Math.max(1, config.server.workers ?? navigator.hardwareConcurrency);
-}
-
-/** Options of {@linkcode permissionNeeds}. */
-export interface PermissionNeedsOptions {
-  /**
-   * The number of workers the balancer runs; with more than one, Deno must read
-   * mtlb's own modules to start the Workers.
-   *
-   * @default {workerCount(config)}
-   */
-  workers?: number;
-}
-
-/**
- * The Deno permissions a configuration needs to run: `net` for every listener
- * (shared, per group, admin) and every upstream (connections and health probes),
- * `read` for the config file, the CA, certificate, key and CRL files and the
- * admin token file (absolute paths), and with more than one worker the folder of mtlb's modules
- * (`lib/`: Deno checks read permission when it loads a Worker's modules).
- *
- * A listener on port 0 needs its host with no port (Deno cannot grant "any
- * port the kernel picks" otherwise). A listener on a host name is resolved
- * before it binds, and Deno checks the address it binds: a listener on
- * `localhost` therefore also needs `127.0.0.1` and `[::1]` with its port. Other
- * host names cannot be resolved here, so listeners should use IP addresses.
- *
- * @example Usage
- * ```ts
- * import { permissionNeeds } from "./cli.ts";
- * import { parseConfig } from "../config/config.ts";
- * import assert from "node:assert/strict";
- *
- * const config = parseConfig(
- *   `[server]
- * listen = "127.0.0.1:0"
- * workers = 1
- * [tls]
- * ca = "ca.crt"
- * cert = "server.crt"
- * key = "server.key"
- * [groups.echo]
- * upstreams = ["127.0.0.1:7001"]
- * `,
- *   { path: "/etc/mtlb/lb.toml" },
- * );
- * assert.deepEqual(permissionNeeds(config), {
- *   net: ["127.0.0.1", "127.0.0.1:7001"],
- *   read: ["/etc/mtlb/lb.toml", "/etc/mtlb/ca.crt", "/etc/mtlb/server.crt", "/etc/mtlb/server.key"],
- * });
- * ```
- *
- * @param config A validated configuration; its `path` is resolved against the working directory.
- * @param options The number of workers.
- * @returns The `net` and `read` entries, without duplicates, listeners first.
- */
-export function permissionNeeds(
-  config: Config,
-  options: PermissionNeedsOptions = {},
-): PermissionNeeds {
-  const net: string[] = [];
-  const listen = (address: string): void => {
-    const { hostname, port } = parseHostPort(address);
-    const hosts = hostname.toLowerCase() === "localhost"
-      ? [hostname, "127.0.0.1", "::1"]
-      : [hostname];
-    for (const host of hosts) {
-      net.push(port === 0 ? formatHost(host) : formatHostPort({ hostname: host, port }));
-    }
-  };
-  if (config.server.listen !== undefined) listen(config.server.listen);
-  for (const group of config.groups.values()) {
-    if (group.listen !== undefined) listen(group.listen);
-  }
-  if (config.admin.listen !== undefined) listen(config.admin.listen);
-  for (const group of config.groups.values()) {
-    for (const upstream of group.upstreams) net.push(upstream.address);
-  }
-  if (config.cluster !== undefined) net.push(config.cluster.storeAddress);
-  const { tls } = config;
-  const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
-  if (tls.crl !== undefined) read.push(tls.crl);
-  if (config.admin.tokenFile !== undefined) read.push(config.admin.tokenFile);
-  if ((options.workers ?? workerCount(config)) > 1 && WORKER_MODULE.protocol === "file:") {
-    read.push(fileURLToPath(WORKER_MODULES_ROOT).replace(/\/$/, ""));
-  }
-  return {
-    net: [...new Set(net)],
-    read: [...new Set(read.map((p) => resolve(p)))],
-    ...(config.cluster === undefined ? {} : { env: [...REDIS_CLIENT_ENV] }),
-  };
-}
-
-/** The environment variables the Redis client of `[cluster]` reads. */
-const REDIS_CLIENT_ENV = ["REDIS_DEBUG_MAINTENANCE", "REDIS_EMIT_DIAGNOSTICS"] as const;
-
-function formatHost(hostname: string): string {
-  return isIP(hostname) === 6 ? `[${hostname}]` : hostname;
-}
-
-/** Options of {@linkcode formatRunCommand}. */
-export interface FormatRunCommandOptions {
-  /**
-   * The script to run, as the user should type it: `main.ts` prints its own
-   * absolute path, so the line runs from any folder.
-   *
-   * @default {"main.ts"}
-   */
-  main?: string;
-  /**
-   * Arguments after the script, such as `["--config", "/etc/mtlb/lb.toml"]`.
-   *
-   * @default {[]}
-   */
-  args?: readonly string[];
-}
-
-/**
- * Renders a `deno run` command line that grants exactly `needs`, quoted for a
- * POSIX shell (IPv6 brackets and spaces included), on one line. Read paths are
- * absolute (relative ones are resolved against the working directory), so the line
- * can be pasted into a systemd `ExecStart=` or run from any folder.
- *
- * @example Usage
- * ```ts
- * import { formatRunCommand } from "./cli.ts";
- * import assert from "node:assert/strict";
- *
- * assert.equal(
- *   formatRunCommand(
- *     { net: ["127.0.0.1:8443", "[::1]:8443"], read: ["/srv/lb/lb.toml"] },
- *     { main: "/opt/mtlb/main.ts", args: ["--config", "/srv/lb/lb.toml"] },
- *   ),
- *   "deno run '--allow-net=127.0.0.1:8443,[::1]:8443' --allow-read=/srv/lb/lb.toml /opt/mtlb/main.ts --config /srv/lb/lb.toml",
- * );
- * ```
- *
- * @param needs The permissions to grant.
- * @param options The script and its arguments.
- * @returns The command line, without a trailing newline.
- */
-export function formatRunCommand(
-  needs: PermissionNeeds,
-  options: FormatRunCommandOptions = {},
-): string {
-  const shown: PermissionNeeds = {
-    net: needs.net,
-    read: needs.read.map((path) => resolve(path)),
-    ...(needs.env === undefined ? {} : { env: needs.env }),
-  };
-  return [
-    "deno",
-    "run",
-    ...permissionFlags(shown),
-    options.main ?? "main.ts",
-    ...options.args ?? [],
-  ]
-    .map(shellQuote).join(" ");
-}
-
-function shellQuote(arg: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
 }
 
 /**
