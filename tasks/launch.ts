@@ -17,7 +17,8 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { EXIT_USAGE, parseCliArgs, UsageError } from "../lib/cli/cli.ts";
+import { parseCliArgs, UsageError } from "../lib/cli/args.ts";
+import { EXIT_USAGE } from "../lib/cli/exit_codes.ts";
 import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { type Config, ConfigError, loadConfig } from "../lib/config/config.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";

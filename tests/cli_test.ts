@@ -3,16 +3,11 @@ import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
-import {
-  checkCertificateDates,
-  DEFAULT_CONFIG,
-  EXIT_OK,
-  EXIT_USAGE,
-  parseCliArgs,
-  runCli,
-  uncoveredSniGroups,
-  USAGE,
-} from "../lib/cli/cli.ts";
+import { DEFAULT_CONFIG, parseCliArgs, USAGE } from "../lib/cli/args.ts";
+import { checkCertificateDates } from "../lib/cli/certificate_dates.ts";
+import { runCli } from "../lib/cli/cli.ts";
+import { EXIT_OK, EXIT_USAGE } from "../lib/cli/exit_codes.ts";
+import { uncoveredSniGroups } from "../lib/cli/sni_coverage.ts";
 import { formatRunCommand } from "../lib/control/permissions.ts";
 import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { parseConfig } from "../lib/config/config.ts";
