@@ -12,14 +12,11 @@ import { createServer, type Server, type Socket } from "node:net";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { formatHostPort, parseHostPort } from "./lib/core/address.ts";
-import {
-  DEFAULT_SERVER_NAMES,
-  formatRunCommand,
-  permissionNeeds,
-  sniGroupNames,
-} from "./lib/cli/cli.ts";
+import { DEFAULT_SERVER_NAMES } from "./lib/cli/args.ts";
+import { sniGroupNames } from "./lib/cli/sni_coverage.ts";
 import { type Config, ConfigError, loadConfig } from "./lib/config/mod.ts";
-import { permissionFlags } from "./lib/control/permissions.ts";
+import { formatRunCommand, permissionFlags } from "./lib/control/permissions.ts";
+import { permissionNeeds } from "./lib/control/permission_needs.ts";
 import { writeDevPki } from "./lib/pki/pki.ts";
 
 const CONFIG = "config/lb.toml";

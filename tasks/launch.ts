@@ -17,7 +17,9 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { EXIT_USAGE, parseCliArgs, permissionNeeds, UsageError } from "../lib/cli/cli.ts";
+import { parseCliArgs, UsageError } from "../lib/cli/args.ts";
+import { EXIT_USAGE } from "../lib/cli/exit_codes.ts";
+import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { type Config, ConfigError, loadConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
 import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";

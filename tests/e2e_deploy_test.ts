@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { formatRunCommand, permissionNeeds } from "../lib/cli/cli.ts";
+import { formatRunCommand } from "../lib/control/permissions.ts";
+import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";

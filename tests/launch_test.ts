@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { permissionNeeds } from "../lib/cli/cli.ts";
+import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
 import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";

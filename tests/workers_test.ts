@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
 import { FakeClock } from "../lib/core/clock.ts";
 import { parseConfig } from "../lib/config/mod.ts";
-import { permissionNeeds, workerCount } from "../lib/cli/cli.ts";
+import { permissionNeeds, workerCount } from "../lib/control/permission_needs.ts";
 import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { Balancer } from "../lib/server/balancer.ts";

@@ -1,9 +1,10 @@
 /**
- * The narrow Deno permissions a configuration needs, and a check of what the
- * process holds against them.
+ * The narrow Deno permissions a configuration needs, a check of what the process
+ * holds against them, and the `deno run` line that grants exactly them.
  *
  * @module
  */
+import { resolve } from "node:path";
 
 /** What a configuration touches. */
 export interface PermissionNeeds {
@@ -90,4 +91,85 @@ export function checkPermissions(needs: PermissionNeeds): PermissionReport {
   if (granted({ name: "ffi" })) broader.push("--allow-ffi");
   if (granted({ name: "env" })) broader.push("--allow-env (every variable)");
   return { missing, broader };
+}
+
+/** Options of {@linkcode formatRunCommand}. */
+export interface FormatRunCommandOptions {
+  /**
+   * The script to run, as the user should type it: `main.ts` prints its own
+   * absolute path, so the line runs from any folder.
+   *
+   * @default {"main.ts"}
+   */
+  main?: string;
+  /**
+   * Arguments after the script, such as `["--config", "/etc/mtlb/lb.toml"]`.
+   *
+   * @default {[]}
+   */
+  args?: readonly string[];
+}
+
+/**
+ * Renders a `deno run` command line that grants exactly `needs`, quoted for a
+ * POSIX shell (IPv6 brackets and spaces included), on one line. Read paths are
+ * absolute (relative ones are resolved against the working directory), so the line
+ * can be pasted into a systemd `ExecStart=` or run from any folder.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatRunCommand } from "./permissions.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   formatRunCommand(
+ *     { net: ["127.0.0.1:8443", "[::1]:8443"], read: ["/srv/lb/lb.toml"] },
+ *     { main: "/opt/mtlb/main.ts", args: ["--config", "/srv/lb/lb.toml"] },
+ *   ),
+ *   "deno run '--allow-net=127.0.0.1:8443,[::1]:8443' --allow-read=/srv/lb/lb.toml /opt/mtlb/main.ts --config /srv/lb/lb.toml",
+ * );
+ * ```
+ *
+ * @param needs The permissions to grant.
+ * @param options The script and its arguments.
+ * @returns The command line, without a trailing newline.
+ */
+export function formatRunCommand(
+  needs: PermissionNeeds,
+  options: FormatRunCommandOptions = {},
+): string {
+  const shown: PermissionNeeds = {
+    net: needs.net,
+    read: needs.read.map((path) => resolve(path)),
+    ...(needs.env === undefined ? {} : { env: needs.env }),
+  };
+  return [
+    "deno",
+    "run",
+    ...permissionFlags(shown),
+    options.main ?? "main.ts",
+    ...options.args ?? [],
+  ]
+    .map(shellQuote).join(" ");
+}
+
+/**
+ * Quotes one argument for a POSIX shell: unchanged when it holds only characters
+ * the shell takes literally, else in single quotes.
+ *
+ * @example Usage
+ * ```ts
+ * import { shellQuote } from "./permissions.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(shellQuote("--allow-read=/srv/lb.toml"), "--allow-read=/srv/lb.toml");
+ * assert.equal(shellQuote("--allow-net=[::1]:8443"), "'--allow-net=[::1]:8443'");
+ * assert.equal(shellQuote("it's"), "'it'\\''s'");
+ * ```
+ *
+ * @param arg The argument.
+ * @returns The argument as a shell reads it back.
+ */
+export function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
 }

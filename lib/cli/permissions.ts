@@ -1,0 +1,28 @@
+/**
+ * `main.ts permissions`: prints the `deno run` line with exactly the permissions a
+ * config needs.
+ *
+ * @module
+ */
+import { resolve } from "node:path";
+import { formatRunCommand } from "../control/permissions.ts";
+import { permissionNeeds } from "../control/permission_needs.ts";
+import { readConfig } from "./_read_config.ts";
+import { EXIT_OK } from "./exit_codes.ts";
+import type { Io } from "./_io.ts";
+
+/**
+ * Runs `permissions` on the config at `path`: prints one line, with absolute paths
+ * so that it runs from any folder.
+ *
+ * @param path The config file.
+ * @param io Output.
+ * @returns {@linkcode EXIT_OK}, or the exit code of a config that cannot be read.
+ */
+export async function permissionsCommand(path: string, io: Io): Promise<number> {
+  const args = ["--config", resolve(path)];
+  const config = await readConfig(path, io, args);
+  if (typeof config === "number") return config;
+  io.out(`${formatRunCommand(permissionNeeds(config), { main: io.main, args })}\n`);
+  return EXIT_OK;
+}
