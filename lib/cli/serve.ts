@@ -25,7 +25,7 @@ import { assertSupportedRuntime } from "../core/runtime.ts";
 import { AdminServer } from "../admin/admin_server.ts";
 import { FileWatcher } from "../control/file_watcher.ts";
 import { Balancer } from "../server/balancer.ts";
-import { type LoadedConfig } from "../server/lifecycle.ts";
+import type { LoadedConfig } from "../server/lifecycle.ts";
 import { WorkerBalancer } from "../workers/worker_balancer.ts";
 import type { CliCommand } from "./args.ts";
 import { checkCertificateDates } from "./certificate_dates.ts";

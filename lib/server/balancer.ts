@@ -6,16 +6,15 @@
  *
  * @module
  */
-import type { TLSSocket } from "node:tls";
+
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
-import { isLogged } from "../control/logging.ts";
+
 import { formatHostPort, parseHostPort } from "../core/address.ts";
-import { ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
-import { StoreUnavailableError } from "../limiter/store.ts";
+import { ClientLimiter } from "../limiter/client_limiter.ts";
+
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
-import { formatSize } from "../core/size.ts";
 
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
@@ -25,50 +24,36 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-import { forward } from "../proxy/forward.ts";
+
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 
-import type { CertIdentity } from "../identity/certificate.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
 
-import type { DenyReason } from "../core/reasons.ts";
-
-import { type ClientHelloInfo, offeredAlpn } from "../listener/_tls_server_hooks.ts";
+import type { ClientHelloInfo } from "../listener/_tls_server_hooks.ts";
 import {
   type BoundListener,
-  type SecureConnection,
   type SecureContextOptions,
   secureContextOptions,
   TlsListeners,
 } from "../listener/tls_listeners.ts";
-import {
-  type LeastConnPool,
-  NoHealthyUpstreamError,
-  UpstreamConnectError,
-  type UpstreamConnection,
-  type UpstreamCounts,
-} from "../upstream/least_conn_pool.ts";
-import {
-  forwardOutcome,
-  isLocalDialError,
-  type OutlierDetector,
-} from "../upstream/outlier_detector.ts";
+import type { LeastConnPool, UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 
 import { MetricsRegistry } from "../metrics/registry.ts";
-import { type ClientRule, Policy } from "../policy/policy.ts";
-import { admit, readmit } from "../policy/admission.ts";
+import { Policy } from "../policy/policy.ts";
+import { readmit } from "../policy/admission.ts";
 import { LiveSessions } from "./live_sessions.ts";
 import { Lifecycle, type LoadedConfig } from "./lifecycle.ts";
-import { proxyHeader } from "../proxy/proxy_header.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
 import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
-import { Refusals, summarize } from "./refusals.ts";
+import { Refusals } from "./refusals.ts";
+import { SessionRunner } from "./session.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
-import type { ConnectionRecord, HealthReport } from "./records.ts";
+import type { HealthReport } from "./records.ts";
 import type {
   BalancerCounters,
   BalancerState,
@@ -79,7 +64,6 @@ import type {
 } from "./status.ts";
 
 const log = getLogger(["mtlb", "server"]);
-const audit = getLogger(["mtlb", "audit"]);
 
 /**
  * The mTLS layer-4 balancer.
@@ -152,14 +136,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** Probes of groups a reload removed, settling. */
   #retiredProbes = new Set<Promise<void>>();
   #closing = new AbortController();
-  /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
-  #overflowed = new WeakSet<Socket>();
   /** Connections open when close() began, for a drain it cut short. */
   #openAtClose = 0;
   /** Forwarded connections, for reloads that re-check them and for max_lifetime. */
   #sessions: LiveSessions;
   #refusals: Refusals;
-  #settled = new Set<Promise<void>>();
+  #runner: SessionRunner;
   /** Client TCP connections open: the `max_connections` count. */
   /** Ends a drain's wait when close() comes first. */
   #stopWaiting: PromiseWithResolvers<void> | undefined;
@@ -222,6 +204,25 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         });
       },
     });
+    this.#runner = new SessionRunner({
+      clock: this.#clock,
+      wall: this.#wall,
+      dial: this.#dial,
+      limiter: this.#limiter,
+      metrics: this.#metrics,
+      counters: this.counters,
+      refusals: this.#refusals,
+      sessions: this.#sessions,
+      closing: this.#closing.signal,
+      scope: () => ({
+        config: this.#config,
+        policy: this.#policy,
+        trust: this.#trust,
+        ciphers: this.#ciphers,
+        groups: this.#groups,
+      }),
+      onEnd: (record) => this.#emit("end", record),
+    });
     this.#net = new TlsListeners({
       clock: this.#clock,
       reusePort: options.reusePort ?? false,
@@ -235,7 +236,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
-      onSecure: (connection) => this.#onSecure(connection),
+      onSecure: (connection) => this.#runner.start(connection),
       onFull: (remote, detail) => this.#refusals.count({ reason: "server_full", remote, detail }),
       onHandshakeError: (record) => this.#refusals.handshakeFailed(record),
     });
@@ -550,7 +551,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#net.abortHandshakes();
     this.#sessions.destroyAll();
     await Promise.all([...listeners, ...this.#retired]);
-    await Promise.all(this.#settled);
+    await this.#runner.settled();
     await Promise.all([...this.#groups.values()].map((group) => group.close()));
     await Promise.all(this.#retiredProbes);
     this.#collect[Symbol.dispose]();
@@ -756,253 +757,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * Refuses a connection whose certificate failed verification, or that has none: a
    * handshake failure named after its cause, closed with close_notify at once.
    */
-  #onSecure({ socket, listenerGroup, remote, linked }: SecureConnection): void {
-    if (this.#closing.signal.aborted) {
-      this.#refusals.deny(socket, { reason: "server_closing", remote });
-      return;
-    }
-    const head: Uint8Array[] = [];
-    let early = noop as (chunk: Uint8Array) => void;
-    if (!linked) {
-      // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
-      // keep what comes before the upstream is connected for forward(), up to max_buffer.
-      const max = this.#config.server.maxBuffer;
-      let held = 0;
-      early = (chunk: Uint8Array) => {
-        head.push(chunk);
-        held += chunk.length;
-        if (held > max) {
-          this.#overflowed.add(socket);
-          socket.destroy();
-        }
-      };
-      socket.on("data", early);
-    }
-    const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
-      log.error("Unexpected error serving {remote}: {error}", { remote, error });
-      socket.destroy();
-    });
-    this.#settled.add(done);
-    done.finally(() => this.#settled.delete(done));
-  }
-
-  /**
-   * The checks between the handshake and the limiter: certificate, validity, cipher,
-   * CRL, identity, route. Denies and returns `undefined`, or returns who may go where.
-   * Synchronous and separate from `#serve`, so that the certificate and everything read
-   * from it but the identity are garbage once it returns, not held for the connection's
-   * life by the suspended frame of `#serve`.
-   */
-  #admit(
-    socket: TLSSocket,
-    listenerGroup: string | undefined,
-    remote: string,
-    policy: Policy,
-  ): Admitted | undefined {
-    const servername = (socket as { servername?: string | false | null }).servername;
-    const cipher = socket.getCipher()?.standardName;
-    const verdict = admit({
-      chain: peerCertificateChain(socket),
-      authorized: socket.authorized,
-      authorizationError: socket.authorizationError?.toString(),
-      resumed: socket.isSessionReused(),
-      cipher,
-      listenerGroup,
-      sni: typeof servername === "string" ? servername : undefined,
-      alpn: offeredAlpn(socket),
-    }, { trust: this.#trust, policy, ciphers: this.#ciphers, now: this.#wall() });
-    if (!verdict.ok) {
-      const { identity, detail } = verdict;
-      if (verdict.stage === "handshake") {
-        return void this.#refusals.refuseCertificate(
-          socket,
-          remote,
-          verdict.reason,
-          identity,
-          detail,
-        );
-      }
-      return void this.#refusals.deny(socket, {
-        reason: verdict.reason,
-        remote,
-        ...(identity === undefined ? {} : { identity }),
-        ...(verdict.client === undefined ? {} : { client: verdict.client }),
-        ...(verdict.group === undefined ? {} : { group: verdict.group }),
-        ...(detail === undefined ? {} : { detail }),
-      });
-    }
-    const alpn = socket.alpnProtocol;
-    return {
-      client: verdict.client,
-      identity: verdict.identity,
-      group: verdict.group,
-      cipher: cipher!,
-      alpn: typeof alpn === "string" ? alpn : undefined,
-      servername: typeof servername === "string" ? servername : undefined,
-    };
-  }
-
-  async #serve(
-    socket: TLSSocket,
-    listenerGroup: string | undefined,
-    remote: string,
-    head: Uint8Array[],
-    early: (chunk: Uint8Array) => void,
-  ): Promise<void> {
-    // One configuration for the whole connection, even if a reload lands meanwhile.
-    const config = this.#config;
-    const admitted = this.#admit(socket, listenerGroup, remote, this.#policy);
-    if (admitted === undefined) return;
-    const { client, identity, cipher, alpn, servername } = admitted;
-    const group = this.#groups.get(admitted.group)!;
-    const groupConfig = group.config;
-    const base = { client: client.name, identity, group: admitted.group, remote };
-
-    let slot;
-    try {
-      slot = await this.#limiter.acquire(client.name, client.limits);
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) {
-        return this.#refusals.deny(socket, {
-          ...base,
-          reason: "limit_store_unavailable",
-          detail: error.message,
-        });
-      }
-      if (!(error instanceof ClientLimitError)) throw error;
-      this.#metrics.limiterRefusals[error.kind].inc();
-      return this.#refusals.deny(socket, {
-        ...base,
-        reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
-        detail: error.message,
-      });
-    }
-    using _slot = slot;
-
-    const connection = await this.#connectUpstream(socket, group, config);
-    if ("deny" in connection) {
-      return this.#refusals.deny(socket, {
-        ...base,
-        reason: connection.deny,
-        detail: connection.detail,
-      });
-    }
-    using lease = connection.lease;
-    const upstream = connection.socket;
-    group.passive.reportSuccess(lease.address, "connected");
-
-    if (groupConfig.proxyProtocol === "v2") {
-      upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
-    }
-    this.counters.accepted++;
-    this.counters.active++;
-    group.countAccepted(lease.address);
-    const session = this.#sessions.add({
-      socket,
-      upstream,
-      client: client.name,
-      group: admitted.group,
-    });
-    socket.off("data", early);
-    socket.off("end", noop);
-    try {
-      const result = await forward(socket, upstream, {
-        head,
-        maxBuffer: config.server.maxBuffer,
-        idleTimeout: config.server.idleTimeout,
-        signal: this.#closing.signal,
-        clock: this.#clock,
-        stats: group.stats,
-      });
-      // Only failures the upstream caused count: see forwardOutcome().
-      const outcome = forwardOutcome(result);
-      if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
-      else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
-      const record: ConnectionRecord = {
-        ...base,
-        upstream: lease.address,
-        bytesFromClient: result.bytesFromClient,
-        bytesFromUpstream: result.bytesFromUpstream,
-        durationMs: Math.round(result.durationMs),
-        reason: session.end ?? result.reason,
-      };
-      if (session.detail !== undefined) record.detail = session.detail;
-      if (result.reason === "buffer_overflow") {
-        this.#metrics.sessionEndFor("buffer_overflow").inc();
-        log.warn("Closed a connection of {client} to {group}: {reason}", {
-          client: client.name,
-          group: admitted.group,
-          reason: result.reason,
-          detail: `more than max_buffer (${
-            formatSize(config.server.maxBuffer)
-          }) waited to be written to one side`,
-        });
-      }
-      if (isLogged("info")) {
-        audit.info(
-          "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
-          { ...record, identity: summarize(identity) },
-        );
-      }
-      this.#emit("end", record);
-    } finally {
-      this.counters.active--;
-      this.#sessions.delete(session);
-    }
-  }
-
-  /**
-   * Dials an upstream of `group` for `socket`, giving up when the client's socket closes
-   * or the balancer closes meanwhile. A FIN from the client does not stop the dial: a
-   * half-closed client may still want its reply (as HAProxy does without
-   * `option abortonclose`), and forward() passes the FIN on once connected. A method of
-   * its own so that nothing it allocates stays referenced by the suspended frame of
-   * `#serve` for the connection's life.
-   */
-  async #connectUpstream(
-    socket: TLSSocket,
-    group: UpstreamGroup,
-    config: Config,
-  ): Promise<UpstreamConnection<Socket> | { deny: DenyReason; detail: string }> {
-    // One controller, aborted by either event: cheaper than AbortSignal.any() per connection.
-    const stop = new AbortController();
-    const onGone = () => stop.abort(new Error("Client closed before the upstream connected"));
-    const onClosing = () => stop.abort(this.#closing.signal.reason);
-    socket.once("close", onGone);
-    this.#closing.signal.addEventListener("abort", onClosing, { once: true });
-    try {
-      if (this.#closing.signal.aborted) onClosing();
-      const connection = await group.pool.connect({
-        dial: this.#dial,
-        timeout: config.server.connectTimeout,
-        attempts: 1 + config.server.connectRetries,
-        signal: stop.signal,
-        onDialFailure: (address, reason, error) => {
-          if (!isLocalDialError(error)) group.passive.reportFailure(address, reason);
-        },
-      });
-      if (connection.failures.length > 0) group.retries.inc(connection.failures.length);
-      return connection;
-    } catch (error) {
-      if (error instanceof UpstreamConnectError && error.attempts.length > 1) {
-        group.retries.inc(error.attempts.length - 1);
-      }
-      const deny: DenyReason = this.#closing.signal.aborted
-        ? "server_closing"
-        : this.#overflowed.has(socket)
-        ? "buffer_overflow"
-        : stop.signal.aborted
-        ? "client_gone"
-        : error instanceof NoHealthyUpstreamError
-        ? "no_healthy_upstream"
-        : "upstream_unavailable";
-      return { deny, detail: String(error) };
-    } finally {
-      socket.off("close", onGone);
-      this.#closing.signal.removeEventListener("abort", onClosing);
-    }
-  }
-
   /**
    * After a reload: ends the live connections the trust and policy now in force would
    * refuse (certificate revoked, CA removed, client removed, group withdrawn), unless
@@ -1046,16 +800,3 @@ function wantedListeners(config: Config): { address: string; group: string | und
 function contextOf(config: Config, tls: TlsMaterial): SecureContextOptions {
   return secureContextOptions(config.tls.ciphers, tls);
 }
-
-/** Who a connection is and where it may go, once `Balancer#admit` let it through. */
-interface Admitted {
-  client: ClientRule;
-  identity: CertIdentity;
-  /** The group it is routed to. */
-  group: string;
-  cipher: string;
-  alpn: string | undefined;
-  servername: string | undefined;
-}
-
-function noop(): void {}

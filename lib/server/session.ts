@@ -1,0 +1,385 @@
+/**
+ * A session: what follows a completed handshake. Admission (`admit`), the client's
+ * limits (`ClientLimiter`), an upstream of its group (the pool's least connections,
+ * with retries), the PROXY header, then `forward()` until either side ends, and one
+ * audit record. Refusals at any step are named and counted (`Refusals`); nothing of a
+ * refused connection reaches an upstream.
+ *
+ * @module
+ */
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { getLogger } from "@logtape/logtape";
+import type { Clock } from "../core/clock.ts";
+import { formatSize } from "../core/size.ts";
+import type { DenyReason } from "../core/reasons.ts";
+import type { Config } from "../config/mod.ts";
+import { isLogged } from "../control/logging.ts";
+import type { CertIdentity } from "../identity/certificate.ts";
+import type { ClientTrust } from "../identity/client_trust.ts";
+import { peerCertificateChain } from "../identity/_peer_certificate.ts";
+import { type ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
+import { StoreUnavailableError } from "../limiter/store.ts";
+import { offeredAlpn } from "../listener/_tls_server_hooks.ts";
+import type { SecureConnection } from "../listener/tls_listeners.ts";
+import { admit } from "../policy/admission.ts";
+import type { ClientRule, Policy } from "../policy/policy.ts";
+import { forward } from "../proxy/forward.ts";
+import { proxyHeader } from "../proxy/proxy_header.ts";
+import type { Dialer } from "../upstream/dial.ts";
+import {
+  NoHealthyUpstreamError,
+  UpstreamConnectError,
+  type UpstreamConnection,
+} from "../upstream/least_conn_pool.ts";
+import { forwardOutcome, isLocalDialError } from "../upstream/outlier_detector.ts";
+import type { BalancerMetrics } from "./_balancer_metrics.ts";
+import type { LiveSessions } from "./live_sessions.ts";
+import type { ConnectionRecord } from "./records.ts";
+import { type Refusals, summarize } from "./refusals.ts";
+import type { BalancerCounters } from "./status.ts";
+import type { UpstreamGroup } from "./upstream_group.ts";
+
+const log = getLogger(["mtlb", "server"]);
+const audit = getLogger(["mtlb", "audit"]);
+
+/** What a session reads of its balancer when it starts: one configuration for its life. */
+export interface SessionScope {
+  /** The configuration in force. */
+  config: Config;
+  /** Its clients and groups. */
+  policy: Policy;
+  /** Its CA bundle, CRLs and trust settings. */
+  trust: ClientTrust;
+  /** Its TLS 1.3 suites. */
+  ciphers: ReadonlySet<string>;
+  /** Its groups of upstreams. */
+  groups: ReadonlyMap<string, UpstreamGroup>;
+}
+
+/** What sessions need from their balancer. */
+export interface SessionRunnerOptions {
+  /** The time source of timeouts and durations. */
+  clock: Clock;
+  /** Wall-clock time (certificate and CRL validity). */
+  wall: () => number;
+  /** Opens upstream connections. */
+  dial: Dialer<Socket>;
+  /** The client limits. */
+  limiter: ClientLimiter;
+  /** The balancer's metric families. */
+  metrics: BalancerMetrics;
+  /** The balancer's counters. */
+  counters: BalancerCounters;
+  /** Where refusals go. */
+  refusals: Refusals;
+  /** The table of forwarded connections. */
+  sessions: LiveSessions;
+  /** Aborts when the balancer closes. */
+  closing: AbortSignal;
+  /** The configuration, policy, trust and groups in force. */
+  scope: () => SessionScope;
+  /** The audit record of each forwarded connection, when it ends. */
+  onEnd: (record: ConnectionRecord) => void;
+}
+
+/**
+ * Runs the sessions of a balancer.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const runner = new SessionRunner({ clock, wall, dial, limiter, metrics, counters, refusals, sessions, closing, scope, onEnd });
+ * listeners = new TlsListeners({ ..., onSecure: (connection) => runner.start(connection) });
+ * ```
+ */
+export class SessionRunner {
+  #o: SessionRunnerOptions;
+  #settled = new Set<Promise<void>>();
+  /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
+  #overflowed = new WeakSet<Socket>();
+
+  /**
+   * Creates the runner.
+   *
+   * @param options What sessions need from their balancer.
+   */
+  constructor(options: SessionRunnerOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Settles once every session started so far has ended.
+   *
+   * @returns When they have.
+   */
+  async settled(): Promise<void> {
+    await Promise.all(this.#settled);
+  }
+
+  /**
+   * Serves a completed handshake: admission, the client's limits, an upstream, the
+   * PROXY header, then forwarding until either side ends.
+   *
+   * @param connection The TLS socket, its listener's group and the client's address.
+   */
+  start({ socket, listenerGroup, remote, linked }: SecureConnection): void {
+    if (this.#o.closing.aborted) {
+      this.#o.refusals.deny(socket, { reason: "server_closing", remote });
+      return;
+    }
+    const head: Uint8Array[] = [];
+    let early = noop as (chunk: Uint8Array) => void;
+    if (!linked) {
+      // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
+      // keep what comes before the upstream is connected for forward(), up to max_buffer.
+      const max = this.#o.scope().config.server.maxBuffer;
+      let held = 0;
+      early = (chunk: Uint8Array) => {
+        head.push(chunk);
+        held += chunk.length;
+        if (held > max) {
+          this.#overflowed.add(socket);
+          socket.destroy();
+        }
+      };
+      socket.on("data", early);
+    }
+    const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
+      log.error("Unexpected error serving {remote}: {error}", { remote, error });
+      socket.destroy();
+    });
+    this.#settled.add(done);
+    done.finally(() => this.#settled.delete(done));
+  }
+
+  /**
+   * The checks between the handshake and the limiter: certificate, validity, cipher,
+   * CRL, identity, route. Denies and returns `undefined`, or returns who may go where.
+   * Synchronous and separate from `#serve`, so that the certificate and everything read
+   * from it but the identity are garbage once it returns, not held for the connection's
+   * life by the suspended frame of `#serve`.
+   */
+  #admit(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    remote: string,
+    scope: SessionScope,
+  ): Admitted | undefined {
+    const servername = (socket as { servername?: string | false | null }).servername;
+    const cipher = socket.getCipher()?.standardName;
+    const verdict = admit({
+      chain: peerCertificateChain(socket),
+      authorized: socket.authorized,
+      authorizationError: socket.authorizationError?.toString(),
+      resumed: socket.isSessionReused(),
+      cipher,
+      listenerGroup,
+      sni: typeof servername === "string" ? servername : undefined,
+      alpn: offeredAlpn(socket),
+    }, { trust: scope.trust, policy: scope.policy, ciphers: scope.ciphers, now: this.#o.wall() });
+    if (!verdict.ok) {
+      const { identity, detail } = verdict;
+      if (verdict.stage === "handshake") {
+        return void this.#o.refusals.refuseCertificate(
+          socket,
+          remote,
+          verdict.reason,
+          identity,
+          detail,
+        );
+      }
+      return void this.#o.refusals.deny(socket, {
+        reason: verdict.reason,
+        remote,
+        ...(identity === undefined ? {} : { identity }),
+        ...(verdict.client === undefined ? {} : { client: verdict.client }),
+        ...(verdict.group === undefined ? {} : { group: verdict.group }),
+        ...(detail === undefined ? {} : { detail }),
+      });
+    }
+    const alpn = socket.alpnProtocol;
+    return {
+      client: verdict.client,
+      identity: verdict.identity,
+      group: verdict.group,
+      cipher: cipher!,
+      alpn: typeof alpn === "string" ? alpn : undefined,
+      servername: typeof servername === "string" ? servername : undefined,
+    };
+  }
+
+  async #serve(
+    socket: TLSSocket,
+    listenerGroup: string | undefined,
+    remote: string,
+    head: Uint8Array[],
+    early: (chunk: Uint8Array) => void,
+  ): Promise<void> {
+    // One configuration for the whole connection, even if a reload lands meanwhile.
+    const scope = this.#o.scope();
+    const config = scope.config;
+    const admitted = this.#admit(socket, listenerGroup, remote, scope);
+    if (admitted === undefined) return;
+    const { client, identity, cipher, alpn, servername } = admitted;
+    const group = scope.groups.get(admitted.group)!;
+    const groupConfig = group.config;
+    const base = { client: client.name, identity, group: admitted.group, remote };
+
+    let slot;
+    try {
+      slot = await this.#o.limiter.acquire(client.name, client.limits);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) {
+        return this.#o.refusals.deny(socket, {
+          ...base,
+          reason: "limit_store_unavailable",
+          detail: error.message,
+        });
+      }
+      if (!(error instanceof ClientLimitError)) throw error;
+      this.#o.metrics.limiterRefusals[error.kind].inc();
+      return this.#o.refusals.deny(socket, {
+        ...base,
+        reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
+        detail: error.message,
+      });
+    }
+    using _slot = slot;
+
+    const connection = await this.#connectUpstream(socket, group, config);
+    if ("deny" in connection) {
+      return this.#o.refusals.deny(socket, {
+        ...base,
+        reason: connection.deny,
+        detail: connection.detail,
+      });
+    }
+    using lease = connection.lease;
+    const upstream = connection.socket;
+    group.passive.reportSuccess(lease.address, "connected");
+
+    if (groupConfig.proxyProtocol === "v2") {
+      upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
+    }
+    this.#o.counters.accepted++;
+    this.#o.counters.active++;
+    group.countAccepted(lease.address);
+    const session = this.#o.sessions.add({
+      socket,
+      upstream,
+      client: client.name,
+      group: admitted.group,
+    });
+    socket.off("data", early);
+    socket.off("end", noop);
+    try {
+      const result = await forward(socket, upstream, {
+        head,
+        maxBuffer: config.server.maxBuffer,
+        idleTimeout: config.server.idleTimeout,
+        signal: this.#o.closing,
+        clock: this.#o.clock,
+        stats: group.stats,
+      });
+      // Only failures the upstream caused count: see forwardOutcome().
+      const outcome = forwardOutcome(result);
+      if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
+      else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
+      const record: ConnectionRecord = {
+        ...base,
+        upstream: lease.address,
+        bytesFromClient: result.bytesFromClient,
+        bytesFromUpstream: result.bytesFromUpstream,
+        durationMs: Math.round(result.durationMs),
+        reason: session.end ?? result.reason,
+      };
+      if (session.detail !== undefined) record.detail = session.detail;
+      if (result.reason === "buffer_overflow") {
+        this.#o.metrics.sessionEndFor("buffer_overflow").inc();
+        log.warn("Closed a connection of {client} to {group}: {reason}", {
+          client: client.name,
+          group: admitted.group,
+          reason: result.reason,
+          detail: `more than max_buffer (${
+            formatSize(config.server.maxBuffer)
+          }) waited to be written to one side`,
+        });
+      }
+      if (isLogged("info")) {
+        audit.info(
+          "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
+          { ...record, identity: summarize(identity) },
+        );
+      }
+      this.#o.onEnd(record);
+    } finally {
+      this.#o.counters.active--;
+      this.#o.sessions.delete(session);
+    }
+  }
+
+  /**
+   * Dials an upstream of `group` for `socket`, giving up when the client's socket closes
+   * or the balancer closes meanwhile. A FIN from the client does not stop the dial: a
+   * half-closed client may still want its reply (as HAProxy does without
+   * `option abortonclose`), and forward() passes the FIN on once connected. A method of
+   * its own so that nothing it allocates stays referenced by the suspended frame of
+   * `#serve` for the connection's life.
+   */
+  async #connectUpstream(
+    socket: TLSSocket,
+    group: UpstreamGroup,
+    config: Config,
+  ): Promise<UpstreamConnection<Socket> | { deny: DenyReason; detail: string }> {
+    // One controller, aborted by either event: cheaper than AbortSignal.any() per connection.
+    const stop = new AbortController();
+    const onGone = () => stop.abort(new Error("Client closed before the upstream connected"));
+    const onClosing = () => stop.abort(this.#o.closing.reason);
+    socket.once("close", onGone);
+    this.#o.closing.addEventListener("abort", onClosing, { once: true });
+    try {
+      if (this.#o.closing.aborted) onClosing();
+      const connection = await group.pool.connect({
+        dial: this.#o.dial,
+        timeout: config.server.connectTimeout,
+        attempts: 1 + config.server.connectRetries,
+        signal: stop.signal,
+        onDialFailure: (address, reason, error) => {
+          if (!isLocalDialError(error)) group.passive.reportFailure(address, reason);
+        },
+      });
+      if (connection.failures.length > 0) group.retries.inc(connection.failures.length);
+      return connection;
+    } catch (error) {
+      if (error instanceof UpstreamConnectError && error.attempts.length > 1) {
+        group.retries.inc(error.attempts.length - 1);
+      }
+      const deny: DenyReason = this.#o.closing.aborted
+        ? "server_closing"
+        : this.#overflowed.has(socket)
+        ? "buffer_overflow"
+        : stop.signal.aborted
+        ? "client_gone"
+        : error instanceof NoHealthyUpstreamError
+        ? "no_healthy_upstream"
+        : "upstream_unavailable";
+      return { deny, detail: String(error) };
+    } finally {
+      socket.off("close", onGone);
+      this.#o.closing.removeEventListener("abort", onClosing);
+    }
+  }
+}
+
+/** Who a connection is and where it may go, once `SessionRunner#admit` let it through. */
+interface Admitted {
+  client: ClientRule;
+  identity: CertIdentity;
+  /** The group it is routed to. */
+  group: string;
+  cipher: string;
+  alpn: string | undefined;
+  servername: string | undefined;
+}
+
+function noop(): void {}
