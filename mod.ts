@@ -263,7 +263,6 @@ export {
 } from "./lib/redis/upstream_counts.ts";
 export {
   DEFAULT_COLLECT_TIMEOUT,
-  type ReleasedSlots,
   WORKER_MODULE,
   WORKER_MODULES_ROOT,
   WorkerBalancer,
@@ -271,10 +270,11 @@ export {
   type WorkerBalancerStatus,
   type WorkerExitRecord,
   type WorkerLifeState,
-  type WorkerLogging,
   type WorkerStartRecord,
   type WorkerStatus,
 } from "./lib/workers/worker_balancer.ts";
+export { type WorkerLogging } from "./lib/workers/worker_logging.ts";
+export { type ReleasedSlots } from "./lib/workers/ledger.ts";
 export {
   SharedState,
   SharedStateError,

@@ -3,7 +3,7 @@
  * serving the same listeners as its siblings (`reusePort`), counting connections
  * and client limits in the primary's `SharedState`, with the health the primary
  * probes and the ejections it decides. Loaded only with `new Worker(...)`; the
- * messages it understands and sends are {@linkcode ToWorker} and {@linkcode FromWorker}.
+ * messages it understands and sends are `ToWorker` and `FromWorker` (`_messages.ts`).
  *
  * Nothing here runs per connection: the Worker posts a message only for a passive
  * health signal (a failed dial, a reset before any byte, and the successes that end
@@ -13,98 +13,20 @@
  * @module
  */
 import { Balancer } from "../server/balancer.ts";
-import type { LoadedConfig } from "../server/lifecycle.ts";
-import type { BalancerStatus, DrainResult, ListenerInfo } from "../server/status.ts";
-import type {
-  DenyRecord,
-  HandshakeErrorRecord,
-  HealthReport,
-  PassiveHealthRecord,
-} from "../server/records.ts";
-import { SharedState, type SharedStateInit } from "./shared_state.ts";
+
+import type { DenyRecord, HandshakeErrorRecord, PassiveHealthRecord } from "../server/records.ts";
+import { SharedState } from "./shared_state.ts";
 import { configureLogging } from "../control/logging.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
-import { type SharedCount, WorkerLedger, type WorkerLogging } from "./worker_balancer.ts";
-
-/** Health reports by group name, as the primary's probes see them. */
-export type GroupHealthReports = Record<string, HealthReport[]>;
-
-/** An error as it crosses a thread: its name, message and the fields of a bind error. */
-export interface ErrorInfo {
-  /** The error's name, such as `Error` or `NotCapable`. */
-  name: string;
-  /** Its message. */
-  message: string;
-  /** A system error code, such as `EADDRINUSE`. */
-  code?: string;
-  /** The address of a bind error. */
-  address?: string;
-  /** The port of a bind error. */
-  port?: number;
-}
-
-/** Messages from the primary to a Worker. */
-export type ToWorker =
-  | {
-    type: "start";
-    /** The worker's number, from 1. */
-    index: number;
-    /** The configuration (listeners on port 0 already resolved) and TLS material. */
-    loaded: LoadedConfig;
-    shared: SharedStateInit;
-    /** This worker's {@linkcode WorkerLedger} memory. */
-    ledger: SharedArrayBuffer;
-    /** One 32-bit word: the open client connections of every worker. */
-    connections: SharedArrayBuffer;
-    /** The open-files limit the default connection caps derive from. */
-    fileDescriptorLimit: number | undefined;
-    /** How many workers share the listeners (each takes its share of `max_handshakes`). */
-    workers: number;
-    health: GroupHealthReports;
-    /** How to configure LogTape in the Worker; no logging without it. */
-    logging: WorkerLogging | undefined;
-    /** Where `collect` answers go, read synchronously by the primary. */
-    reply: MessagePort;
-    /** One 32-bit word set to 1 (and notified) after each `collect` answer. */
-    flag: SharedArrayBuffer;
-  }
-  | { type: "health"; group: string; report: HealthReport }
-  | {
-    type: "reload";
-    id: number;
-    loaded: LoadedConfig;
-    shared: SharedStateInit;
-    health: GroupHealthReports;
-  }
-  | { type: "drain"; timeout: number }
-  | { type: "close" }
-  | { type: "collect"; id: number };
-
-/** A refusal or failed handshake of a worker, relayed to the primary for `/denials`. */
-export type RelayedEvent =
-  | { type: "deny"; record: DenyRecord }
-  | { type: "handshake_error"; record: HandshakeErrorRecord };
-
-/** Messages from a Worker to the primary. */
-export type FromWorker =
-  | { type: "started"; listeners: ListenerInfo[] }
-  | { type: "failed"; error: ErrorInfo }
-  | { type: "reloaded"; id: number; listeners: ListenerInfo[]; error?: string }
-  | { type: "passive"; record: PassiveHealthRecord }
-  | { type: "denials"; records: RelayedEvent[] }
-  | { type: "draining" }
-  | { type: "drained"; result: DrainResult }
-  | { type: "closed" };
-
-/** The answer to `collect`, on the reply port. */
-export interface CollectReply {
-  /** The `collect` message's id. */
-  id: number;
-  /** The worker balancer's status; absent before it started. */
-  status?: BalancerStatus;
-  /** Its metrics, rendered. */
-  metrics?: string;
-}
+import type {
+  CollectReply,
+  ErrorInfo,
+  FromWorker,
+  GroupHealthReports,
+  RelayedEvent,
+  ToWorker,
+} from "./_messages.ts";
+import { type SharedCount, WorkerLedger } from "./ledger.ts";
 
 /** Refusals kept for one batch; the primary keeps as many for `/denials`. */
 const DENIAL_BATCH = 100;

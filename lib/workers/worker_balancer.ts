@@ -18,18 +18,21 @@
 import { connectionCaps, readFileDescriptorLimit } from "../listener/connection_caps.ts";
 import { formatDuration } from "../core/duration.ts";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
-import { receiveMessageOnPort } from "node:worker_threads";
+
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
-import type { Admission, LimiterStore } from "../limiter/store.ts";
+
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import { type Config, type GroupConfig, loadConfig, loadTlsMaterial } from "../config/mod.ts";
+import type { Config, GroupConfig } from "../config/mod.ts";
 import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
-import { isPanic, type UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import { isPanic } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
 import { logReload, plural } from "../server/reload_log.ts";
+import { defaultLoad } from "../server/options.ts";
+import { parseSamples, type Sample } from "../metrics/prometheus_text.ts";
+import { awaitAnswer } from "./_blocking_reply.ts";
 import { type LoadedConfig, ReloadError } from "../server/lifecycle.ts";
 import {
   addEjection,
@@ -44,15 +47,11 @@ import {
 } from "../server/status.ts";
 import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
 import type { HealthReport, ReloadRecord } from "../server/records.ts";
-import { SharedState, type SharedStateInit, type SharedStateOptions } from "./shared_state.ts";
+import { SharedState, type SharedStateOptions } from "./shared_state.ts";
+import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
-import type {
-  CollectReply,
-  ErrorInfo,
-  FromWorker,
-  GroupHealthReports,
-  ToWorker,
-} from "./_balancer_worker.ts";
+import type { ErrorInfo, FromWorker, GroupHealthReports, ToWorker } from "./_messages.ts";
+import type { WorkerLogging } from "./worker_logging.ts";
 
 const log = getLogger(["mtlb", "workers"]);
 
@@ -98,28 +97,6 @@ const SHARED = [
   "mtlb_handshakes_max",
   "mtlb_certificate_expiry_timestamp_seconds",
 ] as const;
-
-/** How the workers log: the options of `configureLogging` that can cross threads. */
-export interface WorkerLogging {
-  /**
-   * `auto` (text on a terminal, JSON lines otherwise), `text` or `json`.
-   *
-   * @default {"auto"}
-   */
-  format?: "auto" | "text" | "json";
-  /**
-   * The lowest level written for the `mtlb` categories.
-   *
-   * @default {"info"}
-   */
-  level?: "trace" | "debug" | "info" | "warning" | "error" | "fatal";
-  /**
-   * Whether stderr is a terminal.
-   *
-   * @default {Deno.stderr.isTerminal()}
-   */
-  terminal?: boolean;
-}
 
 /** Options of {@linkcode WorkerBalancer}. */
 export interface WorkerBalancerOptions {
@@ -245,11 +222,6 @@ interface ResolvedPorts {
   placeholders: NetServer[];
 }
 
-interface Sample {
-  labels: string[];
-  value: number;
-}
-
 type Samples = Map<string, Sample[]>;
 
 interface Figures {
@@ -326,7 +298,7 @@ interface Retired {
  *
  * @example Usage
  * ```ts ignore
- * import { AdminServer, loadConfig, loadTlsMaterial, WorkerBalancer } from "@mtlb/mtlb";
+ * import { AdminServer, WorkerBalancer } from "@mtlb/mtlb";
  *
  * const config = await loadConfig("config/lb.toml");
  * await using balancer = new WorkerBalancer({
@@ -1403,227 +1375,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 }
 
-/** A count shared by threads, such as the open connections `max_connections` caps. */
-export interface SharedCount {
-  /**
-   * Changes the count.
-   *
-   * @param delta The change.
-   * @returns The new count.
-   */
-  add(delta: number): number;
-}
-
-/** The shared state a {@linkcode WorkerLedger} gives back to. */
-export interface LedgerTargets {
-  /** The shared upstream counts. */
-  counts: UpstreamCounts;
-  /** The shared limiter store. */
-  store: LimiterStore;
-  /** The shared count of open client connections. */
-  connections: SharedCount;
-  /** The time for the store, on the workers' time base. */
-  now: number;
-}
-
-/** What {@linkcode WorkerLedger.reclaim} gave back. */
-export interface ReleasedSlots {
-  /** Upstream leases. */
-  upstreams: number;
-  /** Client slots. */
-  clients: number;
-  /** Open client connections. */
-  connections: number;
-}
-
-// Ledger layout, in 32-bit words: [upstream capacity, client capacity, open
-// connections] [one word per upstream slot] [one word per client slot].
-const LEDGER_HEADER = 3;
-
-/**
- * The connection slots one worker holds in the shared state, kept in shared memory
- * of its own so that the primary can give them back when the worker dies: every
- * change the worker makes to the upstream counts, the client slots and the open
- * connection count is mirrored here in the same synchronous call, so a worker that
- * dies between two tasks leaves an exact ledger.
- *
- * @example Give back what a worker held
- * ```ts
- * import { WorkerLedger } from "./worker_balancer.ts";
- * import { SharedState } from "./shared_state.ts";
- * import assert from "node:assert/strict";
- *
- * const state = new SharedState({ upstreams: 4, clients: 4 });
- * state.assign(["10.0.0.1:80"], ["alice"]);
- * let open = 0;
- * const connections = { add: (delta: number) => open += delta };
- * const memory = WorkerLedger.allocate({ upstreams: 4, clients: 4 });
- * // In the worker:
- * const ledger = new WorkerLedger(memory, state.init);
- * ledger.counts(state.upstreamCounts()).add("10.0.0.1:80", 1);
- * ledger.store(state.limiterStore()).tryAcquire("alice", { concurrent: 1 }, 0);
- * ledger.connections(connections).add(1);
- * // In the primary, once the worker is gone:
- * const released = new WorkerLedger(memory, state.init).reclaim({
- *   counts: state.upstreamCounts(),
- *   store: state.limiterStore(),
- *   connections,
- *   now: 0,
- * });
- * assert.deepEqual(released, { upstreams: 1, clients: 1, connections: 1 });
- * assert.equal(state.upstreamCounts().get("10.0.0.1:80"), 0);
- * assert.equal(open, 0);
- * ```
- */
-export class WorkerLedger {
-  #words: Int32Array;
-  #clientBase: number;
-  #upstreams: Map<string, number>;
-  #clients: Map<string, number>;
-
-  /**
-   * Allocates the memory of one ledger.
-   *
-   * @param options The capacities of the `SharedState` it mirrors.
-   * @returns The memory, to post to the worker.
-   */
-  static allocate(options: SharedStateOptions = {}): SharedArrayBuffer {
-    const upstreams = options.upstreams ?? 1024;
-    const clients = options.clients ?? 16384;
-    const buffer = new SharedArrayBuffer((LEDGER_HEADER + upstreams + clients) * 4);
-    new Int32Array(buffer, 0, 2).set([upstreams, clients]);
-    return buffer;
-  }
-
-  /**
-   * A view of a ledger.
-   *
-   * @param buffer Memory from {@linkcode WorkerLedger.allocate}.
-   * @param init The slots of the `SharedState` (its `init`).
-   */
-  constructor(buffer: SharedArrayBuffer, init: Pick<SharedStateInit, "upstreams" | "clients">) {
-    this.#words = new Int32Array(buffer);
-    this.#clientBase = LEDGER_HEADER + this.#words[0]!;
-    this.#upstreams = new Map(Object.entries(init.upstreams));
-    this.#clients = new Map(Object.entries(init.clients));
-  }
-
-  /**
-   * Takes the slots assigned since (after a reload).
-   *
-   * @param init The `SharedState`'s current `init`.
-   */
-  update(init: Pick<SharedStateInit, "upstreams" | "clients">): void {
-    this.#upstreams = new Map(Object.entries(init.upstreams));
-    this.#clients = new Map(Object.entries(init.clients));
-  }
-
-  /**
-   * Upstream counts that record this worker's share.
-   *
-   * @param inner The shared counts.
-   * @returns Counts to give the worker's balancer.
-   */
-  counts(inner: UpstreamCounts): UpstreamCounts {
-    const words = this.#words;
-    const slots = (): Map<string, number> => this.#upstreams;
-    return {
-      add(address: string, delta: number): number {
-        const next = inner.add(address, delta);
-        const slot = slots().get(address);
-        if (slot !== undefined) Atomics.add(words, LEDGER_HEADER + slot, delta);
-        return next;
-      },
-      get: (address: string): number => inner.get(address),
-    };
-  }
-
-  /**
-   * A limiter store that records this worker's client slots.
-   *
-   * @param inner The shared store.
-   * @returns A store to give the worker's balancer.
-   */
-  store(inner: LimiterStore): LimiterStore {
-    const take = (client: string, admission: Admission): Admission => {
-      if (admission.admitted) this.#add(client, 1);
-      return admission;
-    };
-    return {
-      tryAcquire: (client, limits, now) => {
-        const admission = inner.tryAcquire(client, limits, now);
-        return admission instanceof Promise
-          ? admission.then((a) => take(client, a))
-          : take(client, admission);
-      },
-      release: (client, now) => {
-        this.#add(client, -1);
-        return inner.release(client, now);
-      },
-    };
-  }
-
-  /**
-   * An open connection count that records this worker's share.
-   *
-   * @param inner The shared count.
-   * @returns A count to give the worker's balancer.
-   */
-  connections(inner: SharedCount): SharedCount {
-    const words = this.#words;
-    return {
-      add(delta: number): number {
-        const total = inner.add(delta);
-        Atomics.add(words, 2, delta);
-        return total;
-      },
-    };
-  }
-
-  /**
-   * Gives back everything the ledger holds and empties it. Call it only once the
-   * worker is gone.
-   *
-   * @param targets The shared state to give back to.
-   * @returns How many upstream leases, client slots and connections were given back.
-   */
-  reclaim(targets: LedgerTargets): ReleasedSlots {
-    const words = this.#words;
-    let upstreams = 0;
-    let clients = 0;
-    for (const [address, slot] of this.#upstreams) {
-      const held = Atomics.exchange(words, LEDGER_HEADER + slot, 0);
-      if (held === 0) continue;
-      try {
-        targets.counts.add(address, -held);
-        upstreams += held;
-      } catch (error) {
-        log.error("Cannot give back {held} leases of upstream {address}: {error}", {
-          held,
-          address,
-          error,
-        });
-      }
-    }
-    for (const [client, slot] of this.#clients) {
-      const held = Atomics.exchange(words, this.#clientBase + slot, 0);
-      for (let i = 0; i < held; i++) void targets.store.release(client, targets.now);
-      if (held > 0) clients += held;
-    }
-    const connections = Atomics.exchange(words, 2, 0);
-    if (connections !== 0) targets.connections.add(-connections);
-    return { upstreams, clients, connections };
-  }
-
-  #add(client: string, delta: number): void {
-    const slot = this.#clients.get(client);
-    if (slot !== undefined) Atomics.add(this.#words, this.#clientBase + slot, delta);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Helpers
-
 function newSlot(index: number): Slot {
   return {
     index,
@@ -1644,11 +1395,6 @@ function newSlot(index: number): Slot {
     restartTimer: undefined,
     last: undefined,
   };
-}
-
-async function defaultLoad(path: string): Promise<LoadedConfig> {
-  const config = await loadConfig(path);
-  return { config, tls: await loadTlsMaterial(config) };
 }
 
 function upstreamsOf(config: Config): string[] {
@@ -1689,89 +1435,4 @@ function errorFrom(info: ErrorInfo): Error {
   if (info.address !== undefined) error.address = info.address;
   if (info.port !== undefined) error.port = info.port;
   return error;
-}
-
-/**
- * Waits (blocking) for the `collect` answer `id` on `port`, until `deadline`
- * (`performance.now()` time); older answers that arrived late are dropped.
- */
-function awaitAnswer(
-  port: MessagePort,
-  flag: Int32Array,
-  id: number,
-  deadline: number,
-): CollectReply | undefined {
-  const read = (): CollectReply | undefined => {
-    for (;;) {
-      const received = receiveMessageOnPort(port as never) as
-        | { message: CollectReply }
-        | undefined;
-      if (received === undefined) return undefined;
-      if (received.message.id === id) return received.message;
-    }
-  };
-  for (;;) {
-    const answer = read();
-    if (answer !== undefined) return answer;
-    const left = deadline - performance.now();
-    if (left <= 0) return undefined;
-    Atomics.wait(flag, 0, 0, left);
-    Atomics.store(flag, 0, 0);
-    const again = read();
-    if (again !== undefined) return again;
-  }
-}
-
-/**
- * Reads the samples of a Prometheus text exposition as `MetricsRegistry.render`
- * writes it: per family name, each series' label values (in label order) and value.
- *
- * @example Usage
- * ```ts
- * import { parseSamples } from "./worker_balancer.ts";
- * import assert from "node:assert/strict";
- *
- * const samples = parseSamples(
- *   '# TYPE a counter\na{group="x \\"y\\"",upstream="h:1"} 3\nb +Inf\n',
- * );
- * assert.deepEqual(samples.get("a"), [{ labels: ['x "y"', "h:1"], value: 3 }]);
- * assert.deepEqual(samples.get("b"), [{ labels: [], value: Infinity }]);
- * ```
- *
- * @param text The exposition.
- * @returns The samples by family name, in order.
- */
-export function parseSamples(text: string): Map<string, { labels: string[]; value: number }[]> {
-  const samples: Samples = new Map();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const brace = line.indexOf("{");
-    const space = line.lastIndexOf(" ");
-    const name = line.slice(0, brace >= 0 && brace < space ? brace : space);
-    const labels: string[] = [];
-    if (brace >= 0 && brace < space) {
-      let i = brace + 1;
-      while (line[i] !== "}") {
-        i = line.indexOf('"', i) + 1;
-        let value = "";
-        for (; line[i] !== '"'; i++) {
-          if (line[i] === "\\") {
-            i++;
-            value += line[i] === "n" ? "\n" : line[i];
-          } else {
-            value += line[i];
-          }
-        }
-        labels.push(value);
-        i++;
-        if (line[i] === ",") i++;
-      }
-    }
-    const raw = line.slice(space + 1);
-    const value = raw === "+Inf" ? Infinity : raw === "-Inf" ? -Infinity : Number(raw);
-    let list = samples.get(name);
-    if (list === undefined) samples.set(name, list = []);
-    list.push({ labels, value });
-  }
-  return samples;
 }
