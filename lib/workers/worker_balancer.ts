@@ -33,7 +33,7 @@ import { logReload, plural } from "../server/reload_log.ts";
 import { defaultLoad } from "../server/options.ts";
 import { parseSamples, type Sample } from "../metrics/prometheus_text.ts";
 import { awaitAnswer } from "./_blocking_reply.ts";
-import { type LoadedConfig, ReloadError } from "../server/lifecycle.ts";
+import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
 import {
   addEjection,
   addProbeState,
@@ -46,7 +46,7 @@ import {
   type UpstreamState,
 } from "../server/status.ts";
 import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
-import type { HealthReport, ReloadRecord } from "../server/records.ts";
+import type { HealthReport } from "../server/records.ts";
 import { SharedState, type SharedStateOptions } from "./shared_state.ts";
 import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
@@ -349,15 +349,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     handshakeFailures: new Map(),
     groups: new Map(),
   };
-  #state: BalancerState = "idle";
-  #starting = false;
-  #startedAt: number | undefined;
-  #loadedAt: number;
-  #lastReload: ReloadRecord | undefined;
+  #life: Lifecycle;
   /** Reloads and restarts, one at a time. */
   #queue: Promise<void> = Promise.resolve();
-  #draining: Promise<DrainResult> | undefined;
-  #closed: Promise<void> | undefined;
   #nextId = 0;
 
   /**
@@ -390,7 +384,23 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#shared = new SharedState(this.#sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
-    this.#loadedAt = this.#wall();
+    this.#life = new Lifecycle({
+      events: this,
+      wall: this.#wall,
+      metrics: this.#metrics,
+      steps: {
+        path: () => this.#loaded.config.path,
+        // Reloads and worker restarts take turns.
+        apply: (next) => {
+          const run = this.#queue.then(() => this.#reload(next));
+          this.#queue = run.catch(() => {});
+          return run;
+        },
+        applied: () => this.#metrics.configLoaded.set(this.#life.loadedAt / 1000),
+        drain: (timeout) => this.#drain(timeout),
+        shutdown: () => this.#shutdown(),
+      },
+    });
   }
 
   /**
@@ -403,8 +413,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    *   the first failure, with the `code`, `address` and `port` of a bind error.
    */
   async start(): Promise<void> {
-    if (this.#starting) throw new Error("Cannot start worker balancer: already started");
-    this.#starting = true;
+    this.#life.begin();
     const { config } = this.#loaded;
     let placeholders: NetServer[] = [];
     try {
@@ -413,7 +422,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         this.#probes.set(group.name, this.#newProbe(group));
       }
       await Promise.all([...this.#probes.values()].map((p) => p.ready));
-      if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
+      this.#life.assertIdle();
       const resolved = await this.#resolvePorts(config);
       placeholders = resolved.placeholders;
       this.#effective = { config: resolved.config, tls: this.#loaded.tls };
@@ -428,17 +437,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     } finally {
       await closeAll(placeholders);
     }
-    if (this.#state !== "idle") throw new Error(`Cannot start balancer: it is ${this.#state}`);
-    this.#startedAt = this.#wall();
-    this.#loadedAt = this.#startedAt;
-    this.#metrics.configLoaded.set(this.#loadedAt / 1000);
-    this.#setState("serving");
+    this.#life.serving();
+    this.#metrics.configLoaded.set(this.#life.loadedAt / 1000);
     log.info(`Started {workers} ${plural(this.#count, "worker")}`, { workers: this.#count });
   }
 
   /** The life-cycle state. */
   get state(): BalancerState {
-    return this.#state;
+    return this.#life.state;
   }
 
   /** The configuration in use (the latest one a reload applied). */
@@ -584,8 +590,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     }));
     const first = statuses[0];
     const status: WorkerBalancerStatus = {
-      state: this.#state,
-      config: { path: config.path, loadedAt: new Date(this.#loadedAt).toISOString() },
+      state: this.#life.state,
+      config: { path: config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
       connections: {
         open,
         handshaking,
@@ -620,8 +626,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         return worker;
       }),
     };
-    if (this.#startedAt !== undefined) status.startedAt = new Date(this.#startedAt).toISOString();
-    if (this.#lastReload !== undefined) status.lastReload = { ...this.#lastReload };
+    const { startedAt, lastReload } = this.#life;
+    if (startedAt !== undefined) status.startedAt = new Date(startedAt).toISOString();
+    if (lastReload !== undefined) status.lastReload = lastReload;
     return status;
   }
 
@@ -640,9 +647,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    *   cannot be read or applied by every worker; the old one keeps running.
    */
   reload(next?: LoadedConfig): Promise<void> {
-    const run = this.#queue.then(() => this.#reload(next));
-    this.#queue = run.catch(() => {});
-    return run;
+    return this.#life.reload(next);
   }
 
   /**
@@ -655,8 +660,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns The connections closed by force over all workers, and how long it took.
    */
   drain(timeout: number = this.#loaded.config.server.drainTimeout): Promise<DrainResult> {
-    this.#draining ??= this.#drain(timeout);
-    return this.#draining;
+    return this.#life.drain(timeout);
   }
 
   /**
@@ -665,8 +669,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns When every worker thread is gone.
    */
   close(): Promise<void> {
-    this.#closed ??= this.#shutdown();
-    return this.#closed;
+    return this.#life.close();
   }
 
   /**
@@ -787,14 +790,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     slot.drained?.resolve({ forced: 0, durationMs: 0 });
     slot.closed?.resolve();
     const record: WorkerExitRecord = { index: slot.index, error, released };
-    if (wasServing && this.#state === "serving") {
+    if (wasServing && this.#life.state === "serving") {
       record.restartInMs = this.#scheduleRestart(slot);
       log.error(
         "Worker {index} died: {error}; its {connections} connections are lost, their {upstreams} upstream and {clients} client slots given back; restarting it in {delay} ms",
         { index: slot.index, error, ...released, delay: record.restartInMs },
       );
     } else {
-      slot.state = this.#state === "serving" ? slot.state : "closed";
+      slot.state = this.#life.state === "serving" ? slot.state : "closed";
       log.error("Worker {index} died: {error}", { index: slot.index, error, ...released });
     }
     this.#emit("worker_exit", record);
@@ -840,12 +843,12 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   async #restart(slot: Slot): Promise<void> {
-    if (this.#state !== "serving" || slot.state !== "restarting") return;
+    if (this.#life.state !== "serving" || slot.state !== "restarting") return;
     try {
       await this.#spawn(slot);
     } catch (error) {
       if (slot.worker !== undefined) this.#retire(slot);
-      if (this.#state !== "serving") {
+      if (this.#life.state !== "serving") {
         slot.state = "closed";
         return;
       }
@@ -953,41 +956,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   // Reload
 
   async #reload(next: LoadedConfig | undefined): Promise<void> {
-    const path = next?.config.path ?? this.#loaded.config.path;
-    let previous: LoadedConfig | undefined;
-    let applied: LoadedConfig | undefined;
-    try {
-      if (this.#state !== "serving") {
-        throw new Error(`the balancer is ${this.#state}, not serving`);
-      }
-      const loaded = next ?? await this.#load(this.#loaded.config.path);
-      previous = this.#loaded;
-      await this.#apply(loaded);
-      applied = loaded;
-    } catch (error) {
-      const message = errorText(error);
-      this.#metrics.reloads.failure.inc();
-      this.#metrics.lastReloadSuccessful.set(0);
-      this.#lastReload = {
-        outcome: "failure",
-        at: new Date(this.#wall()).toISOString(),
-        path,
-        error: message,
-      };
-      log.error("Reload of {path} failed; the running configuration stays: {error}", {
-        path,
-        error: message,
-      });
-      this.#emit("reload", { ...this.#lastReload });
-      throw new ReloadError(`Cannot reload: ${message}`, { cause: error });
+    if (this.#life.state !== "serving") {
+      throw new Error(`the balancer is ${this.#life.state}, not serving`);
     }
-    this.#metrics.reloads.success.inc();
-    this.#metrics.lastReloadSuccessful.set(1);
-    this.#lastReload = { outcome: "success", at: new Date(this.#wall()).toISOString(), path };
-    if (previous !== undefined && applied !== undefined) {
-      logReload(previous.config, applied.config, previous.tls, applied.tls);
-    }
-    this.#emit("reload", { ...this.#lastReload });
+    const loaded = next ?? await this.#load(this.#loaded.config.path);
+    const previous = this.#loaded;
+    await this.#apply(loaded);
+    logReload(previous.config, loaded.config, previous.tls, loaded.tls);
   }
 
   async #apply(loaded: LoadedConfig): Promise<void> {
@@ -1022,7 +997,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let resolved: ResolvedPorts | undefined;
     try {
       await Promise.all([...added.values(), ...kept].map((p) => p.ready));
-      if (this.#state !== "serving") throw new Error(`the balancer started ${this.#state}`);
+      if (this.#life.state !== "serving") {
+        throw new Error(`the balancer started ${this.#life.state}`);
+      }
       resolved = await this.#resolvePorts(config);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
       const health = this.#healthReports(new Map([...this.#probes, ...added]));
@@ -1057,8 +1034,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       this.#ports = resolved.ports;
       const answered = results.find((r) => r.error === undefined && !r.exited);
       if (answered !== undefined) this.#listeners = answered.listeners;
-      this.#loadedAt = this.#wall();
-      this.#metrics.configLoaded.set(this.#loadedAt / 1000);
     } catch (error) {
       await revert();
       throw error;
@@ -1069,7 +1044,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
 
   /** Puts the running configuration back in workers that took a failed reload. */
   async #rollBack(slots: Slot[]): Promise<void> {
-    if (slots.length === 0 || this.#state !== "serving") return;
+    if (slots.length === 0 || this.#life.state !== "serving") return;
     const health = this.#healthReports();
     const results = await Promise.all(
       slots.map((slot) => this.#reloadWorker(slot, this.#effective, health)),
@@ -1084,7 +1059,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       );
       await this.#closeWorker(slot);
       this.#retire(slot);
-      if (this.#state === "serving") this.#scheduleRestart(slot);
+      if (this.#life.state === "serving") this.#scheduleRestart(slot);
     }));
   }
 
@@ -1139,12 +1114,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
 
   async #drain(timeout: number): Promise<DrainResult> {
     const started = this.#clock.now();
-    if (this.#state === "closed" || this.#closed !== undefined) {
-      await this.close();
-      return { forced: 0, durationMs: 0 };
-    }
-    this.#setState("draining");
-    this.#metrics.draining.set(1);
     this.#cancelRestarts();
     await this.#settleStarts();
     const live = this.#slots.filter((s) => s.worker !== undefined && s.state === "serving");
@@ -1175,7 +1144,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   async #shutdown(): Promise<void> {
-    this.#setState("closed");
     this.#cancelRestarts();
     await this.#settleStarts();
     // Keep the final figures: status() still answers after close.
@@ -1228,12 +1196,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   /** Waits for workers being started to serve or fail. */
   async #settleStarts(): Promise<void> {
     await Promise.allSettled(this.#slots.map((s) => s.starting?.promise));
-  }
-
-  #setState(state: BalancerState): void {
-    if (this.#state === state) return;
-    this.#state = state;
-    this.#emit("state", state);
   }
 
   #emit(type: string, detail: unknown): void {
