@@ -35,6 +35,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { errorMessage } from "../core/errors.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../core/address.ts";
 import { dashboardResponse, RELOAD_HEADER } from "./dashboard.ts";
 import { type CounterSeries, MetricsRegistry } from "../metrics/registry.ts";
@@ -346,7 +347,7 @@ export class AdminServer implements AsyncDisposable {
         } catch (error) {
           return json(500, {
             outcome: "failure",
-            error: error instanceof Error ? error.message : String(error),
+            error: errorMessage(error),
           });
         }
       default:

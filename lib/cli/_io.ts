@@ -16,11 +16,6 @@ export interface Io {
   version: string;
 }
 
-/** The message of an error, or the thrown value as text. */
-export function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** A certificate subject on one line: its parts joined by commas. */
 export function oneLine(subject: string): string {
   return subject.split("\n").filter((part) => part !== "").join(", ");

@@ -12,7 +12,8 @@ import { type CliCommand, DEFAULT_CLIENTS, DEFAULT_CONFIG, DEFAULT_SERVER_NAMES 
 import { sniGroupNames } from "./sni_coverage.ts";
 import { readConfig } from "./_read_config.ts";
 import { EXIT_OK, EXIT_USAGE } from "./exit_codes.ts";
-import { errorText, type Io } from "./_io.ts";
+import type { Io } from "./_io.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /**
  * Runs `certs`: a new PKI in `command.dir` (or a replacement with `--force`), else
@@ -95,13 +96,13 @@ export async function certsCommand(
     if (error instanceof Deno.errors.AlreadyExists) {
       io.err(
         `${
-          errorText(error).replace(/, pass overwrite to replace it$/, "")
+          errorMessage(error).replace(/, pass overwrite to replace it$/, "")
         }: refusing to overwrite; pass --force to replace the whole PKI\n`,
       );
       return EXIT_USAGE;
     }
     if (error instanceof TypeError) {
-      io.err(`${errorText(error)}\n`);
+      io.err(`${errorMessage(error)}\n`);
       return EXIT_USAGE;
     }
     throw error;
@@ -162,13 +163,13 @@ async function addToPki(
     if (error instanceof Deno.errors.AlreadyExists) {
       io.err(
         `${
-          errorText(error)
+          errorMessage(error)
         }: refusing to overwrite; name other clients, or pass --force to replace the whole PKI\n`,
       );
       return EXIT_USAGE;
     }
     if (error instanceof Deno.errors.NotFound || error instanceof TypeError) {
-      io.err(`${errorText(error)}\n`);
+      io.err(`${errorMessage(error)}\n`);
       return EXIT_USAGE;
     }
     throw error;

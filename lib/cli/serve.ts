@@ -34,7 +34,8 @@ import { sniCoverageWarning } from "./sni_coverage.ts";
 import type { StopSignals } from "./signals.ts";
 import { readAdminToken, readConfig, readTls } from "./_read_config.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "./exit_codes.ts";
-import { errorText, type Io } from "./_io.ts";
+import type { Io } from "./_io.ts";
+import { errorMessage } from "../core/errors.ts";
 
 const log = getLogger(["mtlb", "main"]);
 
@@ -60,7 +61,7 @@ export async function serveCommand(
   try {
     assertSupportedRuntime();
   } catch (error) {
-    io.err(`${errorText(error)}\n`);
+    io.err(`${errorMessage(error)}\n`);
     return EXIT_FAILURE;
   }
   const args = ["--config", resolve(command.config)];
@@ -312,7 +313,7 @@ function bindFailure(error: unknown): string {
   }
   if (code === "EADDRNOTAVAIL") return `address${where} is not an address of this machine`;
   if (error instanceof Deno.errors.NotCapable) {
-    return `${errorText(error)} (listeners on host names resolve to addresses Deno must allow)`;
+    return `${errorMessage(error)} (listeners on host names resolve to addresses Deno must allow)`;
   }
-  return errorText(error);
+  return errorMessage(error);
 }

@@ -3,11 +3,7 @@
  *
  * @module
  */
-
-/** The message of an error, or the thrown value as text. */
-export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
+import { errorMessage } from "../core/errors.ts";
 
 /** Why a file named by the config could not be read, without the OS error's repetition of the path. */
 export function fileError(error: unknown): string {

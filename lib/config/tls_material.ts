@@ -9,7 +9,8 @@ import { CrlError, type CrlInfo, crlToPem, RevocationList } from "../identity/cr
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/trust_store.ts";
 import { ConfigError } from "./config_error.ts";
 import type { Config } from "./types.ts";
-import { errorMessage, fileError } from "./_file_error.ts";
+import { fileError } from "./_file_error.ts";
+import { errorMessage } from "../core/errors.ts";
 import { rememberedLine } from "./_section_lines.ts";
 
 /** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */

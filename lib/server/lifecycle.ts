@@ -6,6 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { errorMessage } from "../core/errors.ts";
 import type { GaugeSeries } from "../metrics/registry.ts";
 import type { Config, TlsMaterial } from "../config/mod.ts";
 import type { ReloadRecord } from "./records.ts";
@@ -247,7 +248,7 @@ export class Lifecycle {
       }
       await steps.apply(next);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       metrics.reloads.failure.inc();
       metrics.lastReloadSuccessful.set(0);
       this.#lastReload = {
