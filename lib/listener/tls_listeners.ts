@@ -14,7 +14,6 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import type { Clock, TimerId } from "../core/clock.ts";
 import type { HandshakeFailure } from "../core/reasons.ts";
-import type { CertIdentity } from "../identity/certificate.ts";
 import type { ConnectionCaps } from "./connection_caps.ts";
 import {
   type ClientHelloInfo,
@@ -95,12 +94,6 @@ export interface HandshakeFailureRecord {
   reason: HandshakeFailure;
   /** The client's address, `host:port`, when known. */
   remote: string;
-  /**
-   * The certificate's identity, when the client presented one.
-   *
-   * @default {undefined}
-   */
-  identity?: CertIdentity;
   /**
    * Detail for the log: the runtime's error code, or what failed in the certificate.
    *
