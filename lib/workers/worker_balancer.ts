@@ -50,7 +50,8 @@ import type { HealthReport } from "../server/records.ts";
 import { SharedState, type SharedStateOptions } from "./shared_state.ts";
 import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
-import type { ErrorInfo, FromWorker, GroupHealthReports, ToWorker } from "./_messages.ts";
+import { errorFrom, type FromWorker, type GroupHealthReports, type ToWorker } from "./_messages.ts";
+import { errorMessage } from "../core/errors.ts";
 import type { WorkerLogging } from "./worker_logging.ts";
 
 const log = getLogger(["mtlb", "workers"]);
@@ -855,7 +856,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       const delay = this.#scheduleRestart(slot);
       log.error("Worker {index} could not restart: {error}; trying again in {delay} ms", {
         index: slot.index,
-        error: errorText(error),
+        error: errorMessage(error),
         delay,
       });
       return;
@@ -1379,22 +1380,4 @@ function describeFailures(failed: { slot: Slot; error: string }[]): string {
   const reasons = new Set(failed.map((f) => f.error));
   if (reasons.size === 1) return [...reasons][0]!;
   return failed.map((f) => `worker ${f.slot.index}: ${f.error}`).join("; ");
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** An error from a worker, with the fields `bindFailure` and callers look at. */
-function errorFrom(info: ErrorInfo): Error {
-  const error = new Error(info.message) as Error & {
-    code?: string;
-    address?: string;
-    port?: number;
-  };
-  error.name = info.name;
-  if (info.code !== undefined) error.code = info.code;
-  if (info.address !== undefined) error.address = info.address;
-  if (info.port !== undefined) error.port = info.port;
-  return error;
 }
