@@ -53,20 +53,11 @@ import { BalancerMetrics } from "../server/_balancer_metrics.ts";
 import { errorFrom, type FromWorker, type GroupHealthReports, type ToWorker } from "./_messages.ts";
 import { errorMessage } from "../core/errors.ts";
 import type { WorkerLogging } from "./worker_logging.ts";
+import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
+import type { WorkerBalancerStatus, WorkerLifeState, WorkerStatus } from "./status.ts";
+import type { WorkerExitRecord } from "./records.ts";
 
 const log = getLogger(["mtlb", "workers"]);
-
-/** The module each worker runs. */
-export const WORKER_MODULE: URL = new URL("./_balancer_worker.ts", import.meta.url);
-
-/**
- * The folder a worker loads its modules from (mtlb's `lib/`): Deno needs read
- * permission for it.
- */
-export const WORKER_MODULES_ROOT: URL = new URL("../", import.meta.url);
-
-/** How long `status()` and `/metrics` wait for the workers' figures, ms. */
-export const DEFAULT_COLLECT_TIMEOUT = 2000;
 
 /** A worker that lived this long before it died is restarted at once, ms. */
 const STABLE_AFTER = 60_000;
@@ -98,123 +89,6 @@ const SHARED = [
   "mtlb_handshakes_max",
   "mtlb_certificate_expiry_timestamp_seconds",
 ] as const;
-
-/** Options of {@linkcode WorkerBalancer}. */
-export interface WorkerBalancerOptions {
-  /** A validated configuration (see `loadConfig`). */
-  config: Config;
-  /** The PEM material the configuration names (see `loadTlsMaterial`). */
-  tls: LoadedConfig["tls"];
-  /**
-   * The number of workers, at least 1.
-   *
-   * @default {config.server.workers, else navigator.hardwareConcurrency}
-   */
-  workers?: number;
-  /**
-   * Reads the configuration again for {@linkcode WorkerBalancer.reload} called
-   * without arguments; it should throw on anything it will not run.
-   *
-   * @default {loadConfig(path), then loadTlsMaterial}
-   */
-  load?: (path: string) => Promise<LoadedConfig>;
-  /**
-   * The active health check the primary runs.
-   *
-   * @default {tcpCheck}
-   */
-  healthCheck?: HealthCheck;
-  /**
-   * Time source of the primary: health probes, restart delays, drain duration.
-   *
-   * @default {systemClock}
-   */
-  clock?: Clock;
-  /**
-   * Wall-clock time, ms since the epoch: the timestamps of the status.
-   *
-   * @default {Date.now}
-   */
-  wallClock?: () => number;
-  /**
-   * How each worker configures LogTape (its records go to stderr, as the primary's
-   * do); workers log nothing without it.
-   *
-   * @default {undefined}
-   */
-  logging?: WorkerLogging;
-  /**
-   * Capacity of the shared counts: upstream addresses and client names ever
-   * configured, reloads included.
-   *
-   * @default {{ upstreams: 1024, clients: 16384 }}
-   */
-  shared?: SharedStateOptions;
-  /**
-   * The module each worker runs; another one must import `_balancer_worker.ts` and
-   * add only instrumentation (tests use one that can crash on demand).
-   *
-   * @default {WORKER_MODULE}
-   */
-  module?: URL;
-  /**
-   * How long `status()` and `metrics.render()` wait for each worker's figures, ms;
-   * a worker that does not answer in time is counted with its previous figures.
-   *
-   * @default {DEFAULT_COLLECT_TIMEOUT}
-   */
-  collectTimeout?: number;
-  /**
-   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
-   * and `max_handshakes` derive from.
-   *
-   * @default {read from /proc/self/limits when allowed, else 32768}
-   */
-  fileDescriptorLimit?: number;
-}
-
-/** The life of one worker. */
-export type WorkerLifeState = "starting" | "serving" | "restarting" | "draining" | "closed";
-
-/** One worker in {@linkcode WorkerBalancerStatus}. */
-export interface WorkerStatus {
-  /** The worker's number, from 1. */
-  index: number;
-  /** Its state. */
-  state: WorkerLifeState;
-  /** How many times it was restarted after dying. */
-  restarts: number;
-  /** When its current thread started serving, ISO 8601. */
-  startedAt?: string;
-  /** Its share of the connections, when it answered. */
-  connections?: { open: number; active: number; accepted: number };
-}
-
-/** The status of a {@linkcode WorkerBalancer}: the sum over its workers, and each worker. */
-export interface WorkerBalancerStatus extends BalancerStatus {
-  /** The workers. */
-  workers: WorkerStatus[];
-}
-
-/** Detail of a `"worker_exit"` event: a worker died. */
-export interface WorkerExitRecord {
-  /** The worker's number, from 1. */
-  index: number;
-  /** Why it died. */
-  error: string;
-  /** What it held that was given back: upstream leases, client slots, open connections. */
-  released: ReleasedSlots;
-  /** When it is restarted, ms from now; absent when it is not (the balancer is stopping). */
-  restartInMs?: number;
-}
-
-/** Detail of a `"worker_start"` event: a worker (re)started serving. */
-export interface WorkerStartRecord {
-  /** The worker's number, from 1. */
-  index: number;
-  /** How many times it was restarted. */
-  restarts: number;
-}
 
 /** A config with its listeners on port 0 bound, and the sockets holding those ports. */
 interface ResolvedPorts {
