@@ -17,10 +17,10 @@
  */
 import { connectionCaps, readFileDescriptorLimit } from "../listener/connection_caps.ts";
 import { formatDuration } from "../core/duration.ts";
-import { createServer as createNetServer, type Server as NetServer } from "node:net";
+import type { Server as NetServer } from "node:net";
 
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort, parseHostPort } from "../core/address.ts";
+import { formatHostPort } from "../core/address.ts";
 
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import type { Config, GroupConfig } from "../config/mod.ts";
@@ -56,6 +56,7 @@ import type { WorkerLogging } from "./worker_logging.ts";
 import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
 import type { WorkerBalancerStatus, WorkerLifeState, WorkerStatus } from "./status.ts";
 import type { WorkerExitRecord } from "./records.ts";
+import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
 
 const log = getLogger(["mtlb", "workers"]);
 
@@ -89,13 +90,6 @@ const SHARED = [
   "mtlb_handshakes_max",
   "mtlb_certificate_expiry_timestamp_seconds",
 ] as const;
-
-/** A config with its listeners on port 0 bound, and the sockets holding those ports. */
-interface ResolvedPorts {
-  config: Config;
-  ports: Map<string, string>;
-  placeholders: NetServer[];
-}
 
 type Samples = Map<string, Sample[]>;
 
@@ -298,7 +292,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       }
       await Promise.all([...this.#probes.values()].map((p) => p.ready));
       this.#life.assertIdle();
-      const resolved = await this.#resolvePorts(config);
+      const resolved = await resolvePorts(config, this.#ports);
       placeholders = resolved.placeholders;
       this.#effective = { config: resolved.config, tls: this.#loaded.tls };
       this.#ports = resolved.ports;
@@ -310,7 +304,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       await this.close();
       throw error;
     } finally {
-      await closeAll(placeholders);
+      await closePlaceholders(placeholders);
     }
     this.#life.serving();
     this.#metrics.configLoaded.set(this.#life.loadedAt / 1000);
@@ -875,7 +869,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       if (this.#life.state !== "serving") {
         throw new Error(`the balancer started ${this.#life.state}`);
       }
-      resolved = await this.#resolvePorts(config);
+      resolved = await resolvePorts(config, this.#ports);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
       const health = this.#healthReports(new Map([...this.#probes, ...added]));
       const live = this.#slots.filter((s) => s.state === "serving");
@@ -913,7 +907,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       await revert();
       throw error;
     } finally {
-      await closeAll(resolved?.placeholders ?? []);
+      await closePlaceholders(resolved?.placeholders ?? []);
     }
   }
 
@@ -936,52 +930,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       this.#retire(slot);
       if (this.#life.state === "serving") this.#scheduleRestart(slot);
     }));
-  }
-
-  /**
-   * Binds the listeners on port 0 of a config to one port for every worker: a
-   * placeholder socket (`SO_REUSEPORT`) holds the port while the workers bind it, and
-   * is closed once they have. Listeners kept from the running config keep their port.
-   */
-  async #resolvePorts(config: Config): Promise<ResolvedPorts> {
-    const ports = new Map<string, string>();
-    const placeholders: NetServer[] = [];
-    const resolve = async (address: string, group: string | undefined): Promise<string> => {
-      const { hostname, port } = parseHostPort(address);
-      if (port !== 0) return address;
-      const key = `${group ?? ""} ${address}`;
-      let bound = this.#ports.get(key);
-      if (bound === undefined) {
-        const server = createNetServer();
-        server.on("connection", (socket) => socket.destroy());
-        placeholders.push(server);
-        await new Promise<void>((done, fail) => {
-          server.once("error", fail);
-          server.listen({ host: hostname, port: 0, reusePort: true }, () => {
-            server.off("error", fail);
-            done();
-          });
-        });
-        const { port: picked } = server.address() as { port: number };
-        bound = formatHostPort({ hostname, port: picked });
-      }
-      ports.set(key, bound);
-      return bound;
-    };
-    try {
-      const server = config.server.listen === undefined
-        ? config.server
-        : { ...config.server, listen: await resolve(config.server.listen, undefined) };
-      const groups = new Map(config.groups);
-      for (const group of config.groups.values()) {
-        if (group.listen === undefined) continue;
-        groups.set(group.name, { ...group, listen: await resolve(group.listen, group.name) });
-      }
-      return { config: { ...config, server, groups }, ports, placeholders };
-    } catch (error) {
-      await closeAll(placeholders);
-      throw error;
-    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -1236,14 +1184,6 @@ function newSlot(index: number): Slot {
 
 function upstreamsOf(config: Config): string[] {
   return [...config.groups.values()].flatMap((g) => g.upstreams.map((u) => u.address));
-}
-
-function closeAll(servers: NetServer[]): Promise<void> {
-  return Promise.all(
-    servers.map((server) =>
-      new Promise<void>((resolve) => server.listening ? server.close(() => resolve()) : resolve())
-    ),
-  ).then(() => {});
 }
 
 function addAll(into: Map<string, number>, from: Record<string, number>): void {
