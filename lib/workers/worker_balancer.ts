@@ -23,10 +23,8 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort } from "../core/address.ts";
 
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import type { Config, GroupConfig } from "../config/mod.ts";
-import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
-import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
-import { isPanic } from "../upstream/least_conn_pool.ts";
+import type { Config } from "../config/mod.ts";
+import type { HealthProbe } from "../upstream/health_probe.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
 import { logReload, plural } from "../server/reload_log.ts";
@@ -45,8 +43,6 @@ import {
   type ListenerInfo,
   type UpstreamState,
 } from "../server/status.ts";
-import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
-import type { HealthReport } from "../server/records.ts";
 import { SharedState, type SharedStateOptions } from "./shared_state.ts";
 import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
@@ -56,6 +52,7 @@ import type { WorkerLogging } from "./worker_logging.ts";
 import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
 import type { WorkerBalancerStatus, WorkerLifeState, WorkerStatus } from "./status.ts";
 import type { WorkerExitRecord } from "./records.ts";
+import { PrimaryHealth } from "./_primary_health.ts";
 import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
 
 const log = getLogger(["mtlb", "workers"]);
@@ -188,7 +185,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   /** The open-files limit the default connection caps derive from. */
   #fileDescriptors: number | undefined;
   #load: (path: string) => Promise<LoadedConfig>;
-  #healthCheck: HealthCheck | undefined;
   #clock: Clock;
   #wall: () => number;
   #logging: WorkerLogging | undefined;
@@ -201,9 +197,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #connections: SharedCount = {
     add: (delta: number): number => Atomics.add(this.#openCount, 0, delta) + delta,
   };
-  #probes = new Map<string, HealthProbe>();
-  /** Each group's outlier detection, beside its probe. */
-  #outliers = new WeakMap<HealthProbe, OutlierDetector>();
+  #health: PrimaryHealth;
   /** `group + " " + configured address` of a port 0 listener, to the address it got. */
   #ports = new Map<string, string>();
   #slots: Slot[] = [];
@@ -242,7 +236,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#effective = this.#loaded;
     this.#count = count;
     this.#load = options.load ?? defaultLoad;
-    this.#healthCheck = options.healthCheck;
     this.#clock = options.clock ?? systemClock;
     this.#wall = options.wallClock ?? Date.now;
     this.#logging = options.logging;
@@ -252,6 +245,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#shared = new SharedState(this.#sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
+    this.#health = new PrimaryHealth({
+      check: options.healthCheck,
+      clock: this.#clock,
+      metrics: this.#metrics,
+      relay: (message) => {
+        for (const slot of this.#slots) this.#send(slot, message);
+      },
+    });
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
     this.#life = new Lifecycle({
       events: this,
@@ -287,10 +288,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let placeholders: NetServer[] = [];
     try {
       this.#shared.assign(upstreamsOf(config), config.clients.keys());
-      for (const group of config.groups.values()) {
-        this.#probes.set(group.name, this.#newProbe(group));
-      }
-      await Promise.all([...this.#probes.values()].map((p) => p.ready));
+      await this.#health.start(config);
       this.#life.assertIdle();
       const resolved = await resolvePorts(config, this.#ports);
       placeholders = resolved.placeholders;
@@ -347,7 +345,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns The probe, or `undefined` for an unknown group.
    */
   probe(group: string): HealthProbe | undefined {
-    return this.#probes.get(group);
+    return this.#health.probe(group);
   }
 
   /**
@@ -358,8 +356,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns The detector, or `undefined` for an unknown group.
    */
   outlier(group: string): OutlierDetector | undefined {
-    const probe = this.#probes.get(group);
-    return probe === undefined ? undefined : this.#outliers.get(probe);
+    return this.#health.outlier(group);
   }
 
   /**
@@ -395,15 +392,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     const groups: GroupState[] = [];
     for (const groupConfig of config.groups.values()) {
       const name = groupConfig.name;
-      const probe = this.#probes.get(name);
-      const health = new Map(probe?.snapshot().map((h) => [h.address, h]));
-      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+      const health = new Map(this.#health.probe(name)?.snapshot().map((h) => [h.address, h]));
+      const outlier = this.#health.outlier(name);
       const outliers = new Map(outlier?.snapshot().map((o) => [o.address, o]));
       const past = retired.groups.get(name);
       const entry: GroupState = {
         name,
         accepted: past?.accepted ?? 0,
-        panic: this.#panic(groupConfig, probe),
+        panic: this.#health.panic(groupConfig),
         bytesFromClient: past?.bytesFromClient ?? 0,
         bytesFromUpstream: past?.bytesFromUpstream ?? 0,
         upstreams: [],
@@ -587,7 +583,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       connections: this.#openCount.buffer as SharedArrayBuffer,
       fileDescriptorLimit: this.#fileDescriptors,
       workers: this.#count,
-      health: this.#healthReports(),
+      health: this.#health.reports(),
       logging: this.#logging,
       reply: channel.port2,
       flag: slot.flag.buffer as SharedArrayBuffer,
@@ -620,18 +616,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         );
         return;
       }
-      case "passive": {
-        const { group, address, outcome, reason, success } = message.record;
-        const probe = this.#probes.get(group);
-        const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-        if (outlier === undefined) return;
-        const failing = outlier.isFailing(address);
-        if (outcome === "success") outlier.reportSuccess(address, success ?? "connected");
-        else if (reason !== undefined) outlier.reportFailure(address, reason);
-        // Workers report successes while a streak is under way: tell them when it starts and ends.
-        if (outlier.isFailing(address) !== failing) this.#broadcast(group, address);
+      case "passive":
+        this.#health.passive(message.record);
         return;
-      }
       case "denials":
         for (const { type, record } of message.records) this.#emit(type, record);
         return;
@@ -753,75 +740,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   // -------------------------------------------------------------------------------------
-  // Health
-
-  /** A group's probe and, beside it, its outlier detection: one decision for every worker. */
-  #newProbe(config: GroupConfig): HealthProbe {
-    const group = config.name;
-    const probe = new HealthProbe(groupHealthTargets(config), {
-      ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
-      clock: this.#clock,
-    });
-    const outlier = groupOutlierDetector(config, probe, this.#clock);
-    this.#outliers.set(probe, outlier);
-    probe.addEventListener("change", (event) => {
-      const { address, healthy, reason } = (event as HealthChangeEvent).change;
-      const report: HealthReport = { address, healthy, reason };
-      this.#addPassive(report, outlier);
-      for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
-    });
-    outlier.addEventListener("ejection", (event) => {
-      const { address, ejected, reason } = (event as EjectionEvent).change;
-      if (ejected) this.#metrics.ejections.labels(group, address, reason).inc();
-      this.#broadcast(group, address);
-    });
-    probe.start();
-    return probe;
-  }
-
-  #closeProbe(probe: HealthProbe): Promise<void> {
-    this.#outliers.get(probe)?.close();
-    return probe.close();
-  }
-
-  /** Sends every worker what the primary knows of one upstream (once probed). */
-  #broadcast(group: string, address: string): void {
-    const probe = this.#probes.get(group);
-    const health = probe?.snapshot().find((h) => h.address === address);
-    if (probe === undefined || health === undefined || health.state === "unknown") return;
-    const report: HealthReport = {
-      address,
-      healthy: health.state === "healthy",
-      reason: health.reason ?? "probe_ok",
-    };
-    this.#addPassive(report, this.#outliers.get(probe));
-    for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
-  }
-
-  #addPassive(report: HealthReport, outlier: OutlierDetector | undefined): void {
-    if (outlier?.isEjected(report.address)) report.ejected = true;
-    if (outlier?.isFailing(report.address)) report.failing = true;
-  }
-
-  /** What the probes know, for a worker that starts or reloads; unknown targets are left out. */
-  #healthReports(probes: Map<string, HealthProbe> = this.#probes): GroupHealthReports {
-    const reports: GroupHealthReports = {};
-    for (const [group, probe] of probes) {
-      const outlier = this.#outliers.get(probe);
-      reports[group] = probe.snapshot().filter((h) => h.state !== "unknown").map((h) => {
-        const report: HealthReport = {
-          address: h.address,
-          healthy: h.state === "healthy",
-          reason: h.reason ?? "probe_ok",
-        };
-        this.#addPassive(report, outlier);
-        return report;
-      });
-    }
-    return reports;
-  }
-
-  // -------------------------------------------------------------------------------------
   // Reload
 
   async #reload(next: LoadedConfig | undefined): Promise<void> {
@@ -840,40 +758,18 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#shared.assign(upstreamsOf(config), config.clients.keys());
 
     // Probe new upstreams and groups first; keep probing the old ones until the end.
-    const added = new Map<string, HealthProbe>();
-    const kept: HealthProbe[] = [];
-    for (const group of config.groups.values()) {
-      const targets = groupHealthTargets(group);
-      const probe = this.#probes.get(group.name);
-      if (probe === undefined) {
-        added.set(group.name, this.#newProbe(group));
-        continue;
-      }
-      const old = groupHealthTargets(previous.groups.get(group.name)!);
-      probe.setTargets([
-        ...targets,
-        ...old.filter((o) => !targets.some((t) => t.address === o.address)),
-      ]);
-      kept.push(probe);
-    }
-    const revert = async (): Promise<void> => {
-      for (const group of config.groups.values()) {
-        const was = previous.groups.get(group.name);
-        if (was !== undefined) this.#probes.get(group.name)?.setTargets(groupHealthTargets(was));
-      }
-      await Promise.all([...added.values()].map((p) => this.#closeProbe(p)));
-    };
+    const health = this.#health.stage(config, previous);
     let resolved: ResolvedPorts | undefined;
     try {
-      await Promise.all([...added.values(), ...kept].map((p) => p.ready));
+      await health.ready();
       if (this.#life.state !== "serving") {
         throw new Error(`the balancer started ${this.#life.state}`);
       }
       resolved = await resolvePorts(config, this.#ports);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
-      const health = this.#healthReports(new Map([...this.#probes, ...added]));
+      const reports = health.reports();
       const live = this.#slots.filter((s) => s.state === "serving");
-      const results = await Promise.all(live.map((s) => this.#reloadWorker(s, material, health)));
+      const results = await Promise.all(live.map((s) => this.#reloadWorker(s, material, reports)));
       const failed = live.flatMap((slot, i) => {
         const error = results[i]!.error;
         return error === undefined ? [] : [{ slot, error }];
@@ -884,27 +780,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         );
         throw new Error(describeFailures(failed));
       }
-      // Commit.
-      for (const [name, probe] of this.#probes) {
-        const group = config.groups.get(name);
-        if (group === undefined) {
-          this.#probes.delete(name);
-          void this.#closeProbe(probe);
-        } else {
-          probe.setTargets(groupHealthTargets(group));
-          const { panicThreshold: _, ...settings } = group.outlier;
-          this.#outliers.get(probe)?.setTargets(group.upstreams.map((u) => u.address), settings);
-        }
-      }
-      for (const [name, probe] of added) this.#probes.set(name, probe);
-      added.clear();
+      health.commit();
       this.#loaded = loaded;
       this.#effective = material;
       this.#ports = resolved.ports;
       const answered = results.find((r) => r.error === undefined && !r.exited);
       if (answered !== undefined) this.#listeners = answered.listeners;
     } catch (error) {
-      await revert();
+      await health.revert();
       throw error;
     } finally {
       await closePlaceholders(resolved?.placeholders ?? []);
@@ -914,7 +797,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   /** Puts the running configuration back in workers that took a failed reload. */
   async #rollBack(slots: Slot[]): Promise<void> {
     if (slots.length === 0 || this.#life.state !== "serving") return;
-    const health = this.#healthReports();
+    const health = this.#health.reports();
     const results = await Promise.all(
       slots.map((slot) => this.#reloadWorker(slot, this.#effective, health)),
     );
@@ -987,7 +870,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       });
     }));
     for (const slot of this.#slots) slot.state = "closed";
-    await Promise.all([...this.#probes.values()].map((p) => this.#closeProbe(p)));
+    await this.#health.close();
     this.#collect[Symbol.dispose]();
   }
 
@@ -1087,22 +970,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     }
   }
 
-  /** Whether the workers' pools of a group are in panic mode: the same rule on the same state. */
-  #panic(group: GroupConfig, probe: HealthProbe | undefined): boolean {
-    const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-    let available = 0;
-    let ejected = 0;
-    for (const { address } of group.upstreams) {
-      if (probe?.isHealthy(address) !== true) continue;
-      if (outlier?.isEjected(address)) ejected++;
-      else available++;
-    }
-    return isPanic(
-      { total: group.upstreams.length, available, ejected },
-      group.outlier.panicThreshold,
-    );
-  }
-
   #upstreamActive(address: string): number {
     try {
       return this.#shared.upstreamCounts().get(address);
@@ -1115,26 +982,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     const figures = [...this.#gather().values()];
     for (const name of SUMMED) this.#merge(name, figures, true);
     for (const name of SHARED) this.#merge(name, figures, false);
-    const m = this.#metrics;
-    m.upstreamHealthy.clear();
-    m.probeLatency.clear();
-    m.ejected.clear();
-    m.panic.clear();
-    for (const group of this.#loaded.config.groups.values()) {
-      const probe = this.#probes.get(group.name);
-      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-      m.panic.labels(group.name).set(this.#panic(group, probe) ? 1 : 0);
-      for (const upstream of group.upstreams) {
-        const ejected = outlier?.isEjected(upstream.address) === true;
-        m.upstreamHealthy.labels(group.name, upstream.address)
-          .set(probe?.isHealthy(upstream.address) && !ejected ? 1 : 0);
-        m.ejected.labels(group.name, upstream.address).set(ejected ? 1 : 0);
-      }
-      for (const health of probe?.snapshot() ?? []) {
-        if (health.lastResult === undefined) continue;
-        m.probeLatency.labels(group.name, health.address).set(health.lastResult.latencyMs / 1000);
-      }
-    }
+    this.#health.updateMetrics(this.#loaded.config.groups.values());
   }
 
   /** Rebuilds a family from the workers' series: summed, or the first worker's value. */
