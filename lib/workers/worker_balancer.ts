@@ -26,17 +26,14 @@ import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import type { Config } from "../config/mod.ts";
 import type { HealthProbe } from "../upstream/health_probe.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
-import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
+import { MetricsRegistry } from "../metrics/registry.ts";
 import { logReload, plural } from "../server/reload_log.ts";
 import { defaultLoad } from "../server/options.ts";
-import { parseSamples, type Sample } from "../metrics/prometheus_text.ts";
-import { awaitAnswer } from "./_blocking_reply.ts";
 import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
 import {
   addEjection,
   addProbeState,
   type BalancerState,
-  type BalancerStatus,
   type ClientState,
   type DrainResult,
   type GroupState,
@@ -53,6 +50,7 @@ import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } fr
 import type { WorkerBalancerStatus, WorkerLifeState, WorkerStatus } from "./status.ts";
 import type { WorkerExitRecord } from "./records.ts";
 import { PrimaryHealth } from "./_primary_health.ts";
+import { addAll, type Figures, WorkerFigures } from "./_worker_figures.ts";
 import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
 
 const log = getLogger(["mtlb", "workers"]);
@@ -63,37 +61,6 @@ const STABLE_AFTER = 60_000;
 const MAX_RESTART_DELAY = 30_000;
 /** How long closing waits for a worker to close its sockets before terminating it, ms. */
 const CLOSE_TIMEOUT = 10_000;
-
-/** Metric families summed over workers (their counters and additive gauges). */
-const SUMMED = [
-  "mtlb_connections_accepted_total",
-  "mtlb_connections_denied_total",
-  "mtlb_connections_open",
-  "mtlb_bytes_total",
-  "mtlb_handshake_failures_total",
-  "mtlb_limiter_refusals_total",
-  "mtlb_client_connections_active",
-  "mtlb_connect_retries_total",
-  "mtlb_connections_closed_total",
-  "mtlb_handshakes_in_flight",
-] as const;
-/**
- * Metric families every worker reports alike: active connections per upstream
- * (read from the shared counts), the connection cap and certificate expiry.
- */
-const SHARED = [
-  "mtlb_connections_active",
-  "mtlb_connections_max",
-  "mtlb_handshakes_max",
-  "mtlb_certificate_expiry_timestamp_seconds",
-] as const;
-
-type Samples = Map<string, Sample[]>;
-
-interface Figures {
-  status: BalancerStatus;
-  samples: Samples;
-}
 
 interface Slot {
   index: number;
@@ -120,15 +87,6 @@ interface Slot {
   restartTimer: TimerId | undefined;
   /** The latest figures it answered with. */
   last: Figures | undefined;
-}
-
-/** Counters of workers that died, so sums never go backwards. */
-interface Retired {
-  samples: Map<string, Map<string, Sample>>;
-  accepted: number;
-  denied: Map<string, number>;
-  handshakeFailures: Map<string, number>;
-  groups: Map<string, { accepted: number; bytesFromClient: number; bytesFromUpstream: number }>;
 }
 
 /**
@@ -190,7 +148,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #logging: WorkerLogging | undefined;
   #sharedOptions: SharedStateOptions;
   #module: URL;
-  #collectTimeout: number;
   #shared: SharedState;
   /** Open client connections of every worker: what `max_connections` caps. */
   #openCount = new Int32Array(new SharedArrayBuffer(4));
@@ -205,13 +162,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #registry = new MetricsRegistry();
   #metrics: BalancerMetrics;
   #collect: Disposable;
-  #retired: Retired = {
-    samples: new Map(),
-    accepted: 0,
-    denied: new Map(),
-    handshakeFailures: new Map(),
-    groups: new Map(),
-  };
+  #figures: WorkerFigures;
   #life: Lifecycle;
   /** Reloads and restarts, one at a time. */
   #queue: Promise<void> = Promise.resolve();
@@ -241,10 +192,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#logging = options.logging;
     this.#sharedOptions = options.shared ?? {};
     this.#module = options.module ?? WORKER_MODULE;
-    this.#collectTimeout = options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT;
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#shared = new SharedState(this.#sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
+    this.#figures = new WorkerFigures(
+      this.#registry,
+      options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT,
+    );
     this.#health = new PrimaryHealth({
       check: options.healthCheck,
       clock: this.#clock,
@@ -367,13 +321,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns A fresh object.
    */
   status(): WorkerBalancerStatus {
-    const figures = this.#gather();
+    const figures = this.#figures.gather(this.#slots);
     const now = this.#clock.now();
     const wall = this.#wall();
     const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
     const config = this.#loaded.config;
     const statuses = [...figures.values()].map((f) => f.status);
-    const retired = this.#retired;
+    const retired = this.#figures.retired;
     const denied = new Map(retired.denied);
     const handshakeFailures = new Map(retired.handshakeFailures);
     const caps = connectionCaps(config.server, this.#fileDescriptors);
@@ -675,7 +629,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       connections: this.#connections,
       now: performance.timeOrigin + performance.now(),
     });
-    if (slot.last !== undefined) this.#keepRetired(slot.last);
+    if (slot.last !== undefined) this.#figures.keep(slot.last);
     slot.last = undefined;
     slot.state = "restarting";
     slot.startedWall = undefined;
@@ -853,7 +807,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#cancelRestarts();
     await this.#settleStarts();
     // Keep the final figures: status() still answers after close.
-    this.#gather();
+    this.#figures.gather(this.#slots);
     const live = this.#slots.filter((s) => s.worker !== undefined);
     await Promise.all(live.map(async (slot) => {
       await this.#closeWorker(slot);
@@ -911,65 +865,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Status and metrics
 
-  /**
-   * Asks every serving worker for its status and metrics and waits for the answers
-   * (blocking this thread: the admin endpoint's answers are synchronous). A worker
-   * that does not answer within the collect timeout counts with its previous figures.
-   */
-  #gather(): Map<Slot, Figures> {
-    const id = ++this.#nextId;
-    const asked = this.#slots.filter((s) =>
-      s.worker !== undefined && s.reply !== undefined &&
-      (s.state === "serving" || s.state === "draining")
-    );
-    for (const slot of asked) {
-      Atomics.store(slot.flag, 0, 0);
-      this.#send(slot, { type: "collect", id });
-    }
-    const deadline = performance.now() + this.#collectTimeout;
-    for (const slot of asked) {
-      const answer = awaitAnswer(slot.reply!, slot.flag, id, deadline);
-      if (answer?.status !== undefined && answer.metrics !== undefined) {
-        slot.last = { status: answer.status, samples: parseSamples(answer.metrics) };
-      } else {
-        log.warn("Worker {index} did not answer within {timeout} ms; using its previous figures", {
-          index: slot.index,
-          timeout: this.#collectTimeout,
-        });
-      }
-    }
-    const figures = new Map<Slot, Figures>();
-    for (const slot of this.#slots) if (slot.last !== undefined) figures.set(slot, slot.last);
-    return figures;
-  }
-
-  #keepRetired(last: Figures): void {
-    const retired = this.#retired;
-    for (const name of SUMMED) {
-      if (this.#registry.family(name)?.type !== "counter") continue;
-      let kept = retired.samples.get(name);
-      if (kept === undefined) retired.samples.set(name, kept = new Map());
-      for (const sample of last.samples.get(name) ?? []) {
-        const key = sample.labels.join("\u0000");
-        const have = kept.get(key);
-        if (have === undefined) kept.set(key, { labels: sample.labels, value: sample.value });
-        else have.value += sample.value;
-      }
-    }
-    const { connections, groups } = last.status;
-    retired.accepted += connections.accepted;
-    addAll(retired.denied, connections.denied);
-    addAll(retired.handshakeFailures, connections.handshakeFailures);
-    for (const group of groups) {
-      const have = retired.groups.get(group.name) ??
-        { accepted: 0, bytesFromClient: 0, bytesFromUpstream: 0 };
-      have.accepted += group.accepted;
-      have.bytesFromClient += group.bytesFromClient;
-      have.bytesFromUpstream += group.bytesFromUpstream;
-      retired.groups.set(group.name, have);
-    }
-  }
-
   #upstreamActive(address: string): number {
     try {
       return this.#shared.upstreamCounts().get(address);
@@ -979,32 +874,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   #collectMetrics(): void {
-    const figures = [...this.#gather().values()];
-    for (const name of SUMMED) this.#merge(name, figures, true);
-    for (const name of SHARED) this.#merge(name, figures, false);
+    this.#figures.merge(this.#figures.gather(this.#slots).values());
     this.#health.updateMetrics(this.#loaded.config.groups.values());
-  }
-
-  /** Rebuilds a family from the workers' series: summed, or the first worker's value. */
-  #merge(name: string, figures: Figures[], sum: boolean): void {
-    const family = this.#registry.family(name)!;
-    const merged = new Map<string, Sample>();
-    const add = (samples: Iterable<Sample>): void => {
-      for (const sample of samples) {
-        const key = sample.labels.join("\u0000");
-        const have = merged.get(key);
-        if (have === undefined) merged.set(key, { labels: sample.labels, value: sample.value });
-        else if (sum) have.value += sample.value;
-      }
-    };
-    for (const f of figures) add(f.samples.get(name) ?? []);
-    if (sum) add(this.#retired.samples.get(name)?.values() ?? []);
-    family.clear();
-    for (const { labels, value } of merged.values()) {
-      const series = family.labels(...labels);
-      if (family.type === "counter") (series as CounterSeries).inc(value);
-      else (series as GaugeSeries).set(value);
-    }
   }
 }
 
@@ -1032,10 +903,6 @@ function newSlot(index: number): Slot {
 
 function upstreamsOf(config: Config): string[] {
   return [...config.groups.values()].flatMap((g) => g.upstreams.map((u) => u.address));
-}
-
-function addAll(into: Map<string, number>, from: Record<string, number>): void {
-  for (const [key, value] of Object.entries(from)) into.set(key, (into.get(key) ?? 0) + value);
 }
 
 function describeFailures(failed: { slot: Slot; error: string }[]): string {
