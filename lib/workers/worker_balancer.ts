@@ -15,79 +15,30 @@
  *
  * @module
  */
-import { connectionCaps, readFileDescriptorLimit } from "../listener/connection_caps.ts";
-import { formatDuration } from "../core/duration.ts";
 import type { Server as NetServer } from "node:net";
-
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort } from "../core/address.ts";
-
-import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import type { Config } from "../config/mod.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
+import { readFileDescriptorLimit } from "../listener/connection_caps.ts";
+import { MetricsRegistry } from "../metrics/registry.ts";
+import { BalancerMetrics } from "../server/_balancer_metrics.ts";
+import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
+import { defaultLoad } from "../server/options.ts";
+import { logReload, plural } from "../server/reload_log.ts";
+import type { BalancerState, DrainResult, ListenerInfo } from "../server/status.ts";
 import type { HealthProbe } from "../upstream/health_probe.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
-import { MetricsRegistry } from "../metrics/registry.ts";
-import { logReload, plural } from "../server/reload_log.ts";
-import { defaultLoad } from "../server/options.ts";
-import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
-import {
-  addEjection,
-  addProbeState,
-  type BalancerState,
-  type ClientState,
-  type DrainResult,
-  type GroupState,
-  type ListenerInfo,
-  type UpstreamState,
-} from "../server/status.ts";
-import { SharedState, type SharedStateOptions } from "./shared_state.ts";
-import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
-import { BalancerMetrics } from "../server/_balancer_metrics.ts";
-import { errorFrom, type FromWorker, type GroupHealthReports, type ToWorker } from "./_messages.ts";
-import { errorMessage } from "../core/errors.ts";
-import type { WorkerLogging } from "./worker_logging.ts";
 import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
-import type { WorkerBalancerStatus, WorkerLifeState, WorkerStatus } from "./status.ts";
-import type { WorkerExitRecord } from "./records.ts";
+import { SharedState } from "./shared_state.ts";
+import type { WorkerBalancerStatus } from "./status.ts";
 import { PrimaryHealth } from "./_primary_health.ts";
-import { addAll, type Figures, WorkerFigures } from "./_worker_figures.ts";
 import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
+import { buildStatus } from "./_status_builder.ts";
+import { WorkerFigures } from "./_worker_figures.ts";
+import { type Slot, WorkerSlots } from "./_worker_slots.ts";
 
 const log = getLogger(["mtlb", "workers"]);
-
-/** A worker that lived this long before it died is restarted at once, ms. */
-const STABLE_AFTER = 60_000;
-/** The longest wait before restarting a worker that keeps dying, ms. */
-const MAX_RESTART_DELAY = 30_000;
-/** How long closing waits for a worker to close its sockets before terminating it, ms. */
-const CLOSE_TIMEOUT = 10_000;
-
-interface Slot {
-  index: number;
-  state: WorkerLifeState;
-  worker: Worker | undefined;
-  ledger: SharedArrayBuffer;
-  reply: MessagePort | undefined;
-  flag: Int32Array;
-  restarts: number;
-  /** Deaths in a row, each soon after a start. */
-  streak: number;
-  /** Primary clock time it last started serving. */
-  startedAt: number | undefined;
-  startedWall: number | undefined;
-  starting: PromiseWithResolvers<ListenerInfo[]> | undefined;
-  reloads: Map<
-    number,
-    (result: { error?: string; exited?: true; listeners: ListenerInfo[] }) => void
-  >;
-  /** Settled once the worker stopped accepting, in a drain. */
-  draining: PromiseWithResolvers<void> | undefined;
-  drained: PromiseWithResolvers<DrainResult> | undefined;
-  closed: PromiseWithResolvers<void> | undefined;
-  restartTimer: TimerId | undefined;
-  /** The latest figures it answered with. */
-  last: Figures | undefined;
-}
 
 /**
  * The balancer on every core: N Workers serving the same listeners, one primary
@@ -145,20 +96,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #load: (path: string) => Promise<LoadedConfig>;
   #clock: Clock;
   #wall: () => number;
-  #logging: WorkerLogging | undefined;
-  #sharedOptions: SharedStateOptions;
-  #module: URL;
   #shared: SharedState;
-  /** Open client connections of every worker: what `max_connections` caps. */
-  #openCount = new Int32Array(new SharedArrayBuffer(4));
-  #connections: SharedCount = {
-    add: (delta: number): number => Atomics.add(this.#openCount, 0, delta) + delta,
-  };
   #health: PrimaryHealth;
   /** `group + " " + configured address` of a port 0 listener, to the address it got. */
   #ports = new Map<string, string>();
-  #slots: Slot[] = [];
-  #listeners: ListenerInfo[] = [];
+  #slots: WorkerSlots;
   #registry = new MetricsRegistry();
   #metrics: BalancerMetrics;
   #collect: Disposable;
@@ -166,7 +108,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #life: Lifecycle;
   /** Reloads and restarts, one at a time. */
   #queue: Promise<void> = Promise.resolve();
-  #nextId = 0;
 
   /**
    * Creates the balancer; nothing runs until {@linkcode WorkerBalancer.start}.
@@ -189,11 +130,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#load = options.load ?? defaultLoad;
     this.#clock = options.clock ?? systemClock;
     this.#wall = options.wallClock ?? Date.now;
-    this.#logging = options.logging;
-    this.#sharedOptions = options.shared ?? {};
-    this.#module = options.module ?? WORKER_MODULE;
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
-    this.#shared = new SharedState(this.#sharedOptions);
+    const sharedOptions = options.shared ?? {};
+    this.#shared = new SharedState(sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
     this.#figures = new WorkerFigures(
       this.#registry,
@@ -203,8 +142,26 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       check: options.healthCheck,
       clock: this.#clock,
       metrics: this.#metrics,
-      relay: (message) => {
-        for (const slot of this.#slots) this.#send(slot, message);
+      relay: (message) => this.#slots.broadcast(message),
+    });
+    this.#slots = new WorkerSlots({
+      count,
+      module: options.module ?? WORKER_MODULE,
+      clock: this.#clock,
+      wall: this.#wall,
+      shared: this.#shared,
+      sharedOptions,
+      fileDescriptorLimit: this.#fileDescriptors,
+      logging: options.logging,
+      events: this,
+      running: () => this.#effective,
+      health: () => this.#health.reports(),
+      state: () => this.#life.state,
+      passive: (record) => this.#health.passive(record),
+      retired: (last) => this.#figures.keep(last),
+      // Restarts take turns with reloads.
+      enqueue: (task) => {
+        this.#queue = this.#queue.then(task);
       },
     });
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
@@ -248,10 +205,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       placeholders = resolved.placeholders;
       this.#effective = { config: resolved.config, tls: this.#loaded.tls };
       this.#ports = resolved.ports;
-      for (let index = 1; index <= this.#count; index++) this.#slots.push(newSlot(index));
-      const started = await Promise.allSettled(this.#slots.map((slot) => this.#spawn(slot)));
-      const failure = started.find((r) => r.status === "rejected");
-      if (failure !== undefined) throw failure.reason;
+      await this.#slots.start();
     } catch (error) {
       await this.close();
       throw error;
@@ -289,7 +243,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns One entry per listener, as every worker binds them.
    */
   listeners(): ListenerInfo[] {
-    return this.#listeners.map((l) => ({ ...l, address: { ...l.address } }));
+    return this.#slots.listeners.map((l) => ({ ...l, address: { ...l.address } }));
   }
 
   /**
@@ -321,134 +275,20 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns A fresh object.
    */
   status(): WorkerBalancerStatus {
-    const figures = this.#figures.gather(this.#slots);
-    const now = this.#clock.now();
-    const wall = this.#wall();
-    const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
-    const config = this.#loaded.config;
-    const statuses = [...figures.values()].map((f) => f.status);
-    const retired = this.#figures.retired;
-    const denied = new Map(retired.denied);
-    const handshakeFailures = new Map(retired.handshakeFailures);
-    const caps = connectionCaps(config.server, this.#fileDescriptors);
-    let open = 0;
-    let handshaking = 0;
-    let active = 0;
-    let accepted = retired.accepted;
-    for (const status of statuses) {
-      open += status.connections.open;
-      handshaking += status.connections.handshaking;
-      active += status.connections.active;
-      accepted += status.connections.accepted;
-      addAll(denied, status.connections.denied);
-      addAll(handshakeFailures, status.connections.handshakeFailures);
-    }
-    const groups: GroupState[] = [];
-    for (const groupConfig of config.groups.values()) {
-      const name = groupConfig.name;
-      const health = new Map(this.#health.probe(name)?.snapshot().map((h) => [h.address, h]));
-      const outlier = this.#health.outlier(name);
-      const outliers = new Map(outlier?.snapshot().map((o) => [o.address, o]));
-      const past = retired.groups.get(name);
-      const entry: GroupState = {
-        name,
-        accepted: past?.accepted ?? 0,
-        panic: this.#health.panic(groupConfig),
-        bytesFromClient: past?.bytesFromClient ?? 0,
-        bytesFromUpstream: past?.bytesFromUpstream ?? 0,
-        upstreams: [],
-      };
-      const upstreams = new Map<string, UpstreamState>();
-      for (const status of statuses) {
-        const group = status.groups.find((g) => g.name === name);
-        if (group === undefined) continue;
-        entry.accepted += group.accepted;
-        entry.bytesFromClient += group.bytesFromClient;
-        entry.bytesFromUpstream += group.bytesFromUpstream;
-        for (const u of group.upstreams) {
-          const seen = upstreams.get(u.address);
-          if (seen === undefined) upstreams.set(u.address, { ...u });
-          else seen.accepted += u.accepted;
-        }
-      }
-      // Configured upstreams first, then removed ones some worker still forwards to.
-      const order = [
-        ...groupConfig.upstreams.map((u) => u.address),
-        ...[...upstreams.keys()].filter((a) => !groupConfig.upstreams.some((u) => u.address === a)),
-      ];
-      for (const address of order) {
-        const seen = upstreams.get(address);
-        const configured = groupConfig.upstreams.find((u) => u.address === address);
-        const removed = configured === undefined;
-        const h = removed ? undefined : health.get(address);
-        const state: UpstreamState = {
-          address,
-          weight: configured?.weight ?? seen?.weight ?? 1,
-          active: seen?.active ?? this.#upstreamActive(address),
-          accepted: seen?.accepted ?? 0,
-          healthy: !removed && h?.state === "healthy",
-          state: h?.state ?? "unknown",
-        };
-        if (removed) state.removed = true;
-        addProbeState(state, h, iso);
-        if (!removed) addEjection(state, outliers.get(address), iso);
-        entry.upstreams.push(state);
-      }
-      if (groupConfig.listen !== undefined) entry.listen = groupConfig.listen;
-      if (groupConfig.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
-      groups.push(entry);
-    }
-    const clients: ClientState[] = [...config.clients.values()].map((c) => ({
-      name: c.name,
-      groups: [...c.groups],
-      active: statuses.reduce(
-        (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.active ?? 0),
-        0,
-      ),
-      maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
-    }));
-    const first = statuses[0];
-    const status: WorkerBalancerStatus = {
-      state: this.#life.state,
-      config: { path: config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
-      connections: {
-        open,
-        handshaking,
-        max: caps.maxConnections,
-        maxHandshakes: caps.maxHandshakes,
-        active,
-        accepted,
-        denied: Object.fromEntries(denied),
-        handshakeFailures: Object.fromEntries(handshakeFailures),
-      },
-      listeners: first?.listeners ??
-        this.#listeners.map((l) => {
-          const address = formatHostPort(l.address);
-          return l.group === undefined ? { address } : { address, group: l.group };
-        }),
-      groups,
-      clients,
-      certificates: first === undefined ? {} : { ...first.certificates },
-      workers: this.#slots.map((slot) => {
-        const worker: WorkerStatus = {
-          index: slot.index,
-          state: slot.state,
-          restarts: slot.restarts,
-        };
-        if (slot.startedWall !== undefined) {
-          worker.startedAt = new Date(slot.startedWall).toISOString();
-        }
-        const own = figures.get(slot)?.status.connections;
-        if (own !== undefined) {
-          worker.connections = { open: own.open, active: own.active, accepted: own.accepted };
-        }
-        return worker;
-      }),
-    };
-    const { startedAt, lastReload } = this.#life;
-    if (startedAt !== undefined) status.startedAt = new Date(startedAt).toISOString();
-    if (lastReload !== undefined) status.lastReload = lastReload;
-    return status;
+    const figures = this.#figures.gather(this.#slots.all);
+    return buildStatus({
+      config: this.#loaded.config,
+      life: this.#life,
+      slots: this.#slots.all,
+      figures,
+      retired: this.#figures.retired,
+      health: this.#health,
+      listeners: this.#slots.listeners,
+      fileDescriptorLimit: this.#fileDescriptors,
+      upstreamActive: (address) => this.#upstreamActive(address),
+      now: this.#clock.now(),
+      wall: this.#wall(),
+    });
   }
 
   /**
@@ -500,202 +340,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
-  // -------------------------------------------------------------------------------------
-  // Workers
-
-  /** Starts the slot's worker on the running configuration; resolves once it serves. */
-  #spawn(slot: Slot): Promise<ListenerInfo[]> {
-    const worker = new Worker(this.#module, {
-      type: "module",
-      name: `mtlb worker ${slot.index}`,
-    });
-    const channel = new MessageChannel();
-    slot.worker = worker;
-    slot.reply = channel.port1;
-    slot.flag = new Int32Array(new SharedArrayBuffer(4));
-    slot.ledger = WorkerLedger.allocate(this.#sharedOptions);
-    slot.state = "starting";
-    slot.last = undefined;
-    const starting = Promise.withResolvers<ListenerInfo[]>();
-    slot.starting = starting;
-    worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      if (slot.worker === worker) this.#onMessage(slot, event.data);
-    };
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      if (slot.worker === worker) this.#onDeath(slot, event.message || "unknown error");
-    };
-    worker.onmessageerror = () => {
-      log.error("Worker {index} sent a message that could not be read", { index: slot.index });
-    };
-    const message: ToWorker = {
-      type: "start",
-      index: slot.index,
-      loaded: this.#effective,
-      shared: this.#shared.init,
-      ledger: slot.ledger,
-      connections: this.#openCount.buffer as SharedArrayBuffer,
-      fileDescriptorLimit: this.#fileDescriptors,
-      workers: this.#count,
-      health: this.#health.reports(),
-      logging: this.#logging,
-      reply: channel.port2,
-      flag: slot.flag.buffer as SharedArrayBuffer,
-    };
-    worker.postMessage(message, [channel.port2]);
-    return starting.promise;
-  }
-
-  #onMessage(slot: Slot, message: FromWorker): void {
-    switch (message.type) {
-      case "started":
-        slot.state = "serving";
-        slot.startedAt = this.#clock.now();
-        slot.startedWall = this.#wall();
-        this.#listeners = message.listeners;
-        slot.starting?.resolve(message.listeners);
-        slot.starting = undefined;
-        return;
-      case "failed":
-        slot.starting?.reject(errorFrom(message.error));
-        slot.starting = undefined;
-        return;
-      case "reloaded": {
-        const settle = slot.reloads.get(message.id);
-        slot.reloads.delete(message.id);
-        settle?.(
-          message.error === undefined
-            ? { listeners: message.listeners }
-            : { listeners: message.listeners, error: message.error },
-        );
-        return;
-      }
-      case "passive":
-        this.#health.passive(message.record);
-        return;
-      case "denials":
-        for (const { type, record } of message.records) this.#emit(type, record);
-        return;
-      case "draining":
-        slot.draining?.resolve();
-        return;
-      case "drained":
-        slot.drained?.resolve(message.result);
-        return;
-      case "closed":
-        slot.closed?.resolve();
-        return;
-    }
-  }
-
-  /** A worker died: end its thread, give back its slots, restart it unless stopping. */
-  #onDeath(slot: Slot, error: string): void {
-    const wasServing = slot.state === "serving";
-    const released = this.#retire(slot);
-    const failure = new Error(`Worker ${slot.index} died: ${error}`);
-    slot.starting?.reject(failure);
-    slot.starting = undefined;
-    for (const settle of slot.reloads.values()) settle({ exited: true, listeners: [] });
-    slot.reloads.clear();
-    slot.drained?.resolve({ forced: 0, durationMs: 0 });
-    slot.closed?.resolve();
-    const record: WorkerExitRecord = { index: slot.index, error, released };
-    if (wasServing && this.#life.state === "serving") {
-      record.restartInMs = this.#scheduleRestart(slot);
-      log.error(
-        "Worker {index} died: {error}; its {connections} connections are lost, their {upstreams} upstream and {clients} client slots given back; restarting it in {delay} ms",
-        { index: slot.index, error, ...released, delay: record.restartInMs },
-      );
-    } else {
-      slot.state = this.#life.state === "serving" ? slot.state : "closed";
-      log.error("Worker {index} died: {error}", { index: slot.index, error, ...released });
-    }
-    this.#emit("worker_exit", record);
-  }
-
-  /**
-   * Terminates the slot's worker, gives back the connection slots its ledger holds,
-   * and keeps its counters in the retired sums. Only for a worker that runs no more
-   * code on its own: one that died, failed to start, or closed its balancer.
-   */
-  #retire(slot: Slot): ReleasedSlots {
-    slot.worker?.terminate();
-    slot.worker = undefined;
-    slot.reply?.close();
-    slot.reply = undefined;
-    const released = new WorkerLedger(slot.ledger, this.#shared.init).reclaim({
-      counts: this.#shared.upstreamCounts(),
-      store: this.#shared.limiterStore(),
-      connections: this.#connections,
-      now: performance.timeOrigin + performance.now(),
-    });
-    if (slot.last !== undefined) this.#figures.keep(slot.last);
-    slot.last = undefined;
-    slot.state = "restarting";
-    slot.startedWall = undefined;
-    return released;
-  }
-
-  /** Schedules a restart: at once after a long life, then 1 s, 2 s, ... up to 30 s. */
-  #scheduleRestart(slot: Slot): number {
-    const now = this.#clock.now();
-    if (slot.startedAt !== undefined && now - slot.startedAt >= STABLE_AFTER) slot.streak = 0;
-    slot.streak++;
-    const delay = slot.streak === 1
-      ? 0
-      : Math.min(MAX_RESTART_DELAY, 1000 * 2 ** (slot.streak - 2));
-    slot.state = "restarting";
-    slot.restartTimer = this.#clock.setTimeout(() => {
-      slot.restartTimer = undefined;
-      this.#queue = this.#queue.then(() => this.#restart(slot));
-    }, delay);
-    return delay;
-  }
-
-  async #restart(slot: Slot): Promise<void> {
-    if (this.#life.state !== "serving" || slot.state !== "restarting") return;
-    try {
-      await this.#spawn(slot);
-    } catch (error) {
-      if (slot.worker !== undefined) this.#retire(slot);
-      if (this.#life.state !== "serving") {
-        slot.state = "closed";
-        return;
-      }
-      const delay = this.#scheduleRestart(slot);
-      log.error("Worker {index} could not restart: {error}; trying again in {delay} ms", {
-        index: slot.index,
-        error: errorMessage(error),
-        delay,
-      });
-      return;
-    }
-    slot.restarts++;
-    log.info("Worker {index} restarted", { index: slot.index, restarts: slot.restarts });
-    this.#emit("worker_start", { index: slot.index, restarts: slot.restarts });
-  }
-
-  #send(slot: Slot, message: ToWorker): void {
-    slot.worker?.postMessage(message);
-  }
-
-  #reloadWorker(
-    slot: Slot,
-    loaded: LoadedConfig,
-    health: GroupHealthReports,
-  ): Promise<{ error?: string; exited?: true; listeners: ListenerInfo[] }> {
-    if (slot.worker === undefined) return Promise.resolve({ exited: true, listeners: [] });
-    const id = ++this.#nextId;
-    const done = new Promise<{ error?: string; exited?: true; listeners: ListenerInfo[] }>(
-      (resolve) => slot.reloads.set(id, resolve),
-    );
-    this.#send(slot, { type: "reload", id, loaded, shared: this.#shared.init, health });
-    return done;
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Reload
-
   async #reload(next: LoadedConfig | undefined): Promise<void> {
     if (this.#life.state !== "serving") {
       throw new Error(`the balancer is ${this.#life.state}, not serving`);
@@ -722,8 +366,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       resolved = await resolvePorts(config, this.#ports);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
       const reports = health.reports();
-      const live = this.#slots.filter((s) => s.state === "serving");
-      const results = await Promise.all(live.map((s) => this.#reloadWorker(s, material, reports)));
+      const live = this.#slots.all.filter((s) => s.state === "serving");
+      const results = await Promise.all(live.map((s) => this.#slots.reload(s, material, reports)));
       const failed = live.flatMap((slot, i) => {
         const error = results[i]!.error;
         return error === undefined ? [] : [{ slot, error }];
@@ -739,7 +383,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       this.#effective = material;
       this.#ports = resolved.ports;
       const answered = results.find((r) => r.error === undefined && !r.exited);
-      if (answered !== undefined) this.#listeners = answered.listeners;
+      if (answered !== undefined) this.#slots.listeners = answered.listeners;
     } catch (error) {
       await health.revert();
       throw error;
@@ -753,7 +397,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     if (slots.length === 0 || this.#life.state !== "serving") return;
     const health = this.#health.reports();
     const results = await Promise.all(
-      slots.map((slot) => this.#reloadWorker(slot, this.#effective, health)),
+      slots.map((slot) => this.#slots.reload(slot, this.#effective, health)),
     );
     await Promise.all(slots.map(async (slot, i) => {
       const error = results[i]!.error;
@@ -763,39 +407,27 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         "Worker {index} cannot go back to the running configuration: {error}; restarting it",
         { index: slot.index, error },
       );
-      await this.#closeWorker(slot);
-      this.#retire(slot);
-      if (this.#life.state === "serving") this.#scheduleRestart(slot);
+      await this.#slots.close(slot);
+      this.#slots.retire(slot);
+      if (this.#life.state === "serving") this.#slots.scheduleRestart(slot);
     }));
   }
 
-  // -------------------------------------------------------------------------------------
-  // Drain and close
-
   async #drain(timeout: number): Promise<DrainResult> {
     const started = this.#clock.now();
-    this.#cancelRestarts();
-    await this.#settleStarts();
-    const live = this.#slots.filter((s) => s.worker !== undefined && s.state === "serving");
-    const stopped: Promise<void>[] = [];
-    const drained = live.map((slot) => {
-      slot.state = "draining";
-      slot.draining = Promise.withResolvers<void>();
-      slot.drained = Promise.withResolvers<DrainResult>();
-      stopped.push(Promise.race([slot.draining.promise, slot.drained.promise.then(() => {})]));
-      this.#send(slot, { type: "drain", timeout });
-      return slot.drained.promise;
-    });
+    this.#slots.cancelRestarts();
+    await this.#slots.settleStarts();
+    const { stopped, drained } = this.#slots.drain(timeout);
     // Logged once every worker stopped accepting.
-    await Promise.all(stopped);
-    const open = Atomics.load(this.#openCount, 0);
+    await stopped;
+    const open = this.#slots.open;
     log.info(
       `Draining: stopped accepting; {open} ${plural(open, "connection")} open in {workers} ${
         plural(this.#count, "worker")
       }, waiting up to {timeout}`,
       { open, workers: this.#count, timeout: formatDuration(timeout) },
     );
-    const results = await Promise.all(drained);
+    const results = await drained;
     await this.close();
     const forced = results.reduce((sum, r) => sum + r.forced, 0);
     const durationMs = Math.round(this.#clock.now() - started);
@@ -804,66 +436,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   async #shutdown(): Promise<void> {
-    this.#cancelRestarts();
-    await this.#settleStarts();
+    this.#slots.cancelRestarts();
+    await this.#slots.settleStarts();
     // Keep the final figures: status() still answers after close.
-    this.#figures.gather(this.#slots);
-    const live = this.#slots.filter((s) => s.worker !== undefined);
-    await Promise.all(live.map(async (slot) => {
-      await this.#closeWorker(slot);
-      slot.worker?.terminate();
-      slot.worker = undefined;
-      slot.reply?.close();
-      slot.reply = undefined;
-      slot.state = "closed";
-      // A terminated worker answers nothing more: a drain waiting on it ends here, its
-      // connections counted as forced.
-      slot.drained?.resolve({
-        forced: slot.last?.status.connections.active ?? 0,
-        durationMs: 0,
-      });
-    }));
-    for (const slot of this.#slots) slot.state = "closed";
+    this.#figures.gather(this.#slots.all);
+    await this.#slots.closeAll();
     await this.#health.close();
     this.#collect[Symbol.dispose]();
   }
-
-  /**
-   * Asks a live worker to close its balancer (its connections end, its slots are
-   * released by itself) and waits for it, at most {@linkcode CLOSE_TIMEOUT} ms.
-   */
-  async #closeWorker(slot: Slot): Promise<void> {
-    if (slot.worker === undefined) return;
-    slot.closed = Promise.withResolvers<void>();
-    this.#send(slot, { type: "close" });
-    let timer: TimerId | undefined;
-    await Promise.race([
-      slot.closed.promise,
-      new Promise<void>((resolve) => timer = this.#clock.setTimeout(resolve, CLOSE_TIMEOUT)),
-    ]);
-    this.#clock.clearTimeout(timer!);
-  }
-
-  #cancelRestarts(): void {
-    for (const slot of this.#slots) {
-      if (slot.restartTimer === undefined) continue;
-      this.#clock.clearTimeout(slot.restartTimer);
-      slot.restartTimer = undefined;
-      slot.state = "closed";
-    }
-  }
-
-  /** Waits for workers being started to serve or fail. */
-  async #settleStarts(): Promise<void> {
-    await Promise.allSettled(this.#slots.map((s) => s.starting?.promise));
-  }
-
-  #emit(type: string, detail: unknown): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Status and metrics
 
   #upstreamActive(address: string): number {
     try {
@@ -874,31 +454,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   #collectMetrics(): void {
-    this.#figures.merge(this.#figures.gather(this.#slots).values());
+    this.#figures.merge(this.#figures.gather(this.#slots.all).values());
     this.#health.updateMetrics(this.#loaded.config.groups.values());
   }
-}
-
-function newSlot(index: number): Slot {
-  return {
-    index,
-    state: "starting",
-    worker: undefined,
-    ledger: new SharedArrayBuffer(8),
-    reply: undefined,
-    flag: new Int32Array(new SharedArrayBuffer(4)),
-    restarts: 0,
-    streak: 0,
-    startedAt: undefined,
-    startedWall: undefined,
-    starting: undefined,
-    reloads: new Map(),
-    draining: undefined,
-    drained: undefined,
-    closed: undefined,
-    restartTimer: undefined,
-    last: undefined,
-  };
 }
 
 function upstreamsOf(config: Config): string[] {
