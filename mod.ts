@@ -261,18 +261,19 @@ export {
   type RedisUpstreamCountsCounters,
   type RedisUpstreamCountsOptions,
 } from "./lib/redis/upstream_counts.ts";
+export { WorkerBalancer } from "./lib/workers/worker_balancer.ts";
 export {
   DEFAULT_COLLECT_TIMEOUT,
   WORKER_MODULE,
   WORKER_MODULES_ROOT,
-  WorkerBalancer,
   type WorkerBalancerOptions,
+} from "./lib/workers/options.ts";
+export {
   type WorkerBalancerStatus,
-  type WorkerExitRecord,
   type WorkerLifeState,
-  type WorkerStartRecord,
   type WorkerStatus,
-} from "./lib/workers/worker_balancer.ts";
+} from "./lib/workers/status.ts";
+export { type WorkerExitRecord, type WorkerStartRecord } from "./lib/workers/records.ts";
 export { type WorkerLogging } from "./lib/workers/worker_logging.ts";
 export { type ReleasedSlots } from "./lib/workers/ledger.ts";
 export {

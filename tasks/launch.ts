@@ -22,7 +22,7 @@ import { EXIT_USAGE } from "../lib/cli/exit_codes.ts";
 import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { type Config, ConfigError, loadConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
-import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
+import { WORKER_MODULE } from "../lib/workers/options.ts";
 
 /** The repository root. */
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

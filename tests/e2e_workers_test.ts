@@ -13,7 +13,8 @@ import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { EjectionEvent } from "../lib/upstream/health_event.ts";
 import { type LoadedConfig, ReloadError } from "../lib/server/lifecycle.ts";
 import type { DenyRecord } from "../lib/server/records.ts";
-import { WorkerBalancer, type WorkerExitRecord } from "../lib/workers/worker_balancer.ts";
+import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
+import type { WorkerExitRecord } from "../lib/workers/records.ts";
 import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { BalancerMetrics } from "../lib/server/_balancer_metrics.ts";
 import {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { permissionFlags } from "../lib/control/permissions.ts";
-import { WORKER_MODULE } from "../lib/workers/worker_balancer.ts";
+import { WORKER_MODULE } from "../lib/workers/options.ts";
 import { COMPILE_OUTPUT, launchArgs, MAIN } from "../tasks/launch.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";

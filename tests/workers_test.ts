@@ -15,7 +15,7 @@ import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { Balancer } from "../lib/server/balancer.ts";
 import type { PassiveHealthRecord } from "../lib/server/records.ts";
 import { SharedState } from "../lib/workers/shared_state.ts";
-import { WORKER_MODULES_ROOT } from "../lib/workers/worker_balancer.ts";
+import { WORKER_MODULES_ROOT } from "../lib/workers/options.ts";
 import { parseSamples } from "../lib/metrics/prometheus_text.ts";
 import { WorkerLedger } from "../lib/workers/ledger.ts";
 

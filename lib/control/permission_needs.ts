@@ -9,7 +9,7 @@ import { resolve } from "node:path";
 import { isIP } from "node:net";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import type { Config } from "../config/mod.ts";
-import { WORKER_MODULE, WORKER_MODULES_ROOT } from "../workers/worker_balancer.ts";
+import { WORKER_MODULE, WORKER_MODULES_ROOT } from "../workers/options.ts";
 import type { PermissionNeeds } from "./permissions.ts";
 
 /**

@@ -18,13 +18,13 @@ import type { DenyRecord, HandshakeErrorRecord, PassiveHealthRecord } from "../s
 import { SharedState } from "./shared_state.ts";
 import { configureLogging } from "../control/logging.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
-import type {
-  CollectReply,
-  ErrorInfo,
-  FromWorker,
-  GroupHealthReports,
-  RelayedEvent,
-  ToWorker,
+import {
+  type CollectReply,
+  errorInfo,
+  type FromWorker,
+  type GroupHealthReports,
+  type RelayedEvent,
+  type ToWorker,
 } from "./_messages.ts";
 import { type SharedCount, WorkerLedger } from "./ledger.ts";
 
@@ -217,14 +217,4 @@ function post(message: FromWorker): void {
 function reloadFailure(error: unknown): string {
   const cause = error instanceof Error ? error.cause ?? error : error;
   return cause instanceof Error ? cause.message : String(cause);
-}
-
-function errorInfo(error: unknown): ErrorInfo {
-  if (!(error instanceof Error)) return { name: "Error", message: String(error) };
-  const info: ErrorInfo = { name: error.name, message: error.message };
-  const { code, address, port } = error as { code?: unknown; address?: unknown; port?: unknown };
-  if (typeof code === "string") info.code = code;
-  if (typeof address === "string") info.address = address;
-  if (typeof port === "number") info.port = port;
-  return info;
 }

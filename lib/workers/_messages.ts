@@ -1,5 +1,6 @@
 /**
- * The messages between the primary of a `WorkerBalancer` and its workers.
+ * The messages between the primary of a `WorkerBalancer` and its workers, and how an
+ * error crosses between them.
  *
  * @module
  */
@@ -29,6 +30,43 @@ export interface ErrorInfo {
   address?: string;
   /** The port of a bind error. */
   port?: number;
+}
+
+/**
+ * An error as it can cross a thread (a structured clone keeps neither its class nor
+ * its extra fields): its name, message, and the `code`, `address` and `port` of a
+ * bind error.
+ *
+ * @param error Whatever was thrown.
+ * @returns Its description.
+ */
+export function errorInfo(error: unknown): ErrorInfo {
+  if (!(error instanceof Error)) return { name: "Error", message: String(error) };
+  const info: ErrorInfo = { name: error.name, message: error.message };
+  const { code, address, port } = error as { code?: unknown; address?: unknown; port?: unknown };
+  if (typeof code === "string") info.code = code;
+  if (typeof address === "string") info.address = address;
+  if (typeof port === "number") info.port = port;
+  return info;
+}
+
+/**
+ * An error from another thread, with the fields `bindFailure` and callers look at.
+ *
+ * @param info What {@linkcode errorInfo} made of it.
+ * @returns An `Error` with that name, message, `code`, `address` and `port`.
+ */
+export function errorFrom(info: ErrorInfo): Error {
+  const error = new Error(info.message) as Error & {
+    code?: string;
+    address?: string;
+    port?: number;
+  };
+  error.name = info.name;
+  if (info.code !== undefined) error.code = info.code;
+  if (info.address !== undefined) error.address = info.address;
+  if (info.port !== undefined) error.port = info.port;
+  return error;
 }
 
 /** Messages from the primary to a Worker. */

@@ -15,255 +15,30 @@
  *
  * @module
  */
-import { connectionCaps, readFileDescriptorLimit } from "../listener/connection_caps.ts";
-import { formatDuration } from "../core/duration.ts";
-import { createServer as createNetServer, type Server as NetServer } from "node:net";
-
+import type { Server as NetServer } from "node:net";
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort, parseHostPort } from "../core/address.ts";
-
-import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import type { Config, GroupConfig } from "../config/mod.ts";
-import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
-import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
-import { isPanic } from "../upstream/least_conn_pool.ts";
-import type { OutlierDetector } from "../upstream/outlier_detector.ts";
-import { type CounterSeries, type GaugeSeries, MetricsRegistry } from "../metrics/registry.ts";
-import { logReload, plural } from "../server/reload_log.ts";
-import { defaultLoad } from "../server/options.ts";
-import { parseSamples, type Sample } from "../metrics/prometheus_text.ts";
-import { awaitAnswer } from "./_blocking_reply.ts";
-import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
-import {
-  addEjection,
-  addProbeState,
-  type BalancerState,
-  type BalancerStatus,
-  type ClientState,
-  type DrainResult,
-  type GroupState,
-  type ListenerInfo,
-  type UpstreamState,
-} from "../server/status.ts";
-import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
-import type { HealthReport } from "../server/records.ts";
-import { SharedState, type SharedStateOptions } from "./shared_state.ts";
-import { type ReleasedSlots, type SharedCount, WorkerLedger } from "./ledger.ts";
+import type { Config } from "../config/mod.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { formatDuration } from "../core/duration.ts";
+import { readFileDescriptorLimit } from "../listener/connection_caps.ts";
+import { MetricsRegistry } from "../metrics/registry.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
-import type { ErrorInfo, FromWorker, GroupHealthReports, ToWorker } from "./_messages.ts";
-import type { WorkerLogging } from "./worker_logging.ts";
+import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
+import { defaultLoad } from "../server/options.ts";
+import { logReload, plural } from "../server/reload_log.ts";
+import type { BalancerState, DrainResult, ListenerInfo } from "../server/status.ts";
+import type { HealthProbe } from "../upstream/health_probe.ts";
+import type { OutlierDetector } from "../upstream/outlier_detector.ts";
+import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
+import { SharedState } from "./shared_state.ts";
+import type { WorkerBalancerStatus } from "./status.ts";
+import { PrimaryHealth } from "./_primary_health.ts";
+import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
+import { buildStatus } from "./_status_builder.ts";
+import { WorkerFigures } from "./_worker_figures.ts";
+import { type Slot, WorkerSlots } from "./_worker_slots.ts";
 
 const log = getLogger(["mtlb", "workers"]);
-
-/** The module each worker runs. */
-export const WORKER_MODULE: URL = new URL("./_balancer_worker.ts", import.meta.url);
-
-/**
- * The folder a worker loads its modules from (mtlb's `lib/`): Deno needs read
- * permission for it.
- */
-export const WORKER_MODULES_ROOT: URL = new URL("../", import.meta.url);
-
-/** How long `status()` and `/metrics` wait for the workers' figures, ms. */
-export const DEFAULT_COLLECT_TIMEOUT = 2000;
-
-/** A worker that lived this long before it died is restarted at once, ms. */
-const STABLE_AFTER = 60_000;
-/** The longest wait before restarting a worker that keeps dying, ms. */
-const MAX_RESTART_DELAY = 30_000;
-/** How long closing waits for a worker to close its sockets before terminating it, ms. */
-const CLOSE_TIMEOUT = 10_000;
-
-/** Metric families summed over workers (their counters and additive gauges). */
-const SUMMED = [
-  "mtlb_connections_accepted_total",
-  "mtlb_connections_denied_total",
-  "mtlb_connections_open",
-  "mtlb_bytes_total",
-  "mtlb_handshake_failures_total",
-  "mtlb_limiter_refusals_total",
-  "mtlb_client_connections_active",
-  "mtlb_connect_retries_total",
-  "mtlb_connections_closed_total",
-  "mtlb_handshakes_in_flight",
-] as const;
-/**
- * Metric families every worker reports alike: active connections per upstream
- * (read from the shared counts), the connection cap and certificate expiry.
- */
-const SHARED = [
-  "mtlb_connections_active",
-  "mtlb_connections_max",
-  "mtlb_handshakes_max",
-  "mtlb_certificate_expiry_timestamp_seconds",
-] as const;
-
-/** Options of {@linkcode WorkerBalancer}. */
-export interface WorkerBalancerOptions {
-  /** A validated configuration (see `loadConfig`). */
-  config: Config;
-  /** The PEM material the configuration names (see `loadTlsMaterial`). */
-  tls: LoadedConfig["tls"];
-  /**
-   * The number of workers, at least 1.
-   *
-   * @default {config.server.workers, else navigator.hardwareConcurrency}
-   */
-  workers?: number;
-  /**
-   * Reads the configuration again for {@linkcode WorkerBalancer.reload} called
-   * without arguments; it should throw on anything it will not run.
-   *
-   * @default {loadConfig(path), then loadTlsMaterial}
-   */
-  load?: (path: string) => Promise<LoadedConfig>;
-  /**
-   * The active health check the primary runs.
-   *
-   * @default {tcpCheck}
-   */
-  healthCheck?: HealthCheck;
-  /**
-   * Time source of the primary: health probes, restart delays, drain duration.
-   *
-   * @default {systemClock}
-   */
-  clock?: Clock;
-  /**
-   * Wall-clock time, ms since the epoch: the timestamps of the status.
-   *
-   * @default {Date.now}
-   */
-  wallClock?: () => number;
-  /**
-   * How each worker configures LogTape (its records go to stderr, as the primary's
-   * do); workers log nothing without it.
-   *
-   * @default {undefined}
-   */
-  logging?: WorkerLogging;
-  /**
-   * Capacity of the shared counts: upstream addresses and client names ever
-   * configured, reloads included.
-   *
-   * @default {{ upstreams: 1024, clients: 16384 }}
-   */
-  shared?: SharedStateOptions;
-  /**
-   * The module each worker runs; another one must import `_balancer_worker.ts` and
-   * add only instrumentation (tests use one that can crash on demand).
-   *
-   * @default {WORKER_MODULE}
-   */
-  module?: URL;
-  /**
-   * How long `status()` and `metrics.render()` wait for each worker's figures, ms;
-   * a worker that does not answer in time is counted with its previous figures.
-   *
-   * @default {DEFAULT_COLLECT_TIMEOUT}
-   */
-  collectTimeout?: number;
-  /**
-   * The open-files limit (`ulimit -n`) that the default `[server] max_connections`
-   * and `max_handshakes` derive from.
-   *
-   * @default {read from /proc/self/limits when allowed, else 32768}
-   */
-  fileDescriptorLimit?: number;
-}
-
-/** The life of one worker. */
-export type WorkerLifeState = "starting" | "serving" | "restarting" | "draining" | "closed";
-
-/** One worker in {@linkcode WorkerBalancerStatus}. */
-export interface WorkerStatus {
-  /** The worker's number, from 1. */
-  index: number;
-  /** Its state. */
-  state: WorkerLifeState;
-  /** How many times it was restarted after dying. */
-  restarts: number;
-  /** When its current thread started serving, ISO 8601. */
-  startedAt?: string;
-  /** Its share of the connections, when it answered. */
-  connections?: { open: number; active: number; accepted: number };
-}
-
-/** The status of a {@linkcode WorkerBalancer}: the sum over its workers, and each worker. */
-export interface WorkerBalancerStatus extends BalancerStatus {
-  /** The workers. */
-  workers: WorkerStatus[];
-}
-
-/** Detail of a `"worker_exit"` event: a worker died. */
-export interface WorkerExitRecord {
-  /** The worker's number, from 1. */
-  index: number;
-  /** Why it died. */
-  error: string;
-  /** What it held that was given back: upstream leases, client slots, open connections. */
-  released: ReleasedSlots;
-  /** When it is restarted, ms from now; absent when it is not (the balancer is stopping). */
-  restartInMs?: number;
-}
-
-/** Detail of a `"worker_start"` event: a worker (re)started serving. */
-export interface WorkerStartRecord {
-  /** The worker's number, from 1. */
-  index: number;
-  /** How many times it was restarted. */
-  restarts: number;
-}
-
-/** A config with its listeners on port 0 bound, and the sockets holding those ports. */
-interface ResolvedPorts {
-  config: Config;
-  ports: Map<string, string>;
-  placeholders: NetServer[];
-}
-
-type Samples = Map<string, Sample[]>;
-
-interface Figures {
-  status: BalancerStatus;
-  samples: Samples;
-}
-
-interface Slot {
-  index: number;
-  state: WorkerLifeState;
-  worker: Worker | undefined;
-  ledger: SharedArrayBuffer;
-  reply: MessagePort | undefined;
-  flag: Int32Array;
-  restarts: number;
-  /** Deaths in a row, each soon after a start. */
-  streak: number;
-  /** Primary clock time it last started serving. */
-  startedAt: number | undefined;
-  startedWall: number | undefined;
-  starting: PromiseWithResolvers<ListenerInfo[]> | undefined;
-  reloads: Map<
-    number,
-    (result: { error?: string; exited?: true; listeners: ListenerInfo[] }) => void
-  >;
-  /** Settled once the worker stopped accepting, in a drain. */
-  draining: PromiseWithResolvers<void> | undefined;
-  drained: PromiseWithResolvers<DrainResult> | undefined;
-  closed: PromiseWithResolvers<void> | undefined;
-  restartTimer: TimerId | undefined;
-  /** The latest figures it answered with. */
-  last: Figures | undefined;
-}
-
-/** Counters of workers that died, so sums never go backwards. */
-interface Retired {
-  samples: Map<string, Map<string, Sample>>;
-  accepted: number;
-  denied: Map<string, number>;
-  handshakeFailures: Map<string, number>;
-  groups: Map<string, { accepted: number; bytesFromClient: number; bytesFromUpstream: number }>;
-}
 
 /**
  * The balancer on every core: N Workers serving the same listeners, one primary
@@ -319,40 +94,20 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   /** The open-files limit the default connection caps derive from. */
   #fileDescriptors: number | undefined;
   #load: (path: string) => Promise<LoadedConfig>;
-  #healthCheck: HealthCheck | undefined;
   #clock: Clock;
   #wall: () => number;
-  #logging: WorkerLogging | undefined;
-  #sharedOptions: SharedStateOptions;
-  #module: URL;
-  #collectTimeout: number;
   #shared: SharedState;
-  /** Open client connections of every worker: what `max_connections` caps. */
-  #openCount = new Int32Array(new SharedArrayBuffer(4));
-  #connections: SharedCount = {
-    add: (delta: number): number => Atomics.add(this.#openCount, 0, delta) + delta,
-  };
-  #probes = new Map<string, HealthProbe>();
-  /** Each group's outlier detection, beside its probe. */
-  #outliers = new WeakMap<HealthProbe, OutlierDetector>();
+  #health: PrimaryHealth;
   /** `group + " " + configured address` of a port 0 listener, to the address it got. */
   #ports = new Map<string, string>();
-  #slots: Slot[] = [];
-  #listeners: ListenerInfo[] = [];
+  #slots: WorkerSlots;
   #registry = new MetricsRegistry();
   #metrics: BalancerMetrics;
   #collect: Disposable;
-  #retired: Retired = {
-    samples: new Map(),
-    accepted: 0,
-    denied: new Map(),
-    handshakeFailures: new Map(),
-    groups: new Map(),
-  };
+  #figures: WorkerFigures;
   #life: Lifecycle;
   /** Reloads and restarts, one at a time. */
   #queue: Promise<void> = Promise.resolve();
-  #nextId = 0;
 
   /**
    * Creates the balancer; nothing runs until {@linkcode WorkerBalancer.start}.
@@ -373,16 +128,42 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#effective = this.#loaded;
     this.#count = count;
     this.#load = options.load ?? defaultLoad;
-    this.#healthCheck = options.healthCheck;
     this.#clock = options.clock ?? systemClock;
     this.#wall = options.wallClock ?? Date.now;
-    this.#logging = options.logging;
-    this.#sharedOptions = options.shared ?? {};
-    this.#module = options.module ?? WORKER_MODULE;
-    this.#collectTimeout = options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT;
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
-    this.#shared = new SharedState(this.#sharedOptions);
+    const sharedOptions = options.shared ?? {};
+    this.#shared = new SharedState(sharedOptions);
     this.#metrics = new BalancerMetrics(this.#registry);
+    this.#figures = new WorkerFigures(
+      this.#registry,
+      options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT,
+    );
+    this.#health = new PrimaryHealth({
+      check: options.healthCheck,
+      clock: this.#clock,
+      metrics: this.#metrics,
+      relay: (message) => this.#slots.broadcast(message),
+    });
+    this.#slots = new WorkerSlots({
+      count,
+      module: options.module ?? WORKER_MODULE,
+      clock: this.#clock,
+      wall: this.#wall,
+      shared: this.#shared,
+      sharedOptions,
+      fileDescriptorLimit: this.#fileDescriptors,
+      logging: options.logging,
+      events: this,
+      running: () => this.#effective,
+      health: () => this.#health.reports(),
+      state: () => this.#life.state,
+      passive: (record) => this.#health.passive(record),
+      retired: (last) => this.#figures.keep(last),
+      // Restarts take turns with reloads.
+      enqueue: (task) => {
+        this.#queue = this.#queue.then(task);
+      },
+    });
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
     this.#life = new Lifecycle({
       events: this,
@@ -418,24 +199,18 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let placeholders: NetServer[] = [];
     try {
       this.#shared.assign(upstreamsOf(config), config.clients.keys());
-      for (const group of config.groups.values()) {
-        this.#probes.set(group.name, this.#newProbe(group));
-      }
-      await Promise.all([...this.#probes.values()].map((p) => p.ready));
+      await this.#health.start(config);
       this.#life.assertIdle();
-      const resolved = await this.#resolvePorts(config);
+      const resolved = await resolvePorts(config, this.#ports);
       placeholders = resolved.placeholders;
       this.#effective = { config: resolved.config, tls: this.#loaded.tls };
       this.#ports = resolved.ports;
-      for (let index = 1; index <= this.#count; index++) this.#slots.push(newSlot(index));
-      const started = await Promise.allSettled(this.#slots.map((slot) => this.#spawn(slot)));
-      const failure = started.find((r) => r.status === "rejected");
-      if (failure !== undefined) throw failure.reason;
+      await this.#slots.start();
     } catch (error) {
       await this.close();
       throw error;
     } finally {
-      await closeAll(placeholders);
+      await closePlaceholders(placeholders);
     }
     this.#life.serving();
     this.#metrics.configLoaded.set(this.#life.loadedAt / 1000);
@@ -468,7 +243,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns One entry per listener, as every worker binds them.
    */
   listeners(): ListenerInfo[] {
-    return this.#listeners.map((l) => ({ ...l, address: { ...l.address } }));
+    return this.#slots.listeners.map((l) => ({ ...l, address: { ...l.address } }));
   }
 
   /**
@@ -478,7 +253,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns The probe, or `undefined` for an unknown group.
    */
   probe(group: string): HealthProbe | undefined {
-    return this.#probes.get(group);
+    return this.#health.probe(group);
   }
 
   /**
@@ -489,8 +264,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns The detector, or `undefined` for an unknown group.
    */
   outlier(group: string): OutlierDetector | undefined {
-    const probe = this.#probes.get(group);
-    return probe === undefined ? undefined : this.#outliers.get(probe);
+    return this.#health.outlier(group);
   }
 
   /**
@@ -501,135 +275,20 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * @returns A fresh object.
    */
   status(): WorkerBalancerStatus {
-    const figures = this.#gather();
-    const now = this.#clock.now();
-    const wall = this.#wall();
-    const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
-    const config = this.#loaded.config;
-    const statuses = [...figures.values()].map((f) => f.status);
-    const retired = this.#retired;
-    const denied = new Map(retired.denied);
-    const handshakeFailures = new Map(retired.handshakeFailures);
-    const caps = connectionCaps(config.server, this.#fileDescriptors);
-    let open = 0;
-    let handshaking = 0;
-    let active = 0;
-    let accepted = retired.accepted;
-    for (const status of statuses) {
-      open += status.connections.open;
-      handshaking += status.connections.handshaking;
-      active += status.connections.active;
-      accepted += status.connections.accepted;
-      addAll(denied, status.connections.denied);
-      addAll(handshakeFailures, status.connections.handshakeFailures);
-    }
-    const groups: GroupState[] = [];
-    for (const groupConfig of config.groups.values()) {
-      const name = groupConfig.name;
-      const probe = this.#probes.get(name);
-      const health = new Map(probe?.snapshot().map((h) => [h.address, h]));
-      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-      const outliers = new Map(outlier?.snapshot().map((o) => [o.address, o]));
-      const past = retired.groups.get(name);
-      const entry: GroupState = {
-        name,
-        accepted: past?.accepted ?? 0,
-        panic: this.#panic(groupConfig, probe),
-        bytesFromClient: past?.bytesFromClient ?? 0,
-        bytesFromUpstream: past?.bytesFromUpstream ?? 0,
-        upstreams: [],
-      };
-      const upstreams = new Map<string, UpstreamState>();
-      for (const status of statuses) {
-        const group = status.groups.find((g) => g.name === name);
-        if (group === undefined) continue;
-        entry.accepted += group.accepted;
-        entry.bytesFromClient += group.bytesFromClient;
-        entry.bytesFromUpstream += group.bytesFromUpstream;
-        for (const u of group.upstreams) {
-          const seen = upstreams.get(u.address);
-          if (seen === undefined) upstreams.set(u.address, { ...u });
-          else seen.accepted += u.accepted;
-        }
-      }
-      // Configured upstreams first, then removed ones some worker still forwards to.
-      const order = [
-        ...groupConfig.upstreams.map((u) => u.address),
-        ...[...upstreams.keys()].filter((a) => !groupConfig.upstreams.some((u) => u.address === a)),
-      ];
-      for (const address of order) {
-        const seen = upstreams.get(address);
-        const configured = groupConfig.upstreams.find((u) => u.address === address);
-        const removed = configured === undefined;
-        const h = removed ? undefined : health.get(address);
-        const state: UpstreamState = {
-          address,
-          weight: configured?.weight ?? seen?.weight ?? 1,
-          active: seen?.active ?? this.#upstreamActive(address),
-          accepted: seen?.accepted ?? 0,
-          healthy: !removed && h?.state === "healthy",
-          state: h?.state ?? "unknown",
-        };
-        if (removed) state.removed = true;
-        addProbeState(state, h, iso);
-        if (!removed) addEjection(state, outliers.get(address), iso);
-        entry.upstreams.push(state);
-      }
-      if (groupConfig.listen !== undefined) entry.listen = groupConfig.listen;
-      if (groupConfig.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
-      groups.push(entry);
-    }
-    const clients: ClientState[] = [...config.clients.values()].map((c) => ({
-      name: c.name,
-      groups: [...c.groups],
-      active: statuses.reduce(
-        (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.active ?? 0),
-        0,
-      ),
-      maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
-    }));
-    const first = statuses[0];
-    const status: WorkerBalancerStatus = {
-      state: this.#life.state,
-      config: { path: config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
-      connections: {
-        open,
-        handshaking,
-        max: caps.maxConnections,
-        maxHandshakes: caps.maxHandshakes,
-        active,
-        accepted,
-        denied: Object.fromEntries(denied),
-        handshakeFailures: Object.fromEntries(handshakeFailures),
-      },
-      listeners: first?.listeners ??
-        this.#listeners.map((l) => {
-          const address = formatHostPort(l.address);
-          return l.group === undefined ? { address } : { address, group: l.group };
-        }),
-      groups,
-      clients,
-      certificates: first === undefined ? {} : { ...first.certificates },
-      workers: this.#slots.map((slot) => {
-        const worker: WorkerStatus = {
-          index: slot.index,
-          state: slot.state,
-          restarts: slot.restarts,
-        };
-        if (slot.startedWall !== undefined) {
-          worker.startedAt = new Date(slot.startedWall).toISOString();
-        }
-        const own = figures.get(slot)?.status.connections;
-        if (own !== undefined) {
-          worker.connections = { open: own.open, active: own.active, accepted: own.accepted };
-        }
-        return worker;
-      }),
-    };
-    const { startedAt, lastReload } = this.#life;
-    if (startedAt !== undefined) status.startedAt = new Date(startedAt).toISOString();
-    if (lastReload !== undefined) status.lastReload = lastReload;
-    return status;
+    const figures = this.#figures.gather(this.#slots.all);
+    return buildStatus({
+      config: this.#loaded.config,
+      life: this.#life,
+      slots: this.#slots.all,
+      figures,
+      retired: this.#figures.retired,
+      health: this.#health,
+      listeners: this.#slots.listeners,
+      fileDescriptorLimit: this.#fileDescriptors,
+      upstreamActive: (address) => this.#upstreamActive(address),
+      now: this.#clock.now(),
+      wall: this.#wall(),
+    });
   }
 
   /**
@@ -681,280 +340,6 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
-  // -------------------------------------------------------------------------------------
-  // Workers
-
-  /** Starts the slot's worker on the running configuration; resolves once it serves. */
-  #spawn(slot: Slot): Promise<ListenerInfo[]> {
-    const worker = new Worker(this.#module, {
-      type: "module",
-      name: `mtlb worker ${slot.index}`,
-    });
-    const channel = new MessageChannel();
-    slot.worker = worker;
-    slot.reply = channel.port1;
-    slot.flag = new Int32Array(new SharedArrayBuffer(4));
-    slot.ledger = WorkerLedger.allocate(this.#sharedOptions);
-    slot.state = "starting";
-    slot.last = undefined;
-    const starting = Promise.withResolvers<ListenerInfo[]>();
-    slot.starting = starting;
-    worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      if (slot.worker === worker) this.#onMessage(slot, event.data);
-    };
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      if (slot.worker === worker) this.#onDeath(slot, event.message || "unknown error");
-    };
-    worker.onmessageerror = () => {
-      log.error("Worker {index} sent a message that could not be read", { index: slot.index });
-    };
-    const message: ToWorker = {
-      type: "start",
-      index: slot.index,
-      loaded: this.#effective,
-      shared: this.#shared.init,
-      ledger: slot.ledger,
-      connections: this.#openCount.buffer as SharedArrayBuffer,
-      fileDescriptorLimit: this.#fileDescriptors,
-      workers: this.#count,
-      health: this.#healthReports(),
-      logging: this.#logging,
-      reply: channel.port2,
-      flag: slot.flag.buffer as SharedArrayBuffer,
-    };
-    worker.postMessage(message, [channel.port2]);
-    return starting.promise;
-  }
-
-  #onMessage(slot: Slot, message: FromWorker): void {
-    switch (message.type) {
-      case "started":
-        slot.state = "serving";
-        slot.startedAt = this.#clock.now();
-        slot.startedWall = this.#wall();
-        this.#listeners = message.listeners;
-        slot.starting?.resolve(message.listeners);
-        slot.starting = undefined;
-        return;
-      case "failed":
-        slot.starting?.reject(errorFrom(message.error));
-        slot.starting = undefined;
-        return;
-      case "reloaded": {
-        const settle = slot.reloads.get(message.id);
-        slot.reloads.delete(message.id);
-        settle?.(
-          message.error === undefined
-            ? { listeners: message.listeners }
-            : { listeners: message.listeners, error: message.error },
-        );
-        return;
-      }
-      case "passive": {
-        const { group, address, outcome, reason, success } = message.record;
-        const probe = this.#probes.get(group);
-        const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-        if (outlier === undefined) return;
-        const failing = outlier.isFailing(address);
-        if (outcome === "success") outlier.reportSuccess(address, success ?? "connected");
-        else if (reason !== undefined) outlier.reportFailure(address, reason);
-        // Workers report successes while a streak is under way: tell them when it starts and ends.
-        if (outlier.isFailing(address) !== failing) this.#broadcast(group, address);
-        return;
-      }
-      case "denials":
-        for (const { type, record } of message.records) this.#emit(type, record);
-        return;
-      case "draining":
-        slot.draining?.resolve();
-        return;
-      case "drained":
-        slot.drained?.resolve(message.result);
-        return;
-      case "closed":
-        slot.closed?.resolve();
-        return;
-    }
-  }
-
-  /** A worker died: end its thread, give back its slots, restart it unless stopping. */
-  #onDeath(slot: Slot, error: string): void {
-    const wasServing = slot.state === "serving";
-    const released = this.#retire(slot);
-    const failure = new Error(`Worker ${slot.index} died: ${error}`);
-    slot.starting?.reject(failure);
-    slot.starting = undefined;
-    for (const settle of slot.reloads.values()) settle({ exited: true, listeners: [] });
-    slot.reloads.clear();
-    slot.drained?.resolve({ forced: 0, durationMs: 0 });
-    slot.closed?.resolve();
-    const record: WorkerExitRecord = { index: slot.index, error, released };
-    if (wasServing && this.#life.state === "serving") {
-      record.restartInMs = this.#scheduleRestart(slot);
-      log.error(
-        "Worker {index} died: {error}; its {connections} connections are lost, their {upstreams} upstream and {clients} client slots given back; restarting it in {delay} ms",
-        { index: slot.index, error, ...released, delay: record.restartInMs },
-      );
-    } else {
-      slot.state = this.#life.state === "serving" ? slot.state : "closed";
-      log.error("Worker {index} died: {error}", { index: slot.index, error, ...released });
-    }
-    this.#emit("worker_exit", record);
-  }
-
-  /**
-   * Terminates the slot's worker, gives back the connection slots its ledger holds,
-   * and keeps its counters in the retired sums. Only for a worker that runs no more
-   * code on its own: one that died, failed to start, or closed its balancer.
-   */
-  #retire(slot: Slot): ReleasedSlots {
-    slot.worker?.terminate();
-    slot.worker = undefined;
-    slot.reply?.close();
-    slot.reply = undefined;
-    const released = new WorkerLedger(slot.ledger, this.#shared.init).reclaim({
-      counts: this.#shared.upstreamCounts(),
-      store: this.#shared.limiterStore(),
-      connections: this.#connections,
-      now: performance.timeOrigin + performance.now(),
-    });
-    if (slot.last !== undefined) this.#keepRetired(slot.last);
-    slot.last = undefined;
-    slot.state = "restarting";
-    slot.startedWall = undefined;
-    return released;
-  }
-
-  /** Schedules a restart: at once after a long life, then 1 s, 2 s, ... up to 30 s. */
-  #scheduleRestart(slot: Slot): number {
-    const now = this.#clock.now();
-    if (slot.startedAt !== undefined && now - slot.startedAt >= STABLE_AFTER) slot.streak = 0;
-    slot.streak++;
-    const delay = slot.streak === 1
-      ? 0
-      : Math.min(MAX_RESTART_DELAY, 1000 * 2 ** (slot.streak - 2));
-    slot.state = "restarting";
-    slot.restartTimer = this.#clock.setTimeout(() => {
-      slot.restartTimer = undefined;
-      this.#queue = this.#queue.then(() => this.#restart(slot));
-    }, delay);
-    return delay;
-  }
-
-  async #restart(slot: Slot): Promise<void> {
-    if (this.#life.state !== "serving" || slot.state !== "restarting") return;
-    try {
-      await this.#spawn(slot);
-    } catch (error) {
-      if (slot.worker !== undefined) this.#retire(slot);
-      if (this.#life.state !== "serving") {
-        slot.state = "closed";
-        return;
-      }
-      const delay = this.#scheduleRestart(slot);
-      log.error("Worker {index} could not restart: {error}; trying again in {delay} ms", {
-        index: slot.index,
-        error: errorText(error),
-        delay,
-      });
-      return;
-    }
-    slot.restarts++;
-    log.info("Worker {index} restarted", { index: slot.index, restarts: slot.restarts });
-    this.#emit("worker_start", { index: slot.index, restarts: slot.restarts });
-  }
-
-  #send(slot: Slot, message: ToWorker): void {
-    slot.worker?.postMessage(message);
-  }
-
-  #reloadWorker(
-    slot: Slot,
-    loaded: LoadedConfig,
-    health: GroupHealthReports,
-  ): Promise<{ error?: string; exited?: true; listeners: ListenerInfo[] }> {
-    if (slot.worker === undefined) return Promise.resolve({ exited: true, listeners: [] });
-    const id = ++this.#nextId;
-    const done = new Promise<{ error?: string; exited?: true; listeners: ListenerInfo[] }>(
-      (resolve) => slot.reloads.set(id, resolve),
-    );
-    this.#send(slot, { type: "reload", id, loaded, shared: this.#shared.init, health });
-    return done;
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Health
-
-  /** A group's probe and, beside it, its outlier detection: one decision for every worker. */
-  #newProbe(config: GroupConfig): HealthProbe {
-    const group = config.name;
-    const probe = new HealthProbe(groupHealthTargets(config), {
-      ...(this.#healthCheck === undefined ? {} : { check: this.#healthCheck }),
-      clock: this.#clock,
-    });
-    const outlier = groupOutlierDetector(config, probe, this.#clock);
-    this.#outliers.set(probe, outlier);
-    probe.addEventListener("change", (event) => {
-      const { address, healthy, reason } = (event as HealthChangeEvent).change;
-      const report: HealthReport = { address, healthy, reason };
-      this.#addPassive(report, outlier);
-      for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
-    });
-    outlier.addEventListener("ejection", (event) => {
-      const { address, ejected, reason } = (event as EjectionEvent).change;
-      if (ejected) this.#metrics.ejections.labels(group, address, reason).inc();
-      this.#broadcast(group, address);
-    });
-    probe.start();
-    return probe;
-  }
-
-  #closeProbe(probe: HealthProbe): Promise<void> {
-    this.#outliers.get(probe)?.close();
-    return probe.close();
-  }
-
-  /** Sends every worker what the primary knows of one upstream (once probed). */
-  #broadcast(group: string, address: string): void {
-    const probe = this.#probes.get(group);
-    const health = probe?.snapshot().find((h) => h.address === address);
-    if (probe === undefined || health === undefined || health.state === "unknown") return;
-    const report: HealthReport = {
-      address,
-      healthy: health.state === "healthy",
-      reason: health.reason ?? "probe_ok",
-    };
-    this.#addPassive(report, this.#outliers.get(probe));
-    for (const slot of this.#slots) this.#send(slot, { type: "health", group, report });
-  }
-
-  #addPassive(report: HealthReport, outlier: OutlierDetector | undefined): void {
-    if (outlier?.isEjected(report.address)) report.ejected = true;
-    if (outlier?.isFailing(report.address)) report.failing = true;
-  }
-
-  /** What the probes know, for a worker that starts or reloads; unknown targets are left out. */
-  #healthReports(probes: Map<string, HealthProbe> = this.#probes): GroupHealthReports {
-    const reports: GroupHealthReports = {};
-    for (const [group, probe] of probes) {
-      const outlier = this.#outliers.get(probe);
-      reports[group] = probe.snapshot().filter((h) => h.state !== "unknown").map((h) => {
-        const report: HealthReport = {
-          address: h.address,
-          healthy: h.state === "healthy",
-          reason: h.reason ?? "probe_ok",
-        };
-        this.#addPassive(report, outlier);
-        return report;
-      });
-    }
-    return reports;
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Reload
-
   async #reload(next: LoadedConfig | undefined): Promise<void> {
     if (this.#life.state !== "serving") {
       throw new Error(`the balancer is ${this.#life.state}, not serving`);
@@ -971,40 +356,18 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#shared.assign(upstreamsOf(config), config.clients.keys());
 
     // Probe new upstreams and groups first; keep probing the old ones until the end.
-    const added = new Map<string, HealthProbe>();
-    const kept: HealthProbe[] = [];
-    for (const group of config.groups.values()) {
-      const targets = groupHealthTargets(group);
-      const probe = this.#probes.get(group.name);
-      if (probe === undefined) {
-        added.set(group.name, this.#newProbe(group));
-        continue;
-      }
-      const old = groupHealthTargets(previous.groups.get(group.name)!);
-      probe.setTargets([
-        ...targets,
-        ...old.filter((o) => !targets.some((t) => t.address === o.address)),
-      ]);
-      kept.push(probe);
-    }
-    const revert = async (): Promise<void> => {
-      for (const group of config.groups.values()) {
-        const was = previous.groups.get(group.name);
-        if (was !== undefined) this.#probes.get(group.name)?.setTargets(groupHealthTargets(was));
-      }
-      await Promise.all([...added.values()].map((p) => this.#closeProbe(p)));
-    };
+    const health = this.#health.stage(config, previous);
     let resolved: ResolvedPorts | undefined;
     try {
-      await Promise.all([...added.values(), ...kept].map((p) => p.ready));
+      await health.ready();
       if (this.#life.state !== "serving") {
         throw new Error(`the balancer started ${this.#life.state}`);
       }
-      resolved = await this.#resolvePorts(config);
+      resolved = await resolvePorts(config, this.#ports);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
-      const health = this.#healthReports(new Map([...this.#probes, ...added]));
-      const live = this.#slots.filter((s) => s.state === "serving");
-      const results = await Promise.all(live.map((s) => this.#reloadWorker(s, material, health)));
+      const reports = health.reports();
+      const live = this.#slots.all.filter((s) => s.state === "serving");
+      const results = await Promise.all(live.map((s) => this.#slots.reload(s, material, reports)));
       const failed = live.flatMap((slot, i) => {
         const error = results[i]!.error;
         return error === undefined ? [] : [{ slot, error }];
@@ -1015,39 +378,26 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         );
         throw new Error(describeFailures(failed));
       }
-      // Commit.
-      for (const [name, probe] of this.#probes) {
-        const group = config.groups.get(name);
-        if (group === undefined) {
-          this.#probes.delete(name);
-          void this.#closeProbe(probe);
-        } else {
-          probe.setTargets(groupHealthTargets(group));
-          const { panicThreshold: _, ...settings } = group.outlier;
-          this.#outliers.get(probe)?.setTargets(group.upstreams.map((u) => u.address), settings);
-        }
-      }
-      for (const [name, probe] of added) this.#probes.set(name, probe);
-      added.clear();
+      health.commit();
       this.#loaded = loaded;
       this.#effective = material;
       this.#ports = resolved.ports;
       const answered = results.find((r) => r.error === undefined && !r.exited);
-      if (answered !== undefined) this.#listeners = answered.listeners;
+      if (answered !== undefined) this.#slots.listeners = answered.listeners;
     } catch (error) {
-      await revert();
+      await health.revert();
       throw error;
     } finally {
-      await closeAll(resolved?.placeholders ?? []);
+      await closePlaceholders(resolved?.placeholders ?? []);
     }
   }
 
   /** Puts the running configuration back in workers that took a failed reload. */
   async #rollBack(slots: Slot[]): Promise<void> {
     if (slots.length === 0 || this.#life.state !== "serving") return;
-    const health = this.#healthReports();
+    const health = this.#health.reports();
     const results = await Promise.all(
-      slots.map((slot) => this.#reloadWorker(slot, this.#effective, health)),
+      slots.map((slot) => this.#slots.reload(slot, this.#effective, health)),
     );
     await Promise.all(slots.map(async (slot, i) => {
       const error = results[i]!.error;
@@ -1057,85 +407,27 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         "Worker {index} cannot go back to the running configuration: {error}; restarting it",
         { index: slot.index, error },
       );
-      await this.#closeWorker(slot);
-      this.#retire(slot);
-      if (this.#life.state === "serving") this.#scheduleRestart(slot);
+      await this.#slots.close(slot);
+      this.#slots.retire(slot);
+      if (this.#life.state === "serving") this.#slots.scheduleRestart(slot);
     }));
   }
 
-  /**
-   * Binds the listeners on port 0 of a config to one port for every worker: a
-   * placeholder socket (`SO_REUSEPORT`) holds the port while the workers bind it, and
-   * is closed once they have. Listeners kept from the running config keep their port.
-   */
-  async #resolvePorts(config: Config): Promise<ResolvedPorts> {
-    const ports = new Map<string, string>();
-    const placeholders: NetServer[] = [];
-    const resolve = async (address: string, group: string | undefined): Promise<string> => {
-      const { hostname, port } = parseHostPort(address);
-      if (port !== 0) return address;
-      const key = `${group ?? ""} ${address}`;
-      let bound = this.#ports.get(key);
-      if (bound === undefined) {
-        const server = createNetServer();
-        server.on("connection", (socket) => socket.destroy());
-        placeholders.push(server);
-        await new Promise<void>((done, fail) => {
-          server.once("error", fail);
-          server.listen({ host: hostname, port: 0, reusePort: true }, () => {
-            server.off("error", fail);
-            done();
-          });
-        });
-        const { port: picked } = server.address() as { port: number };
-        bound = formatHostPort({ hostname, port: picked });
-      }
-      ports.set(key, bound);
-      return bound;
-    };
-    try {
-      const server = config.server.listen === undefined
-        ? config.server
-        : { ...config.server, listen: await resolve(config.server.listen, undefined) };
-      const groups = new Map(config.groups);
-      for (const group of config.groups.values()) {
-        if (group.listen === undefined) continue;
-        groups.set(group.name, { ...group, listen: await resolve(group.listen, group.name) });
-      }
-      return { config: { ...config, server, groups }, ports, placeholders };
-    } catch (error) {
-      await closeAll(placeholders);
-      throw error;
-    }
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Drain and close
-
   async #drain(timeout: number): Promise<DrainResult> {
     const started = this.#clock.now();
-    this.#cancelRestarts();
-    await this.#settleStarts();
-    const live = this.#slots.filter((s) => s.worker !== undefined && s.state === "serving");
-    const stopped: Promise<void>[] = [];
-    const drained = live.map((slot) => {
-      slot.state = "draining";
-      slot.draining = Promise.withResolvers<void>();
-      slot.drained = Promise.withResolvers<DrainResult>();
-      stopped.push(Promise.race([slot.draining.promise, slot.drained.promise.then(() => {})]));
-      this.#send(slot, { type: "drain", timeout });
-      return slot.drained.promise;
-    });
+    this.#slots.cancelRestarts();
+    await this.#slots.settleStarts();
+    const { stopped, drained } = this.#slots.drain(timeout);
     // Logged once every worker stopped accepting.
-    await Promise.all(stopped);
-    const open = Atomics.load(this.#openCount, 0);
+    await stopped;
+    const open = this.#slots.open;
     log.info(
       `Draining: stopped accepting; {open} ${plural(open, "connection")} open in {workers} ${
         plural(this.#count, "worker")
       }, waiting up to {timeout}`,
       { open, workers: this.#count, timeout: formatDuration(timeout) },
     );
-    const results = await Promise.all(drained);
+    const results = await drained;
     await this.close();
     const forced = results.reduce((sum, r) => sum + r.forced, 0);
     const durationMs = Math.round(this.#clock.now() - started);
@@ -1144,140 +436,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   async #shutdown(): Promise<void> {
-    this.#cancelRestarts();
-    await this.#settleStarts();
+    this.#slots.cancelRestarts();
+    await this.#slots.settleStarts();
     // Keep the final figures: status() still answers after close.
-    this.#gather();
-    const live = this.#slots.filter((s) => s.worker !== undefined);
-    await Promise.all(live.map(async (slot) => {
-      await this.#closeWorker(slot);
-      slot.worker?.terminate();
-      slot.worker = undefined;
-      slot.reply?.close();
-      slot.reply = undefined;
-      slot.state = "closed";
-      // A terminated worker answers nothing more: a drain waiting on it ends here, its
-      // connections counted as forced.
-      slot.drained?.resolve({
-        forced: slot.last?.status.connections.active ?? 0,
-        durationMs: 0,
-      });
-    }));
-    for (const slot of this.#slots) slot.state = "closed";
-    await Promise.all([...this.#probes.values()].map((p) => this.#closeProbe(p)));
+    this.#figures.gather(this.#slots.all);
+    await this.#slots.closeAll();
+    await this.#health.close();
     this.#collect[Symbol.dispose]();
-  }
-
-  /**
-   * Asks a live worker to close its balancer (its connections end, its slots are
-   * released by itself) and waits for it, at most {@linkcode CLOSE_TIMEOUT} ms.
-   */
-  async #closeWorker(slot: Slot): Promise<void> {
-    if (slot.worker === undefined) return;
-    slot.closed = Promise.withResolvers<void>();
-    this.#send(slot, { type: "close" });
-    let timer: TimerId | undefined;
-    await Promise.race([
-      slot.closed.promise,
-      new Promise<void>((resolve) => timer = this.#clock.setTimeout(resolve, CLOSE_TIMEOUT)),
-    ]);
-    this.#clock.clearTimeout(timer!);
-  }
-
-  #cancelRestarts(): void {
-    for (const slot of this.#slots) {
-      if (slot.restartTimer === undefined) continue;
-      this.#clock.clearTimeout(slot.restartTimer);
-      slot.restartTimer = undefined;
-      slot.state = "closed";
-    }
-  }
-
-  /** Waits for workers being started to serve or fail. */
-  async #settleStarts(): Promise<void> {
-    await Promise.allSettled(this.#slots.map((s) => s.starting?.promise));
-  }
-
-  #emit(type: string, detail: unknown): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Status and metrics
-
-  /**
-   * Asks every serving worker for its status and metrics and waits for the answers
-   * (blocking this thread: the admin endpoint's answers are synchronous). A worker
-   * that does not answer within the collect timeout counts with its previous figures.
-   */
-  #gather(): Map<Slot, Figures> {
-    const id = ++this.#nextId;
-    const asked = this.#slots.filter((s) =>
-      s.worker !== undefined && s.reply !== undefined &&
-      (s.state === "serving" || s.state === "draining")
-    );
-    for (const slot of asked) {
-      Atomics.store(slot.flag, 0, 0);
-      this.#send(slot, { type: "collect", id });
-    }
-    const deadline = performance.now() + this.#collectTimeout;
-    for (const slot of asked) {
-      const answer = awaitAnswer(slot.reply!, slot.flag, id, deadline);
-      if (answer?.status !== undefined && answer.metrics !== undefined) {
-        slot.last = { status: answer.status, samples: parseSamples(answer.metrics) };
-      } else {
-        log.warn("Worker {index} did not answer within {timeout} ms; using its previous figures", {
-          index: slot.index,
-          timeout: this.#collectTimeout,
-        });
-      }
-    }
-    const figures = new Map<Slot, Figures>();
-    for (const slot of this.#slots) if (slot.last !== undefined) figures.set(slot, slot.last);
-    return figures;
-  }
-
-  #keepRetired(last: Figures): void {
-    const retired = this.#retired;
-    for (const name of SUMMED) {
-      if (this.#registry.family(name)?.type !== "counter") continue;
-      let kept = retired.samples.get(name);
-      if (kept === undefined) retired.samples.set(name, kept = new Map());
-      for (const sample of last.samples.get(name) ?? []) {
-        const key = sample.labels.join("\u0000");
-        const have = kept.get(key);
-        if (have === undefined) kept.set(key, { labels: sample.labels, value: sample.value });
-        else have.value += sample.value;
-      }
-    }
-    const { connections, groups } = last.status;
-    retired.accepted += connections.accepted;
-    addAll(retired.denied, connections.denied);
-    addAll(retired.handshakeFailures, connections.handshakeFailures);
-    for (const group of groups) {
-      const have = retired.groups.get(group.name) ??
-        { accepted: 0, bytesFromClient: 0, bytesFromUpstream: 0 };
-      have.accepted += group.accepted;
-      have.bytesFromClient += group.bytesFromClient;
-      have.bytesFromUpstream += group.bytesFromUpstream;
-      retired.groups.set(group.name, have);
-    }
-  }
-
-  /** Whether the workers' pools of a group are in panic mode: the same rule on the same state. */
-  #panic(group: GroupConfig, probe: HealthProbe | undefined): boolean {
-    const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-    let available = 0;
-    let ejected = 0;
-    for (const { address } of group.upstreams) {
-      if (probe?.isHealthy(address) !== true) continue;
-      if (outlier?.isEjected(address)) ejected++;
-      else available++;
-    }
-    return isPanic(
-      { total: group.upstreams.length, available, ejected },
-      group.outlier.panicThreshold,
-    );
   }
 
   #upstreamActive(address: string): number {
@@ -1289,112 +454,17 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   #collectMetrics(): void {
-    const figures = [...this.#gather().values()];
-    for (const name of SUMMED) this.#merge(name, figures, true);
-    for (const name of SHARED) this.#merge(name, figures, false);
-    const m = this.#metrics;
-    m.upstreamHealthy.clear();
-    m.probeLatency.clear();
-    m.ejected.clear();
-    m.panic.clear();
-    for (const group of this.#loaded.config.groups.values()) {
-      const probe = this.#probes.get(group.name);
-      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
-      m.panic.labels(group.name).set(this.#panic(group, probe) ? 1 : 0);
-      for (const upstream of group.upstreams) {
-        const ejected = outlier?.isEjected(upstream.address) === true;
-        m.upstreamHealthy.labels(group.name, upstream.address)
-          .set(probe?.isHealthy(upstream.address) && !ejected ? 1 : 0);
-        m.ejected.labels(group.name, upstream.address).set(ejected ? 1 : 0);
-      }
-      for (const health of probe?.snapshot() ?? []) {
-        if (health.lastResult === undefined) continue;
-        m.probeLatency.labels(group.name, health.address).set(health.lastResult.latencyMs / 1000);
-      }
-    }
+    this.#figures.merge(this.#figures.gather(this.#slots.all).values());
+    this.#health.updateMetrics(this.#loaded.config.groups.values());
   }
-
-  /** Rebuilds a family from the workers' series: summed, or the first worker's value. */
-  #merge(name: string, figures: Figures[], sum: boolean): void {
-    const family = this.#registry.family(name)!;
-    const merged = new Map<string, Sample>();
-    const add = (samples: Iterable<Sample>): void => {
-      for (const sample of samples) {
-        const key = sample.labels.join("\u0000");
-        const have = merged.get(key);
-        if (have === undefined) merged.set(key, { labels: sample.labels, value: sample.value });
-        else if (sum) have.value += sample.value;
-      }
-    };
-    for (const f of figures) add(f.samples.get(name) ?? []);
-    if (sum) add(this.#retired.samples.get(name)?.values() ?? []);
-    family.clear();
-    for (const { labels, value } of merged.values()) {
-      const series = family.labels(...labels);
-      if (family.type === "counter") (series as CounterSeries).inc(value);
-      else (series as GaugeSeries).set(value);
-    }
-  }
-}
-
-function newSlot(index: number): Slot {
-  return {
-    index,
-    state: "starting",
-    worker: undefined,
-    ledger: new SharedArrayBuffer(8),
-    reply: undefined,
-    flag: new Int32Array(new SharedArrayBuffer(4)),
-    restarts: 0,
-    streak: 0,
-    startedAt: undefined,
-    startedWall: undefined,
-    starting: undefined,
-    reloads: new Map(),
-    draining: undefined,
-    drained: undefined,
-    closed: undefined,
-    restartTimer: undefined,
-    last: undefined,
-  };
 }
 
 function upstreamsOf(config: Config): string[] {
   return [...config.groups.values()].flatMap((g) => g.upstreams.map((u) => u.address));
 }
 
-function closeAll(servers: NetServer[]): Promise<void> {
-  return Promise.all(
-    servers.map((server) =>
-      new Promise<void>((resolve) => server.listening ? server.close(() => resolve()) : resolve())
-    ),
-  ).then(() => {});
-}
-
-function addAll(into: Map<string, number>, from: Record<string, number>): void {
-  for (const [key, value] of Object.entries(from)) into.set(key, (into.get(key) ?? 0) + value);
-}
-
 function describeFailures(failed: { slot: Slot; error: string }[]): string {
   const reasons = new Set(failed.map((f) => f.error));
   if (reasons.size === 1) return [...reasons][0]!;
   return failed.map((f) => `worker ${f.slot.index}: ${f.error}`).join("; ");
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** An error from a worker, with the fields `bindFailure` and callers look at. */
-function errorFrom(info: ErrorInfo): Error {
-  const error = new Error(info.message) as Error & {
-    code?: string;
-    address?: string;
-    port?: number;
-  };
-  error.name = info.name;
-  if (info.code !== undefined) error.code = info.code;
-  if (info.address !== undefined) error.address = info.address;
-  if (info.port !== undefined) error.port = info.port;
-  return error;
 }

@@ -1,0 +1,309 @@
+/**
+ * Upstream health as the primary of a `WorkerBalancer` decides it: one active probe
+ * and one outlier detector per group, fed by the passive signals of every worker,
+ * and every change relayed to every worker, so that all of them route alike.
+ *
+ * @module
+ */
+import type { Clock } from "../core/clock.ts";
+import type { Config, GroupConfig } from "../config/mod.ts";
+import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
+import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
+import { isPanic } from "../upstream/least_conn_pool.ts";
+import type { OutlierDetector } from "../upstream/outlier_detector.ts";
+import type { BalancerMetrics } from "../server/_balancer_metrics.ts";
+import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
+import type { HealthReport, PassiveHealthRecord } from "../server/records.ts";
+import type { GroupHealthReports, ToWorker } from "./_messages.ts";
+
+/** Options of {@linkcode PrimaryHealth}. */
+export interface PrimaryHealthOptions {
+  /** The active health check; the probe's own default (`tcpCheck`) when undefined. */
+  check: HealthCheck | undefined;
+  /** Time source of the probes and detectors. */
+  clock: Clock;
+  /** The families ejections and health gauges are counted in. */
+  metrics: BalancerMetrics;
+  /** Sends a `health` message to every worker. */
+  relay: (message: ToWorker) => void;
+}
+
+/**
+ * The health side of a reload: new groups are probed and removed upstreams still
+ * probed until the reload is committed or reverted.
+ */
+export interface HealthStage {
+  /** Settles once every probe of the new configuration has checked once. */
+  ready(): Promise<void>;
+  /** What the probes of the new configuration know, for the workers. */
+  reports(): GroupHealthReports;
+  /** Keeps the new configuration's probes and targets, and closes the removed groups'. */
+  commit(): void;
+  /** Goes back to the running configuration's targets and closes the probes added. */
+  revert(): Promise<void>;
+}
+
+/** The primary's probes and outlier detectors, one per group. */
+export class PrimaryHealth {
+  #check: HealthCheck | undefined;
+  #clock: Clock;
+  #metrics: BalancerMetrics;
+  #relay: (message: ToWorker) => void;
+  #probes = new Map<string, HealthProbe>();
+  /** Each group's outlier detection, beside its probe. */
+  #outliers = new WeakMap<HealthProbe, OutlierDetector>();
+
+  /**
+   * Creates the health of a primary; nothing is probed until
+   * {@linkcode PrimaryHealth.start}.
+   *
+   * @param options The check, clock, metrics and relay to the workers.
+   */
+  constructor(options: PrimaryHealthOptions) {
+    this.#check = options.check;
+    this.#clock = options.clock;
+    this.#metrics = options.metrics;
+    this.#relay = options.relay;
+  }
+
+  /**
+   * Probes every group of a configuration.
+   *
+   * @param config The configuration.
+   * @returns When every probe has checked once.
+   */
+  async start(config: Config): Promise<void> {
+    for (const group of config.groups.values()) {
+      this.#probes.set(group.name, this.#newProbe(group));
+    }
+    await Promise.all([...this.#probes.values()].map((p) => p.ready));
+  }
+
+  /**
+   * The health probe of a group.
+   *
+   * @param group The group name.
+   * @returns The probe, or `undefined` for an unknown group.
+   */
+  probe(group: string): HealthProbe | undefined {
+    return this.#probes.get(group);
+  }
+
+  /**
+   * The outlier detection of a group.
+   *
+   * @param group The group name.
+   * @returns The detector, or `undefined` for an unknown group.
+   */
+  outlier(group: string): OutlierDetector | undefined {
+    const probe = this.#probes.get(group);
+    return probe === undefined ? undefined : this.#outliers.get(probe);
+  }
+
+  /**
+   * Counts a passive signal of a worker toward its group's outlier detection, and
+   * tells every worker when a streak of failures starts or ends (workers report
+   * successes only while one is under way).
+   *
+   * @param record The worker's signal.
+   */
+  passive(record: PassiveHealthRecord): void {
+    const { group, address, outcome, reason, success } = record;
+    const outlier = this.outlier(group);
+    if (outlier === undefined) return;
+    const failing = outlier.isFailing(address);
+    if (outcome === "success") outlier.reportSuccess(address, success ?? "connected");
+    else if (reason !== undefined) outlier.reportFailure(address, reason);
+    if (outlier.isFailing(address) !== failing) this.#broadcast(group, address);
+  }
+
+  /**
+   * What the probes know, for a worker that starts or reloads; unknown targets are
+   * left out.
+   *
+   * @returns The reports of every group.
+   */
+  reports(): GroupHealthReports {
+    return this.#reports(this.#probes);
+  }
+
+  /**
+   * Whether the workers' pools of a group are in panic mode: the same rule on the
+   * same state.
+   *
+   * @param group The group's configuration.
+   * @returns `true` when too few upstreams are available.
+   */
+  panic(group: GroupConfig): boolean {
+    const probe = this.#probes.get(group.name);
+    const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+    let available = 0;
+    let ejected = 0;
+    for (const { address } of group.upstreams) {
+      if (probe?.isHealthy(address) !== true) continue;
+      if (outlier?.isEjected(address)) ejected++;
+      else available++;
+    }
+    return isPanic(
+      { total: group.upstreams.length, available, ejected },
+      group.outlier.panicThreshold,
+    );
+  }
+
+  /**
+   * Sets the health gauges of `/metrics`: healthy, ejected, panic and probe latency.
+   *
+   * @param groups The groups of the running configuration.
+   */
+  updateMetrics(groups: Iterable<GroupConfig>): void {
+    const m = this.#metrics;
+    m.upstreamHealthy.clear();
+    m.probeLatency.clear();
+    m.ejected.clear();
+    m.panic.clear();
+    for (const group of groups) {
+      const probe = this.#probes.get(group.name);
+      const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
+      m.panic.labels(group.name).set(this.panic(group) ? 1 : 0);
+      for (const upstream of group.upstreams) {
+        const ejected = outlier?.isEjected(upstream.address) === true;
+        m.upstreamHealthy.labels(group.name, upstream.address)
+          .set(probe?.isHealthy(upstream.address) && !ejected ? 1 : 0);
+        m.ejected.labels(group.name, upstream.address).set(ejected ? 1 : 0);
+      }
+      for (const health of probe?.snapshot() ?? []) {
+        if (health.lastResult === undefined) continue;
+        m.probeLatency.labels(group.name, health.address).set(health.lastResult.latencyMs / 1000);
+      }
+    }
+  }
+
+  /**
+   * Prepares the health of a reload: new upstreams and groups are probed at once,
+   * and the old ones are probed until the end.
+   *
+   * @param config The configuration to apply.
+   * @param previous The running configuration.
+   * @returns The stage, to commit or revert.
+   */
+  stage(config: Config, previous: Config): HealthStage {
+    const added = new Map<string, HealthProbe>();
+    const kept: HealthProbe[] = [];
+    for (const group of config.groups.values()) {
+      const targets = groupHealthTargets(group);
+      const probe = this.#probes.get(group.name);
+      if (probe === undefined) {
+        added.set(group.name, this.#newProbe(group));
+        continue;
+      }
+      const old = groupHealthTargets(previous.groups.get(group.name)!);
+      probe.setTargets([
+        ...targets,
+        ...old.filter((o) => !targets.some((t) => t.address === o.address)),
+      ]);
+      kept.push(probe);
+    }
+    return {
+      ready: async () => {
+        await Promise.all([...added.values(), ...kept].map((p) => p.ready));
+      },
+      reports: () => this.#reports(new Map([...this.#probes, ...added])),
+      commit: () => {
+        for (const [name, probe] of this.#probes) {
+          const group = config.groups.get(name);
+          if (group === undefined) {
+            this.#probes.delete(name);
+            void this.#closeProbe(probe);
+          } else {
+            probe.setTargets(groupHealthTargets(group));
+            const { panicThreshold: _, ...settings } = group.outlier;
+            this.#outliers.get(probe)?.setTargets(group.upstreams.map((u) => u.address), settings);
+          }
+        }
+        for (const [name, probe] of added) this.#probes.set(name, probe);
+        added.clear();
+      },
+      revert: async () => {
+        for (const group of config.groups.values()) {
+          const was = previous.groups.get(group.name);
+          if (was !== undefined) this.#probes.get(group.name)?.setTargets(groupHealthTargets(was));
+        }
+        await Promise.all([...added.values()].map((p) => this.#closeProbe(p)));
+      },
+    };
+  }
+
+  /**
+   * Stops every probe and detector; their last state still answers.
+   *
+   * @returns When every probe is closed.
+   */
+  async close(): Promise<void> {
+    await Promise.all([...this.#probes.values()].map((p) => this.#closeProbe(p)));
+  }
+
+  /** A group's probe and, beside it, its outlier detection: one decision for every worker. */
+  #newProbe(config: GroupConfig): HealthProbe {
+    const group = config.name;
+    const probe = new HealthProbe(groupHealthTargets(config), {
+      ...(this.#check === undefined ? {} : { check: this.#check }),
+      clock: this.#clock,
+    });
+    const outlier = groupOutlierDetector(config, probe, this.#clock);
+    this.#outliers.set(probe, outlier);
+    probe.addEventListener("change", (event) => {
+      const { address, healthy, reason } = (event as HealthChangeEvent).change;
+      const report: HealthReport = { address, healthy, reason };
+      this.#addPassive(report, outlier);
+      this.#relay({ type: "health", group, report });
+    });
+    outlier.addEventListener("ejection", (event) => {
+      const { address, ejected, reason } = (event as EjectionEvent).change;
+      if (ejected) this.#metrics.ejections.labels(group, address, reason).inc();
+      this.#broadcast(group, address);
+    });
+    probe.start();
+    return probe;
+  }
+
+  #closeProbe(probe: HealthProbe): Promise<void> {
+    this.#outliers.get(probe)?.close();
+    return probe.close();
+  }
+
+  /** Sends every worker what the primary knows of one upstream (once probed). */
+  #broadcast(group: string, address: string): void {
+    const probe = this.#probes.get(group);
+    const health = probe?.snapshot().find((h) => h.address === address);
+    if (probe === undefined || health === undefined || health.state === "unknown") return;
+    const report: HealthReport = {
+      address,
+      healthy: health.state === "healthy",
+      reason: health.reason ?? "probe_ok",
+    };
+    this.#addPassive(report, this.#outliers.get(probe));
+    this.#relay({ type: "health", group, report });
+  }
+
+  #addPassive(report: HealthReport, outlier: OutlierDetector | undefined): void {
+    if (outlier?.isEjected(report.address)) report.ejected = true;
+    if (outlier?.isFailing(report.address)) report.failing = true;
+  }
+
+  #reports(probes: Map<string, HealthProbe>): GroupHealthReports {
+    const reports: GroupHealthReports = {};
+    for (const [group, probe] of probes) {
+      const outlier = this.#outliers.get(probe);
+      reports[group] = probe.snapshot().filter((h) => h.state !== "unknown").map((h) => {
+        const report: HealthReport = {
+          address: h.address,
+          healthy: h.state === "healthy",
+          reason: h.reason ?? "probe_ok",
+        };
+        this.#addPassive(report, outlier);
+        return report;
+      });
+    }
+    return reports;
+  }
+}
