@@ -4,15 +4,12 @@ import type { HostPort } from "../lib/core/address.ts";
 import { FakeClock } from "../lib/core/clock.ts";
 import { dialTcp } from "../lib/upstream/dial.ts";
 import { EjectionEvent, HealthChangeEvent } from "../lib/upstream/health_event.ts";
-import {
-  type DialFailureReason,
-  LeastConnPool,
-  MemoryUpstreamCounts,
-  NoHealthyUpstreamError,
-  UpstreamConnectError,
-  type UpstreamCounts,
-  type UpstreamLease,
-} from "../lib/upstream/least_conn_pool.ts";
+import { LeastConnPool } from "../lib/upstream/least_conn_pool.ts";
+import { MemoryUpstreamCounts } from "../lib/upstream/memory_counts.ts";
+import { NoHealthyUpstreamError, UpstreamConnectError } from "../lib/upstream/pool_errors.ts";
+import type { DialFailureReason } from "../lib/upstream/upstream_connection.ts";
+import type { UpstreamCounts } from "../lib/upstream/upstream_counts.ts";
+import type { UpstreamLease } from "../lib/upstream/upstream_lease.ts";
 
 const A = "10.0.0.1:80";
 const B = "10.0.0.2:80";

@@ -16,7 +16,7 @@ import {
   type SharedLimiterMemory,
   SharedMemoryLimiterStore,
 } from "../limiter/shared_memory_store.ts";
-import type { UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 
 /** What a worker needs to attach to a {@linkcode SharedState}: structured-cloneable. */
 export interface SharedStateInit {
