@@ -125,17 +125,19 @@ export {
 export {
   type HealthCheck,
   HealthCheckError,
+  type HealthCheckSettings,
+  type ProbeFailureReason,
+  type ProbeReason,
+  tcpCheck,
+} from "./lib/upstream/health_check.ts";
+export {
   type HealthCheckOptions,
   type HealthCheckResult,
-  type HealthCheckSettings,
   HealthProbe,
   type HealthProbeOptions,
   type HealthState,
   type HealthTarget,
-  type ProbeFailureReason,
-  type ProbeReason,
   type TargetHealth,
-  tcpCheck,
 } from "./lib/upstream/health_probe.ts";
 export {
   type CertIdentity,
