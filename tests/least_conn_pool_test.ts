@@ -89,21 +89,6 @@ function active(pool: LeastConnPool): Record<string, number> {
   return Object.fromEntries(pool.snapshot().map((s) => [s.address, s.active]));
 }
 
-Deno.test("MemoryUpstreamCounts.add() counts per address and never goes below zero", () => {
-  const counts = new MemoryUpstreamCounts();
-  assert.equal(counts.get(A), 0);
-  assert.equal(counts.add(A, 1), 1);
-  assert.equal(counts.add(A, 1), 2);
-  assert.equal(counts.add(B, 1), 1);
-  assert.equal(counts.get(A), 2);
-  assert.equal(counts.add(A, -2), 0);
-  assert.equal(counts.get(A), 0);
-  assert.throws(() => counts.add(A, -1), RangeError);
-  assert.equal(counts.get(A), 0);
-  assert.throws(() => counts.add(A, 0.5), RangeError);
-  assert.equal(counts.get(B), 1);
-});
-
 Deno.test("LeastConnPool() rejects invalid upstream lists", async (t) => {
   const cases: [string, (string | { address: string; weight?: number })[], ErrorConstructor][] = [
     ["address without port", ["10.0.0.1"], TypeError],
