@@ -125,17 +125,19 @@ export {
 export {
   type HealthCheck,
   HealthCheckError,
+  type HealthCheckSettings,
+  type ProbeFailureReason,
+  type ProbeReason,
+  tcpCheck,
+} from "./lib/upstream/health_check.ts";
+export {
   type HealthCheckOptions,
   type HealthCheckResult,
-  type HealthCheckSettings,
   HealthProbe,
   type HealthProbeOptions,
   type HealthState,
   type HealthTarget,
-  type ProbeFailureReason,
-  type ProbeReason,
   type TargetHealth,
-  tcpCheck,
 } from "./lib/upstream/health_probe.ts";
 export {
   type CertIdentity,
@@ -151,20 +153,21 @@ export {
   spkiSha256FromPem,
 } from "./lib/identity/certificate.ts";
 export {
-  type DialFailure,
-  type DialFailureReason,
   LeastConnPool,
   type LeastConnPoolOptions,
-  MemoryUpstreamCounts,
-  NoHealthyUpstreamError,
-  UpstreamConnectError,
-  type UpstreamConnection,
-  type UpstreamConnectOptions,
-  type UpstreamCounts,
-  type UpstreamLease,
   type UpstreamSpec,
   type UpstreamStatus,
 } from "./lib/upstream/least_conn_pool.ts";
+export { type UpstreamCounts } from "./lib/upstream/upstream_counts.ts";
+export { MemoryUpstreamCounts } from "./lib/upstream/memory_counts.ts";
+export { NoHealthyUpstreamError, UpstreamConnectError } from "./lib/upstream/pool_errors.ts";
+export {
+  type DialFailure,
+  type DialFailureReason,
+  type UpstreamConnection,
+  type UpstreamConnectOptions,
+} from "./lib/upstream/upstream_connection.ts";
+export { type UpstreamLease } from "./lib/upstream/upstream_lease.ts";
 export {
   type CounterSeries,
   type GaugeSeries,

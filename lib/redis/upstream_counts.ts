@@ -15,7 +15,7 @@
 import { getLogger } from "@logtape/logtape";
 import { parseRedisUrl, RedisConnection, RedisScript } from "./_redis_connection.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import type { UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
 

@@ -8,7 +8,8 @@
  */
 import type { Clock } from "../core/clock.ts";
 import type { GroupConfig, HealthConfig } from "../config/mod.ts";
-import type { HealthTarget, ProbeReason, TargetHealth } from "../upstream/health_probe.ts";
+import type { ProbeReason } from "../upstream/health_check.ts";
+import type { HealthTarget, TargetHealth } from "../upstream/health_probe.ts";
 import { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
 import {
   OutlierDetector,

@@ -14,7 +14,7 @@ import type { LimiterStore } from "../limiter/store.ts";
 import type { MetricsRegistry } from "../metrics/registry.ts";
 import type { Dialer } from "../upstream/dial.ts";
 import type { HealthCheck } from "../upstream/health_probe.ts";
-import type { UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { LoadedConfig } from "./lifecycle.ts";
 
 /** Options of `Balancer`. */

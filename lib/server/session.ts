@@ -27,11 +27,8 @@ import type { ClientRule, Policy } from "../policy/policy.ts";
 import { forward } from "../proxy/forward.ts";
 import { proxyHeader } from "../proxy/proxy_header.ts";
 import type { Dialer } from "../upstream/dial.ts";
-import {
-  NoHealthyUpstreamError,
-  UpstreamConnectError,
-  type UpstreamConnection,
-} from "../upstream/least_conn_pool.ts";
+import { NoHealthyUpstreamError, UpstreamConnectError } from "../upstream/pool_errors.ts";
+import type { UpstreamConnection } from "../upstream/upstream_connection.ts";
 import { forwardOutcome, isLocalDialError } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
 import type { LiveSessions } from "./live_sessions.ts";

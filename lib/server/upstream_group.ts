@@ -11,7 +11,8 @@ import type { CounterSeries } from "../metrics/registry.ts";
 import type { ForwardStats } from "../proxy/forward.ts";
 import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
 import type { EjectionEvent } from "../upstream/health_event.ts";
-import { LeastConnPool, type UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import { LeastConnPool } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
 import {

@@ -1,15 +1,24 @@
 /**
  * Least-connections selection of upstreams, with weights, health, passive
  * ejection and panic mode, run-time reconfiguration, `Disposable` leases and a
- * dial loop that fails over.
+ * dial loop that fails over. The counts stores, the lease, the dial race and the
+ * errors have modules of their own beside this one.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { type HostPort, parseHostPort } from "../core/address.ts";
-import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
-import type { Dialer } from "./dial.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { DialRace } from "./_dial_race.ts";
 import { EjectionEvent, HealthChangeEvent } from "./health_event.ts";
+import { MemoryUpstreamCounts } from "./memory_counts.ts";
+import { NoHealthyUpstreamError } from "./pool_errors.ts";
+import type { UpstreamConnection, UpstreamConnectOptions } from "./upstream_connection.ts";
+import type { UpstreamCounts } from "./upstream_counts.ts";
+import { PoolLease, type UpstreamLease } from "./upstream_lease.ts";
+
+/** The store a pool counts on, re-exported for the modules that configure a pool. */
+export type { UpstreamCounts } from "./upstream_counts.ts";
 
 const logger = getLogger(["mtlb", "pool"]);
 
@@ -17,86 +26,6 @@ const logger = getLogger(["mtlb", "pool"]);
 const MAX_WEIGHT = 1_000_000;
 /** Default share of available upstreams, in percent, below which a pool panics. */
 const DEFAULT_PANIC_THRESHOLD = 50;
-
-/**
- * Where active connection counts live, keyed by upstream address.
- *
- * The pool calls {@linkcode UpstreamCounts.add} with `+1` when it hands out a lease and
- * with `-1` exactly once when that lease ends, and reads {@linkcode UpstreamCounts.get}
- * for every upstream it considers on a pick. Both are synchronous and on the hot path.
- * The default is {@linkcode MemoryUpstreamCounts}; a store shared between workers
- * (`SharedArrayBuffer` and `Atomics`) or an eventually consistent remote tally can
- * implement the same two methods, so that several pools balance on the same counts.
- */
-export interface UpstreamCounts {
-  /**
-   * Changes the count of `address` by `delta`.
-   *
-   * @param address The upstream, `host:port` as configured.
-   * @param delta `+1` when a connection starts, `-1` when it ends.
-   * @returns The new count.
-   */
-  add(address: string, delta: number): number;
-  /**
-   * Reads the count of `address`.
-   *
-   * @param address The upstream, `host:port` as configured.
-   * @returns The active connections; 0 for an address never counted.
-   */
-  get(address: string): number;
-}
-
-/**
- * Active connection counts in a `Map` of this process: the default
- * {@linkcode UpstreamCounts}. Entries that reach zero are dropped, so addresses
- * removed by a reload leave nothing behind.
- *
- * @example Usage
- * ```ts
- * import { MemoryUpstreamCounts } from "@mtlb/mtlb";
- * import assert from "node:assert/strict";
- *
- * const counts = new MemoryUpstreamCounts();
- * assert.equal(counts.add("10.0.0.1:6379", 1), 1);
- * assert.equal(counts.get("10.0.0.1:6379"), 1);
- * assert.equal(counts.add("10.0.0.1:6379", -1), 0);
- * assert.throws(() => counts.add("10.0.0.1:6379", -1), RangeError);
- * ```
- */
-export class MemoryUpstreamCounts implements UpstreamCounts {
-  #counts = new Map<string, number>();
-
-  /**
-   * Changes the count of `address` by `delta`.
-   *
-   * @param address The upstream.
-   * @param delta A whole number.
-   * @returns The new count.
-   * @throws {RangeError} When `delta` is not an integer or the count would go below zero
-   * (a release without a matching acquire).
-   */
-  add(address: string, delta: number): number {
-    const next = (this.#counts.get(address) ?? 0) + delta;
-    if (!Number.isSafeInteger(delta) || next < 0) {
-      throw new RangeError(
-        `Cannot change connection count of "${address}" by ${delta}: the count would be ${next}`,
-      );
-    }
-    if (next === 0) this.#counts.delete(address);
-    else this.#counts.set(address, next);
-    return next;
-  }
-
-  /**
-   * Reads the count of `address`.
-   *
-   * @param address The upstream.
-   * @returns The count, 0 when unknown.
-   */
-  get(address: string): number {
-    return this.#counts.get(address) ?? 0;
-  }
-}
 
 /** One configured upstream. */
 export interface UpstreamSpec {
@@ -125,89 +54,6 @@ export interface UpstreamStatus {
   ejected: boolean;
   /** Present and `true` for an upstream removed by a reload whose leases are still live. */
   removed?: boolean;
-}
-
-/**
- * One connection's hold on an upstream: counted from the moment it is handed out
- * until it is disposed. Disposing (or {@linkcode UpstreamLease.release}) releases the
- * count exactly once; later calls do nothing.
- */
-export interface UpstreamLease extends Disposable {
-  /** The upstream, `host:port` as configured. */
-  readonly address: string;
-  /** The upstream's parsed address, ready for a {@linkcode Dialer}. */
-  readonly hostPort: HostPort;
-  /** The upstream's current weight. */
-  readonly weight: number;
-  /** Whether the lease has been released. */
-  readonly released: boolean;
-  /** Releases the count; does nothing when already released. */
-  release(): void;
-}
-
-/** Why a dial counted as failed: refused, timed out, or any other error. */
-export type DialFailureReason = "dial_refused" | "dial_timeout" | "dial_error";
-
-/** One failed dial made by {@linkcode LeastConnPool.connect}. */
-export interface DialFailure {
-  /** The upstream dialled. */
-  address: string;
-  /** How the dial failed. */
-  reason: DialFailureReason;
-  /** The dialer's error, or the timeout's `TimeoutError`. */
-  error: unknown;
-}
-
-/**
- * Options of {@linkcode LeastConnPool.connect}.
- *
- * @typeParam S The socket type the dialer produces.
- */
-export interface UpstreamConnectOptions<S> {
-  /** Opens the connection; it must reject (and close what it opened) when its signal aborts. */
-  dial: Dialer<S>;
-  /** Connect timeout of each attempt, in milliseconds (positive). */
-  timeout: number;
-  /**
-   * The most dials to make. Each retry goes to an upstream this call has not tried
-   * yet: an available one if any is left, else an ejected one whose health checks
-   * pass (as a redispatch would); only when every healthy upstream has been tried
-   * are tried ones dialled again.
-   *
-   * @default {the number of healthy upstreams when the call starts (at least 1)}
-   */
-  attempts?: number;
-  /** Aborts the whole call; its reason is rethrown. */
-  signal?: AbortSignal;
-  /**
-   * Called for each failed dial: a passive health signal. A refused or failed dial is
-   * reported with its count already released; a dial past its connect timeout is
-   * reported then (`dial_timeout`), while it keeps racing the next attempt. Errors it
-   * throws are logged and otherwise ignored.
-   */
-  onDialFailure?: (address: string, reason: DialFailureReason, error: unknown) => void;
-  /**
-   * Closes a socket that connected after another attempt won (or after the call
-   * failed), which nobody will use.
-   *
-   * @default {calls the socket's `destroy()`, if it has one}
-   */
-  close?: (socket: S) => void;
-}
-
-/**
- * A connected upstream socket and the lease that counts it; dispose the lease when
- * the socket closes.
- *
- * @typeParam S The socket type.
- */
-export interface UpstreamConnection<S> {
-  /** The connected socket, now owned by the caller. */
-  socket: S;
-  /** The count held for the connection. */
-  lease: UpstreamLease;
-  /** The dials that failed before this one connected, in order: the retries made. */
-  failures: readonly DialFailure[];
 }
 
 /** Options of {@linkcode LeastConnPool}. */
@@ -249,75 +95,6 @@ export interface LeastConnPoolOptions {
   name?: string;
 }
 
-/**
- * Thrown when a pick finds no healthy upstream: the pool fails closed rather than
- * send a connection to an upstream known to be down.
- *
- * @example Usage
- * ```ts
- * import { LeastConnPool, NoHealthyUpstreamError } from "@mtlb/mtlb";
- * import assert from "node:assert/strict";
- *
- * const pool = new LeastConnPool(["10.0.0.1:6379"], { initiallyHealthy: false });
- * assert.throws(() => pool.acquire(), NoHealthyUpstreamError);
- * ```
- */
-export class NoHealthyUpstreamError extends Error {
-  /**
-   * Creates the error.
-   *
-   * @param message What was found.
-   * @param options The `cause`, if any.
-   */
-  constructor(message = "No healthy upstream", options?: ErrorOptions) {
-    super(message, options);
-    this.name = "NoHealthyUpstreamError";
-  }
-}
-
-/**
- * Thrown by {@linkcode LeastConnPool.connect} when every attempt failed. `attempts`
- * lists each failed dial in order; `cause` is the error that ended the loop (the last
- * dial's error, or a {@linkcode NoHealthyUpstreamError} when none was left to try).
- *
- * @example Usage
- * ```ts
- * import { UpstreamConnectError } from "@mtlb/mtlb";
- * import assert from "node:assert/strict";
- *
- * const refused = new Error("connect ECONNREFUSED");
- * const error = new UpstreamConnectError(
- *   [{ address: "10.0.0.1:6379", reason: "dial_refused", error: refused }],
- *   { cause: refused },
- * );
- * assert.equal(error.attempts.length, 1);
- * assert.equal(error.cause, refused);
- * ```
- */
-export class UpstreamConnectError extends Error {
-  /** The failed dials, in order. */
-  readonly attempts: readonly DialFailure[];
-
-  /**
-   * Creates the error.
-   *
-   * @param attempts The failed dials, in order.
-   * @param options The `cause`.
-   */
-  constructor(attempts: readonly DialFailure[], options?: ErrorOptions) {
-    super(
-      `Cannot connect to an upstream: ${
-        attempts.length === 0
-          ? "no attempt was made"
-          : attempts.map((a) => `${a.address} ${a.reason}`).join(", ")
-      }`,
-      options,
-    );
-    this.name = "UpstreamConnectError";
-    this.attempts = attempts;
-  }
-}
-
 interface Entry {
   readonly address: string;
   readonly hostPort: HostPort;
@@ -328,49 +105,6 @@ interface Entry {
   removed: boolean;
   /** Live leases handed out by this pool (the store may count other pools too). */
   leases: number;
-}
-
-class Lease implements UpstreamLease {
-  #entry: Entry;
-  #onRelease: (entry: Entry) => void;
-  #released = false;
-
-  constructor(entry: Entry, onRelease: (entry: Entry) => void) {
-    this.#entry = entry;
-    this.#onRelease = onRelease;
-  }
-
-  get address(): string {
-    return this.#entry.address;
-  }
-
-  get hostPort(): HostPort {
-    return this.#entry.hostPort;
-  }
-
-  get weight(): number {
-    return this.#entry.weight;
-  }
-
-  get released(): boolean {
-    return this.#released;
-  }
-
-  release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    this.#onRelease(this.#entry);
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
-}
-
-function isRefused(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionRefused ||
-    (typeof error === "object" && error !== null &&
-      (error as { code?: unknown }).code === "ECONNREFUSED");
 }
 
 /**
@@ -551,7 +285,7 @@ export class LeastConnPool {
       );
     }
     options.signal?.throwIfAborted();
-    return await new DialRace<S>(options, attempts, {
+    return await new DialRace<S, Entry>(options, attempts, {
       clock: this.#clock,
       pick: (tried) =>
         this.#pick(tried, this.#panic) ??
@@ -829,7 +563,7 @@ export class LeastConnPool {
   #lease(entry: Entry): UpstreamLease {
     this.#counts.add(entry.address, 1);
     entry.leases++;
-    return new Lease(entry, this.#onRelease);
+    return new PoolLease(entry, this.#onRelease);
   }
 
   #healthyCount(): number {
@@ -901,204 +635,6 @@ export function isPanic(
 ): boolean {
   const { total, available, ejected } = counts;
   return ejected > 0 && (available === 0 || available * 100 < threshold * total);
-}
-
-/** What a {@linkcode DialRace} needs from its pool. */
-interface RacePool {
-  clock: Clock;
-  /** The next upstream to dial, not among `tried` if it can help it; none when nothing is healthy. */
-  pick(tried: ReadonlySet<Entry>): Entry | undefined;
-  lease(entry: Entry): UpstreamLease;
-  noHealthy(): NoHealthyUpstreamError;
-}
-
-interface Attempt {
-  readonly entry: Entry;
-  readonly lease: UpstreamLease;
-  readonly controller: AbortController;
-  timer: TimerId | undefined;
-  /** Its connect timeout passed (and was reported); it may still connect. */
-  timedOut: boolean;
-}
-
-/**
- * One {@linkcode LeastConnPool.connect} call: dials in turn, and when a dial's connect
- * timeout passes, starts the next attempt without abandoning it (a SYN that a full
- * accept queue dropped is sent again by the kernel after 1 s, 3 s, ...), so the first
- * of them to connect wins. Every dial still pending when the last attempt's timeout
- * passes is aborted.
- */
-class DialRace<S> {
-  readonly done: Promise<UpstreamConnection<S>>;
-  #resolve!: (connection: UpstreamConnection<S>) => void;
-  #reject!: (error: unknown) => void;
-  readonly #options: UpstreamConnectOptions<S>;
-  readonly #attempts: number;
-  readonly #pool: RacePool;
-  readonly #failures: DialFailure[] = [];
-  readonly #tried = new Set<Entry>();
-  readonly #live = new Set<Attempt>();
-  #started = 0;
-  #settled = false;
-  #cause: unknown;
-
-  constructor(options: UpstreamConnectOptions<S>, attempts: number, pool: RacePool) {
-    this.done = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    this.#options = options;
-    this.#attempts = attempts;
-    this.#pool = pool;
-    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
-    this.#next();
-  }
-
-  /**
-   * Starts the next attempt; with none left, ends the call when nothing is pending, or
-   * aborts what is pending once all of it is past its own timeout.
-   */
-  #next(): void {
-    if (this.#settled) return;
-    if (this.#started < this.#attempts) {
-      const entry = this.#pool.pick(this.#tried);
-      if (entry !== undefined) return this.#start(entry);
-      this.#cause = this.#pool.noHealthy();
-      if (this.#started === 0) return this.#fail(this.#cause);
-      this.#started = this.#attempts; // nothing left to try: wait for the pending ones
-    }
-    if (this.#live.size === 0) {
-      return this.#fail(new UpstreamConnectError(this.#failures, { cause: this.#cause }));
-    }
-    for (const live of this.#live) if (!live.timedOut) return;
-    const error = new DOMException(
-      `Upstream connect timed out after ${this.#options.timeout}ms`,
-      "TimeoutError",
-    );
-    for (const live of this.#live) live.controller.abort(error);
-  }
-
-  #start(entry: Entry): void {
-    this.#started++;
-    this.#tried.add(entry);
-    const attempt: Attempt = {
-      entry,
-      lease: this.#pool.lease(entry),
-      controller: new AbortController(),
-      timer: undefined,
-      timedOut: false,
-    };
-    // Pending before the dial starts: a dialer may abort the caller's signal at once.
-    this.#live.add(attempt);
-    attempt.timer = this.#pool.clock.setTimeout(
-      () => this.#onTimeout(attempt),
-      this.#options.timeout,
-    );
-    let dial: Promise<S>;
-    try {
-      dial = Promise.resolve(this.#options.dial(entry.hostPort, attempt.controller.signal));
-    } catch (error) {
-      dial = Promise.reject(error);
-    }
-    dial.then(
-      (socket) => this.#onConnected(attempt, socket),
-      (error) => this.#onError(attempt, error),
-    );
-  }
-
-  /** Reports the timeout and starts the next attempt; the late dial keeps racing it. */
-  #onTimeout(attempt: Attempt): void {
-    attempt.timer = undefined;
-    if (this.#settled) return;
-    attempt.timedOut = true;
-    const error = new DOMException(
-      `Upstream connect timed out after ${this.#options.timeout}ms`,
-      "TimeoutError",
-    );
-    this.#record(attempt.entry, "dial_timeout", error);
-    this.#cause = error;
-    this.#next();
-  }
-
-  #onConnected(attempt: Attempt, socket: S): void {
-    this.#end(attempt);
-    if (this.#settled) {
-      // Another attempt won, or the call failed: this one is not wanted.
-      attempt.lease.release();
-      closeSocket(socket, this.#options.close);
-      return;
-    }
-    this.#settle();
-    for (const live of this.#live) {
-      live.controller.abort(new DOMException("Another upstream connected first", "AbortError"));
-    }
-    this.#resolve({ socket, lease: attempt.lease, failures: this.#failures });
-  }
-
-  #onError(attempt: Attempt, error: unknown): void {
-    this.#end(attempt);
-    attempt.lease.release();
-    if (this.#settled) return;
-    const signal = this.#options.signal;
-    if (signal?.aborted) {
-      if (this.#live.size === 0) this.#fail(signal.reason);
-      return;
-    }
-    if (!attempt.timedOut) {
-      this.#record(attempt.entry, isRefused(error) ? "dial_refused" : "dial_error", error);
-      this.#cause = error;
-      this.#next();
-      return;
-    }
-    // A dial already reported as timed out failed for good; the attempt that took over
-    // from it, if any, goes on.
-    if (this.#live.size === 0 || this.#started >= this.#attempts) this.#next();
-  }
-
-  /** The caller gave up: abort every pending dial; a socket that connects anyway is returned. */
-  #onAbort = (): void => {
-    for (const live of this.#live) live.controller.abort(this.#options.signal!.reason);
-    if (this.#live.size === 0 && !this.#settled) this.#fail(this.#options.signal!.reason);
-  };
-
-  #record(entry: Entry, reason: DialFailureReason, error: unknown): void {
-    const address = entry.address;
-    this.#failures.push({ address, reason, error });
-    logger.debug("Dial to {address} failed: {reason}", { address, reason, error });
-    const hook = this.#options.onDialFailure;
-    if (hook === undefined) return;
-    try {
-      hook(address, reason, error);
-    } catch (hookError) {
-      logger.error("onDialFailure threw for {address}: {error}", { address, error: hookError });
-    }
-  }
-
-  #end(attempt: Attempt): void {
-    this.#live.delete(attempt);
-    if (attempt.timer !== undefined) this.#pool.clock.clearTimeout(attempt.timer);
-    attempt.timer = undefined;
-  }
-
-  #settle(): void {
-    this.#settled = true;
-    this.#options.signal?.removeEventListener("abort", this.#onAbort);
-  }
-
-  #fail(error: unknown): void {
-    this.#settle();
-    this.#reject(error);
-  }
-}
-
-/** Closes a socket nobody wants: with `close`, else its `destroy()` if it has one. */
-function closeSocket<S>(socket: S, close: ((socket: S) => void) | undefined): void {
-  try {
-    if (close !== undefined) close(socket);
-    else (socket as { destroy?: () => void } | null)?.destroy?.();
-  } catch (error) {
-    logger.error("Closing an unwanted upstream socket failed: {error}", { error });
-  }
 }
 
 function checkPanicThreshold(percent: number): number {

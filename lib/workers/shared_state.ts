@@ -16,7 +16,8 @@ import {
   type SharedLimiterMemory,
   SharedMemoryLimiterStore,
 } from "../limiter/shared_memory_store.ts";
-import type { UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import { SharedMemoryUpstreamCounts } from "../upstream/shared_memory_counts.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 
 /** What a worker needs to attach to a {@linkcode SharedState}: structured-cloneable. */
 export interface SharedStateInit {
@@ -192,38 +193,20 @@ export class SharedState {
   }
 
   /**
-   * Pool counts backed by this state, for `LeastConnPool`'s `counts` option.
+   * Pool counts backed by this state, for `LeastConnPool`'s `counts` option: a
+   * `SharedMemoryUpstreamCounts` on its upstream slots.
    *
    * @returns The counts.
    */
   upstreamCounts(): UpstreamCounts {
-    const words = this.#words;
-    const slot = (address: string): number => {
+    const counts = this.#words.subarray(HEADER, HEADER + this.#upstreamCapacity);
+    return new SharedMemoryUpstreamCounts(counts, (address) => {
       const index = this.#upstreams.get(address);
       if (index === undefined) {
         throw new SharedStateError(`Cannot count upstream ${address}: it has no shared slot`);
       }
-      return HEADER + index;
-    };
-    return {
-      add(address: string, delta: number): number {
-        if (!Number.isInteger(delta)) {
-          throw new RangeError(
-            `Cannot add to a count: delta must be an integer, received ${delta}`,
-          );
-        }
-        const at = slot(address);
-        const next = Atomics.add(words, at, delta) + delta;
-        if (next < 0) {
-          Atomics.sub(words, at, delta);
-          throw new RangeError(`Cannot release upstream ${address}: its count would go below zero`);
-        }
-        return next;
-      },
-      get(address: string): number {
-        return Atomics.load(words, slot(address));
-      },
-    };
+      return index;
+    });
   }
 
   /**
