@@ -25,7 +25,8 @@ import {
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
 
-import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
+import { HealthProbe } from "../upstream/health_probe.ts";
+import type { HealthCheck } from "../upstream/health_check.ts";
 
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
@@ -37,7 +38,8 @@ import {
   secureContextOptions,
   TlsListeners,
 } from "../listener/tls_listeners.ts";
-import type { LeastConnPool, UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { LeastConnPool } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 
 import { MetricsRegistry } from "../metrics/registry.ts";

@@ -13,7 +13,7 @@ import { TrustStore } from "../identity/trust_store.ts";
 import type { LimiterStore } from "../limiter/store.ts";
 import type { MetricsRegistry } from "../metrics/registry.ts";
 import type { Dialer } from "../upstream/dial.ts";
-import type { HealthCheck } from "../upstream/health_probe.ts";
+import type { HealthCheck } from "../upstream/health_check.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { LoadedConfig } from "./lifecycle.ts";
 

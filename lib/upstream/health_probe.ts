@@ -20,7 +20,6 @@ import {
 import { HealthChangeEvent } from "./health_event.ts";
 
 /** The check a probe runs, re-exported for the modules that configure a probe. */
-export type { HealthCheck } from "./health_check.ts";
 
 const logger = getLogger(["mtlb", "health"]);
 const encoder = new TextEncoder();

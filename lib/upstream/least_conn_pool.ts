@@ -18,7 +18,6 @@ import type { UpstreamCounts } from "./upstream_counts.ts";
 import { PoolLease, type UpstreamLease } from "./upstream_lease.ts";
 
 /** The store a pool counts on, re-exported for the modules that configure a pool. */
-export type { UpstreamCounts } from "./upstream_counts.ts";
 
 const logger = getLogger(["mtlb", "pool"]);
 

@@ -8,7 +8,8 @@
 import type { Clock } from "../core/clock.ts";
 import type { Config, GroupConfig } from "../config/mod.ts";
 import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
-import { type HealthCheck, HealthProbe } from "../upstream/health_probe.ts";
+import { HealthProbe } from "../upstream/health_probe.ts";
+import type { HealthCheck } from "../upstream/health_check.ts";
 import { isPanic } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "../server/_balancer_metrics.ts";

@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Admission, LimiterStore } from "../limiter/store.ts";
-import type { UpstreamCounts } from "../upstream/least_conn_pool.ts";
+import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { SharedStateInit, SharedStateOptions } from "./shared_state.ts";
 
 const log = getLogger(["mtlb", "workers"]);

@@ -7,7 +7,7 @@
 import type { Config } from "../config/mod.ts";
 import type { Clock } from "../core/clock.ts";
 import type { LoadedConfig } from "../server/lifecycle.ts";
-import type { HealthCheck } from "../upstream/health_probe.ts";
+import type { HealthCheck } from "../upstream/health_check.ts";
 import type { SharedStateOptions } from "./shared_state.ts";
 import type { WorkerLogging } from "./worker_logging.ts";
 
