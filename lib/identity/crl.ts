@@ -35,7 +35,7 @@ import {
   serialHex,
   toHex,
 } from "./_x509.ts";
-import { canonicalName, nameText } from "./_chain_search.ts";
+import { canonicalName, nameText } from "./_name_text.ts";
 import {
   type TrustedAuthority,
   TrustStore,

@@ -34,14 +34,11 @@ import {
 } from "./_x509.ts";
 import {
   anchorProblem,
-  canonicalName,
   type ChainFailure,
   ekuProblem,
   type KeyOf,
   lazyText,
   MAX_INTERMEDIATES,
-  nameKey,
-  nameText,
   PathSearch,
   type Presented,
   presentedKey,
@@ -52,6 +49,7 @@ import {
   validityProblem,
 } from "./_chain_search.ts";
 import type { ClientEkuMode } from "./certificate.ts";
+import { canonicalName, nameKey, nameText } from "./_name_text.ts";
 import { SignatureCache } from "./signature_cache.ts";
 
 export { CHAIN_FAILURES, type ChainFailure, MAX_INTERMEDIATES } from "./_chain_search.ts";
