@@ -196,21 +196,24 @@ export {
   createCa,
   type CreateCaOptions,
   createIntermediateCa,
+  loadCertificateAuthority,
+} from "./lib/pki/certificate_authority.ts";
+export {
   type DevPkiAddition,
   type DevPkiClient,
   type DevPkiSummary,
   extendDevPki,
   type ExtendDevPkiOptions,
+  writeDevPki,
+  type WriteDevPkiOptions,
+} from "./lib/pki/dev_pki.ts";
+export {
   type ExtendedKeyUsageName,
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
-  type KeyAlgorithmName,
-  loadCertificateAuthority,
-  signingAlgorithmOf,
-  writeDevPki,
-  type WriteDevPkiOptions,
-} from "./lib/pki/pki.ts";
+} from "./lib/pki/issue_certificate.ts";
+export { type KeyAlgorithmName, signingAlgorithmOf } from "./lib/pki/key_algorithms.ts";
 export {
   decodeSslTlv,
   encodeProxyV2,

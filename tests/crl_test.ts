@@ -18,7 +18,8 @@ import {
   crlToPem,
   RevocationList,
 } from "../lib/identity/crl.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import { createCa, createIntermediateCa } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config/mod.ts";
 import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";

@@ -26,7 +26,8 @@ import {
   X509Certificate as PeculiarCertificate,
   X509CrlGenerator,
 } from "@peculiar/x509";
-import { type CertificateAuthority, signingAlgorithmOf } from "../pki/pki.ts";
+import type { CertificateAuthority } from "../pki/certificate_authority.ts";
+import { signingAlgorithmOf } from "../pki/key_algorithms.ts";
 import { normalizeHex } from "./certificate.ts";
 import {
   readAuthorityKeyId,
