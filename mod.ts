@@ -92,8 +92,6 @@ export {
 } from "./lib/config/mod.ts";
 export {
   type CheckPathOptions,
-  createCrl,
-  type CreateCrlOptions,
   CRL_CLOCK_SKEW_MS,
   CrlError,
   type CrlInfo,
@@ -105,6 +103,7 @@ export {
   type RevocationStatus,
   type RevocationVerdict,
 } from "./lib/identity/crl.ts";
+export { createCrl, type CreateCrlOptions } from "./lib/pki/crl_issuer.ts";
 export { type Dialer, dialTcp } from "./lib/upstream/dial.ts";
 export { formatDuration, parseDuration } from "./lib/core/duration.ts";
 export { formatSize, parseRate, parseSize } from "./lib/core/size.ts";

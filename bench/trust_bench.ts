@@ -15,7 +15,8 @@
  */
 import { parseArgs } from "node:util";
 import { ClientTrust } from "../lib/identity/client_trust.ts";
-import { createCrl, RevocationList } from "../lib/identity/crl.ts";
+import { RevocationList } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
 import { readCertificate } from "../lib/identity/certificate.ts";
 import { createCa, createIntermediateCa } from "../lib/pki/certificate_authority.ts";
 import { issueCertificate } from "../lib/pki/issue_certificate.ts";
