@@ -21,12 +21,8 @@
 import { Buffer } from "node:buffer";
 import { type ParsedCrl, readCrl } from "./_crl_reader.ts";
 import { canonicalName, nameText } from "./_name_text.ts";
-import {
-  type TrustedAuthority,
-  TrustStore,
-  TrustStoreError,
-  type VerifiedPath,
-} from "./trust_store.ts";
+import { TrustStore, TrustStoreError, type VerifiedPath } from "./trust_store.ts";
+import type { TrustedAuthority } from "./trusted_authority.ts";
 
 const MINUTE_MS = 60_000;
 /** A CRL whose `thisUpdate` is at most this far ahead of the local clock is accepted. */
