@@ -17,7 +17,7 @@ import { sniGroupNames } from "./lib/cli/sni_coverage.ts";
 import { type Config, ConfigError, loadConfig } from "./lib/config/mod.ts";
 import { formatRunCommand, permissionFlags } from "./lib/control/permissions.ts";
 import { permissionNeeds } from "./lib/control/permission_needs.ts";
-import { writeDevPki } from "./lib/pki/pki.ts";
+import { writeDevPki } from "./lib/pki/dev_pki.ts";
 
 const CONFIG = "config/lb.toml";
 const CERTS = "certs";

@@ -92,8 +92,6 @@ export {
 } from "./lib/config/mod.ts";
 export {
   type CheckPathOptions,
-  createCrl,
-  type CreateCrlOptions,
   CRL_CLOCK_SKEW_MS,
   CrlError,
   type CrlInfo,
@@ -105,6 +103,7 @@ export {
   type RevocationStatus,
   type RevocationVerdict,
 } from "./lib/identity/crl.ts";
+export { createCrl, type CreateCrlOptions } from "./lib/pki/crl_issuer.ts";
 export { type Dialer, dialTcp } from "./lib/upstream/dial.ts";
 export { formatDuration, parseDuration } from "./lib/core/duration.ts";
 export { formatSize, parseRate, parseSize } from "./lib/core/size.ts";
@@ -199,21 +198,24 @@ export {
   createCa,
   type CreateCaOptions,
   createIntermediateCa,
+  loadCertificateAuthority,
+} from "./lib/pki/certificate_authority.ts";
+export {
   type DevPkiAddition,
   type DevPkiClient,
   type DevPkiSummary,
   extendDevPki,
   type ExtendDevPkiOptions,
+  writeDevPki,
+  type WriteDevPkiOptions,
+} from "./lib/pki/dev_pki.ts";
+export {
   type ExtendedKeyUsageName,
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
-  type KeyAlgorithmName,
-  loadCertificateAuthority,
-  signingAlgorithmOf,
-  writeDevPki,
-  type WriteDevPkiOptions,
-} from "./lib/pki/pki.ts";
+} from "./lib/pki/issue_certificate.ts";
+export { type KeyAlgorithmName, signingAlgorithmOf } from "./lib/pki/key_algorithms.ts";
 export {
   decodeSslTlv,
   encodeProxyV2,

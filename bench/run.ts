@@ -14,7 +14,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { writeDevPki } from "../lib/pki/pki.ts";
+import { writeDevPki } from "../lib/pki/dev_pki.ts";
 
 // ---------------------------------------------------------------------------------------
 // Options

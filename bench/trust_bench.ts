@@ -15,9 +15,11 @@
  */
 import { parseArgs } from "node:util";
 import { ClientTrust } from "../lib/identity/client_trust.ts";
-import { createCrl, RevocationList } from "../lib/identity/crl.ts";
+import { RevocationList } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
 import { readCertificate } from "../lib/identity/certificate.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import { createCa, createIntermediateCa } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { SignatureCache } from "../lib/identity/signature_cache.ts";
 import { TrustStore, type VerifiedPath, type VerifyResult } from "../lib/identity/trust_store.ts";
 

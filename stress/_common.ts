@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeDevPki } from "../lib/pki/pki.ts";
+import { writeDevPki } from "../lib/pki/dev_pki.ts";
 
 /** The repository root. */
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -14,10 +14,12 @@ import {
   type CertificateAuthority,
   createCa,
   createIntermediateCa,
+} from "../lib/pki/certificate_authority.ts";
+import {
   issueCertificate,
   type IssueCertificateOptions,
   type IssuedCertificate,
-} from "../lib/pki/pki.ts";
+} from "../lib/pki/issue_certificate.ts";
 import { join } from "node:path";
 import { identityFromCertificate } from "../lib/identity/certificate.ts";
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ClientTrust, type ClientVerdict, TRUST_DENIALS } from "../lib/identity/client_trust.ts";
-import { createCrl, RevocationList } from "../lib/identity/crl.ts";
+import { RevocationList } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
 import { SignatureCache } from "../lib/identity/signature_cache.ts";
 import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";

@@ -6,19 +6,16 @@ import {
   KeyUsageFlags,
   KeyUsagesExtension,
   Name,
+  PemConverter,
   X509Certificate,
   X509CertificateGenerator,
   X509CrlGenerator,
 } from "@peculiar/x509";
 import { join } from "node:path";
-import {
-  type CheckPathOptions,
-  createCrl,
-  CrlError,
-  crlToPem,
-  RevocationList,
-} from "../lib/identity/crl.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
+import { type CheckPathOptions, CrlError, crlToPem, RevocationList } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
+import { createCa, createIntermediateCa } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { ConfigError, loadTlsMaterial, type TlsConfig } from "../lib/config/mod.ts";
 import { TrustStore } from "../lib/identity/trust_store.ts";
 import { rolloverPki, testPki } from "./_pki_fixtures.ts";
@@ -88,6 +85,13 @@ Deno.test("RevocationList.parse() takes several CRLs, one per CA of the bundle, 
   // OpenSSL's older label is accepted too.
   const labelled = issuingCrl.replaceAll("X509 CRL", "CRL");
   assert.equal(crlToPem(labelled), issuingCrl);
+});
+
+Deno.test("crlToPem() wraps base64 at 64 characters, as OpenSSL and @peculiar/x509 write it", () => {
+  for (let size = 1; size <= 200; size++) {
+    const bytes = Uint8Array.from({ length: size }, (_, i) => i === 0 ? 0x30 : (i * 37) % 256);
+    assert.equal(crlToPem(bytes), `${PemConverter.encode(bytes, "X509 CRL")}\n`, `${size} bytes`);
+  }
 });
 
 Deno.test("RevocationList.parse() refuses CRLs it cannot trust or use", async (t) => {

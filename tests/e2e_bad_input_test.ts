@@ -10,8 +10,10 @@ import { connect as netConnect, createServer, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { FakeClock } from "../lib/core/clock.ts";
-import { createCa, createIntermediateCa, issueCertificate } from "../lib/pki/pki.ts";
-import type { CertificateAuthority, IssuedCertificate } from "../lib/pki/pki.ts";
+import { createCa, createIntermediateCa } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
+import type { CertificateAuthority } from "../lib/pki/certificate_authority.ts";
+import type { IssuedCertificate } from "../lib/pki/issue_certificate.ts";
 import type { ConnectionRecord, DenyRecord, HandshakeErrorRecord } from "../lib/server/records.ts";
 import {
   connectClient,

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { createCa, issueCertificate, loadCertificateAuthority } from "../lib/pki/pki.ts";
+import { createCa, loadCertificateAuthority } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { spkiSha256FromPem } from "../lib/identity/certificate.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";

@@ -12,7 +12,7 @@ import type { TLSSocket } from "node:tls";
 import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort, type HostPort } from "../lib/core/address.ts";
 import { loadConfig, loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
-import { createCrl } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
 import { dialTcp } from "../lib/upstream/dial.ts";
 import { FakeClock } from "../lib/core/clock.ts";
 import { certificateValidity } from "../lib/identity/certificate.ts";

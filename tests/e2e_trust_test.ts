@@ -7,8 +7,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
-import { createCrl, crlToPem } from "../lib/identity/crl.ts";
-import type { IssuedCertificate } from "../lib/pki/pki.ts";
+import { crlToPem } from "../lib/identity/crl.ts";
+import { createCrl } from "../lib/pki/crl_issuer.ts";
+import type { IssuedCertificate } from "../lib/pki/issue_certificate.ts";
 import { Balancer } from "../lib/server/balancer.ts";
 import type { LoadedConfig } from "../lib/server/lifecycle.ts";
 import type { HandshakeErrorRecord } from "../lib/server/records.ts";

@@ -20,7 +20,8 @@ import {
   readCertificate,
   spkiSha256FromPem,
 } from "../lib/identity/certificate.ts";
-import { createCa, issueCertificate } from "../lib/pki/pki.ts";
+import { createCa } from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
 
 /** The openssl test reads the fixture files, so it needs `--allow-write` as well as `--allow-run`. */

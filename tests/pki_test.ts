@@ -17,12 +17,11 @@ import {
   type CertificateAuthority,
   createCa,
   createIntermediateCa,
-  extendDevPki,
-  issueCertificate,
-  type KeyAlgorithmName,
   loadCertificateAuthority,
-  writeDevPki,
-} from "../lib/pki/pki.ts";
+} from "../lib/pki/certificate_authority.ts";
+import { extendDevPki, writeDevPki } from "../lib/pki/dev_pki.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
+import type { KeyAlgorithmName } from "../lib/pki/key_algorithms.ts";
 import { spkiSha256FromPem } from "../lib/identity/certificate.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;

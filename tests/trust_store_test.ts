@@ -18,10 +18,9 @@ import {
   type CertificateAuthority,
   createCa,
   createIntermediateCa,
-  issueCertificate,
-  type KeyAlgorithmName,
-  signingAlgorithmOf,
-} from "../lib/pki/pki.ts";
+} from "../lib/pki/certificate_authority.ts";
+import { issueCertificate } from "../lib/pki/issue_certificate.ts";
+import { type KeyAlgorithmName, signingAlgorithmOf } from "../lib/pki/key_algorithms.ts";
 import { SignatureCache } from "../lib/identity/signature_cache.ts";
 import { TrustStore, TrustStoreError, type VerifyResult } from "../lib/identity/trust_store.ts";
 import { identityFromCertificate } from "../lib/identity/certificate.ts";

@@ -7,7 +7,7 @@
 import { join, resolve } from "node:path";
 import { type Config, ConfigError, loadConfig } from "../config/mod.ts";
 import { permissionFlags, shellQuote } from "../control/permissions.ts";
-import { type DevPkiClient, extendDevPki, writeDevPki } from "../pki/pki.ts";
+import { type DevPkiClient, extendDevPki, writeDevPki } from "../pki/dev_pki.ts";
 import { type CliCommand, DEFAULT_CLIENTS, DEFAULT_CONFIG, DEFAULT_SERVER_NAMES } from "./args.ts";
 import { sniGroupNames } from "./sni_coverage.ts";
 import { readConfig } from "./_read_config.ts";

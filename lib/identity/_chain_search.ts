@@ -5,8 +5,6 @@
  *
  * @module
  */
-import "reflect-metadata";
-import { Name } from "@peculiar/x509";
 import { createHash, type KeyObject } from "node:crypto";
 import {
   type ClientAuthUsage,
@@ -17,6 +15,7 @@ import {
   sameBytes,
 } from "./_x509.ts";
 import type { ClientEkuMode } from "./certificate.ts";
+import { nameText } from "./_name_text.ts";
 
 /** The most intermediates a path may run through, as in rustls (webpki). */
 export const MAX_INTERMEDIATES = 6;
@@ -386,23 +385,4 @@ export function presentedSpki(p: Presented): string {
 /** SHA-256, hex. */
 export function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
-}
-
-/** A Name's bytes as a string, for a map key. */
-export function nameKey(name: Uint8Array): string {
-  return String.fromCharCode(...name);
-}
-
-/** A DER Name as text (`CN=..., O=...`), for messages. */
-export function nameText(der: Uint8Array): string {
-  try {
-    return new Name(der.slice()).toString();
-  } catch {
-    return "(an unreadable name)";
-  }
-}
-
-/** A distinguished name for comparison: lowercase, runs of spaces folded. */
-export function canonicalName(name: string): string {
-  return name.toLowerCase().replace(/\s+/g, " ").trim();
 }

@@ -133,7 +133,8 @@ export interface CertificateFacts {
  * @example Usage
  * ```ts
  * import { readCertificate } from "./certificate.ts";
- * import { createCa, issueCertificate } from "../pki/pki.ts";
+ * import { createCa } from "../pki/certificate_authority.ts";
+ * import { issueCertificate } from "../pki/issue_certificate.ts";
  * import assert from "node:assert/strict";
  *
  * const ca = await createCa({ commonName: "Example CA" });

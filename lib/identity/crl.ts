@@ -1,7 +1,7 @@
 /**
  * Certificate revocation lists: {@linkcode RevocationList} checks client
- * certificates against the CRLs of `[tls] crl` after the handshake, and
- * {@linkcode createCrl} issues a CRL for tests and development PKIs.
+ * certificates against the CRLs of `[tls] crl` after the handshake. (`createCrl`, in
+ * `lib/pki/`, issues CRLs for tests and development PKIs.)
  *
  * Deno 2.9's `node:tls` accepts the `crl` option of `createServer` and ignores it (a
  * revoked client completes the handshake), so mtlb enforces CRLs itself, as OpenSSL
@@ -11,40 +11,20 @@
  * CRL refuses every certificate of its CA, and a CA without a CRL refuses its
  * certificates unless `[tls] crl_missing = "allow"` (fail closed).
  *
- * CRLs are read by a DER reader of this module and their signatures verified with
- * `node:crypto`, so CRLs of large CAs (tens of thousands of entries; 50,000 parse in
- * about 80 ms) load; `@peculiar/x509`'s parser stops at about 2,500 entries, so it
- * only serves {@linkcode createCrl}.
+ * CRLs are read by a DER reader of their own (`_crl_reader.ts`) and their signatures
+ * verified with `node:crypto`, so CRLs of large CAs (tens of thousands of entries;
+ * 50,000 parse in about 80 ms) load, where `@peculiar/x509`'s parser stops at about
+ * 2,500 entries; checking loads no X.509 library.
  *
  * @module
  */
-import "reflect-metadata";
-import {
-  AuthorityKeyIdentifierExtension,
-  type Extension,
-  PemConverter,
-  X509Certificate as PeculiarCertificate,
-  X509CrlGenerator,
-} from "@peculiar/x509";
-import { type CertificateAuthority, signingAlgorithmOf } from "../pki/pki.ts";
-import { normalizeHex } from "./certificate.ts";
-import {
-  readAuthorityKeyId,
-  readSignatureAlgorithm,
-  sameBytes,
-  serialHex,
-  toHex,
-} from "./_x509.ts";
-import { canonicalName, nameText } from "./_chain_search.ts";
-import {
-  type TrustedAuthority,
-  TrustStore,
-  TrustStoreError,
-  type VerifiedPath,
-} from "./trust_store.ts";
+import { Buffer } from "node:buffer";
+import { type ParsedCrl, readCrl } from "./_crl_reader.ts";
+import { canonicalName, nameText } from "./_name_text.ts";
+import { TrustStore, TrustStoreError, type VerifiedPath } from "./trust_store.ts";
+import type { TrustedAuthority } from "./trusted_authority.ts";
 
 const MINUTE_MS = 60_000;
-const DAY_MS = 24 * 60 * MINUTE_MS;
 /** A CRL whose `thisUpdate` is at most this far ahead of the local clock is accepted. */
 export const CRL_CLOCK_SKEW_MS = 5 * MINUTE_MS;
 const CRL_BLOCK = /-----BEGIN (?:X509 )?CRL-----([A-Za-z0-9+/=\s]+?)-----END (?:X509 )?CRL-----/g;
@@ -479,89 +459,6 @@ function parseLists(
   return createList(lists, store);
 }
 
-/** Options of {@linkcode createCrl}. */
-export interface CreateCrlOptions {
-  /**
-   * When the CRL is issued.
-   *
-   * @default {5 minutes before now}
-   */
-  thisUpdate?: Date;
-  /**
-   * When the next CRL is due.
-   *
-   * @default {7 days after `thisUpdate`}
-   */
-  nextUpdate?: Date;
-  /**
-   * When the certificates were revoked.
-   *
-   * @default {thisUpdate}
-   */
-  revocationDate?: Date;
-  /**
-   * Whether to write an authority key identifier (the SHA-1 of the CA's key, as the
-   * CA's own subject key identifier), which ties the CRL to one of two CAs of the same
-   * name without trying both keys.
-   *
-   * @default {true}
-   */
-  authorityKeyIdentifier?: boolean;
-}
-
-/**
- * Issues a CRL signed by `ca` (with the algorithm its key signs certificates with), as PEM (`-----BEGIN X509 CRL-----`,
- * as OpenSSL writes it). For tests and development PKIs.
- *
- * @example Usage
- * ```ts
- * import { createCa, createCrl } from "@mtlb/mtlb";
- * import assert from "node:assert/strict";
- *
- * const ca = await createCa({ commonName: "Example CA" });
- * const pem = await createCrl(ca, ["0a1b00"], { nextUpdate: new Date(Date.now() + 86_400_000) });
- * assert.match(pem, /^-----BEGIN X509 CRL-----\n/);
- * ```
- *
- * @param ca The issuing CA (its key signs the CRL).
- * @param revoked Serial numbers to revoke, hex in any form `normalizeHex` accepts.
- * @param options Dates.
- * @returns The CRL, PEM, ending in a newline.
- * @throws {TypeError} When a serial is not hex.
- * @throws {RangeError} When `nextUpdate` is not after `thisUpdate`.
- */
-export async function createCrl(
-  ca: CertificateAuthority,
-  revoked: readonly string[],
-  options: CreateCrlOptions = {},
-): Promise<string> {
-  const thisUpdate = options.thisUpdate ?? new Date(Date.now() - 5 * MINUTE_MS);
-  const nextUpdate = options.nextUpdate ?? new Date(thisUpdate.getTime() + 7 * DAY_MS);
-  if (!(nextUpdate.getTime() > thisUpdate.getTime())) {
-    throw new RangeError(
-      `Cannot create CRL: "nextUpdate" must be later than "thisUpdate", received ${nextUpdate.toISOString()} and ${thisUpdate.toISOString()}`,
-    );
-  }
-  const revocationDate = options.revocationDate ?? thisUpdate;
-  const extensions: Extension[] = [];
-  if (options.authorityKeyIdentifier ?? true) {
-    extensions.push(await AuthorityKeyIdentifierExtension.create(ca.keys.publicKey));
-  }
-  const crl = await X509CrlGenerator.create({
-    issuer: new PeculiarCertificate(ca.certPem).subjectName, // the CA's own encoding
-    thisUpdate,
-    nextUpdate,
-    entries: revoked.map((serial) => {
-      const hex = normalizeHex(serial);
-      return { serialNumber: hex.length % 2 === 0 ? hex : `0${hex}`, revocationDate };
-    }),
-    extensions,
-    signingKey: ca.keys.privateKey,
-    signingAlgorithm: signingAlgorithmOf(ca.keys.privateKey),
-  });
-  return `${PemConverter.encode(crl.rawData, "X509 CRL")}\n`;
-}
-
 /**
  * Converts CRLs to PEM text: PEM input is returned with its CRL blocks normalised to
  * `X509 CRL`, DER input is encoded.
@@ -580,7 +477,14 @@ export async function createCrl(
  * @throws {CrlError} When there is no CRL in the input.
  */
 export function crlToPem(crl: string | Uint8Array): string {
-  return splitCrls(crl).map((der) => `${PemConverter.encode(der, "X509 CRL")}\n`).join("");
+  return splitCrls(crl).map(pemBlock).join("");
+}
+
+/** A CRL as a PEM block, 64 base64 characters a line, as OpenSSL writes it. */
+function pemBlock(der: Uint8Array): string {
+  const base64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+  const lines = base64.match(/.{1,64}/g) ?? [];
+  return ["-----BEGIN X509 CRL-----", ...lines, "-----END X509 CRL-----", ""].join("\n");
 }
 
 function splitCrls(crl: string | Uint8Array): Uint8Array<ArrayBuffer>[] {
@@ -602,201 +506,6 @@ function splitCrls(crl: string | Uint8Array): Uint8Array<ArrayBuffer>[] {
     );
   }
   return ders;
-}
-
-// ---------------------------------------------------------------------------------------
-// DER reading of CRLs, tolerant of the long lists large CAs publish.
-
-interface Tlv {
-  tag: number;
-  /** Offset of the tag byte. */
-  start: number;
-  /** Offset of the content. */
-  body: number;
-  /** Offset just past the content. */
-  end: number;
-}
-
-function tlv(der: Uint8Array, at: number, limit: number): Tlv {
-  if (at + 2 > limit) throw new TypeError("Cannot read DER: truncated");
-  const tag = der[at]!;
-  let length = der[at + 1]!;
-  let body = at + 2;
-  if (length & 0x80) {
-    const octets = length & 0x7f;
-    if (octets === 0 || octets > 4 || body + octets > limit) {
-      throw new TypeError("Cannot read DER: bad length");
-    }
-    length = 0;
-    for (let i = 0; i < octets; i++) length = length * 256 + der[body + i]!;
-    body += octets;
-  }
-  const end = body + length;
-  if (end > limit) throw new TypeError("Cannot read DER: truncated");
-  return { tag, start: at, body, end };
-}
-
-interface ParsedCrl {
-  tbs: Uint8Array;
-  /** The signature algorithm, or its dotted OID when it is not supported. */
-  algorithm: ReturnType<typeof readSignatureAlgorithm>;
-  /** The AlgorithmIdentifier, DER. */
-  algorithmDer: Uint8Array;
-  signature: Uint8Array;
-  issuerDer: Uint8Array;
-  /** The keyIdentifier of the CRL's authorityKeyIdentifier, lowercase hex. */
-  authorityKeyId?: string;
-  thisUpdate: Date;
-  nextUpdate?: Date;
-  serials: Set<string>;
-  /** The OID of the first critical CRL or entry extension. */
-  critical?: string;
-}
-
-/** Reads a DER CertificateList (RFC 5280, section 5.1). */
-function readCrl(der: Uint8Array): ParsedCrl {
-  const list = expect(tlv(der, 0, der.length), 0x30, "CertificateList");
-  if (list.end !== der.length) throw new TypeError("trailing bytes after the CRL");
-  const tbs = expect(tlv(der, list.body, list.end), 0x30, "tbsCertList");
-  const outerAlgorithm = expect(tlv(der, tbs.end, list.end), 0x30, "signatureAlgorithm");
-  const signatureBits = expect(tlv(der, outerAlgorithm.end, list.end), 0x03, "signatureValue");
-  if (signatureBits.body >= signatureBits.end || der[signatureBits.body] !== 0) {
-    throw new TypeError("signatureValue has unused bits");
-  }
-
-  let field = tlv(der, tbs.body, tbs.end);
-  if (field.tag === 0x02) field = tlv(der, field.end, tbs.end); // version v2
-  const innerAlgorithm = expect(field, 0x30, "signature");
-  if (!sameBytes(slice(der, innerAlgorithm), slice(der, outerAlgorithm))) {
-    throw new TypeError("the signature algorithms inside and outside the signed part differ");
-  }
-  const algorithm = readSignatureAlgorithm(der, asX509Tlv(innerAlgorithm));
-  const issuer = expect(tlv(der, innerAlgorithm.end, tbs.end), 0x30, "issuer");
-  const thisUpdateTlv = tlv(der, issuer.end, tbs.end);
-  const parsed: ParsedCrl = {
-    tbs: slice(der, tbs),
-    algorithm,
-    algorithmDer: slice(der, innerAlgorithm),
-    signature: der.subarray(signatureBits.body + 1, signatureBits.end),
-    issuerDer: slice(der, issuer),
-    thisUpdate: readTime(der, thisUpdateTlv),
-    serials: new Set(),
-  };
-  let at = thisUpdateTlv.end;
-  if (at < tbs.end) {
-    const next = tlv(der, at, tbs.end);
-    if (next.tag === 0x17 || next.tag === 0x18) {
-      parsed.nextUpdate = readTime(der, next);
-      at = next.end;
-    }
-  }
-  if (at < tbs.end) {
-    const revoked = tlv(der, at, tbs.end);
-    if (revoked.tag === 0x30) {
-      for (let e = revoked.body; e < revoked.end;) {
-        const entry = expect(tlv(der, e, revoked.end), 0x30, "revokedCertificate");
-        const serial = expect(tlv(der, entry.body, entry.end), 0x02, "userCertificate");
-        if (serial.body === serial.end) throw new TypeError("empty serial number");
-        parsed.serials.add(serialHex(der, serial.body, serial.end));
-        const date = tlv(der, serial.end, entry.end);
-        if (date.tag !== 0x17 && date.tag !== 0x18) throw new TypeError("expected revocationDate");
-        if (date.end < entry.end && parsed.critical === undefined) {
-          const extensions = expect(tlv(der, date.end, entry.end), 0x30, "crlEntryExtensions");
-          parsed.critical = criticalExtension(der, extensions);
-        }
-        e = entry.end;
-      }
-      at = revoked.end;
-    }
-  }
-  if (at < tbs.end) {
-    const wrapper = expect(tlv(der, at, tbs.end), 0xa0, "crlExtensions");
-    const extensions = expect(tlv(der, wrapper.body, wrapper.end), 0x30, "crlExtensions");
-    parsed.critical ??= criticalExtension(der, extensions);
-    for (let e = extensions.body; e < extensions.end;) {
-      const extension = expect(tlv(der, e, extensions.end), 0x30, "Extension");
-      const oid = expect(tlv(der, extension.body, extension.end), 0x06, "extnID");
-      if (readOid(der, oid) === "2.5.29.35") {
-        let value = tlv(der, oid.end, extension.end);
-        if (value.tag === 0x01) value = tlv(der, value.end, extension.end);
-        const keyId = readAuthorityKeyId(der, asX509Tlv(expect(value, 0x04, "extnValue")));
-        if (keyId !== undefined) parsed.authorityKeyId = toHex(der, keyId.start, keyId.end);
-      }
-      e = extension.end;
-    }
-  }
-  return parsed;
-}
-
-/** This module's element as `_x509.ts` names its offsets. */
-function asX509Tlv(field: Tlv): { tag: number; header: number; start: number; end: number } {
-  return { tag: field.tag, header: field.start, start: field.body, end: field.end };
-}
-
-/** The OID of the first critical extension of an Extensions SEQUENCE. */
-function criticalExtension(der: Uint8Array, extensions: Tlv): string | undefined {
-  for (let at = extensions.body; at < extensions.end;) {
-    const extension = expect(tlv(der, at, extensions.end), 0x30, "Extension");
-    const oid = expect(tlv(der, extension.body, extension.end), 0x06, "extnID");
-    const next = tlv(der, oid.end, extension.end);
-    if (next.tag === 0x01 && next.end === next.body + 1 && der[next.body] !== 0) {
-      return readOid(der, oid);
-    }
-    at = extension.end;
-  }
-  return undefined;
-}
-
-function expect(field: Tlv, tag: number, what: string): Tlv {
-  if (field.tag !== tag) {
-    throw new TypeError(
-      `expected ${what} (tag 0x${tag.toString(16)}), found tag 0x${field.tag.toString(16)}`,
-    );
-  }
-  return field;
-}
-
-function slice(der: Uint8Array, field: Tlv): Uint8Array {
-  return der.subarray(field.start, field.end);
-}
-
-function readOid(der: Uint8Array, field: Tlv): string {
-  const parts: number[] = [];
-  let value = 0;
-  for (let i = field.body; i < field.end; i++) {
-    value = value * 128 + (der[i]! & 0x7f);
-    if ((der[i]! & 0x80) === 0) {
-      if (parts.length === 0) {
-        parts.push(value < 80 ? Math.floor(value / 40) : 2, value < 80 ? value % 40 : value - 80);
-      } else parts.push(value);
-      value = 0;
-    }
-  }
-  return parts.join(".");
-}
-
-/** UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSS[.f]Z`). */
-function readTime(der: Uint8Array, field: Tlv): Date {
-  let text = "";
-  for (let i = field.body; i < field.end; i++) text += String.fromCharCode(der[i]!);
-  const utc = field.tag === 0x17;
-  if (!utc && field.tag !== 0x18) throw new TypeError("expected a time");
-  const match =
-    (utc
-      ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/
-      : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d+)?Z$/)
-      .exec(text);
-  if (match === null) throw new TypeError(`bad time ${JSON.stringify(text)}`);
-  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  const fullYear = utc ? (year < 50 ? 2000 + year : 1900 + year) : year;
-  return new Date(Date.UTC(fullYear, month - 1, day, hour, minute, second));
 }
 
 function message(error: unknown): string {

@@ -20,8 +20,6 @@
  */
 import type { KeyObject } from "node:crypto";
 import {
-  CRL_SIGN,
-  KEY_CERT_SIGN,
   parseCertificate,
   type ParsedCertificate,
   publicKeyOf,
@@ -34,27 +32,27 @@ import {
 } from "./_x509.ts";
 import {
   anchorProblem,
-  canonicalName,
   type ChainFailure,
   ekuProblem,
   type KeyOf,
   lazyText,
   MAX_INTERMEDIATES,
-  nameKey,
-  nameText,
   PathSearch,
   type Presented,
   presentedKey,
   presentedSpki,
   readPresented,
-  type SearchAnchor,
   sha256,
   validityProblem,
 } from "./_chain_search.ts";
 import type { ClientEkuMode } from "./certificate.ts";
+import { canonicalName, nameKey, nameText } from "./_name_text.ts";
+import { type Anchor, linkAnchors, oneCertificatePerKey, readAnchor } from "./_trust_anchors.ts";
 import { SignatureCache } from "./signature_cache.ts";
+import type { IssuerMatch, TrustedAuthority } from "./trusted_authority.ts";
 
 export { CHAIN_FAILURES, type ChainFailure, MAX_INTERMEDIATES } from "./_chain_search.ts";
+export type { IssuerMatch, TrustedAuthority } from "./trusted_authority.ts";
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*)-----END CERTIFICATE-----/g;
 
@@ -82,64 +80,6 @@ export class TrustStoreError extends Error {
     this.name = "TrustStoreError";
   }
 }
-
-/** Facts about one CA of the bundle, for `check`, status pages and issuer pins. */
-export interface TrustedAuthority {
-  /** Its position in the bundle, from 0. */
-  readonly index: number;
-  /**
-   * Identifies the CA by name and key: equal for two certificates of one CA (a
-   * re-issued CA certificate keeps both), different for a rollover to a new key.
-   */
-  readonly id: string;
-  /** Subject distinguished name, RFC 4514 text (`CN=Example CA, O=Example`). */
-  readonly subject: string;
-  /** SHA-256 of its DER SubjectPublicKeyInfo, 64 lowercase hex digits: `match.issuer`. */
-  readonly spkiSha256: string;
-  /** Serial number, lowercase hex without leading zeros. */
-  readonly serial: string;
-  /**
-   * subjectKeyIdentifier, lowercase hex.
-   *
-   * @default {undefined}
-   */
-  readonly keyId?: string;
-  /** Start of validity. */
-  readonly notBefore: Date;
-  /** End of validity. */
-  readonly notAfter: Date;
-  /** Whether it signed itself (a root). */
-  readonly selfSigned: boolean;
-  /** Whether it may issue certificates: basicConstraints cA, and keyCertSign when keyUsage is present. */
-  readonly issuesCertificates: boolean;
-  /** Whether it may sign CRLs: cRLSign when keyUsage is present. */
-  readonly signsCrls: boolean;
-  /**
-   * The CA of the bundle whose key signed it (checked when the bundle is read).
-   *
-   * @default {undefined}
-   */
-  readonly signedBy?: TrustedAuthority;
-}
-
-/** Which certificate issued another: a CA of the bundle or one of the presented intermediates. */
-export type IssuerMatch =
-  | {
-    /** The CA of the bundle that issued it. */
-    readonly authority: TrustedAuthority;
-    /** Absent: a CA of the bundle issued it. */
-    readonly intermediate?: undefined;
-    /** SHA-256 of the issuer's SubjectPublicKeyInfo, hex. */
-    readonly spkiSha256: string;
-  }
-  | {
-    /** Absent: a presented intermediate issued it. */
-    readonly authority?: undefined;
-    /** The index, in the intermediates given, of the one that issued it. */
-    readonly intermediate: number;
-    /** SHA-256 of the issuer's SubjectPublicKeyInfo, hex. */
-    readonly spkiSha256: string;
-  };
 
 /** One presented certificate on a {@linkcode VerifiedPath}. */
 export interface PathCertificate {
@@ -218,15 +158,6 @@ export interface SignedData {
   algorithm: Uint8Array;
   /** The signature value. */
   signature: Uint8Array;
-}
-
-/** A CA of the bundle with what the checks need. */
-interface Anchor extends SearchAnchor {
-  facts: TrustedAuthority;
-  /** `facts` as an {@linkcode IssuerMatch}, made once. */
-  match: IssuerMatch;
-  ancestors: Anchor[];
-  constrained?: Anchor;
 }
 
 /**
@@ -722,111 +653,8 @@ interface ChildRef {
   subject?: Uint8Array;
 }
 
-/**
- * One certificate per key among CAs of one name (a CA re-issued with the same key
- * appears twice): the one valid at `now`, else the first. Same name and key sign the
- * same certificates, so no signature check is needed to choose.
- */
-function oneCertificatePerKey(anchors: readonly Anchor[], now: number): Anchor[] {
-  const chosen: Anchor[] = [];
-  for (const anchor of anchors) {
-    const twin = chosen.findIndex((c) => sameBytes(c.cert.spki, anchor.cert.spki));
-    if (twin < 0) chosen.push(anchor);
-    else if (!validAt(chosen[twin]!, now) && validAt(anchor, now)) chosen[twin] = anchor;
-  }
-  return chosen;
-}
-
-function validAt(anchor: Anchor, now: number): boolean {
-  return now >= anchor.validFrom && now <= anchor.validUntil;
-}
-
 function failure(reason: ChainFailure, detail: string): VerifyResult {
   return { ok: false, reason, detail };
-}
-
-function readAnchor(index: number, cert: ParsedCertificate, key: KeyObject): Anchor {
-  const subject = nameText(cert.subject);
-  const spkiSha256 = sha256(cert.spki);
-  const selfIssued = sameBytes(cert.subject, cert.issuer);
-  const selfSigned = selfIssued && typeof cert.signatureAlgorithm !== "string" &&
-    verifySignature(cert.signatureAlgorithm, cert.tbs, cert.signature, key);
-  const isCa = cert.basicConstraints?.ca === true || (cert.version < 3 && selfSigned);
-  const facts = {
-    index,
-    id: `${spkiSha256}/${canonicalName(subject)}`,
-    subject,
-    spkiSha256,
-    serial: cert.serial,
-    ...(cert.subjectKeyId === undefined ? {} : { keyId: cert.subjectKeyId }),
-    notBefore: new Date(cert.notBefore),
-    notAfter: new Date(cert.notAfter),
-    selfSigned,
-    issuesCertificates: isCa &&
-      (cert.keyUsage === undefined || (cert.keyUsage & KEY_CERT_SIGN) !== 0),
-    signsCrls: cert.keyUsage === undefined || (cert.keyUsage & CRL_SIGN) !== 0,
-  } as TrustedAuthority;
-  return {
-    facts,
-    cert,
-    key,
-    match: Object.freeze({ authority: facts, spkiSha256 }),
-    ancestors: [],
-    validFrom: cert.notBefore,
-    validUntil: cert.notAfter,
-  };
-}
-
-/**
- * Finds, for each CA that is not self-signed, the CA of the bundle that signed it,
- * then each one's ancestors, validity window and name constraints; freezes the facts.
- */
-function linkAnchors(anchors: Anchor[]): void {
-  const parents = new Map<Anchor, Anchor>();
-  for (const anchor of anchors) {
-    if (anchor.facts.selfSigned) continue;
-    const { cert } = anchor;
-    if (typeof cert.signatureAlgorithm === "string") continue;
-    const byKeyId = (a: Anchor) =>
-      a.facts.keyId !== undefined && a.facts.keyId === cert.authorityKeyId ? 0 : 1;
-    const parent = anchors
-      .filter((a) => a !== anchor && sameBytes(a.cert.subject, cert.issuer))
-      .sort((a, b) => byKeyId(a) - byKeyId(b))
-      .find((a) =>
-        verifySignature(
-          cert.signatureAlgorithm as SignatureAlgorithm,
-          cert.tbs,
-          cert.signature,
-          a.key,
-        )
-      );
-    if (parent !== undefined) parents.set(anchor, parent);
-  }
-  for (const anchor of anchors) {
-    const seen = new Set<Anchor>([anchor]);
-    for (let a = parents.get(anchor); a !== undefined && !seen.has(a); a = parents.get(a)) {
-      seen.add(a);
-      anchor.ancestors.push(a);
-    }
-    for (const a of [anchor, ...anchor.ancestors]) {
-      anchor.validFrom = Math.max(anchor.validFrom, a.cert.notBefore);
-      anchor.validUntil = Math.min(anchor.validUntil, a.cert.notAfter);
-      if (a.cert.nameConstraints && anchor.constrained === undefined) anchor.constrained = a;
-    }
-  }
-  // Facts are frozen parents first, so that `signedBy` points at a frozen object.
-  const frozen = new Set<Anchor>();
-  const freeze = (anchor: Anchor): void => {
-    if (frozen.has(anchor)) return;
-    frozen.add(anchor);
-    const parent = parents.get(anchor);
-    if (parent !== undefined) {
-      freeze(parent);
-      (anchor.facts as { signedBy?: TrustedAuthority }).signedBy = parent.facts;
-    }
-    Object.freeze(anchor.facts);
-  };
-  for (const anchor of anchors) freeze(anchor);
 }
 
 function pathCertificate(
