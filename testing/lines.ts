@@ -137,7 +137,7 @@ export class LineReader implements AsyncIterableIterator<string> {
     if (this.#ended) return Promise.resolve(undefined);
     return new Promise((resolve, reject) => {
       let settled = false;
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined = undefined;
       const waiter = (result: IteratorResult<string, undefined>) => {
         settled = true;
         clearTimeout(timer);

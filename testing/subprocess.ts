@@ -205,7 +205,8 @@ export class Subprocess implements AsyncDisposable {
 
   /** The last lines of standard error (of standard output when merged), for messages. */
   get stderrTail(): string {
-    return (this.#stderr ?? this.#stdout)?.tail().trim() ?? "";
+    const text = (this.#stderr ?? this.#stdout)?.tail(Infinity).trim() ?? "";
+    return text.split("\n").slice(-8).join("\n");
   }
 
   /**
