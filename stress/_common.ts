@@ -2,58 +2,21 @@
  * What the stress suites share: a development PKI, the echo upstream and the
  * balancer (`main.ts`, as a process with the narrow permissions and the file
  * descriptor limit raised), client processes, and samples of the balancer's file
- * descriptors and memory from /proc.
+ * descriptors and memory. Processes, their output lines and /proc are read with the
+ * helpers of `testing/`.
  *
  * @module
  */
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { writeDevPki } from "../lib/pki/dev_pki.ts";
+import { guard } from "../testing/guard.ts";
+import { ROOT } from "../testing/paths.ts";
+import { sampleProcess } from "../testing/process_sample.ts";
+import { Subprocess, type SubprocessOptions } from "../testing/subprocess.ts";
+import { mainPermissions } from "../testing/run_main.ts";
 
-/** The repository root. */
-export const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const DENO = Deno.execPath();
-
-/** Splits a byte stream into lines. */
-export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let buffer = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += chunk;
-    for (let at = buffer.indexOf("\n"); at >= 0; at = buffer.indexOf("\n")) {
-      yield buffer.slice(0, at);
-      buffer = buffer.slice(at + 1);
-    }
-  }
-  if (buffer !== "") yield buffer;
-}
-
-/** Resolves `promise`, or rejects after `ms`. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-export const delay = (ms: number): Promise<void> =>
-  new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` every 100 ms until it returns true; false once `ms` passed. */
-export async function until(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (performance.now() > deadline) return false;
-    await delay(100);
-  }
-}
+/** The running `deno`, for the suites' helper processes. */
+export const DENO: string = Deno.execPath();
 
 /** A process sample from /proc: open file descriptors and memory. */
 export interface ProcSample {
@@ -63,92 +26,15 @@ export interface ProcSample {
   threads: number;
 }
 
-/**
- * Reads /proc/PID: open descriptors, resident and peak resident memory, threads.
- * Through `sh`, since Deno grants /proc/PID/fd to `--allow-all` only.
- */
+/** Reads /proc/PID: open descriptors, resident and peak resident memory, threads. */
 export async function sample(pid: number): Promise<ProcSample> {
-  const output = await new Deno.Command("sh", {
-    args: [
-      "-c",
-      `ls /proc/${pid}/fd | wc -l; grep -E '^(VmRSS|VmHWM|Threads):' /proc/${pid}/status`,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const text = new TextDecoder().decode(output.stdout);
-  const field = (name: string): number =>
-    Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN);
+  const { fds, rssKib, hwmKib, threads } = await sampleProcess(pid);
   return {
-    fds: Number(text.split("\n")[0]),
-    rssMiB: Math.round(field("VmRSS") / 102.4) / 10,
-    peakRssMiB: Math.round(field("VmHWM") / 102.4) / 10,
-    threads: field("Threads"),
+    fds,
+    rssMiB: Math.round(rssKib / 102.4) / 10,
+    peakRssMiB: Math.round(hwmKib / 102.4) / 10,
+    threads,
   };
-}
-
-/** One reading of a process's memory, from /proc/PID/status. */
-export interface MemoryReading {
-  /** `performance.now()` when it was read. */
-  at: number;
-  /** Resident memory (VmRSS), MiB. */
-  rssMiB: number;
-  /** Peak resident memory since the process started (VmHWM), MiB. */
-  hwmMiB: number;
-}
-
-/**
- * Reads a process's VmRSS and VmHWM every `intervalMs` (one `sh` loop, so the readings
- * keep their pace) until disposed.
- */
-export class MemoryWatch implements AsyncDisposable {
-  readonly readings: MemoryReading[] = [];
-  readonly #child: Child;
-  readonly #pump: Promise<void>;
-
-  constructor(pid: number, intervalMs = 100) {
-    const seconds = (intervalMs / 1000).toFixed(3);
-    const child = new Child("sh", [
-      "-c",
-      `while [ -e /proc/${pid}/status ]; do grep -hE '^(VmRSS|VmHWM):' /proc/${pid}/status | tr '\\n' ' '; echo; sleep ${seconds}; done`,
-    ]);
-    this.#child = child;
-    this.#pump = (async () => {
-      for (;;) {
-        let line: string;
-        try {
-          line = await child.line();
-        } catch {
-          return; // the loop ended
-        }
-        const field = (name: string): number =>
-          Number(new RegExp(`${name}:\\s+(\\d+)`).exec(line)?.[1] ?? NaN) / 1024;
-        const reading = { at: performance.now(), rssMiB: field("VmRSS"), hwmMiB: field("VmHWM") };
-        if (Number.isFinite(reading.rssMiB)) this.readings.push(reading);
-      }
-    })();
-  }
-
-  /**
-   * The highest resident memory read since `since` (`performance.now()`), MiB: the
-   * highest VmRSS, or the VmHWM when it rose during the window (a peak between readings).
-   */
-  peakSince(since: number): number {
-    const window = this.readings.filter((r) => r.at >= since);
-    const before = this.readings.filter((r) => r.at < since).at(-1);
-    let peak = Math.max(0, ...window.map((r) => r.rssMiB));
-    const hwm = window.at(-1)?.hwmMiB;
-    if (hwm !== undefined && (before === undefined || hwm > before.hwmMiB)) {
-      peak = Math.max(peak, hwm);
-    }
-    return peak;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#child.process.kill("SIGTERM");
-    await this.#child[Symbol.asyncDispose]();
-    await this.#pump;
-  }
 }
 
 /** A series of a Prometheus text exposition, summed over its labels (those matching `labels`). */
@@ -185,74 +71,26 @@ export async function makePki(dir: string, clients: number): Promise<Pki> {
   };
 }
 
-/** A child process whose stdout is read line by line. */
-export class Child implements AsyncDisposable {
-  readonly process: Deno.ChildProcess;
-  readonly #lines: AsyncGenerator<string>;
-  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #stderr: Promise<string>;
-
-  /**
-   * Spawns `command` in the repository root. Its stderr is collected for error
-   * messages, unless `ownStderr` says the caller reads `process.stderr` itself.
-   */
-  constructor(command: string, args: string[], options: { ownStderr?: boolean } = {}) {
-    this.process = new Deno.Command(command, {
-      args,
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#lines = lines(this.process.stdout);
-    this.#stdin = this.process.stdin.getWriter();
-    this.#stderr = options.ownStderr
-      ? Promise.resolve("")
-      : new Response(this.process.stderr).text();
-  }
-
-  get pid(): number {
-    return this.process.pid;
-  }
-
-  /** The next stdout line; throws with the child's stderr if it exited. */
-  async line(ms = 600_000): Promise<string> {
-    const next = await within(this.#lines.next(), ms, `output from pid ${this.pid}`);
-    if (next.done) {
-      const status = await this.process.status;
-      throw new Error(`Process ${this.pid} exited (${status.code}): ${await this.#stderr}`);
-    }
-    return next.value;
-  }
-
-  /** The next stdout line, parsed as JSON. */
-  async json<T = Record<string, unknown>>(ms?: number): Promise<T> {
-    return JSON.parse(await this.line(ms)) as T;
-  }
-
-  async send(line: string): Promise<void> {
-    await this.#stdin.write(new TextEncoder().encode(`${line}\n`));
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#stdin.close().catch(() => {});
-    const exited = await within(this.process.status, 10_000, "exit").catch(() => undefined);
-    if (exited === undefined) {
-      this.process.kill("SIGKILL");
-      await this.process.status;
-    }
-    for await (const _ of this.#lines) { /* drain */ }
-    await this.#stderr;
-  }
+/**
+ * Starts a helper process of a suite in the repository root, with its descriptor limit
+ * raised to the hard limit and its standard input piped (the helpers exit when it
+ * closes, which is how disposing of one stops it). Its output lines may take minutes.
+ */
+export function spawn(cmd: string[], options: SubprocessOptions = {}): Subprocess {
+  return new Subprocess(cmd, {
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    openFiles: "hard",
+    stdin: "piped",
+    guardMs: 600_000,
+    stop: { signal: null, graceMs: 10_000 },
+    ...options,
+  });
 }
 
 /** Starts the echo upstream process; resolves with it and its address. */
-export async function startUpstream(): Promise<{ child: Child; address: string }> {
-  const child = new Child("sh", [
-    "-c",
-    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 stress/_echo_upstream.ts`,
-  ]);
+export async function startUpstream(): Promise<{ child: Subprocess; address: string }> {
+  const child = spawn([DENO, "run", "--allow-net=127.0.0.1", "stress/_echo_upstream.ts"]);
   const port = await child.line(30_000);
   return { child, address: `127.0.0.1:${port}` };
 }
@@ -263,15 +101,17 @@ export async function startUpstream(): Promise<{ child: Child; address: string }
  */
 export async function startBacklogUpstream(
   options: { backlog: number; quit?: boolean; stallMs?: number; stallEvery?: number },
-): Promise<{ child: Child; address: string }> {
-  const flags = [
+): Promise<{ child: Subprocess; address: string }> {
+  const child = spawn([
+    DENO,
+    "run",
+    "--allow-net=127.0.0.1",
+    "stress/_backlog_upstream.ts",
     `--backlog=${options.backlog}`,
-    options.quit ? "--quit" : "",
-    options.stallMs ? `--stall-ms=${options.stallMs} --stall-every=${options.stallEvery}` : "",
-  ].join(" ");
-  const child = new Child("sh", [
-    "-c",
-    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 stress/_backlog_upstream.ts ${flags}`,
+    ...(options.quit ? ["--quit"] : []),
+    ...(options.stallMs
+      ? [`--stall-ms=${options.stallMs}`, `--stall-every=${options.stallEvery}`]
+      : []),
   ]);
   const port = await child.line(30_000);
   return { child, address: `127.0.0.1:${port}` };
@@ -302,7 +142,7 @@ export interface AdminStatus {
  * permissions` prints for the config, and the descriptor limit raised to the hard limit.
  */
 export class BalancerProcess implements AsyncDisposable {
-  readonly child: Child;
+  readonly child: Subprocess;
   readonly logs: LogCounts = {
     ended: {},
     denied: {},
@@ -314,7 +154,7 @@ export class BalancerProcess implements AsyncDisposable {
   admin: string | undefined;
   #pump: Promise<void> | undefined;
 
-  private constructor(child: Child) {
+  private constructor(child: Subprocess) {
     this.child = child;
   }
 
@@ -331,32 +171,23 @@ export class BalancerProcess implements AsyncDisposable {
     const path = join(dir, "lb.toml");
     await Deno.writeTextFile(path, config);
     // Exactly the permissions the balancer asks for: `main.ts permissions`.
-    const asked = await new Deno.Command("sh", {
-      args: ["-c", `exec "${DENO}" run --allow-read=${path} main.ts permissions --config ${path}`],
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const line = new TextDecoder().decode(asked.stdout).trim();
-    if (!asked.success || !line.startsWith("deno run ")) {
-      throw new Error(
-        `main.ts permissions failed: ${line}${new TextDecoder().decode(asked.stderr)}`,
-      );
-    }
-    const permissions = line.split(" ").filter((word) => word.startsWith("--allow-"));
-    const run = [
-      `"${DENO}" run`,
-      ...permissions.map((flag) => `'${flag}'`),
-      options.v8Flags ? `--v8-flags=${options.v8Flags}` : "",
-      `main.ts serve --config ${path} --log-format json`,
-    ].join(" ");
-    const child = new Child("sh", ["-c", `ulimit -n "$(ulimit -Hn)"; exec ${run}`], {
-      ownStderr: true,
-    });
+    const permissions = await mainPermissions(path);
+    const child = spawn([
+      DENO,
+      "run",
+      ...permissions,
+      ...(options.v8Flags ? [`--v8-flags=${options.v8Flags}`] : []),
+      "main.ts",
+      "serve",
+      "--config",
+      path,
+      "--log-format",
+      "json",
+    ], { name: "balancer", stdin: "null", stdout: "null", stderr: "lines" });
     const balancer = new BalancerProcess(child);
     const started = Promise.withResolvers<void>();
     balancer.#pump = balancer.#read(started);
-    await within(started.promise, 30_000, "balancer start");
+    await guard(started.promise, "balancer start", 30_000);
     return balancer;
   }
 
@@ -366,7 +197,7 @@ export class BalancerProcess implements AsyncDisposable {
 
   async #read(started: PromiseWithResolvers<void>): Promise<void> {
     const count = (map: Record<string, number>, key: string) => map[key] = (map[key] ?? 0) + 1;
-    for await (const line of lines(this.child.process.stderr)) {
+    for await (const line of this.child.stderr) {
       let record: {
         level?: string;
         logger?: string;
@@ -414,21 +245,15 @@ export class BalancerProcess implements AsyncDisposable {
     return sample(this.pid);
   }
 
-  /** Sends SIGTERM and waits for the exit code. */
+  /** Sends SIGTERM and waits for the exit code (SIGKILL after a minute). */
   async stop(): Promise<number> {
-    this.child.process.kill("SIGTERM");
-    const { code } = await within(this.child.process.status, 60_000, "balancer exit");
+    const { code } = await this.child.stop({ signal: "SIGTERM", graceMs: 60_000 });
     await this.#pump;
     return code;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.child.process.kill("SIGKILL");
-    } catch {
-      // Already stopped.
-    }
-    await this.child[Symbol.asyncDispose]();
+    await this.child.stop({ signal: "SIGKILL" });
     await this.#pump;
   }
 }
@@ -475,16 +300,21 @@ export function startClients(
   port: number,
   mode: "hold" | "burst" | "churn" | "quit",
   flags: Record<string, number>,
-): Child[] {
+): Subprocess[] {
   return pki.clients.map((client, i) =>
-    new Child("sh", [
-      "-c",
-      [
-        `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1`,
-        `--allow-read=${pki.ca},${client.cert},${client.key} stress/_client.ts ${mode}`,
-        `--port=${port} --ca=${pki.ca} --cert=${client.cert} --key=${client.key} --seed=${i + 1}`,
-        ...Object.entries(flags).map(([name, value]) => `--${name}=${value}`),
-      ].join(" "),
+    spawn([
+      DENO,
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${pki.ca},${client.cert},${client.key}`,
+      "stress/_client.ts",
+      mode,
+      `--port=${port}`,
+      `--ca=${pki.ca}`,
+      `--cert=${client.cert}`,
+      `--key=${client.key}`,
+      `--seed=${i + 1}`,
+      ...Object.entries(flags).map(([name, value]) => `--${name}=${value}`),
     ])
   );
 }

@@ -37,13 +37,14 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { delay, until } from "../testing/poll.ts";
+import { freePort, waitForPort } from "../testing/ports.ts";
+import type { Subprocess } from "../testing/subprocess.ts";
 import {
   BalancerProcess,
   Checks,
-  Child,
   type ClientReport,
   conditions,
-  delay,
   errorCount,
   makePki,
   metric,
@@ -51,11 +52,11 @@ import {
   type ProcSample,
   runSuite,
   sample,
+  spawn,
   startBacklogUpstream,
   startClients,
   stressConfig,
   total,
-  until,
 } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -141,10 +142,8 @@ async function startHaproxy(
   dir: string,
   pki: Pki,
   upstreams: string[],
-): Promise<{ child: Child; port: number }> {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+): Promise<{ child: Subprocess; port: number }> {
+  const port = await freePort();
   const pem = `${dir}/haproxy.pem`;
   await Deno.writeTextFile(
     pem,
@@ -173,16 +172,11 @@ backend echo
 ${upstreams.map((u, i) => `    server u${i} ${u} check inter 30s rise 1 fall 1`).join("\n")}
 `,
   );
-  const child = new Child("sh", ["-c", `ulimit -n "$(ulimit -Hn)"; exec haproxy -db -f ${config}`]);
-  const listening = await until(async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  }, 10_000);
-  if (!listening) throw new Error("HAProxy did not listen");
+  const child = spawn(["haproxy", "-db", "-f", config], {
+    name: "HAProxy",
+    stop: { signal: "SIGTERM" },
+  });
+  await waitForPort(port, { process: child, guardMs: 10_000 });
   return { child, port };
 }
 

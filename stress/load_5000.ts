@@ -22,10 +22,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { until } from "../testing/poll.ts";
+import type { Subprocess } from "../testing/subprocess.ts";
 import {
   BalancerProcess,
   Checks,
-  type Child,
   type ClientReport,
   conditions,
   errorCount,
@@ -36,7 +37,6 @@ import {
   startUpstream,
   stressConfig,
   total,
-  until,
 } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -111,7 +111,10 @@ await runSuite("mtlb_stress_", checks, async (dir) => {
 
   for (let round = 1; round <= ROUNDS; round++) {
     console.log(`round ${round}: ${SHARE * PROCESSES} connections from ${PROCESSES} processes`);
-    const clients: Child[] = startClients(pki, lb.port, "hold", { count: SHARE, bytes: BYTES });
+    const clients: Subprocess[] = startClients(pki, lb.port, "hold", {
+      count: SHARE,
+      bytes: BYTES,
+    });
     try {
       const held = total(await Promise.all(clients.map((c) => c.json<ClientReport>())));
       console.log(

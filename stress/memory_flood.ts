@@ -46,20 +46,22 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { MemoryWatch } from "../testing/memory_watch.ts";
+import { delay, until } from "../testing/poll.ts";
+import { freePort } from "../testing/ports.ts";
+import type { Subprocess } from "../testing/subprocess.ts";
 import {
   BalancerProcess,
   Checks,
-  Child,
   conditions,
-  delay,
+  DENO,
   makePki,
-  MemoryWatch,
   metric,
   type Pki,
   runSuite,
+  spawn,
   startUpstream,
   stressConfig,
-  until,
 } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -84,7 +86,6 @@ const STALLED_HOLD_MS = 2000;
 const HANDSHAKE_TIMEOUT_MS = Number(values["handshake-timeout"]) * 1000;
 /** The flood's capped run. */
 const LOW_MAX_HANDSHAKES = 1000;
-const DENO = Deno.execPath();
 const V8_FLAGS = values["v8-flags"] === undefined ? {} : { v8Flags: values["v8-flags"] };
 
 const checks = new Checks();
@@ -109,29 +110,33 @@ interface Report {
 }
 
 /** Starts `stress/_bulk_peer.ts ROLE`, with the open-files limit raised. */
-function bulkPeer(role: string, flags: string[], read = ""): Child {
-  return new Child("sh", [
-    "-c",
-    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 ${read} stress/_bulk_peer.ts ${role} --bytes=${BYTES} ${
-      flags.join(" ")
-    }`,
+function bulkPeer(role: string, flags: string[], read: string[] = []): Subprocess {
+  return spawn([
+    DENO,
+    "run",
+    "--allow-net=127.0.0.1",
+    ...read,
+    "stress/_bulk_peer.ts",
+    role,
+    `--bytes=${BYTES}`,
+    ...flags,
   ]);
 }
 
 /** The flags that give a client process the PKI's first client identity. */
-function identity(pki: Pki, port: number): { read: string; flags: string[] } {
+function identity(pki: Pki, port: number): { read: string[]; flags: string[] } {
   const client = pki.clients[0]!;
   return {
-    read: `--allow-read=${pki.ca},${client.cert},${client.key}`,
+    read: [`--allow-read=${pki.ca},${client.cert},${client.key}`],
     flags: [`--port=${port}`, `--ca=${pki.ca}`, `--cert=${client.cert}`, `--key=${client.key}`],
   };
 }
 
 /** Expects the next report of `child` to be `event`; returns it. */
-async function expect(child: Child, event: string, ms = 60_000): Promise<Report> {
+async function expect(child: Subprocess, event: string, ms = 60_000): Promise<Report> {
   const report = await child.json<Report>(ms);
   if (report.event !== event) {
-    throw new Error(`Expected ${event} from pid ${child.pid}, got ${JSON.stringify(report)}`);
+    throw new Error(`Expected ${event} from ${child.name}, got ${JSON.stringify(report)}`);
   }
   return report;
 }
@@ -265,9 +270,7 @@ async function bulk(
  */
 async function refusedPush(dir: string, pki: Pki): Promise<Record<string, unknown>> {
   const label = "refused push (workers = 1)";
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const closedPort = probe.addr.port;
-  probe.close();
+  const closedPort = await freePort();
   console.log(`${label}: ${mib(BYTES)} MiB at a balancer whose upstream refuses connections`);
   await using lb = await BalancerProcess.start(
     dir,
@@ -412,17 +415,25 @@ async function flood(
   await using watch = new MemoryWatch(lb.pid, 100);
 
   const id = identity(pki, lb.port);
-  await using prober = new Child("sh", [
-    "-c",
-    `exec "${DENO}" run --allow-net=127.0.0.1 ${id.read} stress/_client.ts pace ${
-      id.flags.join(" ")
-    } --interval=100 --bytes=1024`,
+  await using prober = spawn([
+    DENO,
+    "run",
+    "--allow-net=127.0.0.1",
+    ...id.read,
+    "stress/_client.ts",
+    "pace",
+    ...id.flags,
+    "--interval=100",
+    "--bytes=1024",
   ]);
-  await using flooder = new Child("sh", [
-    "-c",
-    `ulimit -n "$(ulimit -Hn)"; exec "${DENO}" run --allow-net=127.0.0.1 stress/_flood_client.ts --port=${lb.port} --count=${FLOOD} --hold-ms=${
-      HANDSHAKE_TIMEOUT_MS + 10_000
-    }`,
+  await using flooder = spawn([
+    DENO,
+    "run",
+    "--allow-net=127.0.0.1",
+    "stress/_flood_client.ts",
+    `--port=${lb.port}`,
+    `--count=${FLOOD}`,
+    `--hold-ms=${HANDSHAKE_TIMEOUT_MS + 10_000}`,
   ]);
   await expect(prober, "ready", 30_000);
   await expect(flooder, "ready", 30_000);

@@ -26,12 +26,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { delay, until } from "../testing/poll.ts";
 import {
   BalancerProcess,
   Checks,
   type ClientReport,
   conditions,
-  delay,
   errorCount,
   makePki,
   type ProcSample,
@@ -40,7 +40,6 @@ import {
   startUpstream,
   stressConfig,
   total,
-  until,
 } from "./_common.ts";
 
 const { values } = parseArgs({

@@ -4,42 +4,20 @@
  * as told). Tests that use it skip when openssl is not installed.
  */
 import { join } from "node:path";
-
-/** How long any single awaited event may take before the test fails. */
-export const GUARD_MS = 10_000;
+import { GUARD_MS } from "../testing/guard.ts";
+import { run, Subprocess } from "../testing/subprocess.ts";
 
 /** `openssl s_client -help`, or `undefined` without openssl. */
-export const OPENSSL_HELP: string | undefined = await new Deno.Command("openssl", {
-  args: ["s_client", "-help"],
-  stdout: "piped",
-  stderr: "piped",
-}).output().then(
-  (out) => new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout),
+export const OPENSSL_HELP: string | undefined = await run(["openssl", "s_client", "-help"], {
+  allowFailure: true,
+}).then(
+  // 127: the shell found no openssl.
+  (out) => out.code === 127 ? undefined : out.stderr + out.stdout,
   () => undefined,
 );
 
 /** Whether openssl is installed. */
 export const HAVE_OPENSSL: boolean = OPENSSL_HELP !== undefined;
-
-/**
- * Resolves with `promise`, or rejects once `ms` passed: a failure guard, never a wait.
- *
- * @param promise What the test waits for.
- * @param what Its name, for the error.
- * @param ms How long it may take.
- * @returns What `promise` resolves with.
- */
-export async function guard<T>(promise: Promise<T>, what: string, ms = GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * The `s_client` arguments to reach a balancer's shared listener with a client
@@ -69,40 +47,39 @@ export function clientArgs(
 
 /**
  * Runs `openssl s_client ARGS`, writes `input`, and keeps stdin open until
- * `holdUntil` shows in its output (s_client quits at the end of its input).
+ * `holdUntil` shows in its output (s_client quits at the end of its input). It is
+ * stopped if it runs for longer than the failure guard.
  *
  * @param args The arguments after `s_client`.
  * @param input What to type.
  * @param options The text to wait for before closing stdin.
- * @returns The exit code and everything printed.
+ * @returns The exit code and everything printed (standard output and error, in order).
  */
 export async function sClient(
   args: string[],
   input: string,
   options: { holdUntil?: string } = {},
 ): Promise<{ code: number; text: string }> {
-  const child = new Deno.Command("openssl", {
-    args: ["s_client", ...args],
+  await using child = new Subprocess(["openssl", "s_client", ...args], {
     stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const killer = setTimeout(() => child.kill(), GUARD_MS);
-  let out = "";
-  const seen = Promise.withResolvers<void>();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      out += chunk;
-      if (options.holdUntil !== undefined && out.includes(options.holdUntil)) seen.resolve();
-    }
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(input)).catch(() => {});
-  if (options.holdUntil !== undefined) await Promise.race([seen.promise, pumps]);
-  await writer.close().catch(() => {});
-  await pumps;
-  const { code } = await child.status;
-  clearTimeout(killer);
-  return { code, text: out };
+    stderr: "stdout",
+  });
+  const killer = setTimeout(() => child.kill("SIGTERM"), GUARD_MS);
+  try {
+    let text = "";
+    const read = async (until?: string): Promise<void> => {
+      for await (const line of child.stdout) {
+        text += `${line}\n`;
+        if (until !== undefined && text.includes(until)) return;
+      }
+    };
+    await child.write(input).catch(() => {});
+    if (options.holdUntil !== undefined) await read(options.holdUntil);
+    await child.closeStdin();
+    await read();
+    const { code } = await child.status;
+    return { code, text };
+  } finally {
+    clearTimeout(killer);
+  }
 }

@@ -26,7 +26,8 @@ import {
   text,
 } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import { clientArgs, guard, HAVE_OPENSSL, OPENSSL_HELP, sClient } from "./_openssl.ts";
+import { clientArgs, HAVE_OPENSSL, OPENSSL_HELP, sClient } from "./_openssl.ts";
+import { guard } from "../testing/guard.ts";
 
 /** The handshake timeout of these tests' balancers. */
 const HANDSHAKE_TIMEOUT_MS = 500;

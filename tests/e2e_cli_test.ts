@@ -10,16 +10,11 @@ import { issueCertificate } from "../lib/pki/issue_certificate.ts";
 import { spkiSha256FromPem } from "../lib/identity/certificate.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import {
-  configDir,
-  freePort,
-  lines,
-  MAIN,
-  ROOT,
-  runMain,
-  spawnLine,
-  waitForRecord,
-} from "./_subprocess.ts";
+import { configDir, spawnLine } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { MAIN, ROOT } from "../testing/paths.ts";
+import { freePort } from "../testing/ports.ts";
+import { runMain } from "../testing/run_main.ts";
 
 async function tlsSection(): Promise<string> {
   const pki = await testPki();

@@ -17,7 +17,8 @@ import { loadTlsMaterial } from "../lib/config/mod.ts";
 import type { BalancerStatus } from "../lib/server/status.ts";
 import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import { freePort, lines, waitForRecord } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { freePort } from "../testing/ports.ts";
 
 const OUTPUT = new URL("../test_output/", import.meta.url);
 /** Guard against a hang only: every wait below ends on a DOM change long before. */

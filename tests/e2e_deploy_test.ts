@@ -10,16 +10,11 @@ import { permissionNeeds } from "../lib/control/permission_needs.ts";
 import { loadConfig, parseConfig } from "../lib/config/mod.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import {
-  configDir,
-  freePort,
-  lines,
-  MAIN,
-  ROOT,
-  runMain,
-  spawnLine,
-  waitForRecord,
-} from "./_subprocess.ts";
+import { configDir, spawnLine } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { MAIN, ROOT } from "../testing/paths.ts";
+import { freePort } from "../testing/ports.ts";
+import { runMain } from "../testing/run_main.ts";
 
 Deno.test("the line main.ts permissions prints runs as printed from another folder, serves an mTLS client and stops on SIGTERM", async () => {
   await using upstream = await TestUpstream.start();

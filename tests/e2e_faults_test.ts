@@ -23,7 +23,7 @@ import {
   TestUpstream,
   text,
 } from "./_harness.ts";
-import { lines } from "./_subprocess.ts";
+import { lines } from "../testing/lines.ts";
 
 /** How long any single awaited event may take before the test fails. */
 const GUARD_MS = 10_000;

@@ -28,7 +28,8 @@ import type {
 } from "../lib/server/records.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";
-import { freePort, lines, waitForRecord } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { freePort } from "../testing/ports.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 

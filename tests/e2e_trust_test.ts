@@ -16,7 +16,8 @@ import type { HandshakeErrorRecord } from "../lib/server/records.ts";
 import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import { connectClient, nextEvent, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type Rollover, rolloverPki, testPki } from "./_pki_fixtures.ts";
-import { guard, HAVE_OPENSSL, sClient } from "./_openssl.ts";
+import { HAVE_OPENSSL, sClient } from "./_openssl.ts";
+import { guard } from "../testing/guard.ts";
 
 const TEST_WORKER = new URL("./fixtures/workers_test_worker.ts", import.meta.url);
 

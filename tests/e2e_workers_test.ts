@@ -27,7 +27,7 @@ import {
   text,
 } from "./_harness.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
-import { lines, waitForRecord } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The worker module with test powers: dies on demand, worker 2 can refuse a reload. */

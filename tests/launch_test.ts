@@ -12,7 +12,11 @@ import { WORKER_MODULE } from "../lib/workers/options.ts";
 import { COMPILE_OUTPUT, launchArgs, MAIN } from "../tasks/launch.ts";
 import { connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
-import { configDir, freePort, lines, ROOT, runMain, waitForRecord } from "./_subprocess.ts";
+import { configDir } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { ROOT } from "../testing/paths.ts";
+import { freePort } from "../testing/ports.ts";
+import { runMain } from "../testing/run_main.ts";
 
 const TASKS = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json"))).tasks as Record<
   string,

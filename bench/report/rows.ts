@@ -1,0 +1,135 @@
+/**
+ * The figures of the table, in order: what each measures, its unit, which way is better
+ * and the bar mtlb/HAProxy should reach.
+ *
+ * @module
+ */
+import { REDIS_CLIENTS } from "../measure/request_rate.ts";
+import type { Sizes } from "../options.ts";
+import { FLOOR } from "../targets/target.ts";
+import type { Row } from "./table.ts";
+
+/** The labels of the multi-core pair, with the workers (and threads) they run. */
+export interface MultiPair {
+  workers: number;
+  mtlb: string;
+  haproxy: string;
+}
+
+/**
+ * The rows of the table.
+ *
+ * @param sizes The sizes of the run (some labels name them).
+ * @param multi The multi-core pair, when one ran.
+ * @returns The rows.
+ */
+export function figureRows(sizes: Sizes, multi: MultiPair | undefined): Row[] {
+  // The single-threaded targets every figure but the multi-core one compares.
+  const SINGLE = { mtlb: "mtlb", haproxy: "HAProxy", floor: FLOOR } as const;
+  const rows: Row[] = [
+    {
+      metric: "set",
+      label: `Request rate, SET (${REDIS_CLIENTS} connections)`,
+      unit: "req/s",
+      higherIsBetter: true,
+      digits: 0,
+      bar: 1,
+      ...SINGLE,
+      direct: ["set", "direct"],
+    },
+    {
+      metric: "get",
+      label: `Request rate, GET (${REDIS_CLIENTS} connections)`,
+      unit: "req/s",
+      higherIsBetter: true,
+      digits: 0,
+      bar: 1,
+      ...SINGLE,
+      direct: ["get", "direct"],
+    },
+    {
+      metric: "bulk",
+      label: `Bulk throughput (${sizes.bulkBytes / 1024 / 1024} MiB, one connection)`,
+      unit: "MB/s",
+      higherIsBetter: true,
+      digits: 1,
+      bar: 0.8,
+      ...SINGLE,
+    },
+    {
+      metric: "handshakes",
+      label: `Handshake rate (${sizes.handshakeClients} clients)`,
+      unit: "/s",
+      higherIsBetter: true,
+      digits: 0,
+      bar: 1,
+      ...SINGLE,
+    },
+    {
+      metric: "memory",
+      label: `Memory per idle connection (${sizes.idleConnections} held)`,
+      unit: "KiB",
+      higherIsBetter: false,
+      digits: 1,
+      bar: 1,
+      ...SINGLE,
+    },
+    {
+      metric: "cpu_requests",
+      label: "CPU per 1,000 requests (SET and GET runs)",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 1,
+      ...SINGLE,
+    },
+    {
+      metric: "cpu_requests_tcp",
+      label: "CPU per 1,000 requests, plain TCP (no TLS; mtlb n/a)",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 1,
+      ...SINGLE,
+    },
+    {
+      metric: "cpu_handshake",
+      label: "CPU per handshake",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 3,
+      ...SINGLE,
+    },
+    {
+      metric: "p50",
+      label: "Added latency p50 (PING round trip)",
+      unit: "us",
+      higherIsBetter: false,
+      digits: 0,
+      ...SINGLE,
+      direct: ["p50", "direct"],
+    },
+    {
+      metric: "p99",
+      label: "Added latency p99 (PING round trip)",
+      unit: "us",
+      higherIsBetter: false,
+      digits: 0,
+      ...SINGLE,
+      direct: ["p99", "direct"],
+    },
+  ];
+  if (multi !== undefined) {
+    for (const [metric, name] of [["set", "SET"], ["get", "GET"]] as const) {
+      rows.push({
+        metric,
+        label: `Request rate, ${name}, ${multi.workers} workers vs nbthread ${multi.workers}`,
+        unit: "req/s",
+        higherIsBetter: true,
+        digits: 0,
+        bar: 1,
+        mtlb: multi.mtlb,
+        haproxy: multi.haproxy,
+      });
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,122 @@
+/**
+ * One round of the benchmark: every figure for every target, the targets taking turns
+ * on each figure, the first one rotating between rounds.
+ *
+ * @module
+ */
+import { cpuDuring } from "../testing/process_sample.ts";
+import { bulkThroughput } from "./measure/bulk_throughput.ts";
+import { handshakeRate } from "./measure/handshake_rate.ts";
+import { memoryPerConnection } from "./measure/memory_per_connection.ts";
+import { pingLatency } from "./measure/ping_latency.ts";
+import { requestRate } from "./measure/request_rate.ts";
+import type { Sizes } from "./options.ts";
+import type { Pki } from "./pki.ts";
+import type { Samples } from "./report/samples.ts";
+import { format } from "./report/table.ts";
+import { startFresh } from "./targets/fresh.ts";
+import type { Target } from "./targets/target.ts";
+import type { Upstreams } from "./upstreams.ts";
+
+/** What a round measures, and where its values go. */
+export interface RoundContext {
+  /** Where fresh targets write their configs. */
+  dir: string;
+  pki: Pki;
+  upstreams: Upstreams;
+  sizes: Sizes;
+  /** mtlb, HAProxy and the floor, single-threaded. */
+  single: readonly Target[];
+  /** The multi-core pair (request rate only); may be empty. */
+  multi: readonly Target[];
+  samples: Samples;
+  /** Where progress goes. */
+  log: (message: string) => void;
+}
+
+/**
+ * Measures every figure once for every target.
+ *
+ * @param round This round, from 0.
+ * @param rounds How many rounds the run has.
+ * @param context The targets, the sizes, and where the values go.
+ */
+export async function measureRound(
+  round: number,
+  rounds: number,
+  context: RoundContext,
+): Promise<void> {
+  const { dir, pki, upstreams, sizes, single, multi, samples, log } = context;
+  // Rotate which balancer goes first, so none always runs on a cooler machine.
+  const order = [...single.slice(round % 3), ...single.slice(0, round % 3)];
+  const orderMulti = round % 2 === 0 ? multi : [...multi].reverse();
+  const r = `round ${round + 1}/${rounds}`;
+
+  const direct = await requestRate(pki, upstreams.redis[0], sizes.requests, false);
+  samples.add("set", "direct", direct.set);
+  samples.add("get", "direct", direct.get);
+  for (const target of [...order, ...orderMulti]) {
+    const [rate, cpuMs] = await cpuDuring(
+      target.proc.pid,
+      () => requestRate(pki, target.redisPort, sizes.requests, true),
+    );
+    samples.add("set", target.label, rate.set);
+    samples.add("get", target.label, rate.get);
+    // redis-benchmark sends `requests` SETs, then as many GETs.
+    samples.add("cpu_requests", target.label, cpuMs / (2 * sizes.requests / 1000));
+    log(`${r}: ${target.label}: ${format(rate.set, 0)} SET/s, ${format(rate.get, 0)} GET/s`);
+  }
+  // The same requests in plain TCP: what the runtime costs without TLS.
+  for (const target of order) {
+    if (target.tcpPort === undefined) continue;
+    const [, cpuMs] = await cpuDuring(
+      target.proc.pid,
+      () => requestRate(pki, target.tcpPort!, sizes.requests, false),
+    );
+    samples.add("cpu_requests_tcp", target.label, cpuMs / (2 * sizes.requests / 1000));
+  }
+  for (const target of order) {
+    const mbs = await bulkThroughput(pki, target, upstreams, sizes.bulkBytes);
+    samples.add("bulk", target.label, mbs);
+    log(`${r}: ${target.label}: bulk ${format(mbs, 1)} MB/s`);
+  }
+  for (const target of order) {
+    const [rate, cpuMs] = await cpuDuring(
+      target.proc.pid,
+      () => handshakeRate(pki, target, sizes),
+    );
+    samples.add("handshakes", target.label, rate.perSecond);
+    samples.add("cpu_handshake", target.label, cpuMs / rate.count);
+    log(`${r}: ${target.label}: ${format(rate.perSecond, 0)} handshakes/s`);
+  }
+  for (const target of order) {
+    const fresh = await startFresh(dir, pki, upstreams, target);
+    let kib: number;
+    try {
+      kib = await memoryPerConnection(pki, fresh, upstreams, sizes.idleConnections);
+    } finally {
+      await fresh.proc.stop();
+    }
+    samples.add("memory", target.label, kib);
+    log(`${r}: ${target.label}: ${format(kib, 1)} KiB per idle connection`);
+  }
+  // One client takes turns among direct and every balancer, one round trip each.
+  const [base, ...via] = await pingLatency(
+    pki,
+    upstreams.redis[0],
+    order.map((target) => target.redisPort),
+    sizes.roundTrips,
+  );
+  samples.add("p50", "direct", base!.p50);
+  samples.add("p99", "direct", base!.p99);
+  for (const [i, target] of order.entries()) {
+    const added = { p50: via[i]!.p50 - base!.p50, p99: via[i]!.p99 - base!.p99 };
+    samples.add("p50", target.label, added.p50);
+    samples.add("p99", target.label, added.p99);
+    log(
+      `${r}: ${target.label}: added latency p50 ${format(added.p50, 0)} us, p99 ${
+        format(added.p99, 0)
+      } us`,
+    );
+  }
+}

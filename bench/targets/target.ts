@@ -1,0 +1,34 @@
+/**
+ * A balancer under test, as the measurements see it: its process and its listeners.
+ *
+ * @module
+ */
+import type { Subprocess } from "../../testing/subprocess.ts";
+
+/** What kinds of balancer the benchmark runs. */
+export const TARGET_KINDS = ["mtlb", "haproxy", "floor"] as const;
+
+/** A kind of balancer: mtlb, HAProxy or the Deno floor. */
+export type TargetKind = typeof TARGET_KINDS[number];
+
+/** Label of the Deno floor target (bench/_floor.ts). */
+export const FLOOR = "Deno floor";
+
+/** A balancer under test. */
+export interface Target {
+  /** Label in the table: "mtlb", "HAProxy", "mtlb workers=2", ... */
+  label: string;
+  kind: TargetKind;
+  proc: Subprocess;
+  /** TLS listener forwarding to the two redis servers. */
+  redisPort: number;
+  /** TLS listener forwarding to the sink. */
+  sinkPort: number;
+  /**
+   * Plain TCP listener (no TLS) forwarding to the two redis servers: HAProxy and the
+   * floor have one, for the runtime's cost without TLS. mtlb only speaks mutual TLS.
+   */
+  tcpPort?: number;
+  /** The generated configuration. */
+  config: string;
+}
