@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { CHAIN_FAILURES } from "../identity/_chain_search.ts";
 
 /**
  * Why a connection was refused after its handshake (or, for `server_full`, instead
@@ -47,6 +46,30 @@ export const DENY_REASONS = [
 
 /** Why a connection was refused: one of {@linkcode DENY_REASONS}. */
 export type DenyReason = typeof DENY_REASONS[number];
+
+/** Why {@linkcode TrustStore.verify} refused a chain. */
+export const CHAIN_FAILURES = [
+  "bad_certificate",
+  "unknown_ca",
+  "bad_signature",
+  "expired",
+  "not_yet_valid",
+  "not_a_ca",
+  "path_too_long",
+  "no_client_eku",
+  "wrong_eku",
+] as const;
+
+/**
+ * Why a chain was refused: `bad_certificate` (malformed, an unsupported critical
+ * extension or signature algorithm, a CA certificate as the leaf), `unknown_ca` (no
+ * CA of the bundle issued it), `bad_signature`, `expired` and `not_yet_valid` (any
+ * certificate of the path, CAs included), `not_a_ca` (an issuer without
+ * basicConstraints cA or keyCertSign), `path_too_long` (pathLenConstraint, or more
+ * than `MAX_INTERMEDIATES`), `no_client_eku` (no extended key usage, with
+ * `client_eku = "required"`), `wrong_eku` (an extended key usage without clientAuth).
+ */
+export type ChainFailure = typeof CHAIN_FAILURES[number];
 
 /**
  * Why a client certificate failed verification (the chain checks of `TrustStore`),

@@ -21,29 +21,8 @@ import { nameText } from "./_name_text.ts";
 export const MAX_INTERMEDIATES = 6;
 /** The most signatures one {@linkcode TrustStore.verify} call checks, as in webpki. */
 const SIGNATURE_BUDGET = 100;
-/** Why {@linkcode TrustStore.verify} refused a chain. */
-export const CHAIN_FAILURES = [
-  "bad_certificate",
-  "unknown_ca",
-  "bad_signature",
-  "expired",
-  "not_yet_valid",
-  "not_a_ca",
-  "path_too_long",
-  "no_client_eku",
-  "wrong_eku",
-] as const;
-
-/**
- * Why a chain was refused: `bad_certificate` (malformed, an unsupported critical
- * extension or signature algorithm, a CA certificate as the leaf), `unknown_ca` (no
- * CA of the bundle issued it), `bad_signature`, `expired` and `not_yet_valid` (any
- * certificate of the path, CAs included), `not_a_ca` (an issuer without
- * basicConstraints cA or keyCertSign), `path_too_long` (pathLenConstraint, or more
- * than {@linkcode MAX_INTERMEDIATES}), `no_client_eku` (no extended key usage, with
- * `client_eku = "required"`), `wrong_eku` (an extended key usage without clientAuth).
- */
-export type ChainFailure = typeof CHAIN_FAILURES[number];
+import type { ChainFailure } from "../core/reasons.ts";
+export { CHAIN_FAILURES, type ChainFailure } from "../core/reasons.ts";
 
 /** A key, or how to read it when a signature must be checked (a cached result needs none). */
 export type KeyOf = KeyObject | (() => KeyObject | undefined);
