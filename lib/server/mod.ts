@@ -1,0 +1,26 @@
+/**
+ * The balancer: listeners, admission, limits, pools and forwarding, reloadable and drainable, with status and records.
+ *
+ * @module
+ */
+export { Balancer } from "./balancer.ts";
+export { type BalancerOptions } from "./options.ts";
+export { type LoadedConfig, ReloadError } from "./lifecycle.ts";
+export {
+  type BalancerCounters,
+  type BalancerState,
+  type BalancerStatus,
+  type ClientState,
+  type DrainResult,
+  type GroupState,
+  type ListenerInfo,
+  type UpstreamState,
+} from "./status.ts";
+export {
+  type ConnectionRecord,
+  type DenyRecord,
+  type HandshakeErrorRecord,
+  type HealthReport,
+  type PassiveHealthRecord,
+  type ReloadRecord,
+} from "./records.ts";
