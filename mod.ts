@@ -74,6 +74,7 @@ export {
   type Config,
   ConfigError,
   type ConfigErrorOptions,
+  type ConfigProblem,
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,
