@@ -74,6 +74,8 @@ export {
   type Config,
   ConfigError,
   type ConfigErrorOptions,
+  configJsonSchema,
+  type ConfigJsonSchemaOptions,
   type ConfigProblem,
   type GroupConfig,
   type HealthConfig,
