@@ -1,11 +1,13 @@
 /**
  * The config file's schema and what is written from it: the committed JSON Schema and
  * docs/CONFIG.md are up to date, every key is documented with a default and examples
- * that are valid, and editors are told about unknown keys.
+ * that are valid, editors are told about unknown keys, and `check` shows every setting.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { runCli } from "../lib/cli/cli.ts";
+import { EXIT_OK } from "../lib/cli/exit_codes.ts";
 import { configJsonSchema, parseConfig } from "../lib/config/mod.ts";
 import {
   completeExample,
@@ -14,6 +16,7 @@ import {
   renderSchema,
   SCHEMA_FILE,
 } from "../tasks/schema.ts";
+import { testPki } from "./_pki_fixtures.ts";
 
 type JsonSchema = Record<string, unknown>;
 
@@ -119,4 +122,65 @@ Deno.test("config/lb.toml and the configs of the docs name their schema on their
     .filter((block) => /^\[server\]$/m.test(block));
   assert.ok(configs.length >= 2);
   for (const config of configs) assert.match(config, /^#:schema \S+\/config\/lb\.schema\.json\n/);
+});
+
+Deno.test("main.ts check shows the value or default of every server setting and of each group's alpn", async () => {
+  const pki = await testPki();
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_schema_" });
+  try {
+    const path = join(dir, "lb.toml");
+    const tls =
+      `[tls]\nca = "${pki.ca.certPath}"\ncert = "${pki.server.certPath}"\nkey = "${pki.server.keyPath}"\n`;
+    const groups = `[groups.web]\nupstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:9443"\n`;
+    const run = async (text: string) => {
+      await Deno.writeTextFile(path, text);
+      let stdout = "";
+      const code = await runCli(["check", "--config", path], {
+        version: "0",
+        stdout: (s) => stdout += s,
+        stderr: () => {},
+      });
+      assert.equal(code, EXIT_OK, stdout);
+      return stdout;
+    };
+    const defaults = await run(tls + groups);
+    for (
+      const line of [
+        "    alpn: none (no protocol selected)",
+        "Workers: ",
+        "Timeouts: handshake 5s, connect 3s (2 retries), idle 15m, drain 30s",
+        'Connections: 1MiB buffered per direction at most (max_buffer), no lifetime bound (max_lifetime); on_policy_change = "close": a reload or CRL update closes the live connections it would now refuse',
+        "CRL: none (tls.crl not set): no revocation check",
+        "Reload: on SIGHUP (watch = false)",
+        'Log: format "auto"',
+        "Cluster: none (limits and counts per instance)",
+        "handshakes in flight at most (max_handshakes: max_connections, 4096 at most)",
+      ]
+    ) {
+      assert.ok(defaults.includes(line), `missing ${JSON.stringify(line)} in\n${defaults}`);
+    }
+    const set = await run(
+      `[server]\nmax_lifetime = "24h"\non_policy_change = "keep"\nmax_buffer = "256KiB"\n` +
+        `connect_retries = 1\nmax_handshakes = 100\nworkers = 3\nwatch = true\n[log]\nformat = "json"\n` +
+        `[cluster]\nstore = "rediss://user:secret@10.0.0.5"\ninstance_id = "lb-a"\n` +
+        tls + groups + 'alpn = ["h2", "http/1.1"]\n',
+    );
+    for (
+      const line of [
+        "    alpn: h2, http/1.1",
+        "Workers: 1 (one event loop with [cluster])",
+        "connect 3s (1 retry)",
+        'Connections: 256KiB buffered per direction at most (max_buffer), closed after 24h (max_lifetime); on_policy_change = "keep": live connections a reload or CRL update would now refuse run to their end',
+        "100 handshakes in flight at most\n",
+        "Reload: on SIGHUP and when the config or [tls] files change (watch = true)",
+        'Log: format "json"',
+        'Cluster: store rediss 10.0.0.5:6379, on_store_error = "local", lease_ttl 15s, timeout 250ms, instance_id "lb-a"',
+      ]
+    ) {
+      assert.ok(set.includes(line), `missing ${JSON.stringify(line)} in\n${set}`);
+    }
+    assert.ok(!set.includes("secret"), "never the store's password");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
