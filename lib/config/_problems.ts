@@ -99,6 +99,7 @@ export function configError(
   // In the order of the file; problems of no known line after the others.
   const order = (p: ConfigProblem): number => p.line ?? Number.MAX_SAFE_INTEGER;
   placed.sort((a, b) => order(a) - order(b));
+  if (placed.length === 0) placed.push({ detail: "is not a valid configuration" });
   const [first, ...more] = placed.slice(0, MAX_PROBLEMS);
   return new ConfigError(first!.detail, {
     path,
