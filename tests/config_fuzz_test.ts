@@ -439,7 +439,8 @@ Deno.test("main.ts check exits 0 or 2 with a message on mutated configs, never a
         assert.match(new TextDecoder().decode(output.stdout), /is valid/, where);
       } else {
         assert.equal(output.code, 2, where);
-        assert.equal(stderr.split("\n")[0], expected, where);
+        // The whole message, every problem on its own line.
+        assert.equal(stderr, `${expected}\n`, where);
       }
     };
     // Four at a time: each is a Deno process start.

@@ -269,6 +269,117 @@ Deno.test("parseConfig() reports the file, line and key in the conventional mess
   assert.equal(error.detail, '"groups.echo.upstreams[1]" must be "host:port", received "cache"');
 });
 
+Deno.test("parseConfig() reports every problem of a file in one error, cross-table rules included", () => {
+  const error = configError(
+    [
+      "[server]", //                                            1
+      'listen = "127.0.0.1:8443"', //                           2
+      'handshake_timeout = "5 s"', //                           3
+      "[tls]", //                                               4
+      'ca = "certs/ca.crt"', //                                 5
+      "cert = 1", //                                            6
+      'key = "certs/server.key"', //                            7
+      "[groups.echo]", //                                       8
+      'upstreams = ["127.0.0.1:7001", "cache"]', //             9
+      "[groups.web]", //                                        10
+      'upstreams = ["127.0.0.1:7002"]', //                      11
+      'listen = "127.0.0.1:8443"', //                           12
+      "[clients.alice]", //                                     13
+      'match = { cn = "alice" }', //                            14
+      'groups = ["echo", "cach"]', //                           15
+      "[clients.alice2]", //                                    16
+      'match = { cn = "alice" }', //                            17
+      'groups = ["web"]', //                                    18
+    ].join("\n"),
+  );
+  assert.deepEqual(
+    error.problems.map((p) => [p.line, p.detail]),
+    [
+      [
+        3,
+        '"server.handshake_timeout" must be a duration such as "500ms", "30s", "5m" or "1h", received "5 s"',
+      ],
+      [6, '"tls.cert" must be a non-empty string, received 1'],
+      [9, '"groups.echo.upstreams[1]" must be "host:port", received "cache"'],
+      [12, '"groups.web.listen" uses "127.0.0.1:8443", which "server.listen" already listens on'],
+      [15, '"clients.alice.groups[1]" must name a group defined under [groups], received "cach"'],
+      [
+        17,
+        '"clients.alice2.match" is the same as "clients.alice.match": a certificate matching one matches both',
+      ],
+    ],
+  );
+  assert.equal(error.key, "server.handshake_timeout");
+  assert.equal(error.line, 3);
+  assert.equal(error.omitted, 0);
+  // The first problem as ever, then each other one on a line of its own.
+  const lines = error.message.split("\n");
+  assert.equal(lines.length, 6);
+  assert.equal(lines[0], `Cannot load config: ${PATH}:3: ${error.problems[0]!.detail}`);
+  assert.equal(
+    lines[2],
+    `  ${PATH}:9: "groups.echo.upstreams[1]" must be "host:port", received "cache"`,
+  );
+});
+
+Deno.test("parseConfig() names the known key closest to an unknown one", async (t) => {
+  for (
+    const [name, text, key, suggestion] of [
+      ["a typo", BASE.replace('listen = "', 'listn = "'), "server.listn", "listen"],
+      ["a letter swapped", BASE + '[health]\nintreval = "1s"\n', "health.intreval", "interval"],
+      [
+        "in an inline table",
+        BASE.replace(
+          'upstreams = ["127.0.0.1:7001"]',
+          'upstreams = [{ address = "127.0.0.1:7001", wieght = 2 }]',
+        ),
+        "groups.echo.upstreams[0].wieght",
+        "weight",
+      ],
+      ["a section", BASE + "[limit]\nmax_connections_per_client = 1\n", "limit", "limits"],
+      ["nothing close", "debug = true\n" + BASE, "debug", undefined],
+    ] as const
+  ) {
+    await t.step(name, () => {
+      const error = configError(text);
+      const problem = error.problems.find((p) => p.key === key);
+      assert.ok(problem !== undefined, error.message);
+      if (suggestion === undefined) assert.doesNotMatch(problem.detail, /did you mean/);
+      else {assert.match(
+          problem.detail,
+          new RegExp(`is not a known key \\(did you mean "${suggestion}"\\?\\): expected one of `),
+        );}
+    });
+  }
+});
+
+Deno.test("parseConfig() lists 20 problems at most and counts the others", () => {
+  const unknown = Array.from({ length: 25 }, (_, i) => `unknown_${i} = ${i}`).join("\n");
+  const error = configError(BASE.replace("[server]\n", `[server]\n${unknown}\n`));
+  assert.equal(error.problems.length, 20);
+  assert.equal(error.omitted, 5);
+  assert.deepEqual(error.problems.map((p) => p.line), Array.from({ length: 20 }, (_, i) => i + 2));
+  const lines = error.message.split("\n");
+  assert.equal(lines.length, 21);
+  assert.equal(lines.at(-1), "  and 5 more problems");
+});
+
+Deno.test("parseConfig() takes a TOML date for no value", () => {
+  const error = configError(
+    BASE.replace('ca = "certs/ca.crt"', "ca = 1979-05-27T07:32:00Z") +
+      "[admin]\nlisten = 07:32:00\n",
+  );
+  assert.deepEqual(error.problems.map((p) => p.detail), [
+    '"tls.ca" must be a non-empty string, received a date',
+    '"admin.listen" must be "host:port", received a date',
+  ]);
+  assert.equal(
+    configError("server = 1979-05-27\n" + BASE.replace('[server]\nlisten = "127.0.0.1:8443"', ""))
+      .detail,
+    '"server" must be a table, received a date',
+  );
+});
+
 Deno.test("parseConfig() reports TOML syntax errors with line and column", () => {
   const error = configError(edit('key = "certs/server.key"', 'key = "certs/server.key'));
   assert.equal(error.key, undefined);
@@ -295,7 +406,7 @@ const BAD: [string, string, string, number | undefined, string][] = [
     edit('listen = "127.0.0.1:8443"', 'listen = "127.0.0.1:8443"\nlistn = "127.0.0.1:8444"'),
     "server.listn",
     3,
-    "is not a known key",
+    'is not a known key (did you mean "listen"?): expected one of listen, handshake_timeout',
   ],
   [
     "unknown key in [tls]",
@@ -514,7 +625,7 @@ const BAD: [string, string, string, number | undefined, string][] = [
     BASE + '[admin]\nhosts = ["mtlb.internal", "MTLB.Internal"]\n',
     "admin.hosts[1]",
     16,
-    'repeats "MTLB.Internal", already admin.hosts[0]',
+    'repeats "mtlb.internal", already admin.hosts[0]',
   ],
   [
     "admin token_file empty",
@@ -660,7 +771,7 @@ const BAD: [string, string, string, number | undefined, string][] = [
     edit('match = { cn = "alice" }', 'match = { cn = "alice", issuer = 1 }'),
     "clients.alice.match.issuer",
     13,
-    "must be a non-empty string, received 1",
+    "must be the SHA-256 of the issuing CA's public key (as `check` lists it) in hex (64 digits, colons optional), received 1",
   ],
   [
     "client_eku neither required nor optional",

@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { isLogLevel, type LogLevel } from "@logtape/logtape";
 import type { LogFormat } from "../control/logging.ts";
+import { closestName } from "../core/edit_distance.ts";
 import { EXPIRY_WARNING_DAYS } from "./certificate_dates.ts";
 
 /** The config file used when `--config` is not given. */
@@ -271,41 +272,8 @@ function closestOption(
   const typed = raw.replace(/^-+/, "").toLowerCase();
   if (typed === "") return undefined;
   const names = Object.keys(OPTIONS) as OptionName[];
-  const ranked = (pool: readonly OptionName[]): OptionName | undefined => {
-    const prefixed = pool.filter((name) => typed.length >= 3 && name.startsWith(typed));
-    if (prefixed.length === 1) return prefixed[0];
-    let best: OptionName | undefined;
-    let bestDistance = typed.length <= 3 ? 1 : 2;
-    for (const name of pool) {
-      const distance = editDistance(typed, name);
-      if (distance <= bestDistance && (best === undefined || distance < bestDistance)) {
-        best = name;
-        bestDistance = distance;
-      }
-    }
-    return best;
-  };
+  const ranked = (pool: readonly OptionName[]): OptionName | undefined =>
+    closestName(typed, pool) as OptionName | undefined;
   const best = ranked([...(preferred ?? []), "help", "version"]) ?? ranked(names);
   return best === undefined ? undefined : `--${best}`;
-}
-
-/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => {
-    const row = new Array<number>(b.length + 1).fill(0);
-    row[0] = i;
-    return row;
-  });
-  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let value = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        value = Math.min(value, d[i - 2]![j - 2]! + 1);
-      }
-      d[i]![j] = value;
-    }
-  }
-  return d[a.length]![b.length]!;
 }

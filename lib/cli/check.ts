@@ -16,8 +16,9 @@ import {
 import { parseHostPort } from "../core/address.ts";
 import type { Config, TlsMaterial } from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
+import { formatSize } from "../core/size.ts";
 import { checkPermissions, formatRunCommand } from "../control/permissions.ts";
-import { permissionNeeds } from "../control/permission_needs.ts";
+import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { checkCertificateDates, daysLeft } from "./certificate_dates.ts";
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
@@ -93,6 +94,26 @@ function isLoopbackHost(hostname: string): boolean {
   return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 }
 
+/** How many workers run, and why. */
+function workers(config: Config): string {
+  const count = workerCount(config);
+  if (config.cluster !== undefined) return `${count} (one event loop with [cluster])`;
+  return config.server.workers === undefined ? `${count} (one per CPU)` : `${count}`;
+}
+
+/** The shared store and its settings, never its password. */
+function cluster(config: Config): string {
+  const c = config.cluster;
+  if (c === undefined) return "none (limits and counts per instance)";
+  return `store ${
+    new URL(c.store).protocol.replace(":", "")
+  } ${c.storeAddress}, on_store_error = "${c.onStoreError}", lease_ttl ${
+    formatDuration(c.leaseTtl)
+  }, timeout ${formatDuration(c.timeout)}, instance_id ${
+    c.instanceId === undefined ? "random at each start" : JSON.stringify(c.instanceId)
+  }`;
+}
+
 /** The human summary `check` prints. */
 function summarize(config: Config, tls: TlsMaterial, now: number): string {
   const lines: string[] = [`Config ${config.path} is valid.`, "", "Listeners:"];
@@ -131,6 +152,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     for (const upstream of group.upstreams) {
       lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
     }
+    lines.push(
+      `    alpn: ${
+        group.alpn === undefined || group.alpn.length === 0
+          ? "none (no protocol selected)"
+          : group.alpn.join(", ")
+      }`,
+    );
     const o = group.outlier;
     lines.push(
       `    health: ${probe} every ${formatDuration(h.interval)}, timeout ${
@@ -193,15 +221,26 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     }, ${caps.maxHandshakes} handshakes in flight at most${
       server.maxHandshakes === undefined ? " (max_handshakes: max_connections, 4096 at most)" : ""
     }`,
+    `Workers: ${workers(config)}`,
     `Timeouts: handshake ${formatDuration(server.handshakeTimeout)}, connect ${
       formatDuration(server.connectTimeout)
     } (${server.connectRetries} ${server.connectRetries === 1 ? "retry" : "retries"}), idle ${
       formatDuration(server.idleTimeout)
     }, drain ${formatDuration(server.drainTimeout)}`,
+    `Connections: ${formatSize(server.maxBuffer)} buffered per direction at most (max_buffer), ${
+      server.maxLifetime === undefined
+        ? "no lifetime bound (max_lifetime)"
+        : `closed after ${formatDuration(server.maxLifetime)} (max_lifetime)`
+    }; on_policy_change = "${server.onPolicyChange}": ${
+      server.onPolicyChange === "close"
+        ? "a reload or CRL update closes the live connections it would now refuse"
+        : "live connections a reload or CRL update would now refuse run to their end"
+    }`,
     `TLS: 1.3 only, ${config.tls.ciphers.join(", ")}${
       tls.crl === undefined ? "" : `, with CRL (crl_missing = "${config.tls.crlMissing}")`
     }; client_eku = "${config.tls.clientEku}"`,
   );
+  if (tls.crl === undefined) lines.push("CRL: none (tls.crl not set): no revocation check");
   for (const crl of tls.crls ?? []) {
     lines.push(
       `CRL: ${crl.issuer}, ${crl.revoked} revoked, issued ${crl.thisUpdate.toISOString()}, ${
@@ -211,9 +250,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       }`,
     );
   }
-  if (config.server.watch) {
-    lines.push("Reload: on SIGHUP and when the config or [tls] files change");
-  }
+  lines.push(
+    config.server.watch
+      ? "Reload: on SIGHUP and when the config or [tls] files change (watch = true)"
+      : "Reload: on SIGHUP (watch = false)",
+    `Log: format "${config.log.format}"`,
+    `Cluster: ${cluster(config)}`,
+  );
   lines.push(`CAs of tls.ca (match.issuer = a CA's spki_sha256 pins a client to it):`);
   for (const ca of tls.authorities ?? []) {
     const role = ca.selfSigned

@@ -1,53 +1,158 @@
 /**
- * Checks that span sections of a read config: listeners that would collide, groups no
- * listener reaches, clients that can never be told apart.
+ * Checks that span tables of a config: group names that differ only in case, clients
+ * naming groups that do not exist, listeners that would collide, groups no listener
+ * reaches, clients that can never be told apart, ejection times merged over
+ * `[outlier]`. They run on the parts of the file that are valid, in the same pass as
+ * the schema, so that one reading reports every problem.
  *
  * @module
  */
 import { type HostPort, parseHostPort } from "../core/address.ts";
-import type { AdminConfig, ClientConfig, GroupConfig, ServerConfig } from "./types.ts";
+import { formatDuration } from "../core/duration.ts";
+import type { ParsedClient, ParsedConfig, ParsedGroup } from "./_schema.ts";
+import type { Problem } from "./_problems.ts";
 
-/** Reports a problem with the value at key path `key`; never returns. */
-export type Fail = (key: string, detail: string) => never;
+/** A TOML table as the parser returns it. */
+export type Table = Record<string, unknown>;
+
+/** Whether a parsed TOML value is a table (not an array or a date). */
+export function isTable(value: unknown): value is Table {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof Date);
+}
 
 /**
- * Refuses a config in which nothing listens, a group no listener reaches, or two
- * listeners that cannot both bind.
+ * A table as the schema read it, without the keys it refused (which read as absent,
+ * or as their default): the checks take those as unknown.
  */
-export function checkListeners(
-  fail: Fail,
-  server: ServerConfig,
-  groups: ReadonlyMap<string, GroupConfig>,
-  admin: AdminConfig,
-): void {
-  const listeners: [key: string, address: string][] = [];
-  if (server.listen !== undefined) listeners.push(["server.listen", server.listen]);
-  for (const group of groups.values()) {
-    if (group.listen !== undefined) listeners.push([`groups.${group.name}.listen`, group.listen]);
+export interface Part<T> {
+  /** The table, its refused keys left out. */
+  value: T;
+  /** The TOML keys the schema refused. */
+  bad: ReadonlySet<string>;
+}
+
+/**
+ * The parts of a file the checks look at, each `undefined` when the schema could not
+ * read it even without its bad keys; a group or client so refused is present by
+ * name, `undefined`.
+ */
+export interface Parts {
+  server: Part<ParsedConfig["server"]> | undefined;
+  outlier: Part<ParsedConfig["outlier"]> | undefined;
+  admin: Part<ParsedConfig["admin"]> | undefined;
+  /** `undefined` when `[groups]` is absent or not a table. */
+  groups: ReadonlyMap<string, Part<ParsedGroup> | undefined> | undefined;
+  /** `undefined` when `[clients]` is not a table. */
+  clients: ReadonlyMap<string, Part<ParsedClient> | undefined> | undefined;
+}
+
+/** The value of a part when its `key` was read, else `undefined`. */
+function known<T>(part: Part<T> | undefined, key: string): T | undefined {
+  return part === undefined || part.bad.has(key) ? undefined : part.value;
+}
+
+/**
+ * Every problem that spans tables.
+ *
+ * @param parts The valid parts of the file.
+ * @param doc The file as TOML, for what the parts no longer say (which keys were given).
+ * @returns The problems found, in no particular order.
+ */
+export function crossChecks(parts: Parts, doc: Table): Problem[] {
+  return [
+    ...groupNames(parts),
+    ...clientGroups(parts, doc),
+    ...listeners(parts),
+    ...ambiguousClients(parts),
+    ...ejectionTimes(parts, doc),
+  ];
+}
+
+/** TLS SNI names ignore case, so two group names may not differ only in case. */
+function groupNames({ groups }: Parts): Problem[] {
+  const problems: Problem[] = [];
+  const lower = new Map<string, string>();
+  for (const name of groups?.keys() ?? []) {
+    const other = lower.get(name.toLowerCase());
+    if (other === undefined) lower.set(name.toLowerCase(), name);
+    else {
+      problems.push({
+        key: `groups.${name}`,
+        message: `differs from group "${other}" only in letter case: TLS SNI names ignore case`,
+      });
+    }
   }
-  if (listeners.length === 0) {
-    fail("server.listen", "must be set when no group has its own listen: nothing would listen");
+  return problems;
+}
+
+/** Each group a client names is defined (the client valid or not). */
+function clientGroups({ groups }: Parts, doc: Table): Problem[] {
+  if (groups === undefined || !isTable(doc.clients)) return [];
+  const problems: Problem[] = [];
+  for (const [name, client] of Object.entries(doc.clients)) {
+    if (!isTable(client) || !Array.isArray(client.groups)) continue;
+    client.groups.forEach((group, i) => {
+      if (typeof group === "string" && group !== "" && !groups.has(group)) {
+        problems.push({
+          key: `clients.${name}.groups[${i}]`,
+          message: `must name a group defined under [groups], received ${JSON.stringify(group)}`,
+        });
+      }
+    });
   }
-  if (server.listen === undefined) {
-    for (const group of groups.values()) {
-      if (group.listen === undefined) {
-        fail(
-          `groups.${group.name}`,
-          `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
-        );
+  return problems;
+}
+
+/**
+ * Something listens, every group is reached by a listener, and no two listeners
+ * would bind the same port on overlapping addresses.
+ */
+function listeners({ server, groups, admin }: Parts): Problem[] {
+  const problems: Problem[] = [];
+  const bound: [key: string, address: string][] = [];
+  const shared = known(server, "listen");
+  if (shared?.listen !== undefined) bound.push(["server.listen", shared.listen]);
+  for (const [name, group] of groups ?? []) {
+    const own = known(group, "listen")?.listen;
+    if (own !== undefined) bound.push([`groups.${name}.listen`, own]);
+  }
+  // A listener is missing only when every listen key could be read.
+  const reached = [...groups?.values() ?? []].map((group) => known(group, "listen"));
+  if (shared !== undefined && shared.listen === undefined && groups !== undefined) {
+    if (bound.length === 0 && reached.every((group) => group !== undefined)) {
+      problems.push({
+        key: "server.listen",
+        message: "must be set when no group has its own listen: nothing would listen",
+      });
+    } else {
+      for (const [name, group] of groups) {
+        if (known(group, "listen") !== undefined && group!.value.listen === undefined) {
+          problems.push({
+            key: `groups.${name}`,
+            message:
+              `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
+          });
+        }
       }
     }
   }
-  if (admin.listen !== undefined) listeners.push(["admin.listen", admin.listen]);
-  for (let i = 0; i < listeners.length; i++) {
-    const [key, address] = listeners[i]!;
+  const adminListen = known(admin, "listen")?.listen;
+  if (adminListen !== undefined) bound.push(["admin.listen", adminListen]);
+  for (let i = 0; i < bound.length; i++) {
+    const [key, address] = bound[i]!;
     const a = parseHostPort(address);
-    for (const [otherKey, otherAddress] of listeners.slice(0, i)) {
+    for (const [otherKey, otherAddress] of bound.slice(0, i)) {
       if (bindConflict(a, parseHostPort(otherAddress))) {
-        fail(key, `uses ${JSON.stringify(address)}, which "${otherKey}" already listens on`);
+        problems.push({
+          key,
+          message: `uses ${JSON.stringify(address)}, which "${otherKey}" already listens on`,
+        });
+        break;
       }
     }
   }
+  return problems;
 }
 
 /** Two listeners cannot both bind: same port (not 0) on the same or an overlapping host. */
@@ -63,40 +168,90 @@ function bindConflict(a: HostPort, b: HostPort): boolean {
  * A client whose match fields include all of another client's fields can never be
  * identified alone: every certificate it matches matches the other one too.
  */
-export function checkAmbiguousClients(
-  fail: Fail,
-  clients: ReadonlyMap<string, ClientConfig>,
-): void {
-  const entries = (c: ClientConfig): string[] =>
+function ambiguousClients({ clients }: Parts): Problem[] {
+  const problems: Problem[] = [];
+  const valid = [...clients ?? []].flatMap(([name, client]): [string, ParsedClient][] => {
+    const read = known(client, "match");
+    return read === undefined ? [] : [[name, read]];
+  });
+  const entries = (c: ParsedClient): string[] =>
     Object.entries(c.match).map(([field, value]) => `${field}=${value}`);
-  const byEntry = new Map<string, ClientConfig[]>();
-  for (const client of clients.values()) {
+  const byEntry = new Map<string, number[]>();
+  valid.forEach(([, client], index) => {
     for (const entry of entries(client)) {
       const list = byEntry.get(entry);
-      if (list === undefined) byEntry.set(entry, [client]);
-      else list.push(client);
+      if (list === undefined) byEntry.set(entry, [index]);
+      else list.push(index);
     }
-  }
-  for (const client of clients.values()) {
+  });
+  valid.forEach(([name, client], index) => {
     const mine = new Set(entries(client));
-    const candidates = new Set<ClientConfig>();
+    const candidates = new Set<number>();
     for (const entry of mine) for (const other of byEntry.get(entry)!) candidates.add(other);
     for (const other of candidates) {
-      if (other === client) continue;
-      const theirs = entries(other);
+      if (other === index) continue;
+      const [otherName, otherClient] = valid[other]!;
+      const theirs = entries(otherClient);
       if (!theirs.every((entry) => mine.has(entry))) continue;
       if (theirs.length === mine.size) {
-        // Identical sets: report the later entry of the two, once.
-        if ([...clients.values()].indexOf(other) > [...clients.values()].indexOf(client)) continue;
-        fail(
-          `clients.${client.name}.match`,
-          `is the same as "clients.${other.name}.match": a certificate matching one matches both`,
-        );
+        // Identical sets: report the later of the two, once.
+        if (other > index) continue;
+        problems.push({
+          key: `clients.${name}.match`,
+          message:
+            `is the same as "clients.${otherName}.match": a certificate matching one matches both`,
+        });
+      } else {
+        problems.push({
+          key: `clients.${name}.match`,
+          message:
+            `can never match alone: every certificate it matches also matches "clients.${otherName}.match"`,
+        });
       }
-      fail(
-        `clients.${client.name}.match`,
-        `can never match alone: every certificate it matches also matches "clients.${other.name}.match"`,
-      );
+      return;
     }
+  });
+  return problems;
+}
+
+/**
+ * `max_ejection_time` is at least `base_ejection_time`, in `[outlier]` and in each
+ * group's settings (its own over `[outlier]`); the key blamed is the one the table
+ * gives, `max_ejection_time` when it gives both.
+ */
+function ejectionTimes(parts: Parts, doc: Table): Problem[] {
+  const part = parts.outlier;
+  if (
+    part === undefined || part.bad.has("base_ejection_time") || part.bad.has("max_ejection_time")
+  ) {
+    return [];
   }
+  const outlier = part.value;
+  const check = (
+    path: string,
+    given: unknown,
+    times: { baseEjectionTime: number; maxEjectionTime: number },
+  ): Problem[] => {
+    if (times.maxEjectionTime >= times.baseEjectionTime) return [];
+    const max = formatDuration(times.maxEjectionTime);
+    const base = formatDuration(times.baseEjectionTime);
+    return isTable(given) && given.max_ejection_time !== undefined
+      ? [{
+        key: `${path}.max_ejection_time`,
+        message: `must be at least base_ejection_time ("${base}"), received "${max}"`,
+      }]
+      : [{
+        key: `${path}.base_ejection_time`,
+        message: `must be at most max_ejection_time ("${max}"), received "${base}"`,
+      }];
+  };
+  const problems = check("outlier", doc.outlier, outlier);
+  if (problems.length > 0) return problems;
+  for (const [name, group] of parts.groups ?? []) {
+    const own = known(group, "outlier")?.outlier;
+    if (own === undefined) continue;
+    const raw = isTable(doc.groups) && isTable(doc.groups[name]) ? doc.groups[name] : {};
+    problems.push(...check(`groups.${name}.outlier`, raw.outlier, { ...outlier, ...own }));
+  }
+  return problems;
 }

@@ -6,18 +6,18 @@
  * @module
  */
 
-const SECTION_LINES = new WeakMap<object, Readonly<Record<string, number | undefined>>>();
+type Lines = Readonly<Record<string, number | undefined>>;
+
+const SECTION_LINES = new WeakMap<object, Lines | (() => Lines)>();
 
 /**
  * Remembers where keys of a section were in the config text.
  *
  * @param section The parsed section (`config.tls`, `config.admin`).
- * @param lines Line by key path, such as `{ "tls.ca": 5 }`.
+ * @param lines Line by key path, such as `{ "tls.ca": 5 }`, or what finds them when
+ *   first asked (the text is scanned only when an error needs a line).
  */
-export function rememberLines(
-  section: object,
-  lines: Readonly<Record<string, number | undefined>>,
-): void {
+export function rememberLines(section: object, lines: Lines | (() => Lines)): void {
   SECTION_LINES.set(section, lines);
 }
 
@@ -29,5 +29,10 @@ export function rememberLines(
  * @returns The 1-based line, or `undefined` when not known (a section built by hand).
  */
 export function rememberedLine(section: object, key: string): number | undefined {
-  return SECTION_LINES.get(section)?.[key];
+  let lines = SECTION_LINES.get(section);
+  if (typeof lines === "function") {
+    lines = lines();
+    SECTION_LINES.set(section, lines);
+  }
+  return lines?.[key];
 }

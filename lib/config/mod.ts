@@ -4,9 +4,11 @@
  * {@linkcode parseConfig} is pure and synchronous (tests, fuzzing, `check`);
  * {@linkcode loadConfig} reads the file first; {@linkcode loadTlsMaterial} reads and
  * checks the certificates a loaded config names; {@linkcode loadAdminToken} reads the
- * admin endpoint's token; {@linkcode diffConfig} says what a reload changes. Every
- * problem is a {@linkcode ConfigError} carrying the file, the key path and, where
- * known, the line. Validation fails fast: the first problem found is reported.
+ * admin endpoint's token; {@linkcode diffConfig} says what a reload changes;
+ * {@linkcode configJsonSchema} is the file's JSON Schema, for editors. A file is read
+ * against one schema (keys, types, ranges, defaults) and the rules that span tables in
+ * the same pass: its problems come in one {@linkcode ConfigError}, each with the key
+ * path and, where known, the line.
  *
  * @example Usage
  * ```ts
@@ -44,7 +46,8 @@ export {
   type TlsConfig,
   type UpstreamConfig,
 } from "./types.ts";
-export { ConfigError, type ConfigErrorOptions } from "./config_error.ts";
+export { ConfigError, type ConfigErrorOptions, type ConfigProblem } from "./config_error.ts";
+export { configJsonSchema, type ConfigJsonSchemaOptions } from "./json_schema.ts";
 export { loadConfig, parseConfig, type ParseConfigOptions } from "./parse.ts";
 export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
 export { loadAdminToken } from "./admin_token.ts";

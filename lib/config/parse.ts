@@ -1,31 +1,31 @@
 /**
  * {@linkcode parseConfig} and {@linkcode loadConfig}: TOML text in, a typed and
- * validated {@linkcode Config} out. Validation fails fast: the first problem found is
- * reported as a {@linkcode ConfigError} carrying the file, the key path and, where
- * known, the line.
+ * validated {@linkcode Config} out. The file is read against its schema and the rules
+ * that span tables in one pass: every problem found is reported, in one
+ * {@linkcode ConfigError} carrying the file and, for each problem, the key path and,
+ * where known, the line.
  *
  * @module
  */
 import { parse, TomlError } from "smol-toml";
-import { dirname, resolve } from "node:path";
+import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError } from "./config_error.ts";
-import type { Config } from "./types.ts";
-import { checkAmbiguousClients, checkListeners } from "./_cross_checks.ts";
+import type { ClientConfig, Config, GroupConfig, HealthConfig } from "./types.ts";
+import type * as z from "zod";
+import { crossChecks, isTable, type Part, type Parts, type Table } from "./_cross_checks.ts";
+import { TOML_DATE } from "./_fields.ts";
 import { fileError } from "./_file_error.ts";
+import { keyLines } from "./_key_lines.ts";
+import { configError, type Problem, problemsOf } from "./_problems.ts";
 import {
-  HEALTH_KEYS,
-  OUTLIER_KEYS,
-  readAdmin,
-  readClients,
-  readCluster,
-  readGroups,
-  readHealth,
-  readLimits,
-  readOutlier,
-  readServer,
-  readTls,
-} from "./_read_sections.ts";
-import { _Reader, type Table } from "./_reader.ts";
+  CLIENT,
+  CONFIG_SCHEMA,
+  GROUP,
+  type ParsedConfig,
+  type ParsedGroup,
+  SECTIONS,
+} from "./_schema.ts";
+import { rememberLines } from "./_section_lines.ts";
 
 /** Options for {@linkcode parseConfig}. */
 export interface ParseConfigOptions {
@@ -41,7 +41,8 @@ export interface ParseConfigOptions {
 
 /**
  * Parses and validates config text. Pure: reads no files (certificates are checked
- * by {@linkcode loadTlsMaterial}). Fails on the first problem found.
+ * by {@linkcode loadTlsMaterial}). Reports every problem of the text (up to 20) in one
+ * error.
  *
  * @example Usage
  * ```ts
@@ -76,8 +77,6 @@ export interface ParseConfigOptions {
  */
 export function parseConfig(text: string, options: ParseConfigOptions): Config {
   text = text.replace(/^\uFEFF/, "");
-  const r = new _Reader(text, options.path);
-  const baseDir = options.baseDir ?? dirname(options.path);
   let doc: Table;
   try {
     doc = parse(text, { integersAsBigInt: true, maxDepth: 32 }) as Table;
@@ -90,63 +89,145 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
       cause: error,
     });
   }
-  r.keys(doc, "", [
-    "server",
-    "tls",
-    "limits",
-    "health",
-    "outlier",
-    "groups",
-    "clients",
-    "admin",
-    "log",
-    "cluster",
-  ]);
+  doc = withoutDates(doc) as Table;
+  // An empty [cluster] is no cluster.
+  if (isTable(doc.cluster) && Object.keys(doc.cluster).length === 0) delete doc.cluster;
 
-  const server = readServer(r, r.table(doc, "", "server", false));
-  const tls = readTls(r, r.table(doc, "", "tls", true), baseDir);
-  const limits = readLimits(r, r.table(doc, "", "limits", false));
-  const healthTable = r.table(doc, "", "health", false);
-  r.keys(healthTable, "health", HEALTH_KEYS);
-  const health = readHealth(r, healthTable, "health", {
-    interval: 30_000,
-    timeout: 1000,
-    rise: 1,
-    fall: 1,
-  });
-  const outlierTable = r.table(doc, "", "outlier", false);
-  r.keys(outlierTable, "outlier", OUTLIER_KEYS);
-  const outlier = readOutlier(r, outlierTable, "outlier", {
-    consecutiveFailures: 5,
-    baseEjectionTime: 30_000,
-    maxEjectionTime: 300_000,
-    maxEjectedPercent: 50,
-    panicThreshold: 50,
-  });
-  const groups = readGroups(r, r.table(doc, "", "groups", true), health, outlier);
-  const clients = readClients(r, r.table(doc, "", "clients", false), groups);
-  const admin = readAdmin(r, r.table(doc, "", "admin", false), baseDir);
-  const logTable = r.table(doc, "", "log", false);
-  r.keys(logTable, "log", ["format"]);
-  const format = r.oneOf(logTable, "log", "format", ["auto", "text", "json"] as const) ?? "auto";
+  const result = CONFIG_SCHEMA.safeParse(doc);
+  const problems: Problem[] = result.success ? [] : result.error.issues.flatMap(problemsOf);
+  problems.push(
+    ...crossChecks(result.success ? partsOf(result.data) : salvage(doc, result.error.issues), doc),
+  );
+  let lines: Map<string, number> | undefined;
+  const linesOf = (): Map<string, number> => lines ??= keyLines(text);
+  if (!result.success || problems.length > 0) throw configError(options.path, problems, linesOf());
+  return settle(result.data, options, linesOf);
+}
 
-  const cluster = readCluster(r, r.table(doc, "", "cluster", false));
+/** The parsed TOML with its dates and times (which no key takes) as {@linkcode TOML_DATE}. */
+function withoutDates(value: unknown): unknown {
+  if (value instanceof Date) return TOML_DATE;
+  if (Array.isArray(value)) return value.map(withoutDates);
+  if (isTable(value)) {
+    for (const [key, item] of Object.entries(value)) value[key] = withoutDates(item);
+  }
+  return value;
+}
 
-  const fail = (key: string, detail: string): never => r.fail(key, detail);
-  checkListeners(fail, server, groups, admin);
-  checkAmbiguousClients(fail, clients);
+/** The parts of a valid file the cross-checks look at. */
+function partsOf(config: ParsedConfig): Parts {
+  const whole = <T>(value: T): Part<T> => ({ value, bad: new Set() });
+  return {
+    server: whole(config.server),
+    outlier: whole(config.outlier),
+    admin: whole(config.admin),
+    groups: new Map(Object.entries(config.groups).map(([name, group]) => [name, whole(group)])),
+    clients: new Map(Object.entries(config.clients).map(([name, client]) => [name, whole(client)])),
+  };
+}
+
+/**
+ * The parts of a file the schema refused, for the cross-checks: each table read
+ * again without the keys refused, each group and client apart.
+ */
+function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
+  const part = <T>(schema: z.ZodType<T>, value: unknown, at: readonly string[]) => {
+    const bad = new Set<string>();
+    for (const issue of issues) {
+      if (!at.every((key, i) => issue.path[i] === key)) continue;
+      const key = issue.path[at.length];
+      if (key !== undefined) bad.add(String(key));
+      else if (issue.code === "unrecognized_keys") { for (const k of issue.keys) bad.add(k); }
+    }
+    const kept = isTable(value)
+      ? Object.fromEntries(Object.entries(value).filter(([key]) => !bad.has(key)))
+      : value;
+    const result = schema.safeParse(kept);
+    return result.success ? { value: result.data, bad } : undefined;
+  };
+  const named = <T>(section: string, schema: z.ZodType<T>) => {
+    const value = doc[section];
+    return isTable(value)
+      ? new Map(
+        Object.entries(value).map(([name, entry]) => [name, part(schema, entry, [section, name])]),
+      )
+      : undefined;
+  };
+  return {
+    server: part(SECTIONS.server, doc.server, ["server"]),
+    outlier: part(SECTIONS.outlier, doc.outlier, ["outlier"]),
+    admin: part(SECTIONS.admin, doc.admin, ["admin"]),
+    groups: named("groups", GROUP),
+    clients: doc.clients === undefined ? new Map() : named("clients", CLIENT),
+  };
+}
+
+/**
+ * The configuration of a valid file: paths resolved against the config's folder,
+ * each group's `health` and `outlier` over the global ones, groups and clients by name.
+ */
+function settle(
+  parsed: ParsedConfig,
+  options: ParseConfigOptions,
+  lines: () => Map<string, number>,
+): Config {
+  const baseDir = options.baseDir ?? dirname(options.path);
+  const file = (path: string): string => isAbsolute(path) ? normalize(path) : join(baseDir, path);
+  const { crl, ...tlsKeys } = parsed.tls;
+  const tls = {
+    ...tlsKeys,
+    ca: file(tlsKeys.ca),
+    cert: file(tlsKeys.cert),
+    key: file(tlsKeys.key),
+    ...(crl === undefined ? {} : { crl: file(crl) }),
+  };
+  const linesOf = (...keys: string[]) => () =>
+    Object.fromEntries(keys.map((key) => [key, lines().get(key)]));
+  rememberLines(tls, linesOf("tls.ca", "tls.cert", "tls.key", "tls.crl"));
+  const { tokenFile, ...adminKeys } = parsed.admin;
+  const admin = {
+    ...adminKeys,
+    ...(tokenFile === undefined ? {} : { tokenFile: file(tokenFile) }),
+  };
+  rememberLines(admin, linesOf("admin.token_file"));
+
+  const groups = new Map<string, GroupConfig>();
+  for (const [name, group] of Object.entries(parsed.groups)) {
+    groups.set(name, {
+      name,
+      ...group,
+      health: mergeHealth(parsed.health, group.health),
+      outlier: { ...parsed.outlier, ...group.outlier },
+    });
+  }
+  const clients = new Map<string, ClientConfig>();
+  for (const [name, client] of Object.entries(parsed.clients)) {
+    clients.set(name, { name, ...client });
+  }
+  const { cluster } = parsed;
   return {
     path: options.path,
-    server,
+    server: parsed.server,
     tls,
-    limits,
-    health,
-    outlier,
+    limits: parsed.limits,
+    health: parsed.health,
+    outlier: parsed.outlier,
     groups,
     clients,
     admin,
-    log: { format },
+    log: parsed.log,
     ...(cluster === undefined ? {} : { cluster }),
+  };
+}
+
+/** A group's health settings: its own over `[health]`; an empty `send` or `expect` is none. */
+function mergeHealth(base: HealthConfig, own: ParsedGroup["health"]): HealthConfig {
+  if (own === undefined) return base;
+  const { send, expect, ...rest } = { ...base, ...own };
+  return {
+    ...rest,
+    ...(send === undefined || send === "" ? {} : { send }),
+    ...(expect === undefined || expect === "" ? {} : { expect }),
   };
 }
 

@@ -13,6 +13,15 @@ export interface HostPort {
 }
 
 /**
+ * What a `host:port` address looks like, as a regular expression source (for JSON
+ * Schema): a host name or IPv4 address, or an IPv6 literal in brackets, a colon and a
+ * port of up to five digits. {@linkcode parseHostPort} also checks the port's range.
+ */
+export const HOST_PORT_PATTERN: string = String
+  .raw`^(?:\[([0-9a-fA-F:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$`;
+const HOST_PORT_RE = new RegExp(HOST_PORT_PATTERN);
+
+/**
  * Parses `host:port`, `[v6]:port` or `v4:port`.
  *
  * @example Usage
@@ -29,7 +38,7 @@ export interface HostPort {
  * @throws {TypeError} When `text` is not `host:port` with a port from 0 to 65535.
  */
 export function parseHostPort(text: string): HostPort {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$/.exec(text);
+  const match = HOST_PORT_RE.exec(text);
   const port = match === null ? NaN : Number(match[3]);
   if (match === null || port > 65535) {
     throw new TypeError(

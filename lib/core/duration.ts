@@ -5,7 +5,12 @@
  */
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+/**
+ * What a duration string looks like, as a regular expression source (for JSON
+ * Schema): a number and one unit, `ms`, `s`, `m` or `h`.
+ */
+export const DURATION_PATTERN: string = String.raw`^(\d+(?:\.\d+)?)(ms|s|m|h)$`;
+const DURATION_RE = new RegExp(DURATION_PATTERN);
 
 /**
  * Parses a duration string into milliseconds.

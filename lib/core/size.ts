@@ -15,7 +15,12 @@ const UNITS: Record<string, number> = {
   MiB: 1024 ** 2,
   GiB: 1024 ** 3,
 };
-const SIZE_RE = /^(\d+(?:\.\d+)?)\s?(B|KB|MB|GB|KiB|MiB|GiB)$/;
+/**
+ * What a size string looks like, as a regular expression source (for JSON Schema):
+ * a number, an optional space and a unit (`B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`).
+ */
+export const SIZE_PATTERN: string = String.raw`^(\d+(?:\.\d+)?)\s?(B|KB|MB|GB|KiB|MiB|GiB)$`;
+const SIZE_RE = new RegExp(SIZE_PATTERN);
 
 /**
  * Parses a size string into bytes.

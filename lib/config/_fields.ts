@@ -1,0 +1,325 @@
+/**
+ * The kinds of value a config file holds (durations, sizes, addresses, integers in a
+ * range, names, hex digests, choices, lists and tables) as zod schemas. Each reads the
+ * TOML value, says in one phrase what it expected and what it received, and shows in
+ * JSON Schema what an editor can check (a pattern, a range, the choices).
+ *
+ * @module
+ */
+import * as z from "zod";
+import { formatHostPort, HOST_PORT_PATTERN, parseHostPort } from "../core/address.ts";
+import { DURATION_PATTERN, formatDuration, parseDuration } from "../core/duration.ts";
+import { parseSize, SIZE_PATTERN } from "../core/size.ts";
+
+/** What the documentation of a key says, in TOML terms: the JSON Schema and docs/CONFIG.md show it. */
+export interface KeyDoc {
+  /** What the key does; Markdown, links relative to docs/. */
+  description: string;
+  /** The value in force when the key is absent, as written in TOML. */
+  default?: unknown;
+  /** When the default is not a value: `"one per CPU"`, `"required"`, `"none"`. */
+  defaultText?: string;
+  /** Values as written in TOML, the first one shown in the reference. */
+  examples: readonly unknown[];
+}
+
+/** The documentation of each key's schema, for the JSON Schema and docs/CONFIG.md. */
+export const KEY_DOCS: z.core.$ZodRegistry<KeyDoc> = z.registry<KeyDoc>();
+
+/**
+ * Documents a key: `schema` as it appears in its table.
+ *
+ * @param schema The key's schema, wrappers (default, optional) included.
+ * @param doc What it does, its default and examples.
+ * @returns `schema`, registered.
+ */
+export function documented<T extends z.ZodType>(schema: T, doc: KeyDoc): T {
+  KEY_DOCS.add(schema, doc);
+  return schema;
+}
+
+/**
+ * A key with a default: absent, it reads as `value` (written as in TOML, read
+ * through `schema`), and the documentation says so.
+ */
+export function withDefault<T extends z.ZodType>(
+  schema: T,
+  value: z.input<T>,
+  doc: Omit<KeyDoc, "default">,
+): z.ZodPrefault<T> {
+  const json = typeof value === "bigint" ? Number(value) : value;
+  return documented(schema.prefault(value as never), { ...doc, default: json });
+}
+
+/** A key that may be absent, with no value in its place. */
+export function optional<T extends z.ZodType>(schema: T, doc: KeyDoc): z.ZodOptional<T> {
+  return documented(schema.optional(), doc);
+}
+
+/** A TOML date or time, which no key takes, stands for itself in the values checked. */
+export const TOML_DATE: unique symbol = Symbol("a date");
+
+/** A value as an error message shows it: strings quoted and cut, tables and arrays named. */
+export function describe(value: unknown): string {
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  }
+  if (typeof value === "bigint" || typeof value === "number" || typeof value === "boolean") {
+    return String(value);
+  }
+  if (value === TOML_DATE || value instanceof Date) return "a date";
+  if (Array.isArray(value)) return "an array";
+  return "a table";
+}
+
+/** The message of a value that is not what was expected (`is required` when absent). */
+function mustBe(expected: string): (issue: { input?: unknown }) => string {
+  return (issue) =>
+    issue.input === undefined
+      ? "is required"
+      : `must be ${expected}, received ${describe(issue.input)}`;
+}
+
+/** Reports `message` about `input` from a transform, which then yields nothing. */
+function fail(ctx: z.core.$RefinementCtx, input: unknown, message: string): never {
+  ctx.issues.push({ code: "custom", input, message });
+  return z.NEVER;
+}
+
+/** Longest delay a JavaScript timer honours (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const DURATION = `a duration such as "500ms", "30s", "5m" or "1h"`;
+
+/**
+ * A duration string (`"30s"`), read as milliseconds: longer than zero, at most
+ * `"596h"`, and at least `min` ms when given.
+ */
+export function duration(min = 0) {
+  return z.string({ error: mustBe(DURATION) }).meta({ pattern: DURATION_PATTERN }).transform(
+    (text, ctx) => {
+      let ms = NaN;
+      try {
+        ms = parseDuration(text);
+      } catch {
+        // Reported below.
+      }
+      if (Number.isNaN(ms)) {
+        return fail(ctx, text, `must be ${DURATION}, received ${describe(text)}`);
+      }
+      if (ms <= 0) return fail(ctx, text, `must be longer than zero, received ${describe(text)}`);
+      if (ms > MAX_TIMER_MS) {
+        return fail(ctx, text, `must be at most "596h", received ${describe(text)}`);
+      }
+      if (ms < min) {
+        return fail(
+          ctx,
+          text,
+          `must be at least "${formatDuration(min)}", received ${describe(text)}`,
+        );
+      }
+      return ms;
+    },
+  );
+}
+
+const SIZE = `a size such as "64KiB", "1MiB" or "10MB" (B, KB, MB, GB, KiB, MiB, GiB)`;
+
+/** A size string (`"1MiB"`), read as bytes, at least `min`. */
+export function size(min: number) {
+  return z.string({ error: mustBe(SIZE) }).meta({ pattern: SIZE_PATTERN }).transform(
+    (text, ctx) => {
+      let bytes = NaN;
+      try {
+        bytes = parseSize(text);
+      } catch {
+        // Reported below.
+      }
+      if (Number.isNaN(bytes)) {
+        return fail(ctx, text, `must be ${SIZE}, received ${describe(text)}`);
+      }
+      if (bytes < min) {
+        return fail(ctx, text, `must be at least ${min} bytes, received ${describe(text)}`);
+      }
+      return bytes;
+    },
+  );
+}
+
+/**
+ * A TOML integer from `min` to `max`, read as a number. (TOML integers arrive as
+ * bigints, so that `2.0` is not taken for `2`.)
+ */
+export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+  const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
+  return z.bigint({ error: mustBe("an integer") })
+    .refine((value) => value >= BigInt(min) && value <= BigInt(max), {
+      error: (issue) => `must be ${range}, received ${issue.input}`,
+    })
+    .meta({
+      type: "integer",
+      minimum: min,
+      ...(max === Number.MAX_SAFE_INTEGER ? {} : { maximum: max }),
+    })
+    .transform(Number);
+}
+
+/** `true` or `false`. */
+export function boolean() {
+  return z.boolean({ error: mustBe("true or false") });
+}
+
+/** One of `choices`; `expected` says what they are (default: each, quoted, joined by "or"). */
+export function oneOf<const T extends readonly [string, ...string[]]>(
+  choices: T,
+  expected: string = choices.map((c) => JSON.stringify(c)).join(" or "),
+) {
+  return z.enum(choices, { error: mustBe(expected) });
+}
+
+/** Options for {@linkcode text}. */
+export interface TextOptions {
+  /** Whether `""` is accepted. */
+  allowEmpty?: boolean;
+  /** What the string is, for messages (default `a non-empty string`). */
+  expected?: string;
+}
+
+/** A string, not empty unless `allowEmpty`. */
+export function text(options: TextOptions = {}) {
+  const { allowEmpty = false, expected = "a non-empty string" } = options;
+  const s = z.string({ error: mustBe(expected) });
+  return allowEmpty ? s : s.min(1, { error: mustBe(expected) });
+}
+
+/** A `host:port` address, normalised (IPv6 in brackets); port 0 only when `portZero`. */
+export function address(portZero: boolean) {
+  return z.string({ error: mustBe(`"host:port"`) }).meta({ pattern: HOST_PORT_PATTERN })
+    .transform((value, ctx) => {
+      let hostPort;
+      try {
+        hostPort = parseHostPort(value);
+      } catch {
+        return fail(ctx, value, `must be "host:port", received ${describe(value)}`);
+      }
+      if (hostPort.port === 0 && !portZero) {
+        return fail(ctx, value, `must have a port from 1 to 65535, received ${describe(value)}`);
+      }
+      return formatHostPort(hostPort);
+    });
+}
+
+/**
+ * A string that must match `pattern`; `expected` says what it is, `read` normalises
+ * it (returning `undefined` when it is not acceptable after all).
+ */
+export function shaped<T = string>(
+  pattern: RegExp,
+  expected: string,
+  read: (value: string) => T | undefined = (value) => value as T,
+) {
+  // JSON Schema patterns have no flags: the pattern must say it all.
+  if (pattern.flags !== "") throw new TypeError(`Cannot use the flags of ${pattern} in a schema`);
+  return z.string({ error: mustBe(expected) }).meta({ pattern: pattern.source }).transform(
+    (value, ctx) => {
+      const result = pattern.test(value) ? read(value) : undefined;
+      return result === undefined
+        ? fail(ctx, value, `must be ${expected}, received ${describe(value)}`)
+        : result;
+    },
+  );
+}
+
+/** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/** The name of a table under `[groups]` or `[clients]`. */
+export function name() {
+  const message = (issue: { input?: unknown }) =>
+    `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
+      describe(issue.input)
+    }`;
+  return z.string({ error: message }).regex(NAME_RE, { error: message });
+}
+
+/** How an item repeating an earlier one of a list is reported: the index of the earlier one. */
+export interface RepeatParams {
+  /** Index of the first occurrence in the same list. */
+  repeats: number;
+}
+
+/** Options for {@linkcode list}. */
+export interface ListOptions<T> {
+  /** What an empty list is told, such as `must list at least one group`; absent: may be empty. */
+  nonEmpty?: string;
+  /** What makes two items the same, when they may not repeat. */
+  identity?: (item: T) => string;
+}
+
+/** A TOML array of `item`. */
+export function list<T extends z.ZodType>(item: T, options: ListOptions<z.output<T>> = {}) {
+  const { nonEmpty, identity } = options;
+  return z.array(item, { error: mustBe("an array") })
+    .meta({
+      ...(nonEmpty === undefined ? {} : { minItems: 1 }),
+      ...(identity === undefined ? {} : { uniqueItems: true }),
+    })
+    .superRefine((items, ctx) => {
+      if (nonEmpty !== undefined && items.length === 0) {
+        ctx.addIssue({ code: "custom", input: items, message: nonEmpty });
+      }
+      if (identity === undefined) return;
+      const seen = new Map<string, number>();
+      items.forEach((value, i) => {
+        const id = identity(value);
+        const first = seen.get(id);
+        if (first === undefined) seen.set(id, i);
+        else {
+          ctx.addIssue({
+            code: "custom",
+            input: value,
+            path: [i],
+            message: `repeats ${JSON.stringify(id)}`,
+            params: { repeats: first } satisfies RepeatParams,
+          });
+        }
+      });
+    });
+}
+
+/** The start of the message of a table's unknown keys, followed by its known keys. */
+export const UNKNOWN_KEYS = "known keys: ";
+
+type Camel<S extends string> = S extends `${infer Head}_${infer Tail}`
+  ? `${Head}${Capitalize<Camel<Tail>>}`
+  : S;
+/** `T` with its snake_case keys in camelCase, optional ones kept optional. */
+export type CamelKeys<T> = { [K in keyof T as K extends string ? Camel<K> : K]: T[K] };
+
+function camel(key: string): string {
+  return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * A TOML table with the keys of `shape` and no other, read with its keys in camelCase
+ * (keys absent from the file and without a default stay absent).
+ */
+export function table<S extends z.core.$ZodLooseShape>(shape: S) {
+  const known = Object.keys(shape);
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === "unrecognized_keys"
+        ? `${UNKNOWN_KEYS}${known.join(", ")}`
+        : mustBe("a table")(issue),
+  }).transform((values) => {
+    const out: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(values)) {
+      if (value !== undefined) out[camel(key)] = value;
+    }
+    return out as CamelKeys<typeof values>;
+  });
+}
+
+/** A table of named tables, such as `[groups.NAME]`. */
+export function named<T extends z.ZodType>(entry: T) {
+  return z.record(name(), entry, { error: mustBe("a table") });
+}

@@ -1,0 +1,111 @@
+/**
+ * From what the schema and the checks found to a {@linkcode ConfigError}: each
+ * problem named by its key path, placed on its line, suggested the closest known key
+ * when the key is unknown, sorted in the order of the file and capped.
+ *
+ * @module
+ */
+import type * as z from "zod";
+import { closestName } from "../core/edit_distance.ts";
+import { ConfigError, type ConfigProblem } from "./config_error.ts";
+import { type RepeatParams, UNKNOWN_KEYS } from "./_fields.ts";
+import { lineOf } from "./_key_lines.ts";
+
+/** A problem before it is placed: the key path it is about, and what is wrong with it. */
+export interface Problem {
+  /** Key path, such as `groups.cache.upstreams[1]`; `undefined` for the file as a whole. */
+  key: string | undefined;
+  /** What is wrong, without the key: `must be "host:port", received "cache"`. */
+  message: string;
+}
+
+/** Problems listed in one error at most; the message counts the others. */
+export const MAX_PROBLEMS = 20;
+
+/** A key path as messages write it: `groups.cache.upstreams[1]`. */
+export function keyPath(path: readonly PropertyKey[]): string {
+  let key = "";
+  for (const part of path) {
+    if (typeof part === "number") key += `[${part}]`;
+    else key += key === "" ? String(part) : `.${String(part)}`;
+  }
+  return key;
+}
+
+/** The problems one schema issue stands for (an issue of unknown keys names several). */
+export function problemsOf(issue: z.core.$ZodIssue): Problem[] {
+  const key = keyPath(issue.path);
+  switch (issue.code) {
+    case "invalid_union": {
+      // The value's type chooses the alternative ("host:port" or a table): its problems.
+      const typed = issue.errors.filter((alternative) =>
+        !alternative.some((inner) => inner.path.length === 0 && inner.code === "invalid_type")
+      );
+      if (typed.length !== 1) return [{ key, message: issue.message }];
+      return typed[0]!.flatMap((inner) =>
+        problemsOf({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue)
+      );
+    }
+    case "unrecognized_keys": {
+      const known = issue.message.startsWith(UNKNOWN_KEYS)
+        ? issue.message.slice(UNKNOWN_KEYS.length).split(", ")
+        : [];
+      return issue.keys.map((unknown) => {
+        const closest = closestName(unknown, known);
+        return {
+          key: keyPath([...issue.path, unknown]),
+          message: `is not a known key${
+            closest === undefined ? "" : ` (did you mean "${closest}"?)`
+          }: expected one of ${known.join(", ")}`,
+        };
+      });
+    }
+    case "invalid_key":
+      return [{ key, message: issue.issues[0]?.message ?? issue.message }];
+    case "custom": {
+      const repeats = (issue.params as Partial<RepeatParams> | undefined)?.repeats;
+      if (repeats === undefined) return [{ key, message: issue.message }];
+      const list = keyPath(issue.path.slice(0, -1));
+      return [{ key, message: `${issue.message}, already ${list}[${repeats}]` }];
+    }
+    default:
+      return [{ key, message: issue.message }];
+  }
+}
+
+/**
+ * The error for a file's problems: each placed on its line (the line of the nearest
+ * enclosing key the file has), in the order of the file, the same problem once, at
+ * most {@linkcode MAX_PROBLEMS}.
+ *
+ * @param path The config file.
+ * @param problems What was found, at least one.
+ * @param lines Line by key path of the file's text.
+ * @returns The error to throw.
+ */
+export function configError(
+  path: string,
+  problems: readonly Problem[],
+  lines: Map<string, number>,
+): ConfigError {
+  const seen = new Set<string>();
+  const placed: ConfigProblem[] = [];
+  for (const { key, message } of problems) {
+    const detail = key === undefined ? message : `${JSON.stringify(key)} ${message}`;
+    if (seen.has(detail)) continue;
+    seen.add(detail);
+    placed.push({ key, line: key === undefined ? undefined : lineOf(lines, key), detail });
+  }
+  // In the order of the file; problems of no known line after the others.
+  const order = (p: ConfigProblem): number => p.line ?? Number.MAX_SAFE_INTEGER;
+  placed.sort((a, b) => order(a) - order(b));
+  if (placed.length === 0) placed.push({ detail: "is not a valid configuration" });
+  const [first, ...more] = placed.slice(0, MAX_PROBLEMS);
+  return new ConfigError(first!.detail, {
+    path,
+    key: first!.key,
+    line: first!.line,
+    more,
+    omitted: placed.length - 1 - more.length,
+  });
+}
