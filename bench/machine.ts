@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ROOT } from "../testing/paths.ts";
 import { run as runCommand } from "../testing/subprocess.ts";
 import { BenchError } from "./errors.ts";
@@ -115,11 +115,47 @@ export async function machine(): Promise<string[]> {
   ];
 }
 
-/** @returns The versions of mtlb, Deno and every tool, as Markdown list items. */
-export async function versions(): Promise<string[]> {
+/**
+ * The commit of a git checkout, if `dir` is the top of one.
+ *
+ * @returns `abc1234` (`abc1234+` with uncommitted changes), or undefined (a `git archive`
+ * extract, or no git).
+ */
+async function commitOf(dir: string): Promise<string | undefined> {
+  try {
+    const git = (...args: string[]) => run(["git", "-C", dir, ...args], 10_000);
+    const top = (await git("rev-parse", "--show-toplevel")).stdout.trim();
+    if (resolve(top) !== resolve(dir)) return undefined;
+    const commit = (await git("rev-parse", "--short", "HEAD")).stdout.trim();
+    const dirty = (await git("status", "--porcelain", "--untracked-files=no")).stdout.trim();
+    return dirty === "" ? commit : `${commit}+`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A checkout of mtlb as a Markdown list item: its label, version, folder and commit. */
+async function checkoutLine(label: string, dir: string): Promise<string> {
+  const denoJson = JSON.parse(await Deno.readTextFile(join(dir, "deno.json")));
+  const commit = await commitOf(dir);
+  return `- ${label}: ${denoJson.version ?? "no version"} in \`${dir}\`, ${
+    commit === undefined ? "not a git checkout" : `commit ${commit}`
+  }`;
+}
+
+/**
+ * @param baseline The checkout run as the baseline, if any: then both checkouts are
+ * listed, with their folders and commits.
+ * @returns The versions of mtlb, Deno and every tool, as Markdown list items.
+ */
+export async function versions(baseline?: string): Promise<string[]> {
   const denoJson = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json")));
   return [
     `- mtlb ${denoJson.version} on Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    ...(baseline === undefined ? [] : [
+      await checkoutLine("mtlb", resolve(ROOT)),
+      await checkoutLine("mtlb (baseline)", baseline),
+    ]),
     `- ${await version(["haproxy", "-v"])}`,
     `- ${await version(["redis-server", "--version"])}`,
     `- ${await version(["redis-benchmark", "--version"])}`,

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { UsageError } from "./errors.ts";
 
@@ -14,6 +15,9 @@ export const USAGE = `Usage: deno task bench [options]
                      unless --out is given
   --mtlb-workers N   also compare mtlb with [server] workers = N against HAProxy
                      nbthread N on the request rate (default 2; 1 skips it)
+  --baseline DIR     also run the mtlb checkout in DIR (a worktree or a git archive
+                     extract) as "mtlb (baseline)", interleaved with the others, and
+                     add its figures and the ratios mtlb/baseline to the table
   --out FILE         where to write the results (default bench/RESULTS.md)
   --install          install missing tools with apt-get (as root)
   --help             show this text
@@ -74,6 +78,8 @@ export interface BenchOptions {
   workers: number;
   /** Where to write the results; none for a quick run without `--out`. */
   out: string | undefined;
+  /** Another mtlb checkout to run beside this one (an absolute path), if any. */
+  baseline: string | undefined;
 }
 
 /**
@@ -94,6 +100,7 @@ export function parseOptions(args: string[], defaultOut: string): BenchOptions {
         quick: { type: "boolean", default: false },
         "mtlb-workers": { type: "string", default: "2" },
         out: { type: "string" },
+        baseline: { type: "string" },
         install: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -112,6 +119,9 @@ export function parseOptions(args: string[], defaultOut: string): BenchOptions {
       `--mtlb-workers must be an integer from 1 to 1024, received ${values["mtlb-workers"]}`,
     );
   }
+  if (!values.help && values.baseline === "") {
+    throw new UsageError("--baseline needs the folder of another mtlb checkout");
+  }
   return {
     help: values.help,
     quick: values.quick,
@@ -120,5 +130,6 @@ export function parseOptions(args: string[], defaultOut: string): BenchOptions {
     rounds,
     workers,
     out: values.out ?? (values.quick ? undefined : defaultOut),
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
   };
 }

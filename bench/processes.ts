@@ -35,17 +35,18 @@ export function openFilesLimit(): number {
  *
  * @param name A label for messages.
  * @param cmd The program and its arguments.
- * @param options Whether to pipe standard input and output.
+ * @param options Whether to pipe standard input and output, and where to run it (by
+ * default the repository root).
  * @returns The child.
  */
 export function spawn(
   name: string,
   cmd: readonly string[],
-  options: { stdin?: boolean; stdout?: boolean } = {},
+  options: { stdin?: boolean; stdout?: boolean; cwd?: string } = {},
 ): Subprocess {
   const proc = new Subprocess(cmd, {
     name,
-    cwd: ROOT,
+    cwd: options.cwd ?? ROOT,
     openFiles,
     stdin: options.stdin ? "piped" : "null",
     stdout: options.stdout ? "piped" : "null",

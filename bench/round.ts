@@ -25,13 +25,19 @@ export interface RoundContext {
   pki: Pki;
   upstreams: Upstreams;
   sizes: Sizes;
-  /** mtlb, HAProxy and the floor, single-threaded. */
+  /** mtlb, HAProxy and the floor, single-threaded (and the baseline's mtlb, if any). */
   single: readonly Target[];
-  /** The multi-core pair (request rate only); may be empty. */
+  /** The multi-core pair, and the baseline's multi-core mtlb (request rate only); may be empty. */
   multi: readonly Target[];
   samples: Samples;
   /** Where progress goes. */
   log: (message: string) => void;
+}
+
+/** `list` rotated left by `by` places (modulo its length). */
+function rotate<T>(list: readonly T[], by: number): T[] {
+  const k = list.length === 0 ? 0 : by % list.length;
+  return [...list.slice(k), ...list.slice(0, k)];
 }
 
 /**
@@ -48,8 +54,8 @@ export async function measureRound(
 ): Promise<void> {
   const { dir, pki, upstreams, sizes, single, multi, samples, log } = context;
   // Rotate which balancer goes first, so none always runs on a cooler machine.
-  const order = [...single.slice(round % 3), ...single.slice(0, round % 3)];
-  const orderMulti = round % 2 === 0 ? multi : [...multi].reverse();
+  const order = rotate(single, round);
+  const orderMulti = rotate(multi, round);
   const r = `round ${round + 1}/${rounds}`;
 
   const direct = await requestRate(pki, upstreams.redis[0], sizes.requests, false);

@@ -6,6 +6,8 @@
  * over several rounds, with clients neither of them ships: `redis-benchmark`, `socat`,
  * `openssl s_time`, plus two small Deno clients in this folder for held connections and
  * round-trip latency. Prints a table of medians and writes `bench/RESULTS.md`.
+ * With `--baseline DIR`, the mtlb checkout in DIR runs too, as "mtlb (baseline)",
+ * interleaved with the others, and the table compares the two mtlb.
  * Everything listens on 127.0.0.1 and everything it starts is stopped on exit, on
  * failure and on Ctrl-C. See bench/README.md.
  *
@@ -28,7 +30,7 @@ import { parseOptions, USAGE } from "./options.ts";
 import { generatePki } from "./pki.ts";
 import { run, stopAll } from "./processes.ts";
 import { resultsFile } from "./report/results_file.ts";
-import { figureRows, type MultiPair } from "./report/rows.ts";
+import { type BaselineLabels, figureRows, type MultiPair } from "./report/rows.ts";
 import { Samples } from "./report/samples.ts";
 import { perRoundTable, table } from "./report/table.ts";
 import { measureRound } from "./round.ts";
@@ -39,6 +41,9 @@ import { FLOOR, type Target } from "./targets/target.ts";
 import { startUpstreams } from "./upstreams.ts";
 
 const HERE = fileURLToPath(new URL(".", import.meta.url));
+
+/** Label of the baseline's single-threaded mtlb (`--baseline`). */
+const BASELINE = "mtlb (baseline)";
 
 let tempDir: string | undefined;
 let cleaning: Promise<void> | undefined;
@@ -56,54 +61,103 @@ function log(message: string): void {
   console.error(message);
 }
 
+/**
+ * Checks that `dir` holds an mtlb checkout to run beside this one.
+ *
+ * @throws {UsageError} When it has no `main.ts` or `deno.json`.
+ */
+async function checkBaseline(dir: string): Promise<void> {
+  for (const file of ["main.ts", "deno.json"]) {
+    const info = await Deno.stat(join(dir, file)).catch(() => undefined);
+    if (!info?.isFile) {
+      throw new UsageError(
+        `--baseline ${dir} is not an mtlb checkout: it has no ${file} (give the folder of a worktree or of a \`git archive\` extract)`,
+      );
+    }
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   const options = parseOptions(args, join(HERE, "RESULTS.md"));
   if (options.help) {
     console.log(USAGE);
     return 0;
   }
-  const { sizes, rounds, workers, out } = options;
+  const { sizes, rounds, workers, out, baseline } = options;
   const command = ["deno task bench", ...args].join(" ");
   const started = new Date();
 
+  if (baseline !== undefined) await checkBaseline(baseline);
   await checkTools(options.install, log);
   await checkOpenFiles(sizes);
   const machineLines = await machine();
-  const versionLines = await versions();
+  const versionLines = await versions(baseline);
 
   tempDir = await Deno.makeTempDir({ prefix: "mtlb-bench-" });
   log(`Generating a PKI in ${tempDir}`);
   const pki = await generatePki(join(tempDir, "pki"));
   log("Starting redis-server x2 and the sink");
   const upstreams = await startUpstreams();
-  log("Starting mtlb, HAProxy and the Deno floor");
-  const mtlb = await startMtlb(tempDir, pki, upstreams, 1, "mtlb");
+  log(`Starting mtlb${baseline === undefined ? "" : ", its baseline"}, HAProxy and the Deno floor`);
+  const setup = { pki, upstreams };
+  const mtlb = await startMtlb(tempDir, { ...setup, workers: 1, label: "mtlb" });
   const haproxy = await startHaproxy(tempDir, pki, upstreams, 1, "HAProxy");
   const floor = await startFloor(pki, upstreams, FLOOR);
   const single = [mtlb, haproxy, floor];
+  if (baseline !== undefined) {
+    const before = await startMtlb(tempDir, {
+      ...setup,
+      workers: 1,
+      label: BASELINE,
+      checkout: baseline,
+    });
+    single.splice(1, 0, before);
+  }
 
   let multi: Target[] = [];
-  let multiNote = "";
+  let baselineMulti: string | undefined;
+  const multiNotes: string[] = [];
   const pair: MultiPair | undefined = workers > 1
     ? { workers, mtlb: `mtlb workers=${workers}`, haproxy: `HAProxy nbthread=${workers}` }
     : undefined;
   if (pair !== undefined) {
-    const mtlbN = await startMtlb(tempDir, pki, upstreams, workers, pair.mtlb);
+    /** Starts an mtlb with `workers`; stops it and returns nothing if it runs no worker. */
+    const startMulti = async (label: string, checkout?: string) => {
+      const target = await startMtlb(tempDir!, { ...setup, workers, label, checkout });
+      const info = await sampleProcess(target.proc.pid);
+      const seen = info.children + info.workerThreads;
+      if (seen > 0) {
+        const who = checkout === undefined ? "mtlb" : "The baseline";
+        multiNotes.push(
+          `${who} with \`workers = ${workers}\` ran ${seen} Worker threads or child processes.`,
+        );
+        return target;
+      }
+      await target.proc.stop();
+      return undefined;
+    };
+    const mtlbN = await startMulti(pair.mtlb);
     const haproxyN = await startHaproxy(tempDir, pki, upstreams, workers, pair.haproxy);
-    const info = await sampleProcess(mtlbN.proc.pid);
-    const seen = info.children + info.workerThreads;
-    if (seen === 0) {
-      multiNote = `mtlb with \`workers = ${workers}\` ran no Worker thread or child process: ` +
-        "`[server] workers` is not implemented yet, so its figures are n/a; HAProxy's are measured for reference.";
-      log(multiNote);
-      await mtlbN.proc.stop();
-      multi = [haproxyN];
-    } else {
-      multiNote =
-        `mtlb with \`workers = ${workers}\` ran ${seen} Worker threads or child processes.`;
-      multi = [mtlbN, haproxyN];
+    if (mtlbN === undefined) {
+      multiNotes.unshift(
+        `mtlb with \`workers = ${workers}\` ran no Worker thread or child process: ` +
+          "`[server] workers` is not implemented yet, so its figures are n/a; HAProxy's are measured for reference.",
+      );
+      log(multiNotes[0]!);
+    }
+    multi = [...(mtlbN === undefined ? [] : [mtlbN]), haproxyN];
+    if (baseline !== undefined) {
+      const label = `${pair.mtlb} (baseline)`;
+      const beforeN = await startMulti(label, baseline);
+      if (beforeN === undefined) {
+        multiNotes.push(`${label} ran no Worker thread or child process: its figures are n/a.`);
+      } else {
+        multi.splice(1, 0, beforeN);
+        baselineMulti = label;
+      }
     }
   }
+  const multiNote = multiNotes.join(" ");
 
   const samples = new Samples();
   const all = [...single, ...multi];
@@ -123,7 +177,10 @@ async function main(args: string[]): Promise<number> {
     });
   }
 
-  const rows = figureRows(sizes, pair);
+  const baselineLabels: BaselineLabels | undefined = baseline === undefined
+    ? undefined
+    : { single: BASELINE, ...(baselineMulti === undefined ? {} : { multi: baselineMulti }) };
+  const rows = figureRows(sizes, { multi: pair, baseline: baselineLabels });
   const summary = table(rows, samples);
   const medianOf = rounds === 1 ? "one round" : `medians of ${rounds} rounds`;
   console.log(`\n${options.quick ? "Smoke run (--quick), " : ""}${medianOf}:\n\n${summary}\n`);
@@ -151,6 +208,7 @@ async function main(args: string[]): Promise<number> {
       multiNote,
       mtlbConfig: mtlb.config,
       haproxyConfig: haproxy.config,
+      baseline,
       tempDir,
       perRound: perRoundTable(rows, samples, rounds),
     }),

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import { MAIN, ROOT } from "./paths.ts";
 import { run, SubprocessError } from "./subprocess.ts";
 
@@ -50,9 +51,19 @@ export async function runMain(
   return { code, stdout, stderr };
 }
 
+/** Options of {@linkcode mainPermissions}. */
+export interface MainPermissionsOptions {
+  /**
+   * The mtlb checkout whose `main.ts` to ask, run from that folder (so its own
+   * `deno.json` and lock file apply, and relative paths it prints are relative to it).
+   * @default this repository
+   */
+  checkout?: string;
+}
+
 /**
  * The `deno run` permission flags `main.ts permissions` prints for a config: exactly
- * what `main.ts serve` needs to serve it.
+ * what `main.ts serve` needs to serve it (run from the same checkout).
  *
  * @example Usage
  * ```ts ignore
@@ -60,21 +71,35 @@ export async function runMain(
  *
  * const flags = await mainPermissions("/tmp/lb.toml");
  * // ["--allow-net=127.0.0.1:8443,127.0.0.1:6379", "--allow-read=/tmp/lb.toml,..."]
+ * const before = await mainPermissions("/tmp/lb.toml", { checkout: "/tmp/mtlb-before" });
  * ```
  *
  * @param config The config file.
+ * @param options Which checkout to ask.
  * @returns The `--allow-*` flags.
  * @throws {SubprocessError} When `main.ts permissions` failed or printed none.
  */
-export async function mainPermissions(config: string): Promise<string[]> {
-  const { code, stdout, stderr } = await runMain(
-    ["--quiet", `--allow-read=${config}`],
-    ["permissions", "--config", config],
-  );
+export async function mainPermissions(
+  config: string,
+  options: MainPermissionsOptions = {},
+): Promise<string[]> {
+  const checkout = options.checkout ?? ROOT;
+  const { code, stdout, stderr } = await run([
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    `--allow-read=${config}`,
+    join(checkout, "main.ts"),
+    "permissions",
+    "--config",
+    config,
+  ], { cwd: checkout, timeoutMs: 120_000, allowFailure: true });
   const flags = stdout.trim().split(/\s+/).filter((token) => token.startsWith("--allow-"));
   if (code !== 0 || flags.length === 0) {
     throw new SubprocessError(
-      `main.ts permissions printed no permissions for ${config} (status ${code}): ${stdout.trim()}${stderr.trim()}`,
+      `${
+        join(checkout, "main.ts")
+      } permissions printed no permissions for ${config} (status ${code}): ${stdout.trim()}${stderr.trim()}`,
     );
   }
   return flags;

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { GuardError } from "../testing/guard.ts";
 import { LineReader, waitForLine } from "../testing/lines.ts";
 import { freePort, waitForPort } from "../testing/ports.ts";
+import { mainPermissions } from "../testing/run_main.ts";
 import { run, Subprocess, SubprocessError } from "../testing/subprocess.ts";
 
 Deno.test("Subprocess.stop() sends SIGKILL once the grace period is over", async () => {
@@ -131,4 +132,29 @@ Deno.test("waitForPort() fails as soon as the process that is to listen exits", 
     "server exited with status 1:\ncannot bind",
   );
   assert.ok(performance.now() - started < 10_000);
+});
+
+Deno.test("mainPermissions() asks another checkout's main.ts, run from that checkout", async () => {
+  const checkout = await Deno.makeTempDir({ prefix: "mtlb-checkout-" });
+  try {
+    await Deno.writeTextFile(`${checkout}/deno.json`, "{}");
+    // Prints a flag naming the folder it runs in, as `main.ts permissions` prints `lib`.
+    await Deno.writeTextFile(
+      `${checkout}/main.ts`,
+      "console.log(`deno run --allow-net=127.0.0.1:1 --allow-read=${Deno.args.at(-1)},${Deno.cwd()} main.ts`);",
+    );
+    const flags = await mainPermissions("/tmp/lb.toml", { checkout });
+    assert.deepEqual(flags, [
+      "--allow-net=127.0.0.1:1",
+      `--allow-read=/tmp/lb.toml,${await Deno.realPath(checkout)}`,
+    ]);
+    await Deno.writeTextFile(`${checkout}/main.ts`, "Deno.exit(2);");
+    await assert.rejects(
+      mainPermissions("/tmp/lb.toml", { checkout }),
+      SubprocessError,
+      "permissions printed no permissions for /tmp/lb.toml (status 2)",
+    );
+  } finally {
+    await Deno.remove(checkout, { recursive: true });
+  }
 });

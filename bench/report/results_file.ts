@@ -27,10 +27,22 @@ export interface Results {
   mtlbConfig: string;
   /** The generated HAProxy configuration. */
   haproxyConfig: string;
+  /** The other mtlb checkout run beside this one (`--baseline`), if any. */
+  baseline?: string | undefined;
   /** The run's temporary folder, shown as `$TMP` in the configurations. */
   tempDir: string;
   /** The table of every round's values. */
   perRound: string;
+}
+
+/** The paragraph on the baseline's columns. */
+function baselineNote(dir: string): string {
+  return `
+"mtlb (baseline)" is the mtlb checkout in \`${dir}\` (see Versions), run the same way with
+the same config, PKI and load, taking its turn with the others in every round.
+"mtlb/baseline" is the ratio of the medians; "per round" the lowest and highest ratio of
+one round's figures, both taken in that round: the spread the rounds alone give.
+`;
 }
 
 /**
@@ -72,7 +84,7 @@ costs by itself on the only API that verifies client certificates; mtlb cannot g
 without a different TLS stack. The plain TCP row runs the same requests without TLS through a
 plain \`node:net\` listener of the floor and a plain \`bind\` of HAProxy: the runtime's socket
 path alone (mtlb only speaks mutual TLS, so it has no figure there).
-
+${results.baseline === undefined ? "" : baselineNote(results.baseline)}
 ${summary}
 ${multiNote ? `\n${multiNote}\n` : ""}
 ## Configurations

@@ -16,16 +16,38 @@ export interface MultiPair {
   haproxy: string;
 }
 
+/** The labels of the baseline's targets, when `--baseline` runs another checkout. */
+export interface BaselineLabels {
+  /** The single-threaded one, beside "mtlb". */
+  single: string;
+  /** The one beside the multi-core mtlb, when that one runs. */
+  multi?: string;
+}
+
+/** What the table compares besides the single-threaded targets. */
+export interface FigureRowsOptions {
+  /** The multi-core pair, when one ran. */
+  multi?: MultiPair;
+  /** The baseline's targets, when one ran. */
+  baseline?: BaselineLabels;
+}
+
 /**
  * The rows of the table.
  *
  * @param sizes The sizes of the run (some labels name them).
- * @param multi The multi-core pair, when one ran.
+ * @param options The multi-core pair and the baseline, when they ran.
  * @returns The rows.
  */
-export function figureRows(sizes: Sizes, multi: MultiPair | undefined): Row[] {
+export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[] {
+  const { multi, baseline } = options;
   // The single-threaded targets every figure but the multi-core one compares.
-  const SINGLE = { mtlb: "mtlb", haproxy: "HAProxy", floor: FLOOR } as const;
+  const SINGLE = {
+    mtlb: "mtlb",
+    haproxy: "HAProxy",
+    floor: FLOOR,
+    ...(baseline === undefined ? {} : { baseline: baseline.single }),
+  } as const;
   const rows: Row[] = [
     {
       metric: "set",
@@ -128,6 +150,7 @@ export function figureRows(sizes: Sizes, multi: MultiPair | undefined): Row[] {
         bar: 1,
         mtlb: multi.mtlb,
         haproxy: multi.haproxy,
+        ...(baseline?.multi === undefined ? {} : { baseline: baseline.multi }),
       });
     }
   }

@@ -19,6 +19,8 @@ export interface Row {
   haproxy: string;
   /** The Deno floor's target label, when it ran this figure. */
   floor?: string;
+  /** The baseline's target label (another mtlb checkout), when one ran this figure. */
+  baseline?: string;
   /** Metric and target of a plaintext-direct reference value. */
   direct?: [string, string];
 }
@@ -38,22 +40,48 @@ export function format(value: number | undefined, digits: number): string {
   });
 }
 
+/** A ratio, or undefined where it means nothing (a figure zero or negative: an added latency below noise). */
+function ratioOf(a: number | undefined, b: number | undefined): number | undefined {
+  return a !== undefined && b !== undefined && a > 0 && b > 0 ? a / b : undefined;
+}
+
+/**
+ * The lowest and highest ratio `a/b` of the values of one round, over the rounds: how
+ * far one round's comparison can stray, since both ran in turn in each round.
+ */
+function roundRatios(a: readonly number[], b: readonly number[]): string {
+  const ratios: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const ratio = ratioOf(a[i], b[i]);
+    if (ratio !== undefined) ratios.push(ratio);
+  }
+  if (ratios.length === 0) return "n/a";
+  const low = Math.min(...ratios).toFixed(2);
+  const high = Math.max(...ratios).toFixed(2);
+  return low === high ? low : `${low}–${high}`;
+}
+
 /**
  * The table of medians (Markdown): each figure for mtlb, HAProxy and the floor, their
- * ratios, the bar and whether it was met, and the plaintext reference.
+ * ratios, the bar and whether it was met, and the plaintext reference. When a row has
+ * a baseline (another mtlb checkout), its figure, mtlb/baseline and the range of that
+ * ratio over the rounds come after mtlb's.
  *
  * @param rows The figures.
  * @param samples The values measured.
  * @returns The table.
  */
 export function table(rows: readonly Row[], samples: Samples): string {
-  const lines = [
-    "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
-    "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
-  ];
-  // A ratio of a negative or zero figure (added latency below noise) means nothing.
-  const ratioOf = (a: number | undefined, b: number | undefined) =>
-    a !== undefined && b !== undefined && a > 0 && b > 0 ? a / b : undefined;
+  const withBaseline = rows.some((row) => row.baseline !== undefined);
+  const lines = withBaseline
+    ? [
+      "| figure | unit | mtlb | mtlb (baseline) | mtlb/baseline | per round | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+    : [
+      "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
+      "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ];
   for (const row of rows) {
     const m = samples.median(row.metric, row.mtlb);
     const h = samples.median(row.metric, row.haproxy);
@@ -69,10 +97,23 @@ export function table(rows: readonly Row[], samples: Samples): string {
       ? "yes"
       : "no";
     const direct = row.direct ? format(samples.median(...row.direct), row.digits) : "";
+    let baseline = "";
+    if (withBaseline) {
+      const b = row.baseline === undefined ? undefined : samples.median(row.metric, row.baseline);
+      const versus = ratioOf(m, b);
+      const perRound = row.baseline === undefined
+        ? "n/a"
+        : roundRatios(samples.get(row.metric, row.mtlb), samples.get(row.metric, row.baseline));
+      baseline = ` ${format(b, row.digits)} | ${
+        versus === undefined ? "n/a" : versus.toFixed(2)
+      } | ${perRound} |`;
+    }
     lines.push(
-      `| ${row.label} | ${row.unit} | ${format(m, row.digits)} | ${format(h, row.digits)} | ${
-        ratio === undefined ? "n/a" : ratio.toFixed(2)
-      } | ${bar} | ${met} | ${row.floor === undefined ? "" : format(f, row.digits)} | ${
+      `| ${row.label} | ${row.unit} | ${format(m, row.digits)} |${baseline} ${
+        format(h, row.digits)
+      } | ${ratio === undefined ? "n/a" : ratio.toFixed(2)} | ${bar} | ${met} | ${
+        row.floor === undefined ? "" : format(f, row.digits)
+      } | ${
         row.floor === undefined ? "" : floorRatio === undefined ? "n/a" : floorRatio.toFixed(2)
       } | ${direct} |`,
     );
@@ -97,6 +138,7 @@ export function perRoundTable(rows: readonly Row[], samples: Samples, rounds: nu
   for (const row of rows) {
     const targets = [
       row.mtlb,
+      ...(row.baseline ? [row.baseline] : []),
       row.haproxy,
       ...(row.floor ? [row.floor] : []),
       ...(row.direct ? [row.direct[1]] : []),

@@ -12,7 +12,8 @@ import { startMtlb } from "./mtlb.ts";
 import type { Target } from "./target.ts";
 
 /**
- * Starts another instance of `target`'s kind, single-threaded, labelled `LABEL (fresh)`.
+ * Starts another instance of `target`'s kind (and checkout, for mtlb), single-threaded,
+ * labelled `LABEL (fresh)`.
  *
  * @param dir Where to write its config.
  * @param pki The PKI.
@@ -29,7 +30,7 @@ export function startFresh(
   const label = `${target.label} (fresh)`;
   switch (target.kind) {
     case "mtlb":
-      return startMtlb(dir, pki, upstreams, 1, label);
+      return startMtlb(dir, { pki, upstreams, workers: 1, label, checkout: target.checkout });
     case "haproxy":
       return startHaproxy(dir, pki, upstreams, 1, label);
     case "floor":

@@ -1,9 +1,12 @@
 /**
  * mtlb as a benchmark target: `main.ts serve` with exactly the permissions `main.ts
- * permissions` prints for a config equivalent to HAProxy's.
+ * permissions` prints for a config equivalent to HAProxy's, from this repository or
+ * from another checkout (the baseline).
  *
  * @module
  */
+import { join } from "node:path";
+import { ROOT } from "../../testing/paths.ts";
 import { freePort, waitForPort } from "../../testing/ports.ts";
 import { mainPermissions } from "../../testing/run_main.ts";
 import type { Pki } from "../pki.ts";
@@ -11,23 +14,32 @@ import { spawn } from "../processes.ts";
 import type { Upstreams } from "../upstreams.ts";
 import type { Target } from "./target.ts";
 
+/** What {@linkcode startMtlb} starts. */
+export interface MtlbTargetOptions {
+  pki: Pki;
+  upstreams: Upstreams;
+  /** `[server] workers`. */
+  workers: number;
+  /** Its label in the table. */
+  label: string;
+  /**
+   * The mtlb checkout whose `main.ts` runs, from that folder (its own `deno.json` and
+   * lock file apply).
+   * @default this repository
+   */
+  checkout?: string;
+}
+
 /**
  * Starts mtlb with `workers`, one listener for the Redis servers and one for the sink.
  *
  * @param dir Where to write its config.
- * @param pki The PKI.
- * @param upstreams The upstreams.
- * @param workers `[server] workers`.
- * @param label Its label in the table.
+ * @param options The PKI, the upstreams, the workers, the label and the checkout.
  * @returns The running target.
  */
-export async function startMtlb(
-  dir: string,
-  pki: Pki,
-  upstreams: Upstreams,
-  workers: number,
-  label: string,
-): Promise<Target> {
+export async function startMtlb(dir: string, options: MtlbTargetOptions): Promise<Target> {
+  const { pki, upstreams, workers, label } = options;
+  const checkout = options.checkout ?? ROOT;
   const redisPort = await freePort();
   const sinkPort = await freePort();
   const adminPort = await freePort();
@@ -77,21 +89,21 @@ match = { spki_sha256 = "${pki.clientSpki}" }
 groups = ["redis", "sink"]
 `;
   await Deno.writeTextFile(config, text);
-  // The exact permissions this config needs, from mtlb itself.
-  const flags = await mainPermissions(config);
+  // The exact permissions this config needs, from that mtlb itself.
+  const flags = await mainPermissions(config, { checkout });
   const proc = spawn(label, [
     Deno.execPath(),
     "run",
     "--quiet",
     ...flags,
-    "main.ts",
+    join(checkout, "main.ts"),
     "serve",
     "--config",
     config,
     "--log-level",
     "warning",
-  ]);
+  ], { cwd: checkout });
   await waitForPort(redisPort, { process: proc });
   await waitForPort(sinkPort, { process: proc });
-  return { label, kind: "mtlb", proc, redisPort, sinkPort, config: text };
+  return { label, kind: "mtlb", proc, redisPort, sinkPort, config: text, checkout };
 }

@@ -31,4 +31,9 @@ export interface Target {
   tcpPort?: number;
   /** The generated configuration. */
   config: string;
+  /**
+   * The mtlb checkout it runs (mtlb targets only): this repository, or another one
+   * given with `--baseline`.
+   */
+  checkout?: string;
 }
