@@ -80,69 +80,63 @@ function mustBe(expected: string): (issue: { input?: unknown }) => string {
       : `must be ${expected}, received ${describe(issue.input)}`;
 }
 
-/** Reports `message` about `input` from a transform, which then yields nothing. */
-function fail(ctx: z.core.$RefinementCtx, input: unknown, message: string): never {
-  ctx.issues.push({ code: "custom", input, message });
-  return z.NEVER;
+/** Thrown by the reader of {@linkcode parsed} for a value of the right form it refuses. */
+class Refused extends Error {}
+
+/** Refuses a value: `message` says why, such as `must be longer than zero`. */
+function refuse(message: string): never {
+  throw new Refused(message);
+}
+
+/**
+ * A string that `read` turns into its value, shown in JSON Schema by `pattern`. When
+ * `read` returns `undefined` or throws, the value is not `expected`, unless it throws
+ * through {@linkcode refuse}, which says why.
+ */
+function parsed<T>(expected: string, pattern: string, read: (value: string) => T | undefined) {
+  return z.string({ error: mustBe(expected) }).meta({ pattern }).transform((value, ctx) => {
+    let message = `must be ${expected}`;
+    try {
+      const result = read(value);
+      if (result !== undefined) return result;
+    } catch (error) {
+      if (error instanceof Refused) message = error.message;
+    }
+    ctx.issues.push({
+      code: "custom",
+      input: value,
+      message: `${message}, received ${describe(value)}`,
+    });
+    return z.NEVER;
+  });
 }
 
 /** Longest delay a JavaScript timer honours (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const DURATION = `a duration such as "500ms", "30s", "5m" or "1h"`;
 
 /**
  * A duration string (`"30s"`), read as milliseconds: longer than zero, at most
  * `"596h"`, and at least `min` ms when given.
  */
 export function duration(min = 0) {
-  return z.string({ error: mustBe(DURATION) }).meta({ pattern: DURATION_PATTERN }).transform(
-    (text, ctx) => {
-      let ms = NaN;
-      try {
-        ms = parseDuration(text);
-      } catch {
-        // Reported below.
-      }
-      if (Number.isNaN(ms)) {
-        return fail(ctx, text, `must be ${DURATION}, received ${describe(text)}`);
-      }
-      if (ms <= 0) return fail(ctx, text, `must be longer than zero, received ${describe(text)}`);
-      if (ms > MAX_TIMER_MS) {
-        return fail(ctx, text, `must be at most "596h", received ${describe(text)}`);
-      }
-      if (ms < min) {
-        return fail(
-          ctx,
-          text,
-          `must be at least "${formatDuration(min)}", received ${describe(text)}`,
-        );
-      }
-      return ms;
-    },
-  );
+  return parsed(`a duration such as "500ms", "30s", "5m" or "1h"`, DURATION_PATTERN, (text) => {
+    const ms = parseDuration(text);
+    if (ms <= 0) refuse("must be longer than zero");
+    if (ms > MAX_TIMER_MS) refuse(`must be at most "596h"`);
+    if (ms < min) refuse(`must be at least "${formatDuration(min)}"`);
+    return ms;
+  });
 }
 
 const SIZE = `a size such as "64KiB", "1MiB" or "10MB" (B, KB, MB, GB, KiB, MiB, GiB)`;
 
 /** A size string (`"1MiB"`), read as bytes, at least `min`. */
 export function size(min: number) {
-  return z.string({ error: mustBe(SIZE) }).meta({ pattern: SIZE_PATTERN }).transform(
-    (text, ctx) => {
-      let bytes = NaN;
-      try {
-        bytes = parseSize(text);
-      } catch {
-        // Reported below.
-      }
-      if (Number.isNaN(bytes)) {
-        return fail(ctx, text, `must be ${SIZE}, received ${describe(text)}`);
-      }
-      if (bytes < min) {
-        return fail(ctx, text, `must be at least ${min} bytes, received ${describe(text)}`);
-      }
-      return bytes;
-    },
-  );
+  return parsed(SIZE, SIZE_PATTERN, (text) => {
+    const bytes = parseSize(text);
+    if (bytes < min) refuse(`must be at least ${min} bytes`);
+    return bytes;
+  });
 }
 
 /**
@@ -193,24 +187,16 @@ export function text(options: TextOptions = {}) {
 
 /** A `host:port` address, normalised (IPv6 in brackets); port 0 only when `portZero`. */
 export function address(portZero: boolean) {
-  return z.string({ error: mustBe(`"host:port"`) }).meta({ pattern: HOST_PORT_PATTERN })
-    .transform((value, ctx) => {
-      let hostPort;
-      try {
-        hostPort = parseHostPort(value);
-      } catch {
-        return fail(ctx, value, `must be "host:port", received ${describe(value)}`);
-      }
-      if (hostPort.port === 0 && !portZero) {
-        return fail(ctx, value, `must have a port from 1 to 65535, received ${describe(value)}`);
-      }
-      return formatHostPort(hostPort);
-    });
+  return parsed(`"host:port"`, HOST_PORT_PATTERN, (value) => {
+    const hostPort = parseHostPort(value);
+    if (hostPort.port === 0 && !portZero) refuse("must have a port from 1 to 65535");
+    return formatHostPort(hostPort);
+  });
 }
 
 /**
  * A string that must match `pattern`; `expected` says what it is, `read` normalises
- * it (returning `undefined` when it is not acceptable after all).
+ * it (returning `undefined`, or throwing, when it is not acceptable after all).
  */
 export function shaped<T = string>(
   pattern: RegExp,
@@ -219,14 +205,7 @@ export function shaped<T = string>(
 ) {
   // JSON Schema patterns have no flags: the pattern must say it all.
   if (pattern.flags !== "") throw new TypeError(`Cannot use the flags of ${pattern} in a schema`);
-  return z.string({ error: mustBe(expected) }).meta({ pattern: pattern.source }).transform(
-    (value, ctx) => {
-      const result = pattern.test(value) ? read(value) : undefined;
-      return result === undefined
-        ? fail(ctx, value, `must be ${expected}, received ${describe(value)}`)
-        : result;
-    },
-  );
+  return parsed(expected, pattern.source, (value) => pattern.test(value) ? read(value) : undefined);
 }
 
 /** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */

@@ -308,12 +308,16 @@ function outlierKeys<M extends Mode>(mode: M) {
   };
 }
 
-/** The global `[health]` table: an empty `send` or `expect` is no step at all. */
-const health = table(healthKeys("section")).transform(({ send, expect, ...rest }) => ({
-  ...rest,
-  ...(send === undefined || send === "" ? {} : { send }),
-  ...(expect === undefined || expect === "" ? {} : { expect }),
-}));
+/** Health settings without an empty `send` or `expect`, which is no step at all. */
+export function withoutEmptySteps<
+  T extends { send?: string | undefined; expect?: string | undefined },
+>(
+  { send, expect, ...rest }: T,
+): Omit<T, "send" | "expect"> & { send?: string; expect?: string } {
+  return { ...rest, ...(send ? { send } : {}), ...(expect ? { expect } : {}) };
+}
+
+const health = table(healthKeys("section")).transform(withoutEmptySteps);
 
 const outlier = table(outlierKeys("section"));
 
@@ -542,12 +546,7 @@ const store = shaped(
   REDIS_RE,
   'a Redis URL such as "redis://127.0.0.1:6379"',
   (value) => {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      return undefined;
-    }
+    const url = new URL(value);
     if (url.hostname === "") return undefined;
     return { store: value, storeAddress: `${url.hostname}:${url.port === "" ? 6379 : url.port}` };
   },

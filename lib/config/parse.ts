@@ -10,9 +10,9 @@
 import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError } from "./config_error.ts";
-import type { ClientConfig, Config, GroupConfig, HealthConfig } from "./types.ts";
+import type { ClientConfig, Config, GroupConfig } from "./types.ts";
 import type * as z from "zod";
-import { crossChecks, isTable, type Part, type Parts, type Table } from "./_cross_checks.ts";
+import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
 import { TOML_DATE } from "./_fields.ts";
 import { fileError } from "./_file_error.ts";
 import { keyLines } from "./_key_lines.ts";
@@ -22,8 +22,8 @@ import {
   CONFIG_SCHEMA,
   GROUP,
   type ParsedConfig,
-  type ParsedGroup,
   SECTIONS,
+  withoutEmptySteps,
 } from "./_schema.ts";
 import { rememberLines } from "./_section_lines.ts";
 
@@ -95,9 +95,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
 
   const result = CONFIG_SCHEMA.safeParse(doc);
   const problems: Problem[] = result.success ? [] : result.error.issues.flatMap(problemsOf);
-  problems.push(
-    ...crossChecks(result.success ? partsOf(result.data) : salvage(doc, result.error.issues), doc),
-  );
+  problems.push(...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
   let lines: Map<string, number> | undefined;
   const linesOf = (): Map<string, number> => lines ??= keyLines(text);
   if (!result.success || problems.length > 0) throw configError(options.path, problems, linesOf());
@@ -114,21 +112,9 @@ function withoutDates(value: unknown): unknown {
   return value;
 }
 
-/** The parts of a valid file the cross-checks look at. */
-function partsOf(config: ParsedConfig): Parts {
-  const whole = <T>(value: T): Part<T> => ({ value, bad: new Set() });
-  return {
-    server: whole(config.server),
-    outlier: whole(config.outlier),
-    admin: whole(config.admin),
-    groups: new Map(Object.entries(config.groups).map(([name, group]) => [name, whole(group)])),
-    clients: new Map(Object.entries(config.clients).map(([name, client]) => [name, whole(client)])),
-  };
-}
-
 /**
- * The parts of a file the schema refused, for the cross-checks: each table read
- * again without the keys refused, each group and client apart.
+ * The parts of a file the cross-checks look at: each table read again without the
+ * keys the schema refused, each group and client apart.
  */
 function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
   const part = <T>(schema: z.ZodType<T>, value: unknown, at: readonly string[]) => {
@@ -196,7 +182,7 @@ function settle(
     groups.set(name, {
       name,
       ...group,
-      health: mergeHealth(parsed.health, group.health),
+      health: withoutEmptySteps({ ...parsed.health, ...group.health }),
       outlier: { ...parsed.outlier, ...group.outlier },
     });
   }
@@ -217,17 +203,6 @@ function settle(
     admin,
     log: parsed.log,
     ...(cluster === undefined ? {} : { cluster }),
-  };
-}
-
-/** A group's health settings: its own over `[health]`; an empty `send` or `expect` is none. */
-function mergeHealth(base: HealthConfig, own: ParsedGroup["health"]): HealthConfig {
-  if (own === undefined) return base;
-  const { send, expect, ...rest } = { ...base, ...own };
-  return {
-    ...rest,
-    ...(send === undefined || send === "" ? {} : { send }),
-    ...(expect === undefined || expect === "" ? {} : { expect }),
   };
 }
 
