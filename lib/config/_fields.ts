@@ -51,9 +51,17 @@ export function withDefault<T extends z.ZodType>(
   return documented(schema.prefault(value as never), { ...doc, default: json });
 }
 
-/** A key that may be absent, with no value in its place. */
+/** What each key says of itself, whatever its default. */
+export type KeyText = Pick<KeyDoc, "description" | "examples">;
+
+/** A key that must be given. */
+export function required<T extends z.ZodType>(schema: T, doc: KeyText): T {
+  return documented(schema, { ...doc, defaultText: "required" });
+}
+
+/** A key that may be absent, with no value in its place (`defaultText` "none" unless said). */
 export function optional<T extends z.ZodType>(schema: T, doc: KeyDoc): z.ZodOptional<T> {
-  return documented(schema.optional(), doc);
+  return documented(schema.optional(), "default" in doc ? doc : { defaultText: "none", ...doc });
 }
 
 /** A TOML date or time, which no key takes, stands for itself in the values checked. */
