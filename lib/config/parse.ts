@@ -10,11 +10,11 @@
 import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError } from "./config_error.ts";
-import type { ClientConfig, Config, GroupConfig } from "./types.ts";
+import type { Config, GroupConfig } from "./types.ts";
 import type * as z from "zod";
 import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
 import { TOML_DATE } from "./_fields.ts";
-import { fileError } from "./_file_error.ts";
+import { fileError, rememberLines } from "./_file_keys.ts";
 import { keyLines } from "./_key_lines.ts";
 import { configError, type Problem, problemsOf } from "./_problems.ts";
 import {
@@ -25,7 +25,6 @@ import {
   SECTIONS,
   withoutEmptySteps,
 } from "./_schema.ts";
-import { rememberLines } from "./_section_lines.ts";
 
 /** Options for {@linkcode parseConfig}. */
 export interface ParseConfigOptions {
@@ -159,51 +158,35 @@ function settle(
 ): Config {
   const baseDir = options.baseDir ?? dirname(options.path);
   const file = (path: string): string => isAbsolute(path) ? normalize(path) : join(baseDir, path);
-  const { crl, ...tlsKeys } = parsed.tls;
+  const { ca, cert, key, crl } = parsed.tls;
   const tls = {
-    ...tlsKeys,
-    ca: file(tlsKeys.ca),
-    cert: file(tlsKeys.cert),
-    key: file(tlsKeys.key),
+    ...parsed.tls,
+    ca: file(ca),
+    cert: file(cert),
+    key: file(key),
     ...(crl === undefined ? {} : { crl: file(crl) }),
   };
   const linesOf = (...keys: string[]) => () =>
     Object.fromEntries(keys.map((key) => [key, lines().get(key)]));
   rememberLines(tls, linesOf("tls.ca", "tls.cert", "tls.key", "tls.crl"));
-  const { tokenFile, ...adminKeys } = parsed.admin;
+  const { tokenFile } = parsed.admin;
   const admin = {
-    ...adminKeys,
+    ...parsed.admin,
     ...(tokenFile === undefined ? {} : { tokenFile: file(tokenFile) }),
   };
   rememberLines(admin, linesOf("admin.token_file"));
-
-  const groups = new Map<string, GroupConfig>();
-  for (const [name, group] of Object.entries(parsed.groups)) {
-    groups.set(name, {
+  const groups = new Map(
+    Object.entries(parsed.groups).map(([name, group]): [string, GroupConfig] => [name, {
       name,
       ...group,
       health: withoutEmptySteps({ ...parsed.health, ...group.health }),
       outlier: { ...parsed.outlier, ...group.outlier },
-    });
-  }
-  const clients = new Map<string, ClientConfig>();
-  for (const [name, client] of Object.entries(parsed.clients)) {
-    clients.set(name, { name, ...client });
-  }
-  const { cluster } = parsed;
-  return {
-    path: options.path,
-    server: parsed.server,
-    tls,
-    limits: parsed.limits,
-    health: parsed.health,
-    outlier: parsed.outlier,
-    groups,
-    clients,
-    admin,
-    log: parsed.log,
-    ...(cluster === undefined ? {} : { cluster }),
-  };
+    }]),
+  );
+  const clients = new Map(
+    Object.entries(parsed.clients).map(([name, client]) => [name, { name, ...client }]),
+  );
+  return { path: options.path, ...parsed, tls, groups, clients, admin };
 }
 
 /**

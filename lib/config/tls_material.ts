@@ -7,11 +7,9 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { CrlError, type CrlInfo, crlToPem, RevocationList } from "../identity/crl.ts";
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/trust_store.ts";
-import { ConfigError } from "./config_error.ts";
 import type { Config } from "./types.ts";
-import { fileError } from "./_file_error.ts";
 import { errorMessage } from "../core/errors.ts";
-import { rememberedLine } from "./_section_lines.ts";
+import { fileKeys } from "./_file_keys.ts";
 
 /** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
 export interface TlsCertificateInfo {
@@ -81,14 +79,7 @@ export interface TlsMaterial {
  */
 export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
   const { tls } = config;
-  const fail = (key: string, detail: string, cause?: unknown): never => {
-    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
-      path: config.path,
-      key,
-      line: rememberedLine(tls, key),
-      cause,
-    });
-  };
+  const { fail, read } = fileKeys(config.path, tls);
   /** What `use` returns; when it throws (an error of class `only`, if given), the failure `detail` says. */
   const attempt = <T>(
     key: string,
@@ -103,10 +94,6 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       return fail(key, detail(error), error);
     }
   };
-  const read = <T>(key: string, file: string, reader: (file: string) => Promise<T>) =>
-    reader(file).catch((error) =>
-      fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error)
-    );
   const certificates: TlsCertificateInfo[] = [];
   const parseCerts = (key: "tls.ca" | "tls.cert", file: string, pem: string): X509Certificate[] => {
     const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
