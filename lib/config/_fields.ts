@@ -26,13 +26,7 @@ export interface KeyDoc {
 /** The documentation of each key's schema, for the JSON Schema and docs/CONFIG.md. */
 export const KEY_DOCS: z.core.$ZodRegistry<KeyDoc> = z.registry<KeyDoc>();
 
-/**
- * Documents a key: `schema` as it appears in its table.
- *
- * @param schema The key's schema, wrappers (default, optional) included.
- * @param doc What it does, its default and examples.
- * @returns `schema`, registered.
- */
+/** Documents a key: `schema` as it appears in its table, wrappers (default, optional) included. */
 export function documented<T extends z.ZodType>(schema: T, doc: KeyDoc): T {
   KEY_DOCS.add(schema, doc);
   return schema;
@@ -178,17 +172,13 @@ export function oneOf<const T extends readonly [string, ...string[]]>(
   return z.enum(choices, { error: mustBe(expected) });
 }
 
-/** Options for {@linkcode text}. */
-export interface TextOptions {
-  /** Whether `""` is accepted. */
-  allowEmpty?: boolean;
-  /** What the string is, for messages (default `a non-empty string`). */
-  expected?: string;
-}
-
-/** A string, not empty unless `allowEmpty`. */
-export function text(options: TextOptions = {}) {
-  const { allowEmpty = false, expected = "a non-empty string" } = options;
+/** A string, not empty unless `allowEmpty`; `expected` says what it is, for messages. */
+export function text(
+  { allowEmpty = false, expected = "a non-empty string" }: {
+    allowEmpty?: boolean;
+    expected?: string;
+  } = {},
+) {
   const s = z.string({ error: mustBe(expected) });
   return allowEmpty ? s : s.min(1, { error: mustBe(expected) });
 }
@@ -216,35 +206,20 @@ export function shaped<T = string>(
   return parsed(expected, pattern.source, (value) => pattern.test(value) ? read(value) : undefined);
 }
 
-/** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-
-/** The name of a table under `[groups]` or `[clients]`. */
-export function name() {
-  const message = (issue: { input?: unknown }) =>
-    `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
-      describe(issue.input)
-    }`;
-  return z.string({ error: message }).regex(NAME_RE, { error: message });
-}
-
 /** How an item repeating an earlier one of a list is reported: the index of the earlier one. */
 export interface RepeatParams {
   /** Index of the first occurrence in the same list. */
   repeats: number;
 }
 
-/** Options for {@linkcode list}. */
-export interface ListOptions<T> {
-  /** What an empty list is told, such as `must list at least one group`; absent: may be empty. */
-  nonEmpty?: string;
-  /** What makes two items the same, when they may not repeat. */
-  identity?: (item: T) => string;
-}
-
-/** A TOML array of `item`. */
-export function list<T extends z.ZodType>(item: T, options: ListOptions<z.output<T>> = {}) {
-  const { nonEmpty, identity } = options;
+/**
+ * A TOML array of `item`: `nonEmpty` is what an empty one is told (absent: it may be
+ * empty), `identity` what makes two items the same, when they may not repeat.
+ */
+export function list<T extends z.ZodType>(
+  item: T,
+  { nonEmpty, identity }: { nonEmpty?: string; identity?: (item: z.output<T>) => string } = {},
+) {
   return z.array(item, { error: mustBe("an array") })
     .meta({
       ...(nonEmpty === undefined ? {} : { minItems: 1 }),
@@ -282,10 +257,6 @@ type Camel<S extends string> = S extends `${infer Head}_${infer Tail}`
 /** `T` with its snake_case keys in camelCase, optional ones kept optional. */
 export type CamelKeys<T> = { [K in keyof T as K extends string ? Camel<K> : K]: T[K] };
 
-function camel(key: string): string {
-  return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-}
-
 /**
  * A TOML table with the keys of `shape` and no other, read with its keys in camelCase
  * (keys absent from the file and without a default stay absent).
@@ -300,13 +271,22 @@ export function table<S extends z.core.$ZodLooseShape>(shape: S) {
   }).transform((values) => {
     const out: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(values)) {
-      if (value !== undefined) out[camel(key)] = value;
+      const camel = key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+      if (value !== undefined) out[camel] = value;
     }
     return out as CamelKeys<typeof values>;
   });
 }
 
+/** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
 /** A table of named tables, such as `[groups.NAME]`. */
 export function named<T extends z.ZodType>(entry: T) {
-  return z.record(name(), entry, { error: mustBe("a table") });
+  const message = (issue: { input?: unknown }) =>
+    `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
+      describe(issue.input)
+    }`;
+  const name = z.string({ error: message }).regex(NAME_RE, { error: message });
+  return z.record(name, entry, { error: mustBe("a table") });
 }
