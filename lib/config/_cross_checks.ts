@@ -110,48 +110,42 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
  */
 function listeners({ server, groups, admin }: Parts): Problem[] {
   const problems: Problem[] = [];
-  const bound: [key: string, address: string][] = [];
   const shared = known(server, "listen");
-  if (shared?.listen !== undefined) bound.push(["server.listen", shared.listen]);
-  for (const [name, group] of groups ?? []) {
-    const own = known(group, "listen")?.listen;
-    if (own !== undefined) bound.push([`groups.${name}.listen`, own]);
-  }
-  // A listener is missing only when every listen key could be read.
-  const reached = [...groups?.values() ?? []].map((group) => known(group, "listen"));
+  // Each group's own listen, `undefined` where the key could not be read.
+  const own = [...groups ?? []].map(([name, group]) => [name, known(group, "listen")] as const);
   if (shared !== undefined && shared.listen === undefined && groups !== undefined) {
-    if (bound.length === 0 && reached.every((group) => group !== undefined)) {
+    // A listener is missing only when every listen key could be read.
+    if (own.every(([, group]) => group !== undefined && group.listen === undefined)) {
       problems.push({
         key: "server.listen",
         message: "must be set when no group has its own listen: nothing would listen",
       });
     } else {
-      for (const [name, group] of groups) {
-        if (known(group, "listen") !== undefined && group!.value.listen === undefined) {
-          problems.push({
-            key: `groups.${name}`,
-            message:
-              `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
-          });
-        }
-      }
-    }
-  }
-  const adminListen = known(admin, "listen")?.listen;
-  if (adminListen !== undefined) bound.push(["admin.listen", adminListen]);
-  for (let i = 0; i < bound.length; i++) {
-    const [key, address] = bound[i]!;
-    const a = parseHostPort(address);
-    for (const [otherKey, otherAddress] of bound.slice(0, i)) {
-      if (bindConflict(a, parseHostPort(otherAddress))) {
+      for (const [name, group] of own) {
+        if (group === undefined || group.listen !== undefined) continue;
         problems.push({
-          key,
-          message: `uses ${JSON.stringify(address)}, which "${otherKey}" already listens on`,
+          key: `groups.${name}`,
+          message:
+            `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
         });
-        break;
       }
     }
   }
+  const bound = [
+    ["server.listen", shared?.listen],
+    ...own.map(([name, group]) => [`groups.${name}.listen`, group?.listen]),
+    ["admin.listen", known(admin, "listen")?.listen],
+  ].filter((listener): listener is [string, string] => listener[1] !== undefined);
+  bound.forEach(([key, address], i) => {
+    const host = parseHostPort(address);
+    const other = bound.slice(0, i).find(([, a]) => bindConflict(host, parseHostPort(a)));
+    if (other !== undefined) {
+      problems.push({
+        key,
+        message: `uses ${JSON.stringify(address)}, which "${other[0]}" already listens on`,
+      });
+    }
+  });
   return problems;
 }
 
@@ -169,49 +163,39 @@ function bindConflict(a: HostPort, b: HostPort): boolean {
  * identified alone: every certificate it matches matches the other one too.
  */
 function ambiguousClients({ clients }: Parts): Problem[] {
-  const problems: Problem[] = [];
-  const valid = [...clients ?? []].flatMap(([name, client]): [string, ParsedClient][] => {
-    const read = known(client, "match");
-    return read === undefined ? [] : [[name, read]];
+  const valid = [...clients ?? []].flatMap(([name, client]) => {
+    const match = known(client, "match")?.match;
+    const entries = Object.entries(match ?? {}).map(([field, value]) => `${field}=${value}`);
+    return match === undefined ? [] : [{ name, entries: new Set(entries) }];
   });
-  const entries = (c: ParsedClient): string[] =>
-    Object.entries(c.match).map(([field, value]) => `${field}=${value}`);
+  // Only clients that share an entry can be ambiguous: index them by entry.
   const byEntry = new Map<string, number[]>();
-  valid.forEach(([, client], index) => {
-    for (const entry of entries(client)) {
+  valid.forEach(({ entries }, index) => {
+    for (const entry of entries) {
       const list = byEntry.get(entry);
       if (list === undefined) byEntry.set(entry, [index]);
       else list.push(index);
     }
   });
-  valid.forEach(([name, client], index) => {
-    const mine = new Set(entries(client));
-    const candidates = new Set<number>();
-    for (const entry of mine) for (const other of byEntry.get(entry)!) candidates.add(other);
-    for (const other of candidates) {
-      if (other === index) continue;
-      const [otherName, otherClient] = valid[other]!;
-      const theirs = entries(otherClient);
-      if (!theirs.every((entry) => mine.has(entry))) continue;
-      if (theirs.length === mine.size) {
-        // Identical sets: report the later of the two, once.
-        if (other > index) continue;
-        problems.push({
-          key: `clients.${name}.match`,
-          message:
-            `is the same as "clients.${otherName}.match": a certificate matching one matches both`,
-        });
-      } else {
-        problems.push({
-          key: `clients.${name}.match`,
-          message:
-            `can never match alone: every certificate it matches also matches "clients.${otherName}.match"`,
-        });
+  return valid.flatMap(({ name, entries }, index): Problem[] => {
+    const key = `clients.${name}.match`;
+    for (const other of new Set([...entries].flatMap((entry) => byEntry.get(entry)!))) {
+      const them = valid[other]!;
+      if (other === index || ![...them.entries].every((entry) => entries.has(entry))) continue;
+      if (them.entries.size < entries.size) {
+        const message =
+          `can never match alone: every certificate it matches also matches "clients.${them.name}.match"`;
+        return [{ key, message }];
       }
-      return;
+      // Identical sets: report the later of the two, once.
+      if (other < index) {
+        const message =
+          `is the same as "clients.${them.name}.match": a certificate matching one matches both`;
+        return [{ key, message }];
+      }
     }
+    return [];
   });
-  return problems;
 }
 
 /**
@@ -219,39 +203,30 @@ function ambiguousClients({ clients }: Parts): Problem[] {
  * group's settings (its own over `[outlier]`); the key blamed is the one the table
  * gives, `max_ejection_time` when it gives both.
  */
-function ejectionTimes(parts: Parts, doc: Table): Problem[] {
-  const part = parts.outlier;
-  if (
-    part === undefined || part.bad.has("base_ejection_time") || part.bad.has("max_ejection_time")
-  ) {
-    return [];
-  }
-  const outlier = part.value;
-  const check = (
-    path: string,
-    given: unknown,
-    times: { baseEjectionTime: number; maxEjectionTime: number },
-  ): Problem[] => {
+function ejectionTimes({ outlier, groups }: Parts, doc: Table): Problem[] {
+  const global = known(outlier, "base_ejection_time") && known(outlier, "max_ejection_time");
+  if (global === undefined) return [];
+  const check = (path: string, given: unknown, times: typeof global): Problem[] => {
     if (times.maxEjectionTime >= times.baseEjectionTime) return [];
-    const max = formatDuration(times.maxEjectionTime);
-    const base = formatDuration(times.baseEjectionTime);
+    const max = JSON.stringify(formatDuration(times.maxEjectionTime));
+    const base = JSON.stringify(formatDuration(times.baseEjectionTime));
     return isTable(given) && given.max_ejection_time !== undefined
       ? [{
         key: `${path}.max_ejection_time`,
-        message: `must be at least base_ejection_time ("${base}"), received "${max}"`,
+        message: `must be at least base_ejection_time (${base}), received ${max}`,
       }]
       : [{
         key: `${path}.base_ejection_time`,
-        message: `must be at most max_ejection_time ("${max}"), received "${base}"`,
+        message: `must be at most max_ejection_time (${max}), received ${base}`,
       }];
   };
-  const problems = check("outlier", doc.outlier, outlier);
+  const problems = check("outlier", doc.outlier, global);
   if (problems.length > 0) return problems;
-  for (const [name, group] of parts.groups ?? []) {
+  for (const [name, group] of groups ?? []) {
     const own = known(group, "outlier")?.outlier;
     if (own === undefined) continue;
     const raw = isTable(doc.groups) && isTable(doc.groups[name]) ? doc.groups[name] : {};
-    problems.push(...check(`groups.${name}.outlier`, raw.outlier, { ...outlier, ...own }));
+    problems.push(...check(`groups.${name}.outlier`, raw.outlier, { ...global, ...own }));
   }
   return problems;
 }

@@ -26,13 +26,7 @@ export interface KeyDoc {
 /** The documentation of each key's schema, for the JSON Schema and docs/CONFIG.md. */
 export const KEY_DOCS: z.core.$ZodRegistry<KeyDoc> = z.registry<KeyDoc>();
 
-/**
- * Documents a key: `schema` as it appears in its table.
- *
- * @param schema The key's schema, wrappers (default, optional) included.
- * @param doc What it does, its default and examples.
- * @returns `schema`, registered.
- */
+/** Documents a key: `schema` as it appears in its table, wrappers (default, optional) included. */
 export function documented<T extends z.ZodType>(schema: T, doc: KeyDoc): T {
   KEY_DOCS.add(schema, doc);
   return schema;
@@ -51,9 +45,17 @@ export function withDefault<T extends z.ZodType>(
   return documented(schema.prefault(value as never), { ...doc, default: json });
 }
 
-/** A key that may be absent, with no value in its place. */
+/** What each key says of itself, whatever its default. */
+export type KeyText = Pick<KeyDoc, "description" | "examples">;
+
+/** A key that must be given. */
+export function required<T extends z.ZodType>(schema: T, doc: KeyText): T {
+  return documented(schema, { ...doc, defaultText: "required" });
+}
+
+/** A key that may be absent, with no value in its place (`defaultText` "none" unless said). */
 export function optional<T extends z.ZodType>(schema: T, doc: KeyDoc): z.ZodOptional<T> {
-  return documented(schema.optional(), doc);
+  return documented(schema.optional(), "default" in doc ? doc : { defaultText: "none", ...doc });
 }
 
 /** A TOML date or time, which no key takes, stands for itself in the values checked. */
@@ -80,69 +82,63 @@ function mustBe(expected: string): (issue: { input?: unknown }) => string {
       : `must be ${expected}, received ${describe(issue.input)}`;
 }
 
-/** Reports `message` about `input` from a transform, which then yields nothing. */
-function fail(ctx: z.core.$RefinementCtx, input: unknown, message: string): never {
-  ctx.issues.push({ code: "custom", input, message });
-  return z.NEVER;
+/** Thrown by the reader of {@linkcode parsed} for a value of the right form it refuses. */
+class Refused extends Error {}
+
+/** Refuses a value: `message` says why, such as `must be longer than zero`. */
+function refuse(message: string): never {
+  throw new Refused(message);
+}
+
+/**
+ * A string that `read` turns into its value, shown in JSON Schema by `pattern`. When
+ * `read` returns `undefined` or throws, the value is not `expected`, unless it throws
+ * through {@linkcode refuse}, which says why.
+ */
+function parsed<T>(expected: string, pattern: string, read: (value: string) => T | undefined) {
+  return z.string({ error: mustBe(expected) }).meta({ pattern }).transform((value, ctx) => {
+    let message = `must be ${expected}`;
+    try {
+      const result = read(value);
+      if (result !== undefined) return result;
+    } catch (error) {
+      if (error instanceof Refused) message = error.message;
+    }
+    ctx.issues.push({
+      code: "custom",
+      input: value,
+      message: `${message}, received ${describe(value)}`,
+    });
+    return z.NEVER;
+  });
 }
 
 /** Longest delay a JavaScript timer honours (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const DURATION = `a duration such as "500ms", "30s", "5m" or "1h"`;
 
 /**
  * A duration string (`"30s"`), read as milliseconds: longer than zero, at most
  * `"596h"`, and at least `min` ms when given.
  */
 export function duration(min = 0) {
-  return z.string({ error: mustBe(DURATION) }).meta({ pattern: DURATION_PATTERN }).transform(
-    (text, ctx) => {
-      let ms = NaN;
-      try {
-        ms = parseDuration(text);
-      } catch {
-        // Reported below.
-      }
-      if (Number.isNaN(ms)) {
-        return fail(ctx, text, `must be ${DURATION}, received ${describe(text)}`);
-      }
-      if (ms <= 0) return fail(ctx, text, `must be longer than zero, received ${describe(text)}`);
-      if (ms > MAX_TIMER_MS) {
-        return fail(ctx, text, `must be at most "596h", received ${describe(text)}`);
-      }
-      if (ms < min) {
-        return fail(
-          ctx,
-          text,
-          `must be at least "${formatDuration(min)}", received ${describe(text)}`,
-        );
-      }
-      return ms;
-    },
-  );
+  return parsed(`a duration such as "500ms", "30s", "5m" or "1h"`, DURATION_PATTERN, (text) => {
+    const ms = parseDuration(text);
+    if (ms <= 0) refuse("must be longer than zero");
+    if (ms > MAX_TIMER_MS) refuse(`must be at most "596h"`);
+    if (ms < min) refuse(`must be at least "${formatDuration(min)}"`);
+    return ms;
+  });
 }
 
 const SIZE = `a size such as "64KiB", "1MiB" or "10MB" (B, KB, MB, GB, KiB, MiB, GiB)`;
 
 /** A size string (`"1MiB"`), read as bytes, at least `min`. */
 export function size(min: number) {
-  return z.string({ error: mustBe(SIZE) }).meta({ pattern: SIZE_PATTERN }).transform(
-    (text, ctx) => {
-      let bytes = NaN;
-      try {
-        bytes = parseSize(text);
-      } catch {
-        // Reported below.
-      }
-      if (Number.isNaN(bytes)) {
-        return fail(ctx, text, `must be ${SIZE}, received ${describe(text)}`);
-      }
-      if (bytes < min) {
-        return fail(ctx, text, `must be at least ${min} bytes, received ${describe(text)}`);
-      }
-      return bytes;
-    },
-  );
+  return parsed(SIZE, SIZE_PATTERN, (text) => {
+    const bytes = parseSize(text);
+    if (bytes < min) refuse(`must be at least ${min} bytes`);
+    return bytes;
+  });
 }
 
 /**
@@ -176,41 +172,29 @@ export function oneOf<const T extends readonly [string, ...string[]]>(
   return z.enum(choices, { error: mustBe(expected) });
 }
 
-/** Options for {@linkcode text}. */
-export interface TextOptions {
-  /** Whether `""` is accepted. */
-  allowEmpty?: boolean;
-  /** What the string is, for messages (default `a non-empty string`). */
-  expected?: string;
-}
-
-/** A string, not empty unless `allowEmpty`. */
-export function text(options: TextOptions = {}) {
-  const { allowEmpty = false, expected = "a non-empty string" } = options;
+/** A string, not empty unless `allowEmpty`; `expected` says what it is, for messages. */
+export function text(
+  { allowEmpty = false, expected = "a non-empty string" }: {
+    allowEmpty?: boolean;
+    expected?: string;
+  } = {},
+) {
   const s = z.string({ error: mustBe(expected) });
   return allowEmpty ? s : s.min(1, { error: mustBe(expected) });
 }
 
 /** A `host:port` address, normalised (IPv6 in brackets); port 0 only when `portZero`. */
 export function address(portZero: boolean) {
-  return z.string({ error: mustBe(`"host:port"`) }).meta({ pattern: HOST_PORT_PATTERN })
-    .transform((value, ctx) => {
-      let hostPort;
-      try {
-        hostPort = parseHostPort(value);
-      } catch {
-        return fail(ctx, value, `must be "host:port", received ${describe(value)}`);
-      }
-      if (hostPort.port === 0 && !portZero) {
-        return fail(ctx, value, `must have a port from 1 to 65535, received ${describe(value)}`);
-      }
-      return formatHostPort(hostPort);
-    });
+  return parsed(`"host:port"`, HOST_PORT_PATTERN, (value) => {
+    const hostPort = parseHostPort(value);
+    if (hostPort.port === 0 && !portZero) refuse("must have a port from 1 to 65535");
+    return formatHostPort(hostPort);
+  });
 }
 
 /**
  * A string that must match `pattern`; `expected` says what it is, `read` normalises
- * it (returning `undefined` when it is not acceptable after all).
+ * it (returning `undefined`, or throwing, when it is not acceptable after all).
  */
 export function shaped<T = string>(
   pattern: RegExp,
@@ -219,26 +203,7 @@ export function shaped<T = string>(
 ) {
   // JSON Schema patterns have no flags: the pattern must say it all.
   if (pattern.flags !== "") throw new TypeError(`Cannot use the flags of ${pattern} in a schema`);
-  return z.string({ error: mustBe(expected) }).meta({ pattern: pattern.source }).transform(
-    (value, ctx) => {
-      const result = pattern.test(value) ? read(value) : undefined;
-      return result === undefined
-        ? fail(ctx, value, `must be ${expected}, received ${describe(value)}`)
-        : result;
-    },
-  );
-}
-
-/** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-
-/** The name of a table under `[groups]` or `[clients]`. */
-export function name() {
-  const message = (issue: { input?: unknown }) =>
-    `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
-      describe(issue.input)
-    }`;
-  return z.string({ error: message }).regex(NAME_RE, { error: message });
+  return parsed(expected, pattern.source, (value) => pattern.test(value) ? read(value) : undefined);
 }
 
 /** How an item repeating an earlier one of a list is reported: the index of the earlier one. */
@@ -247,17 +212,14 @@ export interface RepeatParams {
   repeats: number;
 }
 
-/** Options for {@linkcode list}. */
-export interface ListOptions<T> {
-  /** What an empty list is told, such as `must list at least one group`; absent: may be empty. */
-  nonEmpty?: string;
-  /** What makes two items the same, when they may not repeat. */
-  identity?: (item: T) => string;
-}
-
-/** A TOML array of `item`. */
-export function list<T extends z.ZodType>(item: T, options: ListOptions<z.output<T>> = {}) {
-  const { nonEmpty, identity } = options;
+/**
+ * A TOML array of `item`: `nonEmpty` is what an empty one is told (absent: it may be
+ * empty), `identity` what makes two items the same, when they may not repeat.
+ */
+export function list<T extends z.ZodType>(
+  item: T,
+  { nonEmpty, identity }: { nonEmpty?: string; identity?: (item: z.output<T>) => string } = {},
+) {
   return z.array(item, { error: mustBe("an array") })
     .meta({
       ...(nonEmpty === undefined ? {} : { minItems: 1 }),
@@ -295,10 +257,6 @@ type Camel<S extends string> = S extends `${infer Head}_${infer Tail}`
 /** `T` with its snake_case keys in camelCase, optional ones kept optional. */
 export type CamelKeys<T> = { [K in keyof T as K extends string ? Camel<K> : K]: T[K] };
 
-function camel(key: string): string {
-  return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-}
-
 /**
  * A TOML table with the keys of `shape` and no other, read with its keys in camelCase
  * (keys absent from the file and without a default stay absent).
@@ -313,13 +271,22 @@ export function table<S extends z.core.$ZodLooseShape>(shape: S) {
   }).transform((values) => {
     const out: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(values)) {
-      if (value !== undefined) out[camel(key)] = value;
+      const camel = key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+      if (value !== undefined) out[camel] = value;
     }
     return out as CamelKeys<typeof values>;
   });
 }
 
+/** Names of groups and clients: letters, digits, `_`, `.` and `-`, a letter or digit first. */
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
 /** A table of named tables, such as `[groups.NAME]`. */
 export function named<T extends z.ZodType>(entry: T) {
-  return z.record(name(), entry, { error: mustBe("a table") });
+  const message = (issue: { input?: unknown }) =>
+    `has a bad name: expected letters, digits, "_", "." or "-", not starting with a symbol, received ${
+      describe(issue.input)
+    }`;
+  const name = z.string({ error: message }).regex(NAME_RE, { error: message });
+  return z.record(name, entry, { error: mustBe("a table") });
 }

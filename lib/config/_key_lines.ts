@@ -53,8 +53,7 @@ export function keyLines(text: string): Map<string, number> {
     }
     if (i >= n) throw new SyntaxError("unterminated string");
     i += close.length;
-    if (triple) { while (text[i] === quote) i++; // """a"""" ends with a quote in the value.
-     }
+    while (triple && text[i] === quote) i++; // """a"""" ends with a quote in the value.
     return value;
   };
   const key = (): string[] => {
@@ -76,32 +75,20 @@ export function keyLines(text: string): Map<string, number> {
   const value = (path: string): void => {
     skip(false);
     const c = text[i];
-    if (c === "[") {
+    if (c === "[" || c === "{") {
+      // An array's items are `path[i]`, an inline table's keys `path.key = value`.
+      const close = c === "[" ? "]" : "}";
       i++;
       for (let index = 0;; index++) {
         skip(true);
-        if (text[i] === "]") break;
-        const p = `${path}[${index}]`;
+        if (text[i] === close) break;
+        const p = c === "[" ? `${path}[${index}]` : [path, ...key()].join(".");
         lines.set(p, line);
+        if (c === "{" && text[i++] !== "=") throw new SyntaxError("= expected");
         value(p);
         skip(true);
         if (text[i] === ",") i++;
-        else if (text[i] !== "]") throw new SyntaxError("array");
-      }
-      i++;
-    } else if (c === "{") {
-      i++;
-      for (;;) {
-        skip(true);
-        if (text[i] === "}") break;
-        const p = [path, ...key()].join(".");
-        lines.set(p, line);
-        if (text[i] !== "=") throw new SyntaxError("= expected");
-        i++;
-        value(p);
-        skip(true);
-        if (text[i] === ",") i++;
-        else if (text[i] !== "}") throw new SyntaxError("inline table");
+        else if (text[i] !== close) throw new SyntaxError(`${close} expected`);
       }
       i++;
     } else if (c === '"' || c === "'") {
@@ -133,8 +120,7 @@ export function keyLines(text: string): Map<string, number> {
       } else {
         const p = [table, ...key()].filter((part) => part !== "").join(".");
         if (!lines.has(p)) lines.set(p, line);
-        if (text[i] !== "=") throw new SyntaxError("= expected");
-        i++;
+        if (text[i++] !== "=") throw new SyntaxError("= expected");
         value(p);
       }
       while (i < n && text[i] !== "\n") i++; // Rest of the line: "]", a comment, a date's time.

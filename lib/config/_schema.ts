@@ -22,10 +22,12 @@ import {
   documented,
   duration,
   integer,
+  type KeyText,
   list,
   named,
   oneOf,
   optional,
+  required,
   shaped,
   size,
   table,
@@ -128,21 +130,18 @@ const server = table({
 });
 
 const tls = table({
-  ca: documented(text(), {
+  ca: required(text(), {
     description:
       "The CA bundle client certificates must chain to (PEM, one or more certificates, roots and intermediates), relative to the config's folder. `check` lists each CA with its `spki_sha256`, the value `match.issuer` takes.",
-    defaultText: "required",
     examples: ["certs/ca.crt", "/etc/mtlb/ca.crt"],
   }),
-  cert: documented(text(), {
+  cert: required(text(), {
     description:
       "The server certificate, PEM, with its intermediates after it. Clients that check host names need each SNI name they send in it (see [the server certificate](TRUST.md#the-server-certificate)).",
-    defaultText: "required",
     examples: ["certs/server.crt"],
   }),
-  key: documented(text(), {
+  key: required(text(), {
     description: "The server's private key, PEM, unencrypted. It must match `cert`.",
-    defaultText: "required",
     examples: ["certs/server.key"],
   }),
   ciphers: withDefault(
@@ -179,16 +178,11 @@ const tls = table({
 function rate(where: string) {
   return optional(
     table({
-      count: documented(integer(1), {
+      count: required(integer(1), {
         description: "New connections per window, and the bucket's capacity.",
-        defaultText: "required",
         examples: [100],
       }),
-      per: documented(duration(), {
-        description: "The window.",
-        defaultText: "required",
-        examples: ["1m", "1s"],
-      }),
+      per: required(duration(), { description: "The window.", examples: ["1m", "1s"] }),
     }),
     {
       description:
@@ -212,30 +206,18 @@ type Mode = "section" | "override";
 type Keyed<M extends Mode, T extends z.ZodType> = M extends "section" ? z.ZodPrefault<T>
   : z.ZodOptional<T>;
 
-/** A key of `[health]` or `[outlier]`, or of a group's override of it. */
-function inherited<M extends Mode, T extends z.ZodType>(
-  mode: M,
-  section: string,
-  key: string,
-  schema: T,
-  value: z.input<T>,
-  doc: { description: string; examples: readonly unknown[] },
-): Keyed<M, T> {
-  return (mode === "section" ? withDefault(schema, value, doc) : optional(schema, {
-    ...doc,
-    defaultText: `\`[${section}] ${key}\``,
-  })) as Keyed<M, T>;
+/** The keys of `[section]` (each with its default) or of a group's override of it (inherited). */
+function inheritedKey<M extends Mode>(mode: M, section: string) {
+  return <T extends z.ZodType>(key: string, schema: T, value: z.input<T>, doc: KeyText) =>
+    (mode === "section"
+      ? withDefault(schema, value, doc)
+      : optional(schema, { ...doc, defaultText: `\`[${section}] ${key}\`` })) as Keyed<M, T>;
 }
 
 /** The keys of `[health]` (with defaults) or of a group's `health` (each inherited). */
 function healthKeys<M extends Mode>(mode: M) {
-  const key = <T extends z.ZodType>(
-    name: string,
-    schema: T,
-    value: z.input<T>,
-    doc: { description: string; examples: readonly unknown[] },
-  ) => inherited(mode, "health", name, schema, value, doc);
-  const step = (name: string, doc: { description: string; examples: readonly unknown[] }) =>
+  const key = inheritedKey(mode, "health");
+  const step = (name: string, doc: KeyText) =>
     optional(text({ allowEmpty: true }), {
       ...doc,
       description: mode === "section"
@@ -275,12 +257,7 @@ function healthKeys<M extends Mode>(mode: M) {
 
 /** The keys of `[outlier]` (with defaults) or of a group's `outlier` (each inherited). */
 function outlierKeys<M extends Mode>(mode: M) {
-  const key = <T extends z.ZodType>(
-    name: string,
-    schema: T,
-    value: z.input<T>,
-    doc: { description: string; examples: readonly unknown[] },
-  ) => inherited(mode, "outlier", name, schema, value, doc);
+  const key = inheritedKey(mode, "outlier");
   return {
     consecutive_failures: key("consecutive_failures", integer(0, 1000), 5n, {
       description:
@@ -308,12 +285,16 @@ function outlierKeys<M extends Mode>(mode: M) {
   };
 }
 
-/** The global `[health]` table: an empty `send` or `expect` is no step at all. */
-const health = table(healthKeys("section")).transform(({ send, expect, ...rest }) => ({
-  ...rest,
-  ...(send === undefined || send === "" ? {} : { send }),
-  ...(expect === undefined || expect === "" ? {} : { expect }),
-}));
+/** Health settings without an empty `send` or `expect`, which is no step at all. */
+export function withoutEmptySteps<
+  T extends { send?: string | undefined; expect?: string | undefined },
+>(
+  { send, expect, ...rest }: T,
+): Omit<T, "send" | "expect"> & { send?: string; expect?: string } {
+  return { ...rest, ...(send ? { send } : {}), ...(expect ? { expect } : {}) };
+}
+
+const health = table(healthKeys("section")).transform(withoutEmptySteps);
 
 const outlier = table(outlierKeys("section"));
 
@@ -321,9 +302,8 @@ const outlier = table(outlierKeys("section"));
 const upstream = z.union([
   address(false).transform((address) => ({ address, weight: 1 })),
   table({
-    address: documented(address(false), {
+    address: required(address(false), {
       description: "The upstream, `host:port`; a host name is resolved at each dial.",
-      defaultText: "required",
       examples: ["127.0.0.1:6380"],
     }),
     weight: withDefault(integer(1, 1000), 1n, {
@@ -414,7 +394,6 @@ const match = table({
   spki_sha256: optional(sha256("a SHA-256"), {
     description:
       "SHA-256 of the certificate's public key (SubjectPublicKeyInfo, DER), any case, colons optional: `openssl x509 -in app.crt -noout -pubkey | openssl pkey -pubin -outform der | sha256sum`. `main.ts certs` prints it for the clients it makes.",
-    defaultText: "none",
     examples: ["3f1c" + "00".repeat(30)],
   }),
   serial: optional(
@@ -426,30 +405,22 @@ const match = table({
     {
       description:
         "The serial number in hex, colons and leading zeros optional: `openssl x509 -in app.crt -noout -serial`.",
-      defaultText: "none",
       examples: ["0A:1B:00"],
     },
   ),
-  cn: optional(text(), {
-    description: "The subject common name, exactly.",
-    defaultText: "none",
-    examples: ["alice"],
-  }),
+  cn: optional(text(), { description: "The subject common name, exactly.", examples: ["alice"] }),
   san_uri: optional(text(), {
     description:
       'A URI subject alternative name the certificate carries, such as a SPIFFE ID `"spiffe://example.org/ns/prod/sa/app"`.',
-    defaultText: "none",
     examples: ["spiffe://example.org/ns/prod/sa/app"],
   }),
   san_dns: optional(text().transform((name) => name.toLowerCase()), {
     description: "A DNS subject alternative name the certificate carries (any case).",
-    defaultText: "none",
     examples: ["app.example.org"],
   }),
   issuer: optional(sha256("the SHA-256 of the issuing CA's public key (as `check` lists it)"), {
     description:
       "The `spki_sha256` of the CA that issued the certificate (its direct issuer), as `check` lists the CAs of `tls.ca`. It pins the client to that CA when the bundle holds several; `check` and start warn about rules matched by name or serial that another CA of the bundle could satisfy.",
-    defaultText: "none",
     examples: ["ab" + "cd".repeat(31)],
   }),
 }).refine((m) => Object.keys(m).length > 0, {
@@ -542,12 +513,7 @@ const store = shaped(
   REDIS_RE,
   'a Redis URL such as "redis://127.0.0.1:6379"',
   (value) => {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      return undefined;
-    }
+    const url = new URL(value);
     if (url.hostname === "") return undefined;
     return { store: value, storeAddress: `${url.hostname}:${url.port === "" ? 6379 : url.port}` };
   },
@@ -589,10 +555,9 @@ export const SECTIONS = {
     description: "The shared listener, timeouts and caps of the whole server.",
     examples: [{ listen: "127.0.0.1:8443" }],
   }),
-  tls: documented(tls, {
+  tls: required(tls, {
     description:
       "The server's certificate and the CAs client certificates must chain to. Paths are files, relative to the config's folder.",
-    defaultText: "required",
     examples: [{ ca: "certs/ca.crt", cert: "certs/server.crt", key: "certs/server.key" }],
   }),
   limits: withDefault(limits, {}, {
@@ -610,14 +575,13 @@ export const SECTIONS = {
       "Passive health from real traffic, the defaults for every group; a group overrides any of them with `outlier = { ... }`. See [passive health](OPERATIONS.md#passive-health-ejection-panic-mode-retries).",
     examples: [{ consecutive_failures: 5 }],
   }),
-  groups: documented(
+  groups: required(
     named(GROUP).refine((groups) => Object.keys(groups).length > 0, {
       error: "must define at least one group, such as [groups.app]",
     }),
     {
       description:
         "Named sets of upstreams, at least one. `NAME` is what clients ask for with SNI or ALPN: letters, digits, `_`, `.` and `-`, starting with a letter or a digit; two names may not differ only in letter case.",
-      defaultText: "required",
       examples: [{ cache: { upstreams: ["127.0.0.1:6379"] } }],
     },
   ),
@@ -631,10 +595,7 @@ export const SECTIONS = {
       "The HTTP admin endpoint: dashboard, metrics, status, reload (see [the admin endpoint](OPERATIONS.md#admin-endpoint)). Off unless `listen` is set.",
     examples: [{ listen: "127.0.0.1:9090" }],
   }),
-  log: withDefault(log, {}, {
-    description: "The log's format.",
-    examples: [{ format: "json" }],
-  }),
+  log: withDefault(log, {}, { description: "The log's format.", examples: [{ format: "json" }] }),
   cluster: optional(cluster, {
     description:
       "State shared by a fleet of instances through Redis (see [FLEET.md](FLEET.md)). Absent or empty: everything stays in memory, per instance.",

@@ -4,10 +4,8 @@
  *
  * @module
  */
-import { ConfigError } from "./config_error.ts";
 import type { Config } from "./types.ts";
-import { fileError } from "./_file_error.ts";
-import { rememberedLine } from "./_section_lines.ts";
+import { fileKeys } from "./_file_keys.ts";
 
 /** Shortest admin token accepted: 128 bits as hex. */
 const MIN_TOKEN_LENGTH = 32;
@@ -53,23 +51,14 @@ export async function loadAdminToken(
   const file = config.admin.tokenFile;
   if (file === undefined) return undefined;
   const key = "admin.token_file";
-  const fail = (detail: string, cause?: unknown): never => {
-    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
-      path: config.path,
-      key,
-      line: rememberedLine(config.admin, key),
-      cause,
-    });
-  };
-  let token: string;
-  try {
-    token = (await Deno.readTextFile(file)).trim();
-  } catch (error) {
-    return fail(`cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
+  const { fail, read } = fileKeys(config.path, config.admin);
+  const token = (await read(key, file, Deno.readTextFile)).trim();
+  if (token === "") {
+    fail(key, `names an empty file, ${JSON.stringify(file)}: it must hold the token`);
   }
-  if (token === "") fail(`names an empty file, ${JSON.stringify(file)}: it must hold the token`);
   if (!/^[\x21-\x7e]+$/.test(token)) {
     fail(
+      key,
       `must hold one token of visible ASCII characters (no spaces or lines), ${
         JSON.stringify(file)
       } holds something else`,
@@ -77,6 +66,7 @@ export async function loadAdminToken(
   }
   if (token.length < MIN_TOKEN_LENGTH) {
     fail(
+      key,
       `must hold a token of at least ${MIN_TOKEN_LENGTH} characters (openssl rand -hex 32), ${
         JSON.stringify(file)
       } holds ${token.length}`,

@@ -7,62 +7,23 @@
 
 /** One problem of a config file: what is wrong, and where. */
 export interface ConfigProblem {
-  /**
-   * Key path of the offending value, such as `groups.cache.upstreams[1]`.
-   *
-   * @default {undefined}
-   */
+  /** Key path of the offending value, such as `groups.cache.upstreams[1]`, when one is to blame. */
   readonly key?: string | undefined;
-  /**
-   * 1-based line in the config file.
-   *
-   * @default {undefined}
-   */
+  /** 1-based line in the config file, when known. */
   readonly line?: number | undefined;
-  /**
-   * 1-based column, for TOML syntax errors.
-   *
-   * @default {undefined}
-   */
+  /** 1-based column, for TOML syntax errors. */
   readonly column?: number | undefined;
   /** What is wrong, such as `"tls.ca" must be a non-empty string, received 1`. */
   readonly detail: string;
 }
 
-/** Where a {@linkcode ConfigError} comes from. */
-export interface ConfigErrorOptions extends ErrorOptions {
+/** Where a {@linkcode ConfigError} comes from: the file, and where in it the first problem is. */
+export interface ConfigErrorOptions extends ErrorOptions, Omit<ConfigProblem, "detail"> {
   /** The config file. */
   path: string;
-  /**
-   * Key path of the offending value, such as `groups.cache.upstreams[1]`.
-   *
-   * @default {undefined}
-   */
-  key?: string;
-  /**
-   * 1-based line in the config file.
-   *
-   * @default {undefined}
-   */
-  line?: number;
-  /**
-   * 1-based column, for TOML syntax errors.
-   *
-   * @default {undefined}
-   */
-  column?: number;
-  /**
-   * The other problems of the same file, after the one `detail` describes, each
-   * listed on a line of its own in the message.
-   *
-   * @default {[]}
-   */
+  /** The other problems of the file, each listed on a line of its own (default none). */
   more?: readonly ConfigProblem[];
-  /**
-   * How many further problems were found but not listed.
-   *
-   * @default {0}
-   */
+  /** How many further problems were found but not listed (default 0). */
   omitted?: number;
 }
 
@@ -110,31 +71,19 @@ export class ConfigError extends Error {
    * @param options Where, and the cause.
    */
   constructor(detail: string, options: ConfigErrorOptions) {
-    const where = (problem: ConfigProblem): string => {
-      let at = options.path;
-      if (problem.line !== undefined) at += `:${problem.line}`;
-      if (problem.line !== undefined && problem.column !== undefined) at += `:${problem.column}`;
-      return at;
-    };
-    const first: ConfigProblem = {
-      key: options.key,
-      line: options.line,
-      column: options.column,
-      detail,
-    };
-    const more = options.more ?? [];
-    const omitted = options.omitted ?? 0;
-    const lines = [
-      `Cannot load config: ${where(first)}: ${detail}`,
-      ...more.map((problem) => `  ${where(problem)}: ${problem.detail}`),
-    ];
-    if (omitted > 0) lines.push(`  and ${omitted} more ${omitted === 1 ? "problem" : "problems"}`);
-    super(lines.join("\n"), { cause: options.cause });
+    const { path, key, line, column, more = [], omitted = 0 } = options;
+    const where = ({ line, column }: ConfigProblem): string =>
+      path + (line === undefined ? "" : `:${line}${column === undefined ? "" : `:${column}`}`);
+    const first: ConfigProblem = { key, line, column, detail };
+    const lines = [first, ...more].map((problem) => `${where(problem)}: ${problem.detail}`);
+    if (omitted > 0) lines.push(`and ${omitted} more ${omitted === 1 ? "problem" : "problems"}`);
+    // The first problem on the first line, each other one on a line of its own.
+    super(`Cannot load config: ${lines.join("\n  ")}`, { cause: options.cause });
     this.name = "ConfigError";
-    this.path = options.path;
-    this.key = options.key;
-    this.line = options.line;
-    this.column = options.column;
+    this.path = path;
+    this.key = key;
+    this.line = line;
+    this.column = column;
     this.detail = detail;
     this.problems = [first, ...more];
     this.omitted = omitted;

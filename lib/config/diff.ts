@@ -74,7 +74,8 @@ export function diffConfig(
     const after = (next[section] ?? {}) as Record<string, unknown>;
     for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
       if (section === "server" && key === "listen") continue; // Listed with the listeners.
-      if (!same(before[key], after[key])) settings.push(`${section}.${snake(key)}`);
+      if (same(before[key], after[key])) continue;
+      settings.push(`${section}.${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`);
     }
   }
   if (files !== undefined) {
@@ -84,10 +85,11 @@ export function diffConfig(
       if (!settings.includes(name) && files.previous[key] !== files.next[key]) settings.push(name);
     }
   }
+  const { added, removed } = diffNames(listenersOf(previous), listenersOf(next));
   return {
     clients: diffNames(previous.clients, next.clients),
     groups: diffNames(previous.groups, next.groups),
-    listeners: diffListeners(listenersOf(previous), listenersOf(next)),
+    listeners: { added, removed },
     settings,
   };
 }
@@ -132,6 +134,7 @@ export function describeChanges(changes: ConfigChanges): string {
   return parts.length === 0 ? "no changes" : parts.join("; ");
 }
 
+/** The names only in `next`, only in `previous`, and in both with different values. */
 function diffNames(
   previous: ReadonlyMap<string, unknown>,
   next: ReadonlyMap<string, unknown>,
@@ -144,31 +147,21 @@ function diffNames(
   return { added, removed, changed };
 }
 
-function listenersOf(config: Config): string[] {
+/** The listener addresses of a configuration, each group's own followed by its name. */
+function listenersOf(config: Config): Map<string, true> {
   const addresses = config.server.listen === undefined ? [] : [config.server.listen];
   for (const group of config.groups.values()) {
     if (group.listen !== undefined) addresses.push(`${group.listen} (${group.name})`);
   }
-  return addresses;
+  return new Map(addresses.map((address) => [address, true]));
 }
 
-function diffListeners(previous: string[], next: string[]): { added: string[]; removed: string[] } {
-  return {
-    added: next.filter((a) => !previous.includes(a)),
-    removed: previous.filter((a) => !next.includes(a)),
-  };
-}
-
+/** Whether two settings are the same, maps and sets compared by their contents. */
 function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a, replacer) === JSON.stringify(b, replacer);
-}
-
-function replacer(_key: string, value: unknown): unknown {
-  if (value instanceof Map) return Object.fromEntries(value);
-  if (value instanceof Set) return [...value];
-  return value;
-}
-
-function snake(key: string): string {
-  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  const json = (value: unknown) =>
+    JSON.stringify(
+      value,
+      (_key, v) => v instanceof Map ? Object.fromEntries(v) : v instanceof Set ? [...v] : v,
+    );
+  return json(a) === json(b);
 }

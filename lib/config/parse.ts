@@ -10,11 +10,11 @@
 import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError } from "./config_error.ts";
-import type { ClientConfig, Config, GroupConfig, HealthConfig } from "./types.ts";
+import type { Config, GroupConfig } from "./types.ts";
 import type * as z from "zod";
-import { crossChecks, isTable, type Part, type Parts, type Table } from "./_cross_checks.ts";
+import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
 import { TOML_DATE } from "./_fields.ts";
-import { fileError } from "./_file_error.ts";
+import { fileError, rememberLines } from "./_file_keys.ts";
 import { keyLines } from "./_key_lines.ts";
 import { configError, type Problem, problemsOf } from "./_problems.ts";
 import {
@@ -22,10 +22,9 @@ import {
   CONFIG_SCHEMA,
   GROUP,
   type ParsedConfig,
-  type ParsedGroup,
   SECTIONS,
+  withoutEmptySteps,
 } from "./_schema.ts";
-import { rememberLines } from "./_section_lines.ts";
 
 /** Options for {@linkcode parseConfig}. */
 export interface ParseConfigOptions {
@@ -95,9 +94,7 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
 
   const result = CONFIG_SCHEMA.safeParse(doc);
   const problems: Problem[] = result.success ? [] : result.error.issues.flatMap(problemsOf);
-  problems.push(
-    ...crossChecks(result.success ? partsOf(result.data) : salvage(doc, result.error.issues), doc),
-  );
+  problems.push(...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
   let lines: Map<string, number> | undefined;
   const linesOf = (): Map<string, number> => lines ??= keyLines(text);
   if (!result.success || problems.length > 0) throw configError(options.path, problems, linesOf());
@@ -114,21 +111,9 @@ function withoutDates(value: unknown): unknown {
   return value;
 }
 
-/** The parts of a valid file the cross-checks look at. */
-function partsOf(config: ParsedConfig): Parts {
-  const whole = <T>(value: T): Part<T> => ({ value, bad: new Set() });
-  return {
-    server: whole(config.server),
-    outlier: whole(config.outlier),
-    admin: whole(config.admin),
-    groups: new Map(Object.entries(config.groups).map(([name, group]) => [name, whole(group)])),
-    clients: new Map(Object.entries(config.clients).map(([name, client]) => [name, whole(client)])),
-  };
-}
-
 /**
- * The parts of a file the schema refused, for the cross-checks: each table read
- * again without the keys refused, each group and client apart.
+ * The parts of a file the cross-checks look at: each table read again without the
+ * keys the schema refused, each group and client apart.
  */
 function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
   const part = <T>(schema: z.ZodType<T>, value: unknown, at: readonly string[]) => {
@@ -173,62 +158,35 @@ function settle(
 ): Config {
   const baseDir = options.baseDir ?? dirname(options.path);
   const file = (path: string): string => isAbsolute(path) ? normalize(path) : join(baseDir, path);
-  const { crl, ...tlsKeys } = parsed.tls;
+  const { ca, cert, key, crl } = parsed.tls;
   const tls = {
-    ...tlsKeys,
-    ca: file(tlsKeys.ca),
-    cert: file(tlsKeys.cert),
-    key: file(tlsKeys.key),
+    ...parsed.tls,
+    ca: file(ca),
+    cert: file(cert),
+    key: file(key),
     ...(crl === undefined ? {} : { crl: file(crl) }),
   };
   const linesOf = (...keys: string[]) => () =>
     Object.fromEntries(keys.map((key) => [key, lines().get(key)]));
   rememberLines(tls, linesOf("tls.ca", "tls.cert", "tls.key", "tls.crl"));
-  const { tokenFile, ...adminKeys } = parsed.admin;
+  const { tokenFile } = parsed.admin;
   const admin = {
-    ...adminKeys,
+    ...parsed.admin,
     ...(tokenFile === undefined ? {} : { tokenFile: file(tokenFile) }),
   };
   rememberLines(admin, linesOf("admin.token_file"));
-
-  const groups = new Map<string, GroupConfig>();
-  for (const [name, group] of Object.entries(parsed.groups)) {
-    groups.set(name, {
+  const groups = new Map(
+    Object.entries(parsed.groups).map(([name, group]): [string, GroupConfig] => [name, {
       name,
       ...group,
-      health: mergeHealth(parsed.health, group.health),
+      health: withoutEmptySteps({ ...parsed.health, ...group.health }),
       outlier: { ...parsed.outlier, ...group.outlier },
-    });
-  }
-  const clients = new Map<string, ClientConfig>();
-  for (const [name, client] of Object.entries(parsed.clients)) {
-    clients.set(name, { name, ...client });
-  }
-  const { cluster } = parsed;
-  return {
-    path: options.path,
-    server: parsed.server,
-    tls,
-    limits: parsed.limits,
-    health: parsed.health,
-    outlier: parsed.outlier,
-    groups,
-    clients,
-    admin,
-    log: parsed.log,
-    ...(cluster === undefined ? {} : { cluster }),
-  };
-}
-
-/** A group's health settings: its own over `[health]`; an empty `send` or `expect` is none. */
-function mergeHealth(base: HealthConfig, own: ParsedGroup["health"]): HealthConfig {
-  if (own === undefined) return base;
-  const { send, expect, ...rest } = { ...base, ...own };
-  return {
-    ...rest,
-    ...(send === undefined || send === "" ? {} : { send }),
-    ...(expect === undefined || expect === "" ? {} : { expect }),
-  };
+    }]),
+  );
+  const clients = new Map(
+    Object.entries(parsed.clients).map(([name, client]) => [name, { name, ...client }]),
+  );
+  return { path: options.path, ...parsed, tls, groups, clients, admin };
 }
 
 /**

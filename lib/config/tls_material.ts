@@ -7,11 +7,9 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { CrlError, type CrlInfo, crlToPem, RevocationList } from "../identity/crl.ts";
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/trust_store.ts";
-import { ConfigError } from "./config_error.ts";
 import type { Config } from "./types.ts";
-import { fileError } from "./_file_error.ts";
 import { errorMessage } from "../core/errors.ts";
-import { rememberedLine } from "./_section_lines.ts";
+import { fileKeys } from "./_file_keys.ts";
 
 /** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
 export interface TlsCertificateInfo {
@@ -80,19 +78,20 @@ export interface TlsMaterial {
  *   expired or not yet valid.
  */
 export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
-  const fail = (key: string, detail: string, cause?: unknown): never => {
-    throw new ConfigError(`${JSON.stringify(key)} ${detail}`, {
-      path: config.path,
-      key,
-      line: rememberedLine(config.tls, key),
-      cause,
-    });
-  };
-  const read = async (key: string, file: string): Promise<string> => {
+  const { tls } = config;
+  const { fail, read } = fileKeys(config.path, tls);
+  /** What `use` returns; when it throws (an error of class `only`, if given), the failure `detail` says. */
+  const attempt = <T>(
+    key: string,
+    use: () => T,
+    detail: (error: unknown) => string,
+    only?: abstract new (...args: never[]) => Error,
+  ): T => {
     try {
-      return await Deno.readTextFile(file);
+      return use();
     } catch (error) {
-      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
+      if (only !== undefined && !(error instanceof only)) throw error;
+      return fail(key, detail(error), error);
     }
   };
   const certificates: TlsCertificateInfo[] = [];
@@ -102,43 +101,32 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       fail(key, `must hold PEM certificates, found none in ${JSON.stringify(file)}`);
     }
     return blocks.map((block, index) => {
-      let cert: X509Certificate;
-      try {
-        cert = new X509Certificate(block);
-      } catch (error) {
-        return fail(
-          key,
+      const cert = attempt(
+        key,
+        () => new X509Certificate(block),
+        (error) =>
           `holds a certificate that cannot be parsed (number ${index + 1} in ${
             JSON.stringify(file)
           }): ${errorMessage(error)}`,
-          error,
-        );
-      }
+      );
+      const { subject, validFrom, validTo } = cert;
       certificates.push({
         key,
-        subject: cert.subject,
-        notBefore: new Date(cert.validFrom),
-        notAfter: new Date(cert.validTo),
+        subject,
+        notBefore: new Date(validFrom),
+        notAfter: new Date(validTo),
       });
       return cert;
     });
   };
 
-  const { tls } = config;
-  const readBytes = async (key: string, file: string): Promise<Uint8Array> => {
-    try {
-      return await Deno.readFile(file);
-    } catch (error) {
-      return fail(key, `cannot be read from ${JSON.stringify(file)}: ${fileError(error)}`, error);
-    }
-  };
   // Read together, awaited in key order: when several fail, the first key is reported,
   // whichever read failed first.
   const reads = [
-    read("tls.ca", tls.ca),
-    read("tls.cert", tls.cert),
-    read("tls.key", tls.key),
-    tls.crl === undefined ? undefined : readBytes("tls.crl", tls.crl),
+    read("tls.ca", tls.ca, Deno.readTextFile),
+    read("tls.cert", tls.cert, Deno.readTextFile),
+    read("tls.key", tls.key, Deno.readTextFile),
+    tls.crl === undefined ? undefined : read("tls.crl", tls.crl, Deno.readFile),
   ] as const;
   for (const pending of reads) pending?.catch(() => {});
   const ca = await reads[0];
@@ -146,33 +134,25 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
   const key = await reads[2];
   const crlBytes = await reads[3];
   parseCerts("tls.ca", tls.ca, ca);
-  let store: TrustStore;
-  try {
-    store = TrustStore.fromPem(ca);
-  } catch (error) {
-    if (!(error instanceof TrustStoreError)) throw error;
-    return fail(
-      "tls.ca",
+  const store = attempt(
+    "tls.ca",
+    () => TrustStore.fromPem(ca),
+    (error) =>
       `cannot be used (${JSON.stringify(tls.ca)}): ${
-        error.message.replace(/^Cannot read the CA bundle: /, "")
+        errorMessage(error).replace(/^Cannot read the CA bundle: /, "")
       }`,
-      error,
-    );
-  }
+    TrustStoreError,
+  );
   const authorities = store.authorities;
   const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
-  let privateKey: ReturnType<typeof createPrivateKey>;
-  try {
-    privateKey = createPrivateKey(key);
-  } catch (error) {
-    return fail(
-      "tls.key",
+  const privateKey = attempt(
+    "tls.key",
+    () => createPrivateKey(key),
+    (error) =>
       `must be an unencrypted PEM private key, ${JSON.stringify(tls.key)} is not: ${
         errorMessage(error)
       }`,
-      error,
-    );
-  }
+  );
   if (!leaf.checkPrivateKey(privateKey)) {
     fail(
       "tls.cert",
@@ -182,23 +162,16 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
     );
   }
   if (crlBytes === undefined) return { ca, cert, key, certificates, authorities };
-  let crl: string;
-  try {
-    crl = crlToPem(crlBytes);
-  } catch (error) {
-    if (!(error instanceof CrlError)) throw error;
-    return fail(
-      "tls.crl",
+  const crl = attempt(
+    "tls.crl",
+    () => crlToPem(crlBytes),
+    () =>
       `must hold a PEM CRL ("-----BEGIN X509 CRL-----") or a DER CRL, ${
         JSON.stringify(tls.crl)
       } holds neither`,
-      error,
-    );
-  }
-  let list: RevocationList;
-  try {
-    list = await RevocationList.parse(crl, store);
-  } catch (error) {
+    CrlError,
+  );
+  const list = await RevocationList.parse(crl, store).catch((error) => {
     if (!(error instanceof CrlError)) throw error;
     return fail(
       "tls.crl",
@@ -207,6 +180,6 @@ export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Pro
       })`,
       error,
     );
-  }
+  });
   return { ca, cert, key, crl, certificates, crls: list.lists, authorities };
 }

@@ -1,9 +1,8 @@
 /**
- * The shape of a validated mtlb configuration: one interface per section of the TOML
- * file, field names in camelCase, durations in milliseconds, defaults filled in.
- *
- * These types are what every reader of the file produces and every part of the
- * balancer consumes; they depend on no parser.
+ * The shape of a validated mtlb configuration: one interface per table of the TOML
+ * file, field names in camelCase, durations in milliseconds, sizes in bytes, defaults
+ * filled in. These types depend on no parser. Each field names its TOML key; what it
+ * does, its default and its range are in the reference, docs/CONFIG.md.
  *
  * @module
  */
@@ -11,179 +10,97 @@ import type { ConnectionRate } from "../limiter/store.ts";
 import type { CrlMissingMode } from "../identity/crl.ts";
 import type { ClientEkuMode } from "../identity/certificate.ts";
 
-/** The `[server]` section. Durations are milliseconds. */
+/** The `[server]` table. */
 export interface ServerConfig {
-  /**
-   * Shared listener, `host:port`; optional when every group has its own.
-   *
-   * @default {undefined}
-   */
+  /** Shared listener, `host:port`; unset when every group has its own (`listen`). */
   listen?: string;
-  /** Time allowed for the TLS handshake, ms (`handshake_timeout`, default `"5s"`). */
+  /** TLS handshake time limit, ms (`handshake_timeout`). */
   handshakeTimeout: number;
-  /** Time allowed to connect to an upstream, ms (`connect_timeout`, default `"3s"`). */
+  /** Time limit of one dial to an upstream, ms (`connect_timeout`). */
   connectTimeout: number;
-  /**
-   * Dials to make again, to the next upstream, after a failed one (`connect_retries`,
-   * 0 to 10, default 2: three attempts in all).
-   */
+  /** Dials made again after a failed one, each to another upstream (`connect_retries`). */
   connectRetries: number;
-  /** A connection idle this long both ways is closed, ms (`idle_timeout`, default `"15m"`). */
+  /** A connection idle this long both ways is closed, ms (`idle_timeout`). */
   idleTimeout: number;
-  /** Time connections get to finish when draining, ms (`drain_timeout`, default `"30s"`). */
+  /** Time connections get to finish when draining, ms (`drain_timeout`). */
   drainTimeout: number;
-  /**
-   * Worker count, at least 1.
-   *
-   * @default {undefined}
-   */
+  /** Worker count; unset: one per CPU (`workers`). */
   workers?: number;
-  /**
-   * Cap on open client connections for the whole server, at least 1; beyond it new
-   * connections are closed at once, before their handshake (`server_full`). Unset:
-   * derived from the open-files limit (see `defaultMaxConnections`).
-   *
-   * @default {undefined}
-   */
+  /** Cap on open client connections; unset: from the open-files limit (`max_connections`). */
   maxConnections?: number;
-  /**
-   * Cap on TLS handshakes in flight, at least 1. When a new connection would exceed
-   * it (or `max_connections`), a handshake in flight makes room: the oldest whose
-   * client has sent nothing for 100 ms (a silent connection), else the oldest in flight
-   * for a quarter of `handshake_timeout` (`handshake_shed`); with neither, the new
-   * connection is refused (`server_full`). A flood of silent connections then cycles
-   * through while clients that speak get in, and a burst of real clients is not cut
-   * short. Unset: `max_connections`, at most 4096 (see `defaultMaxHandshakes`).
-   *
-   * @default {undefined}
-   */
+  /** Cap on TLS handshakes in flight; unset: from `max_connections` (`max_handshakes`). */
   maxHandshakes?: number;
-  /**
-   * What a reload or CRL update does to live connections it would now refuse
-   * (certificate revoked, client removed, group withdrawn, CA removed): `"close"`
-   * ends them (`revoked`, `policy_changed`); `"keep"` lets them run to their end
-   * (`on_policy_change`, default `"close"`).
-   */
+  /** What a reload does to live connections it would now refuse (`on_policy_change`). */
   onPolicyChange: "close" | "keep";
-  /**
-   * The longest a forwarded connection may last, ms; it is then closed
-   * (`max_lifetime`). Unset: no bound.
-   *
-   * @default {undefined}
-   */
+  /** The longest a forwarded connection may last, ms; unset: no bound (`max_lifetime`). */
   maxLifetime?: number;
-  /**
-   * Bytes buffered per connection and direction at most (`max_buffer`, default
-   * `"1MiB"`). A side that sends faster than the other reads is paused (the balancer
-   * stops reading it) well before that; a connection whose buffer passes it anyway is
-   * closed (`buffer_overflow`).
-   */
+  /** Bytes buffered per connection and direction at most (`max_buffer`). */
   maxBuffer: number;
-  /**
-   * Reload when the config file or a `[tls]` file changes (`watch`, default false).
-   */
+  /** Reload when the config file or a `[tls]` file changes (`watch`). */
   watch: boolean;
 }
 
-/** The `[tls]` section. Paths are resolved against the config file's folder. */
+/** The `[tls]` table. Paths are resolved against the config file's folder. */
 export interface TlsConfig {
-  /** CA bundle that client certificates must chain to, PEM file path. */
+  /** CA bundle client certificates must chain to, PEM file path (`ca`). */
   ca: string;
-  /** Server certificate (chain), PEM file path. */
+  /** Server certificate (chain), PEM file path (`cert`). */
   cert: string;
-  /** Server private key, PEM file path. */
+  /** Server private key, PEM file path (`key`). */
   key: string;
-  /** TLS 1.3 cipher suites in preference order (default AES-256-GCM, AES-128-GCM). */
+  /** TLS 1.3 cipher suites, in order of preference (`ciphers`). */
   ciphers: string[];
-  /**
-   * Certificate revocation lists of the CAs, file path: PEM (one or more
-   * `X509 CRL` blocks) or one DER CRL.
-   *
-   * @default {undefined}
-   */
+  /** Certificate revocation lists of the CAs, file path (`crl`). */
   crl?: string;
-  /**
-   * Whether a client certificate must carry an extended key usage extension listing
-   * clientAuth (`"required"`, the default), or may also carry none (`"optional"`,
-   * weaker). An extension without clientAuth is always refused.
-   */
+  /** Whether a client certificate must list clientAuth in its EKU (`client_eku`). */
   clientEku: ClientEkuMode;
-  /**
-   * With `crl` set, what certificates issued by a CA that has no CRL in it get:
-   * refused (`"refuse"`, the default, as OpenSSL-based proxies do) or accepted
-   * (`"allow"`).
-   */
+  /** With `crl`, what a certificate of a CA without a CRL gets (`crl_missing`). */
   crlMissing: CrlMissingMode;
 }
 
-/** The `[limits]` section: defaults for every client. */
+/** The `[limits]` table: defaults for every client. */
 export interface LimitsConfig {
-  /** Concurrent connections per client identity (`max_connections_per_client`, default 10). */
+  /** Concurrent connections per client identity (`max_connections_per_client`). */
   maxConnectionsPerClient: number;
-  /**
-   * New connections per client identity per window.
-   *
-   * @default {undefined}
-   */
+  /** New connections per client identity per window (`connection_rate`). */
   connectionRate?: ConnectionRate;
 }
 
-/** Health check settings: the `[health]` section, or a group's effective settings. */
+/** Health check settings: the `[health]` table, or a group's effective settings. */
 export interface HealthConfig {
-  /** Time between probes, ms (default `"30s"`). */
+  /** Time between probes, ms (`interval`). */
   interval: number;
-  /** Time allowed for one probe, ms (default `"1s"`). */
+  /** Time allowed for one probe, ms (`timeout`). */
   timeout: number;
-  /** Consecutive successes that mark an upstream healthy (default 1). */
+  /** Consecutive successes that mark an upstream healthy (`rise`). */
   rise: number;
-  /** Consecutive failures that mark an upstream unhealthy (default 1). */
+  /** Consecutive failures that mark an upstream unhealthy (`fall`). */
   fall: number;
-  /**
-   * Bytes to send after connecting; a plain TCP connect check without it.
-   *
-   * @default {undefined}
-   */
+  /** Bytes to send after connecting; unset: a plain TCP connect check (`send`). */
   send?: string;
-  /**
-   * Bytes the reply must start with; with no `send`, a banner check.
-   *
-   * @default {undefined}
-   */
+  /** Bytes the reply must start with (`expect`). */
   expect?: string;
 }
 
-/**
- * Passive outlier detection and panic mode: the `[outlier]` section, or a group's
- * effective settings. Durations are milliseconds.
- */
+/** Passive outlier detection: the `[outlier]` table, or a group's effective settings. */
 export interface OutlierConfig {
-  /**
-   * Consecutive failures of one kind (failed dials, or connections reset before the
-   * upstream sent anything) that eject an upstream; 0 turns ejection off
-   * (`consecutive_failures`, default 5).
-   */
+  /** Failures of one kind in a row that eject an upstream; 0: never (`consecutive_failures`). */
   consecutiveFailures: number;
-  /** The first ejection, ms; the n-th lasts n times as long (`base_ejection_time`, default `"30s"`). */
+  /** The first ejection, ms (`base_ejection_time`). */
   baseEjectionTime: number;
-  /** The longest ejection, ms (`max_ejection_time`, default `"5m"`). */
+  /** The longest ejection, ms (`max_ejection_time`). */
   maxEjectionTime: number;
-  /**
-   * The largest share of a group that may be ejected at once, in percent; at least
-   * one upstream when above 0, never all (`max_ejected_percent`, default 50).
-   */
+  /** The largest share of a group ejected at once, percent (`max_ejected_percent`). */
   maxEjectedPercent: number;
-  /**
-   * Below this share of available upstreams, in percent, the group spreads over its
-   * ejected upstreams too (`panic_threshold`, default 50; 0 only when none is left).
-   */
+  /** Below this share of available upstreams, percent, panic mode (`panic_threshold`). */
   panicThreshold: number;
 }
 
 /** One upstream of a group. */
 export interface UpstreamConfig {
-  /** `host:port`, port not 0. */
+  /** `host:port`, port not 0 (`address`). */
   address: string;
-  /** Relative weight, 1 to 1000 (default 1). */
+  /** Relative weight, 1 to 1000 (`weight`). */
   weight: number;
 }
 
@@ -191,54 +108,33 @@ export interface UpstreamConfig {
 export interface GroupConfig {
   /** The group name (the table key). */
   name: string;
-  /** Upstreams, at least one, no duplicates. */
+  /** Upstreams, at least one, each once (`upstreams`). */
   upstreams: UpstreamConfig[];
-  /**
-   * Dedicated listener, `host:port`.
-   *
-   * @default {undefined}
-   */
+  /** Listener of the group's own, `host:port` (`listen`). */
   listen?: string;
-  /** Effective health settings: `[health]` overridden field by field by the group's `health`. */
+  /** Effective health settings: `[health]` overridden key by key (`health`). */
   health: HealthConfig;
-  /** Effective outlier settings: `[outlier]` overridden field by field by the group's `outlier`. */
+  /** Effective outlier settings: `[outlier]` overridden key by key (`outlier`). */
   outlier: OutlierConfig;
-  /**
-   * PROXY protocol header sent to upstreams.
-   *
-   * @default {undefined}
-   */
+  /** PROXY protocol header sent to upstreams (`proxy_protocol`). */
   proxyProtocol?: "v2";
-  /**
-   * ALPN protocols the balancer may select for this group's clients, in order of
-   * preference (`alpn = ["h2", "http/1.1"]`), so that HTTP/2 and gRPC clients get the
-   * protocol their upstream speaks. A protocol is selected only when the client offers
-   * it; with none selected the handshake goes on without ALPN.
-   *
-   * @default {[]}
-   */
+  /** ALPN protocols that may be selected for its clients, in order of preference (`alpn`). */
   alpn?: string[];
 }
 
-/**
- * How a client certificate is recognised; every given field must match.
- * Hex fields are canonical: lowercase, no colons.
- */
+/** How a client certificate is recognised; every field given must match. Hex is lowercase. */
 export interface ClientMatch {
-  /** SHA-256 of the DER SubjectPublicKeyInfo, 64 hex digits. */
+  /** SHA-256 of the DER SubjectPublicKeyInfo, 64 hex digits (`spki_sha256`). */
   spkiSha256?: string;
-  /** Serial number, hex without leading zeros (`"0"` for zero). */
+  /** Serial number, hex without colons or leading zeros (`serial`). */
   serial?: string;
-  /** Subject common name, exact. */
+  /** Subject common name, exact (`cn`). */
   cn?: string;
-  /** A URI subject alternative name the certificate must carry (a SPIFFE ID, say). */
+  /** A URI subject alternative name, such as a SPIFFE ID (`san_uri`). */
   sanUri?: string;
-  /** A DNS subject alternative name the certificate must carry, lowercase. */
+  /** A DNS subject alternative name, lowercase (`san_dns`). */
   sanDns?: string;
-  /**
-   * SHA-256 of the SubjectPublicKeyInfo of the CA that issued the certificate (its
-   * direct issuer), 64 hex digits: pins the client to one CA of the bundle.
-   */
+  /** SHA-256 of the issuing CA's SubjectPublicKeyInfo, 64 hex digits (`issuer`). */
   issuer?: string;
 }
 
@@ -246,79 +142,51 @@ export interface ClientMatch {
 export interface ClientConfig {
   /** The client name (the table key). */
   name: string;
-  /** How its certificate is recognised. */
+  /** How its certificate is recognised (`match`). */
   match: ClientMatch;
-  /** Groups it may use, at least one, each defined under `[groups]`. */
+  /** Groups it may use, each defined under `[groups]` (`groups`). */
   groups: string[];
-  /**
-   * Concurrent connection cap overriding `limits.max_connections_per_client`.
-   *
-   * @default {undefined}
-   */
+  /** Concurrent connection cap instead of `[limits]`'s (`max_connections`). */
   maxConnections?: number;
-  /**
-   * Rate limit overriding `limits.connection_rate`.
-   *
-   * @default {undefined}
-   */
+  /** Rate limit instead of `[limits]`'s (`connection_rate`). */
   connectionRate?: ConnectionRate;
 }
 
-/** The `[admin]` section. */
+/** The `[admin]` table. */
 export interface AdminConfig {
-  /**
-   * Admin endpoint listener, `host:port`.
-   *
-   * @default {undefined}
-   */
+  /** Admin endpoint listener, `host:port`; unset: none (`listen`). */
   listen?: string;
-  /** Whether the admin endpoint may trigger a config reload (default false). */
+  /** Whether `POST /reload` may reload the configuration (`allow_reload`). */
   allowReload: boolean;
-  /**
-   * Host names the admin endpoint answers for besides IP addresses and `localhost`
-   * (`hosts`, lowercase, default none): a request whose `Host` is anything else is
-   * refused, which defeats DNS rebinding.
-   */
+  /** Host names accepted besides IP addresses and `localhost`, lowercase (`hosts`). */
   hosts: string[];
-  /**
-   * The file holding the admin endpoint's bearer token (`token_file`, an absolute
-   * path); read by {@linkcode loadAdminToken}. Unset: no token is asked for.
-   *
-   * @default {undefined}
-   */
+  /** File of the bearer token, read by {@linkcode loadAdminToken} (`token_file`). */
   tokenFile?: string;
 }
 
-/**
- * The `[cluster]` section: state shared by a fleet of mtlb instances. Absent:
- * everything stays in memory, per instance.
- */
+/** The `[cluster]` table: state shared by a fleet of instances. */
 export interface ClusterConfig {
-  /** The shared store, `redis://[user:password@]host:port[/db]` or `rediss://...`. */
+  /** The shared store, `redis://...` or `rediss://...` (`store`). */
   store: string;
   /** The store's `host:port`, for permissions. */
   storeAddress: string;
-  /** What to do when the store fails or is slow: `"local"` limits or `"closed"` (default local). */
+  /** What to do when the store fails or is slow (`on_store_error`). */
   onStoreError: "local" | "closed";
-  /** How long a dead instance's slots keep counting, ms (default 15 s). */
+  /** How long a dead instance's slots keep counting, ms (`lease_ttl`). */
   leaseTtl: number;
-  /** The longest wait on the store for one connection, ms (default 250 ms). */
+  /** The longest wait on the store for one connection, ms (`timeout`). */
   timeout: number;
-  /**
-   * This instance's name in the store.
-   *
-   * @default {random at each start}
-   */
+  /** This instance's name in the store; unset: random at each start (`instance_id`). */
   instanceId?: string;
 }
 
-/** The `[log]` section. */
+/** The `[log]` table. */
 export interface LogConfig {
-  /** `"auto"` (text on a terminal, JSON lines otherwise), `"text"` or `"json"` (default auto). */
+  /** Text, JSON lines, or text on a terminal only (`format`). */
   format: "auto" | "text" | "json";
 }
 
-/** A validated mtlb configuration. Field names are the TOML keys in camelCase. */
+/** A validated mtlb configuration: a field for each table of the file. */
 export interface Config {
   /** The config file this was read from, as given to {@linkcode parseConfig}. */
   path: string;
@@ -340,10 +208,6 @@ export interface Config {
   admin: AdminConfig;
   /** `[log]`. */
   log: LogConfig;
-  /**
-   * `[cluster]`.
-   *
-   * @default {undefined}
-   */
+  /** `[cluster]`; unset: everything stays in memory, per instance. */
   cluster?: ClusterConfig;
 }
