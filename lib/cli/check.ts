@@ -18,7 +18,7 @@ import type { Config, TlsMaterial } from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatSize } from "../core/size.ts";
 import { checkPermissions, formatRunCommand } from "../control/permissions.ts";
-import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
+import { hasDnsUpstreams, permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { checkCertificateDates, daysLeft } from "./certificate_dates.ts";
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
@@ -98,6 +98,7 @@ function isLoopbackHost(hostname: string): boolean {
 function workers(config: Config): string {
   const count = workerCount(config);
   if (config.cluster !== undefined) return `${count} (one event loop with [cluster])`;
+  if (hasDnsUpstreams(config)) return `${count} (one event loop with upstreams from DNS)`;
   return config.server.workers === undefined ? `${count} (one per CPU)` : `${count}`;
 }
 
