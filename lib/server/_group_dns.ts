@@ -11,6 +11,7 @@ import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import {
   DNS_FAILURE_REASONS,
   type DnsFailureEvent,
+  DnsLookupError,
   type DnsQuery,
   dnsSourceName,
   DnsUpstreams,
@@ -110,7 +111,13 @@ export class GroupDns {
       await Promise.all(started.map((dns) => dns.start()));
     } catch (error) {
       for (const dns of started) dns.close();
-      throw error;
+      if (!(error instanceof DnsLookupError)) throw error;
+      throw new DnsLookupError(
+        error.source,
+        error.reason,
+        `group ${this.#options.group}: ${error.message}`,
+        { cause: error.cause },
+      );
     }
     this.#staged = staged;
     this.#intervals = intervals;
