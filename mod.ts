@@ -77,6 +77,7 @@ export {
   configJsonSchema,
   type ConfigJsonSchemaOptions,
   type ConfigProblem,
+  type DnsUpstreamConfig,
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,

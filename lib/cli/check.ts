@@ -153,6 +153,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     for (const upstream of group.upstreams) {
       lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
     }
+    for (const entry of group.dns) {
+      lines.push(
+        `    ${entry.type === "dns" ? `dns ${entry.name}:${entry.port}` : `srv ${entry.name}`}  ${
+          entry.type === "dns" ? "every A and AAAA address" : "SRV targets, ports and weights"
+        }, looked up every ${formatDuration(entry.interval)}`,
+      );
+    }
     lines.push(
       `    alpn: ${
         group.alpn === undefined || group.alpn.length === 0
@@ -255,6 +262,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     config.server.watch
       ? "Reload: on SIGHUP and when the config or [tls] files change (watch = true)"
       : "Reload: on SIGHUP (watch = false)",
+    `DNS: ${
+      hasDnsUpstreams(config)
+        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}`
+        : `no upstream looked up in DNS${
+          server.resolver === undefined ? "" : ` (resolver ${server.resolver} unused)`
+        }`
+    }`,
     `Log: format "${config.log.format}"`,
     `Cluster: ${cluster(config)}`,
   );

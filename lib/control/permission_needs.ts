@@ -139,7 +139,7 @@ export function permissionNeeds(
     for (const upstream of group.upstreams) net.push(upstream.address);
   }
   const dnsGroups = hasDnsUpstreams(config);
-  const resolver = (config.server as { resolver?: string }).resolver;
+  const resolver = config.server.resolver;
   if (dnsGroups && resolver !== undefined) net.push(resolver);
   if (config.cluster !== undefined) net.push(config.cluster.storeAddress);
   const { tls } = config;

@@ -30,7 +30,7 @@ export type DnsEntry = DnsQuery & { interval: number };
  * @returns Its entries, in configuration order.
  */
 export function dnsEntriesOf(config: GroupConfig): DnsEntry[] {
-  return (config as GroupConfig & { dns?: DnsEntry[] }).dns ?? [];
+  return config.dns;
 }
 
 /** Options of {@linkcode GroupDns}. */

@@ -599,7 +599,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   /** `[server] resolver` of the configuration in force at each look-up, else the system's. */
   #configuredResolver(): DnsResolver {
     const resolver = () => {
-      const nameServer = (this.#config.server as { resolver?: string }).resolver;
+      const nameServer = this.#config.server.resolver;
       return denoResolver(nameServer === undefined ? {} : { nameServer });
     };
     return {
