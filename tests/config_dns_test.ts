@@ -9,7 +9,7 @@ import { runCli } from "../lib/cli/cli.ts";
 import { EXIT_OK } from "../lib/cli/exit_codes.ts";
 import { ConfigError, parseConfig } from "../lib/config/mod.ts";
 import { hasDnsUpstreams, permissionNeeds, workerCount } from "../lib/control/permission_needs.ts";
-import { formatRunCommand, permissionFlags } from "../lib/control/permissions.ts";
+import { checkPermissions, formatRunCommand, permissionFlags } from "../lib/control/permissions.ts";
 import { testPki } from "./_pki_fixtures.ts";
 
 const PATH = "/etc/mtlb/lb.toml";
@@ -121,6 +121,12 @@ Deno.test("permissionNeeds() asks for every host with upstreams from DNS, and on
   assert.deepEqual(needs.net, ["127.0.0.1:8443", "10.0.0.9:7000", "10.0.0.53:53"]);
   assert.deepEqual(permissionFlags(needs).slice(0, 1), ["--allow-net"]);
   assert.match(formatRunCommand(needs, { main: "main.ts" }), /^deno run --allow-net --allow-read=/);
+
+  // These tests run with --allow-net for a few hosts: not every host.
+  const report = checkPermissions({ net: [], read: [], anyHost: true });
+  assert.equal(report.missing.anyHost, true);
+  assert.deepEqual(permissionFlags(report.missing), ["--allow-net"]);
+  assert.equal(checkPermissions({ net: [], read: [] }).missing.anyHost, undefined);
 
   const plain = parseConfig(config(`["10.0.0.9:7000"]`, 'resolver = "10.0.0.53:53"'), {
     path: PATH,

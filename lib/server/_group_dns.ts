@@ -6,8 +6,8 @@
  * @module
  */
 import type { Clock } from "../core/clock.ts";
-import type { GroupConfig } from "../config/mod.ts";
-import type { DnsResolver } from "../upstream/dns_resolver.ts";
+import type { GroupConfig, ServerConfig } from "../config/mod.ts";
+import { denoResolver, type DnsResolver } from "../upstream/dns_resolver.ts";
 import {
   DNS_FAILURE_REASONS,
   type DnsFailureEvent,
@@ -31,6 +31,24 @@ export type DnsEntry = DnsQuery & { interval: number };
  */
 export function dnsEntriesOf(config: GroupConfig): DnsEntry[] {
   return config.dns;
+}
+
+/**
+ * A resolver that asks the `[server] resolver` of the configuration in force at each
+ * look-up (a reload may change it), else the system resolver.
+ *
+ * @param server The `[server]` section in force.
+ * @returns The resolver.
+ */
+export function configuredResolver(server: () => ServerConfig): DnsResolver {
+  const resolver = () => {
+    const nameServer = server().resolver;
+    return denoResolver(nameServer === undefined ? {} : { nameServer });
+  };
+  return {
+    addresses: (name, type, signal) => resolver().addresses(name, type, signal),
+    srv: (name, signal) => resolver().srv(name, signal),
+  };
 }
 
 /** Options of {@linkcode GroupDns}. */

@@ -25,7 +25,7 @@ import {
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
 
-import { denoResolver, type DnsResolver } from "../upstream/dns_resolver.ts";
+import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 
@@ -55,6 +55,7 @@ import { Refusals } from "./refusals.ts";
 import { SessionRunner } from "./session.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
+import { configuredResolver } from "./_group_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type { HealthReport } from "./records.ts";
 import type {
@@ -174,7 +175,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#wall = options.wallClock ?? Date.now;
     this.#dial = options.dial ?? dialTcp;
     this.#healthCheck = options.healthCheck;
-    this.#resolver = options.resolver ?? this.#configuredResolver();
+    this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({
@@ -594,18 +595,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       health,
       resolver: this.#resolver,
     });
-  }
-
-  /** `[server] resolver` of the configuration in force at each look-up, else the system's. */
-  #configuredResolver(): DnsResolver {
-    const resolver = () => {
-      const nameServer = this.#config.server.resolver;
-      return denoResolver(nameServer === undefined ? {} : { nameServer });
-    };
-    return {
-      addresses: (name, type, signal) => resolver().addresses(name, type, signal),
-      srv: (name, signal) => resolver().srv(name, signal),
-    };
   }
 
   #retireGroup(group: UpstreamGroup): void {

@@ -15,7 +15,7 @@ import type { UpstreamSpec } from "./least_conn_pool.ts";
 
 const logger = getLogger(["mtlb", "dns"]);
 
-/** The longest a look-up may take, unless the interval is shorter. */
+/** The longest a look-up may take by default (the next one starts an interval after it ends). */
 const DEFAULT_TIMEOUT = 5_000;
 /** The largest upstream weight (that of `LeastConnPool`). */
 const MAX_WEIGHT = 1_000_000;
@@ -133,7 +133,7 @@ export interface DnsUpstreamsOptions {
   /**
    * The longest a look-up may take, ms.
    *
-   * @default {the interval, at most 5 s}
+   * @default {5000}
    */
   timeout?: number;
   /**
@@ -364,7 +364,7 @@ export class DnsUpstreams extends EventTarget {
   /** One look-up with its timeout: the upstreams found, or why none. */
   async #lookup(): Promise<UpstreamSpec[] | DnsLookupError> {
     this.#lookups++;
-    const timeout = this.#timeout ?? Math.min(this.#interval, DEFAULT_TIMEOUT);
+    const timeout = this.#timeout ?? DEFAULT_TIMEOUT;
     const controller = new AbortController();
     const timer = this.#clock.setTimeout(
       () => controller.abort(new DOMException("DNS look-up timed out", "TimeoutError")),
