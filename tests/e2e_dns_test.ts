@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Balancer } from "../lib/server/balancer.ts";
 import type { GroupState, UpstreamState } from "../lib/server/status.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
+import type { DnsResolver } from "../lib/upstream/dns_resolver.ts";
 import { DnsLookupError } from "../lib/upstream/dns_upstreams.ts";
 import { TestDnsServer } from "./_dns_server.ts";
 import {
@@ -272,6 +273,46 @@ Deno.test("Balancer.reload() keeps the set of an entry that stays, looks a new o
   assert.ok(await echoes(held.socket, "draining\n"));
   held.socket.destroy();
   assert.ok(await until(() => upstream(balancer, a.address) === undefined, WAIT_MS, 10));
+});
+
+Deno.test("Balancer applies an answer that came during a reload once the reload fails", async () => {
+  await using a = await TestUpstream.start(banner("a"));
+  await using b = await TestUpstream.start(banner("b"));
+  let answer = [{ priority: 1, weight: 1, port: a.port, target: "127.0.0.1" }];
+  let blocked: PromiseWithResolvers<string[]> | undefined;
+  const resolver: DnsResolver = {
+    srv: () => Promise.resolve(answer),
+    addresses: (name) =>
+      blocked !== undefined && name === "slow.test" ? blocked.promise : Promise.resolve([]),
+  };
+  await using test = await startBalancer(
+    body("127.0.0.1:53", `[{ srv = "${SRV}", interval = "100ms" }]`),
+    { resolver },
+  );
+  const { balancer } = test;
+  assert.deepEqual(group(balancer).upstreams.map((u) => u.address), [a.address]);
+
+  // A reload whose new entry is slow to answer; meanwhile the SRV answer changes.
+  blocked = Promise.withResolvers();
+  const config = parseConfig(
+    `[tls]\nca = "ca.crt"\ncert = "server.crt"\nkey = "server.key"\n${
+      body("127.0.0.1:53", `[{ srv = "${SRV}", interval = "100ms" }, { dns = "slow.test:7000" }]`)
+    }`,
+    { path: join(test.pki.dir, "lb.toml"), baseDir: test.pki.dir },
+  );
+  const reloading = balancer.reload({ config, tls: await loadTlsMaterial(config) });
+  answer = [{ priority: 1, weight: 1, port: b.port, target: "127.0.0.1" }];
+  const lookups = group(balancer).dns![0]!.lookups;
+  assert.ok(await until(() => group(balancer).dns![0]!.lookups >= lookups + 2, WAIT_MS, 10));
+  assert.deepEqual(
+    group(balancer).upstreams.map((u) => u.address),
+    [a.address],
+    "not applied while the reload is under way",
+  );
+  blocked.resolve([]);
+  await assert.rejects(reloading, /slow\.test answered no address/);
+  assert.equal(upstream(balancer, a.address), undefined, "applied once it failed");
+  assert.ok(await until(() => upstream(balancer, b.address)?.healthy === true, WAIT_MS, 10));
 });
 
 Deno.test("main.ts serve follows DNS answers through [server] resolver, and exits 1 when an entry resolves to nothing", async (t) => {

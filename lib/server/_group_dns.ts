@@ -125,10 +125,13 @@ export class GroupDns {
       staged.set(source, dns);
       started.push(dns);
     }
+    // Staged at once: answers of running entries wait for the reload's end.
+    this.#staged = staged;
     try {
       await Promise.all(started.map((dns) => dns.start()));
     } catch (error) {
       for (const dns of started) dns.close();
+      if (this.#staged === staged) this.#staged = undefined;
       if (!(error instanceof DnsLookupError)) throw error;
       throw new DnsLookupError(
         error.source,
@@ -137,7 +140,6 @@ export class GroupDns {
         { cause: error.cause },
       );
     }
-    this.#staged = staged;
     this.#intervals = intervals;
   }
 

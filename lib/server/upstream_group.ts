@@ -108,6 +108,8 @@ export class UpstreamGroup {
   #metrics: BalancerMetrics;
   /** The DNS entry each resolved upstream comes from. */
   #sources = new Map<string, string>();
+  /** A DNS answer came during a reload and waits for its end. */
+  #deferred = false;
   #bytesFromClient: CounterSeries;
   #bytesFromUpstream: CounterSeries;
   #follows: Disposable[] = [];
@@ -228,9 +230,14 @@ export class UpstreamGroup {
     this.#apply(config);
   }
 
-  /** A reload failed after {@linkcode UpstreamGroup.probeTargets}: drop its DNS look-ups. */
+  /**
+   * A reload failed after {@linkcode UpstreamGroup.probeTargets}: drop the DNS entries
+   * it looked up, and apply the answers of the running ones that came meanwhile.
+   */
   discardReload(): void {
+    if (!this.dns.staging && !this.#deferred) return;
     this.dns.discard();
+    this.#apply(this.config);
   }
 
   /** Static upstreams first, then those of the DNS entries, each address once. */
@@ -256,6 +263,7 @@ export class UpstreamGroup {
    * stay keep their counts and health; removed ones drain.
    */
   #apply(config: GroupConfig): void {
+    this.#deferred = false;
     const upstreams = this.#upstreams(config);
     const addresses = upstreams.map((u) => u.address);
     this.probe.setTargets(groupHealthTargets(config, upstreams));
@@ -264,6 +272,11 @@ export class UpstreamGroup {
       this.outlier.setTargets(addresses, settings);
     }
     this.pool.setUpstreams(upstreams);
+    // Addresses come and go with DNS answers: forget the counts of those gone for good.
+    const known = new Set(this.pool.snapshot().map((u) => u.address));
+    for (const address of this.acceptedBy.keys()) {
+      if (!known.has(address)) this.acceptedBy.delete(address);
+    }
     const ejections = this.outlier ?? this.probe as RelayedHealth;
     for (const address of addresses) {
       this.pool.setHealthy(address, this.probe.isHealthy(address));
@@ -273,7 +286,10 @@ export class UpstreamGroup {
 
   /** A DNS entry found another set: applied at once, unless a reload is under way. */
   #resolved(): void {
-    if (this.dns.staging) return; // the reload's update() applies the latest sets
+    if (this.dns.staging) {
+      this.#deferred = true; // update() or discardReload() applies the latest sets
+      return;
+    }
     this.#apply(this.config);
   }
 
