@@ -279,11 +279,11 @@ Deno.test("Balancer applies an answer that came during a reload once the reload 
   await using a = await TestUpstream.start(banner("a"));
   await using b = await TestUpstream.start(banner("b"));
   let answer = [{ priority: 1, weight: 1, port: a.port, target: "127.0.0.1" }];
-  let blocked: PromiseWithResolvers<string[]> | undefined;
+  const blocked = Promise.withResolvers<string[]>();
+  let blocking = false;
   const resolver: DnsResolver = {
     srv: () => Promise.resolve(answer),
-    addresses: (name) =>
-      blocked !== undefined && name === "slow.test" ? blocked.promise : Promise.resolve([]),
+    addresses: (name) => blocking && name === "slow.test" ? blocked.promise : Promise.resolve([]),
   };
   await using test = await startBalancer(
     body("127.0.0.1:53", `[{ srv = "${SRV}", interval = "100ms" }]`),
@@ -293,7 +293,7 @@ Deno.test("Balancer applies an answer that came during a reload once the reload 
   assert.deepEqual(group(balancer).upstreams.map((u) => u.address), [a.address]);
 
   // A reload whose new entry is slow to answer; meanwhile the SRV answer changes.
-  blocked = Promise.withResolvers();
+  blocking = true;
   const config = parseConfig(
     `[tls]\nca = "ca.crt"\ncert = "server.crt"\nkey = "server.key"\n${
       body("127.0.0.1:53", `[{ srv = "${SRV}", interval = "100ms" }, { dns = "slow.test:7000" }]`)
