@@ -347,6 +347,10 @@ key = "${pki.server.keyPath}"
     ]);
     assert.equal(printed.code, 0, printed.stderr);
     assert.match(printed.stdout, / --allow-net --allow-read=/);
+    assert.match(
+      printed.stderr,
+      /^Note: --allow-net has no list because group api looks upstreams up in DNS/,
+    );
   });
 
   await t.step("an entry that resolves to nothing: exit 1 before listening", async () => {
