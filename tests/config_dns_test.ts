@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runCli } from "../lib/cli/cli.ts";
 import { EXIT_OK } from "../lib/cli/exit_codes.ts";
-import { ConfigError, parseConfig } from "../lib/config/mod.ts";
+import { ConfigError, loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
+import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import { hasDnsUpstreams, permissionNeeds, workerCount } from "../lib/control/permission_needs.ts";
 import { checkPermissions, formatRunCommand, permissionFlags } from "../lib/control/permissions.ts";
 import { testPki } from "./_pki_fixtures.ts";
@@ -176,4 +177,18 @@ Deno.test("main.ts check shows each DNS entry, its interval and the resolver", a
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("WorkerBalancer refuses a config with upstreams from DNS", async () => {
+  const pki = await testPki();
+  const parsed = parseConfig(config(`[{ dns = "api.internal:7000" }]`), {
+    path: join(pki.dir, "lb.toml"),
+    baseDir: pki.dir,
+  });
+  const tls = await loadTlsMaterial(parsed);
+  assert.throws(
+    () => new WorkerBalancer({ config: parsed, tls, workers: 2 }),
+    TypeError,
+    "Cannot run workers: group api looks upstreams up in DNS",
+  );
 });
