@@ -77,6 +77,7 @@ export {
   configJsonSchema,
   type ConfigJsonSchemaOptions,
   type ConfigProblem,
+  type DnsUpstreamConfig,
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,
@@ -160,6 +161,24 @@ export {
   type UpstreamSpec,
   type UpstreamStatus,
 } from "./lib/upstream/least_conn_pool.ts";
+export {
+  denoResolver,
+  type DenoResolverOptions,
+  type DnsResolver,
+  type SrvAnswer,
+} from "./lib/upstream/dns_resolver.ts";
+export {
+  DNS_FAILURE_REASONS,
+  DnsChangeEvent,
+  DnsFailureEvent,
+  type DnsFailureReason,
+  DnsLookupError,
+  type DnsQuery,
+  dnsSourceName,
+  DnsUpstreams,
+  type DnsUpstreamsOptions,
+  type DnsUpstreamsStatus,
+} from "./lib/upstream/dns_upstreams.ts";
 export { type UpstreamCounts } from "./lib/upstream/upstream_counts.ts";
 export { MemoryUpstreamCounts } from "./lib/upstream/memory_counts.ts";
 export { NoHealthyUpstreamError, UpstreamConnectError } from "./lib/upstream/pool_errors.ts";
@@ -333,6 +352,7 @@ export {
   type BalancerState,
   type BalancerStatus,
   type ClientState,
+  type DnsEntryState,
   type DrainResult,
   type GroupState,
   type ListenerInfo,

@@ -213,10 +213,18 @@ function keys(table: JsonSchema, sections: [string, JsonSchema][], indent: strin
       }; example \`${key} = ${toml(exampleOf(schema))}\`. ${schema.description as string}`,
     );
     if (like !== undefined) continue;
+    // The keys of its tables (an array's items may be tables of several shapes), each once.
     const items = schema.items as JsonSchema | undefined;
     const nested = [schema, ...((items?.anyOf ?? [items]) as (JsonSchema | undefined)[])]
-      .find((s) => s !== undefined && Object.keys(properties(s)).length > 0);
-    if (nested !== undefined) lines.push(...keys(nested, sections, `${indent}  `));
+      .filter((s): s is JsonSchema => s !== undefined && Object.keys(properties(s)).length > 0);
+    const seen = new Set<string>();
+    for (const sub of nested) {
+      const fresh = Object.fromEntries(
+        Object.entries(properties(sub)).filter(([name]) => !seen.has(name)),
+      );
+      for (const name of Object.keys(fresh)) seen.add(name);
+      lines.push(...keys({ ...sub, properties: fresh }, sections, `${indent}  `));
+    }
   }
   return lines;
 }

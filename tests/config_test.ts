@@ -134,6 +134,7 @@ groups = ["web-1"]
       ["cache", {
         name: "cache",
         upstreams: [{ address: "127.0.0.1:6379", weight: 1 }, { address: "[::1]:6380", weight: 2 }],
+        dns: [],
         listen: "127.0.0.1:9443",
         // Field-by-field override; the empty expect switches the inherited one off.
         health: { ...health, interval: 1000 },
@@ -143,6 +144,7 @@ groups = ["web-1"]
       ["web-1", {
         name: "web-1",
         upstreams: [{ address: "Backend.internal:80", weight: 1 }],
+        dns: [],
         health: { ...health, expect: "+PONG" },
         outlier,
       }],
@@ -207,6 +209,7 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
   assert.deepEqual(config.groups.get("echo"), {
     name: "echo",
     upstreams: [{ address: "127.0.0.1:7001", weight: 1 }],
+    dns: [],
     health: { interval: 30_000, timeout: 1000, rise: 1, fall: 1 },
     outlier,
   });

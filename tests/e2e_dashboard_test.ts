@@ -268,6 +268,7 @@ class ScriptedTarget extends EventTarget {
             active: 0,
             healthy: false,
             state: "healthy",
+            source: "srv _web._tcp.internal",
             accepted: 3,
             ejection: {
               reason: "dial_timeout",
@@ -277,6 +278,19 @@ class ScriptedTarget extends EventTarget {
             },
           },
         ],
+        dns: [{
+          source: "srv _web._tcp.internal",
+          interval: 10_000,
+          upstreams: ["10.0.0.3:80"],
+          lookups: 12,
+          failures: 1,
+          resolvedAt: iso(-20_000),
+          error: {
+            reason: "timeout",
+            message: "SRV look-up of _web._tcp.internal timed out after 5000ms",
+            at: iso(-5_000),
+          },
+        }],
       }],
       clients: [{
         name: "<img src=x onerror=alert(1)>",
@@ -322,6 +336,10 @@ Deno.test({
       assert.match(ejected, /ejected dial_timeout/);
       assert.match(ejected, /until .* \(in [34]\d s\)/);
       assert.match(await text(page, '[data-group="web"] .group-head'), /panic mode/);
+      // An upstream from DNS names its entry; the entry shows its last look-up.
+      assert.match(ejected, /from srv _web\._tcp\.internal/);
+      const dns = await text(page, '[data-group="web"] [data-dns="srv _web._tcp.internal"]');
+      assert.match(dns, /^srv _web\._tcp\.internal · 1 · lookup failed \d+ s ago$/);
       const level = (which: string) =>
         page.evaluate(`document.querySelector('#certs tr[data-cert="${which}"]').dataset.level`);
       assert.equal(await level("server"), "warn", "under 30 days");

@@ -18,7 +18,7 @@ import type { Config, TlsMaterial } from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatSize } from "../core/size.ts";
 import { checkPermissions, formatRunCommand } from "../control/permissions.ts";
-import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
+import { hasDnsUpstreams, permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { checkCertificateDates, daysLeft } from "./certificate_dates.ts";
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
@@ -98,6 +98,7 @@ function isLoopbackHost(hostname: string): boolean {
 function workers(config: Config): string {
   const count = workerCount(config);
   if (config.cluster !== undefined) return `${count} (one event loop with [cluster])`;
+  if (hasDnsUpstreams(config)) return `${count} (one event loop with upstreams from DNS)`;
   return config.server.workers === undefined ? `${count} (one per CPU)` : `${count}`;
 }
 
@@ -151,6 +152,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     lines.push(`  ${group.name}${group.proxyProtocol === undefined ? "" : " (PROXY v2)"}`);
     for (const upstream of group.upstreams) {
       lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
+    }
+    for (const entry of group.dns) {
+      lines.push(
+        `    ${entry.type === "dns" ? `dns ${entry.name}:${entry.port}` : `srv ${entry.name}`}  ${
+          entry.type === "dns" ? "every A and AAAA address" : "SRV targets, ports and weights"
+        }, looked up every ${formatDuration(entry.interval)}`,
+      );
     }
     lines.push(
       `    alpn: ${
@@ -254,6 +262,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     config.server.watch
       ? "Reload: on SIGHUP and when the config or [tls] files change (watch = true)"
       : "Reload: on SIGHUP (watch = false)",
+    `DNS: ${
+      hasDnsUpstreams(config)
+        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}`
+        : `no upstream looked up in DNS${
+          server.resolver === undefined ? "" : ` (resolver ${server.resolver} unused)`
+        }`
+    }`,
     `Log: format "${config.log.format}"`,
     `Cluster: ${cluster(config)}`,
   );

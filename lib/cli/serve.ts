@@ -20,7 +20,7 @@ import { formatDuration } from "../core/duration.ts";
 import { configureLogging } from "../control/logging.ts";
 import { connectCluster } from "../redis/cluster.ts";
 import { checkPermissions, formatRunCommand, permissionFlags } from "../control/permissions.ts";
-import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
+import { hasDnsUpstreams, permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { assertSupportedRuntime } from "../core/runtime.ts";
 import { AdminServer } from "../admin/admin_server.ts";
 import { FileWatcher } from "../control/file_watcher.ts";
@@ -71,7 +71,7 @@ export async function serveCommand(
   const needs = permissionNeeds(config);
   const report = checkPermissions(needs);
   const missing = [...report.missing.net, ...report.missing.read, ...report.missing.env ?? []];
-  if (missing.length > 0) {
+  if (missing.length > 0 || report.missing.anyHost === true) {
     io.err(
       `Cannot start: Deno lacks permissions this config needs: ${
         permissionFlags(report.missing).join(" ")
@@ -101,7 +101,7 @@ export async function serveCommand(
   // whole, so the token and the config it belongs to change together.
   const adminTokens = new WeakMap<Config, string | undefined>([[config, adminToken]]);
   const load = async (path: string): Promise<LoadedConfig> => {
-    const loaded = await loadForReload(path, io);
+    const loaded = await loadForReload(path, io, workers);
     adminTokens.set(loaded.config, loaded.adminToken);
     return loaded;
   };
@@ -120,6 +120,12 @@ export async function serveCommand(
     ? undefined
     : await connectCluster(config.cluster);
   const workers = workerCount(config);
+  if (cluster === undefined && hasDnsUpstreams(config) && (config.server.workers ?? 1) > 1) {
+    log.warn(
+      "[server] workers = {workers} is not supported with upstreams looked up in DNS yet: running one event loop",
+      { workers: config.server.workers },
+    );
+  }
   if (cluster !== undefined && (config.server.workers ?? 1) > 1) {
     log.warn(
       "[server] workers = {workers} is not supported with [cluster] yet: running one event loop; run one process per core instead",
@@ -229,11 +235,18 @@ export async function serveCommand(
 async function loadForReload(
   path: string,
   io: Io,
+  workers: number,
 ): Promise<LoadedConfig & { adminToken: string | undefined }> {
   const config = await loadConfig(path);
+  if (workers > 1 && hasDnsUpstreams(config)) {
+    throw new ConfigError(
+      `upstreams looked up in DNS run in one event loop, and this server runs ${workers} workers: restart it to use them`,
+      { path: config.path },
+    );
+  }
   const needs = permissionNeeds(config);
   const missing = checkPermissions(needs).missing;
-  if (missing.net.length > 0 || missing.read.length > 0) {
+  if (missing.net.length > 0 || missing.read.length > 0 || missing.anyHost === true) {
     throw new ConfigError(
       `Deno lacks permissions this config needs: ${
         permissionFlags(missing).join(" ")

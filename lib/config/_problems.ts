@@ -37,9 +37,12 @@ export function problemsOf(issue: z.core.$ZodIssue): Problem[] {
   const key = keyPath(issue.path);
   switch (issue.code) {
     case "invalid_union": {
-      // The value's type chooses the alternative ("host:port" or a table): its problems.
-      const typed = issue.errors.filter((alternative) =>
-        !alternative.some((inner) => inner.path.length === 0 && inner.code === "invalid_type")
+      // The value's type chooses the alternative ("host:port" or a table), and among
+      // tables, the one whose keys it has (the fewest unknown keys): its problems.
+      const typed = closest(
+        issue.errors.filter((alternative) =>
+          !alternative.some((inner) => inner.path.length === 0 && inner.code === "invalid_type")
+        ),
       );
       if (typed.length !== 1) return [{ key, message: issue.message }];
       return typed[0]!.flatMap((inner) =>
@@ -108,4 +111,16 @@ export function configError(
     more,
     omitted: placed.length - 1 - more.length,
   });
+}
+
+/** The alternatives of a union with the fewest keys unknown to them at their root. */
+function closest(alternatives: z.core.$ZodIssue[][]): z.core.$ZodIssue[][] {
+  const unknown = (alternative: z.core.$ZodIssue[]) =>
+    alternative.reduce(
+      (n, inner) =>
+        n + (inner.path.length === 0 && inner.code === "unrecognized_keys" ? inner.keys.length : 0),
+      0,
+    );
+  const fewest = Math.min(...alternatives.map(unknown));
+  return alternatives.filter((alternative) => unknown(alternative) === fewest);
 }

@@ -11,7 +11,8 @@
  * @module
  */
 import * as z from "zod";
-import { HOST_PORT_PATTERN } from "../core/address.ts";
+import { isIP } from "node:net";
+import { HOST_PORT_PATTERN, parseHostPort } from "../core/address.ts";
 import { DURATION_PATTERN } from "../core/duration.ts";
 import { SIZE_PATTERN } from "../core/size.ts";
 import { normalizeHex } from "../identity/certificate.ts";
@@ -40,6 +41,7 @@ import type {
   ClientMatch,
   ClusterConfig,
   Config,
+  DnsUpstreamConfig,
   GroupConfig,
   HealthConfig,
   LimitsConfig,
@@ -122,6 +124,17 @@ const server = table({
       "Bytes held per connection and direction at most, at least 16 KiB. A side that sends faster than the other reads is paused well before that; a connection whose buffer passes it anyway is closed (`buffer_overflow`), and so is a client that sends more than this before its upstream is connected.",
     examples: ["1MiB", "256KiB"],
   }),
+  resolver: optional(
+    address(false).refine((value) => isIP(parseHostPort(value).hostname) !== 0, {
+      error: (issue) => `must be an IP address and port, received ${describe(issue.input)}`,
+    }),
+    {
+      description:
+        'The DNS server that `{ dns = ... }` and `{ srv = ... }` upstreams are looked up with, `"IP:port"`. See [upstreams from DNS](OPERATIONS.md#upstreams-from-dns).',
+      defaultText: "the system resolver (the `nameserver` lines of /etc/resolv.conf)",
+      examples: ["127.0.0.1:53", "[fd00::53]:53"],
+    },
+  ),
   watch: withDefault(boolean(), false, {
     description:
       "Reload when the config file or a `[tls]` file changes, as SIGHUP does. Changing it needs a restart.",
@@ -298,7 +311,19 @@ const health = table(healthKeys("section")).transform(withoutEmptySteps);
 
 const outlier = table(outlierKeys("section"));
 
-/** `"host:port"` or `{ address, weight }`. */
+/** How often an upstream entry looked up in DNS is looked up again, at least 100 ms. */
+const dnsInterval = () =>
+  withDefault(duration(100), "10s", {
+    description:
+      "Time between two look-ups of the name; the addresses found replace the last ones (kept ones keep their connections and health, gone ones drain). A failed look-up keeps the last set.",
+    examples: ["10s", "1m"],
+  });
+
+/** A DNS name: letters, digits, `_`, `-` and dots, no empty label, a final dot allowed. */
+const DNS_NAME_RE =
+  /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** `"host:port"`, `{ address, weight }`, `{ dns, interval }` or `{ srv, interval }`. */
 const upstream = z.union([
   address(false).transform((address) => ({ address, weight: 1 })),
   table({
@@ -312,9 +337,40 @@ const upstream = z.union([
       examples: [2],
     }),
   }),
+  table({
+    dns: required(address(false), {
+      description:
+        "A host name and port: every A and AAAA address of the name is an upstream on the port. See [upstreams from DNS](OPERATIONS.md#upstreams-from-dns).",
+      examples: ["api.internal:7000"],
+    }),
+    interval: dnsInterval(),
+  }).transform(({ dns, interval }): DnsUpstreamConfig => {
+    const { hostname, port } = parseHostPort(dns);
+    return { type: "dns", name: hostname, port, interval };
+  }),
+  table({
+    srv: required(shaped(DNS_NAME_RE, 'a DNS name such as "_api._tcp.internal"'), {
+      description:
+        "An SRV name: the addresses of the targets of its records of the lowest priority are upstreams, on the records' ports, with their weights. See [upstreams from DNS](OPERATIONS.md#upstreams-from-dns).",
+      examples: ["_api._tcp.internal"],
+    }),
+    interval: dnsInterval(),
+  }).transform(({ srv, interval }): DnsUpstreamConfig => ({
+    type: "srv",
+    name: srv.replace(/\.$/, ""),
+    interval,
+  })),
 ], {
-  error: (issue) => `must be "host:port" or { address, weight }, received ${describe(issue.input)}`,
+  error: (issue) =>
+    `must be "host:port" or { address, weight }, or an entry looked up in DNS ({ dns = "name:port" } or { srv = "name" }), received ${
+      describe(issue.input)
+    }`,
 });
+
+/** Whether an entry of `upstreams` is looked up in DNS. */
+function isDns(entry: UpstreamConfig | DnsUpstreamConfig): entry is DnsUpstreamConfig {
+  return "type" in entry;
+}
 
 const ALPN_RE = /^[\x21-\x7e]{1,255}$/;
 
@@ -324,13 +380,20 @@ export const GROUP = documented(
     upstreams: documented(
       list(upstream, {
         nonEmpty: "must list at least one upstream",
-        identity: (u) => u.address.toLowerCase(),
+        identity: (u) =>
+          isDns(u)
+            ? `${u.type} ${u.name.toLowerCase()}${u.type === "dns" ? `:${u.port}` : ""}`
+            : u.address.toLowerCase(),
       }),
       {
         description:
-          '`"host:port"` strings or `{ address = "host:port", weight = N }` tables, at least one, each once; `weight` is 1 to 1000 (default 1). Connections go to the healthy upstream with the fewest active connections relative to its weight; ties rotate.',
+          '`"host:port"` strings, `{ address = "host:port", weight = N }` tables, and entries looked up in DNS at an interval: `{ dns = "name:port", interval = "10s" }` (every A and AAAA address of the name) and `{ srv = "_service._tcp.name", interval = "10s" }` (SRV targets, ports and weights). At least one, each once; `weight` is 1 to 1000 (default 1). Connections go to the healthy upstream with the fewest active connections relative to its weight; ties rotate. See [upstreams from DNS](OPERATIONS.md#upstreams-from-dns).',
         defaultText: "required",
-        examples: [["127.0.0.1:6379", { address: "127.0.0.1:6380", weight: 2 }]],
+        examples: [
+          ["127.0.0.1:6379", { address: "127.0.0.1:6380", weight: 2 }],
+          [{ dns: "api.internal:7000", interval: "10s" }],
+          [{ srv: "_api._tcp.internal", interval: "30s" }, "10.0.0.9:7000"],
+        ],
       },
     ),
     listen: optional(address(true), {
@@ -369,7 +432,11 @@ export const GROUP = documented(
         examples: [["h2", "http/1.1"]],
       },
     ),
-  }),
+  }).transform(({ upstreams, ...rest }) => ({
+    ...rest,
+    upstreams: upstreams.filter((u): u is UpstreamConfig => !isDns(u)),
+    dns: upstreams.filter(isDns),
+  })),
   {
     description: "A group: a named set of upstreams and how they are watched.",
     defaultText: "none",

@@ -37,6 +37,7 @@ export {
   type ClientMatch,
   type ClusterConfig,
   type Config,
+  type DnsUpstreamConfig,
   type GroupConfig,
   type HealthConfig,
   type LimitsConfig,

@@ -26,6 +26,8 @@ export interface ServerConfig {
   drainTimeout: number;
   /** Worker count; unset: one per CPU (`workers`). */
   workers?: number;
+  /** DNS server of the upstreams looked up in DNS, `IP:port`; unset: the system's (`resolver`). */
+  resolver?: string;
   /** Cap on open client connections; unset: from the open-files limit (`max_connections`). */
   maxConnections?: number;
   /** Cap on TLS handshakes in flight; unset: from `max_connections` (`max_handshakes`). */
@@ -104,12 +106,19 @@ export interface UpstreamConfig {
   weight: number;
 }
 
+/** An entry of `upstreams` looked up in DNS every `interval` ms (`dns`, `srv`, `interval`). */
+export type DnsUpstreamConfig =
+  | { type: "dns"; name: string; port: number; interval: number }
+  | { type: "srv"; name: string; interval: number };
+
 /** A `[groups.NAME]` table. */
 export interface GroupConfig {
   /** The group name (the table key). */
   name: string;
-  /** Upstreams, at least one, each once (`upstreams`). */
+  /** Upstreams given by address, each once; none when every entry is looked up in DNS (`upstreams`). */
   upstreams: UpstreamConfig[];
+  /** Entries of `upstreams` looked up in DNS, `{ dns = ... }` and `{ srv = ... }`, in file order. */
+  dns: DnsUpstreamConfig[];
   /** Listener of the group's own, `host:port` (`listen`). */
   listen?: string;
   /** Effective health settings: `[health]` overridden key by key (`health`). */

@@ -15,7 +15,8 @@ import type { PermissionNeeds } from "./permissions.ts";
 /**
  * The number of workers `serve` runs for a configuration: `[server] workers`, else
  * one per CPU (`navigator.hardwareConcurrency`); one with `[cluster]`, whose
- * stores are per process.
+ * stores are per process, and one when a group has upstreams looked up in DNS
+ * (`{ dns = ... }`, `{ srv = ... }`), which run in one event loop.
  *
  * @example Usage
  * ```ts
@@ -26,14 +27,33 @@ import type { PermissionNeeds } from "./permissions.ts";
  * assert.equal(workerCount({ server: {} }), navigator.hardwareConcurrency);
  * ```
  *
- * @param config The configuration (its `[server]` and `[cluster]` sections).
+ * @param config The configuration (its `[server]` and `[cluster]` sections, its groups).
  * @returns At least 1.
  */
 export function workerCount(
-  config: { server: { workers?: number }; cluster?: unknown },
+  config: {
+    server: { workers?: number };
+    cluster?: unknown;
+    groups?: ReadonlyMap<string, { name: string; dns?: readonly unknown[] }>;
+  },
 ): number {
-  if (config.cluster !== undefined) return 1;
+  if (config.cluster !== undefined || hasDnsUpstreams(config)) return 1;
   return Math.max(1, config.server.workers ?? navigator.hardwareConcurrency);
+}
+
+/**
+ * Whether a group of the configuration has upstreams looked up in DNS.
+ *
+ * @param config The configuration (its groups).
+ * @returns `true` when a group has a `{ dns = ... }` or `{ srv = ... }` entry.
+ */
+export function hasDnsUpstreams(
+  config: { groups?: ReadonlyMap<string, { name: string; dns?: readonly unknown[] }> },
+): boolean {
+  for (const group of config.groups?.values() ?? []) {
+    if ((group.dns?.length ?? 0) > 0) return true;
+  }
+  return false;
 }
 
 /** Options of {@linkcode permissionNeeds}. */
@@ -53,6 +73,13 @@ export interface PermissionNeedsOptions {
  * `read` for the config file, the CA, certificate, key and CRL files and the
  * admin token file (absolute paths), and with more than one worker the folder of mtlb's modules
  * (`lib/`: Deno checks read permission when it loads a Worker's modules).
+ *
+ * Upstreams looked up in DNS (`{ dns = ... }`, `{ srv = ... }`) need every host
+ * (`anyHost`: `--allow-net` with no list): Deno checks the address each dial
+ * connects to, and those are known only once DNS answers (Deno takes no IPv6 range,
+ * and an SRV answer chooses the port too). That grant covers the DNS server too:
+ * `[server] resolver`, else the servers of `/etc/resolv.conf`, which
+ * `Deno.resolveDns` needs net permission for.
  *
  * A listener on port 0 needs its host with no port (Deno cannot grant "any
  * port the kernel picks" otherwise). A listener on a host name is resolved
@@ -111,6 +138,9 @@ export function permissionNeeds(
   for (const group of config.groups.values()) {
     for (const upstream of group.upstreams) net.push(upstream.address);
   }
+  const dnsGroups = hasDnsUpstreams(config);
+  const resolver = config.server.resolver;
+  if (dnsGroups && resolver !== undefined) net.push(resolver);
   if (config.cluster !== undefined) net.push(config.cluster.storeAddress);
   const { tls } = config;
   const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
@@ -121,6 +151,7 @@ export function permissionNeeds(
   }
   return {
     net: [...new Set(net)],
+    ...(dnsGroups ? { anyHost: true } : {}),
     read: [...new Set(read.map((p) => resolve(p)))],
     ...(config.cluster === undefined ? {} : { env: [...REDIS_CLIENT_ENV] }),
   };

@@ -10,6 +10,13 @@ import { resolve } from "node:path";
 export interface PermissionNeeds {
   /** `host:port` entries for `--allow-net`: listeners, upstreams, the admin port. */
   net: string[];
+  /**
+   * Whether every host is needed (`--allow-net` with no list): upstreams looked up in
+   * DNS are addresses known only at run time. `net` then only says what is known.
+   *
+   * @default {false}
+   */
+  anyHost?: boolean;
   /** Files for `--allow-read`: the config, CA, certificate, key, CRL. */
   read: string[];
   /**
@@ -50,7 +57,8 @@ export function permissionFlags(needs: PermissionNeeds): string[] {
   const net = [...new Set(needs.net)];
   const read = [...new Set(needs.read)];
   const env = [...new Set(needs.env ?? [])];
-  if (net.length > 0) flags.push(`--allow-net=${net.join(",")}`);
+  if (needs.anyHost === true) flags.push("--allow-net");
+  else if (net.length > 0) flags.push(`--allow-net=${net.join(",")}`);
   if (read.length > 0) flags.push(`--allow-read=${read.join(",")}`);
   if (env.length > 0) flags.push(`--allow-env=${env.join(",")}`);
   return flags;
@@ -78,13 +86,15 @@ export function permissionFlags(needs: PermissionNeeds): string[] {
 export function checkPermissions(needs: PermissionNeeds): PermissionReport {
   const granted = (desc: Deno.PermissionDescriptor) =>
     Deno.permissions.querySync(desc).state === "granted";
+  const anyHost = needs.anyHost === true;
   const missing: PermissionNeeds = {
     net: [...new Set(needs.net)].filter((host) => !granted({ name: "net", host })),
+    ...(anyHost && !granted({ name: "net" }) ? { anyHost: true } : {}),
     read: [...new Set(needs.read)].filter((path) => !granted({ name: "read", path })),
     env: [...new Set(needs.env ?? [])].filter((variable) => !granted({ name: "env", variable })),
   };
   const broader: string[] = [];
-  if (granted({ name: "net" })) broader.push("--allow-net (every host)");
+  if (!anyHost && granted({ name: "net" })) broader.push("--allow-net (every host)");
   if (granted({ name: "read" })) broader.push("--allow-read (every file)");
   if (granted({ name: "write" })) broader.push("--allow-write");
   if (granted({ name: "run" })) broader.push("--allow-run");
@@ -140,6 +150,7 @@ export function formatRunCommand(
 ): string {
   const shown: PermissionNeeds = {
     net: needs.net,
+    ...(needs.anyHost === true ? { anyHost: true } : {}),
     read: needs.read.map((path) => resolve(path)),
     ...(needs.env === undefined ? {} : { env: needs.env }),
   };

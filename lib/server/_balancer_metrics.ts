@@ -41,6 +41,9 @@ export class BalancerMetrics {
   readonly clientActive: MetricFamily<GaugeSeries>;
   readonly draining: GaugeSeries;
   readonly sessionEnds: MetricFamily<CounterSeries>;
+  readonly dnsFailures: MetricFamily<CounterSeries>;
+  readonly dnsUpstreams: MetricFamily<GaugeSeries>;
+  readonly dnsAge: MetricFamily<GaugeSeries>;
   readonly #deniedBy = new Map<string, CounterSeries>();
   readonly #handshakeBy = new Map<string, CounterSeries>();
 
@@ -167,6 +170,22 @@ export class BalancerMetrics {
       help:
         "Forwarded connections mtlb closed itself, by reason: revoked, policy_changed (after a reload), max_lifetime.",
       labelNames: ["reason"],
+    });
+    this.dnsFailures = registry.counter({
+      name: "mtlb_dns_lookup_failures_total",
+      help:
+        "DNS look-ups of upstreams that kept the last set, by group, entry and reason (empty, timeout, error).",
+      labelNames: ["group", "source", "reason"],
+    });
+    this.dnsUpstreams = registry.gauge({
+      name: "mtlb_dns_upstreams",
+      help: "Upstreams a DNS entry of a group resolves to now.",
+      labelNames: ["group", "source"],
+    });
+    this.dnsAge = registry.gauge({
+      name: "mtlb_dns_lookup_age_seconds",
+      help: "Seconds since the last successful DNS look-up of a group's entry.",
+      labelNames: ["group", "source"],
     });
   }
 

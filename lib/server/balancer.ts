@@ -25,6 +25,7 @@ import {
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
 
+import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 
@@ -54,6 +55,7 @@ import { Refusals } from "./refusals.ts";
 import { SessionRunner } from "./session.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
+import { configuredResolver } from "./_group_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type { HealthReport } from "./records.ts";
 import type {
@@ -115,6 +117,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #wall: () => number;
   #dial: Dialer<Socket>;
   #healthCheck: HealthCheck | undefined;
+  #resolver: DnsResolver;
   #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
   #crl: RevocationList | undefined;
@@ -172,6 +175,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#wall = options.wallClock ?? Date.now;
     this.#dial = options.dial ?? dialTcp;
     this.#healthCheck = options.healthCheck;
+    this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({
@@ -276,6 +280,13 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#groupNames = [...this.#config.groups.keys()];
     for (const group of this.#config.groups.values()) {
       this.#groups.set(group.name, this.#newGroup(group));
+    }
+    try {
+      // DNS entries are looked up before anything listens: one that finds nothing stops here.
+      await Promise.all([...this.#groups.values()].map((g) => g.discover()));
+    } catch (error) {
+      await this.close();
+      throw error;
     }
     await Promise.all([...this.#groups.values()].map((g) => g.probe.ready));
     try {
@@ -582,6 +593,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       metrics: this.#metrics,
       counts: this.#upstreamCounts,
       health,
+      resolver: this.#resolver,
     });
   }
 
@@ -639,15 +651,25 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       if (existing === undefined) {
         const group = this.#newGroup(groupConfig);
         newGroups.set(groupConfig.name, group);
-        probing.push(group.probe.ready);
+        probing.push(group.discover().then(() => group.probe.ready));
       } else {
         probing.push(existing.probeTargets(groupConfig));
       }
     }
-    await Promise.all(probing);
-    if (this.#life.state !== "serving") {
+    const abandon = async (): Promise<void> => {
       for (const group of newGroups.values()) this.#retireGroup(group);
+      for (const group of this.#groups.values()) group.discardReload();
       await Promise.all(added.map((l) => this.#net.close(l)));
+    };
+    // A DNS entry that finds nothing fails the reload, as it fails a start.
+    const probed = await Promise.allSettled(probing);
+    const failed = probed.find((p) => p.status === "rejected");
+    if (failed !== undefined) {
+      await abandon();
+      throw failed.reason;
+    }
+    if (this.#life.state !== "serving") {
+      await abandon();
       throw new Error(`the balancer started ${this.#life.state} during the reload`);
     }
 

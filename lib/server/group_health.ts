@@ -89,9 +89,13 @@ export function groupOutlierDetector(
  * ```
  *
  * @param config The group.
+ * @param upstreams Its upstreams, those resolved from DNS included.
  * @returns One target per upstream, in configuration order.
  */
-export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
+export function groupHealthTargets(
+  config: GroupConfig,
+  upstreams: readonly { address: string }[] = config.upstreams,
+): HealthTarget[] {
   const settings = (health: HealthConfig) => ({
     interval: health.interval,
     timeout: health.timeout,
@@ -100,7 +104,7 @@ export function groupHealthTargets(config: GroupConfig): HealthTarget[] {
     send: health.send ?? "",
     expect: health.expect ?? "",
   });
-  return config.upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
+  return upstreams.map((u) => ({ address: u.address, settings: settings(config.health) }));
 }
 
 /** A reported health, with when it entered that state (balancer clock). */

@@ -11,6 +11,7 @@ export {
   type BalancerState,
   type BalancerStatus,
   type ClientState,
+  type DnsEntryState,
   type DrainResult,
   type GroupState,
   type ListenerInfo,

@@ -13,6 +13,7 @@ import { TrustStore } from "../identity/trust_store.ts";
 import type { LimiterStore } from "../limiter/store.ts";
 import type { MetricsRegistry } from "../metrics/registry.ts";
 import type { Dialer } from "../upstream/dial.ts";
+import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { LoadedConfig } from "./lifecycle.ts";
@@ -48,6 +49,13 @@ export interface BalancerOptions {
    * @default {tcpCheck}
    */
   healthCheck?: HealthCheck;
+  /**
+   * Answers the look-ups of the groups' DNS entries (`{ dns = "NAME:PORT" }`,
+   * `{ srv = "NAME" }`).
+   *
+   * @default {denoResolver() asking `[server] resolver`, else the system resolver}
+   */
+  resolver?: DnsResolver;
   /**
    * The registry the `mtlb_*` metrics are registered in.
    *

@@ -63,6 +63,11 @@ export interface UpstreamState {
   state: HealthState;
   /** Present for an upstream a reload removed while connections to it are live. */
   removed?: true;
+  /**
+   * The DNS entry it was resolved from (`dns NAME:PORT`, `srv NAME`); absent for an
+   * upstream listed by address.
+   */
+  source?: string;
   /** Why it entered its state. */
   reason?: string;
   /** When it entered its state, ISO 8601. */
@@ -97,6 +102,26 @@ export interface GroupState {
   bytesFromUpstream: number;
   /** Its upstreams, configured ones first. */
   upstreams: UpstreamState[];
+  /** Its DNS entries, when it has any. */
+  dns?: DnsEntryState[];
+}
+
+/** One DNS entry of a group in {@linkcode GroupState}. */
+export interface DnsEntryState {
+  /** `dns NAME:PORT` or `srv NAME`. */
+  source: string;
+  /** Time between look-ups, ms. */
+  interval: number;
+  /** The upstreams it resolves to now. */
+  upstreams: string[];
+  /** Look-ups made. */
+  lookups: number;
+  /** Look-ups that failed or found nothing (the last set was kept). */
+  failures: number;
+  /** When the last successful look-up ended, ISO 8601. */
+  resolvedAt?: string;
+  /** Why the last look-up failed, while the next has not succeeded. */
+  error?: { reason: string; message: string; at: string };
 }
 
 /** One configured client in {@linkcode BalancerStatus}. */

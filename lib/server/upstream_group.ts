@@ -9,13 +9,15 @@ import type { Clock } from "../core/clock.ts";
 import type { GroupConfig } from "../config/mod.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import type { ForwardStats } from "../proxy/forward.ts";
+import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 import type { EjectionEvent } from "../upstream/health_event.ts";
-import { LeastConnPool } from "../upstream/least_conn_pool.ts";
+import { LeastConnPool, type UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
+import { dnsEntriesOf, GroupDns } from "./_group_dns.ts";
 import {
   type GroupHealth,
   groupHealthTargets,
@@ -62,6 +64,12 @@ export interface UpstreamGroupOptions {
   counts?: UpstreamCounts | undefined;
   /** Where its health comes from. */
   health: GroupHealthSource;
+  /**
+   * Answers the look-ups of its DNS entries.
+   *
+   * @default {none: a group with DNS entries cannot start}
+   */
+  resolver?: DnsResolver | undefined;
 }
 
 /**
@@ -95,7 +103,13 @@ export class UpstreamGroup {
   readonly accepted: CounterSeries;
   /** `mtlb_connect_retries_total` of the group. */
   readonly retries: CounterSeries;
+  /** Its DNS entries: upstreams looked up at an interval. */
+  readonly dns: GroupDns;
   #metrics: BalancerMetrics;
+  /** The DNS entry each resolved upstream comes from. */
+  #sources = new Map<string, string>();
+  /** A DNS answer came during a reload and waits for its end. */
+  #deferred = false;
   #bytesFromClient: CounterSeries;
   #bytesFromUpstream: CounterSeries;
   #follows: Disposable[] = [];
@@ -150,6 +164,13 @@ export class UpstreamGroup {
       this.passive = this.outlier = detector;
     }
     this.#follows.push(this.pool.followHealth(this.probe));
+    this.dns = new GroupDns({
+      group: name,
+      resolver: options.resolver,
+      clock,
+      metrics,
+      onChange: () => this.#resolved(),
+    });
     this.probe.start();
     this.accepted = metrics.accepted.labels(name);
     this.retries = metrics.retries.labels(name);
@@ -158,36 +179,118 @@ export class UpstreamGroup {
   }
 
   /**
-   * The first step of a reload that keeps the group: probe its new upstreams, and give
-   * outlier detection its new settings. The pool does not change yet.
+   * Looks up its DNS entries for the first time (start, or a group a reload adds):
+   * their upstreams join the static ones and are probed at once. Nothing to do for a
+   * group without DNS entries.
+   *
+   * @returns When every entry found upstreams (read {@linkcode UpstreamGroup.probe}'s
+   *   `ready` afterwards to wait for their first probe).
+   * @throws {DnsLookupError} When an entry failed or found none.
+   */
+  async discover(): Promise<void> {
+    const entries = dnsEntriesOf(this.config);
+    if (entries.length === 0) return;
+    await this.dns.prepare(entries);
+    this.dns.commit();
+    this.#apply(this.config);
+  }
+
+  /**
+   * The first step of a reload that keeps the group: look up its new DNS entries,
+   * probe its new upstreams, and give outlier detection its new settings. The pool
+   * does not change yet.
    *
    * @param config The group's new configuration.
    * @returns When the new upstreams have been probed.
+   * @throws {DnsLookupError} When a new DNS entry failed or found none (the reload
+   *   fails; nothing of the group changed).
    */
-  probeTargets(config: GroupConfig): Promise<void> {
-    this.probe.setTargets(groupHealthTargets(config));
+  async probeTargets(config: GroupConfig): Promise<void> {
+    await this.dns.prepare(dnsEntriesOf(config));
+    const upstreams = this.#upstreams(config);
+    this.probe.setTargets(groupHealthTargets(config, upstreams));
     if (this.outlier !== undefined) {
       const { panicThreshold: _, ...settings } = config.outlier;
-      this.outlier.setTargets(config.upstreams.map((u) => u.address), settings);
+      this.outlier.setTargets(upstreams.map((u) => u.address), settings);
     }
-    return this.probe.ready;
+    await this.probe.ready;
   }
 
   /**
    * Commits a reload: the pool takes the new upstreams (those that stay keep their
-   * counts and health), weights and panic threshold.
+   * counts and health), weights and panic threshold; new DNS entries start looking up
+   * at their interval, removed ones stop.
    *
    * @param config The group's new configuration.
    */
   update(config: GroupConfig): void {
     this.config = config;
-    this.pool.setUpstreams(config.upstreams.map((u) => ({ address: u.address, weight: u.weight })));
+    this.dns.commit();
     this.pool.setPanicThreshold(config.outlier.panicThreshold);
-    const ejections = this.outlier ?? this.probe as RelayedHealth;
-    for (const upstream of config.upstreams) {
-      this.pool.setHealthy(upstream.address, this.probe.isHealthy(upstream.address));
-      this.pool.setEjected(upstream.address, ejections.isEjected(upstream.address));
+    this.#apply(config);
+  }
+
+  /**
+   * A reload failed after {@linkcode UpstreamGroup.probeTargets}: drop the DNS entries
+   * it looked up, and apply the answers of the running ones that came meanwhile.
+   */
+  discardReload(): void {
+    if (!this.dns.staging && !this.#deferred) return;
+    this.dns.discard();
+    this.#apply(this.config);
+  }
+
+  /** Static upstreams first, then those of the DNS entries, each address once. */
+  #upstreams(config: GroupConfig): UpstreamSpec[] {
+    const out: UpstreamSpec[] = config.upstreams.map((u) => ({
+      address: u.address,
+      weight: u.weight,
+    }));
+    const seen = new Set(out.map((u) => u.address));
+    this.#sources.clear();
+    for (const { spec, source } of this.dns.upstreams()) {
+      if (seen.has(spec.address)) continue;
+      seen.add(spec.address);
+      this.#sources.set(spec.address, source);
+      out.push(spec);
     }
+    return out;
+  }
+
+  /**
+   * Puts a set of upstreams in force: probes, outlier detection and the pool. New
+   * upstreams are unknown, so not picked before their first probe passes; those that
+   * stay keep their counts and health; removed ones drain.
+   */
+  #apply(config: GroupConfig): void {
+    this.#deferred = false;
+    const upstreams = this.#upstreams(config);
+    const addresses = upstreams.map((u) => u.address);
+    this.probe.setTargets(groupHealthTargets(config, upstreams));
+    if (this.outlier !== undefined) {
+      const { panicThreshold: _, ...settings } = config.outlier;
+      this.outlier.setTargets(addresses, settings);
+    }
+    this.pool.setUpstreams(upstreams);
+    // Addresses come and go with DNS answers: forget the counts of those gone for good.
+    const known = new Set(this.pool.snapshot().map((u) => u.address));
+    for (const address of this.acceptedBy.keys()) {
+      if (!known.has(address)) this.acceptedBy.delete(address);
+    }
+    const ejections = this.outlier ?? this.probe as RelayedHealth;
+    for (const address of addresses) {
+      this.pool.setHealthy(address, this.probe.isHealthy(address));
+      this.pool.setEjected(address, ejections.isEjected(address));
+    }
+  }
+
+  /** A DNS entry found another set: applied at once, unless a reload is under way. */
+  #resolved(): void {
+    if (this.dns.staging) {
+      this.#deferred = true; // update() or discardReload() applies the latest sets
+      return;
+    }
+    this.#apply(this.config);
   }
 
   /**
@@ -206,6 +309,7 @@ export class UpstreamGroup {
    * @returns When the checks in flight settled.
    */
   close(): Promise<void> {
+    this.dns.close();
     for (const follow of this.#follows) follow[Symbol.dispose]();
     this.outlier?.close();
     return this.probe.close();
@@ -223,6 +327,7 @@ export class UpstreamGroup {
     metrics.retries.remove(name);
     metrics.bytes.remove(name, "from_client");
     metrics.bytes.remove(name, "from_upstream");
+    this.dns.close(true);
     return this.close();
   }
 
@@ -246,6 +351,8 @@ export class UpstreamGroup {
         state: h?.state ?? "unknown",
       };
       if (u.removed) state.removed = true;
+      const source = this.#sources.get(u.address);
+      if (source !== undefined) state.source = source;
       addProbeState(state, h, iso);
       if (u.removed !== true) addEjection(state, outliers.get(u.address), iso);
       return state;
@@ -260,6 +367,7 @@ export class UpstreamGroup {
     };
     if (this.config.listen !== undefined) entry.listen = this.config.listen;
     if (this.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
+    if (this.dns.size > 0) entry.dns = this.dns.status(iso);
     return entry;
   }
 
@@ -268,6 +376,7 @@ export class UpstreamGroup {
     const m = this.#metrics;
     const name = this.config.name;
     m.panic.labels(name).set(this.pool.panic ? 1 : 0);
+    this.dns.collect();
     grow(this.#bytesFromClient, this.stats.bytesFromClient);
     grow(this.#bytesFromUpstream, this.stats.bytesFromUpstream);
     for (const upstream of this.pool.snapshot()) {

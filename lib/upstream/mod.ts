@@ -1,9 +1,27 @@
 /**
- * Upstreams: the least-connections pool and its counts, active health checks, outlier detection and dialing.
+ * Upstreams: the least-connections pool and its counts, active health checks, outlier detection, dialing, and upstreams looked up in DNS.
  *
  * @module
  */
 export { type Dialer, dialTcp } from "./dial.ts";
+export {
+  denoResolver,
+  type DenoResolverOptions,
+  type DnsResolver,
+  type SrvAnswer,
+} from "./dns_resolver.ts";
+export {
+  DNS_FAILURE_REASONS,
+  DnsChangeEvent,
+  DnsFailureEvent,
+  type DnsFailureReason,
+  DnsLookupError,
+  type DnsQuery,
+  dnsSourceName,
+  DnsUpstreams,
+  type DnsUpstreamsOptions,
+  type DnsUpstreamsStatus,
+} from "./dns_upstreams.ts";
 export {
   type EjectionChange,
   EjectionEvent,

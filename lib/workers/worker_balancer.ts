@@ -114,9 +114,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    *
    * @param options The configuration, TLS material, worker count and injectables.
    * @throws {RangeError} When `workers` is not a positive integer.
+   * @throws {TypeError} When a group has upstreams looked up in DNS (run a `Balancer`).
    */
   constructor(options: WorkerBalancerOptions) {
     super();
+    assertNoDnsUpstreams(options.config);
     const count = options.workers ?? options.config.server.workers ??
       navigator.hardwareConcurrency;
     if (!Number.isSafeInteger(count) || count < 1) {
@@ -352,6 +354,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
 
   async #apply(loaded: LoadedConfig): Promise<void> {
     const { config } = loaded;
+    assertNoDnsUpstreams(config);
     const previous = this.#loaded.config;
     this.#shared.assign(upstreamsOf(config), config.clients.keys());
 
@@ -467,4 +470,13 @@ function describeFailures(failed: { slot: Slot; error: string }[]): string {
   const reasons = new Set(failed.map((f) => f.error));
   if (reasons.size === 1) return [...reasons][0]!;
   return failed.map((f) => `worker ${f.slot.index}: ${f.error}`).join("; ");
+}
+
+/** Upstreams looked up in DNS run in one event loop: a `Balancer`, not workers. */
+function assertNoDnsUpstreams(config: Config): void {
+  const group = [...config.groups.values()].find((g) => g.dns.length > 0);
+  if (group === undefined) return;
+  throw new TypeError(
+    `Cannot run workers: group ${group.name} looks upstreams up in DNS, which runs in one event loop (use a Balancer)`,
+  );
 }

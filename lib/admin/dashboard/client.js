@@ -392,6 +392,21 @@ function probeCell(p) {
   at.title = p.at;
   return add(cell, at);
 }
+/** A DNS entry of a group: when it was last looked up, and why the last look-up failed. */
+function dnsChip(d) {
+  const failed = d.error !== undefined;
+  const chip = h(
+    "span",
+    "chip dns" + (failed ? " text-warn" : ""),
+    d.source + " \u00b7 " + d.upstreams.length + " \u00b7 " +
+      (failed ? "lookup failed " + fmtAgo(d.error.at) : "resolved " + fmtAgo(d.resolvedAt ?? "")),
+  );
+  chip.setAttribute("data-dns", d.source);
+  chip.title = (failed ? d.error.message + "; keeping the last " : "") +
+    d.upstreams.length + " upstreams: " + d.upstreams.join(", ") + " \u00b7 " + d.lookups +
+    " lookups, " + d.failures + " failed";
+  return chip;
+}
 function renderGroups(status, r) {
   const list = byId("groups");
   const nodes = status.groups.map((g) => {
@@ -410,6 +425,7 @@ function renderGroups(status, r) {
       h("span", "chip", g.listen ? "listener " + g.listen : "shared listener"),
       g.proxyProtocol ? h("span", "chip", "PROXY " + g.proxyProtocol) : null,
       g.panic ? panicBadge() : null,
+      ...(g.dns ?? []).map(dnsChip),
       h(
         "span",
         "small muted",
@@ -453,7 +469,11 @@ function renderGroups(status, r) {
         body,
         add(
           row,
-          add(h("td"), h("code", "", u.address)),
+          add(
+            h("td"),
+            h("code", "", u.address),
+            u.source ? h("div", "small muted source", "from " + u.source) : null,
+          ),
           healthCell(u),
           probe,
           labelled(td(fmtInt(u.active), "num active"), "active"),

@@ -14,7 +14,12 @@
  *
  * @module
  */
-import type { BalancerStatus, ClientState, UpstreamState } from "../../server/status.ts";
+import type {
+  BalancerStatus,
+  ClientState,
+  DnsEntryState,
+  UpstreamState,
+} from "../../server/status.ts";
 import type { RecentDenial } from "../admin_server.ts";
 import type { CardOptions, Plot, Rates, Sample, Snapshot } from "./_client_types.ts";
 
@@ -396,6 +401,21 @@ function probeCell(p: UpstreamState["lastProbe"]): HTMLTableCellElement {
   at.title = p.at;
   return add(cell, at);
 }
+/** A DNS entry of a group: when it was last looked up, and why the last look-up failed. */
+function dnsChip(d: DnsEntryState): HTMLSpanElement {
+  const failed = d.error !== undefined;
+  const chip = h(
+    "span",
+    "chip dns" + (failed ? " text-warn" : ""),
+    d.source + " \u00b7 " + d.upstreams.length + " \u00b7 " +
+      (failed ? "lookup failed " + fmtAgo(d.error!.at) : "resolved " + fmtAgo(d.resolvedAt ?? "")),
+  );
+  chip.setAttribute("data-dns", d.source);
+  chip.title = (failed ? d.error!.message + "; keeping the last " : "") +
+    d.upstreams.length + " upstreams: " + d.upstreams.join(", ") + " \u00b7 " + d.lookups +
+    " lookups, " + d.failures + " failed";
+  return chip;
+}
 function renderGroups(status: BalancerStatus, r: Rates | null): void {
   const list = byId("groups");
   const nodes: HTMLElement[] = status.groups.map((g) => {
@@ -414,6 +434,7 @@ function renderGroups(status: BalancerStatus, r: Rates | null): void {
       h("span", "chip", g.listen ? "listener " + g.listen : "shared listener"),
       g.proxyProtocol ? h("span", "chip", "PROXY " + g.proxyProtocol) : null,
       g.panic ? panicBadge() : null,
+      ...(g.dns ?? []).map(dnsChip),
       h(
         "span",
         "small muted",
@@ -457,7 +478,11 @@ function renderGroups(status: BalancerStatus, r: Rates | null): void {
         body,
         add(
           row,
-          add(h("td"), h("code", "", u.address)),
+          add(
+            h("td"),
+            h("code", "", u.address),
+            u.source ? h("div", "small muted source", "from " + u.source) : null,
+          ),
           healthCell(u),
           probe,
           labelled(td(fmtInt(u.active), "num active"), "active"),
