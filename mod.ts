@@ -70,6 +70,7 @@ export {
   type AdminConfig,
   type ClientConfig,
   type ClientMatch,
+  clientPolicyDocument,
   type ClusterConfig,
   type Config,
   ConfigError,
@@ -88,6 +89,8 @@ export {
   type OutlierConfig,
   parseConfig,
   type ParseConfigOptions,
+  parseConfigWithClients,
+  type ParseConfigWithClientsOptions,
   type ServerConfig,
   type TlsCertificateInfo,
   type TlsConfig,
@@ -283,6 +286,19 @@ export {
   type SharedStoreMode,
   type StoreErrorPolicy,
 } from "./lib/redis/limiter_store.ts";
+export {
+  CLIENT_POLICY_CHECK_MS,
+  ClientPolicyFollower,
+  type ClientPolicyFollowerOptions,
+  type ClientPolicySource,
+  type ClientPolicyState,
+} from "./lib/redis/client_policy_follower.ts";
+export {
+  ClientPolicyPermissionError,
+  RedisClientPolicyStore,
+  type RedisClientPolicyStoreOptions,
+  type StoredClientPolicy,
+} from "./lib/redis/client_policy_store.ts";
 export {
   RedisUpstreamCounts,
   type RedisUpstreamCountsCounters,
