@@ -361,12 +361,13 @@ export {
 } from "./lib/core/reasons.ts";
 export { Balancer } from "./lib/server/balancer.ts";
 export { type BalancerOptions } from "./lib/server/options.ts";
-export { type LoadedConfig, ReloadError } from "./lib/server/lifecycle.ts";
+export { type LoadedConfig, ReloadError, type ReloadSource } from "./lib/server/lifecycle.ts";
 export { ECDH_CURVES, LISTEN_BACKLOG } from "./lib/listener/tls_listeners.ts";
 export {
   type BalancerCounters,
   type BalancerState,
   type BalancerStatus,
+  type ClientPolicyStatus,
   type ClientState,
   type DnsEntryState,
   type DrainResult,
