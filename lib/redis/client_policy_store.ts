@@ -85,10 +85,13 @@ export class ClientPolicyPermissionError extends Error {
 /**
  * Lua: KEYS[1] the policy hash; ARGV document, sha256, channel. Writes the document
  * and the next version in one HSET (nothing half written), then announces the
- * version; returns `{version, pushed_at_ms, publish_error}`.
+ * version; returns `{version, pushed_at_ms, publish_error, unchanged}`. A document
+ * equal to the stored one changes nothing.
  */
 const PUSH = new RedisScript(`
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
+local stored = redis.call('HMGET', KEYS[1], 'version', 'sha256', 'pushed_at')
+if stored[1] and stored[2] == ARGV[2] then return {tonumber(stored[1]), stored[3], '', 1} end
+local version = tonumber(stored[1] or '0') + 1
 local t = redis.call('TIME')
 local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 redis.call('HSET', KEYS[1], 'version', version, 'document', ARGV[1], 'sha256', ARGV[2],
@@ -96,7 +99,7 @@ redis.call('HSET', KEYS[1], 'version', version, 'document', ARGV[1], 'sha256', A
 local published = redis.pcall('PUBLISH', ARGV[3], version)
 local problem = ''
 if type(published) == 'table' and published.err then problem = published.err end
-return {version, at, problem}
+return {version, at, problem, 0}
 `);
 
 const FIELDS = ["version", "document", "sha256", "pushed_at"] as const;
@@ -158,14 +161,18 @@ export class RedisClientPolicyStore implements AsyncDisposable {
   }
 
   /**
-   * Publishes a new version of the policy and announces it.
+   * Publishes a new version of the policy and announces it; a document equal to
+   * the one stored changes nothing (`unchanged`).
    *
    * @param document The `[clients]` table as TOML, validated already.
-   * @returns The policy as stored, with its new version.
+   * @returns The policy as stored, with its version; `announced` is false when the
+   *   user may write the policy but not publish on its channel.
    * @throws {ClientPolicyPermissionError} When the Redis user may not write it.
    * @throws {Error} When Redis cannot be reached or does not answer in time.
    */
-  async push(document: string): Promise<StoredClientPolicy & { announced: boolean }> {
+  async push(
+    document: string,
+  ): Promise<StoredClientPolicy & { announced: boolean; unchanged: boolean }> {
     const sha256 = createHash("sha256").update(document).digest("hex");
     let reply: unknown;
     try {
@@ -181,13 +188,14 @@ export class RedisClientPolicyStore implements AsyncDisposable {
       }
       throw error;
     }
-    const [version, at, problem] = reply as [number, string, string];
+    const [version, at, problem, unchanged] = reply as [number, string, string, number];
     return {
       version: Number(version),
       document,
       sha256,
       pushedAt: new Date(Number(at)).toISOString(),
       announced: problem === "",
+      unchanged: unchanged === 1,
     };
   }
 
