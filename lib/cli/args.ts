@@ -104,8 +104,8 @@ Options:
   -V, --version         Show the version
 
 Exit status: 0 success; 1 the balancer could not run (unsupported Deno, cannot
-listen), or clients could not use the store (unreachable, refused, empty);
-2 bad arguments, config, certificates or permissions (nothing started).
+listen, no client policy) or clients could not use the store; 2 bad arguments,
+config, certificates or permissions (nothing started).
 `;
 
 const OPTIONS = {
