@@ -83,13 +83,13 @@ export class SharedClients implements AsyncDisposable {
     onDerived: (from: Config, to: Config) => void,
   ): Promise<{ shared: SharedClients; config: Config }> {
     const cluster = config.cluster!;
-    let shared: SharedClients | undefined;
+    const later: { shared?: SharedClients } = {};
     const store = new RedisClientPolicyStore({
       url: cluster.store,
       timeout: Math.max(cluster.timeout, 1000),
       name: `mtlb-policy${cluster.instanceId === undefined ? "" : `:${cluster.instanceId}`}`,
       // After a reconnection: a version announced meanwhile was missed.
-      onSubscribed: () => void shared?.check(),
+      onSubscribed: () => void later.shared?.check(),
     });
     let stored: StoredClientPolicy | undefined;
     let why: string;
@@ -129,7 +129,8 @@ export class SharedClients implements AsyncDisposable {
         { path: config.path, why },
       );
     }
-    shared = new SharedClients(store, stored, onDerived);
+    const shared = new SharedClients(store, stored, onDerived);
+    later.shared = shared;
     shared.#origins.set(start, { text, policy: stored });
     return { shared, config: start };
   }
