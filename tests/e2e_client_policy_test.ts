@@ -271,3 +271,49 @@ instance_id = "${name}"
     }
   },
 );
+
+redisTest(
+  "An instance that cannot reach the store at start serves its file's [clients], then the stored policy once the store answers",
+  async () => {
+    const pki = await testPki();
+    await using redis = await RedisServer.start();
+    await using upstream = await TestUpstream.start();
+    const dir = await Deno.makeTempDir({ prefix: "mtlb_policy_" });
+    await using _dir = { [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
+    const body = (listen: string, extra: string) =>
+      `[server]\nlisten = "${listen}"\n${tls(pki)}[health]
+interval = "1h"
+[groups.echo]
+upstreams = ["${upstream.address}"]
+${CLIENT("alice")}${extra}
+[cluster]
+store = "${redis.url}"
+clients = "shared"
+`;
+    await redis.stop();
+    await using lb = await Instance.spawn(
+      "lb-a",
+      dir,
+      (port, admin) => body(`127.0.0.1:${port}`, `[admin]\nlisten = "127.0.0.1:${admin}"\n`),
+    );
+    const fallback = await lb.logged(/Serving the \[clients\] of/);
+    assert.match(String(fallback.message), /does not answer/);
+    await lb.logged(/started: listening on/);
+    (await echoes(lb.port, pki.alice)).destroy();
+    assert.equal(((await lb.status()).clientPolicy as Record<string, unknown>).source, "file");
+
+    await redis.restart();
+    const policyFile = join(dir, "policy.toml");
+    await Deno.writeTextFile(policyFile, body("127.0.0.1:0", CLIENT("bob")));
+    const pushed = await clients("push", policyFile, redis);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    // Announced, or found by the periodic check within 5 s.
+    await lb.record((r) =>
+      /in force/.test(String(r.message)) && (r.properties as Record<string, unknown>).version === 1
+    );
+    (await echoes(lb.port, pki.bob)).destroy();
+    const policy = (await lb.status()).clientPolicy as Record<string, unknown>;
+    assert.equal(policy.source, "store");
+    assert.equal(policy.version, 1);
+  },
+);
