@@ -70,6 +70,7 @@ export {
   type AdminConfig,
   type ClientConfig,
   type ClientMatch,
+  clientPolicyDocument,
   type ClusterConfig,
   type Config,
   ConfigError,
@@ -88,6 +89,8 @@ export {
   type OutlierConfig,
   parseConfig,
   type ParseConfigOptions,
+  parseConfigWithClients,
+  type ParseConfigWithClientsOptions,
   type ServerConfig,
   type TlsCertificateInfo,
   type TlsConfig,
@@ -284,6 +287,19 @@ export {
   type StoreErrorPolicy,
 } from "./lib/redis/limiter_store.ts";
 export {
+  CLIENT_POLICY_CHECK_MS,
+  ClientPolicyFollower,
+  type ClientPolicyFollowerOptions,
+  type ClientPolicySource,
+  type ClientPolicyState,
+} from "./lib/redis/client_policy_follower.ts";
+export {
+  ClientPolicyPermissionError,
+  RedisClientPolicyStore,
+  type RedisClientPolicyStoreOptions,
+  type StoredClientPolicy,
+} from "./lib/redis/client_policy_store.ts";
+export {
   RedisUpstreamCounts,
   type RedisUpstreamCountsCounters,
   type RedisUpstreamCountsOptions,
@@ -345,12 +361,13 @@ export {
 } from "./lib/core/reasons.ts";
 export { Balancer } from "./lib/server/balancer.ts";
 export { type BalancerOptions } from "./lib/server/options.ts";
-export { type LoadedConfig, ReloadError } from "./lib/server/lifecycle.ts";
+export { type LoadedConfig, ReloadError, type ReloadSource } from "./lib/server/lifecycle.ts";
 export { ECDH_CURVES, LISTEN_BACKLOG } from "./lib/listener/tls_listeners.ts";
 export {
   type BalancerCounters,
   type BalancerState,
   type BalancerStatus,
+  type ClientPolicyStatus,
   type ClientState,
   type DnsEntryState,
   type DrainResult,

@@ -42,6 +42,63 @@ export function redisTest(name: string, fn: (t: Deno.TestContext) => Promise<voi
   Deno.test({ name, ignore: !HAVE_REDIS_SERVER, fn });
 }
 
+/**
+ * `ACL SETUSER` arguments of the instances' Redis user, as docs/FLEET.md gives them:
+ * the limiter's and upstream counts' keys, and only reads of the client policy.
+ */
+export const INSTANCE_ACL: readonly string[] = [
+  "mtlb",
+  "on",
+  ">instance-secret",
+  "resetkeys",
+  "~mtlb:limiter:*",
+  "~mtlb:upstreams:*",
+  "%R~mtlb:policy:*",
+  "resetchannels",
+  "&mtlb:policy:*",
+  "-@all",
+  "+@connection",
+  "+eval",
+  "+evalsha",
+  "+time",
+  "+get",
+  "+set",
+  "+del",
+  "+hget",
+  "+hmget",
+  "+hset",
+  "+hdel",
+  "+hincrby",
+  "+hgetall",
+  "+zadd",
+  "+zrem",
+  "+zscore",
+  "+zrange",
+  "+zremrangebyscore",
+  "+pexpireat",
+  "+subscribe",
+];
+
+/** `ACL SETUSER` arguments of the user `clients push` runs as, as docs/FLEET.md gives them. */
+export const PUSH_ACL: readonly string[] = [
+  "mtlb-push",
+  "on",
+  ">push-secret",
+  "resetkeys",
+  "~mtlb:policy:*",
+  "resetchannels",
+  "&mtlb:policy:*",
+  "-@all",
+  "+@connection",
+  "+eval",
+  "+evalsha",
+  "+time",
+  "+hget",
+  "+hmget",
+  "+hset",
+  "+publish",
+];
+
 /** A `redis-server` child process for one test. */
 export class RedisServer implements AsyncDisposable {
   readonly port: number;
@@ -212,6 +269,16 @@ export class RedisProbe implements AsyncDisposable {
    */
   run(script: RedisScript, ...args: string[]): Promise<unknown> {
     return this.#connection.run(script, [], args);
+  }
+
+  /**
+   * Sends one command (`ACL SETUSER ...`, `HGETALL ...`).
+   *
+   * @param command The command and its arguments.
+   * @returns The reply.
+   */
+  send(...command: string[]): Promise<unknown> {
+    return this.#connection.send(command);
   }
 
   /** Closes the connection. */

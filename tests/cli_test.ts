@@ -31,6 +31,11 @@ Deno.test("parseCliArgs() reads each command with its defaults", async (t) => {
     ],
     [["check", "--config", "a.toml"], { command: "check", config: "a.toml" }],
     [["permissions"], { command: "permissions", config: DEFAULT_CONFIG }],
+    [["clients", "push"], { command: "clients", action: "push", config: DEFAULT_CONFIG }],
+    [
+      ["clients", "pull", "-c", "lb.toml"],
+      { command: "clients", action: "pull", config: "lb.toml" },
+    ],
     [
       ["certs"],
       {
@@ -97,6 +102,10 @@ Deno.test("parseCliArgs() refuses what it does not know", async (t) => {
     ],
     [["bogus"], /unknown command "bogus"/],
     [["check", "extra"], /expected one command/],
+    [["clients"], /"clients" needs push or pull, received nothing/],
+    [["clients", "send"], /"clients" needs push or pull, received "send"/],
+    [["clients", "push", "now"], /expected one command/],
+    [["clients", "push", "--force"], /"clients" does not take --force/],
     [["check", "--force"], /"check" does not take --force/],
     [["serve", "--dir", "x"], /"serve" does not take --dir/],
     [["check", "--server-name", "x"], /"check" does not take --server-name/],
@@ -401,6 +410,47 @@ Deno.test("runCli() permissions prints one runnable line; a bad config exits 2",
     assert.match(
       bad.stderr,
       /^Cannot load config: .*lb\.toml:11: "limits\.max_connections_per_client" must be at least 1/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runCli() clients push and pull need [cluster] store and a valid [clients]; a store that does not answer exits 1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mtlb_cli_" });
+  try {
+    const base =
+      `[server]\nlisten = "127.0.0.1:0"\n[groups.echo]\nupstreams = ["127.0.0.1:7001"]\n`;
+    const path = await writeConfig(dir, base);
+    for (const action of ["push", "pull"]) {
+      const none = await run(["clients", action, "--config", path]);
+      assert.equal(none.code, EXIT_USAGE);
+      assert.match(
+        none.stderr,
+        new RegExp(`^Cannot ${action} the client policy: .* has no \\[cluster\\] store`),
+      );
+    }
+    // Nothing listens on the port of a listener just closed.
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    await Deno.writeTextFile(
+      path,
+      `[clients.alice]\nmatch = { cn = "alice" }\ngroups = ["nope"]\n[cluster]\nstore = "redis://127.0.0.1:${port}"\n`,
+      { append: true },
+    );
+    const invalid = await run(["clients", "push", "--config", path]);
+    assert.equal(invalid.code, EXIT_USAGE);
+    assert.match(
+      invalid.stderr,
+      /"clients\.alice\.groups\[0\]" must name a group defined under \[groups\]/,
+    );
+    await Deno.writeTextFile(path, (await Deno.readTextFile(path)).replace('"nope"', '"echo"'));
+    const down = await run(["clients", "push", "--config", path]);
+    assert.equal(down.code, 1);
+    assert.equal(
+      down.stderr,
+      `Cannot push the client policy: the store redis://127.0.0.1:${port} does not answer\n`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -174,7 +174,7 @@ Deno.test("main.ts check shows the value or default of every server setting and 
         "100 handshakes in flight at most\n",
         "Reload: on SIGHUP and when the config or [tls] files change (watch = true)",
         'Log: format "json"',
-        'Cluster: store rediss 10.0.0.5:6379, on_store_error = "local", lease_ttl 15s, timeout 250ms, instance_id "lb-a"',
+        'Cluster: store rediss 10.0.0.5:6379, on_store_error = "local", lease_ttl 15s, timeout 250ms, clients = "file", instance_id "lb-a"',
       ]
     ) {
       assert.ok(set.includes(line), `missing ${JSON.stringify(line)} in\n${set}`);

@@ -1014,15 +1014,17 @@ Deno.test("parseConfig() reads [cluster] with its defaults and store address", a
       onStoreError: "local",
       leaseTtl: 15_000,
       timeout: 250,
+      clients: "file",
     });
   });
   await t.step("every key", () => {
     const config = parseConfig(
       BASE +
         '[cluster]\nstore = "rediss://u:p@127.0.0.1:6380/1"\non_store_error = "closed"\n' +
-        'lease_ttl = "5s"\ntimeout = "100ms"\ninstance_id = "lb-a"\n',
+        'lease_ttl = "5s"\ntimeout = "100ms"\ninstance_id = "lb-a"\nclients = "shared"\n',
       { path: PATH },
     );
+    assert.equal(config.cluster?.clients, "shared");
     assert.equal(config.cluster?.storeAddress, "127.0.0.1:6380");
     assert.equal(config.cluster?.onStoreError, "closed");
     assert.equal(config.cluster?.leaseTtl, 5000);
@@ -1041,6 +1043,7 @@ Deno.test("parseConfig() reads [cluster] with its defaults and store address", a
         "cluster.on_store_error",
       ],
       ["short lease", '[cluster]\nstore = "redis://x"\nlease_ttl = "10ms"\n', "cluster.lease_ttl"],
+      ["bad clients", '[cluster]\nstore = "redis://x"\nclients = "redis"\n', "cluster.clients"],
       ["unknown key", '[cluster]\nstore = "redis://x"\nttl = "1s"\n', "cluster.ttl"],
     ] as const
   ) {

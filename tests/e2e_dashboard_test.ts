@@ -299,6 +299,17 @@ class ScriptedTarget extends EventTarget {
         maxConnections: 3,
       }],
       certificates: { server: iso(10 * day), ca: iso(400 * day), crlNextUpdate: iso(-day) },
+      clientPolicy: {
+        source: "store",
+        version: 7,
+        sha256: "ab".repeat(32),
+        pushedAt: iso(-day),
+        appliedAt: iso(-day),
+        storeReachable: false,
+        storeErrors: 3,
+        refused: 0,
+        lastError: "store: connection refused",
+      },
     };
   }
 }
@@ -340,6 +351,9 @@ Deno.test({
       assert.match(ejected, /from srv _web\._tcp\.internal/);
       const dns = await text(page, '[data-group="web"] [data-dns="srv _web._tcp.internal"]');
       assert.match(dns, /^srv _web\._tcp\.internal · 1 · lookup failed \d+ s ago$/);
+      // The shared client policy in force, and a store this instance cannot reach.
+      const policy = await text(page, '#config .client-policy[data-version="7"]');
+      assert.match(policy, /^version 7 pushed .*store unreachable.*connection refused/);
       const level = (which: string) =>
         page.evaluate(`document.querySelector('#certs tr[data-cert="${which}"]').dataset.level`);
       assert.equal(await level("server"), "warn", "under 30 days");

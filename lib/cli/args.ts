@@ -28,6 +28,7 @@ export type CliCommand =
     logLevel: LogLevel;
   }
   | { command: "check"; config: string }
+  | { command: "clients"; action: "push" | "pull"; config: string }
   | { command: "permissions"; config: string }
   | {
     command: "certs";
@@ -62,6 +63,7 @@ export const USAGE_SYNOPSIS: string = `Usage:
   main.ts [serve] [--config FILE] [--log-format auto|text|json] [--log-level LEVEL]
   main.ts check [--config FILE]
   main.ts permissions [--config FILE]
+  main.ts clients push|pull [--config FILE]
   main.ts certs [--dir DIR] [--client NAME]... [--server-name NAME]... [--config FILE] [--force]
 `;
 
@@ -77,6 +79,11 @@ Commands:
                groups the server certificate does not name for SNI
   permissions  Print the deno run line with the narrow permissions the config needs
                (absolute paths: it runs from any folder)
+  clients push Publish the config's [clients] to the fleet's store ([cluster] store)
+               as the next version of the client policy, once validated against the
+               config's groups; every instance with [cluster] clients = "shared"
+               applies it within a second
+  clients pull Print the client policy version in the store, as TOML
   certs        Write a development PKI (CA, server, clients; ECDSA P-256), or add
                clients to the one in --dir, signed by its CA
 
@@ -97,7 +104,8 @@ Options:
   -V, --version         Show the version
 
 Exit status: 0 success; 1 the balancer could not run (unsupported Deno, cannot
-listen); 2 bad arguments, config, certificates or permissions (nothing started).
+listen, no client policy) or clients could not use the store; 2 bad arguments,
+config, certificates or permissions (nothing started).
 `;
 
 const OPTIONS = {
@@ -117,6 +125,7 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   serve: ["config", "log-format", "log-level"],
   check: ["config"],
   permissions: ["config"],
+  clients: ["config"],
   certs: ["dir", "client", "server-name", "config", "force"],
 };
 
@@ -185,7 +194,15 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
   }
   if (values.help) return { command: "help" };
   if (values.version) return { command: "version" };
-  if (positionals.length > 1) {
+  const action = command === "clients" ? positionals[1] : undefined;
+  if (command === "clients" && action !== "push" && action !== "pull") {
+    throw new UsageError(
+      `Cannot parse arguments: "clients" needs push or pull, received ${
+        action === undefined ? "nothing" : JSON.stringify(action)
+      }`,
+    );
+  }
+  if (positionals.length > (action === undefined ? 1 : 2)) {
     throw new UsageError(
       `Cannot parse arguments: expected one command, received ${
         positionals.map((p) => JSON.stringify(p)).join(" ")
@@ -243,6 +260,8 @@ export function parseCliArgs(args: readonly string[]): CliCommand {
     case "check":
     case "permissions":
       return { command, config };
+    case "clients":
+      return { command, action: action as "push" | "pull", config };
     default: {
       const clients = strings("client");
       for (const name of clients ?? []) nonEmpty("client", name, "");

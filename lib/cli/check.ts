@@ -110,7 +110,9 @@ function cluster(config: Config): string {
     new URL(c.store).protocol.replace(":", "")
   } ${c.storeAddress}, on_store_error = "${c.onStoreError}", lease_ttl ${
     formatDuration(c.leaseTtl)
-  }, timeout ${formatDuration(c.timeout)}, instance_id ${
+  }, timeout ${formatDuration(c.timeout)}, clients = "${c.clients}"${
+    c.clients === "shared" ? " (from the store; the file's [clients] only as a fallback)" : ""
+  }, instance_id ${
     c.instanceId === undefined ? "random at each start" : JSON.stringify(c.instanceId)
   }`;
 }
@@ -183,8 +185,20 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       }; panic below ${o.panicThreshold}% available`,
     );
   }
-  lines.push("", "Clients:");
-  if (config.clients.size === 0) lines.push("  (none: every connection will be refused)");
+  const shared = config.cluster?.clients === "shared";
+  lines.push(
+    "",
+    shared
+      ? "Clients (served from the store's client policy; these only while it has none this instance can serve):"
+      : "Clients:",
+  );
+  if (config.clients.size === 0) {
+    lines.push(
+      shared
+        ? "  (none: without a stored client policy the instance does not start)"
+        : "  (none: every connection will be refused)",
+    );
+  }
   const matchKeys: Record<string, string> = {
     spkiSha256: "spki_sha256",
     serial: "serial",

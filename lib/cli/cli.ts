@@ -8,6 +8,7 @@
 import { type CliCommand, parseCliArgs, USAGE, USAGE_SYNOPSIS, UsageError } from "./args.ts";
 import { certsCommand } from "./certs.ts";
 import { checkCommand } from "./check.ts";
+import { clientsCommand } from "./clients.ts";
 import { EXIT_OK, EXIT_USAGE } from "./exit_codes.ts";
 import { permissionsCommand } from "./permissions.ts";
 import { serveCommand } from "./serve.ts";
@@ -102,6 +103,8 @@ export async function runCli(args: readonly string[], options: RunCliOptions): P
       return await checkCommand(command.config, io);
     case "certs":
       return await certsCommand(command, io);
+    case "clients":
+      return await clientsCommand(command, io);
     case "serve": {
       if (options.signal !== undefined) {
         return await serveCommand(command, io, { signal: options.signal, force: undefined });

@@ -36,6 +36,7 @@ import { readAdminToken, readConfig, readTls } from "./_read_config.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "./exit_codes.ts";
 import type { Io } from "./_io.ts";
 import { errorMessage } from "../core/errors.ts";
+import { NoClientPolicyError, SharedClients } from "./_shared_clients.ts";
 
 const log = getLogger(["mtlb", "main"]);
 
@@ -100,8 +101,30 @@ export async function serveCommand(
   // The admin token read with each config: a reload that cannot read it fails as a
   // whole, so the token and the config it belongs to change together.
   const adminTokens = new WeakMap<Config, string | undefined>([[config, adminToken]]);
+  // With [cluster] clients = "shared", the clients come from the fleet's store.
+  let shared: SharedClients | undefined;
+  let served = config;
+  if (config.cluster?.clients === "shared") {
+    try {
+      ({ shared, config: served } = await SharedClients.open(
+        config,
+        await Deno.readTextFile(config.path),
+        (from, to) => adminTokens.set(to, adminTokens.get(from)),
+      ));
+    } catch (error) {
+      if (!(error instanceof NoClientPolicyError)) throw error;
+      log.error("Cannot start: {reason}", { reason: error.message });
+      return EXIT_FAILURE;
+    }
+    adminTokens.set(served, adminToken);
+  }
+  await using _shared = shared;
   const load = async (path: string): Promise<LoadedConfig> => {
     const loaded = await loadForReload(path, io, workers);
+    if (shared !== undefined) {
+      const text = await Deno.readTextFile(loaded.config.path);
+      loaded.config = shared.reloaded(balancer.config, loaded.config, text);
+    }
     adminTokens.set(loaded.config, loaded.adminToken);
     return loaded;
   };
@@ -143,9 +166,10 @@ export async function serveCommand(
   const balancer = workers > 1
     ? workerBalancer(command, { config, tls, workers, load })
     : new Balancer({
-      config,
+      config: served,
       tls,
       load,
+      ...(shared === undefined ? {} : { clientPolicy: () => shared.status() }),
       ...(cluster === undefined
         ? {}
         : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
@@ -156,6 +180,7 @@ export async function serveCommand(
     log.error("Cannot start: {reason}", { reason: bindFailure(error) });
     return EXIT_FAILURE;
   }
+  await shared?.follow(balancer);
   let admin: AdminServer | undefined;
   if (config.admin.listen !== undefined) {
     try {

@@ -609,6 +609,11 @@ const cluster = table({
     description: "The longest wait on Redis for one connection.",
     examples: ["250ms", "100ms"],
   }),
+  clients: withDefault(oneOf(["file", "shared"]), "file", {
+    description:
+      'Where this instance takes its `[clients]` table from: `"file"`, this file; `"shared"`, the fleet\'s client policy in the store, published with `main.ts clients push` and applied by every instance within a second (see [one client policy](FLEET.md#one-client-policy-for-the-fleet)). Groups, listeners and TLS stay this file\'s. Changing it needs a restart.',
+    examples: ["file", "shared"],
+  }),
   instance_id: optional(text(), {
     description: "This instance's name in Redis; never the same for two live instances.",
     defaultText: "random at each start",

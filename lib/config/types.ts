@@ -185,6 +185,8 @@ export interface ClusterConfig {
   leaseTtl: number;
   /** The longest wait on the store for one connection, ms (`timeout`). */
   timeout: number;
+  /** Where `[clients]` comes from: this file or the fleet's store (`clients`). */
+  clients: "file" | "shared";
   /** This instance's name in the store; unset: random at each start (`instance_id`). */
   instanceId?: string;
 }

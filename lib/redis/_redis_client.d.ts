@@ -31,6 +31,8 @@ export interface RedisClient {
   connect(): Promise<unknown>;
   /** Sends a raw command. */
   sendCommand(args: readonly string[]): Promise<unknown>;
+  /** Subscribes to a channel; the connection then serves no other command. */
+  subscribe(channel: string, listener: (message: unknown, channel: string) => void): Promise<void>;
   /** Closes the connection at once; commands in flight reject. */
   destroy(): void;
   /** Listens to `"error"`, `"ready"`, `"end"` or `"reconnecting"`. */

@@ -179,6 +179,46 @@ export class RedisConnection {
     }
   }
 
+  /**
+   * Sends one command.
+   *
+   * @param command The command and its arguments, such as `["HGET", key, field]`.
+   * @returns The reply.
+   * @throws {RedisTimeoutError} When Redis does not answer within the timeout.
+   * @throws Whatever node-redis throws: offline, closed, or an error reply.
+   */
+  send(command: readonly string[]): Promise<unknown> {
+    return this.#call([...command]);
+  }
+
+  /**
+   * Subscribes this connection to a channel; it then serves no other command. The
+   * subscription is renewed on every reconnection (`onReady` is called then: messages
+   * published meanwhile are lost).
+   *
+   * @param channel The channel.
+   * @param listener Called with each message.
+   * @throws {RedisTimeoutError} When Redis does not confirm within the timeout.
+   * @throws Whatever node-redis throws: offline, closed, or an error reply (`NOPERM`).
+   */
+  async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
+    const client = this.#client;
+    if (client === undefined) throw new Error("Redis connection is closed");
+    const { clock, timeout } = this.#options;
+    let timer: TimerId | undefined;
+    try {
+      await Promise.race([
+        client.subscribe(channel, (message) => listener(String(message))),
+        new Promise<never>((_, reject) =>
+          timer = clock.setTimeout(() => reject(new RedisTimeoutError(timeout)), timeout)
+        ),
+      ]);
+      this.#lastReplyAt = clock.now();
+    } finally {
+      clock.clearTimeout(timer!);
+    }
+  }
+
   /** Closes the connection at once; calls in flight fail. */
   close(): Promise<void> {
     this.#closed = true;

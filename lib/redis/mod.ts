@@ -1,8 +1,22 @@
 /**
- * A fleet of balancers sharing client limits and upstream counts through Redis.
+ * A fleet of balancers sharing client limits, upstream counts and the client policy
+ * through Redis.
  *
  * @module
  */
+export {
+  CLIENT_POLICY_CHECK_MS,
+  ClientPolicyFollower,
+  type ClientPolicyFollowerOptions,
+  type ClientPolicySource,
+  type ClientPolicyState,
+} from "./client_policy_follower.ts";
+export {
+  ClientPolicyPermissionError,
+  RedisClientPolicyStore,
+  type RedisClientPolicyStoreOptions,
+  type StoredClientPolicy,
+} from "./client_policy_store.ts";
 export { type ClusterStores, connectCluster } from "./cluster.ts";
 export {
   RedisLimiterStore,

@@ -47,9 +47,10 @@ import { MetricsRegistry } from "../metrics/registry.ts";
 import { Policy } from "../policy/policy.ts";
 import { readmit } from "../policy/admission.ts";
 import { LiveSessions } from "./live_sessions.ts";
-import { Lifecycle, type LoadedConfig } from "./lifecycle.ts";
+import { Lifecycle, type LoadedConfig, type ReloadSource } from "./lifecycle.ts";
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
+import { clientPolicyMetrics } from "./_client_policy_metrics.ts";
 import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
 import { Refusals } from "./refusals.ts";
 import { SessionRunner } from "./session.ts";
@@ -62,6 +63,7 @@ import type {
   BalancerCounters,
   BalancerState,
   BalancerStatus,
+  ClientPolicyStatus,
   ClientState,
   DrainResult,
   ListenerInfo,
@@ -153,6 +155,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #ciphers: Set<string>;
   #life: Lifecycle;
   #collect: Disposable;
+  #clientPolicy: (() => ClientPolicyStatus) | undefined;
+  #collectPolicy: Disposable | undefined;
   /** Live counters; read them, do not change them. */
   readonly counters: BalancerCounters = {
     accepted: 0,
@@ -191,6 +195,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#registry = options.metrics ?? new MetricsRegistry();
     this.#metrics = new BalancerMetrics(this.#registry);
     this.#collect = this.#registry.onCollect(() => this.#collectMetrics());
+    this.#clientPolicy = options.clientPolicy;
+    if (options.clientPolicy !== undefined) {
+      this.#collectPolicy = clientPolicyMetrics(this.#registry, options.clientPolicy);
+    }
     this.#refusals = new Refusals({
       counters: this.counters,
       metrics: this.#metrics,
@@ -253,7 +261,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       steps: {
         path: () => this.#config.path,
         apply: async (next) => {
-          const loaded = next ?? await this.#load(this.#config.path);
+          const loaded = typeof next === "function"
+            ? await next({ config: this.#config, tls: this.#tls })
+            : next ?? await this.#load(this.#config.path);
           await this.#apply(loaded.config, loaded.tls);
         },
         applied: () => this.#updateStaticMetrics(),
@@ -458,6 +468,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const { startedAt, lastReload } = this.#life;
     if (startedAt !== undefined) status.startedAt = new Date(startedAt).toISOString();
     if (lastReload !== undefined) status.lastReload = lastReload;
+    const policy = this.#clientPolicy?.();
+    if (policy !== undefined) status.clientPolicy = policy;
     return status;
   }
 
@@ -481,13 +493,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
    * `mtlb_reloads_total{outcome="failure"}` and reported in
    * {@linkcode Balancer.status}; so is a successful one.
    *
-   * @param next The configuration and TLS material; without it, they are read again
-   *   from the config file with the `load` option.
+   * @param next The configuration and TLS material, or how to derive them from those
+   *   in force when this reload's turn comes; without it, they are read again from the
+   *   config file with the `load` option.
    * @returns When the new configuration is in use.
    * @throws {ReloadError} When the balancer is not serving, or the configuration
    *   cannot be read or applied (the cause says why); the old one keeps running.
    */
-  reload(next?: LoadedConfig): Promise<void> {
+  reload(next?: ReloadSource): Promise<void> {
     return this.#life.reload(next);
   }
 
@@ -568,6 +581,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     await Promise.all([...this.#groups.values()].map((group) => group.close()));
     await Promise.all(this.#retiredProbes);
     this.#collect[Symbol.dispose]();
+    this.#collectPolicy?.[Symbol.dispose]();
     this.#stopWaiting?.resolve();
   }
 

@@ -23,6 +23,13 @@ export interface LoadedConfig {
 }
 
 /**
+ * What a reload applies: a configuration, or a function deriving one from the
+ * configuration in force when the reload's turn comes (reloads run one at a time,
+ * so what it derives from is never replaced meanwhile).
+ */
+export type ReloadSource = LoadedConfig | ((running: LoadedConfig) => Promise<LoadedConfig>);
+
+/**
  * A reload that did not happen: the previous configuration keeps running. The
  * message says why (`cause` holds the original error).
  *
@@ -60,7 +67,7 @@ export interface LifecycleSteps {
    * Reads the configuration again (without `next`) and applies it; throws on
    * anything it will not run, having changed nothing.
    */
-  apply(next: LoadedConfig | undefined): Promise<void>;
+  apply(next: ReloadSource | undefined): Promise<void>;
   /** Called after a reload is in force and recorded (`loadedAt` updated). */
   applied?(): void;
   /** Stops accepting and waits for live connections, then closes; the state is `draining`. */
@@ -197,11 +204,12 @@ export class Lifecycle {
    * Runs a reload after the ones before it: `steps.apply`, then records the outcome
    * (metrics, `lastReload`, a `"reload"` event, and the log for a failure).
    *
-   * @param next The configuration to apply; without it, it is read again.
+   * @param next The configuration to apply, or how to derive it from the one in
+   *   force; without it, it is read again.
    * @returns When it is in force.
    * @throws {ReloadError} When the balancer is not serving or the reload fails.
    */
-  reload(next?: LoadedConfig): Promise<void> {
+  reload(next?: ReloadSource): Promise<void> {
     const run = this.#reloading.then(() => this.#reload(next));
     this.#reloading = run.catch(() => {});
     return run;
@@ -239,9 +247,9 @@ export class Lifecycle {
     return this.#closed;
   }
 
-  async #reload(next: LoadedConfig | undefined): Promise<void> {
+  async #reload(next: ReloadSource | undefined): Promise<void> {
     const { steps, metrics, wall, events } = this.#options;
-    const path = next?.config.path ?? steps.path();
+    const path = typeof next === "object" ? next.config.path : steps.path();
     try {
       if (this.#state !== "serving") {
         throw new Error(`the balancer is ${this.#state}, not serving`);

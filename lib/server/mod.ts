@@ -5,11 +5,12 @@
  */
 export { Balancer } from "./balancer.ts";
 export { type BalancerOptions } from "./options.ts";
-export { type LoadedConfig, ReloadError } from "./lifecycle.ts";
+export { type LoadedConfig, ReloadError, type ReloadSource } from "./lifecycle.ts";
 export {
   type BalancerCounters,
   type BalancerState,
   type BalancerStatus,
+  type ClientPolicyStatus,
   type ClientState,
   type DnsEntryState,
   type DrainResult,

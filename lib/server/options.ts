@@ -17,6 +17,7 @@ import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { LoadedConfig } from "./lifecycle.ts";
+import type { ClientPolicyStatus } from "./status.ts";
 
 /** Options of `Balancer`. */
 export interface BalancerOptions {
@@ -69,6 +70,15 @@ export interface BalancerOptions {
    * @default {loadConfig(path), then loadTlsMaterial}
    */
   load?: (path: string) => Promise<LoadedConfig>;
+  /**
+   * The client policy this balancer serves, when a fleet shares it: `/status` shows
+   * it and the metrics `mtlb_client_policy_version`,
+   * `mtlb_client_policy_store_errors_total` and `mtlb_client_policy_refused_total`
+   * count it.
+   *
+   * @default {undefined}
+   */
+  clientPolicy?: () => ClientPolicyStatus;
   /**
    * Where per-client limit state lives: `SharedState.limiterStore()` for workers of
    * one process, a Redis store for a fleet.

@@ -137,6 +137,33 @@ export interface ClientState {
 }
 
 /**
+ * The client policy a balancer serves when a fleet shares it (`[cluster] clients =
+ * "shared"`): where it comes from, its version, and how the store is doing.
+ */
+export interface ClientPolicyStatus {
+  /** `"store"` once a stored version is in force; `"file"` while the file's `[clients]` is. */
+  source: "store" | "file";
+  /** The version in force (absent while the file's `[clients]` is). */
+  version?: number;
+  /** The SHA-256 of the policy document in force, hex. */
+  sha256?: string;
+  /** When the version in force was pushed, ISO 8601. */
+  pushedAt?: string;
+  /** When this instance applied it, ISO 8601. */
+  appliedAt?: string;
+  /** The latest version seen in the store, when it differs from the one in force. */
+  storeVersion?: number;
+  /** Whether the latest exchange with the store succeeded. */
+  storeReachable: boolean;
+  /** Failed reads of the store since start. */
+  storeErrors: number;
+  /** Stored versions this instance could not apply, since start. */
+  refused: number;
+  /** Why the latest read or apply failed, while it is the latest news. */
+  lastError?: string;
+}
+
+/**
  * A JSON-ready snapshot of a running balancer, served by the admin endpoint's
  * `/status`. Times are ISO 8601 strings.
  */
@@ -174,6 +201,8 @@ export interface BalancerStatus {
   groups: GroupState[];
   /** The configured clients. */
   clients: ClientState[];
+  /** The client policy, when the balancer was given one to report (`BalancerOptions.clientPolicy`). */
+  clientPolicy?: ClientPolicyStatus;
   /**
    * When TLS material expires: the server certificate, the earliest CA certificate
    * of the bundle, the earliest `nextUpdate` of the CRLs.

@@ -23,7 +23,7 @@ import { formatDuration } from "../core/duration.ts";
 import { readFileDescriptorLimit } from "../listener/connection_caps.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
-import { Lifecycle, type LoadedConfig } from "../server/lifecycle.ts";
+import { Lifecycle, type LoadedConfig, type ReloadSource } from "../server/lifecycle.ts";
 import { defaultLoad } from "../server/options.ts";
 import { logReload, plural } from "../server/reload_log.ts";
 import type { BalancerState, DrainResult, ListenerInfo } from "../server/status.ts";
@@ -301,13 +301,14 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    * If a worker cannot apply it, the workers that did go back to the running
    * configuration. Reloads and worker restarts run one at a time.
    *
-   * @param next The configuration and TLS material; without it, they are read again
-   *   from the config file with the `load` option.
+   * @param next The configuration and TLS material, or how to derive them from those
+   *   in force; without it, they are read again from the config file with the `load`
+   *   option.
    * @returns When every worker uses the new configuration.
    * @throws {ReloadError} When the balancer is not serving, or the configuration
    *   cannot be read or applied by every worker; the old one keeps running.
    */
-  reload(next?: LoadedConfig): Promise<void> {
+  reload(next?: ReloadSource): Promise<void> {
     return this.#life.reload(next);
   }
 
@@ -342,11 +343,13 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
-  async #reload(next: LoadedConfig | undefined): Promise<void> {
+  async #reload(next: ReloadSource | undefined): Promise<void> {
     if (this.#life.state !== "serving") {
       throw new Error(`the balancer is ${this.#life.state}, not serving`);
     }
-    const loaded = next ?? await this.#load(this.#loaded.config.path);
+    const loaded = typeof next === "function"
+      ? await next(this.#loaded)
+      : next ?? await this.#load(this.#loaded.config.path);
     const previous = this.#loaded;
     await this.#apply(loaded);
     logReload(previous.config, loaded.config, previous.tls, loaded.tls);

@@ -575,6 +575,24 @@ function renderConfig(status) {
   } else {
     items.push(["Last reload", h("span", "muted", "none since start")]);
   }
+  const policy = status.clientPolicy;
+  if (policy) {
+    const shown = add(
+      h("span", "client-policy"),
+      policy.version === undefined
+        ? badge("file's [clients]", "warn")
+        : badge("version " + policy.version, "ok"),
+      policy.version === undefined ? " no stored version in force" : "",
+      policy.pushedAt ? h("span", "muted", " pushed " + fmtTime(policy.pushedAt)) : "",
+      policy.storeVersion !== undefined
+        ? h("div", "small text-bad", "store holds version " + policy.storeVersion)
+        : "",
+      policy.storeReachable ? "" : h("div", "small text-bad", "store unreachable"),
+      policy.lastError ? h("div", "small text-bad", policy.lastError) : "",
+    );
+    shown.setAttribute("data-version", String(policy.version ?? "file"));
+    items.push(["Client policy", shown]);
+  }
   items.push([
     "Listeners",
     add(
