@@ -112,6 +112,7 @@ export {
 } from "./lib/identity/crl.ts";
 export { createCrl, type CreateCrlOptions } from "./lib/pki/crl_issuer.ts";
 export { type Dialer, dialTcp } from "./lib/upstream/dial.ts";
+export { tlsDialer, type TlsDialerOptions, UpstreamTlsError } from "./lib/upstream/tls_dial.ts";
 export { formatDuration, parseDuration } from "./lib/core/duration.ts";
 export { formatSize, parseRate, parseSize } from "./lib/core/size.ts";
 export {
@@ -358,6 +359,8 @@ export {
   isCertificateFailure,
   SESSION_END_REASONS,
   type SessionEndReason,
+  UPSTREAM_TLS_FAILURES,
+  type UpstreamTlsFailure,
 } from "./lib/core/reasons.ts";
 export { Balancer } from "./lib/server/balancer.ts";
 export { type BalancerOptions } from "./lib/server/options.ts";
