@@ -95,7 +95,9 @@ export {
   type TlsCertificateInfo,
   type TlsConfig,
   type TlsMaterial,
+  type UpstreamCertificateInfo,
   type UpstreamConfig,
+  type UpstreamTlsMaterial,
 } from "./lib/config/mod.ts";
 export {
   type CheckPathOptions,
@@ -130,6 +132,7 @@ export {
   HealthChangeEvent,
 } from "./lib/upstream/health_event.ts";
 export {
+  dialCheck,
   type HealthCheck,
   HealthCheckError,
   type HealthCheckSettings,

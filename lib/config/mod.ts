@@ -55,7 +55,13 @@ export {
   parseConfigWithClients,
   type ParseConfigWithClientsOptions,
 } from "./client_policy.ts";
-export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
+export {
+  loadTlsMaterial,
+  type TlsCertificateInfo,
+  type TlsMaterial,
+  type UpstreamCertificateInfo,
+  type UpstreamTlsMaterial,
+} from "./tls_material.ts";
 export { loadAdminToken } from "./admin_token.ts";
 export {
   type ConfigChanges,

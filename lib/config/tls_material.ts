@@ -23,6 +23,47 @@ export interface TlsCertificateInfo {
   notAfter: Date;
 }
 
+/** Facts about one certificate of a group's `[groups.<name>.tls]`, for `check`, metrics and status. */
+export interface UpstreamCertificateInfo {
+  /** Which file: the CA bundle upstreams must chain to, or the client certificate presented to them. */
+  which: "ca" | "cert";
+  /** Subject distinguished name, as node:crypto prints it. */
+  subject: string;
+  /** Start of validity. */
+  notBefore: Date;
+  /** End of validity. */
+  notAfter: Date;
+}
+
+/**
+ * The PEM texts a group's `[groups.<name>.tls]` names, checked: what mtlb verifies its
+ * upstreams with, and presents to them.
+ */
+export interface UpstreamTlsMaterial {
+  /** CA bundle, PEM. */
+  ca: string;
+  /**
+   * Client certificate chain, PEM.
+   *
+   * @default {undefined}
+   */
+  cert?: string;
+  /**
+   * Its private key, PEM.
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * The name sent as SNI and verified; the upstream's host when absent.
+   *
+   * @default {undefined}
+   */
+  serverName?: string;
+  /** Every certificate of `ca` and `cert`, in file order. */
+  certificates: UpstreamCertificateInfo[];
+}
+
 /** The PEM texts a config's `[tls]` section names, checked. */
 export interface TlsMaterial {
   /** CA bundle, PEM. */
@@ -52,6 +93,12 @@ export interface TlsMaterial {
    * @default {undefined}
    */
   authorities?: readonly TrustedAuthority[];
+  /**
+   * The TLS material of each group with `[groups.<name>.tls]`, by group name.
+   *
+   * @default {undefined}
+   */
+  upstreams?: ReadonlyMap<string, UpstreamTlsMaterial>;
 }
 
 /**

@@ -19,6 +19,12 @@ import { formatDuration } from "../core/duration.ts";
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
 import { type Dialer, dialTcp } from "../upstream/dial.ts";
+import { tlsDialer, type TlsDialerOptions } from "../upstream/tls_dial.ts";
+import {
+  type GroupConnector,
+  groupConnector,
+  upstreamCertificateDates,
+} from "./group_connector.ts";
 import {
   type ConnectionCaps,
   connectionCaps,
@@ -120,6 +126,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #dial: Dialer<Socket>;
   #healthCheck: HealthCheck | undefined;
   #resolver: DnsResolver;
+  #connectTls: (options: TlsDialerOptions) => Dialer<Socket>;
   #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
   #crl: RevocationList | undefined;
@@ -180,6 +187,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#dial = options.dial ?? dialTcp;
     this.#healthCheck = options.healthCheck;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
+    this.#connectTls = options.connectTls ?? tlsDialer;
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({
@@ -221,7 +229,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#runner = new SessionRunner({
       clock: this.#clock,
       wall: this.#wall,
-      dial: this.#dial,
       limiter: this.#limiter,
       metrics: this.#metrics,
       counters: this.counters,
@@ -442,6 +449,15 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) certificates.ca = new Date(ca).toISOString();
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
+    const upstreams = upstreamCertificateDates(this.#tls);
+    if (upstreams.size > 0) {
+      certificates.upstreams = {};
+      for (const [group, dates] of upstreams) {
+        certificates.upstreams[group] = Object.fromEntries(
+          Object.entries(dates).map(([which, at]) => [which, new Date(at).toISOString()]),
+        );
+      }
+    }
     const status: BalancerStatus = {
       state: this.#life.state,
       config: { path: this.#config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
@@ -588,7 +604,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Groups
 
-  #newGroup(config: GroupConfig): UpstreamGroup {
+  #newGroup(config: GroupConfig, tls: TlsMaterial = this.#tls): UpstreamGroup {
     const name = config.name;
     let health: GroupHealthSource;
     if (this.#externalHealth) {
@@ -600,7 +616,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         onPassive: (record) => this.#emit("passive_health", record),
       };
     } else {
-      health = { kind: "probe", check: this.#healthCheck };
+      health = { kind: "probe" };
     }
     return new UpstreamGroup(config, {
       clock: this.#clock,
@@ -608,6 +624,17 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       counts: this.#upstreamCounts,
       health,
       resolver: this.#resolver,
+      connector: this.#connector(name, tls),
+    });
+  }
+
+  /** How a group reaches its upstreams with the TLS material `tls`. */
+  #connector(group: string, tls: TlsMaterial): GroupConnector {
+    return groupConnector(tls.upstreams?.get(group), {
+      dial: this.#dial,
+      connectTls: this.#connectTls,
+      healthCheck: this.#healthCheck,
+      wall: this.#wall,
     });
   }
 
@@ -663,7 +690,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const groupConfig of config.groups.values()) {
       const existing = this.#groups.get(groupConfig.name);
       if (existing === undefined) {
-        const group = this.#newGroup(groupConfig);
+        const group = this.#newGroup(groupConfig, tls);
         newGroups.set(groupConfig.name, group);
         probing.push(group.discover().then(() => group.probe.ready));
       } else {
@@ -706,6 +733,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         continue;
       }
       group.update(groupConfig);
+      group.useConnector(this.#connector(name, tls));
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions
@@ -748,6 +776,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) m.expiry.labels("ca").set(ca / 1000);
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) m.expiry.labels("crl").set(crlNext.getTime() / 1000);
+    m.upstreamExpiry.clear();
+    for (const [group, dates] of upstreamCertificateDates(this.#tls)) {
+      for (const [which, at] of Object.entries(dates)) {
+        m.upstreamExpiry.labels(group, which).set(at / 1000);
+      }
+    }
   }
 
   /** The server certificate's expiry, or the earliest of the CA bundle, ms since the epoch. */

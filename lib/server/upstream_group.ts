@@ -5,19 +5,22 @@
  *
  * @module
  */
+import type { Socket } from "node:net";
 import type { Clock } from "../core/clock.ts";
 import type { GroupConfig } from "../config/mod.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import type { ForwardStats } from "../proxy/forward.ts";
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
+import type { Dialer } from "../upstream/dial.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
-import type { HealthCheck } from "../upstream/health_check.ts";
+import { type HealthCheck, tcpCheck } from "../upstream/health_check.ts";
 import type { EjectionEvent } from "../upstream/health_event.ts";
 import { LeastConnPool, type UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
 import { dnsEntriesOf, GroupDns } from "./_group_dns.ts";
+import type { GroupConnector } from "./group_connector.ts";
 import {
   type GroupHealth,
   groupHealthTargets,
@@ -32,14 +35,8 @@ import { addEjection, addProbeState, type GroupState, type UpstreamState } from 
 /** Where a group's health comes from. */
 export type GroupHealthSource =
   | {
-    /** The balancer probes its upstreams and detects outliers itself. */
+    /** The balancer probes its upstreams and detects outliers itself, with its connector's check. */
     kind: "probe";
-    /**
-     * The active check.
-     *
-     * @default {tcpCheck}
-     */
-    check?: HealthCheck | undefined;
   }
   | {
     /** Another thread reports health (a worker of a `WorkerBalancer`). */
@@ -70,6 +67,8 @@ export interface UpstreamGroupOptions {
    * @default {none: a group with DNS entries cannot start}
    */
   resolver?: DnsResolver | undefined;
+  /** How its sessions and active checks reach its upstreams (see `groupConnector`). */
+  connector: GroupConnector;
 }
 
 /**
@@ -81,7 +80,7 @@ export interface UpstreamGroupOptions {
  * ```ts ignore
  * const group = new UpstreamGroup(config.groups.get("echo")!, { clock, metrics, health: { kind: "probe" } });
  * await group.probe.ready;
- * const { socket, lease } = await group.pool.connect({ dial: dialTcp, timeout: 3000 });
+ * const { socket, lease } = await group.pool.connect({ dial: group.dial, timeout: 3000 });
  * ```
  */
 export class UpstreamGroup {
@@ -105,6 +104,10 @@ export class UpstreamGroup {
   readonly retries: CounterSeries;
   /** Its DNS entries: upstreams looked up at an interval. */
   readonly dns: GroupDns;
+  /** Opens a connection to one of its upstreams: TCP, or TLS with `[groups.<name>.tls]`. */
+  dial: Dialer<Socket>;
+  /** The active check its probe runs; `undefined` for `tcpCheck`. */
+  #check: HealthCheck | undefined;
   #metrics: BalancerMetrics;
   /** The DNS entry each resolved upstream comes from. */
   #sources = new Map<string, string>();
@@ -124,6 +127,8 @@ export class UpstreamGroup {
     const name = config.name;
     const { clock, metrics, health } = options;
     this.config = config;
+    this.dial = options.connector.dial;
+    this.#check = options.connector.check;
     this.#metrics = metrics;
     this.pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
@@ -151,7 +156,8 @@ export class UpstreamGroup {
       this.outlier = undefined;
     } else {
       const active = new HealthProbe(groupHealthTargets(config), {
-        ...(health.check === undefined ? {} : { check: health.check }),
+        // Through a field, so that a reload can swap the connector (new CA, certificate).
+        check: (address, settings, signal) => (this.#check ?? tcpCheck)(address, settings, signal),
         clock,
       });
       const detector = groupOutlierDetector(config, active, clock);
@@ -291,6 +297,17 @@ export class UpstreamGroup {
       return;
     }
     this.#apply(this.config);
+  }
+
+  /**
+   * Swaps how sessions and active checks reach its upstreams (a reload that changed
+   * its `[groups.<name>.tls]` files): connections already open are not affected.
+   *
+   * @param connector The new connector.
+   */
+  useConnector(connector: GroupConnector): void {
+    this.dial = connector.dial;
+    this.#check = connector.check;
   }
 
   /**

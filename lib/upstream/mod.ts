@@ -30,6 +30,7 @@ export {
   HealthChangeEvent,
 } from "./health_event.ts";
 export {
+  dialCheck,
   type HealthCheck,
   HealthCheckError,
   type HealthCheckSettings,

@@ -1,0 +1,110 @@
+/**
+ * The connector of a group: how its sessions and its active health checks reach its
+ * upstreams. A group without `[groups.<name>.tls]` uses the balancer's dialer (TCP);
+ * a group with it, a TLS dialer made from its material, and its health checks run
+ * over that same dialer, so the handshake is part of health.
+ *
+ * @module
+ */
+import type { Socket } from "node:net";
+import type { TlsMaterial, UpstreamTlsMaterial } from "../config/mod.ts";
+import type { Dialer } from "../upstream/dial.ts";
+import { dialCheck, type HealthCheck } from "../upstream/health_check.ts";
+import type { TlsDialerOptions } from "../upstream/tls_dial.ts";
+
+/** What {@linkcode groupConnector} builds connectors from. */
+export interface GroupConnectorOptions {
+  /** The dialer of groups without TLS. */
+  dial: Dialer<Socket>;
+  /** Makes the dialer of a group with TLS (`tlsDialer`). */
+  connectTls: (options: TlsDialerOptions) => Dialer<Socket>;
+  /** The active health check given to the balancer, which every group then uses. */
+  healthCheck: HealthCheck | undefined;
+  /** Wall-clock time, ms since the epoch (to name an expired upstream certificate). */
+  wall: () => number;
+}
+
+/** A group's way to its upstreams. */
+export interface GroupConnector {
+  /** Opens a connection to one of its upstreams, for a session. */
+  dial: Dialer<Socket>;
+  /** Its active health check; `undefined` for the probe's default (`tcpCheck`). */
+  check: HealthCheck | undefined;
+}
+
+/**
+ * The connector of a group: its TLS material, if any, made into a dialer.
+ *
+ * @example Usage
+ * ```ts
+ * import { groupConnector } from "./group_connector.ts";
+ * import { dialTcp } from "../upstream/dial.ts";
+ * import { tlsDialer } from "../upstream/tls_dial.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const plain = groupConnector(undefined, {
+ *   dial: dialTcp,
+ *   connectTls: tlsDialer,
+ *   healthCheck: undefined,
+ *   wall: Date.now,
+ * });
+ * assert.equal(plain.dial, dialTcp);
+ * assert.equal(plain.check, undefined);
+ * ```
+ *
+ * @param tls The group's `[groups.<name>.tls]` material, or `undefined` for TCP.
+ * @param options The plain dialer, the TLS dialer factory, the injected check, the clock.
+ * @returns Its dialer and active check.
+ */
+export function groupConnector(
+  tls: UpstreamTlsMaterial | undefined,
+  options: GroupConnectorOptions,
+): GroupConnector {
+  if (tls === undefined) return { dial: options.dial, check: options.healthCheck };
+  const dial = options.connectTls({
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    serverName: tls.serverName,
+    now: options.wall,
+  });
+  return { dial, check: options.healthCheck ?? dialCheck(dial) };
+}
+
+/**
+ * For each group with `[groups.<name>.tls]`: the earliest expiry of its CA bundle and
+ * the expiry of its client certificate, ms since the epoch.
+ *
+ * @example Usage
+ * ```ts
+ * import { upstreamCertificateDates } from "./group_connector.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const at = (iso: string) => ({ subject: "CN=x", notBefore: new Date(0), notAfter: new Date(iso) });
+ * const dates = upstreamCertificateDates({
+ *   upstreams: new Map([["db", {
+ *     ca: "",
+ *     certificates: [{ which: "ca", ...at("2030-01-01") }, { which: "ca", ...at("2029-01-01") }],
+ *   }]]),
+ * });
+ * assert.deepEqual(dates.get("db"), { ca: Date.parse("2029-01-01") });
+ * ```
+ *
+ * @param tls The TLS material (its `upstreams`).
+ * @returns The dates, by group.
+ */
+export function upstreamCertificateDates(
+  tls: Pick<TlsMaterial, "upstreams">,
+): Map<string, { ca?: number; cert?: number }> {
+  const dates = new Map<string, { ca?: number; cert?: number }>();
+  for (const [group, material] of tls.upstreams ?? []) {
+    const entry: { ca?: number; cert?: number } = {};
+    for (const cert of material.certificates) {
+      const at = cert.notAfter.getTime();
+      if (cert.which === "ca") entry.ca = Math.min(entry.ca ?? Infinity, at);
+      else entry.cert ??= at;
+    }
+    dates.set(group, entry);
+  }
+  return dates;
+}
