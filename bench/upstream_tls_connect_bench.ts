@@ -1,10 +1,11 @@
 /**
  * Handshakes per second of the clients mtlb could use for its TLS leg to upstreams,
- * on loopback, against one `node:tls` server that requires a client certificate
- * (ECDSA P-256 everywhere, TLS 1.3): `Deno.connectTls`, `Deno.connect` then
- * `Deno.startTls` (what a `server_name` other than the address needs), and
- * `node:tls` `connect` (verifying itself, or with `rejectUnauthorized: false` and
- * the checks made after the handshake, as `tlsDialer` does).
+ * on loopback, against one `node:tls` server in the same process that requires a
+ * client certificate (ECDSA P-256 everywhere, TLS 1.3): `Deno.connectTls`,
+ * `Deno.connect` then `Deno.startTls` (what a `server_name` other than the address
+ * would need), and `node:tls` `connect` (verifying itself; with
+ * `rejectUnauthorized: false` and the checks made on `"secureConnect"`; with one
+ * secure context for every connection, as `tlsDialer` does), and `tlsDialer` itself.
  *
  * ```sh
  * deno run --allow-net=127.0.0.1 --allow-read --allow-env bench/upstream_tls_connect_bench.ts [--rounds 5] [--ms 1500]
@@ -12,6 +13,15 @@
  *
  * Each round runs every client for `--ms` milliseconds, one handshake at a time, in
  * turn (interleaved, so drift affects all alike); the figure is the median over rounds.
+ *
+ * Why `tlsDialer` uses `node:tls` although `Deno.connectTls` is faster, on Deno 2.9.6:
+ * `Deno.connectTls`'s `caCerts` add to the runtime's root store (Mozilla roots,
+ * `DENO_CERT`) instead of replacing it, so an upstream whose certificate does not
+ * chain to the group's `ca` can be accepted (tests/upstream/tls_dial_test.ts shows
+ * it); it has no server name apart from the host it connects to; and it gives a
+ * `Deno.TlsConn`, not the `node:net` socket `forward()` takes. `Deno.startTls`
+ * ignores `cert` and `key` (no client certificate is sent: its figure is not
+ * comparable). Recorded results: docs/PERFORMANCE.md, "TLS to upstreams".
  *
  * @module
  */

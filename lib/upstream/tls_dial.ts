@@ -152,8 +152,7 @@ export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
           host: address.hostname,
           port: address.port,
           ...(isIP(name) === 0 ? { servername: name } : {}),
-          ca,
-          ...(cert === undefined ? {} : { cert, key }),
+          secureContext,
           // Checked on "secureConnect", where the failure can be named; never skipped.
           rejectUnauthorized: false,
           // The name verified is `name`, which may not be the host dialled.
