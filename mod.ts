@@ -85,6 +85,7 @@ export {
   loadAdminToken,
   loadConfig,
   loadTlsMaterial,
+  loadUpstreamTlsMaterial,
   type LogConfig,
   type OutlierConfig,
   parseConfig,
@@ -97,6 +98,7 @@ export {
   type TlsMaterial,
   type UpstreamCertificateInfo,
   type UpstreamConfig,
+  type UpstreamTlsConfig,
   type UpstreamTlsMaterial,
 } from "./lib/config/mod.ts";
 export {

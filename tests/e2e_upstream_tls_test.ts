@@ -6,19 +6,59 @@
  * health probes run over TLS; a reload swaps the CA. Real sockets on 127.0.0.1.
  */
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
-import { loadTlsMaterial, parseConfig, type UpstreamTlsMaterial } from "../lib/config/mod.ts";
+import { loadConfig, loadTlsMaterial } from "../lib/config/mod.ts";
 import { Balancer } from "../lib/server/balancer.ts";
 import type { BalancerOptions } from "../lib/server/options.ts";
 import type { ConnectionRecord, DenyRecord } from "../lib/server/records.ts";
 import type { IssuedCertificate } from "../lib/pki/issue_certificate.ts";
 import { connectClient, nextEvent, readAll, readBytes, text } from "./_harness.ts";
-import { type TestPki, testPki } from "./_pki_fixtures.ts";
+import { testPki } from "./_pki_fixtures.ts";
 import { TlsUpstream, upstreamCertificates } from "./_upstream_tls_fixtures.ts";
 
-/** A config with group "db" on the shared listener and client alice. */
-function body(upstreams: string[], extra = ""): string {
-  return `[server]
+/** A temporary folder with lb.toml and the upstream TLS files, removed by dispose. */
+class Setup implements AsyncDisposable {
+  readonly dir = Deno.makeTempDirSync({ prefix: "mtlb-upstream-tls-" });
+
+  /** Writes `name` in the folder and returns its path. */
+  write(name: string, text: string): string {
+    const path = join(this.dir, name);
+    Deno.writeTextFileSync(path, text, { mode: 0o600 });
+    return path;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+/**
+ * Writes lb.toml: group "db" on the shared listener with `tls` (the test CA in
+ * upstream-ca.crt unless `ca` says otherwise), client alice, one probe round.
+ */
+async function writeConfig(
+  setup: Setup,
+  upstreams: string[],
+  options: { ca?: string; client?: IssuedCertificate; serverName?: string; extra?: string } = {},
+): Promise<string> {
+  const pki = await testPki();
+  setup.write("upstream-ca.crt", options.ca ?? pki.ca.certPem);
+  const lines = ['ca = "upstream-ca.crt"'];
+  if (options.client !== undefined) {
+    setup.write("mtlb-client.crt", options.client.chainPem);
+    setup.write("mtlb-client.key", options.client.keyPem);
+    lines.push('cert = "mtlb-client.crt"', 'key = "mtlb-client.key"');
+  }
+  if (options.serverName !== undefined) lines.push(`server_name = "${options.serverName}"`);
+  return setup.write(
+    "lb.toml",
+    `[tls]
+ca = ${JSON.stringify(pki.ca.certPath)}
+cert = ${JSON.stringify(pki.server.certPath)}
+key = ${JSON.stringify(pki.server.keyPath)}
+
+[server]
 listen = "127.0.0.1:0"
 
 [health]
@@ -26,46 +66,24 @@ interval = "1h"
 
 [groups.db]
 upstreams = ${JSON.stringify(upstreams)}
-${extra}
+${options.extra ?? ""}
+
+[groups.db.tls]
+${lines.join("\n")}
 
 [clients.alice]
 match = { cn = "alice" }
 groups = ["db"]
-`;
-}
-
-/** The material of `[groups.db.tls]`: the test CA, and optionally a client certificate. */
-function material(
-  ca: string,
-  options: { client?: IssuedCertificate; serverName?: string } = {},
-): UpstreamTlsMaterial {
-  return {
-    ca,
-    ...(options.client === undefined
-      ? {}
-      : { cert: options.client.chainPem, key: options.client.keyPem }),
-    ...(options.serverName === undefined ? {} : { serverName: options.serverName }),
-    certificates: [],
-  };
-}
-
-async function loaded(pki: TestPki, text: string, upstream: UpstreamTlsMaterial | undefined) {
-  const config = parseConfig(
-    `[tls]\nca = "ca.crt"\ncert = "server.crt"\nkey = "server.key"\n${text}`,
-    { path: join(pki.dir, "lb.toml"), baseDir: pki.dir },
+`,
   );
-  const tls = await loadTlsMaterial(config);
-  if (upstream !== undefined) tls.upstreams = new Map([["db", upstream]]);
-  return { config, tls };
 }
 
 async function start(
-  upstreams: string[],
-  upstream: UpstreamTlsMaterial | undefined,
+  path: string,
   options: Omit<BalancerOptions, "config" | "tls"> = {},
-): Promise<Balancer & AsyncDisposable> {
-  const pki = await testPki();
-  const balancer = new Balancer({ ...await loaded(pki, body(upstreams), upstream), ...options });
+): Promise<Balancer> {
+  const config = await loadConfig(path);
+  const balancer = new Balancer({ config, tls: await loadTlsMaterial(config), ...options });
   await balancer.start();
   return balancer;
 }
@@ -84,9 +102,9 @@ Deno.test("A group with tls reaches an upstream that requires a client certifica
     certificate: certs.good,
     requireClientCert: true,
   });
+  await using setup = new Setup();
   await using balancer = await start(
-    [upstream.address],
-    material(pki.ca.certPem, { client: certs.client }),
+    await writeConfig(setup, [upstream.address], { client: certs.client }),
   );
   // The active probe ran over TLS, with the client certificate.
   assert.equal(balancer.probe("db")!.snapshot()[0]!.state, "healthy");
@@ -102,6 +120,25 @@ Deno.test("A group with tls reaches an upstream that requires a client certifica
   assert.equal(record.bytesFromUpstream, payload.length);
   assert.equal(upstream.received, payload.length);
   assert.ok(upstream.clients.includes("mtlb-client"));
+  // Expiry of the group's CA and client certificate: in metrics and status.
+  const caEnd = Date.parse(new X509Certificate(pki.ca.certPem).validTo);
+  const metrics = balancer.metrics.render();
+  const series = (which: string) =>
+    Number(
+      metrics.match(
+        new RegExp(
+          `mtlb_upstream_certificate_expiry_timestamp_seconds\\{group="db",which="${which}"\\} (\\S+)`,
+        ),
+      )?.[1],
+    );
+  const dates = balancer.status().certificates.upstreams?.db;
+  assert.equal(series("cert") * 1000, Date.parse(dates?.cert ?? ""));
+  assert.equal(series("ca") * 1000, Date.parse(dates?.ca ?? ""));
+  assert.equal(series("ca") * 1000, caEnd);
+  assert.equal(
+    series("cert") * 1000,
+    Date.parse(new X509Certificate(certs.client.certPem).validTo),
+  );
 });
 
 for (
@@ -115,9 +152,9 @@ for (
     const pki = await testPki();
     const certs = await upstreamCertificates();
     await using upstream = await TlsUpstream.start({ certificate: certs[certificate] });
+    await using setup = new Setup();
     await using balancer = await start(
-      [upstream.address],
-      material(pki.ca.certPem, serverName === undefined ? {} : { serverName }),
+      await writeConfig(setup, [upstream.address], serverName === undefined ? {} : { serverName }),
       passing,
     );
     const denied = nextEvent<DenyRecord>(balancer, "deny");
@@ -148,7 +185,8 @@ Deno.test("A health probe over TLS marks an upstream with a bad certificate down
   const certs = await upstreamCertificates();
   await using good = await TlsUpstream.start({ certificate: certs.good });
   await using foreign = await TlsUpstream.start({ certificate: certs.foreign });
-  await using balancer = await start([good.address, foreign.address], material(pki.ca.certPem));
+  await using setup = new Setup();
+  await using balancer = await start(await writeConfig(setup, [good.address, foreign.address]));
   const states = new Map(balancer.probe("db")!.snapshot().map((h) => [h.address, h]));
   assert.equal(states.get(good.address)!.state, "healthy");
   assert.equal(states.get(foreign.address)!.state, "unhealthy");
@@ -165,7 +203,8 @@ Deno.test("A reload swaps the CA a group verifies its upstreams with", async () 
   const pki = await testPki();
   const certs = await upstreamCertificates();
   await using upstream = await TlsUpstream.start({ certificate: certs.foreign });
-  await using balancer = await start([upstream.address], material(pki.ca.certPem), passing);
+  await using setup = new Setup();
+  await using balancer = await start(await writeConfig(setup, [upstream.address]), passing);
   const tryOnce = async () => {
     const outcome = Promise.race([
       nextEvent<DenyRecord>(balancer, "deny").then((r) => r.reason),
@@ -178,11 +217,12 @@ Deno.test("A reload swaps the CA a group verifies its upstreams with", async () 
     return { outcome: await outcome, reply: text(data) };
   };
   assert.deepEqual(await tryOnce(), { outcome: "upstream_tls_untrusted", reply: "" });
-  await balancer.reload(
-    await loaded(pki, body([upstream.address]), material(pki.foreignCa.certPem)),
-  );
+  // The file changes, the config does not: a reload reads it again.
+  setup.write("upstream-ca.crt", pki.foreignCa.certPem);
+  await balancer.reload();
   assert.deepEqual(await tryOnce(), { outcome: "forwarded", reply: "hi" });
-  await balancer.reload(await loaded(pki, body([upstream.address]), material(pki.ca.certPem)));
+  setup.write("upstream-ca.crt", pki.ca.certPem);
+  await balancer.reload();
   assert.deepEqual(await tryOnce(), { outcome: "upstream_tls_untrusted", reply: "" });
 });
 
@@ -190,15 +230,11 @@ Deno.test("The PROXY v2 header goes inside the TLS session", async () => {
   const pki = await testPki();
   const certs = await upstreamCertificates();
   await using upstream = await TlsUpstream.start({ certificate: certs.good });
-  await using balancer = new Balancer({
-    ...await loaded(
-      pki,
-      body([upstream.address], 'proxy_protocol = "v2"'),
-      material(pki.ca.certPem),
-    ),
-    ...passing,
-  });
-  await balancer.start();
+  await using setup = new Setup();
+  await using balancer = await start(
+    await writeConfig(setup, [upstream.address], { extra: 'proxy_protocol = "v2"' }),
+    passing,
+  );
   const socket = await connectClient(port(balancer), pki.alice);
   socket.write("after-header");
   // The upstream echoes what it decrypted: the v2 signature, then the client's bytes.

@@ -66,7 +66,24 @@ export function crossChecks(parts: Parts, doc: Table): Problem[] {
     ...listeners(parts),
     ...ambiguousClients(parts),
     ...ejectionTimes(parts, doc),
+    ...upstreamClientCertificates(parts),
   ];
+}
+
+/** A group's `tls` has both `cert` and `key`, or neither. */
+function upstreamClientCertificates({ groups }: Parts): Problem[] {
+  const problems: Problem[] = [];
+  for (const [name, group] of groups ?? []) {
+    const tls = known(group, "tls")?.tls;
+    if (tls === undefined || (tls.cert === undefined) === (tls.key === undefined)) continue;
+    const [given, missing] = tls.cert === undefined ? ["key", "cert"] : ["cert", "key"];
+    problems.push({
+      key: `groups.${name}.tls.${missing}`,
+      message:
+        `must be set with ${given}: the client certificate presented to upstreams needs both`,
+    });
+  }
+  return problems;
 }
 
 /** TLS SNI names ignore case, so two group names may not differ only in case. */

@@ -10,6 +10,7 @@ import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/
 import type { Config } from "./types.ts";
 import { errorMessage } from "../core/errors.ts";
 import { fileKeys } from "./_file_keys.ts";
+import { loadUpstreamTlsMaterial, type UpstreamTlsMaterial } from "./upstream_tls_material.ts";
 
 /** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
 export interface TlsCertificateInfo {
@@ -21,47 +22,6 @@ export interface TlsCertificateInfo {
   notBefore: Date;
   /** End of validity. */
   notAfter: Date;
-}
-
-/** Facts about one certificate of a group's `[groups.<name>.tls]`, for `check`, metrics and status. */
-export interface UpstreamCertificateInfo {
-  /** Which file: the CA bundle upstreams must chain to, or the client certificate presented to them. */
-  which: "ca" | "cert";
-  /** Subject distinguished name, as node:crypto prints it. */
-  subject: string;
-  /** Start of validity. */
-  notBefore: Date;
-  /** End of validity. */
-  notAfter: Date;
-}
-
-/**
- * The PEM texts a group's `[groups.<name>.tls]` names, checked: what mtlb verifies its
- * upstreams with, and presents to them.
- */
-export interface UpstreamTlsMaterial {
-  /** CA bundle, PEM. */
-  ca: string;
-  /**
-   * Client certificate chain, PEM.
-   *
-   * @default {undefined}
-   */
-  cert?: string;
-  /**
-   * Its private key, PEM.
-   *
-   * @default {undefined}
-   */
-  key?: string;
-  /**
-   * The name sent as SNI and verified; the upstream's host when absent.
-   *
-   * @default {undefined}
-   */
-  serverName?: string;
-  /** Every certificate of `ca` and `cert`, in file order. */
-  certificates: UpstreamCertificateInfo[];
 }
 
 /** The PEM texts a config's `[tls]` section names, checked. */
@@ -102,7 +62,8 @@ export interface TlsMaterial {
 }
 
 /**
- * Reads the CA bundle, server certificate, private key and CRL a config names and
+ * Reads the CA bundle, server certificate, private key and CRL a config names (and,
+ * given its groups, the files of their `tls` tables) and
  * checks them: each certificate parses, the key parses (unencrypted), the first
  * certificate of `tls.cert` belongs to the key, the CA bundle can be read as a
  * `TrustStore`, and each CRL is signed by a CA of the bundle and current (see
@@ -122,9 +83,18 @@ export interface TlsMaterial {
  *   cannot be read or parsed (a CA certificate whose key is not supported included),
  *   with key `tls.cert` when certificate and key do not match,
  *   or with key `tls.crl` when a CRL is not from a CA of the bundle, badly signed,
- *   expired or not yet valid.
+ *   expired or not yet valid; for the groups' `tls` files, as `loadUpstreamTlsMaterial`.
  */
-export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
+export async function loadTlsMaterial(
+  config: Pick<Config, "path" | "tls"> & Partial<Pick<Config, "groups">>,
+): Promise<TlsMaterial> {
+  const material = await loadListenerMaterial(config);
+  if (config.groups === undefined) return material;
+  const upstreams = await loadUpstreamTlsMaterial({ path: config.path, groups: config.groups });
+  return upstreams.size === 0 ? material : { ...material, upstreams };
+}
+
+async function loadListenerMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
   const { tls } = config;
   const { fail, read } = fileKeys(config.path, tls);
   /** What `use` returns; when it throws (an error of class `only`, if given), the failure `detail` says. */
