@@ -6,7 +6,13 @@
  * health probes run over TLS; a reload swaps the CA. Real sockets on 127.0.0.1.
  */
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
+import { once } from "node:events";
+import type { AddressInfo, Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { linkTcpReads } from "../lib/core/tls_reads.ts";
+import type { Dialer } from "../lib/upstream/dial.ts";
+import { tlsDialer, type TlsDialerOptions } from "../lib/upstream/tls_dial.ts";
 import { join } from "node:path";
 import { loadConfig, loadTlsMaterial } from "../lib/config/mod.ts";
 import { Balancer } from "../lib/server/balancer.ts";
@@ -242,4 +248,75 @@ Deno.test("The PROXY v2 header goes inside the TLS session", async () => {
   const head = await readBytes(socket, 12);
   assert.deepEqual([...head.subarray(0, 12)], signature);
   socket.destroy();
+});
+
+Deno.test("A TLS upstream faster than its client is paused, not cut at max_buffer: 32 MiB arrive whole", async () => {
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  const TOTAL = 32 * 1024 * 1024;
+  const CHUNK = 64 * 1024;
+  const sent = Promise.withResolvers<string>();
+  const server = createTlsServer({ cert: certs.good.chainPem, key: certs.good.keyPem });
+  server.on("secureConnection", async (socket: TLSSocket) => {
+    socket.on("error", () => {});
+    const hash = createHash("sha256");
+    try {
+      for (let n = 0; n < TOTAL; n += CHUNK) {
+        const chunk = crypto.getRandomValues(new Uint8Array(CHUNK));
+        hash.update(chunk);
+        if (!socket.write(chunk)) await once(socket, "drain");
+      }
+      socket.end();
+      sent.resolve(hash.digest("hex"));
+    } catch (error) {
+      sent.resolve(`the upstream could not send: ${error}`);
+    }
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // The injected connector: tlsDialer, watched for forward() pausing its socket.
+  const paused = Promise.withResolvers<void>();
+  const connectTls = (options: TlsDialerOptions): Dialer<Socket> => {
+    const dial = tlsDialer(options);
+    return async (target, signal) => {
+      const socket = await dial(target, signal);
+      const pause = socket.pause;
+      socket.pause = function (this: TLSSocket) {
+        paused.resolve();
+        return pause.call(this);
+      };
+      return socket;
+    };
+  };
+  try {
+    await using setup = new Setup();
+    await using balancer = await start(await writeConfig(setup, [address]), {
+      ...passing,
+      connectTls,
+    });
+    const ended = nextEvent<ConnectionRecord>(balancer, "end");
+    const client = await connectClient(port(balancer), pki.alice);
+    // The client reads nothing until mtlb has paused the upstream: backpressure reached it.
+    assert.ok(linkTcpReads(client), "the runtime links the client's reads");
+    client.pause();
+    await Promise.race([
+      paused.promise,
+      ended.then((r) => assert.fail(`the connection ended first: ${r.reason}`)),
+    ]);
+    const hash = createHash("sha256");
+    let length = 0;
+    client.on("data", (chunk: Uint8Array) => {
+      hash.update(chunk);
+      length += chunk.length;
+    });
+    client.resume();
+    await once(client, "end");
+    client.destroy();
+    assert.equal(length, TOTAL);
+    assert.equal(hash.digest("hex"), await sent.promise);
+    assert.equal((await ended).reason, "upstream_closed");
+  } finally {
+    server.close();
+  }
 });

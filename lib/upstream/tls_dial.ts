@@ -17,6 +17,7 @@ import {
   type TLSSocket,
 } from "node:tls";
 import type { HostPort } from "../core/address.ts";
+import { linkTcpReads } from "../core/tls_reads.ts";
 import type { UpstreamTlsFailure } from "../core/reasons.ts";
 import type { Dialer } from "./dial.ts";
 
@@ -100,7 +101,9 @@ export class UpstreamTlsError extends Error {
  * The checks of the handshake are the runtime's (`rustls` on Deno); mtlb reads
  * whether they passed, and looks at the chain only after a failure, to name it.
  *
- * As with `dialTcp`, an `"error"` on the socket after the dial with no listener of the
+ * The socket's reads are linked to its TCP socket's (`linkTcpReads`), so that pausing
+ * it pushes back on the upstream, and it is marked for `forward` to pause. As with
+ * `dialTcp`, an `"error"` on the socket after the dial with no listener of the
  * caller's throws: add one with `on`.
  *
  * @example Usage
@@ -210,7 +213,10 @@ function onConnect(this: TLSSocket): void {
 function onSecureConnect(this: TLSSocket): void {
   const dial = pending.get(this);
   if (dial === undefined) return;
-  dial.settle(verdict(this, dial));
+  const refused = verdict(this, dial);
+  // Before anything is awaited: so that forward() can pause it (see linkTcpReads).
+  if (refused === undefined) linkTcpReads(this);
+  dial.settle(refused);
 }
 
 function onError(this: TLSSocket, error: Error): void {
