@@ -16,6 +16,7 @@ import { tlsDialer, type TlsDialerOptions } from "../lib/upstream/tls_dial.ts";
 import { join } from "node:path";
 import { loadConfig, loadTlsMaterial } from "../lib/config/mod.ts";
 import { Balancer } from "../lib/server/balancer.ts";
+import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import type { BalancerOptions } from "../lib/server/options.ts";
 import type { ConnectionRecord, DenyRecord } from "../lib/server/records.ts";
 import type { IssuedCertificate } from "../lib/pki/issue_certificate.ts";
@@ -319,4 +320,37 @@ Deno.test("A TLS upstream faster than its client is paused, not cut at max_buffe
   } finally {
     server.close();
   }
+});
+
+Deno.test("With workers, the primary probes over TLS and the workers forward over TLS", async () => {
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  await using good = await TlsUpstream.start({ certificate: certs.good, requireClientCert: true });
+  await using foreign = await TlsUpstream.start({ certificate: certs.foreign });
+  await using setup = new Setup();
+  const config = await loadConfig(
+    await writeConfig(setup, [good.address, foreign.address], { client: certs.client }),
+  );
+  await using balancer = new WorkerBalancer({
+    config,
+    tls: await loadTlsMaterial(config),
+    workers: 2,
+  });
+  await balancer.start();
+  const states = new Map(balancer.probe("db")!.snapshot().map((h) => [h.address, h]));
+  assert.equal(states.get(good.address)!.state, "healthy");
+  assert.equal(states.get(foreign.address)!.reason, "probe_tls");
+  for (let i = 0; i < 4; i++) {
+    const socket = await connectClient(balancer.listeners()[0]!.address.port, pki.alice);
+    socket.write(`ping ${i}`);
+    assert.equal(text(await readBytes(socket, 6)), `ping ${i}`);
+    socket.destroy();
+  }
+  assert.equal(foreign.received, 0);
+  assert.ok(good.clients.filter((cn) => cn === "mtlb-client").length >= 4);
+  assert.ok(balancer.status().certificates.upstreams?.db?.cert !== undefined);
+  assert.match(
+    balancer.metrics.render(),
+    /mtlb_upstream_certificate_expiry_timestamp_seconds\{group="db",which="cert"\} \d+/,
+  );
 });
