@@ -11,6 +11,7 @@ import { once } from "node:events";
 import type { AddressInfo, Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { linkTcpReads } from "../lib/core/tls_reads.ts";
+import { configureLogging } from "../lib/control/logging.ts";
 import type { Dialer } from "../lib/upstream/dial.ts";
 import { tlsDialer, type TlsDialerOptions } from "../lib/upstream/tls_dial.ts";
 import { join } from "node:path";
@@ -160,6 +161,8 @@ for (
     const certs = await upstreamCertificates();
     await using upstream = await TlsUpstream.start({ certificate: certs[certificate] });
     await using setup = new Setup();
+    const logged: string[] = [];
+    await using _logging = await configureLogging({ format: "json", write: (l) => logged.push(l) });
     await using balancer = await start(
       await writeConfig(setup, [upstream.address], serverName === undefined ? {} : { serverName }),
       passing,
@@ -178,6 +181,9 @@ for (
     assert.ok(upstream.tcpAccepted >= 1);
     assert.equal(upstream.received, 0);
     assert.equal(balancer.counters.denied.get(reason), 1);
+    const line = logged.map((l) => JSON.parse(l)).find((r) => r.message.startsWith("Denied"));
+    assert.equal(line?.properties.reason, reason);
+    assert.match(line?.properties.detail, detail);
     assert.match(
       balancer.metrics.render(),
       new RegExp(`mtlb_connections_denied_total\\{reason="${reason}"\\} 1`),
@@ -193,7 +199,18 @@ Deno.test("A health probe over TLS marks an upstream with a bad certificate down
   await using good = await TlsUpstream.start({ certificate: certs.good });
   await using foreign = await TlsUpstream.start({ certificate: certs.foreign });
   await using setup = new Setup();
+  const logged: string[] = [];
+  await using _logging = await configureLogging({ format: "json", write: (l) => logged.push(l) });
   await using balancer = await start(await writeConfig(setup, [good.address, foreign.address]));
+  // The log says which check failed.
+  const down = logged.map((l) => JSON.parse(l)).find((r) =>
+    r.message.includes("is unhealthy") && r.properties.address === foreign.address
+  );
+  assert.equal(down?.properties.reason, "probe_tls");
+  assert.match(
+    down?.properties.detail,
+    /upstream_tls_untrusted: .*does not chain to the group's ca/,
+  );
   const states = new Map(balancer.probe("db")!.snapshot().map((h) => [h.address, h]));
   assert.equal(states.get(good.address)!.state, "healthy");
   assert.equal(states.get(foreign.address)!.state, "unhealthy");
