@@ -381,6 +381,7 @@ export {
   type DrainResult,
   type GroupState,
   type ListenerInfo,
+  type UpstreamCertificateDates,
   type UpstreamState,
 } from "./lib/server/status.ts";
 export {
