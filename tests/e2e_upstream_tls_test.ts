@@ -13,6 +13,7 @@ import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { linkTcpReads } from "../lib/core/tls_reads.ts";
 import { configureLogging } from "../lib/control/logging.ts";
 import type { Dialer } from "../lib/upstream/dial.ts";
+import type { DnsResolver } from "../lib/upstream/dns_resolver.ts";
 import { tlsDialer, type TlsDialerOptions } from "../lib/upstream/tls_dial.ts";
 import { join } from "node:path";
 import { loadConfig, loadTlsMaterial } from "../lib/config/mod.ts";
@@ -369,5 +370,36 @@ Deno.test("With workers, the primary probes over TLS and the workers forward ove
   assert.match(
     balancer.metrics.render(),
     /mtlb_upstream_certificate_expiry_timestamp_seconds\{group="db",which="cert"\} \d+/,
+  );
+});
+
+Deno.test("An upstream from { dns = NAME:PORT } is verified against NAME, sent as SNI", async () => {
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  // A certificate for db.internal only: its address (127.0.0.1) is not in it.
+  await using upstream = await TlsUpstream.start({ certificate: certs.dbInternal });
+  const resolver: DnsResolver = {
+    addresses: (name, type) =>
+      Promise.resolve(name === "db.internal" && type === "A" ? ["127.0.0.1"] : []),
+    srv: () => Promise.resolve([]),
+  };
+  await using setup = new Setup();
+  const path = await writeConfig(setup, [upstream.address]);
+  // The same upstream as a DNS entry instead of an address.
+  const toml = (await Deno.readTextFile(path)).replace(
+    `upstreams = ["${upstream.address}"]`,
+    `upstreams = [{ dns = "db.internal:${upstream.port}" }]`,
+  );
+  await Deno.writeTextFile(path, toml);
+  await using balancer = await start(path, { resolver });
+  assert.equal(balancer.probe("db")!.snapshot()[0]!.state, "healthy");
+  const socket = await connectClient(port(balancer), pki.alice);
+  socket.write("dns");
+  assert.equal(text(await readBytes(socket, 3)), "dns");
+  socket.destroy();
+  assert.ok(upstream.servernames.length >= 2);
+  assert.ok(
+    upstream.servernames.every((name) => name === "db.internal"),
+    `${upstream.servernames}`,
   );
 });

@@ -74,10 +74,21 @@ Deno.test("parseConfig() refuses a group's tls without ca, with cert and no key,
     ],
     ["a bad name", 'ca = "a.crt"\nserver_name = "db internal"', /groups\.db\.tls\.server_name/],
     ["an unknown key", 'ca = "a.crt"\nverify = false', /groups\.db\.tls\.verify/],
+    [
+      "SRV entries and no server_name",
+      'ca = "a.crt"',
+      /groups\.db\.tls\.server_name.*must be set when the group has \{ srv = \.\.\. \}/,
+    ],
   ];
   for (const [name, table, pattern] of cases) {
     await t.step(name, () => {
-      const error = refused(`${HEAD}\n[groups.db.tls]\n${table}\n`);
+      const head = name.startsWith("SRV")
+        ? HEAD.replace(
+          'upstreams = ["10.0.0.5:5432"]',
+          'upstreams = [{ srv = "_pg._tcp.db.internal" }]',
+        )
+        : HEAD;
+      const error = refused(`${head}\n[groups.db.tls]\n${table}\n`);
       assert.match(error.message, pattern);
       assert.match(error.message, /lb\.toml:\d+/);
     });

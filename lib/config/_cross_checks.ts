@@ -70,12 +70,24 @@ export function crossChecks(parts: Parts, doc: Table): Problem[] {
   ];
 }
 
-/** A group's `tls` has both `cert` and `key`, or neither. */
+/**
+ * A group's `tls` has both `cert` and `key`, or neither; and a `server_name` when the
+ * group has SRV entries, whose targets' host names are not kept to be verified.
+ */
 function upstreamClientCertificates({ groups }: Parts): Problem[] {
   const problems: Problem[] = [];
   for (const [name, group] of groups ?? []) {
     const tls = known(group, "tls")?.tls;
-    if (tls === undefined || (tls.cert === undefined) === (tls.key === undefined)) continue;
+    if (tls === undefined) continue;
+    const srv = known(group, "upstreams")?.dns.some((entry) => entry.type === "srv") ?? false;
+    if (tls.serverName === undefined && srv) {
+      problems.push({
+        key: `groups.${name}.tls.server_name`,
+        message:
+          "must be set when the group has { srv = ... } upstreams: the name their certificates are verified against (an SRV target's host name is not kept)",
+      });
+    }
+    if ((tls.cert === undefined) === (tls.key === undefined)) continue;
     const [given, missing] = tls.cert === undefined ? ["key", "cert"] : ["cert", "key"];
     problems.push({
       key: `groups.${name}.tls.${missing}`,

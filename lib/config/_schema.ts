@@ -399,7 +399,7 @@ const upstreamTls = table({
     shaped(HOST_NAME_RE, "a host name", (name) => name.toLowerCase()),
     {
       description:
-        "The name sent as SNI and verified in each upstream's certificate. Without it, each upstream's host is (an IP address is verified against the certificate's IP addresses, with no SNI).",
+        "The name sent as SNI and verified in each upstream's certificate. Without it, each upstream's host is (an IP address is verified against the certificate's IP addresses, with no SNI), or for an upstream of a `{ dns = \"NAME:PORT\" }` entry, NAME. Required with `{ srv = ... }` entries.",
       defaultText: "each upstream's host",
       examples: ["db.internal"],
     },

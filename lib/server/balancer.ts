@@ -10,7 +10,7 @@
 import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 
-import { formatHostPort, parseHostPort } from "../core/address.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
 
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
@@ -618,23 +618,31 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     } else {
       health = { kind: "probe" };
     }
-    return new UpstreamGroup(config, {
+    // Bound late: the connector asks the group which DNS name an address came from.
+    const made: { group?: UpstreamGroup } = {};
+    made.group = new UpstreamGroup(config, {
       clock: this.#clock,
       metrics: this.#metrics,
       counts: this.#upstreamCounts,
       health,
       resolver: this.#resolver,
-      connector: this.#connector(name, tls),
+      connector: this.#connector(name, tls, (address) => made.group?.dnsName(address)),
     });
+    return made.group;
   }
 
   /** How a group reaches its upstreams with the TLS material `tls`. */
-  #connector(group: string, tls: TlsMaterial): GroupConnector {
+  #connector(
+    group: string,
+    tls: TlsMaterial,
+    nameOf: (address: HostPort) => string | undefined,
+  ): GroupConnector {
     return groupConnector(tls.upstreams?.get(group), {
       dial: this.#dial,
       connectTls: this.#connectTls,
       healthCheck: this.#healthCheck,
       wall: this.#wall,
+      nameOf,
     });
   }
 
@@ -733,7 +741,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         continue;
       }
       group.update(groupConfig);
-      group.useConnector(this.#connector(name, tls));
+      group.useConnector(this.#connector(name, tls, (address) => group.dnsName(address)));
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions

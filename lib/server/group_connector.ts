@@ -7,6 +7,7 @@
  * @module
  */
 import type { Socket } from "node:net";
+import type { HostPort } from "../core/address.ts";
 import type { TlsMaterial, UpstreamTlsMaterial } from "../config/mod.ts";
 import type { Dialer } from "../upstream/dial.ts";
 import { dialCheck, type HealthCheck } from "../upstream/health_check.ts";
@@ -22,6 +23,13 @@ export interface GroupConnectorOptions {
   healthCheck: HealthCheck | undefined;
   /** Wall-clock time, ms since the epoch (to name an expired upstream certificate). */
   wall: () => number;
+  /**
+   * The name to verify for an upstream without `server_name`: the DNS name its address
+   * was looked up from, if any.
+   *
+   * @default {undefined: its host}
+   */
+  nameOf?: ((address: HostPort) => string | undefined) | undefined;
 }
 
 /** A group's way to its upstreams. */
@@ -66,6 +74,7 @@ export function groupConnector(
     cert: tls.cert,
     key: tls.key,
     serverName: tls.serverName,
+    serverNameOf: options.nameOf,
     now: options.wall,
   });
   return { dial, check: options.healthCheck ?? dialCheck(dial) };

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Socket } from "node:net";
+import { formatHostPort, type HostPort } from "../core/address.ts";
 import type { Clock } from "../core/clock.ts";
 import type { GroupConfig } from "../config/mod.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
@@ -297,6 +298,20 @@ export class UpstreamGroup {
       return;
     }
     this.#apply(this.config);
+  }
+
+  /**
+   * The DNS name an upstream's address was looked up from (`{ dns = "NAME:PORT" }`), the
+   * name its certificate is verified against without `server_name`; `undefined` for a
+   * configured address or an SRV target (whose host name is not kept).
+   *
+   * @param address The upstream.
+   * @returns The name, or `undefined`.
+   */
+  dnsName(address: HostPort): string | undefined {
+    const source = this.#sources.get(formatHostPort(address));
+    if (source === undefined || !source.startsWith("dns ")) return undefined;
+    return source.slice(4, source.lastIndexOf(":"));
   }
 
   /**

@@ -46,6 +46,13 @@ export interface TlsDialerOptions {
    */
   serverName?: string | undefined;
   /**
+   * The name to verify for an upstream when `serverName` is not set, such as the DNS
+   * name its address was looked up from; `undefined` for its host.
+   *
+   * @default {undefined}
+   */
+  serverNameOf?: ((address: HostPort) => string | undefined) | undefined;
+  /**
    * Wall-clock time, ms since the epoch: tells an expired certificate from an
    * untrusted one in {@linkcode UpstreamTlsError}.
    *
@@ -90,7 +97,7 @@ export class UpstreamTlsError extends Error {
  * Makes a {@linkcode Dialer} that connects over TLS 1.2 or 1.3 with `node:tls`,
  * half-open allowed and Nagle off, and resolves only once the upstream's certificate
  * chains to `ca`, every certificate of its chain is within its validity, and it is
- * valid for `serverName` (or the host dialled). Otherwise the connection is closed
+ * valid for `serverName` (else `serverNameOf(address)`, else the host dialled). Otherwise the connection is closed
  * before a byte of the caller's is sent, and the dial rejects with an
  * {@linkcode UpstreamTlsError}: `upstream_tls_untrusted`, `upstream_tls_expired`,
  * `upstream_tls_name`, or `upstream_tls_handshake` (the TCP connection was made but the
@@ -124,7 +131,7 @@ export class UpstreamTlsError extends Error {
  *   is given.
  */
 export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
-  const { ca, cert, key, serverName } = options;
+  const { ca, cert, key, serverName, serverNameOf } = options;
   if (!/-----BEGIN CERTIFICATE-----/.test(ca)) {
     throw new TypeError("Cannot dial upstreams over TLS: ca must hold PEM certificates");
   }
@@ -149,7 +156,7 @@ export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
         reject(signal.reason);
         return;
       }
-      const name = serverName ?? address.hostname;
+      const name = serverName ?? serverNameOf?.(address) ?? address.hostname;
       const socket = connect(
         <ConnectionOptions & { allowHalfOpen: boolean; noDelay: boolean }> {
           host: address.hostname,
