@@ -7,10 +7,9 @@
  * @module
  */
 
-import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 
-import { formatHostPort, type HostPort, parseHostPort } from "../core/address.ts";
+import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
 
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
@@ -18,13 +17,10 @@ import { formatDuration } from "../core/duration.ts";
 
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
-import { type Dialer, dialTcp } from "../upstream/dial.ts";
-import { tlsDialer, type TlsDialerOptions } from "../upstream/tls_dial.ts";
-import {
-  type GroupConnector,
-  groupConnector,
-  upstreamCertificateDates,
-} from "./group_connector.ts";
+import { dialTcp } from "../upstream/dial.ts";
+import { tlsDialer } from "../upstream/tls_dial.ts";
+import { groupConnector, type GroupConnectorOptions } from "./group_connector.ts";
+import { setUpstreamExpiry, upstreamCertificateStatus } from "./_upstream_certificates.ts";
 import {
   type ConnectionCaps,
   connectionCaps,
@@ -33,7 +29,6 @@ import {
 
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
-import type { HealthCheck } from "../upstream/health_check.ts";
 
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
@@ -123,10 +118,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #tls: TlsMaterial;
   #clock: Clock;
   #wall: () => number;
-  #dial: Dialer<Socket>;
-  #healthCheck: HealthCheck | undefined;
   #resolver: DnsResolver;
-  #connectTls: (options: TlsDialerOptions) => Dialer<Socket>;
+  /** How groups reach their upstreams, but for their TLS material and DNS names. */
+  #connectors: Omit<GroupConnectorOptions, "nameOf">;
   #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
   #crl: RevocationList | undefined;
@@ -184,10 +178,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#tls = options.tls;
     this.#clock = options.clock ?? systemClock;
     this.#wall = options.wallClock ?? Date.now;
-    this.#dial = options.dial ?? dialTcp;
-    this.#healthCheck = options.healthCheck;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
-    this.#connectTls = options.connectTls ?? tlsDialer;
+    const { dial = dialTcp, healthCheck, connectTls = tlsDialer } = options;
+    this.#connectors = { dial, connectTls, healthCheck, wall: this.#wall };
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({
@@ -449,15 +442,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) certificates.ca = new Date(ca).toISOString();
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
-    const upstreams = upstreamCertificateDates(this.#tls);
-    if (upstreams.size > 0) {
-      certificates.upstreams = {};
-      for (const [group, dates] of upstreams) {
-        certificates.upstreams[group] = Object.fromEntries(
-          Object.entries(dates).map(([which, at]) => [which, new Date(at).toISOString()]),
-        );
-      }
-    }
+    const upstreams = upstreamCertificateStatus(this.#tls);
+    if (upstreams !== undefined) certificates.upstreams = upstreams;
     const status: BalancerStatus = {
       state: this.#life.state,
       config: { path: this.#config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
@@ -626,24 +612,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       counts: this.#upstreamCounts,
       health,
       resolver: this.#resolver,
-      connector: this.#connector(name, tls, (address) => made.group?.dnsName(address)),
+      connector: groupConnector(tls.upstreams?.get(name), {
+        ...this.#connectors,
+        nameOf: (address) => made.group?.dnsName(address),
+      }),
     });
     return made.group;
-  }
-
-  /** How a group reaches its upstreams with the TLS material `tls`. */
-  #connector(
-    group: string,
-    tls: TlsMaterial,
-    nameOf: (address: HostPort) => string | undefined,
-  ): GroupConnector {
-    return groupConnector(tls.upstreams?.get(group), {
-      dial: this.#dial,
-      connectTls: this.#connectTls,
-      healthCheck: this.#healthCheck,
-      wall: this.#wall,
-      nameOf,
-    });
   }
 
   #retireGroup(group: UpstreamGroup): void {
@@ -741,7 +715,12 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         continue;
       }
       group.update(groupConfig);
-      group.useConnector(this.#connector(name, tls, (address) => group.dnsName(address)));
+      group.useConnector(
+        groupConnector(tls.upstreams?.get(name), {
+          ...this.#connectors,
+          nameOf: (address) => group.dnsName(address),
+        }),
+      );
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions
@@ -784,12 +763,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) m.expiry.labels("ca").set(ca / 1000);
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) m.expiry.labels("crl").set(crlNext.getTime() / 1000);
-    m.upstreamExpiry.clear();
-    for (const [group, dates] of upstreamCertificateDates(this.#tls)) {
-      for (const [which, at] of Object.entries(dates)) {
-        m.upstreamExpiry.labels(group, which).set(at / 1000);
-      }
-    }
+    setUpstreamExpiry(m.upstreamExpiry, this.#tls);
   }
 
   /** The server certificate's expiry, or the earliest of the CA bundle, ms since the epoch. */

@@ -8,7 +8,7 @@
  */
 import type { Socket } from "node:net";
 import type { HostPort } from "../core/address.ts";
-import type { TlsMaterial, UpstreamTlsMaterial } from "../config/mod.ts";
+import type { UpstreamTlsMaterial } from "../config/mod.ts";
 import type { Dialer } from "../upstream/dial.ts";
 import { dialCheck, type HealthCheck } from "../upstream/health_check.ts";
 import type { TlsDialerOptions } from "../upstream/tls_dial.ts";
@@ -78,42 +78,4 @@ export function groupConnector(
     now: options.wall,
   });
   return { dial, check: options.healthCheck ?? dialCheck(dial) };
-}
-
-/**
- * For each group with `[groups.<name>.tls]`: the earliest expiry of its CA bundle and
- * the expiry of its client certificate, ms since the epoch.
- *
- * @example Usage
- * ```ts
- * import { upstreamCertificateDates } from "./group_connector.ts";
- * import assert from "node:assert/strict";
- *
- * const at = (iso: string) => ({ subject: "CN=x", notBefore: new Date(0), notAfter: new Date(iso) });
- * const dates = upstreamCertificateDates({
- *   upstreams: new Map([["db", {
- *     ca: "",
- *     certificates: [{ which: "ca", ...at("2030-01-01") }, { which: "ca", ...at("2029-01-01") }],
- *   }]]),
- * });
- * assert.deepEqual(dates.get("db"), { ca: Date.parse("2029-01-01") });
- * ```
- *
- * @param tls The TLS material (its `upstreams`).
- * @returns The dates, by group.
- */
-export function upstreamCertificateDates(
-  tls: Pick<TlsMaterial, "upstreams">,
-): Map<string, { ca?: number; cert?: number }> {
-  const dates = new Map<string, { ca?: number; cert?: number }>();
-  for (const [group, material] of tls.upstreams ?? []) {
-    const entry: { ca?: number; cert?: number } = {};
-    for (const cert of material.certificates) {
-      const at = cert.notAfter.getTime();
-      if (cert.which === "ca") entry.ca = Math.min(entry.ca ?? Infinity, at);
-      else entry.cert ??= at;
-    }
-    dates.set(group, entry);
-  }
-  return dates;
 }
