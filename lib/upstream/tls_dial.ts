@@ -97,12 +97,12 @@ export class UpstreamTlsError extends Error {
  * Makes a {@linkcode Dialer} that connects over TLS 1.2 or 1.3 with `node:tls`,
  * half-open allowed and Nagle off, and resolves only once the upstream's certificate
  * chains to `ca`, every certificate of its chain is within its validity, and it is
- * valid for `serverName` (else `serverNameOf(address)`, else the host dialled). Otherwise the connection is closed
- * before a byte of the caller's is sent, and the dial rejects with an
- * {@linkcode UpstreamTlsError}: `upstream_tls_untrusted`, `upstream_tls_expired`,
- * `upstream_tls_name`, or `upstream_tls_handshake` (the TCP connection was made but the
- * handshake failed: not TLS, no common version, the upstream refused `cert`, closed
- * or reset). Errors before the TCP connection is made (`ECONNREFUSED`, ...) and the
+ * valid for `serverName` (else `serverNameOf(address)`, else the host dialled).
+ * Otherwise the connection is closed before a byte of the caller's is sent, and the
+ * dial rejects with an {@linkcode UpstreamTlsError}: `upstream_tls_untrusted`,
+ * `upstream_tls_expired`, `upstream_tls_name`, or `upstream_tls_handshake` (the TCP
+ * connection was made but the handshake failed: not TLS, no common version, the
+ * upstream refused `cert`, closed or reset). Errors before the TCP connection is made (`ECONNREFUSED`, ...) and the
  * signal's reason are rethrown as they are, as {@linkcode dialTcp} does.
  *
  * The checks of the handshake are the runtime's (`rustls` on Deno); mtlb reads
