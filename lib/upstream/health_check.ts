@@ -29,7 +29,8 @@ export type ProbeReason =
  * in time, the reply did not start with the expected bytes, the upstream closed or
  * reset the connection first, the upstream was refused over TLS (`probe_tls`: its
  * certificate is untrusted, expired or for another name, or the handshake failed; see
- * `UpstreamTlsError`), or anything else (DNS, unreachable host, ...).
+ * `UpstreamTlsError`) or sent a TLS alert (such as refusing the client certificate),
+ * or anything else (DNS, unreachable host, ...).
  */
 export type ProbeFailureReason = Exclude<ProbeReason, "probe_ok">;
 
@@ -282,6 +283,16 @@ function checkError(error: unknown, address: HostPort, signal: AbortSignal): unk
     );
   }
   const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) {
+    // A TLS alert after the handshake, such as an upstream refusing the client certificate.
+    return new HealthCheckError(
+      "probe_tls",
+      `Cannot check upstream health: ${where}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { cause: error },
+    );
+  }
   switch (code) {
     case "ECONNREFUSED":
       return new HealthCheckError(

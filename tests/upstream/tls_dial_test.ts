@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import { dialCheck, HealthCheckError } from "../../lib/upstream/health_check.ts";
 import { tlsDialer, UpstreamTlsError } from "../../lib/upstream/tls_dial.ts";
 import { testPki } from "../_pki_fixtures.ts";
 import { TlsUpstream, upstreamCertificates } from "../_upstream_tls_fixtures.ts";
@@ -197,4 +198,41 @@ console.log(JSON.stringify({ denoConnectTls, dialer }));
     denoConnectTls: "accepted",
     dialer: "upstream_tls_untrusted",
   });
+});
+
+Deno.test("dialCheck() over tlsDialer: an upstream refusing the client certificate fails a send/expect probe with probe_tls", async () => {
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  await using upstream = await TlsUpstream.start({
+    certificate: certs.good,
+    requireClientCert: true,
+  });
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  const address = { hostname: "127.0.0.1", port: upstream.port };
+  const settings = {
+    send: bytes("ping"),
+    expect: bytes("ping"),
+    interval: 1000,
+    timeout: 1000,
+    rise: 1,
+    fall: 1,
+    jitter: 0,
+  };
+  // Without a client certificate: TLS 1.3 lets the upstream refuse it after mtlb's side
+  // of the handshake, so only an exchange sees it.
+  await assert.rejects(
+    dialCheck(tlsDialer({ ca: pki.ca.certPem }))(address, settings, signal()),
+    (error: HealthCheckError) =>
+      error.reason === "probe_tls" &&
+      /CertificateRequired|certificate required/i.test(error.message),
+  );
+  // With it, the exchange passes.
+  await dialCheck(
+    tlsDialer({ ca: pki.ca.certPem, cert: certs.client.chainPem, key: certs.client.keyPem }),
+  )(
+    address,
+    settings,
+    signal(),
+  );
+  assert.equal(upstream.received, 4);
 });
