@@ -403,3 +403,26 @@ Deno.test("An upstream from { dns = NAME:PORT } is verified against NAME, sent a
     `${upstream.servernames}`,
   );
 });
+
+Deno.test("An upstream that refuses mtlb without a client certificate ends the connection as upstream_reset", async () => {
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  await using upstream = await TlsUpstream.start({
+    certificate: certs.good,
+    requireClientCert: true,
+  });
+  await using setup = new Setup();
+  // No cert/key in the group's tls; probes pass (connect-only cannot see the refusal).
+  await using balancer = await start(await writeConfig(setup, [upstream.address]), passing);
+  const ended = nextEvent<ConnectionRecord>(balancer, "end");
+  const socket = await connectClient(port(balancer), pki.alice);
+  const all = readAll(socket);
+  socket.write("hello");
+  const { data } = await all;
+  assert.equal(data.length, 0);
+  const record = await ended;
+  assert.equal(record.reason, "upstream_reset");
+  assert.equal(record.bytesFromUpstream, 0);
+  assert.equal(upstream.received, 0);
+  assert.equal(balancer.outlier("db")!.snapshot()[0]!.resetFailures, 1);
+});
