@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { dialCheck, HealthCheckError } from "../../lib/upstream/health_check.ts";
+import { dialCheck, type HealthCheckError } from "../../lib/upstream/health_check.ts";
 import { tlsDialer, UpstreamTlsError } from "../../lib/upstream/tls_dial.ts";
 import { testPki } from "../_pki_fixtures.ts";
 import { TlsUpstream, upstreamCertificates } from "../_upstream_tls_fixtures.ts";
