@@ -19,7 +19,7 @@ import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
 import { dialTcp } from "../upstream/dial.ts";
 import { tlsDialer } from "../upstream/tls_dial.ts";
-import { groupConnector, type GroupConnectorOptions } from "./group_connector.ts";
+import { connectorFor, type GroupConnectorOptions } from "./group_connector.ts";
 import { setUpstreamExpiry, upstreamCertificateStatus } from "./_upstream_certificates.ts";
 import {
   type ConnectionCaps,
@@ -604,20 +604,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     } else {
       health = { kind: "probe" };
     }
-    // Bound late: the connector asks the group which DNS name an address came from.
-    const made: { group?: UpstreamGroup } = {};
-    made.group = new UpstreamGroup(config, {
+    return new UpstreamGroup(config, {
       clock: this.#clock,
       metrics: this.#metrics,
       counts: this.#upstreamCounts,
       health,
       resolver: this.#resolver,
-      connector: groupConnector(tls.upstreams?.get(name), {
-        ...this.#connectors,
-        nameOf: (address) => made.group?.dnsName(address),
-      }),
+      connector: connectorFor(tls.upstreams?.get(name), this.#connectors),
     });
-    return made.group;
   }
 
   #retireGroup(group: UpstreamGroup): void {
@@ -715,12 +709,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         continue;
       }
       group.update(groupConfig);
-      group.useConnector(
-        groupConnector(tls.upstreams?.get(name), {
-          ...this.#connectors,
-          nameOf: (address) => group.dnsName(address),
-        }),
-      );
+      group.useConnector(connectorFor(tls.upstreams?.get(name), this.#connectors));
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions

@@ -79,3 +79,41 @@ export function groupConnector(
   });
   return { dial, check: options.healthCheck ?? dialCheck(dial) };
 }
+
+/**
+ * Makes a group's connector once the group can say which DNS name an address came
+ * from: what `UpstreamGroup` takes, so that its connector asks it.
+ */
+export type ConnectorFactory = (
+  nameOf: (address: HostPort) => string | undefined,
+) => GroupConnector;
+
+/**
+ * The {@linkcode ConnectorFactory} of a group's TLS material.
+ *
+ * @example Usage
+ * ```ts
+ * import { connectorFor } from "./group_connector.ts";
+ * import { dialTcp } from "../upstream/dial.ts";
+ * import { tlsDialer } from "../upstream/tls_dial.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const make = connectorFor(undefined, {
+ *   dial: dialTcp,
+ *   connectTls: tlsDialer,
+ *   healthCheck: undefined,
+ *   wall: Date.now,
+ * });
+ * assert.equal(make(() => undefined).dial, dialTcp);
+ * ```
+ *
+ * @param tls The group's `[groups.<name>.tls]` material, or `undefined` for TCP.
+ * @param options Everything {@linkcode groupConnector} takes but the DNS names.
+ * @returns The factory.
+ */
+export function connectorFor(
+  tls: UpstreamTlsMaterial | undefined,
+  options: Omit<GroupConnectorOptions, "nameOf">,
+): ConnectorFactory {
+  return (nameOf) => groupConnector(tls, { ...options, nameOf });
+}

@@ -21,7 +21,7 @@ import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
 import { dnsEntriesOf, GroupDns } from "./_group_dns.ts";
-import type { GroupConnector } from "./group_connector.ts";
+import type { ConnectorFactory } from "./group_connector.ts";
 import {
   type GroupHealth,
   groupHealthTargets,
@@ -68,8 +68,11 @@ export interface UpstreamGroupOptions {
    * @default {none: a group with DNS entries cannot start}
    */
   resolver?: DnsResolver | undefined;
-  /** How its sessions and active checks reach its upstreams (see `groupConnector`). */
-  connector: GroupConnector;
+  /**
+   * Makes how its sessions and active checks reach its upstreams (see `connectorFor`),
+   * given the DNS name each address came from.
+   */
+  connector: ConnectorFactory;
 }
 
 /**
@@ -128,8 +131,7 @@ export class UpstreamGroup {
     const name = config.name;
     const { clock, metrics, health } = options;
     this.config = config;
-    this.dial = options.connector.dial;
-    this.#check = options.connector.check;
+    ({ dial: this.dial, check: this.#check } = options.connector((a) => this.dnsName(a)));
     this.#metrics = metrics;
     this.pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
@@ -318,11 +320,10 @@ export class UpstreamGroup {
    * Swaps how sessions and active checks reach its upstreams (a reload that changed
    * its `[groups.<name>.tls]` files): connections already open are not affected.
    *
-   * @param connector The new connector.
+   * @param connector Makes the new connector.
    */
-  useConnector(connector: GroupConnector): void {
-    this.dial = connector.dial;
-    this.#check = connector.check;
+  useConnector(connector: ConnectorFactory): void {
+    ({ dial: this.dial, check: this.#check } = connector((a) => this.dnsName(a)));
   }
 
   /**
