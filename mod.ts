@@ -85,6 +85,7 @@ export {
   loadAdminToken,
   loadConfig,
   loadTlsMaterial,
+  loadUpstreamTlsMaterial,
   type LogConfig,
   type OutlierConfig,
   parseConfig,
@@ -95,7 +96,10 @@ export {
   type TlsCertificateInfo,
   type TlsConfig,
   type TlsMaterial,
+  type UpstreamCertificateInfo,
   type UpstreamConfig,
+  type UpstreamTlsConfig,
+  type UpstreamTlsMaterial,
 } from "./lib/config/mod.ts";
 export {
   type CheckPathOptions,
@@ -112,6 +116,7 @@ export {
 } from "./lib/identity/crl.ts";
 export { createCrl, type CreateCrlOptions } from "./lib/pki/crl_issuer.ts";
 export { type Dialer, dialTcp } from "./lib/upstream/dial.ts";
+export { tlsDialer, type TlsDialerOptions, UpstreamTlsError } from "./lib/upstream/tls_dial.ts";
 export { formatDuration, parseDuration } from "./lib/core/duration.ts";
 export { formatSize, parseRate, parseSize } from "./lib/core/size.ts";
 export {
@@ -129,6 +134,7 @@ export {
   HealthChangeEvent,
 } from "./lib/upstream/health_event.ts";
 export {
+  dialCheck,
   type HealthCheck,
   HealthCheckError,
   type HealthCheckSettings,
@@ -358,6 +364,8 @@ export {
   isCertificateFailure,
   SESSION_END_REASONS,
   type SessionEndReason,
+  UPSTREAM_TLS_FAILURES,
+  type UpstreamTlsFailure,
 } from "./lib/core/reasons.ts";
 export { Balancer } from "./lib/server/balancer.ts";
 export { type BalancerOptions } from "./lib/server/options.ts";
@@ -373,6 +381,7 @@ export {
   type DrainResult,
   type GroupState,
   type ListenerInfo,
+  type UpstreamCertificateDates,
   type UpstreamState,
 } from "./lib/server/status.ts";
 export {

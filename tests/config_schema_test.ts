@@ -172,7 +172,7 @@ Deno.test("main.ts check shows the value or default of every server setting and 
         "connect 3s (1 retry)",
         'Connections: 256KiB buffered per direction at most (max_buffer), closed after 24h (max_lifetime); on_policy_change = "keep": live connections a reload or CRL update would now refuse run to their end',
         "100 handshakes in flight at most\n",
-        "Reload: on SIGHUP and when the config or [tls] files change (watch = true)",
+        "Reload: on SIGHUP and when the config, [tls] or groups' tls files change (watch = true)",
         'Log: format "json"',
         'Cluster: store rediss 10.0.0.5:6379, on_store_error = "local", lease_ttl 15s, timeout 250ms, clients = "file", instance_id "lb-a"',
       ]

@@ -298,7 +298,12 @@ class ScriptedTarget extends EventTarget {
         active: 3,
         maxConnections: 3,
       }],
-      certificates: { server: iso(10 * day), ca: iso(400 * day), crlNextUpdate: iso(-day) },
+      certificates: {
+        server: iso(10 * day),
+        ca: iso(400 * day),
+        crlNextUpdate: iso(-day),
+        upstreams: { db: { ca: iso(900 * day), cert: iso(-2 * day) } },
+      },
       clientPolicy: {
         source: "store",
         version: 7,
@@ -359,6 +364,13 @@ Deno.test({
       assert.equal(await level("server"), "warn", "under 30 days");
       assert.equal(await level("ca"), "ok");
       assert.equal(await level("crl"), "bad", "past");
+      // A group's TLS to its upstreams: its CA and its client certificate.
+      assert.equal(await level("upstream-ca:db"), "ok");
+      assert.equal(await level("upstream-cert:db"), "bad", "expired");
+      assert.match(
+        await text(page, '#certs tr[data-cert="upstream-cert:db"]'),
+        /^Client certificate for db.*expired 2 d ago$/,
+      );
       assert.match(
         await text(page, '#config .last-reload[data-outcome="failure"]'),
         /Cannot load config: bad TOML/,

@@ -11,7 +11,7 @@ import {
   X509CertificateGenerator,
 } from "@peculiar/x509";
 import { FakeClock } from "../lib/core/clock.ts";
-import { linkTcpReads } from "../lib/listener/_tls_server_hooks.ts";
+import { linkTcpReads } from "../lib/core/tls_reads.ts";
 import {
   forward,
   type ForwardOptions,

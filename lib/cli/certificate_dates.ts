@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { TlsCertificateInfo } from "../config/mod.ts";
+import type { TlsMaterial } from "../config/mod.ts";
 import { oneLine } from "./_io.ts";
 
 /** Certificates expiring within this many days are warned about. */
@@ -12,12 +12,52 @@ export const EXPIRY_WARNING_DAYS = 30;
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+/** A certificate with the config key it came from, as `check` and `serve` judge its dates. */
+export interface DatedCertificate {
+  /** The config key: `tls.ca`, `tls.cert`, `groups.<name>.tls.ca`, `groups.<name>.tls.cert`. */
+  key: string;
+  /** Subject distinguished name. */
+  subject: string;
+  /** Start of validity. */
+  notBefore: Date;
+  /** End of validity. */
+  notAfter: Date;
+}
+
+/**
+ * The certificates of the groups' `tls` material, keyed `groups.<name>.tls.ca` and
+ * `groups.<name>.tls.cert`.
+ *
+ * @example Usage
+ * ```ts
+ * import { upstreamCertificates } from "./certificate_dates.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const notBefore = new Date(0), notAfter = new Date("2030-01-01");
+ * const certs = upstreamCertificates({
+ *   upstreams: new Map([["db", { ca: "", certificates: [{ which: "ca", subject: "CN=CA", notBefore, notAfter }] }]]),
+ * });
+ * assert.equal(certs[0]?.key, "groups.db.tls.ca");
+ * ```
+ *
+ * @param tls The TLS material.
+ * @returns Their certificates, group by group in file order.
+ */
+export function upstreamCertificates(tls: Pick<TlsMaterial, "upstreams">): DatedCertificate[] {
+  return [...tls.upstreams ?? []].flatMap(([group, material]) =>
+    material.certificates.map(({ which, ...dates }) => ({
+      key: `groups.${group}.tls.${which}`,
+      ...dates,
+    }))
+  );
+}
+
 /** What {@linkcode checkCertificateDates} found wrong with one certificate. */
 export interface CertificateFinding {
   /** `"error"` for an expired certificate, `"warning"` otherwise. */
   level: "error" | "warning";
   /** The certificate. */
-  certificate: TlsCertificateInfo;
+  certificate: DatedCertificate;
   /** A sentence for the operator. */
   message: string;
 }
@@ -48,7 +88,7 @@ export interface CertificateFinding {
  * @returns One finding per certificate with a problem, in input order.
  */
 export function checkCertificateDates(
-  certificates: readonly TlsCertificateInfo[],
+  certificates: readonly DatedCertificate[],
   now: number = Date.now(),
 ): CertificateFinding[] {
   const findings: CertificateFinding[] = [];
@@ -98,6 +138,6 @@ export function checkCertificateDates(
  * @param now The current time, ms since the epoch.
  * @returns The days, rounded down.
  */
-export function daysLeft(certificate: Pick<TlsCertificateInfo, "notAfter">, now: number): number {
+export function daysLeft(certificate: Pick<DatedCertificate, "notAfter">, now: number): number {
   return Math.floor((certificate.notAfter.getTime() - now) / DAY_MS);
 }

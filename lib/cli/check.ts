@@ -14,12 +14,12 @@ import {
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
 import { parseHostPort } from "../core/address.ts";
-import type { Config, TlsMaterial } from "../config/mod.ts";
+import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatSize } from "../core/size.ts";
 import { checkPermissions, formatRunCommand } from "../control/permissions.ts";
 import { hasDnsUpstreams, permissionNeeds, workerCount } from "../control/permission_needs.ts";
-import { checkCertificateDates, daysLeft } from "./certificate_dates.ts";
+import { checkCertificateDates, daysLeft, upstreamCertificates } from "./certificate_dates.ts";
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
 import { readAdminToken, readConfig, readTls } from "./_read_config.ts";
@@ -63,6 +63,14 @@ export async function checkCommand(path: string, io: Io): Promise<number> {
   for (const finding of checkCertificateDates(tls.certificates, io.now())) {
     io.err(`${finding.level === "error" ? "Error" : "Warning"}: ${finding.message}\n`);
     if (finding.level === "error") code = EXIT_USAGE;
+  }
+  // A group's expired material refuses that group's connections, not the server's start.
+  for (const finding of checkCertificateDates(upstreamCertificates(tls), io.now())) {
+    io.err(
+      `Warning: ${finding.message}${
+        finding.level === "error" ? ": connections to its group will be refused" : ""
+      }\n`,
+    );
   }
   const exposed = exposedAdmin(config);
   if (exposed !== undefined) io.err(`Warning: ${exposed}\n`);
@@ -162,6 +170,7 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
         }, looked up every ${formatDuration(entry.interval)}`,
       );
     }
+    lines.push(`    upstream tls: ${upstreamTls(group, tls)}`);
     lines.push(
       `    alpn: ${
         group.alpn === undefined || group.alpn.length === 0
@@ -274,7 +283,7 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
   }
   lines.push(
     config.server.watch
-      ? "Reload: on SIGHUP and when the config or [tls] files change (watch = true)"
+      ? "Reload: on SIGHUP and when the config, [tls] or groups' tls files change (watch = true)"
       : "Reload: on SIGHUP (watch = false)",
     `DNS: ${
       hasDnsUpstreams(config)
@@ -300,7 +309,7 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     );
   }
   lines.push("Certificates:");
-  for (const cert of tls.certificates) {
+  for (const cert of [...tls.certificates, ...upstreamCertificates(tls)]) {
     const days = daysLeft(cert, now);
     lines.push(
       `  ${cert.key}  ${oneLine(cert.subject)}  valid until ${cert.notAfter.toISOString()} (${
@@ -309,4 +318,20 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     );
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** What a group's `tls` does, for the summary. */
+function upstreamTls(group: GroupConfig, tls: TlsMaterial): string {
+  const settings = group.tls;
+  if (settings === undefined) return "none (plain TCP to upstreams)";
+  const material = tls.upstreams?.get(group.name);
+  const cas = material?.certificates.filter((c) => c.which === "ca").length ?? 0;
+  const client = material?.certificates.find((c) => c.which === "cert");
+  return `verify against ${settings.ca} (${cas} CA certificate${cas === 1 ? "" : "s"}), name ${
+    settings.serverName === undefined
+      ? "each upstream's host (no server_name)"
+      : `"${settings.serverName}" (sent as SNI)`
+  }; client certificate ${
+    client === undefined ? "none" : `${oneLine(client.subject)} (${settings.cert})`
+  }; health probes over TLS`;
 }

@@ -28,7 +28,7 @@ import { Balancer } from "../server/balancer.ts";
 import type { LoadedConfig } from "../server/lifecycle.ts";
 import { WorkerBalancer } from "../workers/worker_balancer.ts";
 import type { CliCommand } from "./args.ts";
-import { checkCertificateDates } from "./certificate_dates.ts";
+import { checkCertificateDates, upstreamCertificates } from "./certificate_dates.ts";
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
 import type { StopSignals } from "./signals.ts";
@@ -98,6 +98,13 @@ export async function serveCommand(
     level: command.logLevel,
   });
   for (const finding of findings) log.warn(finding.message);
+  for (const finding of checkCertificateDates(upstreamCertificates(tls), io.now())) {
+    log.warn(
+      `${finding.message}${
+        finding.level === "error" ? ": connections to its group will be refused" : ""
+      }`,
+    );
+  }
   // The admin token read with each config: a reload that cannot read it fails as a
   // whole, so the token and the config it belongs to change together.
   const adminTokens = new WeakMap<Config, string | undefined>([[config, adminToken]]);
@@ -320,6 +327,11 @@ function watchedFiles(config: Config): string[] {
     tls.cert,
     tls.key,
     ...(tls.crl === undefined ? [] : [tls.crl]),
+    ...[...config.groups.values()].flatMap((group) =>
+      group.tls === undefined
+        ? []
+        : [group.tls.ca, group.tls.cert, group.tls.key].filter((file) => file !== undefined)
+    ),
     ...(admin.tokenFile === undefined ? [] : [admin.tokenFile]),
   ];
 }

@@ -66,7 +66,36 @@ export function crossChecks(parts: Parts, doc: Table): Problem[] {
     ...listeners(parts),
     ...ambiguousClients(parts),
     ...ejectionTimes(parts, doc),
+    ...upstreamClientCertificates(parts),
   ];
+}
+
+/**
+ * A group's `tls` has both `cert` and `key`, or neither; and a `server_name` when the
+ * group has SRV entries, whose targets' host names are not kept to be verified.
+ */
+function upstreamClientCertificates({ groups }: Parts): Problem[] {
+  const problems: Problem[] = [];
+  for (const [name, group] of groups ?? []) {
+    const tls = known(group, "tls")?.tls;
+    if (tls === undefined) continue;
+    const srv = known(group, "upstreams")?.dns.some((entry) => entry.type === "srv") ?? false;
+    if (tls.serverName === undefined && srv) {
+      problems.push({
+        key: `groups.${name}.tls.server_name`,
+        message:
+          "must be set when the group has { srv = ... } upstreams: the name their certificates are verified against (an SRV target's host name is not kept)",
+      });
+    }
+    if ((tls.cert === undefined) === (tls.key === undefined)) continue;
+    const [given, missing] = tls.cert === undefined ? ["key", "cert"] : ["cert", "key"];
+    problems.push({
+      key: `groups.${name}.tls.${missing}`,
+      message:
+        `must be set with ${given}: the client certificate presented to upstreams needs both`,
+    });
+  }
+  return problems;
 }
 
 /** TLS SNI names ignore case, so two group names may not differ only in case. */

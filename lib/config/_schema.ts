@@ -137,7 +137,7 @@ const server = table({
   ),
   watch: withDefault(boolean(), false, {
     description:
-      "Reload when the config file or a `[tls]` file changes, as SIGHUP does. Changing it needs a restart.",
+      "Reload when the config file, a `[tls]` file or a file of a group's `tls` changes, as SIGHUP does. Changing it needs a restart.",
     examples: [false, true],
   }),
 });
@@ -374,6 +374,38 @@ function isDns(entry: UpstreamConfig | DnsUpstreamConfig): entry is DnsUpstreamC
 
 const ALPN_RE = /^[\x21-\x7e]{1,255}$/;
 
+const HOST_NAME_RE =
+  /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** A group's `tls`: how mtlb verifies its upstreams, and what it presents to them. */
+const upstreamTls = table({
+  ca: required(text(), {
+    description:
+      "The CA bundle (PEM) the upstreams' certificates must chain to, relative to the config's folder. Only these CAs are trusted, not the system's.",
+    examples: ["certs/upstream-ca.crt"],
+  }),
+  cert: optional(text(), {
+    description:
+      "A client certificate (PEM, intermediates after it) presented to upstreams that ask for one (mutual TLS); with `key`.",
+    defaultText: "none (no client certificate)",
+    examples: ["certs/mtlb-client.crt"],
+  }),
+  key: optional(text(), {
+    description: "The private key of `cert`, PEM, unencrypted; with `cert`.",
+    defaultText: "none",
+    examples: ["certs/mtlb-client.key"],
+  }),
+  server_name: optional(
+    shaped(HOST_NAME_RE, "a host name", (name) => name.toLowerCase()),
+    {
+      description:
+        "The name sent as SNI and verified in each upstream's certificate. Without it, each upstream's host is (an IP address is verified against the certificate's IP addresses, with no SNI), or for an upstream of a `{ dns = \"NAME:PORT\" }` entry, NAME. Required with `{ srv = ... }` entries.",
+      defaultText: "each upstream's host",
+      examples: ["db.internal"],
+    },
+  ),
+});
+
 /** A `[groups.NAME]` table, its `health` and `outlier` still the group's own overrides. */
 export const GROUP = documented(
   table({
@@ -417,6 +449,12 @@ export const GROUP = documented(
         "Send a PROXY protocol v2 header to the upstream before the client's bytes (see [PROXY v2](OPERATIONS.md#proxy-protocol-v2)); health probes send none.",
       defaultText: "none (no header)",
       examples: ["v2"],
+    }),
+    tls: optional(upstreamTls, {
+      description:
+        "Connect to the group's upstreams over TLS (1.2 or 1.3), verifying their certificates; health probes too. An upstream whose certificate does not chain to `ca`, expired or is not for the name is refused, and so is the client's connection (`upstream_tls_untrusted`, `upstream_tls_expired`, `upstream_tls_name`, `upstream_tls_handshake`). See [TLS to upstreams](OPERATIONS.md#tls-to-upstreams).",
+      defaultText: "none (plain TCP)",
+      examples: [{ ca: "certs/upstream-ca.crt", server_name: "db.internal" }],
     }),
     alpn: optional(
       list(
@@ -527,9 +565,6 @@ export const CLIENT = documented(
     examples: [{ match: { cn: "alice" }, groups: ["cache"] }],
   },
 );
-
-const HOST_NAME_RE =
-  /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 const admin = table({
   listen: optional(address(true), {

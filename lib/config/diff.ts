@@ -26,6 +26,8 @@ export interface TlsFiles {
   key: string;
   /** The CRLs, PEM, when configured. */
   crl?: string | undefined;
+  /** The files of the groups' `tls`, by group name. */
+  upstreams?: ReadonlyMap<string, { ca: string; cert?: string; key?: string }> | undefined;
 }
 
 /** What differs between two configurations. */
@@ -36,7 +38,10 @@ export interface ConfigChanges {
   groups: NameChanges;
   /** Listener addresses (`[server] listen` and the groups' own). */
   listeners: { added: string[]; removed: string[] };
-  /** Other sections and keys that differ (`tls.ca`, `limits`, `server.idle_timeout`...). */
+  /**
+   * Other sections and keys that differ (`tls.ca`, `limits`, `server.idle_timeout`...),
+   * and the groups' `tls` files renewed in place (`groups.db.tls.ca`).
+   */
   settings: string[];
 }
 
@@ -83,6 +88,13 @@ export function diffConfig(
     for (const key of ["ca", "cert", "key", "crl"] as const) {
       const name = `tls.${key}`;
       if (!settings.includes(name) && files.previous[key] !== files.next[key]) settings.push(name);
+    }
+    for (const [group, after] of files.next.upstreams ?? []) {
+      const before = files.previous.upstreams?.get(group);
+      if (before === undefined) continue;
+      for (const key of ["ca", "cert", "key"] as const) {
+        if (before[key] !== after[key]) settings.push(`groups.${group}.tls.${key}`);
+      }
     }
   }
   const { added, removed } = diffNames(listenersOf(previous), listenersOf(next));

@@ -46,16 +46,22 @@ export {
   type ServerConfig,
   type TlsConfig,
   type UpstreamConfig,
+  type UpstreamTlsConfig,
 } from "./types.ts";
 export { ConfigError, type ConfigErrorOptions, type ConfigProblem } from "./config_error.ts";
 export { configJsonSchema, type ConfigJsonSchemaOptions } from "./json_schema.ts";
 export { loadConfig, parseConfig, type ParseConfigOptions } from "./parse.ts";
+export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
 export {
   clientPolicyDocument,
   parseConfigWithClients,
   type ParseConfigWithClientsOptions,
 } from "./client_policy.ts";
-export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
+export {
+  loadUpstreamTlsMaterial,
+  type UpstreamCertificateInfo,
+  type UpstreamTlsMaterial,
+} from "./upstream_tls_material.ts";
 export { loadAdminToken } from "./admin_token.ts";
 export {
   type ConfigChanges,

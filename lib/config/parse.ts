@@ -10,7 +10,7 @@
 import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError } from "./config_error.ts";
-import type { Config, GroupConfig } from "./types.ts";
+import type { Config, GroupConfig, UpstreamTlsConfig } from "./types.ts";
 import type * as z from "zod";
 import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
 import { TOML_DATE } from "./_fields.ts";
@@ -175,12 +175,25 @@ function settle(
     ...(tokenFile === undefined ? {} : { tokenFile: file(tokenFile) }),
   };
   rememberLines(admin, linesOf("admin.token_file"));
+  const upstreamTls = (group: string, parsed: UpstreamTlsConfig): UpstreamTlsConfig => {
+    const { cert, key } = parsed;
+    const resolved = {
+      ...parsed,
+      ca: file(parsed.ca),
+      ...(cert === undefined ? {} : { cert: file(cert) }),
+      ...(key === undefined ? {} : { key: file(key) }),
+    };
+    const at = `groups.${group}.tls`;
+    rememberLines(resolved, linesOf(`${at}.ca`, `${at}.cert`, `${at}.key`));
+    return resolved;
+  };
   const groups = new Map(
     Object.entries(parsed.groups).map(([name, group]): [string, GroupConfig] => [name, {
       name,
       ...group,
       health: withoutEmptySteps({ ...parsed.health, ...group.health }),
       outlier: { ...parsed.outlier, ...group.outlier },
+      ...(group.tls === undefined ? {} : { tls: upstreamTls(name, group.tls) }),
     }]),
   );
   const clients = new Map(

@@ -10,6 +10,7 @@ import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/
 import type { Config } from "./types.ts";
 import { errorMessage } from "../core/errors.ts";
 import { fileKeys } from "./_file_keys.ts";
+import { loadUpstreamTlsMaterial, type UpstreamTlsMaterial } from "./upstream_tls_material.ts";
 
 /** Facts about one certificate in {@linkcode TlsMaterial}, for `check` and expiry warnings. */
 export interface TlsCertificateInfo {
@@ -52,10 +53,17 @@ export interface TlsMaterial {
    * @default {undefined}
    */
   authorities?: readonly TrustedAuthority[];
+  /**
+   * The TLS material of each group with `[groups.<name>.tls]`, by group name.
+   *
+   * @default {undefined}
+   */
+  upstreams?: ReadonlyMap<string, UpstreamTlsMaterial>;
 }
 
 /**
- * Reads the CA bundle, server certificate, private key and CRL a config names and
+ * Reads the CA bundle, server certificate, private key and CRL a config names (and,
+ * given its groups, the files of their `tls` tables) and
  * checks them: each certificate parses, the key parses (unencrypted), the first
  * certificate of `tls.cert` belongs to the key, the CA bundle can be read as a
  * `TrustStore`, and each CRL is signed by a CA of the bundle and current (see
@@ -75,9 +83,18 @@ export interface TlsMaterial {
  *   cannot be read or parsed (a CA certificate whose key is not supported included),
  *   with key `tls.cert` when certificate and key do not match,
  *   or with key `tls.crl` when a CRL is not from a CA of the bundle, badly signed,
- *   expired or not yet valid.
+ *   expired or not yet valid; for the groups' `tls` files, as `loadUpstreamTlsMaterial`.
  */
-export async function loadTlsMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
+export async function loadTlsMaterial(
+  config: Pick<Config, "path" | "tls"> & Partial<Pick<Config, "groups">>,
+): Promise<TlsMaterial> {
+  const material = await loadListenerMaterial(config);
+  if (config.groups === undefined) return material;
+  const upstreams = await loadUpstreamTlsMaterial({ path: config.path, groups: config.groups });
+  return upstreams.size === 0 ? material : { ...material, upstreams };
+}
+
+async function loadListenerMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
   const { tls } = config;
   const { fail, read } = fileKeys(config.path, tls);
   /** What `use` returns; when it throws (an error of class `only`, if given), the failure `detail` says. */

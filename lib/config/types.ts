@@ -129,6 +129,37 @@ export interface GroupConfig {
   proxyProtocol?: "v2";
   /** ALPN protocols that may be selected for its clients, in order of preference (`alpn`). */
   alpn?: string[];
+  /**
+   * `tls`: connect to its upstreams over TLS. Paths are resolved against the config
+   * file's folder.
+   *
+   * @default {undefined}
+   */
+  tls?: UpstreamTlsConfig;
+}
+
+/** A group's `tls` table: how mtlb verifies its upstreams and what it presents to them. */
+export interface UpstreamTlsConfig {
+  /** CA bundle (PEM) the upstreams' certificates must chain to. */
+  ca: string;
+  /**
+   * Client certificate (PEM) presented to upstreams; with `key`.
+   *
+   * @default {undefined}
+   */
+  cert?: string;
+  /**
+   * Its private key (PEM).
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * The name sent as SNI and verified (lowercase); each upstream's host when absent.
+   *
+   * @default {undefined}
+   */
+  serverName?: string;
 }
 
 /** How a client certificate is recognised; every field given must match. Hex is lowercase. */

@@ -70,7 +70,8 @@ export interface PermissionNeedsOptions {
 /**
  * The Deno permissions a configuration needs to run: `net` for every listener
  * (shared, per group, admin) and every upstream (connections and health probes),
- * `read` for the config file, the CA, certificate, key and CRL files and the
+ * `read` for the config file, the CA, certificate, key and CRL files, the files of
+ * each group's `tls` (CA bundle, client certificate and key), the
  * admin token file (absolute paths), and with more than one worker the folder of mtlb's modules
  * (`lib/`: Deno checks read permission when it loads a Worker's modules).
  *
@@ -145,6 +146,12 @@ export function permissionNeeds(
   const { tls } = config;
   const read = [resolve(config.path), tls.ca, tls.cert, tls.key];
   if (tls.crl !== undefined) read.push(tls.crl);
+  for (const group of config.groups.values()) {
+    if (group.tls === undefined) continue;
+    read.push(group.tls.ca);
+    if (group.tls.cert !== undefined) read.push(group.tls.cert);
+    if (group.tls.key !== undefined) read.push(group.tls.key);
+  }
   if (config.admin.tokenFile !== undefined) read.push(config.admin.tokenFile);
   if ((options.workers ?? workerCount(config)) > 1 && WORKER_MODULE.protocol === "file:") {
     read.push(fileURLToPath(WORKER_MODULES_ROOT).replace(/\/$/, ""));

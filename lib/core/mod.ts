@@ -18,4 +18,6 @@ export {
   isCertificateFailure,
   SESSION_END_REASONS,
   type SessionEndReason,
+  UPSTREAM_TLS_FAILURES,
+  type UpstreamTlsFailure,
 } from "./reasons.ts";

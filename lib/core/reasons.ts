@@ -8,6 +8,25 @@
  */
 
 /**
+ * Why mtlb refused to use an upstream of a group with `[groups.<name>.tls]`: its
+ * certificate does not chain to the group's `ca` (`upstream_tls_untrusted`), a
+ * certificate of its chain is expired or not yet valid (`upstream_tls_expired`), it is
+ * not valid for the name verified, `server_name` or the host
+ * (`upstream_tls_name`), or the handshake failed otherwise (`upstream_tls_handshake`:
+ * not TLS, no common protocol version, the upstream refused mtlb's client
+ * certificate, closed or reset during the handshake).
+ */
+export const UPSTREAM_TLS_FAILURES = [
+  "upstream_tls_untrusted",
+  "upstream_tls_expired",
+  "upstream_tls_name",
+  "upstream_tls_handshake",
+] as const;
+
+/** One of {@linkcode UPSTREAM_TLS_FAILURES}. */
+export type UpstreamTlsFailure = typeof UPSTREAM_TLS_FAILURES[number];
+
+/**
  * Why a connection was refused after its handshake (or, for `server_full`, instead
  * of it). Nothing of a refused connection reaches an upstream.
  *
@@ -20,6 +39,9 @@
  *   it may use several and named none (SNI or ALPN).
  * - `limit_concurrency`, `limit_rate`, `limit_store_unavailable`: its limits.
  * - `no_healthy_upstream`, `upstream_unavailable`: no upstream could take it.
+ * - `upstream_tls_untrusted`, `upstream_tls_expired`, `upstream_tls_name`,
+ *   `upstream_tls_handshake`: the upstreams tried were refused over TLS (see
+ *   {@linkcode UPSTREAM_TLS_FAILURES}).
  * - `client_gone`, `server_closing`: it went away, or the balancer did, meanwhile.
  * - `buffer_overflow`: it sent more than `[server] max_buffer` before its upstream was
  *   connected, where the runtime cannot stop reading it.
@@ -39,6 +61,7 @@ export const DENY_REASONS = [
   "limit_store_unavailable",
   "no_healthy_upstream",
   "upstream_unavailable",
+  ...UPSTREAM_TLS_FAILURES,
   "client_gone",
   "server_closing",
   "buffer_overflow",

@@ -19,9 +19,9 @@ import {
   type ClientHelloInfo,
   hookTlsSocket,
   keepContext,
-  linkTcpReads,
   setClientHelloHandler,
 } from "./_tls_server_hooks.ts";
+import { linkTcpReads } from "../core/tls_reads.ts";
 
 const log = getLogger(["mtlb", "server"]);
 

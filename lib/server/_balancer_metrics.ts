@@ -38,6 +38,7 @@ export class BalancerMetrics {
   readonly lastReloadSuccessful: GaugeSeries;
   readonly configLoaded: GaugeSeries;
   readonly expiry: MetricFamily<GaugeSeries>;
+  readonly upstreamExpiry: MetricFamily<GaugeSeries>;
   readonly clientActive: MetricFamily<GaugeSeries>;
   readonly draining: GaugeSeries;
   readonly sessionEnds: MetricFamily<CounterSeries>;
@@ -155,6 +156,12 @@ export class BalancerMetrics {
       help:
         "When TLS material expires, seconds since the epoch: server certificate, earliest CA certificate, earliest CRL nextUpdate.",
       labelNames: ["which"],
+    });
+    this.upstreamExpiry = registry.gauge({
+      name: "mtlb_upstream_certificate_expiry_timestamp_seconds",
+      help:
+        "When the TLS material of a group's [groups.<name>.tls] expires, seconds since the epoch: earliest CA certificate, client certificate.",
+      labelNames: ["group", "which"],
     });
     this.clientActive = registry.gauge({
       name: "mtlb_client_connections_active",

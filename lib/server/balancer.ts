@@ -7,7 +7,6 @@
  * @module
  */
 
-import type { Socket } from "node:net";
 import { getLogger } from "@logtape/logtape";
 
 import { formatHostPort, parseHostPort } from "../core/address.ts";
@@ -18,7 +17,10 @@ import { formatDuration } from "../core/duration.ts";
 
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
-import { type Dialer, dialTcp } from "../upstream/dial.ts";
+import { dialTcp } from "../upstream/dial.ts";
+import { tlsDialer } from "../upstream/tls_dial.ts";
+import { connectorFor, type GroupConnectorOptions } from "./group_connector.ts";
+import { setUpstreamExpiry, upstreamCertificateStatus } from "./_upstream_certificates.ts";
 import {
   type ConnectionCaps,
   connectionCaps,
@@ -27,7 +29,6 @@ import {
 
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
-import type { HealthCheck } from "../upstream/health_check.ts";
 
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
@@ -117,9 +118,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #tls: TlsMaterial;
   #clock: Clock;
   #wall: () => number;
-  #dial: Dialer<Socket>;
-  #healthCheck: HealthCheck | undefined;
   #resolver: DnsResolver;
+  /** How groups reach their upstreams, but for their TLS material and DNS names. */
+  #connectors: Omit<GroupConnectorOptions, "nameOf">;
   #load: (path: string) => Promise<LoadedConfig>;
   #policy: Policy;
   #crl: RevocationList | undefined;
@@ -177,9 +178,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#tls = options.tls;
     this.#clock = options.clock ?? systemClock;
     this.#wall = options.wallClock ?? Date.now;
-    this.#dial = options.dial ?? dialTcp;
-    this.#healthCheck = options.healthCheck;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
+    const { dial = dialTcp, healthCheck, connectTls = tlsDialer } = options;
+    this.#connectors = { dial, connectTls, healthCheck, wall: this.#wall };
     this.#load = options.load ?? defaultLoad;
     this.#policy = new Policy(options.config);
     this.#limiter = new ClientLimiter({
@@ -221,7 +222,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     this.#runner = new SessionRunner({
       clock: this.#clock,
       wall: this.#wall,
-      dial: this.#dial,
       limiter: this.#limiter,
       metrics: this.#metrics,
       counters: this.counters,
@@ -442,6 +442,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) certificates.ca = new Date(ca).toISOString();
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) certificates.crlNextUpdate = crlNext.toISOString();
+    const upstreams = upstreamCertificateStatus(this.#tls);
+    if (upstreams !== undefined) certificates.upstreams = upstreams;
     const status: BalancerStatus = {
       state: this.#life.state,
       config: { path: this.#config.path, loadedAt: new Date(this.#life.loadedAt).toISOString() },
@@ -588,7 +590,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   // -------------------------------------------------------------------------------------
   // Groups
 
-  #newGroup(config: GroupConfig): UpstreamGroup {
+  #newGroup(config: GroupConfig, tls: TlsMaterial = this.#tls): UpstreamGroup {
     const name = config.name;
     let health: GroupHealthSource;
     if (this.#externalHealth) {
@@ -600,7 +602,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         onPassive: (record) => this.#emit("passive_health", record),
       };
     } else {
-      health = { kind: "probe", check: this.#healthCheck };
+      health = { kind: "probe" };
     }
     return new UpstreamGroup(config, {
       clock: this.#clock,
@@ -608,6 +610,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       counts: this.#upstreamCounts,
       health,
       resolver: this.#resolver,
+      connector: connectorFor(tls.upstreams?.get(name), this.#connectors),
     });
   }
 
@@ -663,7 +666,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const groupConfig of config.groups.values()) {
       const existing = this.#groups.get(groupConfig.name);
       if (existing === undefined) {
-        const group = this.#newGroup(groupConfig);
+        const group = this.#newGroup(groupConfig, tls);
         newGroups.set(groupConfig.name, group);
         probing.push(group.discover().then(() => group.probe.ready));
       } else {
@@ -706,6 +709,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         continue;
       }
       group.update(groupConfig);
+      group.useConnector(connectorFor(tls.upstreams?.get(name), this.#connectors));
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
     // Handshakes from now on use the new CA, certificate and suites; sessions
@@ -748,6 +752,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (Number.isFinite(ca)) m.expiry.labels("ca").set(ca / 1000);
     const crlNext = this.#crl?.nextUpdate;
     if (crlNext !== undefined) m.expiry.labels("crl").set(crlNext.getTime() / 1000);
+    setUpstreamExpiry(m.upstreamExpiry, this.#tls);
   }
 
   /** The server certificate's expiry, or the earliest of the CA bundle, ms since the epoch. */

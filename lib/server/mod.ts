@@ -16,6 +16,7 @@ export {
   type DrainResult,
   type GroupState,
   type ListenerInfo,
+  type UpstreamCertificateDates,
   type UpstreamState,
 } from "./status.ts";
 export {

@@ -15,6 +15,7 @@ import type { MetricsRegistry } from "../metrics/registry.ts";
 import type { Dialer } from "../upstream/dial.ts";
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
+import type { TlsDialerOptions } from "../upstream/tls_dial.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { LoadedConfig } from "./lifecycle.ts";
 import type { ClientPolicyStatus } from "./status.ts";
@@ -39,15 +40,15 @@ export interface BalancerOptions {
    */
   wallClock?: () => number;
   /**
-   * Opens upstream connections.
+   * Opens upstream connections of the groups without `[groups.<name>.tls]`.
    *
    * @default {dialTcp}
    */
   dial?: Dialer<Socket>;
   /**
-   * The active health check.
+   * The active health check of every group.
    *
-   * @default {tcpCheck}
+   * @default {tcpCheck; for a group with `[groups.<name>.tls]`, the same exchange over its TLS connector (`dialCheck`)}
    */
   healthCheck?: HealthCheck;
   /**
@@ -57,6 +58,14 @@ export interface BalancerOptions {
    * @default {denoResolver() asking `[server] resolver`, else the system resolver}
    */
   resolver?: DnsResolver;
+  /**
+   * Makes the connector of a group with `[groups.<name>.tls]` from its CA bundle,
+   * client certificate, key and `server_name`: its sessions and (without
+   * `healthCheck`) its active checks dial with it. Called at start and on each reload.
+   *
+   * @default {tlsDialer}
+   */
+  connectTls?: (options: TlsDialerOptions) => Dialer<Socket>;
   /**
    * The registry the `mtlb_*` metrics are registered in.
    *

@@ -26,8 +26,8 @@ import { admit } from "../policy/admission.ts";
 import type { ClientRule, Policy } from "../policy/policy.ts";
 import { forward } from "../proxy/forward.ts";
 import { proxyHeader } from "../proxy/proxy_header.ts";
-import type { Dialer } from "../upstream/dial.ts";
 import { NoHealthyUpstreamError, UpstreamConnectError } from "../upstream/pool_errors.ts";
+import { UpstreamTlsError } from "../upstream/tls_dial.ts";
 import type { UpstreamConnection } from "../upstream/upstream_connection.ts";
 import { forwardOutcome, isLocalDialError } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
@@ -60,8 +60,6 @@ export interface SessionRunnerOptions {
   clock: Clock;
   /** Wall-clock time (certificate and CRL validity). */
   wall: () => number;
-  /** Opens upstream connections. */
-  dial: Dialer<Socket>;
   /** The client limits. */
   limiter: ClientLimiter;
   /** The balancer's metric families. */
@@ -85,7 +83,7 @@ export interface SessionRunnerOptions {
  *
  * @example Usage
  * ```ts ignore
- * const runner = new SessionRunner({ clock, wall, dial, limiter, metrics, counters, refusals, sessions, closing, scope, onEnd });
+ * const runner = new SessionRunner({ clock, wall, limiter, metrics, counters, refusals, sessions, closing, scope, onEnd });
  * listeners = new TlsListeners({ ..., onSecure: (connection) => runner.start(connection) });
  * ```
  */
@@ -337,7 +335,7 @@ export class SessionRunner {
     try {
       if (this.#o.closing.aborted) onClosing();
       const connection = await group.pool.connect({
-        dial: this.#o.dial,
+        dial: group.dial,
         timeout: config.server.connectTimeout,
         attempts: 1 + config.server.connectRetries,
         signal: stop.signal,
@@ -351,6 +349,7 @@ export class SessionRunner {
       if (error instanceof UpstreamConnectError && error.attempts.length > 1) {
         group.retries.inc(error.attempts.length - 1);
       }
+      const tls = error instanceof UpstreamConnectError ? tlsRefusal(error) : undefined;
       const deny: DenyReason = this.#o.closing.aborted
         ? "server_closing"
         : this.#overflowed.has(socket)
@@ -359,8 +358,8 @@ export class SessionRunner {
         ? "client_gone"
         : error instanceof NoHealthyUpstreamError
         ? "no_healthy_upstream"
-        : "upstream_unavailable";
-      return { deny, detail: String(error) };
+        : tls?.reason ?? "upstream_unavailable";
+      return { deny, detail: tls?.message ?? String(error) };
     } finally {
       socket.off("close", onGone);
       this.#o.closing.removeEventListener("abort", onClosing);
@@ -380,3 +379,15 @@ interface Admitted {
 }
 
 function noop(): void {}
+
+/**
+ * The first upstream refused over TLS among the attempts of a failed connect: what
+ * the connection is denied for, since a certificate that does not verify is what an
+ * operator must fix, even when other attempts failed otherwise.
+ */
+function tlsRefusal(error: UpstreamConnectError): UpstreamTlsError | undefined {
+  for (const attempt of error.attempts) {
+    if (attempt.error instanceof UpstreamTlsError) return attempt.error;
+  }
+  return undefined;
+}

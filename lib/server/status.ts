@@ -205,9 +205,24 @@ export interface BalancerStatus {
   clientPolicy?: ClientPolicyStatus;
   /**
    * When TLS material expires: the server certificate, the earliest CA certificate
-   * of the bundle, the earliest `nextUpdate` of the CRLs.
+   * of the bundle, the earliest `nextUpdate` of the CRLs, and for each group with
+   * `[groups.<name>.tls]`, the earliest certificate of its `ca` and its client
+   * certificate.
    */
-  certificates: { server?: string; ca?: string; crlNextUpdate?: string };
+  certificates: {
+    server?: string;
+    ca?: string;
+    crlNextUpdate?: string;
+    upstreams?: Record<string, UpstreamCertificateDates>;
+  };
+}
+
+/** When a group's `[groups.<name>.tls]` material expires, ISO 8601. */
+export interface UpstreamCertificateDates {
+  /** The earliest `notAfter` of its `ca` bundle. */
+  ca?: string;
+  /** The `notAfter` of its client certificate, when it has one. */
+  cert?: string;
 }
 
 /**

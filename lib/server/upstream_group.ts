@@ -5,19 +5,23 @@
  *
  * @module
  */
+import type { Socket } from "node:net";
+import { formatHostPort, type HostPort } from "../core/address.ts";
 import type { Clock } from "../core/clock.ts";
 import type { GroupConfig } from "../config/mod.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import type { ForwardStats } from "../proxy/forward.ts";
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
+import type { Dialer } from "../upstream/dial.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
-import type { HealthCheck } from "../upstream/health_check.ts";
+import { type HealthCheck, tcpCheck } from "../upstream/health_check.ts";
 import type { EjectionEvent } from "../upstream/health_event.ts";
 import { LeastConnPool, type UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
 import { dnsEntriesOf, GroupDns } from "./_group_dns.ts";
+import type { ConnectorFactory } from "./group_connector.ts";
 import {
   type GroupHealth,
   groupHealthTargets,
@@ -32,14 +36,8 @@ import { addEjection, addProbeState, type GroupState, type UpstreamState } from 
 /** Where a group's health comes from. */
 export type GroupHealthSource =
   | {
-    /** The balancer probes its upstreams and detects outliers itself. */
+    /** The balancer probes its upstreams and detects outliers itself, with its connector's check. */
     kind: "probe";
-    /**
-     * The active check.
-     *
-     * @default {tcpCheck}
-     */
-    check?: HealthCheck | undefined;
   }
   | {
     /** Another thread reports health (a worker of a `WorkerBalancer`). */
@@ -70,6 +68,11 @@ export interface UpstreamGroupOptions {
    * @default {none: a group with DNS entries cannot start}
    */
   resolver?: DnsResolver | undefined;
+  /**
+   * Makes how its sessions and active checks reach its upstreams (see `connectorFor`),
+   * given the DNS name each address came from.
+   */
+  connector: ConnectorFactory;
 }
 
 /**
@@ -81,7 +84,7 @@ export interface UpstreamGroupOptions {
  * ```ts ignore
  * const group = new UpstreamGroup(config.groups.get("echo")!, { clock, metrics, health: { kind: "probe" } });
  * await group.probe.ready;
- * const { socket, lease } = await group.pool.connect({ dial: dialTcp, timeout: 3000 });
+ * const { socket, lease } = await group.pool.connect({ dial: group.dial, timeout: 3000 });
  * ```
  */
 export class UpstreamGroup {
@@ -105,6 +108,10 @@ export class UpstreamGroup {
   readonly retries: CounterSeries;
   /** Its DNS entries: upstreams looked up at an interval. */
   readonly dns: GroupDns;
+  /** Opens a connection to one of its upstreams: TCP, or TLS with `[groups.<name>.tls]`. */
+  dial: Dialer<Socket>;
+  /** The active check its probe runs; `undefined` for `tcpCheck`. */
+  #check: HealthCheck | undefined;
   #metrics: BalancerMetrics;
   /** The DNS entry each resolved upstream comes from. */
   #sources = new Map<string, string>();
@@ -124,6 +131,7 @@ export class UpstreamGroup {
     const name = config.name;
     const { clock, metrics, health } = options;
     this.config = config;
+    ({ dial: this.dial, check: this.#check } = options.connector((a) => this.dnsName(a)));
     this.#metrics = metrics;
     this.pool = new LeastConnPool(
       config.upstreams.map((u) => ({ address: u.address, weight: u.weight })),
@@ -151,7 +159,8 @@ export class UpstreamGroup {
       this.outlier = undefined;
     } else {
       const active = new HealthProbe(groupHealthTargets(config), {
-        ...(health.check === undefined ? {} : { check: health.check }),
+        // Through a field, so that a reload can swap the connector (new CA, certificate).
+        check: (address, settings, signal) => (this.#check ?? tcpCheck)(address, settings, signal),
         clock,
       });
       const detector = groupOutlierDetector(config, active, clock);
@@ -291,6 +300,30 @@ export class UpstreamGroup {
       return;
     }
     this.#apply(this.config);
+  }
+
+  /**
+   * The DNS name an upstream's address was looked up from (`{ dns = "NAME:PORT" }`), the
+   * name its certificate is verified against without `server_name`; `undefined` for a
+   * configured address or an SRV target (whose host name is not kept).
+   *
+   * @param address The upstream.
+   * @returns The name, or `undefined`.
+   */
+  dnsName(address: HostPort): string | undefined {
+    const source = this.#sources.get(formatHostPort(address));
+    if (source === undefined || !source.startsWith("dns ")) return undefined;
+    return source.slice(4, source.lastIndexOf(":"));
+  }
+
+  /**
+   * Swaps how sessions and active checks reach its upstreams (a reload that changed
+   * its `[groups.<name>.tls]` files): connections already open are not affected.
+   *
+   * @param connector Makes the new connector.
+   */
+  useConnector(connector: ConnectorFactory): void {
+    ({ dial: this.dial, check: this.#check } = connector((a) => this.dnsName(a)));
   }
 
   /**

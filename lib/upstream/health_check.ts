@@ -2,13 +2,15 @@
  * The active check of one upstream: the {@linkcode HealthCheck} a `HealthProbe`
  * runs, the settings it is given, how it fails ({@linkcode HealthCheckError}), and
  * the default one, {@linkcode tcpCheck}: a TCP connect, optionally with a send/expect
- * exchange such as `PING` / `+PONG`.
+ * exchange such as `PING` / `+PONG`, and {@linkcode dialCheck}, the same exchange over
+ * any connector (TLS with `tlsDialer`).
  *
  * @module
  */
 import type { Socket } from "node:net";
 import { formatHostPort, type HostPort } from "../core/address.ts";
-import { dialTcp } from "./dial.ts";
+import { type Dialer, dialTcp } from "./dial.ts";
+import { UpstreamTlsError } from "./tls_dial.ts";
 
 const decoder = new TextDecoder();
 
@@ -19,12 +21,16 @@ export type ProbeReason =
   | "probe_timeout"
   | "probe_bad_reply"
   | "probe_closed"
+  | "probe_tls"
   | "probe_error";
 
 /**
  * Why an active probe failed: the connection was refused, no (complete) reply came
  * in time, the reply did not start with the expected bytes, the upstream closed or
- * reset the connection first, or anything else (DNS, unreachable host, ...).
+ * reset the connection first, the upstream was refused over TLS (`probe_tls`: its
+ * certificate is untrusted, expired or for another name, or the handshake failed; see
+ * `UpstreamTlsError`) or sent a TLS alert (such as refusing the client certificate),
+ * or anything else (DNS, unreachable host, ...).
  */
 export type ProbeFailureReason = Exclude<ProbeReason, "probe_ok">;
 
@@ -119,14 +125,44 @@ export class HealthCheckError extends Error {
  * @throws {HealthCheckError} `probe_refused`, `probe_timeout`, `probe_bad_reply`,
  * `probe_closed` (closed or reset before the full reply) or `probe_error`.
  */
-export async function tcpCheck(
+export function tcpCheck(
+  address: HostPort,
+  settings: Pick<HealthCheckSettings, "send" | "expect">,
+  signal: AbortSignal,
+): Promise<void> {
+  return check(dialTcp, address, settings, signal);
+}
+
+/**
+ * The check of {@linkcode tcpCheck} over another connector: `dial` opens the
+ * connection, and its failure fails the probe. With a `tlsDialer`, the handshake and
+ * the upstream's certificate are part of health: an upstream refused over TLS fails
+ * with `probe_tls`, and `send` / `expect` travel inside the TLS session.
+ *
+ * @example Over TLS
+ * ```ts ignore
+ * import { dialCheck, HealthProbe, tlsDialer } from "@mtlb/mtlb";
+ *
+ * const check = dialCheck(tlsDialer({ ca: await Deno.readTextFile("upstream-ca.crt") }));
+ * const probe = new HealthProbe([{ address: "10.0.0.5:5432" }], { check });
+ * ```
+ *
+ * @param dial The connector, such as `tlsDialer(...)`.
+ * @returns A health check that dials with it.
+ */
+export function dialCheck(dial: Dialer<Socket>): HealthCheck {
+  return (address, settings, signal) => check(dial, address, settings, signal);
+}
+
+async function check(
+  dial: Dialer<Socket>,
   address: HostPort,
   settings: Pick<HealthCheckSettings, "send" | "expect">,
   signal: AbortSignal,
 ): Promise<void> {
   let socket: Socket;
   try {
-    socket = await dialTcp(address, signal);
+    socket = await dial(address, signal);
   } catch (error) {
     throw checkError(error, address, signal);
   }
@@ -239,7 +275,24 @@ function checkError(error: unknown, address: HostPort, signal: AbortSignal): unk
       { cause: error },
     );
   }
+  if (error instanceof UpstreamTlsError) {
+    return new HealthCheckError(
+      "probe_tls",
+      `Cannot check upstream health: ${error.reason}: ${error.message}`,
+      { cause: error },
+    );
+  }
   const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) {
+    // A TLS alert after the handshake, such as an upstream refusing the client certificate.
+    return new HealthCheckError(
+      "probe_tls",
+      `Cannot check upstream health: ${where}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { cause: error },
+    );
+  }
   switch (code) {
     case "ECONNREFUSED":
       return new HealthCheckError(

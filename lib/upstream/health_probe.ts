@@ -581,19 +581,26 @@ export class HealthProbe extends EventTarget implements AsyncDisposable {
       (state === "unhealthy" && ok && successes >= settings.rise) ||
       (state === "healthy" && !ok && failures >= settings.fall)
     ) {
-      this.#transition(target, ok, reason);
+      this.#transition(target, ok, reason, error);
     }
     target.first.resolve();
   }
 
-  #transition(target: Target, healthy: boolean, reason: ProbeReason): void {
+  #transition(target: Target, healthy: boolean, reason: ProbeReason, error: unknown): void {
     const at = this.#clock.now();
     target.state = healthy ? "healthy" : "unhealthy";
     target.reason = reason;
     target.since = at;
     const properties = { address: target.address, reason };
     if (healthy) logger.info("Upstream {address} is healthy: {reason}", properties);
-    else logger.warn("Upstream {address} is unhealthy: {reason}", properties);
+    else {
+      // What failed (which certificate check, for probe_tls), for the operator.
+      const detail = error instanceof Error ? error.message : undefined;
+      logger.warn("Upstream {address} is unhealthy: {reason}", {
+        ...properties,
+        ...(detail === undefined ? {} : { detail }),
+      });
+    }
     this.dispatchEvent(new HealthChangeEvent({ address: target.address, healthy, reason, at }));
   }
 }

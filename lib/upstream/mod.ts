@@ -4,6 +4,7 @@
  * @module
  */
 export { type Dialer, dialTcp } from "./dial.ts";
+export { tlsDialer, type TlsDialerOptions, UpstreamTlsError } from "./tls_dial.ts";
 export {
   denoResolver,
   type DenoResolverOptions,
@@ -29,6 +30,7 @@ export {
   HealthChangeEvent,
 } from "./health_event.ts";
 export {
+  dialCheck,
   type HealthCheck,
   HealthCheckError,
   type HealthCheckSettings,

@@ -6,10 +6,13 @@
  * @module
  */
 import type { Clock } from "../core/clock.ts";
-import type { Config, GroupConfig } from "../config/mod.ts";
+import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
-import type { HealthCheck } from "../upstream/health_check.ts";
+import { type HealthCheck, tcpCheck } from "../upstream/health_check.ts";
+import { dialTcp } from "../upstream/dial.ts";
+import { tlsDialer } from "../upstream/tls_dial.ts";
+import { groupConnector } from "../server/group_connector.ts";
 import { isPanic } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "../server/_balancer_metrics.ts";
@@ -19,7 +22,10 @@ import type { GroupHealthReports, ToWorker } from "./_messages.ts";
 
 /** Options of {@linkcode PrimaryHealth}. */
 export interface PrimaryHealthOptions {
-  /** The active health check; the probe's own default (`tcpCheck`) when undefined. */
+  /**
+   * The active health check; when undefined, `tcpCheck`, or for a group with
+   * `[groups.<name>.tls]` the same exchange over its TLS connector.
+   */
   check: HealthCheck | undefined;
   /** Time source of the probes and detectors. */
   clock: Clock;
@@ -51,6 +57,8 @@ export class PrimaryHealth {
   #metrics: BalancerMetrics;
   #relay: (message: ToWorker) => void;
   #probes = new Map<string, HealthProbe>();
+  /** Each group's check, by name: swapped when a reload changes its TLS material. */
+  #checks = new Map<string, HealthCheck | undefined>();
   /** Each group's outlier detection, beside its probe. */
   #outliers = new WeakMap<HealthProbe, OutlierDetector>();
 
@@ -71,10 +79,12 @@ export class PrimaryHealth {
    * Probes every group of a configuration.
    *
    * @param config The configuration.
+   * @param tls Its TLS material (the groups' `[groups.<name>.tls]`).
    * @returns When every probe has checked once.
    */
-  async start(config: Config): Promise<void> {
+  async start(config: Config, tls: Pick<TlsMaterial, "upstreams">): Promise<void> {
     for (const group of config.groups.values()) {
+      this.#checks.set(group.name, this.#checkOf(group.name, tls));
       this.#probes.set(group.name, this.#newProbe(group));
     }
     await Promise.all([...this.#probes.values()].map((p) => p.ready));
@@ -185,15 +195,20 @@ export class PrimaryHealth {
    *
    * @param config The configuration to apply.
    * @param previous The running configuration.
+   * @param tls The TLS material of `config`: new groups are probed with it at once,
+   *   kept ones once the stage is committed.
    * @returns The stage, to commit or revert.
    */
-  stage(config: Config, previous: Config): HealthStage {
+  stage(config: Config, previous: Config, tls: Pick<TlsMaterial, "upstreams">): HealthStage {
     const added = new Map<string, HealthProbe>();
     const kept: HealthProbe[] = [];
+    const checks = new Map<string, HealthCheck | undefined>();
     for (const group of config.groups.values()) {
+      checks.set(group.name, this.#checkOf(group.name, tls));
       const targets = groupHealthTargets(group);
       const probe = this.#probes.get(group.name);
       if (probe === undefined) {
+        if (!this.#checks.has(group.name)) this.#checks.set(group.name, checks.get(group.name));
         added.set(group.name, this.#newProbe(group));
         continue;
       }
@@ -223,6 +238,7 @@ export class PrimaryHealth {
         }
         for (const [name, probe] of added) this.#probes.set(name, probe);
         added.clear();
+        this.#checks = checks;
       },
       revert: async () => {
         for (const group of config.groups.values()) {
@@ -244,10 +260,22 @@ export class PrimaryHealth {
   }
 
   /** A group's probe and, beside it, its outlier detection: one decision for every worker. */
+  /** The check of a group with the TLS material `tls`. */
+  #checkOf(group: string, tls: Pick<TlsMaterial, "upstreams">): HealthCheck | undefined {
+    return groupConnector(tls.upstreams?.get(group), {
+      dial: dialTcp,
+      connectTls: tlsDialer,
+      healthCheck: this.#check,
+      wall: Date.now,
+    }).check;
+  }
+
   #newProbe(config: GroupConfig): HealthProbe {
     const group = config.name;
     const probe = new HealthProbe(groupHealthTargets(config), {
-      ...(this.#check === undefined ? {} : { check: this.#check }),
+      // Through the map, so that a reload can swap the group's TLS material.
+      check: (address, settings, signal) =>
+        (this.#checks.get(group) ?? tcpCheck)(address, settings, signal),
       clock: this.#clock,
     });
     const outlier = groupOutlierDetector(config, probe, this.#clock);

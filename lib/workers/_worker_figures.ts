@@ -37,6 +37,7 @@ const SHARED = [
   "mtlb_connections_max",
   "mtlb_handshakes_max",
   "mtlb_certificate_expiry_timestamp_seconds",
+  "mtlb_upstream_certificate_expiry_timestamp_seconds",
 ] as const;
 
 /** A worker's metric samples by family name. */

@@ -201,7 +201,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let placeholders: NetServer[] = [];
     try {
       this.#shared.assign(upstreamsOf(config), config.clients.keys());
-      await this.#health.start(config);
+      await this.#health.start(config, this.#loaded.tls);
       this.#life.assertIdle();
       const resolved = await resolvePorts(config, this.#ports);
       placeholders = resolved.placeholders;
@@ -362,7 +362,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#shared.assign(upstreamsOf(config), config.clients.keys());
 
     // Probe new upstreams and groups first; keep probing the old ones until the end.
-    const health = this.#health.stage(config, previous);
+    const health = this.#health.stage(config, previous, loaded.tls);
     let resolved: ResolvedPorts | undefined;
     try {
       await health.ready();

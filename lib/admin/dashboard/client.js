@@ -614,6 +614,10 @@ function renderCertificates(status) {
     ["ca", "CA bundle (earliest)", c.ca],
     ["crl", "CRL next update", c.crlNextUpdate],
   ];
+  for (const [group, upstream] of Object.entries(c.upstreams || {})) {
+    dates.push([`upstream-ca:${group}`, `Upstream CA of ${group} (earliest)`, upstream.ca]);
+    dates.push([`upstream-cert:${group}`, `Client certificate for ${group}`, upstream.cert]);
+  }
   const rows = dates.flatMap(([key, what, at]) => {
     if (!at) return [];
     const left = (Date.parse(at) - now()) / 86400000;

@@ -618,11 +618,15 @@ function renderConfig(status: BalancerStatus): void {
 
 function renderCertificates(status: BalancerStatus): void {
   const c = status.certificates || {};
-  const dates = [
+  const dates: [key: string, what: string, at: string | undefined][] = [
     ["server", "Server certificate", c.server],
     ["ca", "CA bundle (earliest)", c.ca],
     ["crl", "CRL next update", c.crlNextUpdate],
-  ] as const;
+  ];
+  for (const [group, upstream] of Object.entries(c.upstreams || {})) {
+    dates.push([`upstream-ca:${group}`, `Upstream CA of ${group} (earliest)`, upstream.ca]);
+    dates.push([`upstream-cert:${group}`, `Client certificate for ${group}`, upstream.cert]);
+  }
   const rows = dates.flatMap(([key, what, at]) => {
     if (!at) return [];
     const left = (Date.parse(at) - now()) / 86400000;
