@@ -11,7 +11,6 @@ import { getLogger } from "@logtape/logtape";
 
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
-
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 
@@ -40,7 +39,7 @@ import {
   secureContextOptions,
   TlsListeners,
 } from "../listener/tls_listeners.ts";
-import type { LeastConnPool } from "../upstream/least_conn_pool.ts";
+import type { LeastConnPool, UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 
@@ -59,7 +58,7 @@ import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { configuredResolver } from "./_group_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
-import type { HealthReport } from "./records.ts";
+import type { DnsReport, HealthReport } from "./records.ts";
 import type {
   BalancerCounters,
   BalancerState,
@@ -133,6 +132,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
   #reports = new Map<string, Map<string, RelayedReport>>();
+  /** DNS upstreams reported with `setDnsUpstreams`, by group then entry (external DNS only). */
+  #dnsReports: Map<string, Map<string, readonly UpstreamSpec[]>> | undefined;
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
   #groups = new Map<string, UpstreamGroup>();
@@ -150,7 +151,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #sessions: LiveSessions;
   #refusals: Refusals;
   #runner: SessionRunner;
-  /** Client TCP connections open: the `max_connections` count. */
   /** Ends a drain's wait when close() comes first. */
   #stopWaiting: PromiseWithResolvers<void> | undefined;
   #ciphers: Set<string>;
@@ -189,6 +189,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     this.#upstreamCounts = options.upstreamCounts;
     this.#externalHealth = options.health === "external";
+    if (options.dns === "external") this.#dnsReports = new Map();
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#logLifecycle = options.logLifecycle ?? true;
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
@@ -413,6 +414,32 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     storeReport(reports, report, this.#clock.now());
   }
 
+  /**
+   * Sets the upstreams of a group's DNS entries, for a balancer created with
+   * `dns: "external"`, applied as a new answer is (during a reload, once it ends). A
+   * report may come before the group or its entries exist: it is kept and applies
+   * when they do, so report the entries a reload adds before the reload.
+   *
+   * @param group The group name.
+   * @param report Every entry's upstreams, by entry; the entries left out have none.
+   * @throws {TypeError} When the balancer looks its entries up itself (`dns: "lookup"`).
+   */
+  setDnsUpstreams(group: string, report: DnsReport): void {
+    if (this.#dnsReports === undefined) {
+      throw new TypeError('Cannot set DNS upstreams: the balancer looks them up (dns is "lookup")');
+    }
+    const sets = this.#dnsReportsOf(group)!;
+    sets.clear();
+    for (const [source, upstreams] of Object.entries(report)) sets.set(source, [...upstreams]);
+    this.#groups.get(group)?.reported();
+  }
+
+  #dnsReportsOf(group: string): Map<string, readonly UpstreamSpec[]> | undefined {
+    const all = this.#dnsReports;
+    if (all?.has(group) === false) all.set(group, new Map());
+    return all?.get(group);
+  }
+
   /** The per-client limiter, for status and metrics. */
   get limiter(): ClientLimiter {
     return this.#limiter;
@@ -611,6 +638,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       health,
       resolver: this.#resolver,
       connector: connectorFor(tls.upstreams?.get(name), this.#connectors),
+      dnsReports: this.#dnsReportsOf(name),
     });
   }
 
@@ -796,10 +824,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     return declared?.find((p) => hello.protocols.includes(p));
   }
 
-  /**
-   * Refuses a connection whose certificate failed verification, or that has none: a
-   * handshake failure named after its cause, closed with close_notify at once.
-   */
   /**
    * After a reload: ends the live connections the trust and policy now in force would
    * refuse (certificate revoked, CA removed, client removed, group withdrawn), unless

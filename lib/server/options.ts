@@ -124,6 +124,17 @@ export interface BalancerOptions {
    */
   health?: "probe" | "external";
   /**
+   * Where the upstreams of the groups' DNS entries come from. `"lookup"`: the
+   * balancer looks each entry up at its interval with `resolver`. `"external"`: it
+   * looks nothing up; an entry has the upstreams `Balancer.setDnsUpstreams()`
+   * reports for it (none until then), applied as a new answer is: upstreams that
+   * stay keep their counts and health, removed ones drain, new ones are picked once
+   * healthy. The primary thread of a `WorkerBalancer` looks up for its workers so.
+   *
+   * @default {"lookup"}
+   */
+  dns?: "lookup" | "external";
+  /**
    * Where the count of open client connections that `[server] max_connections`
    * caps lives: a count shared by the workers of a `WorkerBalancer`, so the cap is
    * for the whole server. `add` returns the new total.
