@@ -106,7 +106,6 @@ function isLoopbackHost(hostname: string): boolean {
 function workers(config: Config): string {
   const count = workerCount(config);
   if (config.cluster !== undefined) return `${count} (one event loop with [cluster])`;
-  if (hasDnsUpstreams(config)) return `${count} (one event loop with upstreams from DNS)`;
   return config.server.workers === undefined ? `${count} (one per CPU)` : `${count}`;
 }
 
