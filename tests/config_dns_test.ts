@@ -173,7 +173,7 @@ Deno.test("main.ts check shows each DNS entry, its interval and the resolver", a
         "    dns api.internal:7000  every A and AAAA address, looked up every 10s\n",
         "    srv _api._tcp.internal  SRV targets, ports and weights, looked up every 1m\n",
         "Workers: 4\n",
-        "DNS: upstreams looked up with 127.0.0.1:5353\n",
+        "DNS: upstreams looked up with 127.0.0.1:5353, once for all 4 workers\n",
       ]
     ) {
       assert.ok(stdout.includes(line), `missing ${JSON.stringify(line)} in\n${stdout}`);

@@ -286,7 +286,9 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       : "Reload: on SIGHUP (watch = false)",
     `DNS: ${
       hasDnsUpstreams(config)
-        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}`
+        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}${
+          workerCount(config) > 1 ? `, once for all ${workerCount(config)} workers` : ""
+        }`
         : `no upstream looked up in DNS${
           server.resolver === undefined ? "" : ` (resolver ${server.resolver} unused)`
         }`

@@ -435,9 +435,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   #dnsReportsOf(group: string): Map<string, readonly UpstreamSpec[]> | undefined {
-    const all = this.#dnsReports;
-    if (all?.has(group) === false) all.set(group, new Map());
-    return all?.get(group);
+    if (this.#dnsReports?.has(group) === false) this.#dnsReports.set(group, new Map());
+    return this.#dnsReports?.get(group);
   }
 
   /** The per-client limiter, for status and metrics. */
