@@ -9,12 +9,26 @@ import type { TLSSocket } from "node:tls";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { LoadedConfig } from "../lib/server/lifecycle.ts";
 import type { GroupState, UpstreamState } from "../lib/server/status.ts";
+import { Balancer } from "../lib/server/balancer.ts";
 import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import type { SharedStateOptions } from "../lib/workers/shared_state.ts";
 import { TestDnsServer, type TestSrv } from "./_dns_server.ts";
-import { banner, connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
+import {
+  banner,
+  connectClient,
+  rawRequest,
+  readAll,
+  readBytes,
+  TestUpstream,
+  text,
+} from "./_harness.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
+import { configDir } from "./_subprocess.ts";
+import { lines, waitForRecord } from "../testing/lines.ts";
+import { ROOT } from "../testing/paths.ts";
 import { until } from "../testing/poll.ts";
+import { freePort } from "../testing/ports.ts";
+import { runMain } from "../testing/run_main.ts";
 
 const SRV = "_api._tcp.test";
 /** Re-resolution and probe state changes take a few intervals at most. */
@@ -262,4 +276,127 @@ Deno.test("WorkerBalancer.reload() adds a DNS entry to both workers, fails on on
   assert.equal(upstream(balancer, b.address)?.removed, true, "b drains");
   for (const s of [held, toB]) s.socket.destroy();
   assert.ok(await until(() => upstream(balancer, b.address) === undefined, WAIT_MS, 10));
+});
+
+Deno.test('Balancer with dns: "external" takes the upstreams setDnsUpstreams() reports, as a new answer', async () => {
+  const entry = `{ srv = "${SRV}", interval = "10s" }`;
+  const loaded = await load(body("127.0.0.1:53", `["127.0.0.1:7000", ${entry}]`));
+  assert.throws(
+    () => new Balancer(loaded).setDnsUpstreams("api", {}),
+    TypeError,
+    'Cannot set DNS upstreams: the balancer looks them up (dns is "lookup")',
+  );
+  await using balancer = new Balancer({ ...loaded, health: "external", dns: "external" });
+  const source = `srv ${SRV}`;
+  const spec = (port: number) => ({ address: `127.0.0.1:${port}`, weight: 1 });
+  // Reported before start: kept until the group exists.
+  balancer.setDnsUpstreams("api", { [source]: [spec(7001), spec(7002)] });
+  for (const port of [7000, 7001, 7002]) {
+    balancer.setHealth("api", { address: `127.0.0.1:${port}`, healthy: true, reason: "probe_ok" });
+  }
+  await balancer.start();
+  const rows = () =>
+    balancer.status().groups[0]!.upstreams.map((u) => [u.address, u.healthy, u.source]);
+  assert.deepEqual(rows(), [
+    ["127.0.0.1:7000", true, undefined],
+    ["127.0.0.1:7001", true, source],
+    ["127.0.0.1:7002", true, source],
+  ]);
+  assert.deepEqual(balancer.status().groups[0]!.dns?.map((d) => [d.source, d.upstreams]), [
+    [source, ["127.0.0.1:7001", "127.0.0.1:7002"]],
+  ]);
+
+  // 7001 leaves, 7003 comes: unknown (not picked) until its health is reported.
+  balancer.setDnsUpstreams("api", { [source]: [spec(7002), spec(7003)] });
+  assert.deepEqual(rows(), [
+    ["127.0.0.1:7000", true, undefined],
+    ["127.0.0.1:7002", true, source],
+    ["127.0.0.1:7003", false, source],
+  ]);
+  balancer.setHealth("api", { address: "127.0.0.1:7003", healthy: true, reason: "probe_ok" });
+  assert.equal(balancer.status().groups[0]!.upstreams[2]!.healthy, true);
+
+  // 7001 comes back: what was reported of it before it left is forgotten.
+  balancer.setDnsUpstreams("api", { [source]: [spec(7001)] });
+  assert.deepEqual(rows(), [
+    ["127.0.0.1:7000", true, undefined],
+    ["127.0.0.1:7001", false, source],
+  ]);
+});
+
+Deno.test("main.ts serve with workers = 2 follows DNS answers, with the permissions `permissions` prints", async () => {
+  await using dns = await TestDnsServer.start();
+  await using a = await TestUpstream.start(banner("a"));
+  await using b = await TestUpstream.start(banner("b"));
+  const pki = await testPki();
+  const port = await freePort();
+  const admin = await freePort();
+  dns.set("lo.test", { a: ["127.0.0.1"] });
+  dns.set(SRV, srv(a.port));
+  await using dir = await configDir(`${
+    body(dns.address, `[{ srv = "${SRV}", interval = "100ms" }]`)
+      .replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"\nworkers = 2`)
+  }
+[admin]
+listen = "127.0.0.1:${admin}"
+
+[tls]
+ca = "${pki.ca.certPath}"
+cert = "${pki.server.certPath}"
+key = "${pki.server.keyPath}"
+`);
+  const printed = await runMain([`--allow-read=${dir.path}`], [
+    "permissions",
+    "--config",
+    dir.path,
+  ]);
+  assert.equal(printed.code, 0, printed.stderr);
+  const flags = printed.stdout.trim().split(" ").filter((f) => f.startsWith("--allow-"));
+  assert.ok(flags.includes("--allow-net"), printed.stdout);
+  assert.ok(flags.some((f) => f.startsWith("--allow-read=") && f.includes(join(ROOT, "lib"))));
+
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, "main.ts", "--config", dir.path, "--log-format", "json"],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = lines(child.stderr);
+  const seen: string[] = [];
+  try {
+    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+    assert.ok(seen.some((l) => /Started 2 workers/.test(l)), seen.join("\n"));
+    assert.ok(!seen.some((l) => /one event loop/.test(l)), seen.join("\n"));
+    const status = async (): Promise<GroupState> => {
+      const response = await rawRequest(admin, ["GET /status HTTP/1.1", "host: 127.0.0.1"]);
+      return (JSON.parse(response.body) as { groups: GroupState[] }).groups[0]!;
+    };
+    assert.deepEqual((await status()).upstreams.map((u) => u.address), [a.address]);
+    dns.set(SRV, srv(b.port));
+    const change = await waitForRecord(reader, seen, (r) => /^DNS srv /.test(String(r.message)));
+    assert.match(String(change.message), new RegExp(`${b.port} added.*${a.port} removed`));
+    let taken = false;
+    for (let i = 0; i < 50 && !taken; i++) {
+      const socket = await connectClient(port, pki.alice);
+      taken = text(await readBytes(socket, 2)).trim() === "b";
+      socket.destroy();
+    }
+    assert.ok(taken, "b takes connections");
+    const entry = (await status()).dns?.[0];
+    assert.deepEqual(entry?.upstreams, [b.address]);
+    assert.ok(entry?.resolvedAt !== undefined);
+    const logged = seen.filter((l) => l.includes("DNS srv")).length;
+    assert.equal(logged, 1, "the primary logs the change once, not once per worker");
+    child.kill("SIGTERM");
+    await waitForRecord(reader, seen, (r) => r.message === "Stopped");
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    for await (const _ of reader); // Drain stderr so its resource closes.
+    await child.status;
+  }
 });
