@@ -8,7 +8,44 @@
 import { dnsSourceName } from "../upstream/dns_upstreams.ts";
 import type { UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { DnsEntries, DnsEntry } from "./_group_dns.ts";
+import type { DnsReport } from "./records.ts";
 import type { DnsEntryState } from "./status.ts";
+
+/**
+ * The DNS upstreams reported to a balancer, by group then entry, kept across the
+ * groups' re-creation by reloads.
+ */
+export class DnsReports {
+  #groups = new Map<string, Map<string, readonly UpstreamSpec[]>>();
+
+  /**
+   * A group's reports, kept up to date by {@linkcode DnsReports.set}.
+   *
+   * @param group The group name.
+   * @returns Upstreams by entry (empty before the first report).
+   */
+  of(group: string): ReadonlyMap<string, readonly UpstreamSpec[]> {
+    return this.#of(group);
+  }
+
+  /**
+   * Replaces a group's reports.
+   *
+   * @param group The group name.
+   * @param report Every entry's upstreams, by entry.
+   */
+  set(group: string, report: DnsReport): void {
+    const sets = this.#of(group);
+    sets.clear();
+    for (const [source, upstreams] of Object.entries(report)) sets.set(source, [...upstreams]);
+  }
+
+  #of(group: string): Map<string, readonly UpstreamSpec[]> {
+    let sets = this.#groups.get(group);
+    if (sets === undefined) this.#groups.set(group, sets = new Map());
+    return sets;
+  }
+}
 
 /** A group's DNS entries with the upstreams reported for them. */
 export class RelayedDns implements DnsEntries {

@@ -39,7 +39,7 @@ import {
   secureContextOptions,
   TlsListeners,
 } from "../listener/tls_listeners.ts";
-import type { LeastConnPool, UpstreamSpec } from "../upstream/least_conn_pool.ts";
+import type { LeastConnPool } from "../upstream/least_conn_pool.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 
@@ -51,12 +51,13 @@ import { Lifecycle, type LoadedConfig, type ReloadSource } from "./lifecycle.ts"
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
 import { clientPolicyMetrics } from "./_client_policy_metrics.ts";
-import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
+import { type BalancerOptions, buildTrust, defaultLoad, wantedListeners } from "./options.ts";
 import { Refusals } from "./refusals.ts";
 import { SessionRunner } from "./session.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { configuredResolver } from "./_group_dns.ts";
+import { DnsReports } from "./_relayed_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type { DnsReport, HealthReport } from "./records.ts";
 import type {
@@ -132,8 +133,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
   #reports = new Map<string, Map<string, RelayedReport>>();
-  /** DNS upstreams reported with `setDnsUpstreams`, by group then entry (external DNS only). */
-  #dnsReports: Map<string, Map<string, readonly UpstreamSpec[]>> | undefined;
+  /** DNS upstreams reported with `setDnsUpstreams` (external DNS only). */
+  #dnsReports: DnsReports | undefined;
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
   #groups = new Map<string, UpstreamGroup>();
@@ -189,7 +190,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     this.#upstreamCounts = options.upstreamCounts;
     this.#externalHealth = options.health === "external";
-    if (options.dns === "external") this.#dnsReports = new Map();
+    if (options.dns === "external") this.#dnsReports = new DnsReports();
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#logLifecycle = options.logLifecycle ?? true;
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
@@ -428,15 +429,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     if (this.#dnsReports === undefined) {
       throw new TypeError('Cannot set DNS upstreams: the balancer looks them up (dns is "lookup")');
     }
-    const sets = this.#dnsReportsOf(group)!;
-    sets.clear();
-    for (const [source, upstreams] of Object.entries(report)) sets.set(source, [...upstreams]);
+    this.#dnsReports.set(group, report);
     this.#groups.get(group)?.reported();
-  }
-
-  #dnsReportsOf(group: string): Map<string, readonly UpstreamSpec[]> | undefined {
-    if (this.#dnsReports?.has(group) === false) this.#dnsReports.set(group, new Map());
-    return this.#dnsReports?.get(group);
   }
 
   /** The per-client limiter, for status and metrics. */
@@ -637,7 +631,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       health,
       resolver: this.#resolver,
       connector: connectorFor(tls.upstreams?.get(name), this.#connectors),
-      dnsReports: this.#dnsReportsOf(name),
+      dnsReports: this.#dnsReports?.of(name),
     });
   }
 
@@ -848,18 +842,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #emit(type: string, detail: unknown): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
-}
-
-/** The listeners a configuration asks for: the shared one first, then the groups' own. */
-function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
-  const wanted: { address: string; group: string | undefined }[] = [];
-  if (config.server.listen !== undefined) {
-    wanted.push({ address: config.server.listen, group: undefined });
-  }
-  for (const group of config.groups.values()) {
-    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
-  }
-  return wanted;
 }
 
 /** The secure context of the listeners for a configuration and its TLS material. */

@@ -205,3 +205,20 @@ export async function defaultLoad(path: string): Promise<LoadedConfig> {
   const config = await loadConfig(path);
   return { config, tls: await loadTlsMaterial(config) };
 }
+
+/**
+ * The listeners a configuration asks for: the shared one first, then the groups' own.
+ *
+ * @param config The configuration.
+ * @returns Each listener's address, and its group for a group's own.
+ */
+export function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
+  const wanted: { address: string; group: string | undefined }[] = [];
+  if (config.server.listen !== undefined) {
+    wanted.push({ address: config.server.listen, group: undefined });
+  }
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
+  }
+  return wanted;
+}
