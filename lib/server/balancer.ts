@@ -416,10 +416,9 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Sets the upstreams of a group's DNS entries, for a balancer created with
-   * `dns: "external"`, applied as a new answer is (during a reload, once it ends). A
-   * report may come before the group or its entries exist: it is kept and applies
-   * when they do, so report the entries a reload adds before the reload.
+   * Sets the upstreams of a group's DNS entries (`dns: "external"`), applied as a new
+   * answer is (during a reload, once it ends). A report may come before the group or
+   * its entries exist: it applies when they do (report a reload's before it).
    *
    * @param group The group name.
    * @param report Every entry's upstreams, by entry; the entries left out have none.
