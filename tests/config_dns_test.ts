@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runCli } from "../lib/cli/cli.ts";
 import { EXIT_OK } from "../lib/cli/exit_codes.ts";
-import { ConfigError, loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
-import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
+import { ConfigError, parseConfig } from "../lib/config/mod.ts";
 import { hasDnsUpstreams, permissionNeeds, workerCount } from "../lib/control/permission_needs.ts";
 import { checkPermissions, formatRunCommand, permissionFlags } from "../lib/control/permissions.ts";
 import { testPki } from "./_pki_fixtures.ts";
@@ -110,13 +109,18 @@ Deno.test("parseConfig() refuses malformed dns and srv entries and resolvers, wi
   }
 });
 
-Deno.test("permissionNeeds() asks for every host with upstreams from DNS, and one worker", () => {
+Deno.test("permissionNeeds() asks for every host with upstreams from DNS, and the workers' modules", () => {
   const dns = parseConfig(
     config(`["10.0.0.9:7000", { srv = "_api._tcp.internal" }]`, 'resolver = "10.0.0.53:53"'),
     { path: PATH },
   );
   assert.equal(hasDnsUpstreams(dns), true);
-  assert.equal(workerCount({ ...dns, server: { ...dns.server, workers: 4 } }), 1);
+  assert.equal(workerCount({ ...dns, server: { ...dns.server, workers: 4 } }), 4);
+  assert.equal(
+    permissionNeeds(dns, { workers: 4 }).read.length,
+    permissionNeeds(dns, { workers: 1 }).read.length + 1,
+    "workers load lib/",
+  );
   const needs = permissionNeeds(dns, { workers: 1 });
   assert.equal(needs.anyHost, true);
   assert.deepEqual(needs.net, ["127.0.0.1:8443", "10.0.0.9:7000", "10.0.0.53:53"]);
@@ -168,8 +172,8 @@ Deno.test("main.ts check shows each DNS entry, its interval and the resolver", a
         "    10.0.0.9:7000  weight 1\n",
         "    dns api.internal:7000  every A and AAAA address, looked up every 10s\n",
         "    srv _api._tcp.internal  SRV targets, ports and weights, looked up every 1m\n",
-        "Workers: 1 (one event loop with upstreams from DNS)\n",
-        "DNS: upstreams looked up with 127.0.0.1:5353\n",
+        "Workers: 4\n",
+        "DNS: upstreams looked up with 127.0.0.1:5353, once for all 4 workers\n",
       ]
     ) {
       assert.ok(stdout.includes(line), `missing ${JSON.stringify(line)} in\n${stdout}`);
@@ -177,18 +181,4 @@ Deno.test("main.ts check shows each DNS entry, its interval and the resolver", a
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
-
-Deno.test("WorkerBalancer refuses a config with upstreams from DNS", async () => {
-  const pki = await testPki();
-  const parsed = parseConfig(config(`[{ dns = "api.internal:7000" }]`), {
-    path: join(pki.dir, "lb.toml"),
-    baseDir: pki.dir,
-  });
-  const tls = await loadTlsMaterial(parsed);
-  assert.throws(
-    () => new WorkerBalancer({ config: parsed, tls, workers: 2 }),
-    TypeError,
-    "Cannot run workers: group api looks upstreams up in DNS",
-  );
 });

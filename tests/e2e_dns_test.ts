@@ -325,7 +325,7 @@ Deno.test("main.ts serve follows DNS answers through [server] resolver, and exit
   const config = (srv: string) =>
     `${
       body(dns.address, `[{ srv = "${srv}", interval = "100ms" }]`)
-        .replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"`)
+        .replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"\nworkers = 1`)
     }
 [admin]
 listen = "127.0.0.1:${admin}"

@@ -81,6 +81,25 @@ Deno.test("SharedState refuses unknown names and a full table", () => {
   assert.throws(() => new SharedState({ clients: 0 }), RangeError);
 });
 
+Deno.test("SharedState.release() gives a drained upstream's slot to the next new address, never a busy one", () => {
+  const state = new SharedState({ upstreams: 2, clients: 1 });
+  state.assign(["a:1", "b:2"], []);
+  const worker = SharedState.attach(state.init);
+  worker.upstreamCounts().add("a:1", 1);
+  assert.equal(state.release("a:1"), false, "a lease is live");
+  assert.equal(state.release("c:3"), false, "no slot");
+  assert.throws(() => state.assign(["c:3"], []), SharedStateError);
+  worker.upstreamCounts().add("a:1", -1);
+  assert.equal(state.release("a:1"), true);
+  assert.deepEqual(state.upstreamAddresses().sort(), ["b:2"]);
+  state.assign(["c:3"], []);
+  assert.equal(state.init.upstreams["c:3"], 0, "the slot of a:1");
+  worker.update(state.init);
+  assert.equal(worker.upstreamCounts().add("c:3", 1), 1, "starts at zero");
+  assert.equal(state.upstreamCounts().get("b:2"), 0);
+  assert.throws(() => worker.upstreamCounts().get("a:1"), SharedStateError);
+});
+
 Deno.test("SharedState keeps a cap of 10 exact under two Workers racing", async () => {
   const main = new SharedState();
   main.assign(["127.0.0.1:7001"], ["alice"]);

@@ -106,7 +106,6 @@ function isLoopbackHost(hostname: string): boolean {
 function workers(config: Config): string {
   const count = workerCount(config);
   if (config.cluster !== undefined) return `${count} (one event loop with [cluster])`;
-  if (hasDnsUpstreams(config)) return `${count} (one event loop with upstreams from DNS)`;
   return config.server.workers === undefined ? `${count} (one per CPU)` : `${count}`;
 }
 
@@ -287,7 +286,9 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       : "Reload: on SIGHUP (watch = false)",
     `DNS: ${
       hasDnsUpstreams(config)
-        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}`
+        ? `upstreams looked up with ${server.resolver ?? "the system resolver (/etc/resolv.conf)"}${
+          workerCount(config) > 1 ? `, once for all ${workerCount(config)} workers` : ""
+        }`
         : `no upstream looked up in DNS${
           server.resolver === undefined ? "" : ` (resolver ${server.resolver} unused)`
         }`

@@ -20,7 +20,7 @@ import { formatDuration } from "../core/duration.ts";
 import { configureLogging } from "../control/logging.ts";
 import { connectCluster } from "../redis/cluster.ts";
 import { checkPermissions, formatRunCommand, permissionFlags } from "../control/permissions.ts";
-import { hasDnsUpstreams, permissionNeeds, workerCount } from "../control/permission_needs.ts";
+import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { assertSupportedRuntime } from "../core/runtime.ts";
 import { AdminServer } from "../admin/admin_server.ts";
 import { FileWatcher } from "../control/file_watcher.ts";
@@ -127,7 +127,7 @@ export async function serveCommand(
   }
   await using _shared = shared;
   const load = async (path: string): Promise<LoadedConfig> => {
-    const loaded = await loadForReload(path, io, workers);
+    const loaded = await loadForReload(path, io);
     if (shared !== undefined) {
       const text = await Deno.readTextFile(loaded.config.path);
       loaded.config = shared.reloaded(balancer.config, loaded.config, text);
@@ -150,12 +150,6 @@ export async function serveCommand(
     ? undefined
     : await connectCluster(config.cluster);
   const workers = workerCount(config);
-  if (cluster === undefined && hasDnsUpstreams(config) && (config.server.workers ?? 1) > 1) {
-    log.warn(
-      "[server] workers = {workers} is not supported with upstreams looked up in DNS yet: running one event loop",
-      { workers: config.server.workers },
-    );
-  }
   if (cluster !== undefined && (config.server.workers ?? 1) > 1) {
     log.warn(
       "[server] workers = {workers} is not supported with [cluster] yet: running one event loop; run one process per core instead",
@@ -267,15 +261,8 @@ export async function serveCommand(
 async function loadForReload(
   path: string,
   io: Io,
-  workers: number,
 ): Promise<LoadedConfig & { adminToken: string | undefined }> {
   const config = await loadConfig(path);
-  if (workers > 1 && hasDnsUpstreams(config)) {
-    throw new ConfigError(
-      `upstreams looked up in DNS run in one event loop, and this server runs ${workers} workers: restart it to use them`,
-      { path: config.path },
-    );
-  }
   const needs = permissionNeeds(config);
   const missing = checkPermissions(needs).missing;
   if (missing.net.length > 0 || missing.read.length > 0 || missing.anyHost === true) {

@@ -15,8 +15,7 @@ import type { PermissionNeeds } from "./permissions.ts";
 /**
  * The number of workers `serve` runs for a configuration: `[server] workers`, else
  * one per CPU (`navigator.hardwareConcurrency`); one with `[cluster]`, whose
- * stores are per process, and one when a group has upstreams looked up in DNS
- * (`{ dns = ... }`, `{ srv = ... }`), which run in one event loop.
+ * stores are per process.
  *
  * @example Usage
  * ```ts
@@ -34,10 +33,9 @@ export function workerCount(
   config: {
     server: { workers?: number };
     cluster?: unknown;
-    groups?: ReadonlyMap<string, { name: string; dns?: readonly unknown[] }>;
   },
 ): number {
-  if (config.cluster !== undefined || hasDnsUpstreams(config)) return 1;
+  if (config.cluster !== undefined) return 1;
   return Math.max(1, config.server.workers ?? navigator.hardwareConcurrency);
 }
 

@@ -24,6 +24,31 @@ import type { DnsEntryState } from "./status.ts";
 export type DnsEntry = DnsQuery & { interval: number };
 
 /**
+ * A group's DNS entries, as {@linkcode UpstreamGroup} runs them: looked up by the
+ * group ({@linkcode GroupDns}) or reported by another thread (`RelayedDns`).
+ */
+export interface DnsEntries {
+  /** How many DNS entries are in force. */
+  readonly size: number;
+  /** Whether a reload has staged entries it has not committed yet. */
+  readonly staging: boolean;
+  /** Stages the entries of a configuration (start, or the first step of a reload). */
+  prepare(entries: readonly DnsEntry[]): Promise<void>;
+  /** The upstreams of the staged entries (during a reload) or of those in force. */
+  upstreams(): { spec: UpstreamSpec; source: string }[];
+  /** Puts the staged entries in force. */
+  commit(): void;
+  /** Drops what a reload staged. */
+  discard(): void;
+  /** The entries in force, for `/status`. */
+  status(iso: (monotonic: number) => string): DnsEntryState[];
+  /** Brings the per-entry gauges up to date (a scrape). */
+  collect(): void;
+  /** Stops every entry (and removes its metric series when `removeSeries`). */
+  close(removeSeries?: boolean): void;
+}
+
+/**
  * The DNS entries of a group's configuration.
  *
  * @param config The group.
@@ -66,7 +91,7 @@ export interface GroupDnsOptions {
 }
 
 /** A group's running DNS entries, and those a reload in progress has looked up. */
-export class GroupDns {
+export class GroupDns implements DnsEntries {
   #options: GroupDnsOptions;
   #running = new Map<string, DnsUpstreams>();
   #staged: Map<string, DnsUpstreams> | undefined;

@@ -11,7 +11,6 @@ import { getLogger } from "@logtape/logtape";
 
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
-
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 
@@ -52,14 +51,15 @@ import { Lifecycle, type LoadedConfig, type ReloadSource } from "./lifecycle.ts"
 
 import { BalancerMetrics } from "./_balancer_metrics.ts";
 import { clientPolicyMetrics } from "./_client_policy_metrics.ts";
-import { type BalancerOptions, buildTrust, defaultLoad } from "./options.ts";
+import { type BalancerOptions, buildTrust, defaultLoad, wantedListeners } from "./options.ts";
 import { Refusals } from "./refusals.ts";
 import { SessionRunner } from "./session.ts";
 import { logReload, plural } from "./reload_log.ts";
 import { type GroupHealthSource, UpstreamGroup } from "./upstream_group.ts";
 import { configuredResolver } from "./_group_dns.ts";
+import { DnsReports } from "./_relayed_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
-import type { HealthReport } from "./records.ts";
+import type { DnsReport, HealthReport } from "./records.ts";
 import type {
   BalancerCounters,
   BalancerState,
@@ -133,6 +133,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #caps: ConnectionCaps;
   /** Health reported with `setHealth`, by group then address (external health only). */
   #reports = new Map<string, Map<string, RelayedReport>>();
+  /** DNS upstreams reported with `setDnsUpstreams` (external DNS only). */
+  #dnsReports: DnsReports | undefined;
   #registry: MetricsRegistry;
   #metrics: BalancerMetrics;
   #groups = new Map<string, UpstreamGroup>();
@@ -150,7 +152,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #sessions: LiveSessions;
   #refusals: Refusals;
   #runner: SessionRunner;
-  /** Client TCP connections open: the `max_connections` count. */
   /** Ends a drain's wait when close() comes first. */
   #stopWaiting: PromiseWithResolvers<void> | undefined;
   #ciphers: Set<string>;
@@ -189,6 +190,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     });
     this.#upstreamCounts = options.upstreamCounts;
     this.#externalHealth = options.health === "external";
+    if (options.dns === "external") this.#dnsReports = new DnsReports();
     this.#fileDescriptors = options.fileDescriptorLimit ?? readFileDescriptorLimit();
     this.#logLifecycle = options.logLifecycle ?? true;
     this.#caps = connectionCaps(options.config.server, this.#fileDescriptors);
@@ -413,6 +415,23 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     storeReport(reports, report, this.#clock.now());
   }
 
+  /**
+   * Sets the upstreams of a group's DNS entries (`dns: "external"`), applied as a new
+   * answer is (during a reload, once it ends). A report may come before the group or
+   * its entries exist: it applies when they do (report a reload's before it).
+   *
+   * @param group The group name.
+   * @param report Every entry's upstreams, by entry; the entries left out have none.
+   * @throws {TypeError} When the balancer looks its entries up itself (`dns: "lookup"`).
+   */
+  setDnsUpstreams(group: string, report: DnsReport): void {
+    if (this.#dnsReports === undefined) {
+      throw new TypeError('Cannot set DNS upstreams: the balancer looks them up (dns is "lookup")');
+    }
+    this.#dnsReports.set(group, report);
+    this.#groups.get(group)?.reported();
+  }
+
   /** The per-client limiter, for status and metrics. */
   get limiter(): ClientLimiter {
     return this.#limiter;
@@ -611,6 +630,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       health,
       resolver: this.#resolver,
       connector: connectorFor(tls.upstreams?.get(name), this.#connectors),
+      dnsReports: this.#dnsReports?.of(name),
     });
   }
 
@@ -797,10 +817,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Refuses a connection whose certificate failed verification, or that has none: a
-   * handshake failure named after its cause, closed with close_notify at once.
-   */
-  /**
    * After a reload: ends the live connections the trust and policy now in force would
    * refuse (certificate revoked, CA removed, client removed, group withdrawn), unless
    * `[server] on_policy_change = "keep"`.
@@ -825,18 +841,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
   #emit(type: string, detail: unknown): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
-}
-
-/** The listeners a configuration asks for: the shared one first, then the groups' own. */
-function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
-  const wanted: { address: string; group: string | undefined }[] = [];
-  if (config.server.listen !== undefined) {
-    wanted.push({ address: config.server.listen, group: undefined });
-  }
-  for (const group of config.groups.values()) {
-    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
-  }
-  return wanted;
 }
 
 /** The secure context of the listeners for a configuration and its TLS material. */

@@ -236,6 +236,17 @@ export class RelayedHealth extends EventTarget implements GroupHealth, PassiveSi
     }
   }
 
+  /**
+   * Drops what was reported of an upstream that left the group: if it comes back,
+   * it is unknown until reported again.
+   *
+   * @param address The upstream.
+   */
+  forget(address: string): void {
+    this.#reports.delete(address);
+    this.#failed.delete(address);
+  }
+
   close(): Promise<void> {
     this.#closed = true;
     return Promise.resolve();

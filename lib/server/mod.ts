@@ -22,6 +22,7 @@ export {
 export {
   type ConnectionRecord,
   type DenyRecord,
+  type DnsReport,
   type HandshakeErrorRecord,
   type HealthReport,
   type PassiveHealthRecord,

@@ -124,6 +124,17 @@ export interface BalancerOptions {
    */
   health?: "probe" | "external";
   /**
+   * Where the upstreams of the groups' DNS entries come from. `"lookup"`: the
+   * balancer looks each entry up at its interval with `resolver`. `"external"`: it
+   * looks nothing up; an entry has the upstreams `Balancer.setDnsUpstreams()`
+   * reports for it (none until then), applied as a new answer is: upstreams that
+   * stay keep their counts and health, removed ones drain, new ones are picked once
+   * healthy. The primary thread of a `WorkerBalancer` looks up for its workers so.
+   *
+   * @default {"lookup"}
+   */
+  dns?: "lookup" | "external";
+  /**
    * Where the count of open client connections that `[server] max_connections`
    * caps lives: a count shared by the workers of a `WorkerBalancer`, so the cap is
    * for the whole server. `add` returns the new total.
@@ -193,4 +204,21 @@ export async function buildTrust(
 export async function defaultLoad(path: string): Promise<LoadedConfig> {
   const config = await loadConfig(path);
   return { config, tls: await loadTlsMaterial(config) };
+}
+
+/**
+ * The listeners a configuration asks for: the shared one first, then the groups' own.
+ *
+ * @param config The configuration.
+ * @returns Each listener's address, and its group for a group's own.
+ */
+export function wantedListeners(config: Config): { address: string; group: string | undefined }[] {
+  const wanted: { address: string; group: string | undefined }[] = [];
+  if (config.server.listen !== undefined) {
+    wanted.push({ address: config.server.listen, group: undefined });
+  }
+  for (const group of config.groups.values()) {
+    if (group.listen !== undefined) wanted.push({ address: group.listen, group: group.name });
+  }
+  return wanted;
 }

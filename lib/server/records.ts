@@ -2,7 +2,7 @@
  * The records a balancer dispatches as events: a refusal (`"deny"`), a failed
  * handshake (`"handshake_error"`), an ended connection (`"end"`, the audit record), a
  * reload (`"reload"`), and between workers and their primary, upstream health
- * (`HealthReport`, `"passive_health"`).
+ * (`HealthReport`, `"passive_health"`) and the upstreams of DNS entries (`DnsReport`).
  *
  * @module
  */
@@ -10,6 +10,7 @@ import type { CertIdentity } from "../identity/certificate.ts";
 import type { DenyReason, HandshakeFailure, SessionEndReason } from "../core/reasons.ts";
 import type { ForwardEndReason } from "../proxy/forward.ts";
 import type { PassiveFailureReason, PassiveSuccess } from "../upstream/outlier_detector.ts";
+import type { UpstreamSpec } from "../upstream/least_conn_pool.ts";
 
 /** Detail of a `"deny"` event. */
 export interface DenyRecord {
@@ -115,3 +116,11 @@ export interface PassiveHealthRecord {
   /** What went right, for a success. */
   success?: PassiveSuccess;
 }
+
+/**
+ * The upstreams of a group's DNS entries, as the owner of the look-ups (the primary
+ * thread of a `WorkerBalancer`) found them: by entry, named `dns NAME:PORT` or
+ * `srv NAME`, each with its upstreams sorted by address. An entry left out has no
+ * upstream yet.
+ */
+export type DnsReport = Record<string, readonly UpstreamSpec[]>;

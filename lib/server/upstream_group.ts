@@ -20,7 +20,8 @@ import { LeastConnPool, type UpstreamSpec } from "../upstream/least_conn_pool.ts
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "./_balancer_metrics.ts";
-import { dnsEntriesOf, GroupDns } from "./_group_dns.ts";
+import { type DnsEntries, dnsEntriesOf, GroupDns } from "./_group_dns.ts";
+import { RelayedDns } from "./_relayed_dns.ts";
 import type { ConnectorFactory } from "./group_connector.ts";
 import {
   type GroupHealth,
@@ -73,6 +74,13 @@ export interface UpstreamGroupOptions {
    * given the DNS name each address came from.
    */
   connector: ConnectorFactory;
+  /**
+   * The upstreams of its DNS entries as another thread reports them, by entry: the
+   * group then looks nothing up (see `BalancerOptions.dns`).
+   *
+   * @default {none: the group looks its entries up with `resolver`}
+   */
+  dnsReports?: ReadonlyMap<string, readonly UpstreamSpec[]> | undefined;
 }
 
 /**
@@ -106,8 +114,8 @@ export class UpstreamGroup {
   readonly accepted: CounterSeries;
   /** `mtlb_connect_retries_total` of the group. */
   readonly retries: CounterSeries;
-  /** Its DNS entries: upstreams looked up at an interval. */
-  readonly dns: GroupDns;
+  /** Its DNS entries: upstreams looked up at an interval, or reported. */
+  readonly dns: DnsEntries;
   /** Opens a connection to one of its upstreams: TCP, or TLS with `[groups.<name>.tls]`. */
   dial: Dialer<Socket>;
   /** The active check its probe runs; `undefined` for `tcpCheck`. */
@@ -173,13 +181,15 @@ export class UpstreamGroup {
       this.passive = this.outlier = detector;
     }
     this.#follows.push(this.pool.followHealth(this.probe));
-    this.dns = new GroupDns({
-      group: name,
-      resolver: options.resolver,
-      clock,
-      metrics,
-      onChange: () => this.#resolved(),
-    });
+    this.dns = options.dnsReports !== undefined
+      ? new RelayedDns(options.dnsReports)
+      : new GroupDns({
+        group: name,
+        resolver: options.resolver,
+        clock,
+        metrics,
+        onChange: () => this.#resolved(),
+      });
     this.probe.start();
     this.accepted = metrics.accepted.labels(name);
     this.retries = metrics.retries.labels(name);
@@ -249,6 +259,14 @@ export class UpstreamGroup {
     this.#apply(this.config);
   }
 
+  /**
+   * The upstreams reported for its DNS entries changed (see `BalancerOptions.dns`):
+   * applied at once, unless a reload is under way.
+   */
+  reported(): void {
+    this.#resolved();
+  }
+
   /** Static upstreams first, then those of the DNS entries, each address once. */
   #upstreams(config: GroupConfig): UpstreamSpec[] {
     const out: UpstreamSpec[] = config.upstreams.map((u) => ({
@@ -275,6 +293,13 @@ export class UpstreamGroup {
     this.#deferred = false;
     const upstreams = this.#upstreams(config);
     const addresses = upstreams.map((u) => u.address);
+    if (this.probe instanceof RelayedHealth) {
+      // One that leaves and comes back is unknown again until reported.
+      const staying = new Set(addresses);
+      for (const u of this.pool.snapshot()) {
+        if (u.removed !== true && !staying.has(u.address)) this.probe.forget(u.address);
+      }
+    }
     this.probe.setTargets(groupHealthTargets(config, upstreams));
     if (this.outlier !== undefined) {
       const { panicThreshold: _, ...settings } = config.outlier;

@@ -5,6 +5,9 @@
  * probes and the ejections it decides. Loaded only with `new Worker(...)`; the
  * messages it understands and sends are `ToWorker` and `FromWorker` (`_messages.ts`).
  *
+ * The upstreams of DNS entries are those the primary looks up and relays (`dns`
+ * messages), applied in order with starts and reloads.
+ *
  * Nothing here runs per connection: the Worker posts a message only for a passive
  * health signal (a failed dial, a reset before any byte, and the successes that end
  * a streak of them), a batch of refusals (at most four a second), and in answer to
@@ -22,6 +25,7 @@ import {
   type CollectReply,
   errorInfo,
   type FromWorker,
+  type GroupDnsReports,
   type GroupHealthReports,
   type RelayedEvent,
   type ToWorker,
@@ -81,21 +85,28 @@ async function handle(message: ToWorker): Promise<void> {
   switch (message.type) {
     case "start":
       return await start(message);
+    case "dns":
+      // After the start and reloads before it: the ledger and pools see the new slots
+      // before any pool can pick a new address.
+      state?.update(message.shared);
+      ledger?.update(message.shared);
+      balancer?.setDnsUpstreams(message.group, message.report);
+      post({ type: "dns_applied", epoch: message.epoch });
+      return;
     case "reload": {
       const running = balancer!;
+      const { id, epoch } = message;
       state!.update(message.shared);
       ledger!.update(message.shared);
+      // DNS sets first: applying them forgets the health of upstreams that left.
+      applyDns(running, message.dns);
       applyHealth(running, message.health);
       try {
         await running.reload(message.loaded);
-        post({ type: "reloaded", id: message.id, listeners: running.listeners() });
+        post({ type: "reloaded", id, epoch, listeners: running.listeners() });
       } catch (error) {
-        post({
-          type: "reloaded",
-          id: message.id,
-          listeners: running.listeners(),
-          error: reloadFailure(error),
-        });
+        const listeners = running.listeners();
+        post({ type: "reloaded", id, epoch, listeners, error: reloadFailure(error) });
       }
       return;
     }
@@ -139,8 +150,10 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
     handshakeShare: 1 / message.workers,
     logLifecycle: false,
     health: "external",
+    dns: "external",
     load: () => Promise.reject(new Error("a worker reloads only what its primary sends")),
   });
+  applyDns(candidate, message.dns);
   applyHealth(candidate, message.health);
   healthTarget = candidate;
   candidate.addEventListener("passive_health", (event) => {
@@ -162,7 +175,11 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
     return;
   }
   balancer = candidate;
-  post({ type: "started", listeners: candidate.listeners() });
+  post({ type: "started", epoch: message.epoch, listeners: candidate.listeners() });
+}
+
+function applyDns(target: Balancer, dns: GroupDnsReports): void {
+  for (const [group, report] of Object.entries(dns)) target.setDnsUpstreams(group, report);
 }
 
 function applyHealth(target: Balancer, health: GroupHealthReports): void {

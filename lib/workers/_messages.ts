@@ -7,6 +7,7 @@
 import type { LoadedConfig } from "../server/lifecycle.ts";
 import type {
   DenyRecord,
+  DnsReport,
   HandshakeErrorRecord,
   HealthReport,
   PassiveHealthRecord,
@@ -17,6 +18,9 @@ import type { WorkerLogging } from "./worker_logging.ts";
 
 /** Health reports by group name, as the primary's probes see them. */
 export type GroupHealthReports = Record<string, HealthReport[]>;
+
+/** The upstreams of the DNS entries by group name, as the primary's look-ups found them. */
+export type GroupDnsReports = Record<string, DnsReport>;
 
 /** An error as it crosses a thread: its name, message and the fields of a bind error. */
 export interface ErrorInfo {
@@ -87,6 +91,10 @@ export type ToWorker =
     /** How many workers share the listeners (each takes its share of `max_handshakes`). */
     workers: number;
     health: GroupHealthReports;
+    /** The upstreams of the DNS entries. */
+    dns: GroupDnsReports;
+    /** The primary's count of upstream sets sent, answered in `started`. */
+    epoch: number;
     /** How to configure LogTape in the Worker; no logging without it. */
     logging: WorkerLogging | undefined;
     /** Where `collect` answers go, read synchronously by the primary. */
@@ -96,11 +104,22 @@ export type ToWorker =
   }
   | { type: "health"; group: string; report: HealthReport }
   | {
+    /** A DNS entry of the group found another set: apply it, then answer `dns_applied`. */
+    type: "dns";
+    epoch: number;
+    group: string;
+    report: DnsReport;
+    /** The shared slots, new addresses included. */
+    shared: SharedStateInit;
+  }
+  | {
     type: "reload";
     id: number;
+    epoch: number;
     loaded: LoadedConfig;
     shared: SharedStateInit;
     health: GroupHealthReports;
+    dns: GroupDnsReports;
   }
   | { type: "drain"; timeout: number }
   | { type: "close" }
@@ -113,9 +132,10 @@ export type RelayedEvent =
 
 /** Messages from a Worker to the primary. */
 export type FromWorker =
-  | { type: "started"; listeners: ListenerInfo[] }
+  | { type: "started"; epoch: number; listeners: ListenerInfo[] }
   | { type: "failed"; error: ErrorInfo }
-  | { type: "reloaded"; id: number; listeners: ListenerInfo[]; error?: string }
+  | { type: "reloaded"; id: number; epoch: number; listeners: ListenerInfo[]; error?: string }
+  | { type: "dns_applied"; epoch: number }
   | { type: "passive"; record: PassiveHealthRecord }
   | { type: "denials"; records: RelayedEvent[] }
   | { type: "draining" }

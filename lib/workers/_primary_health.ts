@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { HostPort } from "../core/address.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { EjectionEvent, HealthChangeEvent } from "../upstream/health_event.ts";
@@ -13,7 +14,7 @@ import { type HealthCheck, tcpCheck } from "../upstream/health_check.ts";
 import { dialTcp } from "../upstream/dial.ts";
 import { tlsDialer } from "../upstream/tls_dial.ts";
 import { groupConnector } from "../server/group_connector.ts";
-import { isPanic } from "../upstream/least_conn_pool.ts";
+import { isPanic, type UpstreamSpec } from "../upstream/least_conn_pool.ts";
 import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import type { BalancerMetrics } from "../server/_balancer_metrics.ts";
 import { groupHealthTargets, groupOutlierDetector } from "../server/group_health.ts";
@@ -33,6 +34,10 @@ export interface PrimaryHealthOptions {
   metrics: BalancerMetrics;
   /** Sends a `health` message to every worker. */
   relay: (message: ToWorker) => void;
+  /** A group's upstreams: its static ones, then those its DNS entries found. */
+  upstreams: (group: GroupConfig) => UpstreamSpec[];
+  /** The DNS name an upstream of a group was looked up from, verified by TLS checks. */
+  nameOf: (group: string, address: HostPort) => string | undefined;
 }
 
 /**
@@ -56,9 +61,13 @@ export class PrimaryHealth {
   #clock: Clock;
   #metrics: BalancerMetrics;
   #relay: (message: ToWorker) => void;
+  #upstreams: (group: GroupConfig) => UpstreamSpec[];
+  #nameOf: (group: string, address: HostPort) => string | undefined;
   #probes = new Map<string, HealthProbe>();
   /** Each group's check, by name: swapped when a reload changes its TLS material. */
   #checks = new Map<string, HealthCheck | undefined>();
+  /** The upstreams each group's probe checks, for a reload to go back to. */
+  #targets = new Map<string, UpstreamSpec[]>();
   /** Each group's outlier detection, beside its probe. */
   #outliers = new WeakMap<HealthProbe, OutlierDetector>();
 
@@ -73,6 +82,8 @@ export class PrimaryHealth {
     this.#clock = options.clock;
     this.#metrics = options.metrics;
     this.#relay = options.relay;
+    this.#upstreams = options.upstreams;
+    this.#nameOf = options.nameOf;
   }
 
   /**
@@ -150,13 +161,14 @@ export class PrimaryHealth {
     const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
     let available = 0;
     let ejected = 0;
-    for (const { address } of group.upstreams) {
+    const upstreams = this.#upstreams(group);
+    for (const { address } of upstreams) {
       if (probe?.isHealthy(address) !== true) continue;
       if (outlier?.isEjected(address)) ejected++;
       else available++;
     }
     return isPanic(
-      { total: group.upstreams.length, available, ejected },
+      { total: upstreams.length, available, ejected },
       group.outlier.panicThreshold,
     );
   }
@@ -176,7 +188,7 @@ export class PrimaryHealth {
       const probe = this.#probes.get(group.name);
       const outlier = probe === undefined ? undefined : this.#outliers.get(probe);
       m.panic.labels(group.name).set(this.panic(group) ? 1 : 0);
-      for (const upstream of group.upstreams) {
+      for (const upstream of this.#upstreams(group)) {
         const ejected = outlier?.isEjected(upstream.address) === true;
         m.upstreamHealthy.labels(group.name, upstream.address)
           .set(probe?.isHealthy(upstream.address) && !ejected ? 1 : 0);
@@ -190,10 +202,27 @@ export class PrimaryHealth {
   }
 
   /**
+   * Probes a group's upstreams anew after its DNS entries found another set: new
+   * ones are probed at once (each worker picks one once its first probe passes),
+   * those that stay keep their state, removed ones stop being probed.
+   *
+   * @param group The group's configuration in force.
+   */
+  retarget(group: GroupConfig): void {
+    const probe = this.#probes.get(group.name);
+    if (probe === undefined) return;
+    const upstreams = this.#upstreams(group);
+    this.#targets.set(group.name, upstreams);
+    probe.setTargets(groupHealthTargets(group, upstreams));
+    const { panicThreshold: _, ...settings } = group.outlier;
+    this.#outliers.get(probe)?.setTargets(upstreams.map((u) => u.address), settings);
+  }
+
+  /**
    * Prepares the health of a reload: new upstreams and groups are probed at once,
    * and the old ones are probed until the end.
    *
-   * @param config The configuration to apply.
+   * @param config The configuration to apply (its DNS entries already looked up).
    * @param previous The running configuration.
    * @param tls The TLS material of `config`: new groups are probed with it at once,
    *   kept ones once the stage is committed.
@@ -203,16 +232,19 @@ export class PrimaryHealth {
     const added = new Map<string, HealthProbe>();
     const kept: HealthProbe[] = [];
     const checks = new Map<string, HealthCheck | undefined>();
+    const targetsOf = (group: GroupConfig, upstreams = this.#upstreams(group)) =>
+      groupHealthTargets(group, upstreams);
     for (const group of config.groups.values()) {
       checks.set(group.name, this.#checkOf(group.name, tls));
-      const targets = groupHealthTargets(group);
+      const targets = targetsOf(group);
       const probe = this.#probes.get(group.name);
       if (probe === undefined) {
         if (!this.#checks.has(group.name)) this.#checks.set(group.name, checks.get(group.name));
         added.set(group.name, this.#newProbe(group));
         continue;
       }
-      const old = groupHealthTargets(previous.groups.get(group.name)!);
+      const was = previous.groups.get(group.name)!;
+      const old = targetsOf(was, this.#targets.get(group.name));
       probe.setTargets([
         ...targets,
         ...old.filter((o) => !targets.some((t) => t.address === o.address)),
@@ -229,11 +261,10 @@ export class PrimaryHealth {
           const group = config.groups.get(name);
           if (group === undefined) {
             this.#probes.delete(name);
+            this.#targets.delete(name);
             void this.#closeProbe(probe);
           } else {
-            probe.setTargets(groupHealthTargets(group));
-            const { panicThreshold: _, ...settings } = group.outlier;
-            this.#outliers.get(probe)?.setTargets(group.upstreams.map((u) => u.address), settings);
+            this.retarget(group);
           }
         }
         for (const [name, probe] of added) this.#probes.set(name, probe);
@@ -243,7 +274,8 @@ export class PrimaryHealth {
       revert: async () => {
         for (const group of config.groups.values()) {
           const was = previous.groups.get(group.name);
-          if (was !== undefined) this.#probes.get(group.name)?.setTargets(groupHealthTargets(was));
+          if (was === undefined) continue;
+          this.#probes.get(group.name)?.setTargets(targetsOf(was, this.#targets.get(group.name)));
         }
         await Promise.all([...added.values()].map((p) => this.#closeProbe(p)));
       },
@@ -267,18 +299,23 @@ export class PrimaryHealth {
       connectTls: tlsDialer,
       healthCheck: this.#check,
       wall: Date.now,
+      nameOf: (address) => this.#nameOf(group, address),
     }).check;
   }
 
   #newProbe(config: GroupConfig): HealthProbe {
     const group = config.name;
-    const probe = new HealthProbe(groupHealthTargets(config), {
+    const upstreams = this.#upstreams(config);
+    this.#targets.set(group, upstreams);
+    const probe = new HealthProbe(groupHealthTargets(config, upstreams), {
       // Through the map, so that a reload can swap the group's TLS material.
       check: (address, settings, signal) =>
         (this.#checks.get(group) ?? tcpCheck)(address, settings, signal),
       clock: this.#clock,
     });
     const outlier = groupOutlierDetector(config, probe, this.#clock);
+    const { panicThreshold: _, ...settings } = config.outlier;
+    outlier.setTargets(upstreams.map((u) => u.address), settings);
     this.#outliers.set(probe, outlier);
     probe.addEventListener("change", (event) => {
       const { address, healthy, reason } = (event as HealthChangeEvent).change;

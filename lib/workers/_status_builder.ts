@@ -19,6 +19,7 @@ import {
   type UpstreamState,
 } from "../server/status.ts";
 import type { WorkerBalancerStatus, WorkerStatus } from "./status.ts";
+import type { PrimaryDns } from "./_primary_dns.ts";
 import type { PrimaryHealth } from "./_primary_health.ts";
 import { addAll, type Figures, type Retired } from "./_worker_figures.ts";
 import type { Slot } from "./_worker_slots.ts";
@@ -37,6 +38,8 @@ export interface StatusSources {
   retired: Readonly<Retired>;
   /** The primary's probes and outlier detectors. */
   health: PrimaryHealth;
+  /** The primary's DNS look-ups. */
+  dns: PrimaryDns;
   /** The listeners as the workers bound them, for when no worker answered. */
   listeners: readonly ListenerInfo[];
   /** The open-files limit the default connection caps derive from. */
@@ -150,14 +153,14 @@ function groupState(
       else seen.accepted += u.accepted;
     }
   }
-  // Configured upstreams first, then removed ones some worker still forwards to.
-  const order = [
-    ...groupConfig.upstreams.map((u) => u.address),
-    ...[...upstreams.keys()].filter((a) => !groupConfig.upstreams.some((u) => u.address === a)),
-  ];
+  // Configured upstreams first, then those DNS found, then removed ones some worker
+  // still forwards to.
+  const current = new Map(sources.dns.upstreams(groupConfig).map((u) => [u.address, u]));
+  const from = sources.dns.sources(groupConfig);
+  const order = [...current.keys(), ...[...upstreams.keys()].filter((a) => !current.has(a))];
   for (const address of order) {
     const seen = upstreams.get(address);
-    const configured = groupConfig.upstreams.find((u) => u.address === address);
+    const configured = current.get(address);
     const removed = configured === undefined;
     const h = removed ? undefined : health.get(address);
     const state: UpstreamState = {
@@ -169,12 +172,16 @@ function groupState(
       state: h?.state ?? "unknown",
     };
     if (removed) state.removed = true;
+    const source = from.get(address);
+    if (source !== undefined) state.source = source;
     addProbeState(state, h, iso);
     if (!removed) addEjection(state, outliers.get(address), iso);
     entry.upstreams.push(state);
   }
   if (groupConfig.listen !== undefined) entry.listen = groupConfig.listen;
   if (groupConfig.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
+  const dns = sources.dns.status(name, iso);
+  if (dns !== undefined) entry.dns = dns;
   return entry;
 }
 

@@ -17,7 +17,13 @@ import type { SharedState, SharedStateOptions } from "./shared_state.ts";
 import type { WorkerLogging } from "./worker_logging.ts";
 import type { WorkerExitRecord, WorkerStartRecord } from "./records.ts";
 import type { WorkerLifeState } from "./status.ts";
-import { errorFrom, type FromWorker, type GroupHealthReports, type ToWorker } from "./_messages.ts";
+import {
+  errorFrom,
+  type FromWorker,
+  type GroupDnsReports,
+  type GroupHealthReports,
+  type ToWorker,
+} from "./_messages.ts";
 import type { Figures } from "./_worker_figures.ts";
 
 const log = getLogger(["mtlb", "workers"]);
@@ -75,6 +81,23 @@ export interface Slot {
   restartTimer: TimerId | undefined;
   /** The latest figures it answered with. */
   last: Figures | undefined;
+  /**
+   * The latest set of upstreams it applied (the primary's epoch): it picks no
+   * upstream the primary dropped before it; -1 while it starts.
+   */
+  applied: number;
+}
+
+/** What a reload gives a worker besides the configuration. */
+export interface ReloadMaterial {
+  /** The configuration (listeners on port 0 resolved) and TLS material. */
+  loaded: LoadedConfig;
+  /** What the probes know of that configuration's upstreams. */
+  health: GroupHealthReports;
+  /** The upstreams of its DNS entries. */
+  dns: GroupDnsReports;
+  /** The epoch of this set of upstreams. */
+  epoch: number;
 }
 
 /** Options of {@linkcode WorkerSlots}. */
@@ -101,6 +124,8 @@ export interface WorkerSlotsOptions {
   running: () => LoadedConfig;
   /** What the primary's probes know, for a worker that starts. */
   health: () => GroupHealthReports;
+  /** The upstreams of the DNS entries and their epoch, for a worker that starts. */
+  dns: () => { reports: GroupDnsReports; epoch: number };
   /** The balancer's life-cycle state: workers are restarted only while it serves. */
   state: () => BalancerState;
   /** A worker's passive health signal. */
@@ -124,6 +149,7 @@ export class WorkerSlots {
   #events: EventTarget;
   #running: () => LoadedConfig;
   #health: () => GroupHealthReports;
+  #dns: () => { reports: GroupDnsReports; epoch: number };
   #state: () => BalancerState;
   #passive: (record: PassiveHealthRecord) => void;
   #retired: (last: Figures) => void;
@@ -154,6 +180,7 @@ export class WorkerSlots {
     this.#events = options.events;
     this.#running = options.running;
     this.#health = options.health;
+    this.#dns = options.dns;
     this.#state = options.state;
     this.#passive = options.passive;
     this.#retired = options.retired;
@@ -212,18 +239,27 @@ export class WorkerSlots {
   }
 
   /**
+   * The lowest epoch every running worker has applied: no worker picks an upstream
+   * the primary dropped before it.
+   *
+   * @returns The epoch; `Infinity` when no worker runs.
+   */
+  get applied(): number {
+    return Math.min(...this.#slots.filter((s) => s.worker !== undefined).map((s) => s.applied));
+  }
+
+  /**
    * Asks a worker to apply a configuration.
    *
    * @param slot The slot.
-   * @param loaded The configuration (listeners on port 0 resolved) and TLS material.
-   * @param health What the probes know of that configuration's upstreams.
+   * @param material The configuration, health, DNS upstreams and their epoch.
    * @returns How the worker took it.
    */
-  reload(slot: Slot, loaded: LoadedConfig, health: GroupHealthReports): Promise<WorkerReload> {
+  reload(slot: Slot, material: ReloadMaterial): Promise<WorkerReload> {
     if (slot.worker === undefined) return Promise.resolve({ exited: true, listeners: [] });
     const id = ++this.#nextId;
     const done = new Promise<WorkerReload>((resolve) => slot.reloads.set(id, resolve));
-    this.send(slot, { type: "reload", id, loaded, shared: this.#shared.init, health });
+    this.send(slot, { type: "reload", id, shared: this.#shared.init, ...material });
     return done;
   }
 
@@ -370,6 +406,8 @@ export class WorkerSlots {
     slot.ledger = WorkerLedger.allocate(this.#sharedOptions);
     slot.state = "starting";
     slot.last = undefined;
+    slot.applied = -1;
+    const dns = this.#dns();
     const starting = Promise.withResolvers<ListenerInfo[]>();
     slot.starting = starting;
     worker.onmessage = (event: MessageEvent<FromWorker>) => {
@@ -392,6 +430,8 @@ export class WorkerSlots {
       fileDescriptorLimit: this.#fileDescriptors,
       workers: this.#count,
       health: this.#health(),
+      dns: dns.reports,
+      epoch: dns.epoch,
       logging: this.#logging,
       reply: channel.port2,
       flag: slot.flag.buffer as SharedArrayBuffer,
@@ -406,6 +446,7 @@ export class WorkerSlots {
         slot.state = "serving";
         slot.startedAt = this.#clock.now();
         slot.startedWall = this.#wall();
+        slot.applied = message.epoch;
         this.#listeners = message.listeners;
         slot.starting?.resolve(message.listeners);
         slot.starting = undefined;
@@ -414,7 +455,12 @@ export class WorkerSlots {
         slot.starting?.reject(errorFrom(message.error));
         slot.starting = undefined;
         return;
+      case "dns_applied":
+        slot.applied = Math.max(slot.applied, message.epoch);
+        return;
       case "reloaded": {
+        // Failed or not, it runs a set of upstreams no older than this one.
+        slot.applied = Math.max(slot.applied, message.epoch);
         const settle = slot.reloads.get(message.id);
         slot.reloads.delete(message.id);
         settle?.(
@@ -515,5 +561,6 @@ function newSlot(index: number): Slot {
     closed: undefined,
     restartTimer: undefined,
     last: undefined,
+    applied: -1,
   };
 }

@@ -7,6 +7,7 @@
 import type { Config } from "../config/mod.ts";
 import type { Clock } from "../core/clock.ts";
 import type { LoadedConfig } from "../server/lifecycle.ts";
+import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import type { HealthCheck } from "../upstream/health_check.ts";
 import type { SharedStateOptions } from "./shared_state.ts";
 import type { WorkerLogging } from "./worker_logging.ts";
@@ -48,6 +49,13 @@ export interface WorkerBalancerOptions {
    * @default {tcpCheck}
    */
   healthCheck?: HealthCheck;
+  /**
+   * Answers the look-ups of the groups' DNS entries, which the primary makes once
+   * for every worker.
+   *
+   * @default {denoResolver() asking `[server] resolver`, else the system resolver}
+   */
+  resolver?: DnsResolver;
   /**
    * Time source of the primary: health probes, restart delays, drain duration.
    *

@@ -7,7 +7,10 @@
  * Names (upstream addresses, client names) map to fixed slots. The thread that
  * creates the state assigns the slots ({@linkcode SharedState.assign}) and hands
  * {@linkcode SharedState.init} to each worker, which calls
- * {@linkcode SharedState.attach}. Slots are never reused, so a reload only appends.
+ * {@linkcode SharedState.attach}. A name keeps its slot while it is used; the slot of
+ * an upstream gone for good (its count back to zero, no worker able to pick it) is
+ * given back with {@linkcode SharedState.release} and taken by the next new address,
+ * so upstreams that come and go with DNS answers do not exhaust the table.
  *
  * @module
  */
@@ -32,7 +35,8 @@ export interface SharedStateInit {
 /** Capacity of a {@linkcode SharedState}. */
 export interface SharedStateOptions {
   /**
-   * Upstream slots (every address ever configured, reloads included).
+   * Upstream slots: every address in use at once (configured or answered by DNS),
+   * and those a reload or DNS answer removed until their last connection ends.
    *
    * @default {1024}
    */
@@ -89,6 +93,10 @@ export class SharedState {
   #clientCapacity: number;
   #upstreams: Map<string, number>;
   #clients: Map<string, number>;
+  /** Upstream slots given back, lowest first, for the next new addresses. */
+  #freeUpstreams: number[] = [];
+  /** Upstream slots ever used: the next slot when none was given back. */
+  #usedUpstreams = 0;
   static #attaching: SharedStateInit | undefined;
 
   /**
@@ -112,6 +120,7 @@ export class SharedState {
       this.#clientCapacity = clients;
       this.#upstreams = new Map(Object.entries(attaching.upstreams));
       this.#clients = new Map(Object.entries(attaching.clients));
+      this.#usedUpstreams = this.#upstreams.size;
       return;
     }
     const upstreams = options.upstreams ?? 1024;
@@ -155,12 +164,17 @@ export class SharedState {
   assign(upstreams: Iterable<string>, clients: Iterable<string>): void {
     for (const address of upstreams) {
       if (this.#upstreams.has(address)) continue;
-      if (this.#upstreams.size >= this.#upstreamCapacity) {
+      const free = this.#freeUpstreams.shift();
+      if (free !== undefined) {
+        this.#upstreams.set(address, free);
+        continue;
+      }
+      if (this.#usedUpstreams >= this.#upstreamCapacity) {
         throw new SharedStateError(
           `Cannot assign upstream ${address}: all ${this.#upstreamCapacity} shared slots are used`,
         );
       }
-      this.#upstreams.set(address, this.#upstreams.size);
+      this.#upstreams.set(address, this.#usedUpstreams++);
     }
     for (const client of clients) {
       if (this.#clients.has(client)) continue;
@@ -171,6 +185,45 @@ export class SharedState {
       }
       this.#clients.set(client, this.#clients.size);
     }
+  }
+
+  /**
+   * Gives back the slot of an upstream gone for good, for the next new address.
+   * Call it only once no thread can count on that address any more: every worker
+   * has dropped it from its pools (it picks it no more) and its count is zero (no
+   * lease of it is live); the workers then get the new {@linkcode SharedState.init}.
+   *
+   * @example Usage
+   * ```ts
+   * import { SharedState } from "@mtlb/mtlb";
+   * import assert from "node:assert/strict";
+   *
+   * const state = new SharedState({ upstreams: 2, clients: 1 });
+   * state.assign(["10.0.0.1:80", "10.0.0.2:80"], []);
+   * assert.equal(state.release("10.0.0.1:80"), true);
+   * state.assign(["10.0.0.3:80"], []); // takes the slot of 10.0.0.1:80
+   * assert.deepEqual(Object.keys(state.init.upstreams).sort(), ["10.0.0.2:80", "10.0.0.3:80"]);
+   * ```
+   *
+   * @param address The upstream.
+   * @returns `false` when it has no slot, or its count is not zero (nothing changes then).
+   */
+  release(address: string): boolean {
+    const index = this.#upstreams.get(address);
+    if (index === undefined || Atomics.load(this.#words, HEADER + index) !== 0) return false;
+    this.#upstreams.delete(address);
+    this.#freeUpstreams.push(index);
+    this.#freeUpstreams.sort((a, b) => a - b);
+    return true;
+  }
+
+  /**
+   * The upstream addresses that have a slot.
+   *
+   * @returns Them, in no order.
+   */
+  upstreamAddresses(): string[] {
+    return [...this.#upstreams.keys()];
   }
 
   /**

@@ -2,11 +2,11 @@
  * All cores: a balancer made of N Deno Workers, each running a {@linkcode Balancer}
  * on the same listeners (`SO_REUSEPORT`, so the kernel spreads connections among
  * them), with least-connection counts and per-client limits shared exactly in one
- * `SharedArrayBuffer` ({@linkcode SharedState}), and health probed once by the
- * primary thread and relayed to every worker.
+ * `SharedArrayBuffer` ({@linkcode SharedState}), and health probed and DNS entries
+ * looked up once by the primary thread and relayed to every worker.
  *
- * The primary thread loads and checks the configuration, runs the health probes,
- * relays every health change, passes passive signals from the workers to its
+ * The primary thread loads and checks the configuration, runs the health probes
+ * and the DNS look-ups, relays every health change and every new DNS answer, passes passive signals from the workers to its
  * probes, reloads and drains the workers as one, restarts a worker that dies
  * (giving back the connection slots it held), and answers the admin endpoint with
  * status and metrics summed over the workers. Nothing on the path of a connection
@@ -25,6 +25,7 @@ import { MetricsRegistry } from "../metrics/registry.ts";
 import { BalancerMetrics } from "../server/_balancer_metrics.ts";
 import { Lifecycle, type LoadedConfig, type ReloadSource } from "../server/lifecycle.ts";
 import { defaultLoad } from "../server/options.ts";
+import { configuredResolver } from "../server/_group_dns.ts";
 import { logReload, plural } from "../server/reload_log.ts";
 import type { BalancerState, DrainResult, ListenerInfo } from "../server/status.ts";
 import type { HealthProbe } from "../upstream/health_probe.ts";
@@ -32,7 +33,8 @@ import type { OutlierDetector } from "../upstream/outlier_detector.ts";
 import { DEFAULT_COLLECT_TIMEOUT, WORKER_MODULE, type WorkerBalancerOptions } from "./options.ts";
 import { SharedState } from "./shared_state.ts";
 import type { WorkerBalancerStatus } from "./status.ts";
-import { PrimaryHealth } from "./_primary_health.ts";
+import { PrimaryDns } from "./_primary_dns.ts";
+import { type HealthStage, PrimaryHealth } from "./_primary_health.ts";
 import { closePlaceholders, type ResolvedPorts, resolvePorts } from "./_resolve_ports.ts";
 import { buildStatus } from "./_status_builder.ts";
 import { WorkerFigures } from "./_worker_figures.ts";
@@ -51,6 +53,12 @@ const log = getLogger(["mtlb", "workers"]);
  *   workers (one `SharedState`): a client capped at 10 gets 10 in all.
  * - Health is probed once, by the primary; every change reaches every worker, and
  *   passive failures seen by any worker count toward the primary's `fall`.
+ * - DNS entries (`{ dns = ... }`, `{ srv = ... }`) are looked up once, by the
+ *   primary, and every new answer reaches every worker, which applies it as a
+ *   `Balancer` does: upstreams that stay keep their counts and health, removed ones
+ *   drain, new ones get a shared count and are picked once their first probe (by
+ *   the primary) passes. The shared count of an upstream gone for good (no worker
+ *   picks it, no connection left) goes to the next new one.
  * - A reload is validated once and applied to every worker with the same material,
  *   all or nothing: if a worker cannot apply it, the workers that did go back to
  *   the running configuration and the reload fails.
@@ -98,6 +106,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #wall: () => number;
   #shared: SharedState;
   #health: PrimaryHealth;
+  #dns: PrimaryDns;
+  /** Sets of upstreams sent to the workers (starts, reloads, DNS answers). */
+  #epoch = 0;
+  /** Upstreams no group uses, with the epoch from which no worker picks them. */
+  #retiring = new Map<string, number>();
   /** `group + " " + configured address` of a port 0 listener, to the address it got. */
   #ports = new Map<string, string>();
   #slots: WorkerSlots;
@@ -114,11 +127,9 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
    *
    * @param options The configuration, TLS material, worker count and injectables.
    * @throws {RangeError} When `workers` is not a positive integer.
-   * @throws {TypeError} When a group has upstreams looked up in DNS (run a `Balancer`).
    */
   constructor(options: WorkerBalancerOptions) {
     super();
-    assertNoDnsUpstreams(options.config);
     const count = options.workers ?? options.config.server.workers ??
       navigator.hardwareConcurrency;
     if (!Number.isSafeInteger(count) || count < 1) {
@@ -140,11 +151,25 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       this.#registry,
       options.collectTimeout ?? DEFAULT_COLLECT_TIMEOUT,
     );
+    this.#dns = new PrimaryDns({
+      resolver: options.resolver ?? configuredResolver(() => this.#loaded.config.server),
+      clock: this.#clock,
+      metrics: this.#metrics,
+      // Answers take turns with reloads and restarts: one that comes during a reload
+      // is relayed once it ends.
+      onChange: (group) => {
+        this.#queue = this.#queue.then(() => this.#relayDns(group)).catch((error) => {
+          log.error("Cannot relay the DNS answer of group {group}: {error}", { group, error });
+        });
+      },
+    });
     this.#health = new PrimaryHealth({
       check: options.healthCheck,
       clock: this.#clock,
       metrics: this.#metrics,
       relay: (message) => this.#slots.broadcast(message),
+      upstreams: (group) => this.#dns.upstreams(group),
+      nameOf: (group, address) => this.#dns.dnsName(group, address),
     });
     this.#slots = new WorkerSlots({
       count,
@@ -158,6 +183,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       events: this,
       running: () => this.#effective,
       health: () => this.#health.reports(),
+      dns: () => ({ reports: this.#dns.reports(), epoch: this.#epoch }),
       state: () => this.#life.state,
       passive: (record) => this.#health.passive(record),
       retired: (last) => this.#figures.keep(last),
@@ -187,9 +213,11 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Probes health once, then starts every worker and waits until all listen.
+   * Looks up the DNS entries and probes health once, then starts every worker and
+   * waits until all listen.
    *
    * @returns When every worker serves every listener.
+   * @throws {DnsLookupError} When a DNS entry failed or found no upstream.
    * @throws {SharedStateError} When the config has more upstreams or clients than
    *   the shared state holds.
    * @throws {Error} When a worker cannot start (an address in use, a bad CRL...):
@@ -200,7 +228,8 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     const { config } = this.#loaded;
     let placeholders: NetServer[] = [];
     try {
-      this.#shared.assign(upstreamsOf(config), config.clients.keys());
+      await this.#dns.start(config);
+      this.#shared.assign(this.#upstreamsOf(config), config.clients.keys());
       await this.#health.start(config, this.#loaded.tls);
       this.#life.assertIdle();
       const resolved = await resolvePorts(config, this.#ports);
@@ -285,6 +314,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       figures,
       retired: this.#figures.retired,
       health: this.#health,
+      dns: this.#dns,
       listeners: this.#slots.listeners,
       fileDescriptorLimit: this.#fileDescriptors,
       upstreamActive: (address) => this.#upstreamActive(address),
@@ -357,23 +387,30 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
 
   async #apply(loaded: LoadedConfig): Promise<void> {
     const { config } = loaded;
-    assertNoDnsUpstreams(config);
     const previous = this.#loaded.config;
-    this.#shared.assign(upstreamsOf(config), config.clients.keys());
-
-    // Probe new upstreams and groups first; keep probing the old ones until the end.
-    const health = this.#health.stage(config, previous, loaded.tls);
+    // Look up new DNS entries, then probe new upstreams and groups; keep probing the
+    // old ones until the end.
+    await this.#dns.prepare(config);
+    let health: HealthStage | undefined;
     let resolved: ResolvedPorts | undefined;
     try {
+      this.#reclaimSlots(config);
+      this.#shared.assign(this.#upstreamsOf(config), config.clients.keys());
+      health = this.#health.stage(config, previous, loaded.tls);
       await health.ready();
       if (this.#life.state !== "serving") {
         throw new Error(`the balancer started ${this.#life.state}`);
       }
       resolved = await resolvePorts(config, this.#ports);
       const material: LoadedConfig = { config: resolved.config, tls: loaded.tls };
-      const reports = health.reports();
+      const reload = {
+        loaded: material,
+        health: health.reports(),
+        dns: this.#dns.reports(),
+        epoch: ++this.#epoch,
+      };
       const live = this.#slots.all.filter((s) => s.state === "serving");
-      const results = await Promise.all(live.map((s) => this.#slots.reload(s, material, reports)));
+      const results = await Promise.all(live.map((s) => this.#slots.reload(s, reload)));
       const failed = live.flatMap((slot, i) => {
         const error = results[i]!.error;
         return error === undefined ? [] : [{ slot, error }];
@@ -384,6 +421,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
         );
         throw new Error(describeFailures(failed));
       }
+      this.#dns.commit(config);
       health.commit();
       this.#loaded = loaded;
       this.#effective = material;
@@ -391,20 +429,81 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
       const answered = results.find((r) => r.error === undefined && !r.exited);
       if (answered !== undefined) this.#slots.listeners = answered.listeners;
     } catch (error) {
-      await health.revert();
+      this.#dns.discard();
+      await health?.revert();
       throw error;
     } finally {
+      this.#markRetiring();
       await closePlaceholders(resolved?.placeholders ?? []);
+    }
+  }
+
+  /**
+   * A DNS entry of a group found another set: new upstreams get shared counts, every
+   * worker applies the set, and the primary probes the new ones (each worker picks
+   * one once its first probe passes, as the health relayed says).
+   */
+  #relayDns(group: string): Promise<void> {
+    const config = this.#loaded.config;
+    const groupConfig = config.groups.get(group);
+    if (groupConfig === undefined || this.#life.state === "closed") return Promise.resolve();
+    try {
+      this.#reclaimSlots(config);
+      this.#shared.assign(this.#upstreamsOf(config), []);
+    } catch (error) {
+      log.error("Cannot apply the DNS answer of group {group}: {error}", { group, error });
+      return Promise.resolve();
+    }
+    this.#slots.broadcast({
+      type: "dns",
+      epoch: ++this.#epoch,
+      group,
+      report: this.#dns.report(group),
+      shared: this.#shared.init,
+    });
+    this.#health.retarget(groupConfig);
+    this.#markRetiring();
+    return Promise.resolve();
+  }
+
+  /** Every upstream of a configuration: static ones and those its DNS entries found. */
+  #upstreamsOf(config: Config): string[] {
+    return [...config.groups.values()].flatMap((g) => this.#dns.upstreams(g).map((u) => u.address));
+  }
+
+  /** Notes the upstreams no group uses any more, from the latest set sent on. */
+  #markRetiring(): void {
+    const wanted = new Set(this.#upstreamsOf(this.#loaded.config));
+    for (const address of this.#shared.upstreamAddresses()) {
+      if (wanted.has(address)) this.#retiring.delete(address);
+      else if (!this.#retiring.has(address)) this.#retiring.set(address, this.#epoch);
+    }
+  }
+
+  /**
+   * Gives back the shared counts of upstreams gone for good: unused by `config`,
+   * dropped by every running worker, and with no connection left.
+   */
+  #reclaimSlots(config: Config): void {
+    const wanted = new Set(this.#upstreamsOf(config));
+    const applied = this.#slots.applied;
+    for (const [address, epoch] of this.#retiring) {
+      if (wanted.has(address)) this.#retiring.delete(address);
+      else if (applied >= epoch && this.#shared.release(address)) this.#retiring.delete(address);
     }
   }
 
   /** Puts the running configuration back in workers that took a failed reload. */
   async #rollBack(slots: Slot[]): Promise<void> {
     if (slots.length === 0 || this.#life.state !== "serving") return;
-    const health = this.#health.reports();
-    const results = await Promise.all(
-      slots.map((slot) => this.#slots.reload(slot, this.#effective, health)),
-    );
+    this.#dns.discard();
+    const reload = {
+      loaded: this.#effective,
+      health: this.#health.reports(),
+      dns: this.#dns.reports(),
+      epoch: ++this.#epoch,
+    };
+    const results = await Promise.all(slots.map((slot) => this.#slots.reload(slot, reload)));
     await Promise.all(slots.map(async (slot, i) => {
       const error = results[i]!.error;
       if (error === undefined || slot.worker === undefined) return;
@@ -447,6 +546,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     // Keep the final figures: status() still answers after close.
     this.#figures.gather(this.#slots.all);
     await this.#slots.closeAll();
+    this.#dns.close();
     await this.#health.close();
     this.#collect[Symbol.dispose]();
   }
@@ -462,24 +562,12 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
   #collectMetrics(): void {
     this.#figures.merge(this.#figures.gather(this.#slots.all).values());
     this.#health.updateMetrics(this.#loaded.config.groups.values());
+    this.#dns.collect();
   }
-}
-
-function upstreamsOf(config: Config): string[] {
-  return [...config.groups.values()].flatMap((g) => g.upstreams.map((u) => u.address));
 }
 
 function describeFailures(failed: { slot: Slot; error: string }[]): string {
   const reasons = new Set(failed.map((f) => f.error));
   if (reasons.size === 1) return [...reasons][0]!;
   return failed.map((f) => `worker ${f.slot.index}: ${f.error}`).join("; ");
-}
-
-/** Upstreams looked up in DNS run in one event loop: a `Balancer`, not workers. */
-function assertNoDnsUpstreams(config: Config): void {
-  const group = [...config.groups.values()].find((g) => g.dns.length > 0);
-  if (group === undefined) return;
-  throw new TypeError(
-    `Cannot run workers: group ${group.name} looks upstreams up in DNS, which runs in one event loop (use a Balancer)`,
-  );
 }
