@@ -316,6 +316,11 @@ export {
   type Withdrawal,
 } from "./lib/policy/admission.ts";
 export {
+  RedisBandwidthStore,
+  type RedisBandwidthStoreCounters,
+  type RedisBandwidthStoreOptions,
+} from "./lib/redis/bandwidth_store.ts";
+export {
   RedisLimiterStore,
   type RedisLimiterStoreCounters,
   type RedisLimiterStoreOptions,
