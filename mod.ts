@@ -98,6 +98,7 @@ export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/core/clo
 export {
   type AdminConfig,
   type ClientConfig,
+  type ClientGroupLimits,
   type ClientMatch,
   clientPolicyDocument,
   type ClusterConfig,

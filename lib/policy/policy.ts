@@ -65,7 +65,7 @@ export interface PolicyConfig {
   /** The clients. */
   clients: ReadonlyMap<string, ClientConfig>;
   /** The default limits. */
-  limits: LimitsConfig;
+  limits: Pick<LimitsConfig, "maxConnectionsPerClient" | "connectionRate">;
 }
 
 /**
