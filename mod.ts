@@ -4,7 +4,9 @@
  *
  * - {@linkcode LeastConnPool}: least-connections choice among healthy upstreams,
  *   with `Disposable` leases and a dial helper that fails over.
- * - {@linkcode ClientLimiter}: per-client concurrent cap and token-bucket rate.
+ * - {@linkcode ClientLimiter}: per-client concurrent cap and token-bucket rate, also
+ *   within a group and per group, with an optional queue for rate tokens;
+ *   {@linkcode BandwidthLimiter}: per-client bytes per second, shared by its connections.
  * - {@linkcode HealthProbe}: active upstream health checks.
  * - {@linkcode OutlierDetector}: passive ejection of upstreams that fail on traffic.
  * - {@linkcode forward}: the byte forwarder between two sockets.
@@ -42,21 +44,48 @@ export {
   type RecentDenial,
 } from "./lib/admin/admin_server.ts";
 export {
+  type ClientAcquireOptions,
+  clientInGroupScopeKey,
   type ClientLease,
   ClientLimiter,
   type ClientLimiterOptions,
   ClientLimitError,
   type ClientLimitErrorOptions,
+  type GroupLimits,
+  groupScopeKey,
+  type LimitScope,
 } from "./lib/limiter/client_limiter.ts";
 export { MemoryLimiterStore } from "./lib/limiter/memory_store.ts";
 export {
+  type AcquireRequest,
   type Admission,
   type ClientLimitKind,
   type ClientLimits,
   type ConnectionRate,
   type LimiterStore,
+  type ScopeLimits,
+  singleScope,
   StoreUnavailableError,
 } from "./lib/limiter/store.ts";
+export {
+  BandwidthLimiter,
+  type BandwidthLimiterOptions,
+  type ConnectionThrottles,
+  type Throttle,
+} from "./lib/limiter/bandwidth_limiter.ts";
+export {
+  type BandwidthRequest,
+  type BandwidthStore,
+  BURST_MS,
+  type Direction,
+  MemoryBandwidthStore,
+  MIN_BURST_BYTES,
+  takeBytes,
+} from "./lib/limiter/bandwidth_store.ts";
+export {
+  type SharedBandwidthMemory,
+  SharedMemoryBandwidthStore,
+} from "./lib/limiter/shared_memory_bandwidth_store.ts";
 export {
   ClientTrust,
   type ClientTrustOptions,
@@ -69,6 +98,7 @@ export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/core/clo
 export {
   type AdminConfig,
   type ClientConfig,
+  type ClientGroupLimits,
   type ClientMatch,
   clientPolicyDocument,
   type ClusterConfig,
@@ -126,6 +156,7 @@ export {
   type ForwardResult,
   type ForwardSocket,
   type ForwardStats,
+  type ForwardThrottle,
 } from "./lib/proxy/forward.ts";
 export {
   type EjectionChange,
@@ -285,6 +316,11 @@ export {
   readmit,
   type Withdrawal,
 } from "./lib/policy/admission.ts";
+export {
+  RedisBandwidthStore,
+  type RedisBandwidthStoreCounters,
+  type RedisBandwidthStoreOptions,
+} from "./lib/redis/bandwidth_store.ts";
 export {
   RedisLimiterStore,
   type RedisLimiterStoreCounters,

@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { MemoryLimiterStore } from "../lib/limiter/memory_store.ts";
-import type { ClientLimits, LimiterStore } from "../lib/limiter/store.ts";
+import { type ClientLimits, type LimiterStore, singleScope } from "../lib/limiter/store.ts";
 import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 import { RedisServer } from "../tests/_redis.ts";
 
@@ -46,9 +46,9 @@ async function measure(store: LimiterStore): Promise<Result> {
       const i = next++;
       const client = `client-${i % CLIENTS}`;
       const start = performance.now();
-      const admission = await store.tryAcquire(client, LIMITS, start);
+      const admission = await store.tryAcquire(singleScope(client, LIMITS), start);
       if (!admission.admitted) throw new Error(`Unexpected refusal: ${JSON.stringify(admission)}`);
-      await store.release(client, performance.now());
+      await store.release([client], performance.now());
       latencies[i] = performance.now() - start;
     }
   };

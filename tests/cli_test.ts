@@ -235,7 +235,7 @@ max_connections = 4
         "    health: TCP connect every 30s, timeout 1s, rise 1, fall 1",
         "    outlier: eject after 5 consecutive failures for 30s x ejections (at most 5m), at most 50% of the group; panic below 50% available",
         '  alice: match serial="a1b", cn="alice" -> echo (4 concurrent)',
-        "Limits: 10 concurrent per client, no rate limit",
+        'Limits: 10 concurrent per client, no rate limit, over a rate limit refused (on_rate_limit = "reject"), no bandwidth limit',
         "Timeouts: handshake 5s, connect 3s (2 retries), idle 15m, drain 30s",
       ]
     ) {

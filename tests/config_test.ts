@@ -127,7 +127,12 @@ groups = ["web-1"]
       clientEku: "optional",
       crlMissing: "allow",
     },
-    limits: { maxConnectionsPerClient: 5, connectionRate: { count: 100, per: 60_000 } },
+    limits: {
+      maxConnectionsPerClient: 5,
+      connectionRate: { count: 100, per: 60_000 },
+      onRateLimit: "reject",
+      queueTimeout: 5000,
+    },
     health: { ...health, expect: "+PONG" },
     outlier,
     groups: new Map([
@@ -179,6 +184,98 @@ groups = ["web-1"]
   assert.deepEqual(config, expected);
 });
 
+Deno.test("parseConfig() reads the limits of groups, clients within groups, queues and bandwidth", async (t) => {
+  const text = BASE.replace(
+    '[groups.echo]\nupstreams = ["127.0.0.1:7001"]',
+    [
+      "[limits]",
+      "max_connections_per_client = 10",
+      'connection_rate = { count = 100, per = "1m" }',
+      'on_rate_limit = "queue"',
+      'queue_timeout = "5s"',
+      'bandwidth = "10MB/s"',
+      "[groups.echo]",
+      'upstreams = ["127.0.0.1:7001"]',
+      "[groups.cache]",
+      'upstreams = ["127.0.0.1:6379"]',
+      "max_connections = 500",
+    ].join("\n"),
+  ).replace(
+    'groups = ["echo"]',
+    [
+      'groups = ["echo", "cache"]',
+      'bandwidth = "10MiB/s"',
+      "[clients.alice.per_group.cache]",
+      "max_connections = 2",
+      'connection_rate = { count = 10, per = "1m" }',
+    ].join("\n"),
+  );
+  const config = parseConfig(text, { path: PATH });
+  assert.deepEqual(config.limits, {
+    maxConnectionsPerClient: 10,
+    connectionRate: { count: 100, per: 60_000 },
+    onRateLimit: "queue",
+    queueTimeout: 5000,
+    bandwidth: 10_000_000,
+  });
+  assert.equal(config.groups.get("cache")!.maxConnections, 500);
+  assert.equal(config.groups.get("echo")!.maxConnections, undefined);
+  const alice = config.clients.get("alice")!;
+  assert.equal(alice.bandwidth, 10 * 1024 * 1024);
+  assert.deepEqual(alice.perGroup, {
+    cache: { maxConnections: 2, connectionRate: { count: 10, per: 60_000 } },
+  });
+
+  const cases: [string, string, string, RegExp][] = [
+    [
+      "a per_group of a group the client may not use",
+      text.replace(
+        "[clients.alice.per_group.cache]",
+        "[clients.alice.per_group.echo]\nmax_connections = 1\n[clients.alice.per_group.nope]",
+      ),
+      "clients.alice.per_group.nope",
+      /must be one of the client's groups \(echo, cache\)/,
+    ],
+    [
+      "a rate without /s",
+      text.replace('bandwidth = "10MiB/s"', 'bandwidth = "10MiB"'),
+      "clients.alice.bandwidth",
+      /must be a rate such as "10MiB\/s"/,
+    ],
+    [
+      "a rate under 1KB/s",
+      text.replace('bandwidth = "10MB/s"', 'bandwidth = "999B/s"'),
+      "limits.bandwidth",
+      /must be at least "1KB\/s"/,
+    ],
+    [
+      "an unknown on_rate_limit",
+      text.replace('on_rate_limit = "queue"', 'on_rate_limit = "wait"'),
+      "limits.on_rate_limit",
+      /"reject" or "queue"/,
+    ],
+    [
+      "a group cap of 0",
+      text.replace("max_connections = 500", "max_connections = 0"),
+      "groups.cache.max_connections",
+      /at least 1/,
+    ],
+    [
+      "an unknown per_group key",
+      text.replace("max_connections = 2", "max_connection = 2"),
+      "clients.alice.per_group.cache.max_connection",
+      /did you mean "max_connections"/,
+    ],
+  ];
+  for (const [name, bad, key, message] of cases) {
+    await t.step(name, () => {
+      const error = configError(bad);
+      assert.ok(error.message.includes(`"${key}"`), error.message);
+      assert.match(error.message, message);
+    });
+  }
+});
+
 Deno.test("parseConfig() fills in the documented defaults", () => {
   const config = parseConfig(BASE, { path: PATH });
   assert.deepEqual(config.server, {
@@ -204,7 +301,11 @@ Deno.test("parseConfig() fills in the documented defaults", () => {
   assert.equal(config.tls.crl, undefined);
   assert.equal(config.tls.clientEku, "required");
   assert.equal(config.tls.crlMissing, "refuse");
-  assert.deepEqual(config.limits, { maxConnectionsPerClient: 10 });
+  assert.deepEqual(config.limits, {
+    maxConnectionsPerClient: 10,
+    onRateLimit: "reject",
+    queueTimeout: 5000,
+  });
   assert.deepEqual(config.health, { interval: 30_000, timeout: 1000, rise: 1, fall: 1 });
   assert.deepEqual(config.groups.get("echo"), {
     name: "echo",

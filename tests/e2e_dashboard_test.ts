@@ -296,6 +296,7 @@ class ScriptedTarget extends EventTarget {
         name: "<img src=x onerror=alert(1)>",
         groups: ["web"],
         active: 3,
+        queued: 0,
         maxConnections: 3,
       }],
       certificates: {

@@ -525,3 +525,25 @@ max_connections = 100
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("WorkerBalancer holds a group's total cap and a client's cap within it exactly across workers", async () => {
+  await using upstream = await TestUpstream.start();
+  await using balancer = await startWorkers(
+    await load(
+      body([upstream.address], "max_connections = 15\n") +
+        "[clients.alice.per_group.echo]\nmax_connections = 4\n",
+    ),
+  );
+  const pki = await testPki();
+  const tries = (who: TestCredential, n: number) =>
+    Promise.all(Array.from({ length: n }, () => tryForward(port(balancer), who)));
+  const alice = (await tries(pki.alice, 10)).filter((s) => s !== undefined);
+  assert.equal(alice.length, 4, "alice's cap within the group, wherever they land");
+  const bob = (await tries(pki.bob, 30)).filter((s) => s !== undefined);
+  assert.equal(bob.length, 11, "the group's 15 over both clients");
+  const status = balancer.status();
+  assert.equal(status.connections.denied.limit_concurrency, 6);
+  assert.equal(status.connections.denied.group_full, 19);
+  assert.equal(status.connections.active, 15);
+  for (const socket of [...alice, ...bob]) socket!.destroy();
+});

@@ -12,6 +12,7 @@ import {
 } from "@peculiar/x509";
 import { FakeClock } from "../lib/core/clock.ts";
 import { linkTcpReads } from "../lib/core/tls_reads.ts";
+import { BandwidthLimiter } from "../lib/limiter/bandwidth_limiter.ts";
 import {
   forward,
   type ForwardOptions,
@@ -777,4 +778,118 @@ Deno.test("forward() rejects a non-positive idleTimeout synchronously", async (t
       upstream.destroy();
     });
   }
+});
+
+Deno.test("forward() throttles each direction to its rate, byte-exact, and never drops", async () => {
+  const limiter = new BandwidthLimiter();
+  const rate = 1024 * 1024; // 1 MiB/s each way
+  await using h = await Harness.start({ forward: { throttle: limiter.throttles("app", rate) } });
+  echo(h.upstreamPeer);
+  const size = 1536 * 1024;
+  const payload = new Uint8Array(size);
+  crypto.getRandomValues(payload.subarray(0, 65536));
+  for (let i = 65536; i < size; i += 65536) payload.copyWithin(i, 0, 65536);
+  payload[size - 1] = 7;
+  const started = performance.now();
+  const reply = readBytes(h.client, size);
+  await send(h.client, payload);
+  const received = await within(reply, "the echo");
+  const seconds = (performance.now() - started) / 1000;
+  assert.deepEqual(
+    createHash("sha256").update(received).digest("hex"),
+    createHash("sha256").update(payload).digest("hex"),
+  );
+  // 1.5 MiB at 1 MiB/s, less the 50 ms burst: 1.45 s, read by read.
+  assert.ok(seconds >= 1.3 && seconds <= 2, `took ${seconds.toFixed(2)} s`);
+  h.client.end();
+  const result = await h.ended();
+  assert.equal(result.reason, "client_closed");
+  assert.equal(result.bytesFromClient, size);
+  assert.equal(result.bytesFromUpstream, size);
+});
+
+Deno.test("forward() pauses a throttled side until its wait is over, whatever drains meanwhile", async (t) => {
+  const clock = new FakeClock();
+  const waits: number[] = [];
+  const answers: (number | Promise<number>)[] = [];
+  const throttle = {
+    take(bytes: number) {
+      waits.push(bytes);
+      return answers.shift() ?? 0;
+    },
+  };
+  const client = memorySocket();
+  let holdNext = false;
+  let flush = () => {};
+  const upstream = new Duplex({
+    read() {},
+    write(_chunk, _encoding, done) {
+      if (!holdNext) return done();
+      holdNext = false; // held back until flush(): see the drain step
+      flush = done;
+    },
+  });
+  const controller = new AbortController();
+  const done = forward(client, upstream, {
+    clock,
+    signal: controller.signal,
+    throttle: { fromClient: throttle },
+  });
+
+  await t.step("a wait pauses the side until it is over", () => {
+    answers.push(100);
+    client.emit("data", new Uint8Array(10));
+    assert.deepEqual(waits, [10]);
+    assert.ok(client.isPaused());
+    clock.advance(99);
+    assert.ok(client.isPaused());
+    clock.advance(1);
+    assert.ok(!client.isPaused());
+  });
+
+  await t.step("reads during the pause extend it", () => {
+    answers.push(50, 80);
+    client.emit("data", new Uint8Array(1));
+    client.emit("data", new Uint8Array(1)); // already on its way when paused
+    clock.advance(50);
+    assert.ok(client.isPaused(), "held until the longer wait is over");
+    clock.advance(30);
+    assert.ok(!client.isPaused());
+  });
+
+  await t.step("a promised wait holds the side until known, then for it", async () => {
+    const { promise, resolve } = Promise.withResolvers<number>();
+    answers.push(promise);
+    client.emit("data", new Uint8Array(1));
+    clock.advance(1000);
+    assert.ok(client.isPaused());
+    resolve(20);
+    await promise;
+    await Promise.resolve();
+    clock.advance(19);
+    assert.ok(client.isPaused());
+    clock.advance(1);
+    assert.ok(!client.isPaused());
+  });
+
+  await t.step("a drain during the wait does not resume the side", async () => {
+    answers.push(10);
+    holdNext = true;
+    client.emit("data", new Uint8Array(64 * 1024)); // past the high-water mark
+    const drained = once(upstream, "drain");
+    flush();
+    await drained;
+    assert.ok(client.isPaused());
+    clock.advance(10);
+    assert.ok(!client.isPaused());
+  });
+
+  await t.step("the other direction is not throttled", () => {
+    upstream.emit("data", new Uint8Array(1000));
+    assert.ok(!upstream.isPaused());
+  });
+
+  controller.abort();
+  assert.equal((await done).reason, "aborted");
+  assert.equal(clock.pending, 0, "no timer left behind");
 });

@@ -4,7 +4,7 @@ import {
   ClientLimiter,
   ClientLimitError,
 } from "../lib/limiter/client_limiter.ts";
-import { type ClientLimits, StoreUnavailableError } from "../lib/limiter/store.ts";
+import { type ClientLimits, singleScope, StoreUnavailableError } from "../lib/limiter/store.ts";
 import { RedisLimiterStore } from "../lib/redis/limiter_store.ts";
 import type { RedisLimiterStoreOptions } from "../lib/redis/limiter_store.ts";
 import { RedisUpstreamCounts } from "../lib/redis/upstream_counts.ts";
@@ -108,9 +108,12 @@ Deno.test("RedisLimiterStore() rejects invalid options", () => {
 
 Deno.test("RedisLimiterStore.tryAcquire() rejects before connect() and after close()", async () => {
   const store = new RedisLimiterStore({ url: "redis://127.0.0.1:1" });
-  await assert.rejects(store.tryAcquire("app", { concurrent: 1 }, 0), /call connect\(\) first/);
+  await assert.rejects(
+    store.tryAcquire(singleScope("app", { concurrent: 1 }), 0),
+    /call connect\(\) first/,
+  );
   await store.close();
-  await assert.rejects(store.tryAcquire("app", { concurrent: 1 }, 0), /closed/);
+  await assert.rejects(store.tryAcquire(singleScope("app", { concurrent: 1 }), 0), /closed/);
   await assert.rejects(store.connect(), /closed/);
 });
 
@@ -183,8 +186,8 @@ redisTest("RedisLimiterStore forgets a bucket once Redis' clock has refilled it"
   await using a = await instance(server, limits);
   const start = performance.now();
   // One token of two: the bucket is full again 100 ms later on Redis' clock.
-  await a.store.tryAcquire("app", limits, 0);
-  await a.store.release("app", 0);
+  await a.store.tryAcquire(singleScope("app", limits), 0);
+  await a.store.release(["app"], 0);
   assert.deepEqual(await probe.run(LIMITER_CLIENTS, "mtlb:"), ["app"]);
   await eventually(
     "the bucket's key to expire",
@@ -335,8 +338,10 @@ redisTest(
     await using a = await instance(server, { concurrent: 1 }, { timeout });
     await using b = await instance(server, { concurrent: 2 }, { timeout });
     // Redis caches the scripts from now on, so the late script below runs in full.
-    assert.deepEqual(await a.store.tryAcquire("warm-up", { concurrent: 1 }, 0), { admitted: true });
-    await a.store.release("warm-up", 0);
+    assert.deepEqual(await a.store.tryAcquire(singleScope("warm-up", { concurrent: 1 }), 0), {
+      admitted: true,
+    });
+    await a.store.release(["warm-up"], 0);
     server.pause(); // SIGSTOP: the connection stays up, nothing answers
     const start = performance.now();
     const lease = await a.limiter.acquire("app"); // times out, then the local fallback admits

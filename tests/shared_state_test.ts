@@ -1,3 +1,4 @@
+import { singleScope } from "../lib/limiter/store.ts";
 import assert from "node:assert/strict";
 import { SharedState, SharedStateError } from "../lib/workers/shared_state.ts";
 import { ClientLimiter, ClientLimitError } from "../lib/limiter/client_limiter.ts";
@@ -58,12 +59,24 @@ Deno.test("SharedState.limiterStore() shares the token bucket and says when to r
   const two = SharedState.attach(main.init).limiterStore();
   const limits = { concurrent: 100, rate: { count: 2, per: 1000 } };
   const now = 5_000_000;
-  assert.equal((one.tryAcquire("alice", limits, now) as { admitted: boolean }).admitted, true);
-  assert.equal((two.tryAcquire("alice", limits, now) as { admitted: boolean }).admitted, true);
-  const refused = one.tryAcquire("alice", limits, now + 100);
-  assert.deepEqual(refused, { admitted: false, kind: "rate", limit: 2, retryAfterMs: 400 });
   assert.equal(
-    (two.tryAcquire("alice", limits, now + 500) as { admitted: boolean }).admitted,
+    (one.tryAcquire(singleScope("alice", limits), now) as { admitted: boolean }).admitted,
+    true,
+  );
+  assert.equal(
+    (two.tryAcquire(singleScope("alice", limits), now) as { admitted: boolean }).admitted,
+    true,
+  );
+  const refused = one.tryAcquire(singleScope("alice", limits), now + 100);
+  assert.deepEqual(refused, {
+    admitted: false,
+    kind: "rate",
+    limit: 2,
+    retryAfterMs: 400,
+    scope: 0,
+  });
+  assert.equal(
+    (two.tryAcquire(singleScope("alice", limits), now + 500) as { admitted: boolean }).admitted,
     true,
   );
 });
@@ -75,7 +88,7 @@ Deno.test("SharedState refuses unknown names and a full table", () => {
   assert.throws(() => state.assign(["b:2"], []), SharedStateError);
   assert.throws(() => state.assign([], ["bob"]), SharedStateError);
   assert.throws(
-    () => state.limiterStore().tryAcquire("bob", { concurrent: 1 }, 0),
+    () => state.limiterStore().tryAcquire(singleScope("bob", { concurrent: 1 }), 0),
     SharedStateError,
   );
   assert.throws(() => new SharedState({ clients: 0 }), RangeError);
@@ -126,12 +139,14 @@ Deno.test("SharedState keeps a cap of 10 exact under two Workers racing", async 
   // Every slot came back: exactly 10 can be taken now, not 11.
   for (let i = 0; i < 10; i++) {
     assert.equal(
-      (store.tryAcquire("alice", { concurrent: 10 }, 0) as { admitted: boolean }).admitted,
+      (store.tryAcquire(singleScope("alice", { concurrent: 10 }), 0) as { admitted: boolean })
+        .admitted,
       true,
     );
   }
   assert.equal(
-    (store.tryAcquire("alice", { concurrent: 10 }, 0) as { admitted: boolean }).admitted,
+    (store.tryAcquire(singleScope("alice", { concurrent: 10 }), 0) as { admitted: boolean })
+      .admitted,
     false,
   );
 });

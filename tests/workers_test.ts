@@ -3,6 +3,7 @@
  * gives back a dead worker's slots, the parser of the workers' metrics, the
  * permissions of a multi-worker config, and a `Balancer` fed with external health.
  */
+import { singleScope } from "../lib/limiter/store.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -109,7 +110,7 @@ Deno.test("WorkerLedger.update() follows slots assigned by a reload", () => {
   view.update(state.init);
   ledger.update(state.init);
   counts.add("c:3", 1);
-  ledger.store(view.limiterStore()).tryAcquire("carol", { concurrent: 1 }, 0);
+  ledger.store(view.limiterStore()).tryAcquire(singleScope("carol", { concurrent: 1 }), 0);
   const released = new WorkerLedger(memory, state.init).reclaim({
     counts: state.upstreamCounts(),
     store: state.limiterStore(),

@@ -158,7 +158,13 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
       h.send === undefined ? "" : `send ${JSON.stringify(h.send)}`,
       h.expect === undefined ? "" : `expect ${JSON.stringify(h.expect)}`,
     ].filter((s) => s !== "").join(", ");
-    lines.push(`  ${group.name}${group.proxyProtocol === undefined ? "" : " (PROXY v2)"}`);
+    lines.push(
+      `  ${group.name}${group.proxyProtocol === undefined ? "" : " (PROXY v2)"}${
+        group.maxConnections === undefined
+          ? ""
+          : ` (at most ${group.maxConnections} connections over all clients)`
+      }`,
+    );
     for (const upstream of group.upstreams) {
       lines.push(`    ${upstream.address}  weight ${upstream.weight}`);
     }
@@ -227,12 +233,23 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     const limits = [
       client.maxConnections === undefined ? "" : `${client.maxConnections} concurrent`,
       client.connectionRate === undefined ? "" : rate(client.connectionRate),
+      client.bandwidth === undefined ? "" : `${formatSize(client.bandwidth)}/s each way`,
     ].filter((s) => s !== "");
     lines.push(
       `  ${client.name}: match ${match} -> ${client.groups.join(", ")}${
         limits.length === 0 ? "" : ` (${limits.join(", ")})`
       }`,
     );
+    for (const [group, within] of Object.entries(client.perGroup ?? {})) {
+      lines.push(
+        `    in ${group}: ${
+          [
+            within.maxConnections === undefined ? "" : `${within.maxConnections} concurrent`,
+            within.connectionRate === undefined ? "" : rate(within.connectionRate),
+          ].filter((s) => s !== "").join(", ") || "no limit of its own"
+        }`,
+      );
+    }
   }
   const { limits, server } = config;
   const fds = readFileDescriptorLimit();
@@ -241,6 +258,16 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
     "",
     `Limits: ${limits.maxConnectionsPerClient} concurrent per client, ${
       rate(limits.connectionRate)
+    }, ${
+      limits.onRateLimit === "queue"
+        ? `over a rate limit queued up to ${
+          formatDuration(limits.queueTimeout)
+        } (on_rate_limit = "queue")`
+        : `over a rate limit refused (on_rate_limit = "reject")`
+    }, ${
+      limits.bandwidth === undefined
+        ? "no bandwidth limit"
+        : `${formatSize(limits.bandwidth)}/s per client each way`
     }`,
     `Server: ${caps.maxConnections} connections at most${
       server.maxConnections === undefined

@@ -171,9 +171,11 @@ export async function serveCommand(
       tls,
       load,
       ...(shared === undefined ? {} : { clientPolicy: () => shared.status() }),
-      ...(cluster === undefined
-        ? {}
-        : { limiterStore: cluster.limiterStore, upstreamCounts: cluster.upstreamCounts }),
+      ...(cluster === undefined ? {} : {
+        limiterStore: cluster.limiterStore,
+        upstreamCounts: cluster.upstreamCounts,
+        bandwidthStore: cluster.bandwidthStore,
+      }),
     });
   try {
     await balancer.start();

@@ -115,7 +115,10 @@ function groupNames({ groups }: Parts): Problem[] {
   return problems;
 }
 
-/** Each group a client names is defined (the client valid or not). */
+/**
+ * Each group a client names is defined (the client valid or not), and each group of
+ * its `per_group` is one of its groups.
+ */
 function clientGroups({ groups }: Parts, doc: Table): Problem[] {
   if (groups === undefined || !isTable(doc.clients)) return [];
   const problems: Problem[] = [];
@@ -129,6 +132,15 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
         });
       }
     });
+    if (!isTable(client.per_group)) continue;
+    for (const group of Object.keys(client.per_group)) {
+      if (!client.groups.includes(group)) {
+        problems.push({
+          key: `clients.${name}.per_group.${group}`,
+          message: `must be one of the client's groups (${client.groups.join(", ")})`,
+        });
+      }
+    }
   }
   return problems;
 }

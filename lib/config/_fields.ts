@@ -9,7 +9,7 @@
 import * as z from "zod";
 import { formatHostPort, HOST_PORT_PATTERN, parseHostPort } from "../core/address.ts";
 import { DURATION_PATTERN, formatDuration, parseDuration } from "../core/duration.ts";
-import { parseSize, SIZE_PATTERN } from "../core/size.ts";
+import { parseRate, parseSize, RATE_PATTERN, SIZE_PATTERN } from "../core/size.ts";
 
 /** What the documentation of a key says, in TOML terms: the JSON Schema and docs/CONFIG.md show it. */
 export interface KeyDoc {
@@ -139,6 +139,19 @@ export function size(min: number) {
     if (bytes < min) refuse(`must be at least ${min} bytes`);
     return bytes;
   });
+}
+
+/** A rate string (`"10MiB/s"`), read as bytes per second, at least 1 KB/s. */
+export function bandwidth() {
+  return parsed(
+    `a rate such as "10MiB/s" or "500KB/s" (B, KB, MB, GB, KiB, MiB, GiB per second)`,
+    RATE_PATTERN,
+    (text) => {
+      const bytes = parseRate(text);
+      if (bytes < 1000) refuse(`must be at least "1KB/s"`);
+      return bytes;
+    },
+  );
 }
 
 /**

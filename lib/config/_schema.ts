@@ -14,10 +14,11 @@ import * as z from "zod";
 import { isIP } from "node:net";
 import { HOST_PORT_PATTERN, parseHostPort } from "../core/address.ts";
 import { DURATION_PATTERN } from "../core/duration.ts";
-import { SIZE_PATTERN } from "../core/size.ts";
+import { RATE_PATTERN, SIZE_PATTERN } from "../core/size.ts";
 import { normalizeHex } from "../identity/certificate.ts";
 import {
   address,
+  bandwidth,
   boolean,
   describe,
   documented,
@@ -38,6 +39,7 @@ import {
 import type {
   AdminConfig,
   ClientConfig,
+  ClientGroupLimits,
   ClientMatch,
   ClusterConfig,
   Config,
@@ -188,7 +190,7 @@ const tls = table({
 });
 
 /** `{ count, per }`: a token bucket of `count` new connections refilled every `per`. */
-function rate(where: string) {
+function rate(where: string, defaultText = "`[limits] connection_rate`") {
   return optional(
     table({
       count: required(integer(1), {
@@ -200,7 +202,7 @@ function rate(where: string) {
     {
       description:
         `At most \`count\` new connections per \`per\`, as a token bucket of \`count\` refilled continuously (\`limit_rate\` beyond it)${where}.`,
-      defaultText: where === "" ? "none (no rate limit)" : "`[limits] connection_rate`",
+      defaultText: where === "" ? "none (no rate limit)" : defaultText,
       examples: [{ count: 100, per: "1m" }],
     },
   );
@@ -212,6 +214,22 @@ const limits = table({
     examples: [10, 100],
   }),
   connection_rate: rate(""),
+  on_rate_limit: withDefault(oneOf(["reject", "queue"]), "reject", {
+    description:
+      'A connection over a rate limit is refused (`"reject"`, `limit_rate`), or waits for its token (`"queue"`) before any upstream is dialed, holding its place under the concurrent caps; it is refused (`limit_rate`) when its token is not due within `queue_timeout` (known on arrival: tokens are reserved in arrival order). A drain refuses queued connections (`server_closing`).',
+    examples: ["reject", "queue"],
+  }),
+  queue_timeout: withDefault(duration(), "5s", {
+    description:
+      'The longest a connection waits for its rate token, with `on_rate_limit = "queue"`.',
+    examples: ["5s", "500ms"],
+  }),
+  bandwidth: optional(bandwidth(), {
+    description:
+      "Bytes per second per client, each direction, over all its connections: reads are paced (the sender is slowed by TCP backpressure), never dropped. At least `1KB/s`.",
+    defaultText: "none (no limit)",
+    examples: ["10MiB/s", "500KB/s"],
+  }),
 });
 
 /** Whether a key is read with its default (a section) or may be left out (a group's override). */
@@ -470,6 +488,12 @@ export const GROUP = documented(
         examples: [["h2", "http/1.1"]],
       },
     ),
+    max_connections: optional(integer(1), {
+      description:
+        "Concurrent connections to the group over all its clients (`group_full` beyond it); each client's own caps apply besides.",
+      defaultText: "none (no cap)",
+      examples: [500],
+    }),
   }).transform(({ upstreams, ...rest }) => ({
     ...rest,
     upstreams: upstreams.filter((u): u is UpstreamConfig => !isDns(u)),
@@ -532,6 +556,24 @@ const match = table({
   error: "must give at least one of spki_sha256, serial, cn, san_uri, san_dns, issuer",
 });
 
+/** A `[clients.NAME.per_group.GROUP]` table. */
+const perGroup = documented(
+  table({
+    max_connections: optional(integer(1), {
+      description:
+        "The client's concurrent connections to this group (`limit_concurrency` beyond it).",
+      defaultText: "none (only its overall cap)",
+      examples: [2],
+    }),
+    connection_rate: rate(" to this group", "none (only its overall rate)"),
+  }),
+  {
+    description: "The client's limits within one of its groups; its overall limits apply besides.",
+    defaultText: "none",
+    examples: [{ max_connections: 2 }],
+  },
+);
+
 /** A `[clients.NAME]` table. */
 export const CLIENT = documented(
   table({
@@ -558,6 +600,18 @@ export const CLIENT = documented(
       examples: [20],
     }),
     connection_rate: rate(", instead of `[limits] connection_rate`"),
+    bandwidth: optional(bandwidth(), {
+      description:
+        "Its bytes per second, each direction, over all its connections, instead of `[limits] bandwidth`.",
+      defaultText: "`[limits] bandwidth`",
+      examples: ["10MiB/s"],
+    }),
+    per_group: optional(named(perGroup), {
+      description:
+        "Its limits within some of its groups (`[clients.NAME.per_group.GROUP]`), besides its overall ones; each `GROUP` is one of its `groups`.",
+      defaultText: "none",
+      examples: [{ cache: { max_connections: 2, connection_rate: { count: 10, per: "1m" } } }],
+    }),
   }),
   {
     description: "A client: how its certificate is recognised, the groups it may use, its limits.",
@@ -715,6 +769,7 @@ export const SECTIONS = {
 export const PATTERN_TYPES: ReadonlyMap<string, string> = new Map([
   [DURATION_PATTERN, "duration"],
   [SIZE_PATTERN, "size"],
+  [RATE_PATTERN, "rate"],
   [HOST_PORT_PATTERN, "address"],
   [HEX_RE.source, "hex, 64 digits"],
   [SERIAL_RE.source, "hex"],
@@ -757,6 +812,7 @@ export type _TypesMatchSchema = [
   >,
   Assert<Same<ClientMatch, ParsedClient["match"]>>,
   Assert<Same<Omit<ClientConfig, "name">, ParsedClient>>,
+  Assert<Same<ClientGroupLimits, NonNullable<ParsedClient["perGroup"]>[string]>>,
   Assert<Same<AdminConfig, ParsedConfig["admin"]>>,
   Assert<Same<LogConfig, ParsedConfig["log"]>>,
   Assert<Same<ClusterConfig | undefined, ParsedConfig["cluster"]>>,

@@ -34,6 +34,7 @@
 export {
   type AdminConfig,
   type ClientConfig,
+  type ClientGroupLimits,
   type ClientMatch,
   type ClusterConfig,
   type Config,

@@ -66,6 +66,12 @@ export interface LimitsConfig {
   maxConnectionsPerClient: number;
   /** New connections per client identity per window (`connection_rate`). */
   connectionRate?: ConnectionRate;
+  /** Over a rate limit: refuse (`"reject"`) or wait for a token (`"queue"`) (`on_rate_limit`). */
+  onRateLimit: "reject" | "queue";
+  /** The longest wait in the queue, ms (`queue_timeout`). */
+  queueTimeout: number;
+  /** Bytes per second per client and direction, over all its connections (`bandwidth`). */
+  bandwidth?: number;
 }
 
 /** Health check settings: the `[health]` table, or a group's effective settings. */
@@ -136,6 +142,8 @@ export interface GroupConfig {
    * @default {undefined}
    */
   tls?: UpstreamTlsConfig;
+  /** Concurrent connections to the group over all clients (`max_connections`). */
+  maxConnections?: number;
 }
 
 /** A group's `tls` table: how mtlb verifies its upstreams and what it presents to them. */
@@ -189,6 +197,18 @@ export interface ClientConfig {
   /** Concurrent connection cap instead of `[limits]`'s (`max_connections`). */
   maxConnections?: number;
   /** Rate limit instead of `[limits]`'s (`connection_rate`). */
+  connectionRate?: ConnectionRate;
+  /** Bytes per second per direction instead of `[limits]`'s (`bandwidth`). */
+  bandwidth?: number;
+  /** Its limits within some of its groups, by group name (`per_group`). */
+  perGroup?: Record<string, ClientGroupLimits>;
+}
+
+/** A `[clients.NAME.per_group.GROUP]` table: a client's limits within one group. */
+export interface ClientGroupLimits {
+  /** Concurrent connections of the client to the group (`max_connections`). */
+  maxConnections?: number;
+  /** New connections of the client to the group per window (`connection_rate`). */
   connectionRate?: ConnectionRate;
 }
 

@@ -37,7 +37,10 @@ export type UpstreamTlsFailure = typeof UPSTREAM_TLS_FAILURES[number];
  *   several.
  * - `unauthorized_group`: the client asked for a group it may not use; `no_group`:
  *   it may use several and named none (SNI or ALPN).
- * - `limit_concurrency`, `limit_rate`, `limit_store_unavailable`: its limits.
+ * - `limit_concurrency`, `limit_rate`, `limit_store_unavailable`: its limits (overall,
+ *   or within the group: `per_group`); `limit_rate` also for a connection whose rate
+ *   token would not come within `queue_timeout`.
+ * - `group_full`: the group's `max_connections` over all clients is reached.
  * - `no_healthy_upstream`, `upstream_unavailable`: no upstream could take it.
  * - `upstream_tls_untrusted`, `upstream_tls_expired`, `upstream_tls_name`,
  *   `upstream_tls_handshake`: the upstreams tried were refused over TLS (see
@@ -59,6 +62,7 @@ export const DENY_REASONS = [
   "limit_concurrency",
   "limit_rate",
   "limit_store_unavailable",
+  "group_full",
   "no_healthy_upstream",
   "upstream_unavailable",
   ...UPSTREAM_TLS_FAILURES,

@@ -21,6 +21,11 @@ const UNITS: Record<string, number> = {
  */
 export const SIZE_PATTERN: string = String.raw`^(\d+(?:\.\d+)?)\s?(B|KB|MB|GB|KiB|MiB|GiB)$`;
 const SIZE_RE = new RegExp(SIZE_PATTERN);
+/**
+ * What a rate string looks like, as a regular expression source (for JSON Schema): a
+ * size followed by `/s` (`10MiB/s`).
+ */
+export const RATE_PATTERN: string = String.raw`^(\d+(?:\.\d+)?)\s?(B|KB|MB|GB|KiB|MiB|GiB)/s$`;
 
 /**
  * Parses a size string into bytes.

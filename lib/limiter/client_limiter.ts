@@ -14,14 +14,40 @@ import { getLogger } from "@logtape/logtape";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 import { MemoryLimiterStore } from "./memory_store.ts";
-import type { ClientLimitKind, ClientLimits, LimiterStore } from "./store.ts";
+import type {
+  AcquireRequest,
+  Admission,
+  ClientLimitKind,
+  ClientLimits,
+  LimiterStore,
+  ScopeLimits,
+} from "./store.ts";
 
 const logger = getLogger(["mtlb", "limiter"]);
+
+/**
+ * Where a limit that refused applies: the client over all its connections
+ * (`"client"`), the client within one group (`"client_in_group"`), or a group over all
+ * its clients (`"group"`).
+ */
+export type LimitScope = "client" | "client_in_group" | "group";
 
 /** Options for {@linkcode ClientLimitError}. */
 export interface ClientLimitErrorOptions extends ErrorOptions {
   /** Which limit refused. */
   kind: ClientLimitKind;
+  /**
+   * Where the limit applies.
+   *
+   * @default {"client"}
+   */
+  scope?: LimitScope;
+  /**
+   * The group, for a limit within a group.
+   *
+   * @default {undefined}
+   */
+  group?: string;
   /** The concurrent cap, or the rate's `count`. */
   limit: number;
   /**
@@ -63,6 +89,10 @@ export interface ClientLimitErrorOptions extends ErrorOptions {
 export class ClientLimitError extends Error {
   /** Which limit refused. */
   readonly kind: ClientLimitKind;
+  /** Where the limit applies. */
+  readonly scope: LimitScope;
+  /** The group of a limit within a group; otherwise `undefined`. */
+  readonly group: string | undefined;
   /** The client name. */
   readonly client: string;
   /** The concurrent cap, or the rate's `count`. */
@@ -79,19 +109,27 @@ export class ClientLimitError extends Error {
    * @param options Which limit refused, and its details.
    */
   constructor(client: string, options: ClientLimitErrorOptions) {
-    const { kind, limit, windowMs, retryAfterMs } = options;
-    const who = `Cannot accept connection: client ${JSON.stringify(client)}`;
+    const { kind, limit, windowMs, retryAfterMs, group } = options;
+    const scope = options.scope ?? "client";
+    const who = `Cannot accept connection: ${
+      scope === "group" ? `group ${JSON.stringify(group)}` : `client ${JSON.stringify(client)}`
+    }`;
+    const where = scope === "client_in_group" ? ` in group ${JSON.stringify(group)}` : "";
     const connections = limit === 1 ? "connection" : "connections";
     super(
       kind === "concurrency"
-        ? `${who} is at its limit of ${limit} concurrent ${connections}`
+        ? `${who} is at its limit of ${limit} concurrent ${connections}${where}`
         : `${who} is over its rate limit of ${limit} ${connections} per ${
           windowMs === undefined ? "window" : formatDuration(windowMs)
-        }${retryAfterMs === undefined ? "" : `, retry after ${formatDuration(retryAfterMs)}`}`,
+        }${where}${
+          retryAfterMs === undefined ? "" : `, retry after ${formatDuration(retryAfterMs)}`
+        }`,
       options,
     );
     this.name = "ClientLimitError";
     this.kind = kind;
+    this.scope = scope;
+    this.group = group;
     this.client = client;
     this.limit = limit;
     this.windowMs = windowMs;
@@ -103,7 +141,115 @@ export class ClientLimitError extends Error {
 export interface ClientLease extends Disposable {
   /** The client the slot belongs to. */
   readonly client: string;
+  /**
+   * The group the slot counts in, when it was acquired with one.
+   *
+   * @default {undefined}
+   */
+  readonly group?: string | undefined;
+  /**
+   * Milliseconds the connection waited in the queue for its rate token (0 when its
+   * token was there at once).
+   *
+   * @default {0}
+   */
+  readonly queuedMs?: number;
 }
+
+/** The limits of one group a connection goes to, for {@linkcode ClientAcquireOptions}. */
+export interface GroupLimits {
+  /** The group's name: a non-empty string. */
+  readonly name: string;
+  /**
+   * Limits over all clients of the group together (`[groups.NAME] max_connections`);
+   * absent for none.
+   *
+   * @default {undefined}
+   */
+  readonly total?: ClientLimits;
+  /**
+   * This client's limits within the group (`[clients.NAME.per_group.GROUP]`), which
+   * apply besides its overall limits; absent for none.
+   *
+   * @default {undefined}
+   */
+  readonly client?: ClientLimits;
+}
+
+/** Options of one {@linkcode ClientLimiter.acquire} call. */
+export interface ClientAcquireOptions {
+  /**
+   * The client's overall limits, instead of `limitsFor(client)` or the default.
+   *
+   * @default {undefined}
+   */
+  limits?: ClientLimits;
+  /**
+   * The group the connection goes to, with the limits there.
+   *
+   * @default {undefined}
+   */
+  group?: GroupLimits;
+  /**
+   * Milliseconds a connection over a rate limit may wait for its token instead of
+   * being refused (`on_rate_limit = "queue"`, `queue_timeout`). The connection holds
+   * its concurrency slots while it waits; one whose token is due later than this is
+   * refused at once (the wait is known on arrival: tokens are reserved in arrival
+   * order). 0 refuses at once.
+   *
+   * @default {0}
+   */
+  queueTimeout?: number;
+  /**
+   * Ends a wait in the queue: the slots are given back and `acquire` rejects with
+   * the signal's reason.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * The key a group's own state is kept under in a {@linkcode LimiterStore} (its total
+ * over all clients): stores with fixed slots (`SharedMemoryLimiterStore`) need one
+ * for each group with limits.
+ *
+ * @example Usage
+ * ```ts
+ * import { groupScopeKey } from "@mtlb/mtlb/limiter";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(groupScopeKey("cache"), "\u001fcache");
+ * ```
+ *
+ * @param group The group's name.
+ * @returns Its key: the unit separator (U+001F) then the name.
+ */
+export function groupScopeKey(group: string): string {
+  return SEPARATOR + group;
+}
+
+/**
+ * The key of a client's state within one group in a {@linkcode LimiterStore}.
+ *
+ * @example Usage
+ * ```ts
+ * import { clientInGroupScopeKey } from "@mtlb/mtlb/limiter";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(clientInGroupScopeKey("alice", "cache"), "alice\u001fcache");
+ * ```
+ *
+ * @param client The client's name.
+ * @param group The group's name.
+ * @returns Its key: the client, the unit separator (U+001F), the group.
+ */
+export function clientInGroupScopeKey(client: string, group: string): string {
+  return client + SEPARATOR + group;
+}
+
+/** Separates the parts of a scope key; names may not contain it. */
+const SEPARATOR = "\u001f";
 
 /** Options for {@linkcode ClientLimiter}. */
 export interface ClientLimiterOptions {
@@ -138,22 +284,28 @@ export interface ClientLimiterOptions {
 const DEFAULT_LIMITS: ClientLimits = Object.freeze({ concurrent: 10 });
 
 /** Gives `_Lease` access to `ClientLimiter`'s private release, without a closure per lease. */
-let releaseSlot: (limiter: ClientLimiter, client: string) => void;
+let releaseSlot: (limiter: ClientLimiter, lease: _Lease) => void;
 
 class _Lease implements ClientLease {
   readonly client: string;
+  readonly group: string | undefined;
+  /** The store keys of the scopes it holds a slot in. */
+  readonly keys: readonly string[];
+  queuedMs = 0;
   #limiter: ClientLimiter | undefined;
 
-  constructor(limiter: ClientLimiter, client: string) {
+  constructor(limiter: ClientLimiter, client: string, group: string | undefined, keys: string[]) {
     this.#limiter = limiter;
     this.client = client;
+    this.group = group;
+    this.keys = keys;
   }
 
   [Symbol.dispose](): void {
     const limiter = this.#limiter;
     if (limiter === undefined) return;
     this.#limiter = undefined;
-    releaseSlot(limiter, this.client);
+    releaseSlot(limiter, this);
   }
 }
 
@@ -198,7 +350,7 @@ class _Lease implements ClientLease {
  */
 export class ClientLimiter {
   static {
-    releaseSlot = (limiter, client) => limiter.#release(client);
+    releaseSlot = (limiter, lease) => limiter.#release(lease);
   }
 
   #store: LimiterStore;
@@ -206,6 +358,9 @@ export class ClientLimiter {
   #limits: ClientLimits;
   #limitsFor: ((client: string) => ClientLimits | undefined) | undefined;
   #active = new Map<string, number>();
+  #queued = new Map<string, number>();
+  #queuedTotal = 0;
+  #queueTimeouts = 0;
 
   /**
    * Creates a limiter.
@@ -223,53 +378,183 @@ export class ClientLimiter {
 
   /**
    * Admits one connection for `client`, or refuses it. With a synchronous store (the
-   * default) admission happens before this returns and the promise is already settled.
+   * default) and no wait in the queue, admission happens before this returns and the
+   * promise is already settled.
+   *
+   * With a group (`options.group`), the connection also counts in the group's total
+   * and in the client's share of the group, and all limits are checked and taken
+   * atomically together. With `options.queueTimeout`, a connection over a rate limit
+   * waits for its token (holding its slots) when the token is due within the timeout.
+   *
+   * @example Queueing for a rate token
+   * ```ts
+   * import { ClientLimiter, FakeClock } from "@mtlb/mtlb";
+   * import assert from "node:assert/strict";
+   *
+   * const clock = new FakeClock();
+   * const limiter = new ClientLimiter({ clock, limits: { concurrent: 5, rate: { count: 1, per: 1000 } } });
+   * using _first = await limiter.acquire("app", { queueTimeout: 5000 });
+   * const second = limiter.acquire("app", { queueTimeout: 5000 });
+   * assert.equal(limiter.queued(), 1);
+   * clock.advance(1000); // its token is due
+   * using lease = await second;
+   * assert.equal(lease.queuedMs, 1000);
+   * ```
+   *
+   * @example A client's cap within a group
+   * ```ts
+   * import { ClientLimiter, ClientLimitError } from "@mtlb/mtlb";
+   * import assert from "node:assert/strict";
+   *
+   * const limiter = new ClientLimiter();
+   * const cache = { name: "cache", total: { concurrent: 500 }, client: { concurrent: 1 } };
+   * using _one = await limiter.acquire("alice", { group: cache });
+   * await assert.rejects(
+   *   limiter.acquire("alice", { group: cache }),
+   *   (e) => e instanceof ClientLimitError && e.scope === "client_in_group",
+   * );
+   * using _other = await limiter.acquire("alice", { group: { name: "web" } });
+   * ```
    *
    * @param client The client name.
-   * @param limits Limits for this call, instead of `limitsFor(client)` or the default.
+   * @param options Limits for this call (instead of `limitsFor(client)` or the
+   * default), or the call's options: limits, group, queue timeout and signal.
    * @returns A lease to dispose when the connection closes.
-   * @throws {ClientLimitError} When the client is at its concurrent cap or out of rate
-   * tokens (as a rejection, like every error here).
-   * @throws {TypeError} When `client` is not a non-empty string.
-   * @throws {RangeError} When the limits are not valid.
-   * @throws Whatever the store throws.
+   * @throws {ClientLimitError} When a cap is reached, or a rate token is not there (or
+   * not due within `queueTimeout`) (as a rejection, like every error here).
+   * @throws {TypeError} When `client` or the group's name is not a non-empty string
+   * without U+001F.
+   * @throws {RangeError} When the limits or the queue timeout are not valid.
+   * @throws Whatever the store throws, or the signal's reason when it aborts a wait.
    */
-  async acquire(client: string, limits?: ClientLimits): Promise<ClientLease> {
-    if (typeof client !== "string" || client === "") {
-      throw new TypeError(
-        `Cannot limit client: name must be a non-empty string, received ${JSON.stringify(client)}`,
+  async acquire(
+    client: string,
+    options?: ClientLimits | ClientAcquireOptions,
+  ): Promise<ClientLease> {
+    checkName("client", client);
+    const call: ClientAcquireOptions = options === undefined
+      ? {}
+      : "concurrent" in options
+      ? { limits: options }
+      : options;
+    const resolved = call.limits ?? this.#limitsFor?.(client) ?? this.#limits;
+    checkLimits(resolved);
+    const queueTimeout = call.queueTimeout ?? 0;
+    if (!(Number.isFinite(queueTimeout) && queueTimeout >= 0)) {
+      throw new RangeError(
+        `Cannot limit client: "queueTimeout" must be a non-negative number of milliseconds, received ${queueTimeout}`,
       );
     }
-    const resolved = limits ?? this.#limitsFor?.(client) ?? this.#limits;
-    checkLimits(resolved);
-    const pending = this.#store.tryAcquire(client, resolved, this.#clock.now());
-    const admission = pending instanceof Promise ? await pending : pending;
+    const group = call.group;
+    const scopes: ScopeLimits[] = [{ key: client, limits: resolved }];
+    const kinds: LimitScope[] = ["client"];
+    if (group !== undefined) {
+      checkName("group", group.name);
+      if (group.client !== undefined) {
+        checkLimits(group.client);
+        scopes.push({ key: clientInGroupScopeKey(client, group.name), limits: group.client });
+        kinds.push("client_in_group");
+      }
+      if (group.total !== undefined) {
+        checkLimits(group.total);
+        scopes.push({ key: groupScopeKey(group.name), limits: group.total });
+        kinds.push("group");
+      }
+    }
+    const request: AcquireRequest = queueTimeout > 0
+      ? { scopes, maxWaitMs: queueTimeout }
+      : { scopes };
+    call.signal?.throwIfAborted();
+    const pending = this.#store.tryAcquire(request, this.#clock.now());
+    const admission: Admission = pending instanceof Promise ? await pending : pending;
     if (!admission.admitted) {
+      if (admission.kind === "rate" && queueTimeout > 0) this.#queueTimeouts++;
+      const refusing = scopes[admission.scope] ?? scopes[0]!;
+      const scope = kinds[admission.scope] ?? "client";
       throw new ClientLimitError(
         client,
         admission.kind === "rate"
           ? {
             kind: "rate",
             limit: admission.limit,
-            windowMs: resolved.rate?.per,
+            windowMs: refusing.limits.rate?.per,
             retryAfterMs: admission.retryAfterMs,
+            scope,
+            ...(scope === "client" ? {} : { group: group!.name }),
           }
-          : { kind: "concurrency", limit: admission.limit },
+          : {
+            kind: "concurrency",
+            limit: admission.limit,
+            scope,
+            ...(scope === "client" ? {} : { group: group!.name }),
+          },
       );
     }
     this.#active.set(client, (this.#active.get(client) ?? 0) + 1);
-    return new _Lease(this, client);
+    const lease = new _Lease(this, client, group?.name, scopes.map((scope) => scope.key));
+    const wait = admission.waitMs ?? 0;
+    if (wait > 0) {
+      try {
+        await this.#wait(client, wait, call.signal);
+      } catch (error) {
+        lease[Symbol.dispose]();
+        throw error;
+      }
+      lease.queuedMs = wait;
+    }
+    return lease;
+  }
+
+  /** Waits in the queue for `ms`, counted in {@linkcode ClientLimiter.queued}. */
+  async #wait(client: string, ms: number, signal: AbortSignal | undefined): Promise<void> {
+    this.#queued.set(client, (this.#queued.get(client) ?? 0) + 1);
+    this.#queuedTotal++;
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const timer = this.#clock.setTimeout(resolve, ms);
+    const onAbort = () => reject(signal!.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (signal?.aborted) onAbort();
+      await promise;
+    } finally {
+      this.#clock.clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.#queuedTotal--;
+      const queued = this.#queued.get(client)!;
+      if (queued <= 1) this.#queued.delete(client);
+      else this.#queued.set(client, queued - 1);
+    }
   }
 
   /**
    * The connections this limiter has admitted for `client` and not yet released
-   * (with a shared store, this instance's share).
+   * (with a shared store, this instance's share), queued ones included.
    *
    * @param client The client name.
    * @returns The number of open leases.
    */
   active(client: string): number {
     return this.#active.get(client) ?? 0;
+  }
+
+  /**
+   * Connections waiting in the queue for a rate token: of `client`, or of every client.
+   *
+   * @param client The client name; omitted for all clients.
+   * @returns How many wait.
+   */
+  queued(client?: string): number {
+    return client === undefined ? this.#queuedTotal : this.#queued.get(client) ?? 0;
+  }
+
+  /**
+   * Connections refused because their rate token was not due within their queue
+   * timeout, since the limiter was created.
+   *
+   * @returns The count.
+   */
+  get queueTimeouts(): number {
+    return this.#queueTimeouts;
   }
 
   /**
@@ -282,12 +567,22 @@ export class ClientLimiter {
     return new Map(this.#active);
   }
 
-  #release(client: string): void {
+  /**
+   * Queued connections per client; clients with none are absent.
+   *
+   * @returns A new map from client name to connections waiting in the queue.
+   */
+  queuedSnapshot(): Map<string, number> {
+    return new Map(this.#queued);
+  }
+
+  #release(lease: _Lease): void {
+    const client = lease.client;
     const open = this.#active.get(client) ?? 0;
     if (open <= 1) this.#active.delete(client);
     else this.#active.set(client, open - 1);
     try {
-      const done = this.#store.release(client, this.#clock.now());
+      const done = this.#store.release(lease.keys, this.#clock.now());
       if (done instanceof Promise) {
         done.then(undefined, (error: unknown) => logReleaseFailure(client, error));
       }
@@ -299,6 +594,16 @@ export class ClientLimiter {
 
 function logReleaseFailure(client: string, error: unknown): void {
   logger.error("Cannot release connection slot of client {client}: {error}", { client, error });
+}
+
+function checkName(what: "client" | "group", name: string): void {
+  if (typeof name !== "string" || name === "" || name.includes(SEPARATOR)) {
+    throw new TypeError(
+      `Cannot limit ${what}: name must be a non-empty string without U+001F, received ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
 }
 
 function checkLimits(limits: ClientLimits): void {

@@ -1,16 +1,16 @@
 /**
- * The default {@linkcode LimiterStore}: per-client state in a `Map` in this process.
+ * The default {@linkcode LimiterStore}: per-key state in a `Map` in this process.
  *
  * @module
  */
 
-import { type Admission, ADMITTED, type ClientLimits, type LimiterStore } from "./store.ts";
+import { type AcquireRequest, type Admission, ADMITTED, type LimiterStore } from "./store.ts";
 import { clampFullAt, isFull, NO_BUCKET, takeToken, tokenWait } from "./token_bucket.ts";
 
 /** The memory store sweeps idle clients once it holds this many, or twice its last live size. */
 const SWEEP_MIN = 1024;
 
-/** What {@linkcode MemoryLimiterStore} remembers about one client. */
+/** What {@linkcode MemoryLimiterStore} remembers about one key (a client, say). */
 interface ClientState {
   /** Open slots. */
   active: number;
@@ -36,14 +36,15 @@ interface ClientState {
  * import assert from "node:assert/strict";
  *
  * const store = new MemoryLimiterStore();
- * const limits = { concurrent: 1, rate: { count: 10, per: 1000 } };
- * assert.deepEqual(store.tryAcquire("app", limits, 0), { admitted: true });
- * assert.deepEqual(store.tryAcquire("app", limits, 0), {
+ * const app = { scopes: [{ key: "app", limits: { concurrent: 1, rate: { count: 10, per: 1000 } } }] };
+ * assert.deepEqual(store.tryAcquire(app, 0), { admitted: true });
+ * assert.deepEqual(store.tryAcquire(app, 0), {
  *   admitted: false,
  *   kind: "concurrency",
  *   limit: 1,
+ *   scope: 0,
  * });
- * store.release("app", 100);
+ * store.release(["app"], 100);
  * assert.equal(store.size, 0); // nothing open, bucket full again after 100 ms
  * ```
  */
@@ -62,57 +63,94 @@ export class MemoryLimiterStore implements LimiterStore {
   }
 
   /**
-   * Atomically checks and takes a slot and a token; see {@linkcode LimiterStore.tryAcquire}.
+   * Atomically checks and takes a slot and a token in every scope; see
+   * {@linkcode LimiterStore.tryAcquire}.
    *
-   * @param client The client name.
-   * @param limits The client's limits.
+   * @param request The scopes and their limits, and how long the caller may wait.
    * @param now The current time in milliseconds.
    * @returns The admission or the refusal.
    */
-  tryAcquire(client: string, limits: ClientLimits, now: number): Admission {
-    const state = this.#clients.get(client);
-    const active = state === undefined ? 0 : state.active;
-    if (active >= limits.concurrent) {
-      return { admitted: false, kind: "concurrency", limit: limits.concurrent };
-    }
-    // A call without a rate limit leaves the bucket as it is, for the next call with one.
-    let fullAt = state === undefined ? NO_BUCKET : state.fullAt;
-    const rate = limits.rate;
-    if (rate !== undefined) {
-      const at = clampFullAt(fullAt, rate, now);
-      const next = takeToken(at, rate);
-      const wait = tokenWait(next, rate, now);
-      if (wait > 0) {
-        // Only a client with state can be refused: without, its bucket is full.
-        state!.fullAt = at;
-        return { admitted: false, kind: "rate", limit: rate.count, retryAfterMs: wait };
+  tryAcquire(request: AcquireRequest, now: number): Admission {
+    const { scopes } = request;
+    const maxWait = request.maxWaitMs ?? 0;
+    const states: (ClientState | undefined)[] = [];
+    for (let i = 0; i < scopes.length; i++) {
+      const { key, limits } = scopes[i]!;
+      const state = this.#clients.get(key);
+      if ((state === undefined ? 0 : state.active) >= limits.concurrent) {
+        return { admitted: false, kind: "concurrency", limit: limits.concurrent, scope: i };
       }
-      fullAt = next;
+      states.push(state);
     }
-    if (state === undefined) {
-      if (this.#clients.size >= this.#sweepAt) {
-        this.prune(now);
-        this.#sweepAt = Math.max(SWEEP_MIN, 2 * this.#clients.size);
+    // A scope without a rate limit leaves its bucket as it is, for the next call with one.
+    const clamped: number[] = [];
+    const next: number[] = [];
+    let wait = 0;
+    let worst = 0;
+    for (let i = 0; i < scopes.length; i++) {
+      const state = states[i];
+      const fullAt = state === undefined ? NO_BUCKET : state.fullAt;
+      const rate = scopes[i]!.limits.rate;
+      if (rate === undefined) {
+        clamped.push(fullAt);
+        next.push(fullAt);
+        continue;
       }
-      this.#clients.set(client, { active: 1, fullAt });
-    } else {
-      state.active = active + 1;
-      state.fullAt = fullAt;
+      const at = clampFullAt(fullAt, rate, now, maxWait);
+      const taken = takeToken(at, rate);
+      const due = tokenWait(taken, rate, now);
+      clamped.push(at);
+      next.push(taken);
+      if (due > wait) {
+        wait = due;
+        worst = i;
+      }
     }
-    return ADMITTED;
+    if (wait > maxWait) {
+      // Only a scope with state can refuse: without, its bucket is full. Restate the
+      // clamped buckets of those with state.
+      for (let i = 0; i < scopes.length; i++) {
+        const state = states[i];
+        if (state !== undefined) state.fullAt = clamped[i]!;
+      }
+      const refusing = scopes[worst]!.limits.rate!;
+      return {
+        admitted: false,
+        kind: "rate",
+        limit: refusing.count,
+        retryAfterMs: wait - maxWait,
+        scope: worst,
+      };
+    }
+    for (let i = 0; i < scopes.length; i++) {
+      const state = states[i];
+      if (state === undefined) {
+        if (this.#clients.size >= this.#sweepAt) {
+          this.prune(now);
+          this.#sweepAt = Math.max(SWEEP_MIN, 2 * this.#clients.size);
+        }
+        this.#clients.set(scopes[i]!.key, { active: 1, fullAt: next[i]! });
+      } else {
+        state.active++;
+        state.fullAt = next[i]!;
+      }
+    }
+    return wait === 0 ? ADMITTED : { admitted: true, waitMs: wait };
   }
 
   /**
-   * Gives back one slot; see {@linkcode LimiterStore.release}.
+   * Gives back one slot in each of `keys`; see {@linkcode LimiterStore.release}.
    *
-   * @param client The client name.
+   * @param keys The keys of the admission's scopes.
    * @param now The current time in milliseconds.
    */
-  release(client: string, now: number): void {
-    const state = this.#clients.get(client);
-    if (state === undefined || state.active === 0) return;
-    state.active--;
-    if (state.active === 0 && isFull(state.fullAt, now)) this.#clients.delete(client);
+  release(keys: readonly string[], now: number): void {
+    for (const key of keys) {
+      const state = this.#clients.get(key);
+      if (state === undefined || state.active === 0) continue;
+      state.active--;
+      if (state.active === 0 && isFull(state.fullAt, now)) this.#clients.delete(key);
+    }
   }
 
   /**

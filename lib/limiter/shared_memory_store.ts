@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type Admission, ADMITTED, type ClientLimits, type LimiterStore } from "./store.ts";
+import { type AcquireRequest, type Admission, ADMITTED, type LimiterStore } from "./store.ts";
 import { clampFullAt, takeToken, tokenWait } from "./token_bucket.ts";
 
 /**
@@ -54,11 +54,13 @@ export interface SharedLimiterMemory {
  * const store = new SharedMemoryLimiterStore(views(buffer), (client) => slots.get(client)!);
  * // Another Worker, sent the buffer, builds its own store on its own views.
  * const other = new SharedMemoryLimiterStore(views(buffer), (client) => slots.get(client)!);
- * assert.deepEqual(store.tryAcquire("alice", { concurrent: 1 }, 0), { admitted: true });
- * assert.deepEqual(other.tryAcquire("alice", { concurrent: 1 }, 0), {
+ * const alice = { scopes: [{ key: "alice", limits: { concurrent: 1 } }] };
+ * assert.deepEqual(store.tryAcquire(alice, 0), { admitted: true });
+ * assert.deepEqual(other.tryAcquire(alice, 0), {
  *   admitted: false,
  *   kind: "concurrency",
  *   limit: 1,
+ *   scope: 0,
  * });
  * ```
  */
@@ -66,15 +68,16 @@ export class SharedMemoryLimiterStore implements LimiterStore {
   #locks: Int32Array;
   #active: Int32Array;
   #fullAt: Float64Array;
-  #slot: (client: string) => number;
+  #slot: (key: string) => number;
 
   /**
    * Creates a store on shared memory.
    *
-   * @param memory The views of the shared memory, one element per client slot.
-   * @param slot Maps a client name to its slot; throws for a client without one.
+   * @param memory The views of the shared memory, one element per slot.
+   * @param slot Maps a key (a client name, or a key `ClientLimiter` derives) to its
+   * slot; throws for a key without one.
    */
-  constructor(memory: SharedLimiterMemory, slot: (client: string) => number) {
+  constructor(memory: SharedLimiterMemory, slot: (key: string) => number) {
     this.#locks = memory.locks;
     this.#active = memory.active;
     this.#fullAt = memory.fullAt;
@@ -82,61 +85,97 @@ export class SharedMemoryLimiterStore implements LimiterStore {
   }
 
   /**
-   * Atomically checks and takes a slot and a token; see {@linkcode LimiterStore.tryAcquire}.
+   * Atomically checks and takes a slot and a token in every scope; see
+   * {@linkcode LimiterStore.tryAcquire}. The scopes' locks are taken in slot order,
+   * so two calls over the same scopes never wait on each other in a cycle.
    *
-   * @param client The client name.
-   * @param limits The client's limits.
+   * @param request The scopes and their limits, and how long the caller may wait.
    * @param now The current time in milliseconds, on the workers' common time base.
    * @returns The admission or the refusal.
-   * @throws Whatever the `slot` function throws for a client without a slot.
+   * @throws Whatever the `slot` function throws for a key without a slot.
    */
-  tryAcquire(client: string, limits: ClientLimits, now: number): Admission {
-    const index = this.#slot(client);
+  tryAcquire(request: AcquireRequest, now: number): Admission {
+    const { scopes } = request;
+    const maxWait = request.maxWaitMs ?? 0;
+    const indexes = scopes.map((scope) => this.#slot(scope.key));
+    const order = indexes.length === 1 ? indexes : [...indexes].sort((a, b) => a - b);
     const locks = this.#locks;
-    // The critical section is a few loads and stores: spin, never wait. The lock's
-    // atomic exchange and release order the plain accesses to `fullAt` between them.
-    while (Atomics.compareExchange(locks, index, 0, 1) !== 0) {
-      // spin
+    // The critical section is a few loads and stores: spin, never wait. The locks'
+    // atomic exchanges and releases order the plain accesses to `fullAt` between them.
+    for (const index of order) {
+      while (Atomics.compareExchange(locks, index, 0, 1) !== 0) {
+        // spin
+      }
     }
     try {
-      // `release` decrements without the lock: read the count atomically.
-      if (Atomics.load(this.#active, index) >= limits.concurrent) {
-        return { admitted: false, kind: "concurrency", limit: limits.concurrent };
-      }
-      const rate = limits.rate;
-      if (rate !== undefined) {
-        const at = clampFullAt(this.#fullAt[index]!, rate, now);
-        const next = takeToken(at, rate);
-        const wait = tokenWait(next, rate, now);
-        if (wait > 0) {
-          this.#fullAt[index] = at;
-          return { admitted: false, kind: "rate", limit: rate.count, retryAfterMs: wait };
+      for (let i = 0; i < scopes.length; i++) {
+        const { concurrent } = scopes[i]!.limits;
+        // `release` decrements without the lock: read the count atomically.
+        if (Atomics.load(this.#active, indexes[i]!) >= concurrent) {
+          return { admitted: false, kind: "concurrency", limit: concurrent, scope: i };
         }
-        this.#fullAt[index] = next;
       }
-      Atomics.add(this.#active, index, 1);
-      return ADMITTED;
+      const fullAt = this.#fullAt;
+      const next: number[] = [];
+      let wait = 0;
+      let worst = 0;
+      for (let i = 0; i < scopes.length; i++) {
+        const index = indexes[i]!;
+        const rate = scopes[i]!.limits.rate;
+        if (rate === undefined) {
+          next.push(fullAt[index]!);
+          continue;
+        }
+        const at = clampFullAt(fullAt[index]!, rate, now, maxWait);
+        const taken = takeToken(at, rate);
+        const due = tokenWait(taken, rate, now);
+        next.push(taken);
+        // Stored now: a refusal restates the clamped bucket, an admission overwrites it.
+        if (at !== fullAt[index]) fullAt[index] = at;
+        if (due > wait) {
+          wait = due;
+          worst = i;
+        }
+      }
+      if (wait > maxWait) {
+        const refusing = scopes[worst]!.limits.rate!;
+        return {
+          admitted: false,
+          kind: "rate",
+          limit: refusing.count,
+          retryAfterMs: wait - maxWait,
+          scope: worst,
+        };
+      }
+      for (let i = 0; i < scopes.length; i++) {
+        const index = indexes[i]!;
+        fullAt[index] = next[i]!;
+        Atomics.add(this.#active, index, 1);
+      }
+      return wait === 0 ? ADMITTED : { admitted: true, waitMs: wait };
     } finally {
-      Atomics.store(locks, index, 0);
+      for (const index of order) Atomics.store(locks, index, 0);
     }
   }
 
   /**
-   * Gives back one slot; see {@linkcode LimiterStore.release}. Never goes below zero,
-   * even on a double release.
+   * Gives back one slot in each of `keys`; see {@linkcode LimiterStore.release}.
+   * Never goes below zero, even on a double release.
    *
-   * @param client The client name.
+   * @param keys The keys of the admission's scopes.
    * @param _now Unused: releasing touches no bucket.
-   * @throws Whatever the `slot` function throws for a client without a slot.
+   * @throws Whatever the `slot` function throws for a key without a slot.
    */
-  release(client: string, _now?: number): void {
+  release(keys: readonly string[], _now?: number): void {
     const active = this.#active;
-    const index = this.#slot(client);
-    let current = Atomics.load(active, index);
-    while (current > 0) {
-      const seen = Atomics.compareExchange(active, index, current, current - 1);
-      if (seen === current) return;
-      current = seen;
+    for (const key of keys) {
+      const index = this.#slot(key);
+      let current = Atomics.load(active, index);
+      while (current > 0) {
+        const seen = Atomics.compareExchange(active, index, current, current - 1);
+        if (seen === current) break;
+        current = seen;
+      }
     }
   }
 }

@@ -17,11 +17,15 @@
  * One admission, under the store's lock:
  *
  * ```ts ignore
- * const at = clampFullAt(fullAt, rate, now);   // full: now; debt beyond a window: one window
- * const next = takeToken(at, rate);            // one token later
- * const wait = tokenWait(next, rate, now);     // 0, or whole milliseconds until that token
- * fullAt = wait > 0 ? at : next;               // a refusal restates the same empty bucket
+ * const at = clampFullAt(fullAt, rate, now, maxWait); // full: now; beyond a window + maxWait: that
+ * const next = takeToken(at, rate);                   // one token later
+ * const wait = tokenWait(next, rate, now);            // 0, or whole milliseconds until that token
+ * fullAt = wait > maxWait ? at : next;                // a refusal restates the same bucket
  * ```
+ *
+ * With `maxWait` above 0 (connections queue for their token), a token due within it
+ * is reserved: the bucket goes into debt, and reservations are served in the order
+ * they were made, which makes the queue first-in first-out.
  *
  * Times are milliseconds as JavaScript numbers (doubles); {@linkcode EPSILON_MS} absorbs
  * their rounding. The Redis store cannot call this code: its `ACQUIRE` Lua script
@@ -33,10 +37,11 @@
  * | here                          | Lua                                                   |
  * | ----------------------------- | ----------------------------------------------------- |
  * | `NO_BUCKET` (no state)        | no key: `from = t`                                    |
- * | `clampFullAt()`               | `if from < t ...`, `if from > t + per ...`            |
+ * | `clampFullAt()`               | `if from < t ...`, `if from > t + per + hz ...`       |
  * | a refusal stores the clamp    | `SET` of the clamped `from`, inside the clamp branch  |
  * | `takeToken()`                 | `local full = from + per / count`                     |
  * | `tokenWait()`                 | `local wait = full - per - t`, the same `0.001` slack |
+ * | `wait > maxWait` refuses      | `if w > maxwait then` (`hz` is `maxwait`)             |
  * | an admission stores `next`    | `SET key full PX (full - t)`                          |
  * | `isFull()` forgets the client | the key expires when the bucket is full again         |
  *
@@ -60,18 +65,25 @@ export const NO_BUCKET = -Infinity;
 
 /**
  * Where a bucket stands at `now` under `rate`: `now` when it is full (a full bucket
- * does not store up tokens beyond `count`), and at most one window ahead of `now`
- * (debt beyond one window, left by a longer window before the limits changed, is
- * clamped to an empty bucket).
+ * does not store up tokens beyond `count`), and at most one window plus `horizon`
+ * ahead of `now`. Debt beyond one window is what tokens reserved ahead of time leave
+ * (up to `horizon`, the longest wait callers accept); beyond that, left by a longer
+ * window or horizon before the limits changed, it is clamped away.
  *
  * @param fullAt When the bucket is full again, or {@linkcode NO_BUCKET}.
  * @param rate The client's current rate.
  * @param now The current time in milliseconds.
- * @returns The clamped `fullAt`, between `now` and `now + rate.per`.
+ * @param horizon How far tokens may be reserved ahead, in milliseconds.
+ * @returns The clamped `fullAt`, between `now` and `now + rate.per + horizon`.
  */
-export function clampFullAt(fullAt: number, rate: ConnectionRate, now: number): number {
+export function clampFullAt(
+  fullAt: number,
+  rate: ConnectionRate,
+  now: number,
+  horizon = 0,
+): number {
   if (fullAt < now) return now;
-  const limit = now + rate.per;
+  const limit = now + rate.per + horizon;
   return fullAt > limit ? limit : fullAt;
 }
 
@@ -88,7 +100,8 @@ export function takeToken(at: number, rate: ConnectionRate): number {
 
 /**
  * Milliseconds until the token taken by {@linkcode takeToken} is there, rounded up to
- * whole milliseconds: the bucket may be at most one window from full.
+ * whole milliseconds: the bucket may be at most one window from full. A caller that
+ * accepts waiting (reserving the token) admits when this is at most its wait.
  *
  * @param next The bucket's `fullAt` with that token taken.
  * @param rate The client's current rate.

@@ -5,6 +5,7 @@
  * @module
  */
 import type { ClientLimits } from "../limiter/store.ts";
+import type { GroupLimits } from "../limiter/client_limiter.ts";
 import type { ClientConfig, ClientMatch, LimitsConfig } from "../config/mod.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 
@@ -18,6 +19,13 @@ export interface ClientRule {
   readonly groups: readonly string[];
   /** Its effective limits: its own overrides, else `[limits]`. */
   readonly limits: ClientLimits;
+  /**
+   * Its limits in each of its groups that has some: the group's total cap and its own
+   * caps within the group (`per_group`). A group without limits is absent.
+   */
+  readonly groupLimits: ReadonlyMap<string, GroupLimits>;
+  /** Its bytes per second, each direction: its own `bandwidth`, else `[limits]`'s. */
+  readonly bandwidth?: number | undefined;
 }
 
 /** Why {@linkcode Policy.identify} refused a certificate. */
@@ -60,12 +68,14 @@ export type RouteResult = { group: string } | {
 
 /** What a {@linkcode Policy} is built from: a {@linkcode Config} fits. */
 export interface PolicyConfig {
-  /** The groups; only their names are used. */
-  groups: ReadonlyMap<string, unknown>;
+  /** The groups: their names, and their caps over all clients. */
+  groups: ReadonlyMap<string, { readonly maxConnections?: number | undefined }>;
   /** The clients. */
   clients: ReadonlyMap<string, ClientConfig>;
   /** The default limits. */
-  limits: LimitsConfig;
+  limits:
+    & Pick<LimitsConfig, "maxConnectionsPerClient" | "connectionRate">
+    & Partial<Pick<LimitsConfig, "onRateLimit" | "queueTimeout" | "bandwidth">>;
 }
 
 /**
@@ -105,6 +115,11 @@ export interface PolicyConfig {
  * ```
  */
 export class Policy {
+  /**
+   * Milliseconds a connection over a rate limit may wait for its token: `[limits]
+   * queue_timeout` with `on_rate_limit = "queue"`, else 0 (refused at once).
+   */
+  readonly queueTimeout: number;
   #clients = new Map<string, ClientRule>();
   /** Group names by lowercase name, for SNI (host names ignore case). */
   #groupsBySni = new Map<string, string>();
@@ -132,17 +147,37 @@ export class Policy {
       if (list === undefined) index.set(key, [rule]);
       else list.push(rule);
     };
+    const { limits: defaults } = config;
+    this.queueTimeout = defaults.onRateLimit === "queue" ? defaults.queueTimeout ?? 0 : 0;
     for (const client of config.clients.values()) {
-      const concurrent = client.maxConnections ?? config.limits.maxConnectionsPerClient;
-      const rate = client.connectionRate ?? config.limits.connectionRate;
-      const limits: ClientLimits = rate === undefined
-        ? { concurrent }
-        : { concurrent, rate: Object.freeze({ count: rate.count, per: rate.per }) };
+      const limits = clientLimits(
+        client.maxConnections ?? defaults.maxConnectionsPerClient,
+        client.connectionRate ?? defaults.connectionRate,
+      );
+      const groupLimits = new Map<string, GroupLimits>();
+      for (const name of client.groups) {
+        const total = config.groups.get(name)?.maxConnections;
+        const within = client.perGroup?.[name];
+        if (total === undefined && within === undefined) continue;
+        groupLimits.set(
+          name,
+          Object.freeze({
+            name,
+            ...(total === undefined ? {} : { total: clientLimits(total, undefined) }),
+            ...(within === undefined
+              ? {}
+              : { client: clientLimits(within.maxConnections ?? Infinity, within.connectionRate) }),
+          }),
+        );
+      }
+      const bandwidth = client.bandwidth ?? defaults.bandwidth;
       const rule: ClientRule = Object.freeze({
         name: client.name,
         match: Object.freeze({ ...client.match }),
         groups: Object.freeze([...client.groups]),
-        limits: Object.freeze(limits),
+        limits,
+        groupLimits,
+        ...(bandwidth === undefined ? {} : { bandwidth }),
       });
       this.#clients.set(rule.name, rule);
       add(this.#bySpki, rule.match.spkiSha256, rule);
@@ -272,7 +307,7 @@ export class Policy {
    * @param request The listener's group, SNI name and ALPN protocols of the connection.
    * @returns The group, or why the connection is refused.
    */
-  route(client: ClientRule, request: RouteRequest = {}): RouteResult {
+  route(client: Pick<ClientRule, "name" | "groups">, request: RouteRequest = {}): RouteResult {
     const asked = this.requestedGroup(request);
     if (asked === undefined) {
       return client.groups.length === 1 ? { group: client.groups[0]! } : { deny: "no_group" };
@@ -347,4 +382,16 @@ export class Policy {
     }
     return rule.limits;
   }
+}
+
+/** Frozen limits: a cap (`Infinity` for none) and an optional rate. */
+function clientLimits(
+  concurrent: number,
+  rate: { count: number; per: number } | undefined,
+): ClientLimits {
+  return Object.freeze(
+    rate === undefined
+      ? { concurrent }
+      : { concurrent, rate: Object.freeze({ count: rate.count, per: rate.per }) },
+  );
 }

@@ -76,6 +76,22 @@ export interface ForwardStats {
   bytesFromUpstream: number;
 }
 
+/**
+ * A limit on how fast {@linkcode forward} reads one side (`BandwidthLimiter`'s
+ * throttles are such): called after each read with the bytes read, it answers the
+ * milliseconds to wait before reading that side again (0: go on), or a promise of
+ * them.
+ */
+export interface ForwardThrottle {
+  /**
+   * Counts bytes just read.
+   *
+   * @param bytes Bytes read.
+   * @returns Milliseconds to wait, or a promise of them.
+   */
+  take(bytes: number): number | Promise<number>;
+}
+
 /** Options for {@linkcode forward}. */
 export interface ForwardOptions {
   /**
@@ -124,6 +140,20 @@ export interface ForwardOptions {
    * @default {[]}
    */
   head?: readonly Uint8Array[];
+  /**
+   * Bandwidth limits, per direction: after each read from a side, its throttle says
+   * how long to wait, and that side is paused that long (real backpressure: the
+   * sender's TCP window closes; nothing is dropped). A side that cannot be paused (a
+   * TLS socket without {@linkcode PAUSE_STOPS_READS}) is not throttled.
+   *
+   * @default {{}}
+   */
+  throttle?: {
+    /** Reads from the client. */
+    readonly fromClient?: ForwardThrottle | undefined;
+    /** Reads from the upstream. */
+    readonly fromUpstream?: ForwardThrottle | undefined;
+  };
 }
 
 /** How a forward ended, returned by {@linkcode forward}. */
@@ -151,6 +181,8 @@ export interface ForwardResult {
 const IDLE_CHECKS_PER_TIMEOUT = 4;
 /** Longer timer delays overflow to 1 ms in `setTimeout`. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
+/** A throttle's timer that fires this early (timers round to milliseconds) is on time. */
+const TIMER_SLACK_MS = 1;
 
 type Side = "client" | "upstream";
 
@@ -262,6 +294,17 @@ class Forwarder {
   #fromClient = 0;
   #fromUpstream = 0;
 
+  // Throttling: a side is read again once its wait is over and its peer drained.
+  readonly #throttleClient: ForwardThrottle | undefined;
+  readonly #throttleUpstream: ForwardThrottle | undefined;
+  #clientHeldUntil = 0;
+  #upstreamHeldUntil = 0;
+  #clientTimer: TimerId | undefined;
+  #upstreamTimer: TimerId | undefined;
+  /** A write to the upstream returned false: the client is paused until "drain". */
+  #clientBlocked = false;
+  #upstreamBlocked = false;
+
   // Half-close state: FIN received (readable "end") and FIN sent (writable "finish").
   #clientEnded = false;
   #upstreamEnded = false;
@@ -302,6 +345,8 @@ class Forwarder {
     this.#pauseClient = pausable(client);
     this.#pauseUpstream = pausable(upstream);
     this.#maxBuffer = options.maxBuffer ?? Infinity;
+    this.#throttleClient = this.#pauseClient ? options.throttle?.fromClient : undefined;
+    this.#throttleUpstream = this.#pauseUpstream ? options.throttle?.fromUpstream : undefined;
     client.on("data", this.#onClientData);
     client.on("end", this.#onClientEnd);
     client.on("finish", this.#onClientFinish);
@@ -333,7 +378,7 @@ class Forwarder {
     }
     for (const chunk of options.head ?? []) this.#onClientData(chunk);
     // A "data" listener does not restart a socket that was paused explicitly.
-    client.resume();
+    if (this.#clientTimer === undefined) client.resume();
     upstream.resume();
     if ((client as { readableEnded?: boolean }).readableEnded === true) this.#onClientEnd();
   }
@@ -344,10 +389,16 @@ class Forwarder {
     this.#fromClient += n;
     this.#stats.bytesFromClient += n;
     if (!this.#upstream.write(chunk)) {
+      this.#clientBlocked = true;
       if (this.#pauseClient) this.#client.pause();
       if (this.#upstream.writableLength > this.#maxBuffer) {
         this.#terminate("buffer_overflow", undefined);
       }
+    }
+    const throttle = this.#throttleClient;
+    if (throttle !== undefined) {
+      const wait = throttle.take(n);
+      if (wait !== 0) this.#holdClient(wait);
     }
   };
 
@@ -356,19 +407,96 @@ class Forwarder {
     this.#fromUpstream += n;
     this.#stats.bytesFromUpstream += n;
     if (!this.#client.write(chunk)) {
+      this.#upstreamBlocked = true;
       if (this.#pauseUpstream) this.#upstream.pause();
       if (this.#client.writableLength > this.#maxBuffer) {
         this.#terminate("buffer_overflow", undefined);
       }
     }
+    const throttle = this.#throttleUpstream;
+    if (throttle !== undefined) {
+      const wait = throttle.take(n);
+      if (wait !== 0) this.#holdUpstream(wait);
+    }
   };
 
   #onUpstreamDrain = (): void => {
-    this.#client.resume();
+    this.#clientBlocked = false;
+    if (this.#clientTimer === undefined) this.#client.resume();
   };
 
   #onClientDrain = (): void => {
-    this.#upstream.resume();
+    this.#upstreamBlocked = false;
+    if (this.#upstreamTimer === undefined) this.#upstream.resume();
+  };
+
+  /** Stops reading the client for `wait` ms (or once a promised wait is known). */
+  #holdClient(wait: number | Promise<number>): void {
+    this.#client.pause();
+    if (typeof wait === "number") {
+      this.#clientHeldUntil = Math.max(this.#clientHeldUntil, this.#clock.now() + wait);
+      this.#clientTimer ??= this.#clock.setTimeout(this.#onClientHeld, wait);
+      return;
+    }
+    // Held by a zero-delay timer until the store answers, then for the wait.
+    this.#clientHeldUntil = Infinity;
+    this.#clientTimer ??= this.#clock.setTimeout(this.#onClientHeld, MAX_TIMER_DELAY);
+    wait.then((ms) => ms, () => 0).then((ms) => {
+      if (this.#reason !== undefined) return;
+      this.#clientHeldUntil = this.#clock.now() + ms;
+      this.#rearm("client");
+    });
+  }
+
+  #holdUpstream(wait: number | Promise<number>): void {
+    this.#upstream.pause();
+    if (typeof wait === "number") {
+      this.#upstreamHeldUntil = Math.max(this.#upstreamHeldUntil, this.#clock.now() + wait);
+      this.#upstreamTimer ??= this.#clock.setTimeout(this.#onUpstreamHeld, wait);
+      return;
+    }
+    this.#upstreamHeldUntil = Infinity;
+    this.#upstreamTimer ??= this.#clock.setTimeout(this.#onUpstreamHeld, MAX_TIMER_DELAY);
+    wait.then((ms) => ms, () => 0).then((ms) => {
+      if (this.#reason !== undefined) return;
+      this.#upstreamHeldUntil = this.#clock.now() + ms;
+      this.#rearm("upstream");
+    });
+  }
+
+  /** Restarts a side's hold timer for what is left of its wait. */
+  #rearm(side: Side): void {
+    const now = this.#clock.now();
+    if (side === "client") {
+      if (this.#clientTimer !== undefined) this.#clock.clearTimeout(this.#clientTimer);
+      this.#clientTimer = this.#clock.setTimeout(
+        this.#onClientHeld,
+        Math.max(0, this.#clientHeldUntil - now),
+      );
+    } else {
+      if (this.#upstreamTimer !== undefined) this.#clock.clearTimeout(this.#upstreamTimer);
+      this.#upstreamTimer = this.#clock.setTimeout(
+        this.#onUpstreamHeld,
+        Math.max(0, this.#upstreamHeldUntil - now),
+      );
+    }
+  }
+
+  #onClientHeld = (): void => {
+    this.#clientTimer = undefined;
+    if (this.#reason !== undefined) return;
+    // Chunks read while the pause took effect added to the wait.
+    if (this.#clientHeldUntil > this.#clock.now() + TIMER_SLACK_MS) return this.#rearm("client");
+    if (!this.#clientBlocked) this.#client.resume();
+  };
+
+  #onUpstreamHeld = (): void => {
+    this.#upstreamTimer = undefined;
+    if (this.#reason !== undefined) return;
+    if (this.#upstreamHeldUntil > this.#clock.now() + TIMER_SLACK_MS) {
+      return this.#rearm("upstream");
+    }
+    if (!this.#upstreamBlocked) this.#upstream.resume();
   };
 
   #onClientEnd = (): void => {
@@ -463,6 +591,9 @@ class Forwarder {
       this.#clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    if (this.#clientTimer !== undefined) this.#clock.clearTimeout(this.#clientTimer);
+    if (this.#upstreamTimer !== undefined) this.#clock.clearTimeout(this.#upstreamTimer);
+    this.#clientTimer = this.#upstreamTimer = undefined;
     this.#signal?.removeEventListener("abort", this.#onAbort);
     this.#client.destroy();
     this.#upstream.destroy();

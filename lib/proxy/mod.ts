@@ -10,6 +10,7 @@ export {
   type ForwardResult,
   type ForwardSocket,
   type ForwardStats,
+  type ForwardThrottle,
 } from "./forward.ts";
 export {
   decodeSslTlv,

@@ -1,12 +1,14 @@
 /**
  * The state a fleet of mtlb instances shares through `[cluster] store`: per-client
- * limits ({@linkcode RedisLimiterStore}) and per-upstream connection counts
+ * limits ({@linkcode RedisLimiterStore}), per-client bandwidth
+ * ({@linkcode RedisBandwidthStore}) and per-upstream connection counts
  * ({@linkcode RedisUpstreamCounts}), built from a {@linkcode ClusterConfig}.
  *
  * @module
  */
 import type { Clock } from "../core/clock.ts";
 import type { ClusterConfig } from "../config/mod.ts";
+import { RedisBandwidthStore } from "./bandwidth_store.ts";
 import { RedisLimiterStore } from "./limiter_store.ts";
 import { RedisUpstreamCounts } from "./upstream_counts.ts";
 
@@ -16,7 +18,9 @@ export interface ClusterStores extends AsyncDisposable {
   limiterStore: RedisLimiterStore;
   /** For `BalancerOptions.upstreamCounts`. */
   upstreamCounts: RedisUpstreamCounts;
-  /** Closes both stores and removes this instance's keys. */
+  /** For `BalancerOptions.bandwidthStore`. */
+  bandwidthStore: RedisBandwidthStore;
+  /** Closes the stores and removes this instance's keys. */
   close(): Promise<void>;
 }
 
@@ -58,9 +62,10 @@ export async function connectCluster(
     leaseTtl: cluster.leaseTtl,
   });
   const upstreamCounts = new RedisUpstreamCounts(common);
-  await Promise.all([limiterStore.connect(), upstreamCounts.connect()]);
+  const bandwidthStore = new RedisBandwidthStore(common);
+  await Promise.all([limiterStore.connect(), upstreamCounts.connect(), bandwidthStore.connect()]);
   const close = async (): Promise<void> => {
-    await Promise.all([limiterStore.close(), upstreamCounts.close()]);
+    await Promise.all([limiterStore.close(), upstreamCounts.close(), bandwidthStore.close()]);
   };
-  return { limiterStore, upstreamCounts, close, [Symbol.asyncDispose]: close };
+  return { limiterStore, upstreamCounts, bandwidthStore, close, [Symbol.asyncDispose]: close };
 }

@@ -23,9 +23,9 @@ import { getLogger } from "@logtape/logtape";
 import { parseRedisUrl, RedisConnection, RedisScript } from "./_redis_connection.ts";
 import { MemoryLimiterStore } from "../limiter/memory_store.ts";
 import {
+  type AcquireRequest,
   type Admission,
   ADMITTED,
-  type ClientLimits,
   type LimiterStore,
   StoreUnavailableError,
 } from "../limiter/store.ts";
@@ -148,57 +148,93 @@ local function px(x) return string.format('%.0f', math.max(1, math.ceil(x))) end
 `;
 
 /**
- * KEYS: instances, own slots hash, client's bucket.
- * ARGV: lease, client, concurrent (-1: none), rate count (0: none), rate per, slots
- * prefix, the caller's now for the bucket ('' for Redis TIME), key expiry slack.
- * Returns {1} admitted, {0, 0} concurrency, {0, 1, retryAfterMs} rate, {-1} lease lost.
- * Mirrors MemoryLimiterStore.tryAcquire: concurrency first, a refusal changes
- * nothing (but the clamp of excess debt, which restates the same empty bucket). The
+ * KEYS: instances, own slots hash, then each scope's bucket.
+ * ARGV: lease, slots prefix, the caller's now for the buckets ('' for Redis TIME), key
+ * expiry slack, max wait, then per scope: key, concurrent (-1: none), rate count (0:
+ * none), rate per.
+ * Returns {1, waitMs} admitted, {0, 0, scope} concurrency, {0, 1, retryAfterMs, scope}
+ * rate, {-1} lease lost (scope: 0-based index).
+ * Mirrors MemoryLimiterStore.tryAcquire: concurrency first, scope by scope, a refusal
+ * changes nothing (but the clamp of excess debt, which restates the same bucket). Each
  * bucket is lib/limiter/token_bucket.ts step for step: clampFullAt (no key: a full
- * bucket), takeToken, tokenWait with its 0.001 ms slack.
+ * bucket; the horizon is the max wait), takeToken, tokenWait with its 0.001 ms slack.
  */
 const ACQUIRE = new RedisScript(`${PRELUDE}
 local lease = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
 if lease <= now then return {-1} end
-local concurrent = tonumber(ARGV[3])
-if concurrent >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now))
-  local active = 0
-  local leases = redis.call('ZRANGE', KEYS[1], 0, -1)
-  for i = 1, #leases do
-    local n = redis.call('HGET', ARGV[6] .. leases[i], ARGV[2])
-    if n then active = active + tonumber(n) end
+local n = (#ARGV - 5) / 4
+local pruned = false
+local leases
+for s = 1, n do
+  local concurrent = tonumber(ARGV[5 + 4 * s - 2])
+  if concurrent >= 0 then
+    if not pruned then
+      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now))
+      leases = redis.call('ZRANGE', KEYS[1], 0, -1)
+      pruned = true
+    end
+    local field = ARGV[5 + 4 * s - 3]
+    local active = 0
+    for i = 1, #leases do
+      local c = redis.call('HGET', ARGV[2] .. leases[i], field)
+      if c then active = active + tonumber(c) end
+    end
+    if active >= concurrent then return {0, 0, s - 1} end
   end
-  if active >= concurrent then return {0, 0} end
 end
-local count = tonumber(ARGV[4])
-if count > 0 then
-  local per = tonumber(ARGV[5])
-  local t = now
-  if ARGV[7] ~= '' then t = tonumber(ARGV[7]) end
-  local slack = tonumber(ARGV[8])
-  local from = redis.call('GET', KEYS[3])
-  if from then from = tonumber(from) else from = t end
-  if from < t then from = t end
-  if from > t + per then
-    from = t + per
-    redis.call('SET', KEYS[3], string.format('%.17g', from), 'PX', px(per + slack))
+local t = now
+if ARGV[3] ~= '' then t = tonumber(ARGV[3]) end
+local slack = tonumber(ARGV[4])
+local hz = tonumber(ARGV[5])
+local nexts = {}
+local wait = 0
+local worst = 0
+for s = 1, n do
+  local count = tonumber(ARGV[5 + 4 * s - 1])
+  if count > 0 then
+    local per = tonumber(ARGV[5 + 4 * s])
+    local from = redis.call('GET', KEYS[2 + s])
+    if from then from = tonumber(from) else from = t end
+    if from < t then from = t end
+    if from > t + per + hz then
+      from = t + per + hz
+      redis.call('SET', KEYS[2 + s], string.format('%.17g', from), 'PX', px(per + hz + slack))
+    end
+    local full = from + per / count
+    local w = full - per - t
+    local due = 0
+    if w > 0.001 then due = math.ceil(w - 0.001) end
+    nexts[s] = full
+    if due > wait then
+      wait = due
+      worst = s
+    end
   end
-  local full = from + per / count
-  local wait = full - per - t
-  if wait > 0.001 then return {0, 1, math.ceil(wait - 0.001)} end
-  redis.call('SET', KEYS[3], string.format('%.17g', full), 'PX', px(full - t + slack))
 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+if wait > hz then
+  return {0, 1, wait - hz, worst - 1}
+end
+for s = 1, n do
+  local full = nexts[s]
+  if full then
+    redis.call('SET', KEYS[2 + s], string.format('%.17g', full), 'PX', px(full - t + slack))
+  end
+  redis.call('HINCRBY', KEYS[2], ARGV[5 + 4 * s - 3], 1)
+end
 redis.call('PEXPIREAT', KEYS[2], int(lease))
-return {1}
+return {1, wait}
 `);
 
-/** KEYS: instances, own slots hash. ARGV: lease, client. Returns 1, or -1 when the lease is lost. */
+/**
+ * KEYS: instances, own slots hash. ARGV: lease, then the keys to release. Returns 1,
+ * or -1 when the lease is lost.
+ */
 const RELEASE = new RedisScript(`${PRELUDE}
 local lease = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
 if lease <= now then return -1 end
-if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+for i = 2, #ARGV do
+  if redis.call('HINCRBY', KEYS[2], ARGV[i], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
 return 1
 `);
 
@@ -446,20 +482,20 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
   }
 
   /**
-   * Atomically checks both limits across the fleet and takes a slot and a token; see
-   * {@linkcode LimiterStore.tryAcquire}. While Redis is unavailable, applies the
-   * `onStoreError` policy. Never waits longer than about `timeout` (twice when this
-   * instance must first re-register because its lease expired).
+   * Atomically checks every scope's limits across the fleet and takes a slot and a
+   * token in each; see {@linkcode LimiterStore.tryAcquire}. While Redis is
+   * unavailable, applies the `onStoreError` policy. Never waits longer than about
+   * `timeout` (twice when this instance must first re-register because its lease
+   * expired).
    *
-   * @param client The client name.
-   * @param limits The client's limits, already validated.
+   * @param request The scopes and their limits (already validated), and the wait.
    * @param now This process's clock, used by the local fallback's token buckets, and
    * by the shared ones with `rateClock: "caller"`.
    * @returns The admission or the refusal.
    * @throws {StoreUnavailableError} When Redis is unavailable and the policy is `"closed"`.
    * @throws {Error} When the store is not connected or is closed.
    */
-  async tryAcquire(client: string, limits: ClientLimits, now: number): Promise<Admission> {
+  async tryAcquire(request: AcquireRequest, now: number): Promise<Admission> {
     if (this.#state !== "started") {
       throw new Error(
         `Cannot acquire from Redis limiter store: it is ${
@@ -467,27 +503,28 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
         }`,
       );
     }
-    if (this.#mode !== "shared") return this.#fallback(client, limits, now);
-    return await this.#acquireShared(client, limits, now, true);
+    if (this.#mode !== "shared") return this.#fallback(request, now);
+    return await this.#acquireShared(request, now, true);
   }
 
   /**
-   * Gives back one of this instance's slots of `client`; see
-   * {@linkcode LimiterStore.release}. While Redis is unavailable the slot is given
+   * Gives back one of this instance's slots in each of `keys`; see
+   * {@linkcode LimiterStore.release}. While Redis is unavailable the slots are given
    * back here only, and Redis learns at the next registration. Never rejects.
    *
-   * @param client The client name.
+   * @param keys The keys of the admission's scopes.
    * @param _now Unused: Redis keeps its own time.
    * @returns Nothing when nothing is sent to Redis, or a promise that settles once
    * Redis answered (or failed, which switches the store to its policy).
    */
-  release(client: string, _now: number): Promise<void> | void {
-    if (!this.#add(client, -1)) return;
+  release(keys: readonly string[], _now: number): Promise<void> | void {
+    const held = keys.filter((key) => this.#add(key, -1));
+    if (held.length === 0) return;
     if (this.#mode !== "shared" || this.#state !== "started") return;
     const lease = this.#lease;
     return this.#conn.run(RELEASE, [this.#instancesKey, this.#slotsPrefix + lease], [
       lease,
-      client,
+      ...held,
     ]).then(
       (reply) => {
         if (reply === LEASE_LOST) this.#leaseLost(lease);
@@ -536,86 +573,116 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
   }
 
   async #acquireShared(
-    client: string,
-    limits: ClientLimits,
+    request: AcquireRequest,
     now: number,
     retry: boolean,
   ): Promise<Admission> {
     const lease = this.#lease;
-    const rate = limits.rate;
-    let reply: unknown;
-    try {
-      reply = await this.#conn.run(ACQUIRE, [
-        this.#instancesKey,
-        this.#slotsPrefix + lease,
-        this.#ratePrefix + client,
-      ], [
-        lease,
-        client,
+    const { scopes } = request;
+    const keys = [this.#instancesKey, this.#slotsPrefix + lease];
+    const args = [
+      lease,
+      this.#slotsPrefix,
+      this.#callerTime ? String(now) : "",
+      this.#callerTime ? String(this.#leaseTtl) : "0",
+      String(request.maxWaitMs ?? 0),
+    ];
+    for (const { key, limits } of scopes) {
+      const rate = limits.rate;
+      keys.push(this.#ratePrefix + key);
+      args.push(
+        key,
         limits.concurrent === Infinity ? "-1" : String(limits.concurrent),
         rate === undefined ? "0" : String(rate.count),
         rate === undefined ? "0" : String(rate.per),
-        this.#slotsPrefix,
-        this.#callerTime ? String(now) : "",
-        this.#callerTime ? String(this.#leaseTtl) : "0",
-      ]);
+      );
+    }
+    let reply: unknown;
+    try {
+      reply = await this.#conn.run(ACQUIRE, keys, args);
     } catch (error) {
       // The outcome is unknown: the script may yet run. The registration that ends
       // the fallback replaces this lease, so a late run changes nothing.
       this.#fail(error);
-      return this.#fallback(client, limits, now);
+      return this.#fallback(request, now);
     }
-    const [code, kind, retryAfterMs] = reply as [number, number?, number?];
+    const [code, kind, third, fourth] = reply as [number, number?, number?, number?];
     if (code === LEASE_LOST) {
       if (retry && this.#mode === "shared" && this.#state === "started") {
         // Register again (unless a registration already replaced that lease), then retry.
         this.#leaseLost(lease);
         await this.#syncing;
         if (this.#mode === "shared" && this.#state === "started") {
-          return this.#acquireShared(client, limits, now, false);
+          return this.#acquireShared(request, now, false);
         }
       } else if (!retry && this.#mode === "shared") {
         this.#fail(new Error("Redis does not hold this instance's lease after registering it"));
       }
-      return this.#fallback(client, limits, now);
+      return this.#fallback(request, now);
     }
     if (code === 1) {
-      this.#add(client, 1);
+      for (const scope of scopes) this.#add(scope.key, 1);
       // Admitted under a lease that a registration sent meanwhile replaced, whose
       // snapshot did not include this slot: register again.
       if (lease !== this.#lease && this.#mode === "shared") void this.#sync();
-      return ADMITTED;
+      const waitMs = kind ?? 0;
+      return waitMs > 0 ? { admitted: true, waitMs } : ADMITTED;
     }
-    return kind === 0
-      ? { admitted: false, kind: "concurrency", limit: limits.concurrent }
-      : { admitted: false, kind: "rate", limit: rate!.count, retryAfterMs: retryAfterMs! };
+    if (kind === 0) {
+      const scope = third!;
+      return {
+        admitted: false,
+        kind: "concurrency",
+        limit: scopes[scope]!.limits.concurrent,
+        scope,
+      };
+    }
+    const scope = fourth!;
+    return {
+      admitted: false,
+      kind: "rate",
+      limit: scopes[scope]!.limits.rate!.count,
+      retryAfterMs: third!,
+      scope,
+    };
   }
 
-  #fallback(client: string, limits: ClientLimits, now: number): Admission {
+  #fallback(request: AcquireRequest, now: number): Admission {
     if (this.#policy === "closed") {
       this.#refusals++;
       throw new StoreUnavailableError({ cause: this.#lastError });
     }
     this.#fallbacks++;
-    if ((this.#open.get(client) ?? 0) >= limits.concurrent) {
-      return { admitted: false, kind: "concurrency", limit: limits.concurrent };
+    const { scopes } = request;
+    for (let i = 0; i < scopes.length; i++) {
+      const { key, limits } = scopes[i]!;
+      if ((this.#open.get(key) ?? 0) >= limits.concurrent) {
+        return { admitted: false, kind: "concurrency", limit: limits.concurrent, scope: i };
+      }
     }
-    const rate = limits.rate;
-    if (rate !== undefined) {
-      const answer = this.#localRate.tryAcquire(client, { concurrent: Infinity, rate }, now);
-      if (!answer.admitted) return answer;
-      this.#localRate.release(client, now);
+    const rated = scopes.filter((scope) => scope.limits.rate !== undefined);
+    let answer: Admission = ADMITTED;
+    if (rated.length > 0) {
+      const local = rated.map(({ key, limits }) => ({
+        key,
+        limits: { concurrent: Infinity, rate: limits.rate! },
+      }));
+      answer = this.#localRate.tryAcquire({ ...request, scopes: local }, now);
+      if (!answer.admitted) {
+        return { ...answer, scope: scopes.indexOf(rated[answer.scope]!) };
+      }
+      this.#localRate.release(local.map((scope) => scope.key), now);
     }
-    this.#add(client, 1);
-    return ADMITTED;
+    for (const scope of scopes) this.#add(scope.key, 1);
+    return answer;
   }
 
-  /** Changes this instance's count of `client`; returns false for a release of nothing. */
-  #add(client: string, delta: 1 | -1): boolean {
-    const open = (this.#open.get(client) ?? 0) + delta;
+  /** Changes this instance's count of `key`; returns false for a release of nothing. */
+  #add(key: string, delta: 1 | -1): boolean {
+    const open = (this.#open.get(key) ?? 0) + delta;
     if (open < 0) return false;
-    if (open === 0) this.#open.delete(client);
-    else this.#open.set(client, open);
+    if (open === 0) this.#open.delete(key);
+    else this.#open.set(key, open);
     return true;
   }
 

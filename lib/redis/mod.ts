@@ -19,6 +19,11 @@ export {
 } from "./client_policy_store.ts";
 export { type ClusterStores, connectCluster } from "./cluster.ts";
 export {
+  RedisBandwidthStore,
+  type RedisBandwidthStoreCounters,
+  type RedisBandwidthStoreOptions,
+} from "./bandwidth_store.ts";
+export {
   RedisLimiterStore,
   type RedisLimiterStoreCounters,
   type RedisLimiterStoreOptions,

@@ -28,6 +28,10 @@ export class BalancerMetrics {
   readonly bytes: MetricFamily<CounterSeries>;
   readonly handshakeFailures: MetricFamily<CounterSeries>;
   readonly limiterRefusals: Record<ClientLimitKind, CounterSeries>;
+  /** Connections waiting for a rate token (`on_rate_limit = "queue"`). */
+  readonly queued: GaugeSeries;
+  /** Connections refused because their rate token was not due within `queue_timeout`. */
+  readonly queueTimeouts: CounterSeries;
   readonly upstreamHealthy: MetricFamily<GaugeSeries>;
   readonly probeLatency: MetricFamily<GaugeSeries>;
   readonly ejections: MetricFamily<CounterSeries>;
@@ -103,6 +107,16 @@ export class BalancerMetrics {
       concurrency: refusals.labels("concurrency"),
       rate: refusals.labels("rate"),
     };
+    this.queued = registry.gauge({
+      name: "mtlb_limiter_queued",
+      help:
+        'Connections waiting for a rate token before their upstream is dialed (on_rate_limit = "queue").',
+    }).labels();
+    this.queueTimeouts = registry.counter({
+      name: "mtlb_limiter_queue_timeouts_total",
+      help:
+        "Connections refused (limit_rate) because their rate token was not due within queue_timeout.",
+    }).labels();
     this.upstreamHealthy = registry.gauge({
       name: "mtlb_upstream_healthy",
       help: "1 when the upstream passes its health checks and is not ejected, else 0.",

@@ -60,12 +60,12 @@ import { configuredResolver } from "./_group_dns.ts";
 import { DnsReports } from "./_relayed_dns.ts";
 import { RelayedHealth, type RelayedReport, storeReport } from "./group_health.ts";
 import type { DnsReport, HealthReport } from "./records.ts";
+import { clientStates } from "./status.ts";
 import type {
   BalancerCounters,
   BalancerState,
   BalancerStatus,
   ClientPolicyStatus,
-  ClientState,
   DrainResult,
   ListenerInfo,
 } from "./status.ts";
@@ -225,6 +225,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       clock: this.#clock,
       wall: this.#wall,
       limiter: this.#limiter,
+      ...(options.bandwidthStore === undefined ? {} : { bandwidth: options.bandwidthStore }),
       metrics: this.#metrics,
       counters: this.counters,
       refusals: this.#refusals,
@@ -448,12 +449,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const wall = this.#wall();
     const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
     const groups = [...this.#groups.values()].map((group) => group.status(iso));
-    const clients: ClientState[] = [...this.#config.clients.values()].map((c) => ({
-      name: c.name,
-      groups: [...c.groups],
-      active: this.#limiter.active(c.name),
-      maxConnections: c.maxConnections ?? this.#config.limits.maxConnectionsPerClient,
-    }));
+    const clients = clientStates(this.#config, this.#limiter);
     const certificates: BalancerStatus["certificates"] = {};
     const server = this.#certificateExpiry("tls.cert");
     const ca = this.#certificateExpiry("tls.ca");
@@ -569,6 +565,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       );
     }
     for (const listener of this.#listeners) void this.#net.close(listener);
+    this.#runner.refuseQueued();
     if (this.#net.open > 0) {
       this.#stopWaiting = Promise.withResolvers<void>();
       let timer: TimerId | undefined;
@@ -796,6 +793,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const name of this.#config.clients.keys()) {
       m.clientActive.labels(name).set(this.#limiter.active(name));
     }
+    m.queued.set(this.#limiter.queued());
   }
 
   // -------------------------------------------------------------------------------------

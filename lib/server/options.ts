@@ -11,6 +11,7 @@ import { ClientTrust } from "../identity/client_trust.ts";
 import { RevocationList } from "../identity/crl.ts";
 import { TrustStore } from "../identity/trust_store.ts";
 import type { LimiterStore } from "../limiter/store.ts";
+import type { BandwidthStore } from "../limiter/bandwidth_store.ts";
 import type { MetricsRegistry } from "../metrics/registry.ts";
 import type { Dialer } from "../upstream/dial.ts";
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
@@ -95,6 +96,13 @@ export interface BalancerOptions {
    * @default {a new MemoryLimiterStore}
    */
   limiterStore?: LimiterStore;
+  /**
+   * Where the client byte buckets of `bandwidth` live: shared memory between workers,
+   * Redis across a fleet.
+   *
+   * @default {a new MemoryBandwidthStore}
+   */
+  bandwidthStore?: BandwidthStore;
   /**
    * Where active connection counts per upstream live, shared by every group's pool
    * (keyed by upstream address): `SharedState.upstreamCounts()` for workers, a Redis

@@ -12,13 +12,20 @@ import type { TLSSocket } from "node:tls";
 import { getLogger } from "@logtape/logtape";
 import type { Clock } from "../core/clock.ts";
 import { formatSize } from "../core/size.ts";
+import { formatDuration } from "../core/duration.ts";
 import type { DenyReason } from "../core/reasons.ts";
 import type { Config } from "../config/mod.ts";
 import { isLogged } from "../control/logging.ts";
 import type { CertIdentity } from "../identity/certificate.ts";
 import type { ClientTrust } from "../identity/client_trust.ts";
 import { peerCertificateChain } from "../identity/_peer_certificate.ts";
-import { type ClientLimiter, ClientLimitError } from "../limiter/client_limiter.ts";
+import { BandwidthLimiter } from "../limiter/bandwidth_limiter.ts";
+import type { BandwidthStore } from "../limiter/bandwidth_store.ts";
+import {
+  type ClientLease,
+  type ClientLimiter,
+  ClientLimitError,
+} from "../limiter/client_limiter.ts";
 import { StoreUnavailableError } from "../limiter/store.ts";
 import { offeredAlpn } from "../listener/_tls_server_hooks.ts";
 import type { SecureConnection } from "../listener/tls_listeners.ts";
@@ -62,6 +69,12 @@ export interface SessionRunnerOptions {
   wall: () => number;
   /** The client limits. */
   limiter: ClientLimiter;
+  /**
+   * Where the client bandwidth buckets live.
+   *
+   * @default {a new MemoryBandwidthStore}
+   */
+  bandwidth?: BandwidthStore;
   /** The balancer's metric families. */
   metrics: BalancerMetrics;
   /** The balancer's counters. */
@@ -89,6 +102,9 @@ export interface SessionRunnerOptions {
  */
 export class SessionRunner {
   #o: SessionRunnerOptions;
+  #bandwidth: BandwidthLimiter;
+  /** Aborted by refuseQueued(), or when the balancer closes. */
+  #draining = new AbortController();
   #settled = new Set<Promise<void>>();
   /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
   #overflowed = new WeakSet<Socket>();
@@ -100,6 +116,19 @@ export class SessionRunner {
    */
   constructor(options: SessionRunnerOptions) {
     this.#o = options;
+    options.closing.addEventListener("abort", () => this.refuseQueued(), { once: true });
+    this.#bandwidth = new BandwidthLimiter({
+      clock: options.clock,
+      ...(options.bandwidth === undefined ? {} : { store: options.bandwidth }),
+    });
+  }
+
+  /**
+   * Refuses (`server_closing`) the connections waiting for a rate token, and those
+   * that would wait from now on: the balancer drains.
+   */
+  refuseQueued(): void {
+    this.#draining.abort(new Error("Balancer draining"));
   }
 
   /**
@@ -220,26 +249,9 @@ export class SessionRunner {
     const groupConfig = group.config;
     const base = { client: client.name, identity, group: admitted.group, remote };
 
-    let slot;
-    try {
-      slot = await this.#o.limiter.acquire(client.name, client.limits);
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) {
-        return this.#o.refusals.deny(socket, {
-          ...base,
-          reason: "limit_store_unavailable",
-          detail: error.message,
-        });
-      }
-      if (!(error instanceof ClientLimitError)) throw error;
-      this.#o.metrics.limiterRefusals[error.kind].inc();
-      return this.#o.refusals.deny(socket, {
-        ...base,
-        reason: error.kind === "rate" ? "limit_rate" : "limit_concurrency",
-        detail: error.message,
-      });
-    }
-    using _slot = slot;
+    const slot = await this.#limit(socket, client, admitted.group, scope.policy.queueTimeout);
+    if ("deny" in slot) return this.#o.refusals.deny(socket, { ...base, ...slot.deny });
+    using _slot = slot.lease;
 
     const connection = await this.#connectUpstream(socket, group, config);
     if ("deny" in connection) {
@@ -275,6 +287,9 @@ export class SessionRunner {
         signal: this.#o.closing,
         clock: this.#o.clock,
         stats: group.stats,
+        ...(client.bandwidth === undefined
+          ? {}
+          : { throttle: this.#bandwidth.throttles(client.name, client.bandwidth) }),
       });
       // Only failures the upstream caused count: see forwardOutcome().
       const outcome = forwardOutcome(result);
@@ -311,6 +326,81 @@ export class SessionRunner {
       this.#o.counters.active--;
       this.#o.sessions.delete(session);
     }
+  }
+
+  /**
+   * Takes the client's slots (overall, within the group, the group's) and its rate
+   * tokens, waiting in the queue for a token when `queueTimeout` allows, before any
+   * upstream is dialed. A queued connection is refused when the balancer drains or
+   * the client leaves. A method of its own for the same reason as `#connectUpstream`.
+   */
+  async #limit(
+    socket: TLSSocket,
+    client: ClientRule,
+    group: string,
+    queueTimeout: number,
+  ): Promise<{ lease: ClientLease } | { deny: { reason: DenyReason; detail: string } }> {
+    const options = {
+      limits: client.limits,
+      group: client.groupLimits.get(group) ?? { name: group },
+      queueTimeout,
+    };
+    if (queueTimeout === 0) {
+      try {
+        return { lease: await this.#o.limiter.acquire(client.name, options) };
+      } catch (error) {
+        return { deny: this.#limitDenial(error, false) };
+      }
+    }
+    // Queued connections end with a drain or their client: one controller for both.
+    const stop = new AbortController();
+    const draining = this.#draining.signal;
+    const onGone = () => stop.abort(new Error("Client closed while queued for a rate token"));
+    const onDrain = () => stop.abort(new Error("Balancer draining"));
+    socket.once("close", onGone);
+    draining.addEventListener("abort", onDrain, { once: true });
+    if (draining.aborted) onDrain();
+    try {
+      const lease = await this.#o.limiter.acquire(client.name, { ...options, signal: stop.signal });
+      return { lease };
+    } catch (error) {
+      if (stop.signal.aborted && !(error instanceof ClientLimitError)) {
+        return {
+          deny: {
+            reason: draining.aborted ? "server_closing" : "client_gone",
+            detail: String(stop.signal.reason),
+          },
+        };
+      }
+      return { deny: this.#limitDenial(error, true) };
+    } finally {
+      socket.off("close", onGone);
+      draining.removeEventListener("abort", onDrain);
+    }
+  }
+
+  /** The refusal for a limiter's error; rethrows what is not a limit. */
+  #limitDenial(error: unknown, queued: boolean): { reason: DenyReason; detail: string } {
+    if (error instanceof StoreUnavailableError) {
+      return { reason: "limit_store_unavailable", detail: error.message };
+    }
+    if (!(error instanceof ClientLimitError)) throw error;
+    this.#o.metrics.limiterRefusals[error.kind].inc();
+    if (error.kind === "rate") {
+      if (queued) this.#o.metrics.queueTimeouts.inc();
+      return {
+        reason: "limit_rate",
+        detail: queued
+          ? `${error.message}: not within queue_timeout (${
+            formatDuration(this.#o.scope().config.limits.queueTimeout)
+          })`
+          : error.message,
+      };
+    }
+    return {
+      reason: error.scope === "group" ? "group_full" : "limit_concurrency",
+      detail: error.message,
+    };
   }
 
   /**

@@ -9,6 +9,8 @@ import type { DenyReason } from "../core/reasons.ts";
 import type { HealthState, TargetHealth } from "../upstream/health_probe.ts";
 import type { OutlierState } from "../upstream/outlier_detector.ts";
 import type { ReloadRecord } from "./records.ts";
+import type { Config } from "../config/mod.ts";
+import type { ClientLimiter } from "../limiter/client_limiter.ts";
 
 /** Counters kept by the balancer, for metrics and tests. */
 export interface BalancerCounters {
@@ -130,8 +132,10 @@ export interface ClientState {
   name: string;
   /** The groups it may use. */
   groups: string[];
-  /** Connections it has open now. */
+  /** Connections it has open now, queued ones included. */
   active: number;
+  /** Of those, connections waiting for a rate token (`on_rate_limit = "queue"`). */
+  queued: number;
   /** Its concurrent connection cap. */
   maxConnections: number;
 }
@@ -267,4 +271,25 @@ export function addEjection(
     until: iso(outlier.until ?? 0),
     ejections: outlier.ejections,
   };
+}
+
+/**
+ * The configured clients as `/status` shows them: their groups, their connections
+ * open and queued (this balancer's share, with a shared store), and their cap.
+ *
+ * @param config The configuration in force.
+ * @param limiter The balancer's limiter.
+ * @returns One entry per configured client, in config order.
+ */
+export function clientStates(
+  config: Pick<Config, "clients" | "limits">,
+  limiter: Pick<ClientLimiter, "active" | "queued">,
+): ClientState[] {
+  return [...config.clients.values()].map((c) => ({
+    name: c.name,
+    groups: [...c.groups],
+    active: limiter.active(c.name),
+    queued: limiter.queued(c.name),
+    maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
+  }));
 }

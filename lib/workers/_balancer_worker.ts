@@ -141,6 +141,7 @@ async function start(message: Extract<ToWorker, { type: "start" }>): Promise<voi
     tls: message.loaded.tls,
     clock: PROCESS_CLOCK,
     limiterStore: ledger.store(state.limiterStore()),
+    bandwidthStore: state.bandwidthStore(),
     upstreamCounts: ledger.counts(state.upstreamCounts()),
     connectionCount: ledger.connections(sharedCount(new Int32Array(message.connections))),
     reusePort: true,

@@ -87,6 +87,10 @@ export function buildStatus(sources: StatusSources): WorkerBalancerStatus {
       (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.active ?? 0),
       0,
     ),
+    queued: statuses.reduce(
+      (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.queued ?? 0),
+      0,
+    ),
     maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
   }));
   const first = statuses[0];

@@ -23,6 +23,8 @@ const SUMMED = [
   "mtlb_bytes_total",
   "mtlb_handshake_failures_total",
   "mtlb_limiter_refusals_total",
+  "mtlb_limiter_queued",
+  "mtlb_limiter_queue_timeouts_total",
   "mtlb_client_connections_active",
   "mtlb_connect_retries_total",
   "mtlb_connections_closed_total",

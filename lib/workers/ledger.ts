@@ -6,7 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Admission, LimiterStore } from "../limiter/store.ts";
+import type { AcquireRequest, Admission, LimiterStore } from "../limiter/store.ts";
 import type { UpstreamCounts } from "../upstream/upstream_counts.ts";
 import type { SharedStateInit, SharedStateOptions } from "./shared_state.ts";
 
@@ -70,7 +70,9 @@ const LEDGER_HEADER = 3;
  * // In the worker:
  * const ledger = new WorkerLedger(memory, state.init);
  * ledger.counts(state.upstreamCounts()).add("10.0.0.1:80", 1);
- * ledger.store(state.limiterStore()).tryAcquire("alice", { concurrent: 1 }, 0);
+ * ledger.store(state.limiterStore()).tryAcquire({
+ *   scopes: [{ key: "alice", limits: { concurrent: 1 } }],
+ * }, 0);
  * ledger.connections(connections).add(1);
  * // In the primary, once the worker is gone:
  * const released = new WorkerLedger(memory, state.init).reclaim({
@@ -154,20 +156,20 @@ export class WorkerLedger {
    * @returns A store to give the worker's balancer.
    */
   store(inner: LimiterStore): LimiterStore {
-    const take = (client: string, admission: Admission): Admission => {
-      if (admission.admitted) this.#add(client, 1);
+    const take = (request: AcquireRequest, admission: Admission): Admission => {
+      if (admission.admitted) { for (const scope of request.scopes) this.#add(scope.key, 1); }
       return admission;
     };
     return {
-      tryAcquire: (client, limits, now) => {
-        const admission = inner.tryAcquire(client, limits, now);
+      tryAcquire: (request, now) => {
+        const admission = inner.tryAcquire(request, now);
         return admission instanceof Promise
-          ? admission.then((a) => take(client, a))
-          : take(client, admission);
+          ? admission.then((a) => take(request, a))
+          : take(request, admission);
       },
-      release: (client, now) => {
-        this.#add(client, -1);
-        return inner.release(client, now);
+      release: (keys, now) => {
+        for (const key of keys) this.#add(key, -1);
+        return inner.release(keys, now);
       },
     };
   }
@@ -216,7 +218,7 @@ export class WorkerLedger {
     }
     for (const [client, slot] of this.#clients) {
       const held = Atomics.exchange(words, this.#clientBase + slot, 0);
-      for (let i = 0; i < held; i++) void targets.store.release(client, targets.now);
+      for (let i = 0; i < held; i++) void targets.store.release([client], targets.now);
       if (held > 0) clients += held;
     }
     const connections = Atomics.exchange(words, 2, 0);

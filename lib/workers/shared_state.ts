@@ -15,6 +15,8 @@
  * @module
  */
 import type { LimiterStore } from "../limiter/store.ts";
+import type { BandwidthStore } from "../limiter/bandwidth_store.ts";
+import { SharedMemoryBandwidthStore } from "../limiter/shared_memory_bandwidth_store.ts";
 import {
   type SharedLimiterMemory,
   SharedMemoryLimiterStore,
@@ -64,7 +66,9 @@ export class SharedStateError extends Error {
 
 // Layout, in 32-bit words: [header: upstream capacity, client capacity]
 // [upstream counts] [client locks] [client active] then, 8-byte aligned,
-// [client token buckets: fullAt in milliseconds as Float64] (see SharedLimiterMemory).
+// [client token buckets: fullAt in milliseconds as Float64] (see SharedLimiterMemory)
+// [client byte buckets from client] [client byte buckets from upstream] (Float64, see
+// SharedBandwidthMemory; they share the limiter's locks).
 const HEADER = 2;
 
 /**
@@ -131,12 +135,13 @@ export class SharedState {
       }
     }
     const words = HEADER + upstreams + 2 * clients;
-    const buffer = new SharedArrayBuffer(bucketsOffset(words) + clients * 8);
+    const buffer = new SharedArrayBuffer(bucketsOffset(words) + 3 * clients * 8);
     new Int32Array(buffer, 0, HEADER).set([upstreams, clients]);
     this.#buffer = buffer;
     this.#words = new Int32Array(buffer, 0, words);
     this.#limiter = limiterMemory(this.#words, upstreams, clients);
-    this.#limiter.fullAt.fill(-Infinity); // no client has drawn on its bucket yet
+    // No client has drawn on a bucket yet.
+    new Float64Array(buffer, bucketsOffset(words), 3 * clients).fill(-Infinity);
     this.#upstreamCapacity = upstreams;
     this.#clientCapacity = clients;
     this.#upstreams = new Map();
@@ -271,14 +276,36 @@ export class SharedState {
    * @returns The store; same semantics as `MemoryLimiterStore` (token bucket).
    */
   limiterStore(): LimiterStore {
-    return new SharedMemoryLimiterStore(this.#limiter, (client) => {
-      const index = this.#clients.get(client);
-      if (index === undefined) {
-        throw new SharedStateError(`Cannot limit client ${client}: it has no shared slot`);
-      }
-      return index;
-    });
+    return new SharedMemoryLimiterStore(this.#limiter, this.#clientSlot);
   }
+
+  /**
+   * A bandwidth store backed by this state: a `SharedMemoryBandwidthStore` on its
+   * client slots, with the same time base requirement as
+   * {@linkcode SharedState.limiterStore}.
+   *
+   * @returns The store.
+   */
+  bandwidthStore(): BandwidthStore {
+    const buckets = bucketsOffset(this.#words.length) + this.#clientCapacity * 8;
+    return new SharedMemoryBandwidthStore({
+      locks: this.#limiter.locks,
+      fromClient: new Float64Array(this.#buffer, buckets, this.#clientCapacity),
+      fromUpstream: new Float64Array(
+        this.#buffer,
+        buckets + this.#clientCapacity * 8,
+        this.#clientCapacity,
+      ),
+    }, this.#clientSlot);
+  }
+
+  #clientSlot = (client: string): number => {
+    const index = this.#clients.get(client);
+    if (index === undefined) {
+      throw new SharedStateError(`Cannot limit client ${client}: it has no shared slot`);
+    }
+    return index;
+  };
 }
 
 /** The byte offset of the token buckets: after the 32-bit words, 8-byte aligned. */

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { clientInGroupScopeKey, groupScopeKey } from "../limiter/client_limiter.ts";
 import type { Server as NetServer } from "node:net";
 import { getLogger } from "@logtape/logtape";
 import type { Config } from "../config/mod.ts";
@@ -229,7 +230,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let placeholders: NetServer[] = [];
     try {
       await this.#dns.start(config);
-      this.#shared.assign(this.#upstreamsOf(config), config.clients.keys());
+      this.#shared.assign(this.#upstreamsOf(config), limiterKeysOf(config));
       await this.#health.start(config, this.#loaded.tls);
       this.#life.assertIdle();
       const resolved = await resolvePorts(config, this.#ports);
@@ -395,7 +396,7 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     let resolved: ResolvedPorts | undefined;
     try {
       this.#reclaimSlots(config);
-      this.#shared.assign(this.#upstreamsOf(config), config.clients.keys());
+      this.#shared.assign(this.#upstreamsOf(config), limiterKeysOf(config));
       health = this.#health.stage(config, previous, loaded.tls);
       await health.ready();
       if (this.#life.state !== "serving") {
@@ -564,6 +565,23 @@ export class WorkerBalancer extends EventTarget implements AsyncDisposable {
     this.#health.updateMetrics(this.#loaded.config.groups.values());
     this.#dns.collect();
   }
+}
+
+/**
+ * The limiter keys that need a shared slot: every client, each group with a total cap,
+ * and each client's share of a group it has `per_group` limits in.
+ */
+function limiterKeysOf(config: Config): string[] {
+  const keys = [...config.clients.keys()];
+  for (const group of config.groups.values()) {
+    if (group.maxConnections !== undefined) keys.push(groupScopeKey(group.name));
+  }
+  for (const client of config.clients.values()) {
+    for (const group of Object.keys(client.perGroup ?? {})) {
+      keys.push(clientInGroupScopeKey(client.name, group));
+    }
+  }
+  return keys;
 }
 
 function describeFailures(failed: { slot: Slot; error: string }[]): string {

@@ -3,7 +3,12 @@ import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { FakeClock } from "../../lib/core/clock.ts";
 import { type ClientLease, ClientLimiter } from "../../lib/limiter/client_limiter.ts";
 import { MemoryLimiterStore } from "../../lib/limiter/memory_store.ts";
-import type { Admission, ClientLimits, LimiterStore } from "../../lib/limiter/store.ts";
+import type {
+  AcquireRequest,
+  Admission,
+  ClientLimits,
+  LimiterStore,
+} from "../../lib/limiter/store.ts";
 import { refused } from "./store_cases.ts";
 
 Deno.test("ClientLimiter.acquire() refuses with a ClientLimitError that names the limit", async (t) => {
@@ -152,13 +157,13 @@ class AsyncStore implements LimiterStore {
   inner = new MemoryLimiterStore();
   failRelease = false;
   releases = 0;
-  tryAcquire(client: string, limits: ClientLimits, now: number): Promise<Admission> {
-    return Promise.resolve(this.inner.tryAcquire(client, limits, now));
+  tryAcquire(request: AcquireRequest, now: number): Promise<Admission> {
+    return Promise.resolve(this.inner.tryAcquire(request, now));
   }
-  release(client: string, now: number): Promise<void> {
+  release(keys: readonly string[], now: number): Promise<void> {
     this.releases++;
     if (this.failRelease) return Promise.reject(new Error("store unavailable"));
-    this.inner.release(client, now);
+    this.inner.release(keys, now);
     return Promise.resolve();
   }
 }

@@ -1,3 +1,4 @@
+import { singleScope } from "../../lib/limiter/store.ts";
 import assert from "node:assert/strict";
 import { FakeClock } from "../../lib/core/clock.ts";
 import { ClientLimiter } from "../../lib/limiter/client_limiter.ts";
@@ -52,9 +53,9 @@ Deno.test("MemoryLimiterStore sweeps idle clients as new clients arrive", async 
 
 Deno.test("MemoryLimiterStore.tryAcquire() answers synchronously", () => {
   const store = new MemoryLimiterStore();
-  const answer = store.tryAcquire("app", { concurrent: 1 }, 0);
+  const answer = store.tryAcquire(singleScope("app", { concurrent: 1 }), 0);
   assert.ok(!(answer instanceof Promise));
   assert.deepEqual(answer, { admitted: true });
-  assert.equal(store.release("app", 0), undefined);
+  assert.equal(store.release(["app"], 0), undefined);
   assert.equal(store.size, 0);
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { singleScope } from "../../lib/limiter/store.ts";
 import { RedisLimiterStore } from "../../lib/redis/limiter_store.ts";
 import { HAVE_REDIS_SERVER, LIMITER_CLIENTS, RedisProbe, RedisServer } from "../_redis.ts";
 import { storeCases } from "./store_cases.ts";
@@ -22,10 +23,10 @@ storeCases({
       probe = await RedisProbe.open(server);
       // Have Redis cache the scripts, so that none is sent twice (EVALSHA, then EVAL):
       // calls then run in Redis in the order they are made.
-      assert.deepEqual(await store.tryAcquire("~warm-up", { concurrent: 1 }, 0), {
+      assert.deepEqual(await store.tryAcquire(singleScope("~warm-up", { concurrent: 1 }), 0), {
         admitted: true,
       });
-      await store.release("~warm-up", 0);
+      await store.release(["~warm-up"], 0);
     } catch (error) {
       await close();
       throw error;
@@ -35,8 +36,8 @@ storeCases({
       retained: async () => {
         // The leases' releases are on their way on the store's connection: a call
         // after them returns once Redis has run them.
-        await store.tryAcquire("~barrier", { concurrent: Infinity }, 0);
-        await store.release("~barrier", 0);
+        await store.tryAcquire(singleScope("~barrier", { concurrent: Infinity }), 0);
+        await store.release(["~barrier"], 0);
         return (await probe!.run(LIMITER_CLIENTS, "mtlb:") as string[]).length;
       },
       [Symbol.asyncDispose]: close,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { singleScope } from "../../lib/limiter/store.ts";
 import { SharedState } from "../../lib/workers/shared_state.ts";
 import { CASE_CLIENTS, storeCases } from "./store_cases.ts";
 
@@ -22,13 +23,14 @@ Deno.test("SharedMemoryLimiterStore starts every slot with a full bucket, at any
   const limits = { concurrent: Infinity, rate: { count: 2, per: 1000 } };
   // Times are only compared with each other: a negative one is as good as any.
   for (const [client, now] of [["early", -5_000], ["late", 1.7e12]] as const) {
-    assert.deepEqual(store.tryAcquire(client, limits, now), { admitted: true });
-    assert.deepEqual(store.tryAcquire(client, limits, now), { admitted: true });
-    assert.deepEqual(store.tryAcquire(client, limits, now), {
+    assert.deepEqual(store.tryAcquire(singleScope(client, limits), now), { admitted: true });
+    assert.deepEqual(store.tryAcquire(singleScope(client, limits), now), { admitted: true });
+    assert.deepEqual(store.tryAcquire(singleScope(client, limits), now), {
       admitted: false,
       kind: "rate",
       limit: 2,
       retryAfterMs: 500,
+      scope: 0,
     });
   }
 });

@@ -12,12 +12,15 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../../lib/core/clock.ts";
 import {
+  type ClientAcquireOptions,
+  clientInGroupScopeKey,
   type ClientLease,
   ClientLimiter,
   type ClientLimiterOptions,
   ClientLimitError,
+  groupScopeKey,
 } from "../../lib/limiter/client_limiter.ts";
-import type { ClientLimits, LimiterStore } from "../../lib/limiter/store.ts";
+import { type ClientLimits, type LimiterStore, singleScope } from "../../lib/limiter/store.ts";
 
 /** Clients of the random interleavings: one per profile. */
 const MODEL_CLIENTS = ["client-0", "client-1", "client-2", "client-3", "client-4"] as const;
@@ -32,6 +35,11 @@ export const CASE_CLIENTS: readonly string[] = [
   "short",
   "nobody",
   ...MODEL_CLIENTS,
+  ...["cache", "web"].flatMap((group) => [
+    groupScopeKey(group),
+    clientInGroupScopeKey("a", group),
+    clientInGroupScopeKey("b", group),
+  ]),
 ];
 
 /** One store under test, fresh for one case or step. */
@@ -85,7 +93,7 @@ export interface StoreUnderTest {
 export async function refused(
   limiter: ClientLimiter,
   client: string,
-  limits?: ClientLimits,
+  limits?: ClientLimits | ClientAcquireOptions,
 ): Promise<ClientLimitError> {
   try {
     using _lease = await limiter.acquire(client, limits);
@@ -97,8 +105,24 @@ export async function refused(
 }
 
 /** Acquires and releases at once: one token spent, no slot kept. */
-async function spend(limiter: ClientLimiter, client: string, limits?: ClientLimits): Promise<void> {
+async function spend(
+  limiter: ClientLimiter,
+  client: string,
+  limits?: ClientLimits | ClientAcquireOptions,
+): Promise<void> {
   (await limiter.acquire(client, limits))[Symbol.dispose]();
+}
+
+/**
+ * Waits until the limiter holds `count` leases of "app" (admitted, waiting or not): a
+ * store that answers with promises answers after a round trip.
+ */
+async function eventuallyActive(limiter: ClientLimiter, count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (limiter.active("app") < count) {
+    assert.ok(Date.now() < deadline, `expected ${count} leases of app`);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
 }
 
 /** Releases every lease and empties the list. */
@@ -324,30 +348,179 @@ export function storeCases(target: StoreUnderTest): void {
     await step(t, "the store's answers, call by call", async ({ store }) => {
       const at = 1_000_000;
       const limits = { concurrent: 1, rate: { count: 1, per: 1000 } };
-      assert.deepEqual(await store.tryAcquire("app", limits, at), { admitted: true });
-      assert.deepEqual(await store.tryAcquire("app", limits, at), {
+      assert.deepEqual(await store.tryAcquire(singleScope("app", limits), at), { admitted: true });
+      assert.deepEqual(await store.tryAcquire(singleScope("app", limits), at), {
         admitted: false,
         kind: "concurrency",
         limit: 1,
+        scope: 0,
       });
-      await store.release("app", at);
-      assert.deepEqual(await store.tryAcquire("app", limits, at + 400), {
+      await store.release(["app"], at);
+      assert.deepEqual(await store.tryAcquire(singleScope("app", limits), at + 400), {
         admitted: false,
         kind: "rate",
         limit: 1,
         retryAfterMs: 600,
+        scope: 0,
       });
-      assert.deepEqual(await store.tryAcquire("app", limits, at + 1000), { admitted: true });
-      await store.release("app", at + 1000);
-      assert.deepEqual(await store.tryAcquire("app", { concurrent: 1 }, at + 1000), {
+      assert.deepEqual(await store.tryAcquire(singleScope("app", limits), at + 1000), {
         admitted: true,
       });
-      assert.deepEqual(await store.tryAcquire("app", { concurrent: 1 }, at + 1000), {
+      await store.release(["app"], at + 1000);
+      assert.deepEqual(await store.tryAcquire(singleScope("app", { concurrent: 1 }), at + 1000), {
+        admitted: true,
+      });
+      assert.deepEqual(await store.tryAcquire(singleScope("app", { concurrent: 1 }), at + 1000), {
         admitted: false,
         kind: "concurrency",
         limit: 1,
+        scope: 0,
       });
-      await store.release("app", at + 1000);
+      await store.release(["app"], at + 1000);
+    });
+  });
+
+  test("caps a client within a group while its other group stays open", async ({ newLimiter }) => {
+    // The overall cap still applies inside the group.
+    const small = newLimiter({ limits: { concurrent: 1 } });
+    {
+      using _c = await small.acquire("b", { group: { name: "web", client: { concurrent: 5 } } });
+      assert.equal((await refused(small, "b", { group: { name: "web" } })).scope, "client");
+    }
+    const limiter = newLimiter({ limits: { concurrent: 10 } });
+    const cache = { name: "cache", client: { concurrent: 2 } };
+    using _one = await limiter.acquire("a", { group: cache });
+    using _two = await limiter.acquire("a", { group: cache });
+    const error = await refused(limiter, "a", { group: cache });
+    assert.equal(error.kind, "concurrency");
+    assert.equal(error.scope, "client_in_group");
+    assert.equal(error.group, "cache");
+    assert.equal(error.limit, 2);
+    assert.equal(
+      error.message,
+      'Cannot accept connection: client "a" is at its limit of 2 concurrent connections in group "cache"',
+    );
+    // The other group, and the same group for another client, stay open.
+    using _web = await limiter.acquire("a", { group: { name: "web", client: { concurrent: 2 } } });
+    using _b = await limiter.acquire("b", { group: cache });
+  });
+
+  test("caps a group's total over all its clients", async ({ newLimiter }) => {
+    const limiter = newLimiter();
+    const cache = { name: "cache", total: { concurrent: 3 } };
+    const a1 = await limiter.acquire("a", { group: cache });
+    using _a2 = await limiter.acquire("a", { group: cache });
+    using _b1 = await limiter.acquire("b", { group: cache });
+    const error = await refused(limiter, "b", { group: cache });
+    assert.equal(error.scope, "group");
+    assert.equal(error.kind, "concurrency");
+    assert.equal(
+      error.message,
+      'Cannot accept connection: group "cache" is at its limit of 3 concurrent connections',
+    );
+    // The refusal took nothing from b's own count; a release in the group frees a slot.
+    assert.equal(limiter.active("b"), 1);
+    a1[Symbol.dispose]();
+    using _b2 = await limiter.acquire("b", { group: cache });
+    using _web = await limiter.acquire("b", { group: { name: "web", total: { concurrent: 1 } } });
+  });
+
+  test("limits a client's rate within a group, atomically with its other limits", async ({ newLimiter }) => {
+    const limiter = newLimiter({ limits: { concurrent: 10, rate: { count: 5, per: 1000 } } });
+    const cache = { name: "cache", client: { concurrent: 10, rate: { count: 1, per: 1000 } } };
+    await spend(limiter, "a", { group: cache });
+    const error = await refused(limiter, "a", { group: cache });
+    assert.equal(error.kind, "rate");
+    assert.equal(error.scope, "client_in_group");
+    assert.equal(error.retryAfterMs, 1000);
+    // The refusal spent none of the client's overall tokens: 4 are left.
+    for (let i = 0; i < 4; i++) await spend(limiter, "a", { group: { name: "web" } });
+    assert.equal((await refused(limiter, "a", { group: { name: "web" } })).scope, "client");
+  });
+
+  table("reserves rate tokens for queued connections, in arrival order", async (t) => {
+    await step(t, "the store's answers: waits, then a refusal past the wait", async ({ store }) => {
+      const at = 1_000_000;
+      const request = {
+        scopes: [{ key: "app", limits: { concurrent: 10, rate: { count: 2, per: 1000 } } }],
+        maxWaitMs: 1000,
+      };
+      const waits = [];
+      for (let i = 0; i < 4; i++) {
+        const answer = await store.tryAcquire(request, at);
+        assert.ok(answer.admitted);
+        waits.push(answer.waitMs ?? 0);
+      }
+      assert.deepEqual(waits, [0, 0, 500, 1000]);
+      // The fifth token is due in 1500 ms: more than the caller waits.
+      assert.deepEqual(await store.tryAcquire(request, at), {
+        admitted: false,
+        kind: "rate",
+        limit: 2,
+        retryAfterMs: 500,
+        scope: 0,
+      });
+      // A refusal took nothing: 500 ms later, the fifth is due within the wait.
+      const later = await store.tryAcquire(request, at + 500);
+      assert.deepEqual(later, { admitted: true, waitMs: 1000 });
+      for (let i = 0; i < 5; i++) await store.release(["app"], at + 500);
+    });
+
+    await step(t, "through ClientLimiter: five at 2 per second", async (fixture) => {
+      const clock = new FakeClock(1_000_000);
+      const limits = { concurrent: 5, rate: { count: 2, per: 1000 } };
+      const limiter = new ClientLimiter({ store: fixture.store, clock, limits });
+      const pending = Array.from(
+        { length: 5 },
+        () => limiter.acquire("app", { queueTimeout: 5000 }),
+      );
+      await eventuallyActive(limiter, 5);
+      assert.equal(limiter.queued(), 3);
+      assert.equal(limiter.queued("app"), 3);
+      // Queued connections hold their slots.
+      assert.equal((await refused(limiter, "app")).kind, "concurrency");
+      clock.advance(1500);
+      const leases = await Promise.all(pending);
+      assert.deepEqual(leases.map((lease) => lease.queuedMs), [0, 0, 500, 1000, 1500]);
+      assert.equal(limiter.queued(), 0);
+      releaseAll(leases);
+    });
+
+    await step(
+      t,
+      "a connection whose token is due after its timeout is refused",
+      async (fixture) => {
+        const clock = new FakeClock(1_000_000);
+        const limits = { concurrent: 10, rate: { count: 1, per: 1000 } };
+        const limiter = new ClientLimiter({ store: fixture.store, clock, limits });
+        await spend(limiter, "app");
+        const error = await refused(limiter, "app", { queueTimeout: 500 });
+        assert.equal(error.kind, "rate");
+        assert.equal(error.retryAfterMs, 500);
+        assert.equal(limiter.queueTimeouts, 1);
+        assert.equal(limiter.active("app"), 0);
+      },
+    );
+
+    await step(t, "an aborted wait gives back the slots", async (fixture) => {
+      const clock = new FakeClock(1_000_000);
+      const limits = { concurrent: 2, rate: { count: 1, per: 1000 } };
+      const limiter = new ClientLimiter({ store: fixture.store, clock, limits });
+      await spend(limiter, "app");
+      const controller = new AbortController();
+      const waiting = limiter.acquire("app", { queueTimeout: 5000, signal: controller.signal });
+      await eventuallyActive(limiter, 1);
+      assert.equal(limiter.queued(), 1);
+      controller.abort(new Error("draining"));
+      await assert.rejects(waiting, /draining/);
+      assert.equal(limiter.queued(), 0);
+      assert.equal(limiter.active("app"), 0);
+      // Both slots are free again (the spent tokens are not given back).
+      clock.advance(2000);
+      using _x = await limiter.acquire("app");
+      clock.advance(1000);
+      using _y = await limiter.acquire("app");
+      assert.equal(limiter.active("app"), 2);
     });
   });
 
@@ -395,17 +568,21 @@ export function storeCases(target: StoreUnderTest): void {
 
     await t.step("releasing a client with nothing open is a no-op", async () => {
       const now = 1_000_000;
-      assert.deepEqual(await store.tryAcquire("b", { concurrent: 1 }, now), { admitted: true });
-      await store.release("b", now);
-      await store.release("b", now); // nothing open: must not free a slot in advance
-      await store.release("nobody", now); // never seen
-      assert.deepEqual(await store.tryAcquire("b", { concurrent: 1 }, now), { admitted: true });
+      assert.deepEqual(await store.tryAcquire(singleScope("b", { concurrent: 1 }), now), {
+        admitted: true,
+      });
+      await store.release(["b"], now);
+      await store.release(["b"], now); // nothing open: must not free a slot in advance
+      await store.release(["nobody"], now); // never seen
+      assert.deepEqual(await store.tryAcquire(singleScope("b", { concurrent: 1 }), now), {
+        admitted: true,
+      });
       assert.equal(
-        (await store.tryAcquire("b", { concurrent: 1 }, now)).admitted,
+        (await store.tryAcquire(singleScope("b", { concurrent: 1 }), now)).admitted,
         false,
         "one slot, not two",
       );
-      await store.release("b", now);
+      await store.release(["b"], now);
     });
   });
 
