@@ -265,6 +265,10 @@ export class TlsListeners {
       ...context,
       requestCert: true,
       rejectUnauthorized: true,
+      // Nagle off on every accepted socket, as on the upstream leg: with it on, the
+      // last segment of a reply waits for the ACK of the ones before, and a client
+      // that delays its ACKs adds about 40 ms to every large reply.
+      noDelay: true,
       // Not half-open during the handshake: Deno then never reports a FIN that arrives
       // mid-handshake, and the socket would be held until handshake_timeout. A
       // completed handshake is made half-open before it is handed over.
