@@ -253,6 +253,10 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
+      // The shared listener may route by the ALPN protocols offered; a dedicated one
+      // only needs the step to select its group's declared ALPN protocols.
+      needsClientHello: (group) =>
+        group === undefined || (this.#config.groups.get(group)?.alpn?.length ?? 0) > 0,
       onSecure: (connection) => this.#runner.start(connection),
       onFull: (remote, detail) => this.#refusals.count({ reason: "server_full", remote, detail }),
       onHandshakeError: (record) => this.#refusals.handshakeFailed(record),
@@ -735,6 +739,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const [listener, group] of kept) {
       listener.group = group;
       listener.server.setSecureContext(context);
+      this.#net.refresh(listener);
     }
     let removed = 0;
     for (const listener of this.#listeners) {
