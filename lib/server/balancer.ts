@@ -12,6 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
+import { SharedTimerClock } from "../core/shared_timer_clock.ts";
 import { formatDuration } from "../core/duration.ts";
 
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
@@ -177,7 +178,8 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     super();
     this.#config = options.config;
     this.#tls = options.tls;
-    this.#clock = options.clock ?? systemClock;
+    // Per-connection timeouts (connect, idle) share one runtime timer.
+    this.#clock = new SharedTimerClock(options.clock ?? systemClock);
     this.#wall = options.wallClock ?? Date.now;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
     const { dial = dialTcp, healthCheck, connectTls = tlsDialer } = options;
