@@ -20,6 +20,7 @@ import {
   clientSpoke,
   hookTlsSocket,
   keepContext,
+  readAuthorization,
   setClientHelloHandler,
   setClientHelloStep,
 } from "./_tls_server_hooks.ts";
@@ -499,6 +500,7 @@ export class TlsListeners {
     if (raw !== undefined) this.#handshakes.delete(raw);
     // Read when the connection was accepted: cheaper than asking the socket again.
     const remote = (raw === undefined ? undefined : this.#remotes.get(raw)) ?? remoteOf(socket);
+    readAuthorization(socket);
     socket.allowHalfOpen = true;
     socket.on("end", noop);
     // Linked, bytes sent before the upstream is connected wait in the kernel, and the
