@@ -201,7 +201,8 @@ export class SessionRunner {
       cipher,
       listenerGroup,
       sni: typeof servername === "string" ? servername : undefined,
-      alpn: offeredAlpn(socket),
+      // Only the shared listener routes by the protocols offered.
+      alpn: listenerGroup === undefined ? offeredAlpn(socket) : [],
     }, { trust: scope.trust, policy: scope.policy, ciphers: scope.ciphers, now: this.#o.wall() });
     if (!verdict.ok) {
       const { identity, detail } = verdict;
