@@ -236,9 +236,9 @@ export class TlsListeners {
     this.#options = options;
     this.#clock = options.clock;
     this.#share = options.handshakeShare ?? 1;
-    const listeners = this;
+    const closed = (socket: Socket): void => this.#closed(socket);
     this.#onRawClose = function (this: Socket) {
-      listeners.#closed(this);
+      closed(this);
     };
     if (!(this.#share > 0 && this.#share <= 1)) {
       throw new RangeError(
