@@ -85,8 +85,8 @@ on a shared 2-core machine.
 "Deno floor" is [\`_floor.ts\`](_floor.ts): a \`node:tls\` server (TLS 1.3, client
 certificate verified) piped to \`node:net\` upstreams, with none of mtlb (no identity,
 policy, limits, health checks, metrics, logs or timeouts). It is what the Deno runtime
-costs by itself on the only API that verifies client certificates; mtlb cannot go below it
-without a different TLS stack. The plain TCP row runs the same requests without TLS through a
+costs by itself on the public API that verifies client certificates; mtlb goes below it only
+where it skips work that API does for every connection (see docs/PERFORMANCE.md). The plain TCP row runs the same requests without TLS through a
 plain \`node:net\` listener of the floor, a plain \`bind\` of HAProxy and a plain \`listen\`
 of NGINX: the runtime's socket path alone (mtlb only speaks mutual TLS, so it has no figure
 there). NGINX is its \`stream\` module with one worker process; it has no active health
