@@ -178,7 +178,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     super();
     this.#config = options.config;
     this.#tls = options.tls;
-    // Per-connection timeouts (connect, idle) share one runtime timer.
     this.#clock = new SharedTimerClock(options.clock ?? systemClock);
     this.#wall = options.wallClock ?? Date.now;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
@@ -255,8 +254,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
-      // The shared listener may route by the ALPN protocols offered; a dedicated one
-      // only needs the step to select its group's declared ALPN protocols.
+      // Only the shared listener routes by ALPN; a dedicated one needs it for its group's alpn.
       needsClientHello: (group) =>
         group === undefined || (this.#config.groups.get(group)?.alpn?.length ?? 0) > 0,
       onSecure: (connection) => this.#runner.start(connection),
