@@ -254,7 +254,6 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
-      // Only the shared listener routes by ALPN; a dedicated one needs it for its group's alpn.
       needsClientHello: (group) =>
         group === undefined || (this.#config.groups.get(group)?.alpn?.length ?? 0) > 0,
       onSecure: (connection) => this.#runner.start(connection),
