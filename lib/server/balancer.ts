@@ -8,13 +8,11 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { SharedTimerClock } from "../core/shared_timer_clock.ts";
 import { formatDuration } from "../core/duration.ts";
-
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
 import { dialTcp } from "../upstream/dial.ts";
@@ -26,7 +24,6 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
 
@@ -254,8 +251,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
-      needsClientHello: (group) =>
-        group === undefined || (this.#config.groups.get(group)?.alpn?.length ?? 0) > 0,
+      needsClientHello: (g) => g === undefined || !!this.#config.groups.get(g)?.alpn?.length,
       onSecure: (connection) => this.#runner.start(connection),
       onFull: (remote, detail) => this.#refusals.count({ reason: "server_full", remote, detail }),
       onHandshakeError: (record) => this.#refusals.handshakeFailed(record),
