@@ -95,6 +95,7 @@ export {
 } from "./lib/identity/client_trust.ts";
 export { type ClusterStores, connectCluster } from "./lib/redis/cluster.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./lib/core/clock.ts";
+export { SharedTimerClock } from "./lib/core/shared_timer_clock.ts";
 export {
   type AdminConfig,
   type ClientConfig,

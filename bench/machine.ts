@@ -9,10 +9,24 @@ import { ROOT } from "../testing/paths.ts";
 import { run as runCommand } from "../testing/subprocess.ts";
 import { BenchError } from "./errors.ts";
 import type { Sizes } from "./options.ts";
+import { STREAM_MODULE } from "./targets/nginx.ts";
 import { run, setOpenFiles } from "./processes.ts";
 
-const TOOLS = ["redis-server", "redis-benchmark", "haproxy", "socat", "openssl"] as const;
-const APT_PACKAGES = ["redis-server", "redis-tools", "haproxy", "socat", "openssl"];
+const TOOLS = ["redis-server", "redis-benchmark", "haproxy", "nginx", "socat", "openssl"] as const;
+const APT_PACKAGES = [
+  "redis-server",
+  "redis-tools",
+  "haproxy",
+  "nginx-light",
+  "libnginx-mod-stream",
+  "socat",
+  "openssl",
+];
+
+/** Whether NGINX's stream module is installed where `targets/nginx.ts` loads it. */
+async function hasStreamModule(): Promise<boolean> {
+  return (await Deno.stat(STREAM_MODULE).catch(() => undefined))?.isFile === true;
+}
 
 /** Whether `name` is an executable on PATH. */
 async function onPath(name: string): Promise<boolean> {
@@ -42,6 +56,7 @@ async function version(cmd: readonly string[], pick = 0): Promise<string> {
 export async function checkTools(install: boolean, log: (message: string) => void): Promise<void> {
   const missing: string[] = [];
   for (const tool of TOOLS) if (!(await onPath(tool))) missing.push(tool);
+  if (!(await hasStreamModule())) missing.push(`NGINX's stream module (${STREAM_MODULE})`);
   if (missing.length === 0) return;
   const command = `apt-get install -y ${APT_PACKAGES.join(" ")}`;
   if (!install) {
@@ -60,7 +75,7 @@ export async function checkTools(install: boolean, log: (message: string) => voi
     throw new BenchError(
       `Missing tools: ${
         missing.join(", ")
-      }, and apt-get is not available: install redis (server and tools), haproxy, socat and openssl with your package manager`,
+      }, and apt-get is not available: install redis (server and tools), haproxy, nginx with its stream module, socat and openssl with your package manager`,
     );
   }
   log(`Installing ${missing.join(", ")} with apt-get`);
@@ -69,6 +84,7 @@ export async function checkTools(install: boolean, log: (message: string) => voi
   await run(["apt-get", "install", "-y", ...APT_PACKAGES], 600_000, { env, inherit: true });
   const still = [];
   for (const tool of TOOLS) if (!(await onPath(tool))) still.push(tool);
+  if (!(await hasStreamModule())) still.push(STREAM_MODULE);
   if (still.length > 0) throw new BenchError(`Still missing after apt-get: ${still.join(", ")}`);
 }
 
@@ -157,6 +173,7 @@ export async function versions(baseline?: string): Promise<string[]> {
       await checkoutLine("mtlb (baseline)", baseline),
     ]),
     `- ${await version(["haproxy", "-v"])}`,
+    `- ${await version(["nginx", "-v"])}, stream module`,
     `- ${await version(["redis-server", "--version"])}`,
     `- ${await version(["redis-benchmark", "--version"])}`,
     `- ${await version(["openssl", "version"])}`,

@@ -22,7 +22,8 @@ export const USAGE = `Usage: deno task bench [options]
   --install          install missing tools with apt-get (as root)
   --help             show this text
 
-Needs redis-server, redis-benchmark, haproxy, socat and openssl on PATH.`;
+Needs redis-server, redis-benchmark, haproxy, nginx (with its stream module), socat and
+openssl on PATH.`;
 
 /** Sizes of one run. */
 export interface Sizes {
@@ -40,6 +41,10 @@ export interface Sizes {
   roundTrips: number;
   /** Requests per target before the first round, to warm up JIT and caches. */
   warmupRequests: number;
+  /** Sizes of the values fetched one GET at a time, bytes. */
+  getSizes: readonly number[];
+  /** GETs one at a time per value size and target. */
+  sequentialGets: number;
 }
 
 const FULL: Sizes = {
@@ -50,6 +55,8 @@ const FULL: Sizes = {
   idleConnections: 1_000,
   roundTrips: 2_000,
   warmupRequests: 20_000,
+  getSizes: [16 * 1024, 64 * 1024, 400 * 1024],
+  sequentialGets: 200,
 };
 
 const QUICK: Sizes = {
@@ -60,6 +67,8 @@ const QUICK: Sizes = {
   idleConnections: 500,
   roundTrips: 1_000,
   warmupRequests: 5_000,
+  getSizes: [16 * 1024, 64 * 1024, 400 * 1024],
+  sequentialGets: 40,
 };
 
 /** What the command line asks for. */

@@ -10,6 +10,7 @@ import { handshakeRate } from "./measure/handshake_rate.ts";
 import { memoryPerConnection } from "./measure/memory_per_connection.ts";
 import { pingLatency } from "./measure/ping_latency.ts";
 import { requestRate } from "./measure/request_rate.ts";
+import { sequentialGets } from "./measure/sequential_gets.ts";
 import type { Sizes } from "./options.ts";
 import type { Pki } from "./pki.ts";
 import type { Samples } from "./report/samples.ts";
@@ -25,7 +26,7 @@ export interface RoundContext {
   pki: Pki;
   upstreams: Upstreams;
   sizes: Sizes;
-  /** mtlb, HAProxy and the floor, single-threaded (and the baseline's mtlb, if any). */
+  /** mtlb, HAProxy, the floor and NGINX, single-threaded (and the baseline's mtlb, if any). */
   single: readonly Target[];
   /** The multi-core pair, and the baseline's multi-core mtlb (request rate only); may be empty. */
   multi: readonly Target[];
@@ -94,6 +95,36 @@ export async function measureRound(
     samples.add("handshakes", target.label, rate.perSecond);
     samples.add("cpu_handshake", target.label, cpuMs / rate.count);
     log(`${r}: ${target.label}: ${format(rate.perSecond, 0)} handshakes/s`);
+  }
+  for (const target of order) {
+    const [rate, cpuMs] = await cpuDuring(
+      target.proc.pid,
+      () => handshakeRate(pki, target, sizes, true),
+    );
+    samples.add("resumed", target.label, rate.perSecond);
+    samples.add("cpu_resumed", target.label, cpuMs / rate.count);
+    log(
+      `${r}: ${target.label}: ${format(rate.perSecond, 0)} resumed handshakes/s (${
+        format(rate.resumed * 100, 0)
+      }% resumed)`,
+    );
+  }
+  // One client takes turns among the balancers, in blocks of GETs one at a time.
+  const gets = await sequentialGets(
+    pki,
+    order.map((target) => target.redisPort),
+    sizes.getSizes,
+    sizes.sequentialGets,
+  );
+  for (const { port, size, msPerGet, perSecond } of gets) {
+    const target = order.find((t) => t.redisPort === port)!;
+    samples.add(`get_ms_${size}`, target.label, msPerGet);
+    samples.add(`get_rate_${size}`, target.label, perSecond);
+    log(
+      `${r}: ${target.label}: GET ${size / 1024} KiB one at a time ${format(msPerGet, 2)} ms, ${
+        format(perSecond, 0)
+      }/s`,
+    );
   }
   for (const target of order) {
     const fresh = await startFresh(dir, pki, upstreams, target);

@@ -1,11 +1,12 @@
 /**
- * Side-by-side benchmark of mtlb against HAProxy: `deno task bench [options]`.
+ * Side-by-side benchmark of mtlb against HAProxy, NGINX and the Deno floor:
+ * `deno task bench [options]`.
  *
- * Starts two `redis-server`s and a byte sink as upstreams, generates a PKI, runs mtlb
- * and HAProxy with equivalent configs on it, and measures each in turn, interleaved
- * over several rounds, with clients neither of them ships: `redis-benchmark`, `socat`,
- * `openssl s_time`, plus two small Deno clients in this folder for held connections and
- * round-trip latency. Prints a table of medians and writes `bench/RESULTS.md`.
+ * Starts two `redis-server`s and a byte sink as upstreams, generates a PKI, runs mtlb,
+ * HAProxy, NGINX (stream) and the Deno floor with equivalent configs on it, and measures
+ * each in turn, interleaved over several rounds, with clients none of them ships:
+ * `redis-benchmark`, `socat`, `openssl s_time`, plus three small Deno clients in this
+ * folder for held connections, round-trip latency and large replies one at a time. Prints a table of medians and writes `bench/RESULTS.md`.
  * With `--baseline DIR`, the mtlb checkout in DIR runs too, as "mtlb (baseline)",
  * interleaved with the others, and the table compares the two mtlb.
  * Everything listens on 127.0.0.1 and everything it starts is stopped on exit, on
@@ -13,7 +14,7 @@
  *
  * The parts: `options.ts` (command line), `machine.ts` (tools, limits, versions),
  * `processes.ts` (every child), `pki.ts` and `upstreams.ts` (what the targets share),
- * `targets/` (mtlb, HAProxy, the Deno floor), `round.ts` and `measure/` (the figures),
+ * `targets/` (mtlb, HAProxy, the Deno floor, NGINX), `round.ts` and `measure/` (the figures),
  * `report/` (the tables and the results file).
  *
  * @module
@@ -37,6 +38,7 @@ import { measureRound } from "./round.ts";
 import { startFloor } from "./targets/floor.ts";
 import { startHaproxy } from "./targets/haproxy.ts";
 import { startMtlb } from "./targets/mtlb.ts";
+import { NGINX, startNginx } from "./targets/nginx.ts";
 import { FLOOR, type Target } from "./targets/target.ts";
 import { startUpstreams } from "./upstreams.ts";
 
@@ -98,12 +100,17 @@ async function main(args: string[]): Promise<number> {
   const pki = await generatePki(join(tempDir, "pki"));
   log("Starting redis-server x2 and the sink");
   const upstreams = await startUpstreams();
-  log(`Starting mtlb${baseline === undefined ? "" : ", its baseline"}, HAProxy and the Deno floor`);
+  log(
+    `Starting mtlb${
+      baseline === undefined ? "" : ", its baseline"
+    }, HAProxy, the Deno floor and NGINX`,
+  );
   const setup = { pki, upstreams };
   const mtlb = await startMtlb(tempDir, { ...setup, workers: 1, label: "mtlb" });
   const haproxy = await startHaproxy(tempDir, pki, upstreams, 1, "HAProxy");
   const floor = await startFloor(pki, upstreams, FLOOR);
-  const single = [mtlb, haproxy, floor];
+  const nginx = await startNginx(tempDir, pki, upstreams, NGINX);
+  const single = [mtlb, haproxy, floor, nginx];
   if (baseline !== undefined) {
     const before = await startMtlb(tempDir, {
       ...setup,
@@ -208,6 +215,7 @@ async function main(args: string[]): Promise<number> {
       multiNote,
       mtlbConfig: mtlb.config,
       haproxyConfig: haproxy.config,
+      nginxConfig: nginx.config,
       baseline,
       tempDir,
       perRound: perRoundTable(rows, samples, rounds),

@@ -38,12 +38,34 @@ Deno.test("table() has no baseline columns without a baseline", () => {
   const [header, , set] = table(figureRows(SIZES), samples).split("\n");
   assert.equal(
     header,
-    "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
+    "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | Deno floor | mtlb/floor | mtlb/floor per round | floor/HAProxy | NGINX | NGINX/HAProxy | bar | met | direct (plaintext) |",
   );
   assert.match(
     set!,
     /^\| Request rate, SET \(50 connections\) \| req\/s \| 31,000 \| 40,000 \| 0\.78 \|/,
   );
+});
+
+Deno.test("table() shows mtlb/floor with its range over the rounds, NGINX/HAProxy, and judges each bar on its own ratio", () => {
+  const samples = samplesOf({
+    mtlb: [30_000, 31_100, 33_000],
+    HAProxy: [40_000, 40_000, 40_000],
+    "Deno floor": [31_000, 32_000, 32_000],
+    NGINX: [44_000, 44_000, 44_000],
+  });
+  for (const [target, values] of [["mtlb", [44, 45, 46]], ["HAProxy", [1, 1.2, 1.4]]] as const) {
+    for (const value of values) samples.add(`get_ms_${400 * 1024}`, target, value);
+  }
+  const lines = table(figureRows(SIZES), samples).split("\n");
+  const set = lines.find((line) => line.startsWith("| Request rate, SET"))!;
+  // mtlb/floor 31,100/32,000 = 0.972 (round ratios 0.97, 0.97, 1.03): the bar is met.
+  assert.match(
+    set,
+    /\| 31,100 \| 40,000 \| 0\.78 \| 32,000 \| 0\.97 \| 0\.97–1\.03 \| 0\.80 \| 44,000 \| 1\.10 \| mtlb\/floor >= 0\.97 \| yes \|/,
+  );
+  // 45 ms against 1.2 ms: far beyond twice HAProxy's time.
+  const large = lines.find((line) => line.startsWith("| GET one at a time, 400 KiB value"))!;
+  assert.match(large, /\| 45\.00 \| 1\.20 \| 37\.50 \|.*\| mtlb\/HAProxy <= 2\.00 \| no \|/);
 });
 
 Deno.test("table() shows the baseline, mtlb/baseline and its range over the rounds", () => {

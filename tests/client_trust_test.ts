@@ -138,3 +138,21 @@ Deno.test("ClientTrust.checkHandshake() remembers the path's signatures, so veri
   assert.equal(outcome(trust.verifyChain([pki.bob.der])), "ok");
   assert.equal(cache.size, 3);
 });
+
+Deno.test("ClientTrust reads a certificate it has seen once, and still judges its validity at every call", async () => {
+  const pki = await testPki();
+  const trust = new ClientTrust({ store: TrustStore.fromPem(pki.ca.certPem) });
+  const first = trust.checkHandshake([pki.alice.der]);
+  // The same bytes in another buffer, as the runtime hands them over on each connection.
+  const again = trust.checkHandshake([pki.alice.der.slice()]);
+  assert.ok(first.ok && again.ok);
+  assert.equal(again.identity, first.identity, "read once, not parsed again");
+  const bob = trust.checkHandshake([pki.bob.der]);
+  assert.ok(bob.ok);
+  assert.notEqual(bob.identity, first.identity);
+  assert.equal(bob.identity.cn, "bob");
+  // Remembered, a certificate is still refused once it has expired.
+  const later = trust.checkHandshake([pki.alice.der], first.validity.notAfter + 1);
+  assert.equal(outcome(later), "expired");
+  assert.equal(outcome(trust.verifyChain([pki.alice.der], first.validity.notAfter + 1)), "expired");
+});

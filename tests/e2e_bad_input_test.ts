@@ -718,3 +718,71 @@ groups = ["echo"]
   assert.equal(lb.balancer.counters.handshakeErrors.get("handshake_shed"), 1);
   for (const socket of silent) socket.destroy();
 });
+
+Deno.test("Balancer's dedicated listener skips the ClientHello step, and still sheds a silent handshake before one whose client spoke", async () => {
+  await using upstream = await TestUpstream.start();
+  const clock = new FakeClock();
+  await using lb = await startBalancer(
+    `[server]
+handshake_timeout = "4s"
+max_handshakes = 2
+
+[health]
+interval = "1h"
+
+[groups.echo]
+upstreams = ["${upstream.address}"]
+listen = "127.0.0.1:0"
+
+[clients.alice]
+match = { cn = "alice" }
+groups = ["echo"]
+`,
+    { clock },
+  );
+  const port = lb.port("echo");
+  // A client whose handshake stalls after its ClientHello: a relay passes on its first
+  // flight only, and everything the balancer answers.
+  const answered = Promise.withResolvers<void>();
+  const relay = createServer((inbound) => {
+    const outbound = netConnect({ host: "127.0.0.1", port });
+    inbound.once("data", (chunk: Uint8Array) => outbound.write(chunk));
+    // The ServerHello came back: the balancer has read the ClientHello.
+    outbound.once("data", () => answered.resolve());
+    outbound.pipe(inbound);
+    inbound.on("error", () => outbound.destroy());
+    outbound.on("error", () => inbound.destroy());
+    inbound.on("close", () => outbound.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const pki = lb.pki;
+  const spoke = tlsConnect({
+    host: "127.0.0.1",
+    port: (relay.address() as { port: number }).port,
+    ca: pki.ca.certPem,
+    cert: pki.alice.chainPem,
+    key: pki.alice.keyPem,
+    checkServerIdentity: () => undefined,
+  });
+  spoke.on("error", () => {});
+  await guard(answered.promise, "the ServerHello");
+  const silent = netConnect({ host: "127.0.0.1", port });
+  const silentClosed = readAll(silent);
+  await new Promise<void>((resolve) => silent.once("connect", () => resolve()));
+  assert.equal(lb.balancer.status().connections.handshaking, 2);
+
+  // At the cap, the younger silent handshake makes room, not the older one that spoke.
+  clock.advance(1000);
+  const shed = nextEvent<HandshakeErrorRecord>(lb.balancer, "handshake_error");
+  const alice = await connectClient(port, lb.pki.alice);
+  const record = await shed;
+  assert.equal(record.reason, "handshake_shed");
+  assert.match(record.detail ?? "", /^silent for/);
+  await guard(silentClosed, "the silent connection to be closed");
+  assert.equal(spoke.destroyed, false, "the client that spoke is still connected");
+  alice.write("still served");
+  assert.equal(text(await readBytes(alice, 12)), "still served");
+  alice.destroy();
+  spoke.destroy();
+  await new Promise<void>((resolve) => relay.close(() => resolve()));
+});

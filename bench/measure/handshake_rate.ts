@@ -1,6 +1,7 @@
 /**
- * The handshake rate: parallel `openssl s_time -new` to a balancer's sink listener, each
- * connection a full TLS 1.3 handshake with a client certificate.
+ * The handshake rate: parallel `openssl s_time` to a balancer, each connection a full
+ * TLS 1.3 handshake with a client certificate (`-new`, to the sink listener), or a
+ * resumed one (`-reuse`, to the Redis listener: see {@linkcode handshakeRate}).
  *
  * @module
  */
@@ -11,25 +12,48 @@ import { run } from "../processes.ts";
 import type { Target } from "../targets/target.ts";
 
 /**
- * Full mTLS handshakes per second, summed over parallel `openssl s_time -new`.
+ * What `s_time -reuse` sends on each connection to the Redis listener: its request line
+ * (which Redis refuses), then `QUIT`, so that Redis closes the connection. In TLS 1.3 the
+ * session ticket comes after the handshake, and `s_time` only reads it when it reads a
+ * reply to the end; a connection to the sink, which never answers, would not be resumable.
+ */
+const RESUME_REQUEST = "x\r\nQUIT\r\n";
+
+/** Handshakes per second through a balancer, and how many completed. */
+export interface HandshakeRate {
+  perSecond: number;
+  count: number;
+  /** The share of the connections that resumed a session (`-reuse`; 0 with `-new`). */
+  resumed: number;
+}
+
+/**
+ * mTLS handshakes per second, summed over parallel `openssl s_time`.
+ *
+ * With `resumed`, each client runs `s_time -reuse` against the Redis listener: a full
+ * handshake first, then connections that resume its session (TLS 1.3 tickets), each
+ * sending one line and `QUIT` and reading to the end; `resumed` in the result says how
+ * many of them did resume.
  *
  * @param pki The PKI.
  * @param target The balancer.
  * @param sizes How long and how many clients.
- * @returns The rate, and the handshakes completed.
+ * @param resumed Whether to time resumed handshakes instead of full ones.
+ * @returns The rate, the handshakes completed and the share resumed.
  * @throws {BenchError} When a client reports no count, or none completed.
  */
 export async function handshakeRate(
   pki: Pki,
   target: Target,
   sizes: Sizes,
-): Promise<{ perSecond: number; count: number }> {
+  resumed = false,
+): Promise<HandshakeRate> {
   const cmd = [
     "openssl",
     "s_time",
     "-connect",
-    `127.0.0.1:${target.sinkPort}`,
-    "-new",
+    `127.0.0.1:${resumed ? target.redisPort : target.sinkPort}`,
+    ...(resumed ? ["-reuse", "-www", RESUME_REQUEST] : ["-new"]),
     "-cert",
     pki.clientCert,
     "-key",
@@ -48,13 +72,16 @@ export async function handshakeRate(
   );
   const seconds = (performance.now() - started) / 1000;
   let connections = 0;
+  let reused = 0;
   for (const { stdout } of outputs) {
     const match = /(\d+) connections in [\d.]+s/.exec(stdout);
     if (!match) throw new BenchError(`openssl s_time reported no connections:\n${stdout}`);
     connections += Number(match[1]);
+    // s_time prints "r" for each connection that resumed, "*" for a full handshake.
+    if (resumed) reused += /^[r*]+$/m.exec(stdout)?.[0].replaceAll("*", "").length ?? 0;
   }
   if (connections === 0) {
     throw new BenchError(`openssl s_time completed no handshake through ${target.label}`);
   }
-  return { perSecond: connections / seconds, count: connections };
+  return { perSecond: connections / seconds, count: connections, resumed: reused / connections };
 }

@@ -27,6 +27,8 @@ export interface Results {
   mtlbConfig: string;
   /** The generated HAProxy configuration. */
   haproxyConfig: string;
+  /** The generated NGINX configuration. */
+  nginxConfig: string;
   /** The other mtlb checkout run beside this one (`--baseline`), if any. */
   baseline?: string | undefined;
   /** The run's temporary folder, shown as `$TMP` in the configurations. */
@@ -53,7 +55,7 @@ one round's figures, both taken in that round: the spread the rounds alone give.
  */
 export function resultsFile(results: Results): string {
   const { medianOf, summary, multiNote, tempDir } = results;
-  return `# mtlb against HAProxy: benchmark results
+  return `# mtlb against HAProxy, NGINX and the Deno floor: benchmark results
 
 ${
     results.quick
@@ -72,24 +74,29 @@ ${results.versions.join("\n")}
 
 ## Results (${medianOf})
 
-Ratios are mtlb/HAProxy of the medians; "bar" is the goal from issue 6. Latency is added
-to a plaintext round trip straight to Redis, whose own p50/p99 is in the last column.
-The CPU rows are the balancer process's own user + system time over the run, whatever
-the clients use: the cost of the work, steadier than rates on a shared 2-core machine.
+Ratios are of the medians: mtlb/HAProxy, mtlb/floor (with its lowest and highest value in one
+round, where both ran in turn: the noise of that comparison), floor/HAProxy and NGINX/HAProxy;
+above 1.0 is better on rates, worse on times, memory and CPU. "bar" is the goal mtlb set
+itself, on the ratio it names. Latency is added to a plaintext round trip straight to Redis,
+whose own p50/p99 is in the last column. The CPU rows are the balancer process's own user +
+system time over the run, whatever the clients use: the cost of the work, steadier than rates
+on a shared 2-core machine.
 
 "Deno floor" is [\`_floor.ts\`](_floor.ts): a \`node:tls\` server (TLS 1.3, client
 certificate verified) piped to \`node:net\` upstreams, with none of mtlb (no identity,
 policy, limits, health checks, metrics, logs or timeouts). It is what the Deno runtime
-costs by itself on the only API that verifies client certificates; mtlb cannot go below it
-without a different TLS stack. The plain TCP row runs the same requests without TLS through a
-plain \`node:net\` listener of the floor and a plain \`bind\` of HAProxy: the runtime's socket
-path alone (mtlb only speaks mutual TLS, so it has no figure there).
+costs by itself on the public API that verifies client certificates; mtlb goes below it only
+where it skips work that API does for every connection (see docs/PERFORMANCE.md). The plain TCP row runs the same requests without TLS through a
+plain \`node:net\` listener of the floor, a plain \`bind\` of HAProxy and a plain \`listen\`
+of NGINX: the runtime's socket path alone (mtlb only speaks mutual TLS, so it has no figure
+there). NGINX is its \`stream\` module with one worker process; it has no active health
+checks (open-source NGINX), so it runs none.
 ${results.baseline === undefined ? "" : baselineNote(results.baseline)}
 ${summary}
 ${multiNote ? `\n${multiNote}\n` : ""}
 ## Configurations
 
-The generated configurations of the single-threaded pair (ports and paths vary per run).
+The generated configurations of the single-threaded balancers (ports and paths vary per run).
 
 <details><summary>mtlb</summary>
 
@@ -103,6 +110,14 @@ ${results.mtlbConfig.replaceAll(tempDir, "$TMP").trim()}
 
 \`\`\`
 ${results.haproxyConfig.replaceAll(tempDir, "$TMP").trim()}
+\`\`\`
+
+</details>
+
+<details><summary>NGINX</summary>
+
+\`\`\`nginx
+${results.nginxConfig.replaceAll(tempDir, "$TMP").trim()}
 \`\`\`
 
 </details>

@@ -1,11 +1,12 @@
 /**
  * The figures of the table, in order: what each measures, its unit, which way is better
- * and the bar mtlb/HAProxy should reach.
+ * and the bar mtlb should reach, against the Deno floor or against HAProxy.
  *
  * @module
  */
 import { REDIS_CLIENTS } from "../measure/request_rate.ts";
 import type { Sizes } from "../options.ts";
+import { NGINX } from "../targets/nginx.ts";
 import { FLOOR } from "../targets/target.ts";
 import type { Row } from "./table.ts";
 
@@ -46,6 +47,7 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
     mtlb: "mtlb",
     haproxy: "HAProxy",
     floor: FLOOR,
+    nginx: NGINX,
     ...(baseline === undefined ? {} : { baseline: baseline.single }),
   } as const;
   const rows: Row[] = [
@@ -55,7 +57,7 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
       unit: "req/s",
       higherIsBetter: true,
       digits: 0,
-      bar: 1,
+      bar: { of: "floor", value: 0.97 },
       ...SINGLE,
       direct: ["set", "direct"],
     },
@@ -65,7 +67,7 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
       unit: "req/s",
       higherIsBetter: true,
       digits: 0,
-      bar: 1,
+      bar: { of: "floor", value: 0.97 },
       ...SINGLE,
       direct: ["get", "direct"],
     },
@@ -75,7 +77,7 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
       unit: "MB/s",
       higherIsBetter: true,
       digits: 1,
-      bar: 0.8,
+      bar: { of: "floor", value: 0.95 },
       ...SINGLE,
     },
     {
@@ -84,7 +86,15 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
       unit: "/s",
       higherIsBetter: true,
       digits: 0,
-      bar: 1,
+      bar: { of: "floor", value: 0.95 },
+      ...SINGLE,
+    },
+    {
+      metric: "resumed",
+      label: `Resumed handshake rate (${sizes.handshakeClients} clients)`,
+      unit: "/s",
+      higherIsBetter: true,
+      digits: 0,
       ...SINGLE,
     },
     {
@@ -93,9 +103,27 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
       unit: "KiB",
       higherIsBetter: false,
       digits: 1,
-      bar: 1,
+      bar: { of: "floor", value: 1.1 },
       ...SINGLE,
     },
+    ...sizes.getSizes.map((size): Row => ({
+      metric: `get_ms_${size}`,
+      label: `GET one at a time, ${size / 1024} KiB value`,
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 2,
+      ...(size === 400 * 1024 ? { bar: { of: "haproxy", value: 2 } } : {}),
+      ...SINGLE,
+    })),
+    ...sizes.getSizes.map((size): Row => ({
+      metric: `get_rate_${size}`,
+      label: `GETs/s one at a time, ${size / 1024} KiB value`,
+      unit: "/s",
+      higherIsBetter: true,
+      digits: 0,
+      ...(size === 64 * 1024 ? { bar: { of: "haproxy", value: 0.5 } } : {}),
+      ...SINGLE,
+    })),
     {
       metric: "cpu_requests",
       label: "CPU per 1,000 requests (SET and GET runs)",
@@ -115,6 +143,14 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
     {
       metric: "cpu_handshake",
       label: "CPU per handshake",
+      unit: "ms",
+      higherIsBetter: false,
+      digits: 3,
+      ...SINGLE,
+    },
+    {
+      metric: "cpu_resumed",
+      label: "CPU per resumed handshake",
       unit: "ms",
       higherIsBetter: false,
       digits: 3,
@@ -147,7 +183,7 @@ export function figureRows(sizes: Sizes, options: FigureRowsOptions = {}): Row[]
         unit: "req/s",
         higherIsBetter: true,
         digits: 0,
-        bar: 1,
+        bar: { of: "haproxy", value: 1 },
         mtlb: multi.mtlb,
         haproxy: multi.haproxy,
         ...(baseline?.multi === undefined ? {} : { baseline: baseline.multi }),

@@ -6,19 +6,29 @@
  */
 import type { Samples } from "./samples.ts";
 
-/** One row of the table: a figure for an mtlb target against a HAProxy target. */
+/** A goal on a ratio of mtlb's figure: to the Deno floor's, or to HAProxy's. */
+export interface Bar {
+  /** What mtlb's figure is divided by. */
+  of: "floor" | "haproxy";
+  /** The ratio to reach: at least this on rates, at most this on costs. */
+  value: number;
+}
+
+/** One row of the table: a figure for an mtlb target against the others. */
 export interface Row {
   metric: string;
   label: string;
   unit: string;
   higherIsBetter: boolean;
   digits: number;
-  /** The goal on mtlb/HAProxy, if any. */
-  bar?: number;
+  /** The goal, if any. */
+  bar?: Bar;
   mtlb: string;
   haproxy: string;
   /** The Deno floor's target label, when it ran this figure. */
   floor?: string;
+  /** NGINX's target label, when it ran this figure. */
+  nginx?: string;
   /** The baseline's target label (another mtlb checkout), when one ran this figure. */
   baseline?: string;
   /** Metric and target of a plaintext-direct reference value. */
@@ -61,11 +71,17 @@ function roundRatios(a: readonly number[], b: readonly number[]): string {
   return low === high ? low : `${low}–${high}`;
 }
 
+/** A ratio as printed: two decimals, or "n/a". */
+function ratioText(ratio: number | undefined): string {
+  return ratio === undefined ? "n/a" : ratio.toFixed(2);
+}
+
 /**
- * The table of medians (Markdown): each figure for mtlb, HAProxy and the floor, their
- * ratios, the bar and whether it was met, and the plaintext reference. When a row has
- * a baseline (another mtlb checkout), its figure, mtlb/baseline and the range of that
- * ratio over the rounds come after mtlb's.
+ * The table of medians (Markdown): each figure for mtlb, HAProxy, the Deno floor and
+ * NGINX; mtlb/HAProxy, mtlb/floor (with its lowest and highest value over the rounds),
+ * floor/HAProxy and NGINX/HAProxy; the bar, whether it was met, and the plaintext
+ * reference. When a row has a baseline (another mtlb checkout), its figure,
+ * mtlb/baseline and the range of that ratio over the rounds come after mtlb's.
  *
  * @param rows The figures.
  * @param samples The values measured.
@@ -73,49 +89,54 @@ function roundRatios(a: readonly number[], b: readonly number[]): string {
  */
 export function table(rows: readonly Row[], samples: Samples): string {
   const withBaseline = rows.some((row) => row.baseline !== undefined);
-  const lines = withBaseline
-    ? [
-      "| figure | unit | mtlb | mtlb (baseline) | mtlb/baseline | per round | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
-      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
-    ]
-    : [
-      "| figure | unit | mtlb | HAProxy | mtlb/HAProxy | bar | met | Deno floor | floor/HAProxy | direct (plaintext) |",
-      "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
-    ];
+  const baselineHead = withBaseline ? " mtlb (baseline) | mtlb/baseline | per round |" : "";
+  const baselineRule = withBaseline ? " ---: | ---: | ---: |" : "";
+  const lines = [
+    `| figure | unit | mtlb |${baselineHead} HAProxy | mtlb/HAProxy | Deno floor | mtlb/floor | mtlb/floor per round | floor/HAProxy | NGINX | NGINX/HAProxy | bar | met | direct (plaintext) |`,
+    `| --- | --- | ---: |${baselineRule} ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |`,
+  ];
   for (const row of rows) {
-    const m = samples.median(row.metric, row.mtlb);
-    const h = samples.median(row.metric, row.haproxy);
-    const f = row.floor === undefined ? undefined : samples.median(row.metric, row.floor);
+    const median = (label: string | undefined) =>
+      label === undefined ? undefined : samples.median(row.metric, label);
+    const m = median(row.mtlb);
+    const h = median(row.haproxy);
+    const f = median(row.floor);
+    const n = median(row.nginx);
     const ratio = ratioOf(m, h);
-    const floorRatio = ratioOf(f, h);
+    const ratios = { haproxy: ratio, floor: ratioOf(m, f) };
     const bar = row.bar === undefined
       ? ""
-      : `${row.higherIsBetter ? ">=" : "<="} ${row.bar.toFixed(1)}`;
-    const met = row.bar === undefined || ratio === undefined
+      : `mtlb/${row.bar.of === "floor" ? "floor" : "HAProxy"} ${row.higherIsBetter ? ">=" : "<="} ${
+        row.bar.value.toFixed(2)
+      }`;
+    const reached = row.bar === undefined ? undefined : ratios[row.bar.of];
+    const met = row.bar === undefined || reached === undefined
       ? ""
-      : (row.higherIsBetter ? ratio >= row.bar : ratio <= row.bar)
+      : (row.higherIsBetter ? reached >= row.bar.value : reached <= row.bar.value)
       ? "yes"
       : "no";
     const direct = row.direct ? format(samples.median(...row.direct), row.digits) : "";
     let baseline = "";
     if (withBaseline) {
-      const b = row.baseline === undefined ? undefined : samples.median(row.metric, row.baseline);
-      const versus = ratioOf(m, b);
+      const b = median(row.baseline);
       const perRound = row.baseline === undefined
         ? "n/a"
         : roundRatios(samples.get(row.metric, row.mtlb), samples.get(row.metric, row.baseline));
-      baseline = ` ${format(b, row.digits)} | ${
-        versus === undefined ? "n/a" : versus.toFixed(2)
-      } | ${perRound} |`;
+      baseline = ` ${format(b, row.digits)} | ${ratioText(ratioOf(m, b))} | ${perRound} |`;
     }
+    const floorCells = row.floor === undefined
+      ? " | | |"
+      : ` ${format(f, row.digits)} | ${ratioText(ratios.floor)} | ${
+        roundRatios(samples.get(row.metric, row.mtlb), samples.get(row.metric, row.floor))
+      } |`;
     lines.push(
       `| ${row.label} | ${row.unit} | ${format(m, row.digits)} |${baseline} ${
         format(h, row.digits)
-      } | ${ratio === undefined ? "n/a" : ratio.toFixed(2)} | ${bar} | ${met} | ${
-        row.floor === undefined ? "" : format(f, row.digits)
-      } | ${
-        row.floor === undefined ? "" : floorRatio === undefined ? "n/a" : floorRatio.toFixed(2)
-      } | ${direct} |`,
+      } | ${ratioText(ratio)} |${floorCells} ${
+        row.floor === undefined ? "" : ratioText(ratioOf(f, h))
+      } | ${row.nginx === undefined ? "" : format(n, row.digits)} | ${
+        row.nginx === undefined ? "" : ratioText(ratioOf(n, h))
+      } | ${bar} | ${met} | ${direct} |`,
     );
   }
   return lines.join("\n");
@@ -141,6 +162,7 @@ export function perRoundTable(rows: readonly Row[], samples: Samples, rounds: nu
       ...(row.baseline ? [row.baseline] : []),
       row.haproxy,
       ...(row.floor ? [row.floor] : []),
+      ...(row.nginx ? [row.nginx] : []),
       ...(row.direct ? [row.direct[1]] : []),
     ];
     for (const target of targets) {

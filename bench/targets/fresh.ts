@@ -9,6 +9,7 @@ import type { Upstreams } from "../upstreams.ts";
 import { startFloor } from "./floor.ts";
 import { startHaproxy } from "./haproxy.ts";
 import { startMtlb } from "./mtlb.ts";
+import { startNginx } from "./nginx.ts";
 import type { Target } from "./target.ts";
 
 /**
@@ -35,5 +36,7 @@ export function startFresh(
       return startHaproxy(dir, pki, upstreams, 1, label);
     case "floor":
       return startFloor(pki, upstreams, label);
+    case "nginx":
+      return startNginx(dir, pki, upstreams, label);
   }
 }

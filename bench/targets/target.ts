@@ -6,9 +6,9 @@
 import type { Subprocess } from "../../testing/subprocess.ts";
 
 /** What kinds of balancer the benchmark runs. */
-export const TARGET_KINDS = ["mtlb", "haproxy", "floor"] as const;
+export const TARGET_KINDS = ["mtlb", "haproxy", "floor", "nginx"] as const;
 
-/** A kind of balancer: mtlb, HAProxy or the Deno floor. */
+/** A kind of balancer: mtlb, HAProxy, the Deno floor or NGINX. */
 export type TargetKind = typeof TARGET_KINDS[number];
 
 /** Label of the Deno floor target (bench/_floor.ts). */
@@ -16,7 +16,7 @@ export const FLOOR = "Deno floor";
 
 /** A balancer under test. */
 export interface Target {
-  /** Label in the table: "mtlb", "HAProxy", "mtlb workers=2", ... */
+  /** Label in the table: "mtlb", "HAProxy", "NGINX", "mtlb workers=2", ... */
   label: string;
   kind: TargetKind;
   proc: Subprocess;
@@ -25,8 +25,8 @@ export interface Target {
   /** TLS listener forwarding to the sink. */
   sinkPort: number;
   /**
-   * Plain TCP listener (no TLS) forwarding to the two redis servers: HAProxy and the
-   * floor have one, for the runtime's cost without TLS. mtlb only speaks mutual TLS.
+   * Plain TCP listener (no TLS) forwarding to the two redis servers: HAProxy, NGINX and
+   * the floor have one, for the runtime's cost without TLS. mtlb only speaks mutual TLS.
    */
   tcpPort?: number;
   /** The generated configuration. */

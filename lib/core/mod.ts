@@ -5,6 +5,7 @@
  */
 export { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 export { type Clock, FakeClock, systemClock, type TimerId } from "./clock.ts";
+export { SharedTimerClock } from "./shared_timer_clock.ts";
 export { formatDuration, parseDuration } from "./duration.ts";
 export { formatSize, parseRate, parseSize } from "./size.ts";
 export { assertSupportedRuntime, MIN_DENO_VERSION, UnsupportedRuntimeError } from "./runtime.ts";

@@ -9,11 +9,13 @@
 import type { CrlMissingMode, RevocationList } from "./crl.ts";
 import {
   type CertIdentity,
+  type CertificateFacts,
   type CertValidity,
   checkClientAuthUsage,
   type ClientEkuMode,
   readCertificate,
 } from "./certificate.ts";
+import { sameBytes } from "./_x509.ts";
 import {
   CHAIN_FAILURES,
   type IssuerMatch,
@@ -117,6 +119,13 @@ export class ClientTrust {
   #crl: RevocationList | undefined;
   #eku: ClientEkuMode;
   #missing: CrlMissingMode;
+  /**
+   * The leaf certificates read last, by a hash of their bytes: a client that connects
+   * again presents the same bytes, which are compared in full instead of parsed (and
+   * hashed for their key) again. Only what the bytes say is kept; every check that
+   * depends on the time or the trust in force runs on every call.
+   */
+  #read = new Map<number, { der: Uint8Array; facts: CertificateFacts }>();
 
   /**
    * Builds the checks.
@@ -155,7 +164,7 @@ export class ClientTrust {
     if (der === undefined) return refuse("bad_certificate", "no certificate was presented");
     let facts;
     try {
-      facts = readCertificate(der);
+      facts = this.#readLeaf(der);
     } catch (error) {
       return refuse("bad_certificate", String(error));
     }
@@ -212,12 +221,25 @@ export class ClientTrust {
     if (der === undefined) return refuse("bad_certificate", "no certificate was presented");
     let facts;
     try {
-      facts = readCertificate(der);
+      facts = this.#readLeaf(der);
     } catch (error) {
       return refuse("bad_certificate", String(error));
     }
     const verified = this.#store.verify(chain, { now, eku: this.#eku });
     return this.#finish(verified, facts.identity, facts.validity, now);
+  }
+
+  /** `readCertificate(der)`, remembered for the last {@linkcode READ_CACHE_SIZE} leaves. */
+  #readLeaf(der: Uint8Array): CertificateFacts {
+    const key = hashBytes(der);
+    const known = this.#read.get(key);
+    if (known !== undefined && sameBytes(known.der, der)) return known.facts;
+    const facts = readCertificate(der);
+    if (known === undefined && this.#read.size >= READ_CACHE_SIZE) {
+      this.#read.delete(this.#read.keys().next().value!);
+    }
+    this.#read.set(key, { der, facts });
+    return facts;
   }
 
   #finish(
@@ -234,6 +256,16 @@ export class ClientTrust {
     }
     return { ok: true, identity, validity, issuer: path.issuer, path };
   }
+}
+
+/** How many leaf certificates {@linkcode ClientTrust} remembers having read. */
+const READ_CACHE_SIZE = 256;
+
+/** FNV-1a of `bytes`, 32 bits: a key, not a check (the bytes are compared in full). */
+function hashBytes(bytes: Uint8Array): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i]!, 0x01000193);
+  return hash >>> 0;
 }
 
 function refuse(reason: TrustDenial, detail: string, identity?: CertIdentity): ClientVerdict {

@@ -46,6 +46,7 @@ export type ClientHelloHandler = (hello: ClientHelloInfo, raw: Socket | undefine
 /** The TLS handle of a Deno 2.9 `node:tls` socket, as far as these hooks use it. */
 interface TlsHandle {
   onclienthello?: (this: TlsHandle) => void;
+  verifyError?: () => string;
   getServername?: () => string | false | undefined;
   getClientHelloAlpn?: () => string[];
   setAlpnProtocols?: (protocols: string[]) => void;
@@ -96,21 +97,109 @@ export function setClientHelloHandler(server: Server, handler: ClientHelloHandle
  *   runtime's defaults then apply: refused certificates are reset without a cause).
  */
 export function hookTlsSocket(raw: Socket): TLSSocket | undefined {
-  const handle = (raw as unknown as { _handle?: Record<symbol, unknown> | null })._handle;
-  if (handle == null) return undefined;
-  ownerSymbol ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === "ownerSymbol");
-  if (ownerSymbol === undefined) return undefined;
-  const socket = handle[ownerSymbol] as
-    | (TLSSocket & { _rejectUnauthorized?: boolean; _handle?: TlsHandle | null })
-    | undefined;
-  if (socket === undefined || socket === null || typeof socket !== "object") return undefined;
+  const socket = tlsSocketOf(raw);
+  if (socket === undefined) return undefined;
   if (socket._rejectUnauthorized === true) socket._rejectUnauthorized = false;
+  // Deno decides `authorized` after the handshake by building the client certificate's
+  // legacy object (`getPeerCertificate()`: fields, fingerprints) only to check that
+  // there is one: about 6% of a full handshake's CPU. rustls requires a certificate
+  // here, so `readAuthorization` takes the verifier's verdict alone instead.
+  if (socket._requestCert === true && typeof socket._handle?.verifyError === "function") {
+    socket._requestCert = false;
+    (socket as { [OWN_AUTHORIZATION]?: boolean })[OWN_AUTHORIZATION] = true;
+  }
   const tls = socket._handle;
   if (tls != null && typeof tls.onclienthello === "function") {
     tls[ORIGINAL] = tls.onclienthello;
     tls.onclienthello = onClientHello;
   }
   return socket;
+}
+
+/** The TLS socket Deno's `node:tls` server created over a raw TCP socket, if it exposes it. */
+function tlsSocketOf(raw: Socket): HookedSocket | undefined {
+  const handle = (raw as unknown as { _handle?: Record<symbol, unknown> | null })._handle;
+  if (handle == null) return undefined;
+  ownerSymbol ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === "ownerSymbol");
+  if (ownerSymbol === undefined) return undefined;
+  const socket = handle[ownerSymbol];
+  if (socket === undefined || socket === null || typeof socket !== "object") return undefined;
+  return socket as HookedSocket;
+}
+
+/** A TLS socket of Deno 2.9's `node:tls`, as far as these hooks use it. */
+type HookedSocket = TLSSocket & {
+  _rejectUnauthorized?: boolean;
+  _requestCert?: boolean;
+  _handle?: TlsHandle | null;
+};
+
+const OWN_AUTHORIZATION = Symbol("mtlb.ownAuthorization");
+
+/**
+ * Sets `authorized` and `authorizationError` of a socket prepared by
+ * {@linkcode hookTlsSocket} from the certificate verifier's verdict, as Deno would
+ * have without building the certificate's object (see `hookTlsSocket`). Call it in
+ * `"secureConnection"`; sockets Deno authorized itself are left alone.
+ *
+ * @param socket A server-side TLS socket whose handshake completed.
+ */
+export function readAuthorization(socket: TLSSocket): void {
+  const hooked = socket as HookedSocket & { [OWN_AUTHORIZATION]?: boolean };
+  if (hooked[OWN_AUTHORIZATION] !== true) return;
+  let code = "";
+  try {
+    code = hooked._handle?.verifyError?.() ?? "";
+  } catch {
+    code = "UNABLE_TO_GET_ISSUER_CERT";
+  }
+  if (code === "") {
+    hooked.authorized = true;
+  } else {
+    hooked.authorized = false;
+    (hooked as { authorizationError?: unknown }).authorizationError = code;
+  }
+}
+
+/**
+ * Turns the ClientHello step of a server's new connections on or off (it applies to
+ * connections accepted from then on).
+ *
+ * The step, which {@linkcode setClientHelloHandler}'s handler needs (ALPN chosen per
+ * connection, the ALPN protocols offered, the first sign that a client spoke), costs
+ * Deno 2.9 a second build of the TLS configuration for every handshake: about 8% of a
+ * full handshake's CPU. A listener whose connections need none of it skips it. Off, a
+ * server keeps its static ALPN (none here), {@linkcode offeredAlpn} returns `[]`, and
+ * {@linkcode clientSpoke} tells whether a client spoke.
+ *
+ * @param server A `node:tls` server created with `SNICallback: keepContext`.
+ * @param on Whether to run the step.
+ */
+export function setClientHelloStep(server: Server, on: boolean): void {
+  // Deno 2.9 reads `_SNICallback` for each new connection; on a runtime that does not,
+  // this does nothing and the step keeps running, as before.
+  const internal = server as Server & { _SNICallback?: unknown };
+  if ("_SNICallback" in internal) internal._SNICallback = on ? keepContext : undefined;
+}
+
+/**
+ * Whether the client of a handshake in flight has sent its ClientHello, read from the
+ * TLS handle (the TLS version is chosen on it), for connections without the ClientHello
+ * step (see {@linkcode setClientHelloStep}).
+ *
+ * @param raw The TCP socket of the `"connection"` event.
+ * @returns Whether it did; `false` when the runtime does not say.
+ */
+export function clientSpoke(raw: Socket): boolean {
+  const tls = tlsSocketOf(raw)?._handle as
+    | { getProtocol?: (out: Record<string, unknown>) => number }
+    | null
+    | undefined;
+  try {
+    return typeof tls?.getProtocol === "function" && tls.getProtocol({}) === 0;
+  } catch {
+    return false;
+  }
 }
 
 /** The ClientHello step: tell the handler, select ALPN (or nothing), then let Deno finish it. */

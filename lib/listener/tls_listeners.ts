@@ -17,9 +17,12 @@ import type { HandshakeFailure } from "../core/reasons.ts";
 import type { ConnectionCaps } from "./connection_caps.ts";
 import {
   type ClientHelloInfo,
+  clientSpoke,
   hookTlsSocket,
   keepContext,
+  readAuthorization,
   setClientHelloHandler,
+  setClientHelloStep,
 } from "./_tls_server_hooks.ts";
 import { linkTcpReads } from "../core/tls_reads.ts";
 
@@ -150,6 +153,16 @@ export interface TlsListenersOptions {
   settings: () => { caps: ConnectionCaps; handshakeTimeout: number };
   /** Chooses the ALPN protocol for a ClientHello, or none. */
   selectAlpn: (hello: ClientHelloInfo, listenerGroup: string | undefined) => string | undefined;
+  /**
+   * Whether a listener's connections need the ClientHello step: `selectAlpn`, and the
+   * ALPN protocols offered (`offeredAlpn`). Read when a listener is bound and by
+   * {@linkcode TlsListeners.refresh}. The step costs Deno 2.9 about 8% of a full
+   * handshake's CPU (see `setClientHelloStep`); without it, no ALPN is selected and
+   * none is reported as offered.
+   *
+   * @default {() => true}
+   */
+  needsClientHello?: (listenerGroup: string | undefined) => boolean;
   /** A handshake completed. */
   onSecure: (connection: SecureConnection) => void;
   /** A connection was refused at a cap before its handshake (`server_full`). */
@@ -171,9 +184,10 @@ export interface BoundListener {
 }
 
 interface Pending {
-  timer: TimerId;
   since: number;
-  /** Whether the client's ClientHello arrived. */
+  /** When its handshake_timeout passes (clock milliseconds). */
+  deadline: number;
+  /** Whether the client's ClientHello arrived (known with the ClientHello step only). */
   hello: boolean;
 }
 
@@ -208,6 +222,10 @@ export class TlsListeners {
   #remotes = new WeakMap<Socket, string>();
   #open = 0;
   #idle: PromiseWithResolvers<void> | undefined;
+  /** One timer for every handshake in flight, armed for the oldest one's deadline. */
+  #deadlineTimer: TimerId | undefined;
+  /** The "close" listener of every accepted TCP socket (one function, not one per socket). */
+  #onRawClose: (this: Socket) => void;
 
   /**
    * Creates the listener set; nothing listens until {@linkcode TlsListeners.listen}.
@@ -218,6 +236,10 @@ export class TlsListeners {
     this.#options = options;
     this.#clock = options.clock;
     this.#share = options.handshakeShare ?? 1;
+    const closed = (socket: Socket): void => this.#closed(socket);
+    this.#onRawClose = function (this: Socket) {
+      closed(this);
+    };
     if (!(this.#share > 0 && this.#share <= 1)) {
       throw new RangeError(
         `Cannot create listeners: handshakeShare must be in (0, 1], received ${this.#share}`,
@@ -265,6 +287,10 @@ export class TlsListeners {
       ...context,
       requestCert: true,
       rejectUnauthorized: true,
+      // Nagle off on every accepted socket, as on the upstream leg: with it on, the
+      // last segment of a reply waits for the ACK of the ones before, and a client
+      // that delays its ACKs adds about 40 ms to every large reply.
+      noDelay: true,
       // Not half-open during the handshake: Deno then never reports a FIN that arrives
       // mid-handshake, and the socket would be held until handshake_timeout. A
       // completed handshake is made half-open before it is handed over.
@@ -272,6 +298,7 @@ export class TlsListeners {
       SNICallback: keepContext,
     });
     const listener: BoundListener = { server, address, group, closed: undefined };
+    this.refresh(listener);
     setClientHelloHandler(server, (hello, raw) => {
       // The client spoke: not one of a flood of silent connections.
       const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
@@ -309,6 +336,20 @@ export class TlsListeners {
   }
 
   /**
+   * Applies the listener's current group to its new connections: whether they run the
+   * ClientHello step (`needsClientHello`). Call it after changing `listener.group`, or
+   * what `needsClientHello` answers for it (a reload).
+   *
+   * @param listener A listener of this set.
+   */
+  refresh(listener: BoundListener): void {
+    setClientHelloStep(
+      listener.server,
+      this.#options.needsClientHello?.(listener.group) ?? true,
+    );
+  }
+
+  /**
    * Stops a listener from accepting; its connections go on.
    *
    * @param listener A listener of this set.
@@ -321,11 +362,10 @@ export class TlsListeners {
 
   /** Ends every handshake in flight (a shutdown). */
   abortHandshakes(): void {
-    for (const [socket, { timer }] of this.#handshakes) {
-      this.#clock.clearTimeout(timer);
-      socket.destroy();
-    }
+    this.#disarm();
+    const sockets = [...this.#handshakes.keys()];
     this.#handshakes.clear();
+    for (const socket of sockets) socket.destroy();
   }
 
   #onConnection(socket: Socket): void {
@@ -354,32 +394,57 @@ export class TlsListeners {
     this.#open++;
     hookTlsSocket(socket);
     this.#remotes.set(socket, remoteOf(socket));
-    const timer = this.#clock.setTimeout(() => {
-      if (this.#handshakes.delete(socket)) {
-        this.#options.onHandshakeError({
-          reason: "handshake_timeout",
-          remote: this.#remotes.get(socket) ?? remoteOf(socket),
-        });
-        // Counted once: the ECONNRESET node:tls reports next is this same failure.
-        this.#refused.add(socket);
-        socket.destroy();
-      }
-    }, handshakeTimeout);
-    this.#handshakes.set(socket, { timer, since: this.#clock.now(), hello: false });
-    socket.once("close", () => {
-      const pending = this.#handshakes.get(socket);
-      if (pending !== undefined) {
-        this.#clock.clearTimeout(pending.timer);
-        this.#handshakes.delete(socket);
-      }
-      this.#open--;
-      shared?.add(-1);
-      if (this.#open === 0 && this.#idle !== undefined) {
-        this.#idle.resolve();
-        this.#idle = undefined;
-      }
-    });
+    const now = this.#clock.now();
+    this.#handshakes.set(socket, { since: now, deadline: now + handshakeTimeout, hello: false });
+    if (this.#deadlineTimer === undefined) this.#arm(handshakeTimeout);
+    socket.on("close", this.#onRawClose);
   }
+
+  /** A client TCP socket closed: whatever it was doing, it is no longer open. */
+  #closed(socket: Socket): void {
+    this.#handshakes.delete(socket);
+    this.#open--;
+    this.#options.connectionCount?.add(-1);
+    if (this.#open === 0 && this.#idle !== undefined) {
+      this.#idle.resolve();
+      this.#idle = undefined;
+    }
+  }
+
+  /** Arms the handshake timer `ms` from now. */
+  #arm(ms: number): void {
+    this.#deadlineTimer = this.#clock.setTimeout(this.#onDeadline, Math.max(0, ms));
+  }
+
+  #disarm(): void {
+    if (this.#deadlineTimer !== undefined) this.#clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
+  }
+
+  /**
+   * Ends the handshakes whose handshake_timeout passed, oldest first, and arms the timer
+   * for the next one. Handshakes are kept in the order they started, so the first one
+   * not yet due stops the sweep (after a reload that shortened handshake_timeout, a
+   * handshake that started before it may end late by the difference).
+   */
+  #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    const now = this.#clock.now();
+    for (const [socket, pending] of this.#handshakes) {
+      if (pending.deadline > now) {
+        this.#arm(pending.deadline - now);
+        return;
+      }
+      this.#handshakes.delete(socket);
+      this.#options.onHandshakeError({
+        reason: "handshake_timeout",
+        remote: this.#remotes.get(socket) ?? remoteOf(socket),
+      });
+      // Counted once: the ECONNRESET node:tls reports next is this same failure.
+      this.#refused.add(socket);
+      socket.destroy();
+    }
+  };
 
   /**
    * Makes room for a new connection at a cap: closes the oldest handshake in flight
@@ -396,7 +461,7 @@ export class TlsListeners {
     let victim: Socket | undefined;
     for (const [socket, pending] of this.#handshakes) {
       if (now - pending.since < silentFor) break; // Oldest first: the rest are younger.
-      if (!pending.hello) {
+      if (!pending.hello && !clientSpoke(socket)) {
         victim = socket;
         break;
       }
@@ -409,12 +474,11 @@ export class TlsListeners {
       victim = socket;
     }
     const pending = this.#handshakes.get(victim)!;
-    this.#clock.clearTimeout(pending.timer);
     this.#handshakes.delete(victim);
     this.#options.onHandshakeError({
       reason: "handshake_shed",
       remote: this.#remotes.get(victim) ?? remoteOf(victim),
-      detail: `${pending.hello ? "in flight" : "silent"} for ${
+      detail: `${pending.hello || clientSpoke(victim) ? "in flight" : "silent"} for ${
         Math.round(now - pending.since)
       } ms, closed to make room (max_connections ${maxConnections}, max_handshakes ${maxHandshakes})`,
     });
@@ -433,13 +497,10 @@ export class TlsListeners {
 
   #onSecure(socket: TLSSocket, listenerGroup: string | undefined): void {
     const raw = this.#rawOf(socket);
-    const pending = raw === undefined ? undefined : this.#handshakes.get(raw);
-    if (pending !== undefined) {
-      this.#clock.clearTimeout(pending.timer);
-      this.#handshakes.delete(raw!);
-    }
+    if (raw !== undefined) this.#handshakes.delete(raw);
     // Read when the connection was accepted: cheaper than asking the socket again.
     const remote = (raw === undefined ? undefined : this.#remotes.get(raw)) ?? remoteOf(socket);
+    readAuthorization(socket);
     socket.allowHalfOpen = true;
     socket.on("end", noop);
     // Linked, bytes sent before the upstream is connected wait in the kernel, and the

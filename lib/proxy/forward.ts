@@ -255,7 +255,7 @@ type Side = "client" | "upstream";
  *
  * @param client The client's socket (a `TLSSocket` from a `node:tls` server).
  * @param upstream The upstream's socket (a `node:net` `Socket`).
- * @param options Idle timeout, abort signal, clock and live counters.
+ * @param options Idle timeout, abort signal, clock, live counters and throttles.
  * @returns How the forward ended, with byte counts and duration.
  * @throws {RangeError} If `options.idleTimeout` is not a positive number (the sockets
  * are left untouched).
@@ -274,7 +274,16 @@ export function forward(
   return new Forwarder(client, upstream, options, idleTimeout).done;
 }
 
-/** One forwarded connection; the handlers are bound once, not per chunk. */
+/** The forward a socket takes part in, for the listeners shared by every socket. */
+const FORWARDER = Symbol("mtlb.forwarder");
+
+/** A socket as {@linkcode Forwarder} marks it. */
+type Attached = ForwardSocket & { [FORWARDER]?: Forwarder | undefined };
+
+/**
+ * One forwarded connection. Its sockets' listeners are the same functions for every
+ * connection (they find the forward on the socket), so a connection costs no closure.
+ */
 class Forwarder {
   readonly done: Promise<ForwardResult>;
   #resolve!: (result: ForwardResult) => void;
@@ -294,13 +303,17 @@ class Forwarder {
   #fromClient = 0;
   #fromUpstream = 0;
 
-  // Throttling: a side is read again once its wait is over and its peer drained.
+  // Throttling: a held side is read again once its wait is over and its peer drained.
+  // One timer per throttled connection, for whichever side's wait ends first; its
+  // callback is bound only for a connection that has a throttle.
   readonly #throttleClient: ForwardThrottle | undefined;
   readonly #throttleUpstream: ForwardThrottle | undefined;
-  #clientHeldUntil = 0;
-  #upstreamHeldUntil = 0;
-  #clientTimer: TimerId | undefined;
-  #upstreamTimer: TimerId | undefined;
+  /** When a held side may be read again (Infinity: until a promised wait is known). */
+  #clientHeldUntil: number | undefined;
+  #upstreamHeldUntil: number | undefined;
+  #holdTimer: TimerId | undefined;
+  #holdTimerAt = Infinity;
+  readonly #onHoldTimer: (() => void) | undefined;
   /** A write to the upstream returned false: the client is paused until "drain". */
   #clientBlocked = false;
   #upstreamBlocked = false;
@@ -347,18 +360,23 @@ class Forwarder {
     this.#maxBuffer = options.maxBuffer ?? Infinity;
     this.#throttleClient = this.#pauseClient ? options.throttle?.fromClient : undefined;
     this.#throttleUpstream = this.#pauseUpstream ? options.throttle?.fromUpstream : undefined;
-    client.on("data", this.#onClientData);
-    client.on("end", this.#onClientEnd);
-    client.on("finish", this.#onClientFinish);
-    client.on("drain", this.#onClientDrain);
-    client.on("error", this.#onClientError);
-    client.on("close", this.#onClientClose);
-    upstream.on("data", this.#onUpstreamData);
-    upstream.on("end", this.#onUpstreamEnd);
-    upstream.on("finish", this.#onUpstreamFinish);
-    upstream.on("drain", this.#onUpstreamDrain);
-    upstream.on("error", this.#onUpstreamError);
-    upstream.on("close", this.#onUpstreamClose);
+    if (this.#throttleClient !== undefined || this.#throttleUpstream !== undefined) {
+      this.#onHoldTimer = this.#releaseHeld.bind(this);
+    }
+    (client as Attached)[FORWARDER] = this;
+    (upstream as Attached)[FORWARDER] = this;
+    client.on("data", Forwarder.#clientData);
+    client.on("end", Forwarder.#clientEnd);
+    client.on("finish", Forwarder.#clientFinish);
+    client.on("drain", Forwarder.#clientDrain);
+    client.on("error", Forwarder.#clientError);
+    client.on("close", Forwarder.#clientClose);
+    upstream.on("data", Forwarder.#upstreamData);
+    upstream.on("end", Forwarder.#upstreamEnd);
+    upstream.on("finish", Forwarder.#upstreamFinish);
+    upstream.on("drain", Forwarder.#upstreamDrain);
+    upstream.on("error", Forwarder.#upstreamError);
+    upstream.on("close", Forwarder.#upstreamClose);
 
     if (this.#signal?.aborted) {
       this.#terminate("aborted", this.#signal.reason);
@@ -372,19 +390,19 @@ class Forwarder {
       this.#terminate("upstream_reset", undefined);
       return;
     }
-    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+    if (this.#signal !== undefined) Forwarder.#watch(this.#signal, this);
     if (idleTimeout !== Infinity) {
       this.#timer = this.#clock.setTimeout(this.#onIdleCheck, this.#idleCheck);
     }
     for (const chunk of options.head ?? []) this.#onClientData(chunk);
     // A "data" listener does not restart a socket that was paused explicitly.
-    if (this.#clientTimer === undefined) client.resume();
+    if (this.#clientHeldUntil === undefined) client.resume();
     upstream.resume();
     if ((client as { readableEnded?: boolean }).readableEnded === true) this.#onClientEnd();
   }
 
   // Hot path: one call per chunk, no allocation.
-  #onClientData = (chunk: Uint8Array): void => {
+  #onClientData(chunk: Uint8Array): void {
     const n = chunk.length;
     this.#fromClient += n;
     this.#stats.bytesFromClient += n;
@@ -398,11 +416,11 @@ class Forwarder {
     const throttle = this.#throttleClient;
     if (throttle !== undefined) {
       const wait = throttle.take(n);
-      if (wait !== 0) this.#holdClient(wait);
+      if (wait !== 0) this.#hold("client", wait);
     }
-  };
+  }
 
-  #onUpstreamData = (chunk: Uint8Array): void => {
+  #onUpstreamData(chunk: Uint8Array): void {
     const n = chunk.length;
     this.#fromUpstream += n;
     this.#stats.bytesFromUpstream += n;
@@ -416,139 +434,202 @@ class Forwarder {
     const throttle = this.#throttleUpstream;
     if (throttle !== undefined) {
       const wait = throttle.take(n);
-      if (wait !== 0) this.#holdUpstream(wait);
+      if (wait !== 0) this.#hold("upstream", wait);
     }
-  };
+  }
 
-  #onUpstreamDrain = (): void => {
+  #onUpstreamDrain(): void {
     this.#clientBlocked = false;
-    if (this.#clientTimer === undefined) this.#client.resume();
-  };
+    if (this.#clientHeldUntil === undefined) this.#client.resume();
+  }
 
-  #onClientDrain = (): void => {
+  #onClientDrain(): void {
     this.#upstreamBlocked = false;
-    if (this.#upstreamTimer === undefined) this.#upstream.resume();
-  };
-
-  /** Stops reading the client for `wait` ms (or once a promised wait is known). */
-  #holdClient(wait: number | Promise<number>): void {
-    this.#client.pause();
-    if (typeof wait === "number") {
-      this.#clientHeldUntil = Math.max(this.#clientHeldUntil, this.#clock.now() + wait);
-      this.#clientTimer ??= this.#clock.setTimeout(this.#onClientHeld, wait);
-      return;
-    }
-    // Held by a zero-delay timer until the store answers, then for the wait.
-    this.#clientHeldUntil = Infinity;
-    this.#clientTimer ??= this.#clock.setTimeout(this.#onClientHeld, MAX_TIMER_DELAY);
-    wait.then((ms) => ms, () => 0).then((ms) => {
-      if (this.#reason !== undefined) return;
-      this.#clientHeldUntil = this.#clock.now() + ms;
-      this.#rearm("client");
-    });
+    if (this.#upstreamHeldUntil === undefined) this.#upstream.resume();
   }
 
-  #holdUpstream(wait: number | Promise<number>): void {
-    this.#upstream.pause();
-    if (typeof wait === "number") {
-      this.#upstreamHeldUntil = Math.max(this.#upstreamHeldUntil, this.#clock.now() + wait);
-      this.#upstreamTimer ??= this.#clock.setTimeout(this.#onUpstreamHeld, wait);
-      return;
-    }
-    this.#upstreamHeldUntil = Infinity;
-    this.#upstreamTimer ??= this.#clock.setTimeout(this.#onUpstreamHeld, MAX_TIMER_DELAY);
-    wait.then((ms) => ms, () => 0).then((ms) => {
-      if (this.#reason !== undefined) return;
-      this.#upstreamHeldUntil = this.#clock.now() + ms;
-      this.#rearm("upstream");
-    });
-  }
-
-  /** Restarts a side's hold timer for what is left of its wait. */
-  #rearm(side: Side): void {
+  /** Stops reading `side` for `wait` ms, or once a promised wait is known, for it. */
+  #hold(side: Side, wait: number | Promise<number>): void {
     const now = this.#clock.now();
     if (side === "client") {
-      if (this.#clientTimer !== undefined) this.#clock.clearTimeout(this.#clientTimer);
-      this.#clientTimer = this.#clock.setTimeout(
-        this.#onClientHeld,
-        Math.max(0, this.#clientHeldUntil - now),
-      );
+      this.#client.pause();
+      this.#clientHeldUntil = typeof wait === "number"
+        ? Math.max(this.#clientHeldUntil ?? 0, now + wait)
+        : Infinity;
     } else {
-      if (this.#upstreamTimer !== undefined) this.#clock.clearTimeout(this.#upstreamTimer);
-      this.#upstreamTimer = this.#clock.setTimeout(
-        this.#onUpstreamHeld,
-        Math.max(0, this.#upstreamHeldUntil - now),
-      );
+      this.#upstream.pause();
+      this.#upstreamHeldUntil = typeof wait === "number"
+        ? Math.max(this.#upstreamHeldUntil ?? 0, now + wait)
+        : Infinity;
     }
+    if (typeof wait === "number") this.#armHold(now);
+    else void this.#holdFor(side, wait);
   }
 
-  #onClientHeld = (): void => {
-    this.#clientTimer = undefined;
-    if (this.#reason !== undefined) return;
-    // Chunks read while the pause took effect added to the wait.
-    if (this.#clientHeldUntil > this.#clock.now() + TIMER_SLACK_MS) return this.#rearm("client");
-    if (!this.#clientBlocked) this.#client.resume();
-  };
-
-  #onUpstreamHeld = (): void => {
-    this.#upstreamTimer = undefined;
-    if (this.#reason !== undefined) return;
-    if (this.#upstreamHeldUntil > this.#clock.now() + TIMER_SLACK_MS) {
-      return this.#rearm("upstream");
+  /** Holds `side` for a promised wait once it is known (none if it fails). */
+  async #holdFor(side: Side, wait: Promise<number>): Promise<void> {
+    let ms = 0;
+    try {
+      ms = await wait;
+    } catch {
+      // The throttle could not tell: read on.
     }
-    if (!this.#upstreamBlocked) this.#upstream.resume();
-  };
+    if (this.#reason !== undefined) return;
+    const now = this.#clock.now();
+    if (side === "client") this.#clientHeldUntil = now + ms;
+    else this.#upstreamHeldUntil = now + ms;
+    this.#armHold(now);
+  }
 
-  #onClientEnd = (): void => {
+  /**
+   * Makes the hold timer fire by the earliest end of a wait. A timer due earlier is
+   * kept: reads during a pause extend it, and it re-arms for what is left.
+   */
+  #armHold(now: number): void {
+    const next = Math.min(this.#clientHeldUntil ?? Infinity, this.#upstreamHeldUntil ?? Infinity);
+    const fire = this.#onHoldTimer;
+    if (fire === undefined || next === Infinity || this.#holdTimerAt <= next) return;
+    if (this.#holdTimer !== undefined) this.#clock.clearTimeout(this.#holdTimer);
+    this.#holdTimerAt = next;
+    this.#holdTimer = this.#clock.setTimeout(
+      fire,
+      Math.min(Math.max(0, next - now), MAX_TIMER_DELAY),
+    );
+  }
+
+  /** The hold timer: reads again each side whose wait is over and whose peer drained. */
+  #releaseHeld(): void {
+    this.#holdTimer = undefined;
+    this.#holdTimerAt = Infinity;
+    if (this.#reason !== undefined) return;
+    const now = this.#clock.now();
+    const due = now + TIMER_SLACK_MS;
+    if (this.#clientHeldUntil !== undefined && this.#clientHeldUntil <= due) {
+      this.#clientHeldUntil = undefined;
+      if (!this.#clientBlocked) this.#client.resume();
+    }
+    if (this.#upstreamHeldUntil !== undefined && this.#upstreamHeldUntil <= due) {
+      this.#upstreamHeldUntil = undefined;
+      if (!this.#upstreamBlocked) this.#upstream.resume();
+    }
+    this.#armHold(now);
+  }
+
+  #onClientEnd(): void {
     this.#clientEnded = true;
     this.#firstFin ??= "client";
     if (this.#reason === undefined) this.#upstream.end();
     this.#checkClean();
-  };
+  }
 
-  #onUpstreamEnd = (): void => {
+  #onUpstreamEnd(): void {
     this.#upstreamEnded = true;
     this.#firstFin ??= "upstream";
     if (this.#reason === undefined) this.#client.end();
     this.#checkClean();
-  };
+  }
 
-  #onClientFinish = (): void => {
+  #onClientFinish(): void {
     this.#clientFinished = true;
     this.#checkClean();
-  };
+  }
 
-  #onUpstreamFinish = (): void => {
+  #onUpstreamFinish(): void {
     this.#upstreamFinished = true;
     this.#checkClean();
-  };
+  }
 
-  #onClientError = (error: unknown): void => {
+  #onClientError(error: unknown): void {
     this.#terminate(classifyError("client", error), error);
-  };
+  }
 
-  #onUpstreamError = (error: unknown): void => {
+  #onUpstreamError(error: unknown): void {
     this.#terminate(classifyError("upstream", error), error);
-  };
+  }
 
-  #onClientClose = (): void => {
+  #onClientClose(): void {
     this.#clientClosed = true;
     // Closed before its FIN came in and its own FIN went out: an abrupt close.
     if (!(this.#clientEnded && this.#clientFinished)) this.#terminate("client_reset", undefined);
     this.#checkClosed();
-  };
+  }
 
-  #onUpstreamClose = (): void => {
+  #onUpstreamClose(): void {
     this.#upstreamClosed = true;
     if (!(this.#upstreamEnded && this.#upstreamFinished)) {
       this.#terminate("upstream_reset", undefined);
     }
     this.#checkClosed();
-  };
+  }
 
-  #onAbort = (): void => {
-    this.#terminate("aborted", this.#signal?.reason);
-  };
+  // The listeners of every forward's sockets: `this` is the socket.
+  static #clientData(this: Attached, chunk: Uint8Array): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientData(chunk);
+  }
+  static #clientEnd(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientEnd();
+  }
+  static #clientFinish(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientFinish();
+  }
+  static #clientDrain(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientDrain();
+  }
+  static #clientError(this: Attached, error: unknown): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientError(error);
+  }
+  static #clientClose(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onClientClose();
+  }
+  static #upstreamData(this: Attached, chunk: Uint8Array): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamData(chunk);
+  }
+  static #upstreamEnd(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamEnd();
+  }
+  static #upstreamFinish(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamFinish();
+  }
+  static #upstreamDrain(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamDrain();
+  }
+  static #upstreamError(this: Attached, error: unknown): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamError(error);
+  }
+  static #upstreamClose(this: Attached): void {
+    const forwarder = this[FORWARDER];
+    if (forwarder !== undefined) forwarder.#onUpstreamClose();
+  }
+
+  /**
+   * The forwards still running under each signal. A signal shared by many connections
+   * (a server's shutdown) gets one listener, not one per connection, whose removal
+   * would scan every other.
+   */
+  static #watched = new WeakMap<AbortSignal, Set<Forwarder>>();
+
+  static #watch(signal: AbortSignal, forwarder: Forwarder): void {
+    let set = Forwarder.#watched.get(signal);
+    if (set === undefined) {
+      const forwarders = set = new Set();
+      Forwarder.#watched.set(signal, forwarders);
+      signal.addEventListener("abort", () => {
+        for (const f of [...forwarders]) f.#terminate("aborted", signal.reason);
+      }, { once: true });
+    }
+    set.add(forwarder);
+  }
 
   #onIdleCheck = (): void => {
     this.#timer = undefined;
@@ -591,10 +672,11 @@ class Forwarder {
       this.#clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#clientTimer !== undefined) this.#clock.clearTimeout(this.#clientTimer);
-    if (this.#upstreamTimer !== undefined) this.#clock.clearTimeout(this.#upstreamTimer);
-    this.#clientTimer = this.#upstreamTimer = undefined;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
+    if (this.#holdTimer !== undefined) {
+      this.#clock.clearTimeout(this.#holdTimer);
+      this.#holdTimer = undefined;
+    }
+    if (this.#signal !== undefined) Forwarder.#watched.get(this.#signal)?.delete(this);
     this.#client.destroy();
     this.#upstream.destroy();
     this.#checkClosed();
@@ -607,18 +689,20 @@ class Forwarder {
     this.#settled = true;
     const client = this.#client;
     const upstream = this.#upstream;
-    client.off("data", this.#onClientData);
-    client.off("end", this.#onClientEnd);
-    client.off("finish", this.#onClientFinish);
-    client.off("drain", this.#onClientDrain);
-    client.off("error", this.#onClientError);
-    client.off("close", this.#onClientClose);
-    upstream.off("data", this.#onUpstreamData);
-    upstream.off("end", this.#onUpstreamEnd);
-    upstream.off("finish", this.#onUpstreamFinish);
-    upstream.off("drain", this.#onUpstreamDrain);
-    upstream.off("error", this.#onUpstreamError);
-    upstream.off("close", this.#onUpstreamClose);
+    client.off("data", Forwarder.#clientData);
+    client.off("end", Forwarder.#clientEnd);
+    client.off("finish", Forwarder.#clientFinish);
+    client.off("drain", Forwarder.#clientDrain);
+    client.off("error", Forwarder.#clientError);
+    client.off("close", Forwarder.#clientClose);
+    upstream.off("data", Forwarder.#upstreamData);
+    upstream.off("end", Forwarder.#upstreamEnd);
+    upstream.off("finish", Forwarder.#upstreamFinish);
+    upstream.off("drain", Forwarder.#upstreamDrain);
+    upstream.off("error", Forwarder.#upstreamError);
+    upstream.off("close", Forwarder.#upstreamClose);
+    (client as Attached)[FORWARDER] = undefined;
+    (upstream as Attached)[FORWARDER] = undefined;
     const result: ForwardResult = {
       reason: this.#reason,
       bytesFromClient: this.#fromClient,

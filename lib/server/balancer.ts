@@ -8,12 +8,11 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-
 import { formatHostPort, parseHostPort } from "../core/address.ts";
 import { ClientLimiter } from "../limiter/client_limiter.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
+import { SharedTimerClock } from "../core/shared_timer_clock.ts";
 import { formatDuration } from "../core/duration.ts";
-
 import type { Config, GroupConfig, TlsMaterial } from "../config/mod.ts";
 import type { RevocationList } from "../identity/crl.ts";
 import { dialTcp } from "../upstream/dial.ts";
@@ -25,7 +24,6 @@ import {
   connectionCaps,
   readFileDescriptorLimit,
 } from "../listener/connection_caps.ts";
-
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
 import { HealthProbe } from "../upstream/health_probe.ts";
 
@@ -177,7 +175,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     super();
     this.#config = options.config;
     this.#tls = options.tls;
-    this.#clock = options.clock ?? systemClock;
+    this.#clock = new SharedTimerClock(options.clock ?? systemClock);
     this.#wall = options.wallClock ?? Date.now;
     this.#resolver = options.resolver ?? configuredResolver(() => this.#config.server);
     const { dial = dialTcp, healthCheck, connectTls = tlsDialer } = options;
@@ -253,6 +251,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         handshakeTimeout: this.#config.server.handshakeTimeout,
       }),
       selectAlpn: (hello, group) => this.#selectAlpn(hello, group),
+      needsClientHello: (g) => g === undefined || !!this.#config.groups.get(g)?.alpn?.length,
       onSecure: (connection) => this.#runner.start(connection),
       onFull: (remote, detail) => this.#refusals.count({ reason: "server_full", remote, detail }),
       onHandshakeError: (record) => this.#refusals.handshakeFailed(record),
@@ -735,6 +734,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     for (const [listener, group] of kept) {
       listener.group = group;
       listener.server.setSecureContext(context);
+      this.#net.refresh(listener);
     }
     let removed = 0;
     for (const listener of this.#listeners) {

@@ -105,7 +105,9 @@ export class SessionRunner {
   #bandwidth: BandwidthLimiter;
   /** Aborted by refuseQueued(), or when the balancer closes. */
   #draining = new AbortController();
-  #settled = new Set<Promise<void>>();
+  /** Sessions started and not yet ended. */
+  #running = 0;
+  #allSettled: PromiseWithResolvers<void> | undefined;
   /** Client sockets closed for sending more than max_buffer before their upstream was connected. */
   #overflowed = new WeakSet<Socket>();
 
@@ -136,8 +138,10 @@ export class SessionRunner {
    *
    * @returns When they have.
    */
-  async settled(): Promise<void> {
-    await Promise.all(this.#settled);
+  settled(): Promise<void> {
+    if (this.#running === 0) return Promise.resolve();
+    this.#allSettled ??= Promise.withResolvers<void>();
+    return this.#allSettled.promise;
   }
 
   /**
@@ -151,7 +155,8 @@ export class SessionRunner {
       this.#o.refusals.deny(socket, { reason: "server_closing", remote });
       return;
     }
-    const head: Uint8Array[] = [];
+    // Linked, nothing is read before forward(): no array of early bytes to hold.
+    const head: Uint8Array[] = linked ? NO_HEAD : [];
     let early = noop as (chunk: Uint8Array) => void;
     if (!linked) {
       // Pausing would stop nothing and lose a FIN (see forward()): read from the start,
@@ -168,12 +173,9 @@ export class SessionRunner {
       };
       socket.on("data", early);
     }
-    const done = this.#serve(socket, listenerGroup, remote, head, early).catch((error) => {
-      log.error("Unexpected error serving {remote}: {error}", { remote, error });
-      socket.destroy();
-    });
-    this.#settled.add(done);
-    done.finally(() => this.#settled.delete(done));
+    // Never rejects; no handler, no closure per connection.
+    this.#running++;
+    void this.#serve(socket, listenerGroup, remote, head, early);
   }
 
   /**
@@ -199,7 +201,8 @@ export class SessionRunner {
       cipher,
       listenerGroup,
       sni: typeof servername === "string" ? servername : undefined,
-      alpn: offeredAlpn(socket),
+      // Only the shared listener routes by the protocols offered.
+      alpn: listenerGroup === undefined ? offeredAlpn(socket) : [],
     }, { trust: scope.trust, policy: scope.policy, ciphers: scope.ciphers, now: this.#o.wall() });
     if (!verdict.ok) {
       const { identity, detail } = verdict;
@@ -239,92 +242,102 @@ export class SessionRunner {
     head: Uint8Array[],
     early: (chunk: Uint8Array) => void,
   ): Promise<void> {
-    // One configuration for the whole connection, even if a reload lands meanwhile.
-    const scope = this.#o.scope();
-    const config = scope.config;
-    const admitted = this.#admit(socket, listenerGroup, remote, scope);
-    if (admitted === undefined) return;
-    const { client, identity, cipher, alpn, servername } = admitted;
-    const group = scope.groups.get(admitted.group)!;
-    const groupConfig = group.config;
-    const base = { client: client.name, identity, group: admitted.group, remote };
-
-    const slot = await this.#limit(socket, client, admitted.group, scope.policy.queueTimeout);
-    if ("deny" in slot) return this.#o.refusals.deny(socket, { ...base, ...slot.deny });
-    using _slot = slot.lease;
-
-    const connection = await this.#connectUpstream(socket, group, config);
-    if ("deny" in connection) {
-      return this.#o.refusals.deny(socket, {
-        ...base,
-        reason: connection.deny,
-        detail: connection.detail,
-      });
-    }
-    using lease = connection.lease;
-    const upstream = connection.socket;
-    group.passive.reportSuccess(lease.address, "connected");
-
-    if (groupConfig.proxyProtocol === "v2") {
-      upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
-    }
-    this.#o.counters.accepted++;
-    this.#o.counters.active++;
-    group.countAccepted(lease.address);
-    const session = this.#o.sessions.add({
-      socket,
-      upstream,
-      client: client.name,
-      group: admitted.group,
-    });
-    socket.off("data", early);
-    socket.off("end", noop);
     try {
-      const result = await forward(socket, upstream, {
-        head,
-        maxBuffer: config.server.maxBuffer,
-        idleTimeout: config.server.idleTimeout,
-        signal: this.#o.closing,
-        clock: this.#o.clock,
-        stats: group.stats,
-        ...(client.bandwidth === undefined
-          ? {}
-          : { throttle: this.#bandwidth.throttles(client.name, client.bandwidth) }),
-      });
-      // Only failures the upstream caused count: see forwardOutcome().
-      const outcome = forwardOutcome(result);
-      if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
-      else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
-      const record: ConnectionRecord = {
-        ...base,
-        upstream: lease.address,
-        bytesFromClient: result.bytesFromClient,
-        bytesFromUpstream: result.bytesFromUpstream,
-        durationMs: Math.round(result.durationMs),
-        reason: session.end ?? result.reason,
-      };
-      if (session.detail !== undefined) record.detail = session.detail;
-      if (result.reason === "buffer_overflow") {
-        this.#o.metrics.sessionEndFor("buffer_overflow").inc();
-        log.warn("Closed a connection of {client} to {group}: {reason}", {
-          client: client.name,
-          group: admitted.group,
-          reason: result.reason,
-          detail: `more than max_buffer (${
-            formatSize(config.server.maxBuffer)
-          }) waited to be written to one side`,
+      // One configuration for the whole connection, even if a reload lands meanwhile.
+      const scope = this.#o.scope();
+      const config = scope.config;
+      const admitted = this.#admit(socket, listenerGroup, remote, scope);
+      if (admitted === undefined) return;
+      const { client, identity, cipher, alpn, servername } = admitted;
+      const group = scope.groups.get(admitted.group)!;
+      const groupConfig = group.config;
+      const base = { client: client.name, identity, group: admitted.group, remote };
+
+      const slot = await this.#limit(socket, client, admitted.group, scope.policy.queueTimeout);
+      if ("deny" in slot) return this.#o.refusals.deny(socket, { ...base, ...slot.deny });
+      using _slot = slot.lease;
+
+      const connection = await this.#connectUpstream(socket, group, config);
+      if ("deny" in connection) {
+        return this.#o.refusals.deny(socket, {
+          ...base,
+          reason: connection.deny,
+          detail: connection.detail,
         });
       }
-      if (isLogged("info")) {
-        audit.info(
-          "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
-          { ...record, identity: summarize(identity) },
-        );
+      using lease = connection.lease;
+      const upstream = connection.socket;
+      group.passive.reportSuccess(lease.address, "connected");
+
+      if (groupConfig.proxyProtocol === "v2") {
+        upstream.write(proxyHeader(socket, client.name, identity, alpn, servername, cipher));
       }
-      this.#o.onEnd(record);
+      this.#o.counters.accepted++;
+      this.#o.counters.active++;
+      group.countAccepted(lease.address);
+      const session = this.#o.sessions.add({
+        socket,
+        upstream,
+        client: client.name,
+        group: admitted.group,
+      });
+      socket.off("data", early);
+      socket.off("end", noop);
+      try {
+        const result = await forward(socket, upstream, {
+          head,
+          maxBuffer: config.server.maxBuffer,
+          idleTimeout: config.server.idleTimeout,
+          signal: this.#o.closing,
+          clock: this.#o.clock,
+          stats: group.stats,
+          ...(client.bandwidth === undefined
+            ? {}
+            : { throttle: this.#bandwidth.throttles(client.name, client.bandwidth) }),
+        });
+        // Only failures the upstream caused count: see forwardOutcome().
+        const outcome = forwardOutcome(result);
+        if (outcome === "answered") group.passive.reportSuccess(lease.address, "answered");
+        else if (outcome !== undefined) group.passive.reportFailure(lease.address, outcome);
+        const record: ConnectionRecord = {
+          ...base,
+          upstream: lease.address,
+          bytesFromClient: result.bytesFromClient,
+          bytesFromUpstream: result.bytesFromUpstream,
+          durationMs: Math.round(result.durationMs),
+          reason: session.end ?? result.reason,
+        };
+        if (session.detail !== undefined) record.detail = session.detail;
+        if (result.reason === "buffer_overflow") {
+          this.#o.metrics.sessionEndFor("buffer_overflow").inc();
+          log.warn("Closed a connection of {client} to {group}: {reason}", {
+            client: client.name,
+            group: admitted.group,
+            reason: result.reason,
+            detail: `more than max_buffer (${
+              formatSize(config.server.maxBuffer)
+            }) waited to be written to one side`,
+          });
+        }
+        if (isLogged("info")) {
+          audit.info(
+            "Connection ended: client={client} group={group} upstream={upstream} in={bytesFromClient} out={bytesFromUpstream} ms={durationMs} reason={reason}",
+            { ...record, identity: summarize(identity) },
+          );
+        }
+        this.#o.onEnd(record);
+      } finally {
+        this.#o.counters.active--;
+        this.#o.sessions.delete(session);
+      }
+    } catch (error) {
+      log.error("Unexpected error serving {remote}: {error}", { remote, error });
+      socket.destroy();
     } finally {
-      this.#o.counters.active--;
-      this.#o.sessions.delete(session);
+      if (--this.#running === 0 && this.#allSettled !== undefined) {
+        this.#allSettled.resolve();
+        this.#allSettled = undefined;
+      }
     }
   }
 
@@ -481,3 +494,6 @@ function tlsRefusal(error: UpstreamConnectError): UpstreamTlsError | undefined {
   }
   return undefined;
 }
+
+/** The early bytes of a linked connection: none, ever. */
+const NO_HEAD: Uint8Array[] = Object.freeze([]) as unknown as Uint8Array[];
