@@ -82,7 +82,8 @@ export function parseRate(text: string): number {
 }
 
 /**
- * Formats bytes as the shortest exact binary size string (`1MiB`), else in bytes.
+ * Formats bytes as the shortest exact size string, binary first (`1MiB`), then decimal
+ * (`10MB`), else in bytes.
  *
  * @example Usage
  * ```ts
@@ -90,6 +91,7 @@ export function parseRate(text: string): number {
  * import assert from "node:assert/strict";
  *
  * assert.equal(formatSize(1_048_576), "1MiB");
+ * assert.equal(formatSize(10_000_000), "10MB");
  * assert.equal(formatSize(1500), "1500B");
  * ```
  *
@@ -97,7 +99,7 @@ export function parseRate(text: string): number {
  * @returns A string that {@linkcode parseSize} reads back to `bytes`.
  */
 export function formatSize(bytes: number): string {
-  for (const unit of ["GiB", "MiB", "KiB"] as const) {
+  for (const unit of ["GiB", "MiB", "KiB", "GB", "MB", "KB"] as const) {
     const size = UNITS[unit]!;
     if (bytes !== 0 && bytes % size === 0) return `${bytes / size}${unit}`;
   }

@@ -403,17 +403,22 @@ export class SessionRunner {
       if (queued) this.#o.metrics.queueTimeouts.inc();
       return {
         reason: "limit_rate",
-        detail: queued
-          ? `${error.message}: not within queue_timeout (${
-            formatDuration(this.#o.scope().config.limits.queueTimeout)
-          })`
-          : error.message,
+        detail: queued ? this.#queueDetail(error) : error.message,
       };
     }
     return {
       reason: error.scope === "group" ? "group_full" : "limit_concurrency",
       detail: error.message,
     };
+  }
+
+  /** Why a queued connection was refused: when its turn would have come, past queue_timeout. */
+  #queueDetail(error: ClientLimitError): string {
+    const timeout = this.#o.scope().config.limits.queueTimeout;
+    const turn = error.retryAfterMs === undefined
+      ? "its turn would come"
+      : `its turn would come in ${formatDuration(error.retryAfterMs + timeout)}`;
+    return `${error.message}: ${turn}, past queue_timeout (${formatDuration(timeout)})`;
   }
 
   /**
