@@ -380,10 +380,10 @@ export class DnsUpstreams extends EventTarget {
       const timedOut = controller.signal.aborted;
       failure = new DnsLookupError(
         this.source,
-        timedOut ? "timeout" : "error",
+        timedOut || error instanceof Deno.errors.TimedOut ? "timeout" : "error",
         timedOut
           ? `${this.#what()} timed out after ${timeout}ms`
-          : `${this.#what()} failed: ${error instanceof Error ? error.message : String(error)}`,
+          : `${this.#what()} failed: ${runtimeMessage(error)}`,
         { cause: error },
       );
     } finally {
@@ -395,9 +395,10 @@ export class DnsUpstreams extends EventTarget {
   }
 
   #what(): string {
-    return this.#query.type === "dns"
-      ? `DNS look-up of ${this.#query.name}`
-      : `SRV look-up of ${this.#query.name}`;
+    const server = this.#resolver.server;
+    return `${this.#query.type === "dns" ? "DNS" : "SRV"} look-up of ${this.#query.name}${
+      server === undefined ? "" : ` via ${server}`
+    }`;
   }
 
   async #find(signal: AbortSignal): Promise<UpstreamSpec[]> {
@@ -440,6 +441,12 @@ function preferred(records: SrvAnswer[]): SrvAnswer[] {
   const usable = records.filter((r) => r.target !== "." && r.target !== "");
   const lowest = Math.min(...usable.map((r) => r.priority));
   return usable.filter((r) => r.priority === lowest);
+}
+
+/** The runtime's error message, without its resolver's prefix (`proto error: `). */
+function runtimeMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/^proto error: /, "");
 }
 
 function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {

@@ -212,3 +212,28 @@ Deno.test("DnsUpstreams.close() aborts a look-up in flight and stops the schedul
   assert.equal(resolver.calls, calls);
   assert.equal(clock.pending, 0);
 });
+
+Deno.test("DnsUpstreams names the server in its messages, and takes the runtime's timeout for a timeout", async () => {
+  const resolver = Object.assign(new FakeResolver(), { server: "127.0.0.1:9" });
+  resolver.fail = new Deno.errors.TimedOut("proto error: request timed out");
+  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
+    resolver,
+    interval: 10_000,
+    clock: new FakeClock(),
+  });
+  const error = await dns.start().then(() => assert.fail("expected a rejection"), (e) => e);
+  assert.ok(error instanceof DnsLookupError);
+  assert.equal(error.reason, "timeout");
+  assert.equal(
+    error.message,
+    "DNS look-up of api.internal via 127.0.0.1:9 failed: request timed out",
+  );
+  resolver.fail = new Error("connection refused");
+  const refused = await dns.start().then(() => assert.fail("expected a rejection"), (e) => e);
+  assert.equal(refused.reason, "error");
+  assert.match(
+    refused.message,
+    /^DNS look-up of api\.internal via 127\.0\.0\.1:9 failed: connection refused$/,
+  );
+  dns.close();
+});
