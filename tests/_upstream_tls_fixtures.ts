@@ -74,6 +74,12 @@ export interface TlsUpstreamOptions {
    * @default {false}
    */
   requireClientCert?: boolean;
+  /**
+   * Ask for a client certificate without requiring one, to see whether one is sent.
+   *
+   * @default {false}
+   */
+  requestClientCert?: boolean;
 }
 
 /** An echo server over TLS that records who connected and what it received. */
@@ -108,7 +114,7 @@ export class TlsUpstream implements AsyncDisposable {
       cert: options.certificate.chainPem,
       key: options.certificate.keyPem,
       ca: [pki.ca.certPem],
-      requestCert: require,
+      requestCert: require || (options.requestClientCert ?? false),
       rejectUnauthorized: require,
       allowHalfOpen: true,
     });

@@ -216,6 +216,19 @@ Deno.test("AdminServer /denials lists the target's refusals, newest first, cappe
   });
 });
 
+Deno.test("AdminServer /denials keeps the time a refusal was made, when its record has one", async () => {
+  await withAdmin(false, async (origin, target) => {
+    // A worker's refusal reaches the primary in a batch, later than it was logged.
+    const at = Date.parse("2026-11-22T09:59:59.750Z");
+    target.deny({ reason: "server_full", remote: "127.0.0.1:6", at });
+    target.deny({ reason: "server_full", remote: "127.0.0.1:7", at: "not a time" });
+    const { denials } = await (await fetch(`${origin}/denials`)).json();
+    assert.equal(denials[1].at, "2026-11-22T09:59:59.750Z");
+    // Without a time of its own, the admin's clock.
+    assert.equal(denials[0].at, "2026-11-22T10:00:01.000Z");
+  });
+});
+
 Deno.test("AdminServer /denials is empty for a target that dispatches no events", async () => {
   const target = {
     state: "serving",

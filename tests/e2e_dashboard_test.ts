@@ -258,7 +258,7 @@ class ScriptedTarget extends EventTarget {
             weight: 1,
             active: 1,
             healthy: false,
-            state: "unknown",
+            state: "removed",
             removed: true,
             accepted: 7,
           },

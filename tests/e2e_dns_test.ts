@@ -125,6 +125,8 @@ Deno.test("Balancer follows an SRV name: added targets take connections, kept on
   );
   const removed = upstream(balancer, a.address);
   assert.equal(removed?.removed, true, "a drains");
+  assert.equal(removed?.state, "removed");
+  assert.equal(removed?.healthy, false);
   assert.equal(removed?.active, 2, "a keeps its live connections");
   assert.equal(upstream(balancer, b.address)?.active, 2, "b keeps its count");
   for (const { socket } of first) assert.ok(await echoes(socket, "still here\n"));

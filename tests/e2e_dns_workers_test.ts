@@ -147,6 +147,7 @@ Deno.test("WorkerBalancer looks an SRV name up once for both workers: added targ
   assert.ok(seen.every((name) => ["a", "b", "c"].includes(name)), seen.join(" "));
   const removed = upstream(balancer, a.address);
   assert.equal(removed?.removed, true, "a drains");
+  assert.equal(removed?.state, "removed");
   assert.ok(
     await until(() => upstream(balancer, a.address)?.active === 2, WAIT_MS, 10),
     "a keeps its live connections (short ones end)",

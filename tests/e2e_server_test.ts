@@ -369,6 +369,12 @@ groups = ["echo"]`,
   assert.equal(text(await readBytes(dedicated, 6)), "cache\n");
   dedicated.destroy();
 
+  // A group with its own listener is chosen by SNI on the shared listener too: so the
+  // server certificate must name it (check and serve warn when it does not).
+  const bySni = await connectClient(lb.port(), lb.pki.alice, { servername: "cache" });
+  assert.equal(text(await readBytes(bySni, 6)), "cache\n");
+  bySni.destroy();
+
   // The dedicated listener serves only its group: bob is not allowed there.
   const bob = await connectClient(lb.port("cache"), lb.pki.bob);
   await assertDenied(bob, nextEvent(lb.balancer, "deny"), "unauthorized_group");

@@ -232,6 +232,46 @@ Deno.test("LeastConnPool.connect() retries tried upstreams when attempts exceed 
   assert.deepEqual(active(pool), { [A]: 0, [B]: 0 });
 });
 
+Deno.test("LeastConnPool.connect() does not dial again an upstream whose failure isFinal says is for good", async (t) => {
+  const final = Object.assign(new Error("certificate not trusted"), { final: true });
+  const isFinal = (error: unknown) => (error as { final?: boolean }).final === true;
+  await t.step("alone: one dial, not three", async () => {
+    const pool = new LeastConnPool([A], { clock: new FakeClock() });
+    const calls: string[] = [];
+    const dial = (address: HostPort): Promise<string> => {
+      calls.push(`${address.hostname}:${address.port}`);
+      return Promise.reject(final);
+    };
+    const error = await pool.connect({ dial, timeout: 100, attempts: 3, isFinal }).then(
+      () => assert.fail("expected a rejection"),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof UpstreamConnectError);
+    assert.deepEqual(calls, [A]);
+    assert.equal(error.attempts[0]!.error, final);
+    assert.ok(error.cause instanceof NoHealthyUpstreamError);
+  });
+  await t.step("with others: they are tried, and retried after a transient failure", async () => {
+    const pool = new LeastConnPool([A, B], { clock: new FakeClock() });
+    const calls: string[] = [];
+    const dial = (address: HostPort): Promise<string> => {
+      const at = `${address.hostname}:${address.port}`;
+      calls.push(at);
+      return Promise.reject(at === A ? final : refusedError());
+    };
+    await assert.rejects(pool.connect({ dial, timeout: 100, attempts: 4, isFinal }));
+    assert.deepEqual(calls.toSorted(), [A, B, B, B]);
+    assert.deepEqual(active(pool), { [A]: 0, [B]: 0 });
+  });
+  await t.step("a refused dial of a single upstream is retried", async () => {
+    const pool = new LeastConnPool([A], { clock: new FakeClock() });
+    const dialer = new FakeDialer();
+    dialer.script.set(A, "refuse");
+    await assert.rejects(pool.connect({ dial: dialer.dial, timeout: 100, attempts: 3, isFinal }));
+    assert.deepEqual(dialer.calls, [A, A, A]);
+  });
+});
+
 Deno.test("LeastConnPool.connect() throws UpstreamConnectError after bounded attempts", async (t) => {
   await t.step("default: each healthy upstream once", async () => {
     const pool = new LeastConnPool([A, B, C], { clock: new FakeClock() });

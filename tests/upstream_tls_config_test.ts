@@ -177,7 +177,12 @@ Deno.test("main.ts check shows a group's tls and the expiry of its files", async
         JSON.stringify(pki.ca.certPath)
       }\ncert = "mtlb-client.crt"\nkey = "mtlb-client.key"\nserver_name = "db.internal"\n` +
         `[groups.old]\nupstreams = ["127.0.0.1:5433"]\n[groups.old.tls]\nca = "expired-ca.crt"\n` +
-        `[clients.alice]\nmatch = { cn = "alice" }\ngroups = ["db", "old"]\n`,
+        `[groups.api]\nupstreams = [{ dns = "api.internal:7000" }]\n[groups.api.tls]\nca = ${
+          JSON.stringify(pki.ca.certPath)
+        }\n` +
+        `[groups.mixed]\nupstreams = ["127.0.0.1:7001", { dns = "api.internal:7000" }]\n` +
+        `[groups.mixed.tls]\nca = ${JSON.stringify(pki.ca.certPath)}\n` +
+        `[clients.alice]\nmatch = { cn = "alice" }\ngroups = ["db", "old", "api", "mixed"]\n`,
     );
     let stdout = "";
     let stderr = "";
@@ -192,6 +197,16 @@ Deno.test("main.ts check shows a group's tls and the expiry of its files", async
       /upstream tls: verify against .*ca\.crt \(1 CA certificate\), name "db\.internal" \(sent as SNI\); client certificate CN=mtlb-client/,
     );
     assert.match(stdout, /groups\.db\.tls\.cert {2}CN=mtlb-client {2}valid until \d{4}-/);
+    // Without server_name, an upstream from DNS is verified against the name looked up.
+    assert.match(
+      stdout,
+      /name "api\.internal" \(sent as SNI\) for the addresses of api\.internal:7000 \(no server_name\)/,
+    );
+    assert.match(
+      stdout,
+      /name each listed upstream's host, "api\.internal" \(sent as SNI\) for the addresses of api\.internal:7000 \(no/,
+    );
+    assert.match(stdout, /name each listed upstream's host \(no server_name\)/);
     assert.match(stdout, /groups\.old\.tls\.ca .* \(expired\)/);
     assert.match(
       stderr,

@@ -427,13 +427,14 @@ export class AdminServer implements AsyncDisposable {
     if (!(event instanceof CustomEvent)) return;
     const detail = event.detail as Record<string, unknown> | null;
     if (detail === null || typeof detail !== "object") return;
-    const { reason, remote, client, group, identity, detail: text } = detail;
+    const { reason, remote, client, group, identity, detail: text, at } = detail;
     if (typeof reason !== "string") return;
     // A client that left before it finished its handshake refused nothing (port
     // scanners, TCP health checks): counted, not listed.
     if (stage === "handshake" && reason === "client_closed") return;
     const denial: RecentDenial = {
-      at: new Date(this.#now()).toISOString(),
+      // The time of the refusal, as its log line has it; a worker relays it later.
+      at: new Date(typeof at === "number" && Number.isFinite(at) ? at : this.#now()).toISOString(),
       reason,
       remote: typeof remote === "string" ? remote : "",
     };

@@ -348,6 +348,21 @@ function summarize(config: Config, tls: TlsMaterial, now: number): string {
   return `${lines.join("\n")}\n`;
 }
 
+/**
+ * The names a group's upstreams are verified against without `server_name`: the
+ * host of each listed one, the NAME of each `{ dns = "NAME:PORT" }` entry.
+ */
+function verifiedNames(group: GroupConfig): string {
+  const names: string[] = [];
+  if (group.upstreams.length > 0) names.push("each listed upstream's host");
+  for (const entry of group.dns) {
+    if (entry.type === "dns") {
+      names.push(`"${entry.name}" (sent as SNI) for the addresses of ${entry.name}:${entry.port}`);
+    }
+  }
+  return `${names.join(", ")} (no server_name)`;
+}
+
 /** What a group's `tls` does, for the summary. */
 function upstreamTls(group: GroupConfig, tls: TlsMaterial): string {
   const settings = group.tls;
@@ -357,7 +372,7 @@ function upstreamTls(group: GroupConfig, tls: TlsMaterial): string {
   const client = material?.certificates.find((c) => c.which === "cert");
   return `verify against ${settings.ca} (${cas} CA certificate${cas === 1 ? "" : "s"}), name ${
     settings.serverName === undefined
-      ? "each upstream's host (no server_name)"
+      ? verifiedNames(group)
       : `"${settings.serverName}" (sent as SNI)`
   }; client certificate ${
     client === undefined ? "none" : `${oneLine(client.subject)} (${settings.cert})`

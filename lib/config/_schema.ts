@@ -79,7 +79,7 @@ const server = table({
   }),
   connect_retries: withDefault(integer(0, 10), 2n, {
     description:
-      "A failed dial is tried again this many times, each time on an upstream not tried yet (the default makes three attempts in all). See [retries](OPERATIONS.md#passive-health-ejection-panic-mode-retries).",
+      "A failed dial is tried again this many times (the default makes three attempts in all), on an upstream not tried yet while there is one, else on a tried one again (a group of one upstream dials it up to three times), but never again on one refused for its certificate. See [retries](OPERATIONS.md#passive-health-ejection-panic-mode-retries).",
     examples: [2, 0],
   }),
   idle_timeout: withDefault(duration(), "15m", {

@@ -205,6 +205,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       metrics: this.#metrics,
       events: this,
       clock: this.#clock,
+      wall: this.#wall,
     });
     this.#sessions = new LiveSessions({
       clock: this.#clock,
@@ -728,8 +729,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
       group.useConnector(connectorFor(tls.upstreams?.get(name), this.#connectors));
     }
     for (const [name, group] of newGroups) this.#groups.set(name, group);
-    // Handshakes from now on use the new CA, certificate and suites; sessions
-    // already established are not affected.
+    // Handshakes from now on use the new CA, certificate and suites; sessions made stay.
     const context = contextOf(config, tls);
     for (const [listener, group] of kept) {
       listener.group = group;

@@ -26,6 +26,12 @@ export interface DenyRecord {
   remote: string;
   /** Human-readable detail for the log (never sent to the client). */
   detail?: string;
+  /**
+   * When it was refused, ms since the epoch: taken once, when the balancer counts and
+   * logs it, so that `/denials` shows the time of its log line even when a worker
+   * relays it later.
+   */
+  at?: number;
 }
 
 /** Detail of an `"end"` event: one audit record per forwarded connection. */
@@ -62,6 +68,12 @@ export interface HandshakeErrorRecord {
   identity?: CertIdentity;
   /** Detail for the log: the runtime's error code, or what failed in the certificate. */
   detail?: string;
+  /**
+   * When it failed, ms since the epoch: taken once, when the balancer counts and
+   * logs it, so that `/denials` shows the time of its log line even when a worker
+   * relays it later.
+   */
+  at?: number;
 }
 
 /** Detail of a `"reload"` event, and the last reload in {@linkcode BalancerStatus}. */

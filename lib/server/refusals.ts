@@ -28,6 +28,12 @@ export interface RefusalsOptions {
   events: EventTarget;
   /** The clock of the close timers. */
   clock: Clock;
+  /**
+   * Wall-clock time, ms since the epoch: the `at` of each record.
+   *
+   * @default {Date.now}
+   */
+  wall?: () => number;
 }
 
 /**
@@ -41,6 +47,7 @@ export interface RefusalsOptions {
  */
 export class Refusals {
   #options: RefusalsOptions;
+  #wall: () => number;
 
   /**
    * Creates the refusals of a balancer.
@@ -49,6 +56,7 @@ export class Refusals {
    */
   constructor(options: RefusalsOptions) {
     this.#options = options;
+    this.#wall = options.wall ?? Date.now;
   }
 
   /**
@@ -90,11 +98,12 @@ export class Refusals {
   }
 
   /**
-   * Counts, logs and dispatches a failed handshake.
+   * Counts, logs and dispatches a failed handshake, setting its `at` if unset.
    *
    * @param record Why it failed, and from where.
    */
   handshakeFailed(record: HandshakeErrorRecord): void {
+    record.at ??= this.#wall();
     const errors = this.#options.counters.handshakeErrors;
     errors.set(record.reason, (errors.get(record.reason) ?? 0) + 1);
     this.#options.metrics.handshakeFailureFor(record.reason).inc();
@@ -109,11 +118,12 @@ export class Refusals {
 
   /**
    * Counts, logs and dispatches a refusal (without closing anything: for a connection
-   * refused before its handshake).
+   * refused before its handshake), setting its `at` if unset.
    *
    * @param record Why, and who.
    */
   count(record: DenyRecord): void {
+    record.at ??= this.#wall();
     const denied = this.#options.counters.denied;
     denied.set(record.reason, (denied.get(record.reason) ?? 0) + 1);
     this.#options.metrics.deniedFor(record.reason).inc();

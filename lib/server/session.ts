@@ -450,6 +450,7 @@ export class SessionRunner {
         onDialFailure: (address, reason, error) => {
           if (!isLocalDialError(error)) group.passive.reportFailure(address, reason);
         },
+        isFinal: isTrustFailure,
       });
       if (connection.failures.length > 0) group.retries.inc(connection.failures.length);
       return connection;
@@ -487,6 +488,15 @@ interface Admitted {
 }
 
 function noop(): void {}
+
+/**
+ * An upstream refused for its certificate (untrusted, expired, another name): dialling
+ * it again in the same connection would get the same answer. A failed handshake
+ * (`upstream_tls_handshake`: a reset, a close) may be transient, and is retried.
+ */
+function isTrustFailure(error: unknown): boolean {
+  return error instanceof UpstreamTlsError && error.reason !== "upstream_tls_handshake";
+}
 
 /**
  * The first upstream refused over TLS among the attempts of a failed connect: what

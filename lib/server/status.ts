@@ -61,9 +61,12 @@ export interface UpstreamState {
    * ejected it (in panic mode, ejected ones are picked too).
    */
   healthy: boolean;
-  /** Its health state; `unknown` before its first probe and for a removed upstream. */
-  state: HealthState;
-  /** Present for an upstream a reload removed while connections to it are live. */
+  /**
+   * Its health state, `unknown` before its first probe; `removed` for an upstream a
+   * reload or a DNS answer removed while connections to it are live (never picked).
+   */
+  state: HealthState | "removed";
+  /** Present, with `state` `removed`, for an upstream removed while connections to it are live. */
   removed?: true;
   /**
    * The DNS entry it was resolved from (`dns NAME:PORT`, `srv NAME`); absent for an

@@ -406,7 +406,7 @@ export class UpstreamGroup {
         active: u.active,
         accepted: this.acceptedBy.get(u.address) ?? 0,
         healthy: u.healthy && !u.ejected && u.removed !== true,
-        state: h?.state ?? "unknown",
+        state: u.removed ? "removed" : h?.state ?? "unknown",
       };
       if (u.removed) state.removed = true;
       const source = this.#sources.get(u.address);

@@ -34,8 +34,11 @@ export interface RaceEntry {
 export interface RacePool<E extends RaceEntry> {
   /** Times the connect timeouts. */
   clock: Clock;
-  /** The next upstream to dial, not among `tried` if it can help it; none when nothing is healthy. */
-  pick(tried: ReadonlySet<E>): E | undefined;
+  /**
+   * The next upstream to dial, not among `tried` if it can help it, never among
+   * `barred`; none when nothing is healthy.
+   */
+  pick(tried: ReadonlySet<E>, barred: ReadonlySet<E>): E | undefined;
   /** Counts a connection on `entry` and returns its lease. */
   lease(entry: E): UpstreamLease;
   /** The error for a pool with no healthy upstream. */
@@ -71,6 +74,8 @@ export class DialRace<S, E extends RaceEntry> {
   readonly #pool: RacePool<E>;
   readonly #failures: DialFailure[] = [];
   readonly #tried = new Set<E>();
+  /** Upstreams whose dial failed for good (`isFinal`): not dialled again. */
+  readonly #barred = new Set<E>();
   readonly #live = new Set<Attempt<E>>();
   #started = 0;
   #settled = false;
@@ -102,7 +107,7 @@ export class DialRace<S, E extends RaceEntry> {
   #next(): void {
     if (this.#settled) return;
     if (this.#started < this.#attempts) {
-      const entry = this.#pool.pick(this.#tried);
+      const entry = this.#pool.pick(this.#tried, this.#barred);
       if (entry !== undefined) return this.#start(entry);
       this.#cause = this.#pool.noHealthy();
       if (this.#started === 0) return this.#fail(this.#cause);
@@ -187,6 +192,7 @@ export class DialRace<S, E extends RaceEntry> {
     }
     if (!attempt.timedOut) {
       this.#record(attempt.entry, isRefused(error) ? "dial_refused" : "dial_error", error);
+      if (this.#options.isFinal?.(error) === true) this.#barred.add(attempt.entry);
       this.#cause = error;
       this.#next();
       return;

@@ -42,6 +42,13 @@ export interface DnsResolver {
    * @returns The records, possibly none.
    */
   srv(name: string, signal: AbortSignal): Promise<SrvAnswer[]>;
+  /**
+   * The server it asks, for messages: `"127.0.0.1:53"`, or words such as `"the
+   * system's DNS servers"`.
+   *
+   * @default {undefined: not named}
+   */
+  readonly server?: string;
 }
 
 /** Options of {@linkcode denoResolver}. */
@@ -86,6 +93,7 @@ export function denoResolver(options: DenoResolverOptions = {}): DnsResolver {
     }
   };
   return {
+    server: options.nameServer ?? "the system's DNS servers",
     addresses: (name, type, signal) =>
       ask(() => Deno.resolveDns(name, type, { ...nameServer, signal })),
     srv: (name, signal) => ask(() => Deno.resolveDns(name, "SRV", { ...nameServer, signal })),

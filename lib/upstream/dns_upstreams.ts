@@ -17,6 +17,8 @@ const logger = getLogger(["mtlb", "dns"]);
 
 /** The longest a look-up may take by default (the next one starts an interval after it ends). */
 const DEFAULT_TIMEOUT = 5_000;
+/** While look-ups keep failing, the warning is repeated at most this often, ms. */
+const REPEAT_WARNING = 60_000;
 /** The largest upstream weight (that of `LeastConnPool`). */
 const MAX_WEIGHT = 1_000_000;
 
@@ -220,6 +222,8 @@ export class DnsUpstreams extends EventTarget {
   #inFlight: Promise<boolean> | undefined;
   #started = false;
   #closed = new AbortController();
+  /** While look-ups fail in a row: since when, how many, and when it was last logged. */
+  #failing: { since: number; count: number; warnedAt: number; reason: string } | undefined;
 
   /**
    * Creates the entry; nothing is looked up before {@linkcode DnsUpstreams.start}.
@@ -274,15 +278,11 @@ export class DnsUpstreams extends EventTarget {
       this.#inFlight = undefined; // listeners of the events below may look up again
       if (this.#closed.signal.aborted) return false;
       if (found instanceof DnsLookupError) {
-        logger.warn("DNS {source}: {message}; keeping the last {count} upstreams", {
-          source: this.source,
-          message: found.message,
-          reason: found.reason,
-          count: this.#upstreams.length,
-        });
+        this.#logFailure(found);
         this.dispatchEvent(new DnsFailureEvent(found));
         return false;
       }
+      this.#logRecovery();
       return this.#apply(found);
     };
     return this.#inFlight = run();
@@ -335,6 +335,52 @@ export class DnsUpstreams extends EventTarget {
     }, this.#interval);
   }
 
+  /**
+   * Logs a failed look-up: the first of a run and a change of reason at once, then at
+   * most once a minute while they keep failing (each is still a "failure" event).
+   */
+  #logFailure(error: DnsLookupError): void {
+    const now = this.#clock.now();
+    const failing = this.#failing;
+    const properties = {
+      source: this.source,
+      message: error.message,
+      reason: error.reason,
+      count: this.#upstreams.length,
+    };
+    if (failing === undefined) {
+      this.#failing = { since: now, count: 1, warnedAt: now, reason: error.reason };
+      logger.warn("DNS {source}: {message}; keeping the last {count} upstreams", properties);
+      return;
+    }
+    failing.count++;
+    if (failing.reason === error.reason && now - failing.warnedAt < REPEAT_WARNING) {
+      logger.debug("DNS {source}: {message}", properties);
+      return;
+    }
+    failing.warnedAt = now;
+    failing.reason = error.reason;
+    logger.warn(
+      "DNS {source}: still failing, {failures} look-ups in a row over {seconds} s: {message}; keeping the last {count} upstreams",
+      { ...properties, failures: failing.count, seconds: Math.round((now - failing.since) / 1000) },
+    );
+  }
+
+  /** Logs that look-ups answer again after failing. */
+  #logRecovery(): void {
+    const failing = this.#failing;
+    if (failing === undefined) return;
+    this.#failing = undefined;
+    logger.info(
+      "DNS {source}: look-ups answer again, after {failures} failed over {seconds} s",
+      {
+        source: this.source,
+        failures: failing.count,
+        seconds: Math.round((this.#clock.now() - failing.since) / 1000),
+      },
+    );
+  }
+
   /** Replaces the set; returns whether it changed. */
   #apply(found: UpstreamSpec[]): boolean {
     this.#resolvedAt = this.#clock.now();
@@ -380,10 +426,10 @@ export class DnsUpstreams extends EventTarget {
       const timedOut = controller.signal.aborted;
       failure = new DnsLookupError(
         this.source,
-        timedOut ? "timeout" : "error",
+        timedOut || error instanceof Deno.errors.TimedOut ? "timeout" : "error",
         timedOut
           ? `${this.#what()} timed out after ${timeout}ms`
-          : `${this.#what()} failed: ${error instanceof Error ? error.message : String(error)}`,
+          : `${this.#what()} failed: ${runtimeMessage(error)}`,
         { cause: error },
       );
     } finally {
@@ -395,9 +441,10 @@ export class DnsUpstreams extends EventTarget {
   }
 
   #what(): string {
-    return this.#query.type === "dns"
-      ? `DNS look-up of ${this.#query.name}`
-      : `SRV look-up of ${this.#query.name}`;
+    const server = this.#resolver.server;
+    return `${this.#query.type === "dns" ? "DNS" : "SRV"} look-up of ${this.#query.name}${
+      server === undefined ? "" : ` via ${server}`
+    }`;
   }
 
   async #find(signal: AbortSignal): Promise<UpstreamSpec[]> {
@@ -440,6 +487,12 @@ function preferred(records: SrvAnswer[]): SrvAnswer[] {
   const usable = records.filter((r) => r.target !== "." && r.target !== "");
   const lowest = Math.min(...usable.map((r) => r.priority));
   return usable.filter((r) => r.priority === lowest);
+}
+
+/** The runtime's error message, without its resolver's prefix (`proto error: `). */
+function runtimeMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/^proto error: /, "");
 }
 
 function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {

@@ -234,7 +234,8 @@ export class LeastConnPool {
    * again after 1 s, 3 s, ..., so it may still connect, and the first dial to connect
    * wins (the others are aborted, or closed with `close` if they connect anyway). What
    * is still pending when the last attempt's timeout passes is aborted: the call takes
-   * at most `attempts × timeout`. A socket that connects is returned with its lease,
+   * at most `attempts × timeout`. Once every healthy upstream was tried, tried ones are
+   * dialled again, but not one whose failure `isFinal` says is for good. A socket that connects is returned with its lease,
    * even if `signal` aborted in the meantime (the caller owns it then).
    *
    * @example Failing over
@@ -286,11 +287,10 @@ export class LeastConnPool {
     options.signal?.throwIfAborted();
     return await new DialRace<S, Entry>(options, attempts, {
       clock: this.#clock,
-      pick: (tried) =>
+      pick: (tried, barred) =>
         this.#pick(tried, this.#panic) ??
-          (tried.size === 0
-            ? undefined
-            : this.#pick(tried, true) ?? this.#pick(undefined, this.#panic)),
+          (tried.size === 0 ? undefined : this.#pick(tried, true) ??
+            this.#pick(barred.size === 0 ? undefined : barred, this.#panic)),
       lease: (entry) => this.#lease(entry),
       noHealthy: () => this.#noHealthy(),
     }).done;

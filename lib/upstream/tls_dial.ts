@@ -14,6 +14,7 @@ import {
   type ConnectionOptions,
   createSecureContext,
   type PeerCertificate,
+  type SecureContext,
   type TLSSocket,
 } from "node:tls";
 import type { HostPort } from "../core/address.ts";
@@ -105,8 +106,13 @@ export class UpstreamTlsError extends Error {
  * upstream refused `cert`, closed or reset). Errors before the TCP connection is made (`ECONNREFUSED`, ...) and the
  * signal's reason are rethrown as they are, as {@linkcode dialTcp} does.
  *
- * The checks of the handshake are the runtime's (`rustls` on Deno); mtlb reads
- * whether they passed, and looks at the chain only after a failure, to name it.
+ * The checks are the runtime's (`rustls` on Deno). The chain and its dates are
+ * verified inside the handshake: an untrusted or expired upstream has the handshake
+ * aborted before `cert` is sent, and its chain is then read by a second handshake
+ * that presents no certificate, to name the failure. The name is verified by
+ * `checkServerIdentity`, which Deno 2.9.6 runs once the handshake is done: an
+ * upstream with a certificate of `ca` for another name has received `cert` (and no
+ * byte after it) when the dial is refused.
  *
  * The socket's reads are linked to its TCP socket's (`linkTcpReads`), so that pausing
  * it pushes back on the upstream, and it is marked for `forward` to pause. As with
@@ -146,8 +152,11 @@ export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
     ...(cert === undefined ? {} : { cert, key }),
   });
   let authorities: X509Certificate[] | undefined;
+  let bare: SecureContext | undefined;
   const context: Context = {
     authorities: () => authorities ??= pemCertificates(ca),
+    // The CAs alone: what a look at a refused upstream's chain is made with.
+    bare: () => bare ??= cert === undefined ? secureContext : createSecureContext({ ca }),
     now,
   };
   return (address: HostPort, signal: AbortSignal): Promise<TLSSocket> =>
@@ -163,16 +172,27 @@ export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
           port: address.port,
           ...(isIP(name) === 0 ? { servername: name } : {}),
           secureContext,
-          // Checked on "secureConnect", where the failure can be named; never skipped.
-          rejectUnauthorized: false,
+          // The chain and its dates are verified inside the handshake, so that an
+          // untrusted or expired upstream aborts it before `cert` is sent.
+          rejectUnauthorized: true,
           // The name verified is `name`, which may not be the host dialled.
           checkServerIdentity: (_host, peer) => checkServerIdentity(name, peer),
           allowHalfOpen: true,
           noDelay: true,
         },
       );
-      const dial: Dial = { address, name, context, connected: false, settle: undefined! };
+      let settled = false;
+      const dial: Dial = {
+        address,
+        name,
+        context,
+        signal,
+        connected: false,
+        settle: undefined!,
+      };
       dial.settle = (error: unknown) => {
+        if (settled) return;
+        settled = true;
         pending.delete(socket);
         signal.removeEventListener("abort", onAbort);
         if (error === undefined) {
@@ -194,6 +214,7 @@ export function tlsDialer(options: TlsDialerOptions): Dialer<TLSSocket> {
 
 interface Context {
   authorities: () => X509Certificate[];
+  bare: () => SecureContext;
   now: () => number;
 }
 
@@ -202,6 +223,7 @@ interface Dial {
   /** The name verified. */
   name: string;
   context: Context;
+  signal: AbortSignal;
   /** The TCP connection was made: a later failure is the handshake's. */
   connected: boolean;
   settle: (error: unknown) => void;
@@ -220,39 +242,101 @@ function onConnect(this: TLSSocket): void {
 function onSecureConnect(this: TLSSocket): void {
   const dial = pending.get(this);
   if (dial === undefined) return;
-  const refused = verdict(this, dial);
+  // With rejectUnauthorized, "secureConnect" comes only once every check passed.
   // Before anything is awaited: so that forward() can pause it (see linkTcpReads).
-  if (refused === undefined) linkTcpReads(this);
-  dial.settle(refused);
+  linkTcpReads(this);
+  dial.settle(undefined);
 }
 
-function onError(this: TLSSocket, error: Error): void {
+function onError(this: TLSSocket, error: Error & { code?: unknown; cert?: PeerCertificate }) {
   const dial = pending.get(this);
-  if (dial !== undefined) {
-    dial.settle(dial.connected ? handshakeError(error, dial) : error);
-  } else if (this.listenerCount("error") === 1) {
-    throw error;
+  if (dial === undefined) {
+    if (this.listenerCount("error") === 1) throw error;
+    return;
+  }
+  if (!dial.connected) {
+    dial.settle(error);
+    return;
+  }
+  const code = typeof error.code === "string" ? error.code : "";
+  const where = `upstream ${formatAddress(dial.address)}`;
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+    dial.settle(nameError(where, dial.name, error.cert ?? this.getPeerCertificate(true)));
+  } else if (VERIFY_CODES.test(code)) {
+    // The handshake was aborted on the chain: the runtime's error does not tell an
+    // expired certificate from an untrusted one, nor say whose it is. A second look,
+    // without a client certificate, reads the chain to name it.
+    pending.delete(this);
+    void lookAtChain(dial, code).then(dial.settle);
+  } else {
+    dial.settle(handshakeError(error, dial));
   }
 }
 
-/** `undefined` when the upstream passed every check, else why not. */
-function verdict(socket: TLSSocket, dial: Dial): UpstreamTlsError | undefined {
-  // The runtime verified the chain, then (checkServerIdentity) the name.
-  if (socket.authorized === true) return undefined;
+/** The runtime's codes for a chain refused inside the handshake (OpenSSL's names). */
+const VERIFY_CODES =
+  /^(CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|INVALID_PURPOSE$)/;
+
+/**
+ * Why an upstream whose chain the runtime refused was refused, from its chain as read
+ * by a connection that presents no certificate and is closed once it has it; from
+ * `code` alone when that connection fails.
+ */
+function lookAtChain(dial: Dial, code: string): Promise<UpstreamTlsError> {
   const where = `upstream ${formatAddress(dial.address)}`;
-  const reason = String(socket.authorizationError ?? "");
-  const peer = socket.getPeerCertificate(true);
-  // The name is checked only once the chain verified.
-  if (reason === "ERR_TLS_CERT_ALTNAME_INVALID") return nameError(where, dial.name, peer);
-  const chain = peerChain(peer);
+  return new Promise((resolve) => {
+    const fallback = () =>
+      resolve(
+        /^CERT_(HAS_EXPIRED|NOT_YET_VALID)$/.test(code)
+          ? new UpstreamTlsError("upstream_tls_expired", `Cannot use ${where}: ${code}`)
+          : new UpstreamTlsError(
+            "upstream_tls_untrusted",
+            `Cannot use ${where}: its certificate does not chain to the group's ca (${code})`,
+          ),
+      );
+    if (dial.signal.aborted) {
+      fallback();
+      return;
+    }
+    const socket = connect({
+      host: dial.address.hostname,
+      port: dial.address.port,
+      ...(isIP(dial.name) === 0 ? { servername: dial.name } : {}),
+      secureContext: dial.context.bare(),
+      // Only read: this connection carries nothing and is closed at once.
+      rejectUnauthorized: false,
+    });
+    const onAbort = () => socket.destroy(new Error("aborted"));
+    dial.signal.addEventListener("abort", onAbort, { once: true });
+    socket.on("error", () => {
+      dial.signal.removeEventListener("abort", onAbort);
+      socket.destroy();
+      fallback();
+    });
+    socket.on("secureConnect", () => {
+      dial.signal.removeEventListener("abort", onAbort);
+      const chain = peerChain(socket.getPeerCertificate(true));
+      socket.destroy();
+      resolve(chainVerdict(where, chain, dial.context, code));
+    });
+  });
+}
+
+/** Why a chain the runtime refused was refused: expired if it chains to the CAs. */
+function chainVerdict(
+  where: string,
+  chain: readonly X509Certificate[],
+  context: Context,
+  code: string,
+): UpstreamTlsError {
   if (chain.length === 0) {
     return new UpstreamTlsError(
       "upstream_tls_untrusted",
       `Cannot use ${where}: it presented no certificate`,
     );
   }
-  if (chainsTo(chain, dial.context.authorities())) {
-    const lapsed = outOfValidity(chain, dial.context.now());
+  if (chainsTo(chain, context.authorities())) {
+    const lapsed = outOfValidity(chain, context.now());
     if (lapsed !== undefined) {
       return new UpstreamTlsError("upstream_tls_expired", `Cannot use ${where}: ${lapsed}`);
     }
@@ -261,7 +345,7 @@ function verdict(socket: TLSSocket, dial: Dial): UpstreamTlsError | undefined {
     "upstream_tls_untrusted",
     `Cannot use ${where}: its certificate (subject ${oneLine(chain[0]!.subject)}, issuer ${
       oneLine(chain[0]!.issuer)
-    }) does not chain to the group's ca${reason === "" ? "" : ` (${reason})`}`,
+    }) does not chain to the group's ca${code === "" ? "" : ` (${code})`}`,
   );
 }
 

@@ -34,7 +34,8 @@ export interface UpstreamConnectOptions<S> {
    * The most dials to make. Each retry goes to an upstream this call has not tried
    * yet: an available one if any is left, else an ejected one whose health checks
    * pass (as a redispatch would); only when every healthy upstream has been tried
-   * are tried ones dialled again.
+   * are tried ones dialled again (a group of one upstream dials it `attempts` times),
+   * except those whose failure `isFinal` says a retry would not fix.
    *
    * @default {the number of healthy upstreams when the call starts (at least 1)}
    */
@@ -48,6 +49,14 @@ export interface UpstreamConnectOptions<S> {
    * throws are logged and otherwise ignored.
    */
   onDialFailure?: (address: string, reason: DialFailureReason, error: unknown) => void;
+  /**
+   * Whether a dial's error is one that dialling the same upstream again would not fix,
+   * such as a certificate that does not verify: that upstream is then not dialled
+   * again by this call (retries still go to others).
+   *
+   * @default {every failure may be retried}
+   */
+  isFinal?: (error: unknown) => boolean;
   /**
    * Closes a socket that connected after another attempt won (or after the call
    * failed), which nobody will use.

@@ -173,7 +173,7 @@ function groupState(
       active: seen?.active ?? sources.upstreamActive(address),
       accepted: seen?.accepted ?? 0,
       healthy: !removed && h?.state === "healthy",
-      state: h?.state ?? "unknown",
+      state: removed ? "removed" : h?.state ?? "unknown",
     };
     if (removed) state.removed = true;
     const source = from.get(address);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../../lib/core/clock.ts";
+import { configureLogging } from "../../lib/control/logging.ts";
 import type { DnsResolver, SrvAnswer } from "../../lib/upstream/dns_resolver.ts";
 import {
   type DnsChangeEvent,
@@ -211,4 +212,77 @@ Deno.test("DnsUpstreams.close() aborts a look-up in flight and stops the schedul
   clock.advance(10_000);
   assert.equal(resolver.calls, calls);
   assert.equal(clock.pending, 0);
+});
+
+Deno.test("DnsUpstreams names the server in its messages, and takes the runtime's timeout for a timeout", async () => {
+  const resolver = Object.assign(new FakeResolver(), { server: "127.0.0.1:9" });
+  resolver.fail = new Deno.errors.TimedOut("proto error: request timed out");
+  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
+    resolver,
+    interval: 10_000,
+    clock: new FakeClock(),
+  });
+  const error = await dns.start().then(() => assert.fail("expected a rejection"), (e) => e);
+  assert.ok(error instanceof DnsLookupError);
+  assert.equal(error.reason, "timeout");
+  assert.equal(
+    error.message,
+    "DNS look-up of api.internal via 127.0.0.1:9 failed: request timed out",
+  );
+  resolver.fail = new Error("connection refused");
+  const refused = await dns.start().then(() => assert.fail("expected a rejection"), (e) => e);
+  assert.equal(refused.reason, "error");
+  assert.match(
+    refused.message,
+    /^DNS look-up of api\.internal via 127\.0\.0\.1:9 failed: connection refused$/,
+  );
+  dns.close();
+});
+
+Deno.test("DnsUpstreams logs when look-ups start failing and when they answer again, and at most once a minute between", async () => {
+  const logged: { level: string; message: string }[] = [];
+  await using _logging = await configureLogging({
+    format: "json",
+    write: (line) => logged.push(JSON.parse(line)),
+  });
+  const resolver = Object.assign(new FakeResolver(), { server: "127.0.0.1:9" });
+  resolver.a.set("api.internal", ["10.0.0.1"]);
+  const clock = new FakeClock();
+  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
+    resolver,
+    // Look-ups are made by refresh() below, a second apart, not by the schedule.
+    interval: 3_600_000,
+    clock,
+  });
+  await dns.start();
+  let failures = 0;
+  dns.addEventListener("failure", () => failures++);
+  resolver.fail = new Deno.errors.TimedOut("proto error: request timed out");
+  // 150 look-ups a second apart: the first is logged, then one a minute (at 60 s, 120 s).
+  for (let i = 0; i < 150; i++) {
+    assert.equal(await dns.refresh(), false);
+    clock.advance(1_000);
+  }
+  resolver.fail = undefined;
+  assert.equal(await dns.refresh(), false, "the same set");
+  dns.close();
+  const ours = logged.filter((l) => l.message.startsWith("DNS dns api.internal:7000"));
+  assert.deepEqual(ours.map((l) => [l.level, l.message]), [
+    [
+      "WARN",
+      "DNS dns api.internal:7000: DNS look-up of api.internal via 127.0.0.1:9 failed: request timed out; keeping the last 1 upstreams",
+    ],
+    [
+      "WARN",
+      "DNS dns api.internal:7000: still failing, 61 look-ups in a row over 60 s: DNS look-up of api.internal via 127.0.0.1:9 failed: request timed out; keeping the last 1 upstreams",
+    ],
+    [
+      "WARN",
+      "DNS dns api.internal:7000: still failing, 121 look-ups in a row over 120 s: DNS look-up of api.internal via 127.0.0.1:9 failed: request timed out; keeping the last 1 upstreams",
+    ],
+    ["INFO", "DNS dns api.internal:7000: look-ups answer again, after 150 failed over 150 s"],
+  ]);
+  // Every failure is still an event (mtlb_dns_lookup_failures_total counts them).
+  assert.equal(failures, 150);
+  assert.equal(dns.snapshot().failures, 150);
 });

@@ -106,6 +106,60 @@ Deno.test("tlsDialer() refuses an upstream whose certificate expired", async () 
   );
 });
 
+for (
+  const [name, certificate, reason] of [
+    ["does not chain to ca", "foreign", "upstream_tls_untrusted"],
+    ["expired", "expired", "upstream_tls_expired"],
+  ] as const
+) {
+  Deno.test(`tlsDialer() aborts the handshake with an upstream whose certificate ${name}, before its client certificate is sent`, async () => {
+    const pki = await testPki();
+    const certs = await upstreamCertificates();
+    await using upstream = await TlsUpstream.start({
+      certificate: certs[certificate],
+      requestClientCert: true,
+    });
+    await assert.rejects(
+      tlsDialer({ ca: pki.ca.certPem, cert: certs.client.chainPem, key: certs.client.keyPem })(
+        { hostname: "127.0.0.1", port: upstream.port },
+        signal(),
+      ),
+      refusedWith(reason),
+    );
+    // The chain is read again, to name the refusal, by a handshake with no client
+    // certificate; neither sent mtlb's.
+    assert.ok(upstream.tcpAccepted >= 1);
+    assert.ok(!upstream.clients.includes("mtlb-client"), String(upstream.clients));
+    assert.equal(upstream.received, 0);
+  });
+}
+
+Deno.test("tlsDialer() verifies the name only once the handshake is done (the runtime's order)", async () => {
+  // Deno 2.9.6's node:tls leaves the name to checkServerIdentity, after the handshake
+  // (ext/node/ops/tls_wrap.rs, NodeServerCertVerifier): an upstream with a certificate
+  // of the group's CA for another name sees mtlb's client certificate, then nothing.
+  // When this fails, the runtime checks the name in the handshake: update OPERATIONS.md.
+  const pki = await testPki();
+  const certs = await upstreamCertificates();
+  await using upstream = await TlsUpstream.start({
+    certificate: certs.good,
+    requestClientCert: true,
+  });
+  const secured = once(upstream.server, "secureConnection");
+  await assert.rejects(
+    tlsDialer({
+      ca: pki.ca.certPem,
+      cert: certs.client.chainPem,
+      key: certs.client.keyPem,
+      serverName: "db.internal",
+    })({ hostname: "127.0.0.1", port: upstream.port }, signal()),
+    refusedWith("upstream_tls_name", /not valid for "db\.internal" \(DNS:localhost/),
+  );
+  await secured;
+  assert.deepEqual(upstream.clients, ["mtlb-client"]);
+  assert.equal(upstream.received, 0);
+});
+
 Deno.test("tlsDialer() names a failed handshake, and rethrows a refused connection as it is", async () => {
   const pki = await testPki();
   // A plain TCP server that answers garbage: the TCP connection is made, TLS is not.
