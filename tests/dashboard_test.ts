@@ -50,6 +50,9 @@ Deno.test("AdminServer serves the dashboard at / as HTML with a strict CSP", asy
     assert.ok(nonce !== undefined && nonce.length >= 24, "the script carries a nonce");
     assert.ok(html.includes(`<style nonce="${nonce}">`), "the style carries the same nonce");
     assert.equal(response.headers.get("content-security-policy"), dashboardCsp(nonce));
+    // Places for the limiter's figures: queued connections per client, and in total.
+    assert.match(html, /<th class="num">Queued<\/th>/);
+    assert.match(html, /<p id="queue-totals" class="small muted"><\/p>/);
     // Another response, another nonce.
     const again = await (await fetch(`${origin}/`)).text();
     assert.notEqual(again.match(/<script type="module" nonce="([^"]+)">/)?.[1], nonce);

@@ -15,7 +15,15 @@ import { AdminServer } from "../lib/admin/admin_server.ts";
 import { formatHostPort } from "../lib/core/address.ts";
 import { loadTlsMaterial } from "../lib/config/mod.ts";
 import type { BalancerStatus } from "../lib/server/status.ts";
-import { connectClient, rawRequest, readBytes, startBalancer, TestUpstream } from "./_harness.ts";
+import type { DenyRecord } from "../lib/server/records.ts";
+import {
+  connectClient,
+  nextEvent,
+  rawRequest,
+  readBytes,
+  startBalancer,
+  TestUpstream,
+} from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
 import { lines, waitForRecord } from "../testing/lines.ts";
 import { freePort } from "../testing/ports.ts";
@@ -203,6 +211,74 @@ max_connections = 4
   },
 });
 
+Deno.test({
+  name:
+    "AdminServer dashboard shows queued connections, bandwidth, a group's cap and queue timeouts",
+  ignore: chromium === undefined,
+  async fn() {
+    await using echo = await TestUpstream.start();
+    // One connection per 20 s: the second waits its turn, the third's would come
+    // after queue_timeout and is refused at once.
+    await using lb = await startBalancer(`[server]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "1h"
+
+[limits]
+on_rate_limit = "queue"
+queue_timeout = "30s"
+
+[groups.echo]
+upstreams = ["${echo.address}"]
+max_connections = 4
+
+[clients.alice]
+match = { cn = "alice" }
+groups = ["echo"]
+connection_rate = { count = 1, per = "20s" }
+bandwidth = "1MiB/s"
+`);
+    await using admin = AdminServer.start(lb.balancer, { listen: "127.0.0.1:0" });
+    const origin = `http://${formatHostPort(admin.address)}`;
+    await using browser = await launch(chromium!);
+    const page = await browser.newPage();
+    page.setDefaultTimeout(GUARD_MS);
+    const { problems } = watch(page, origin);
+    await page.goto(`${origin}/`);
+
+    const first = await connectClient(lb.port(), lb.pki.alice);
+    using _first = { [Symbol.dispose]: () => first.destroy() };
+    first.write("x");
+    assert.equal(new TextDecoder().decode(await readBytes(first, 1)), "x");
+    const queued = await connectClient(lb.port(), lb.pki.alice);
+    queued.on("error", () => {});
+    using _queued = { [Symbol.dispose]: () => queued.destroy() };
+    queued.write("y");
+    const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
+    const late = await connectClient(lb.port(), lb.pki.alice);
+    late.on("error", () => {});
+    using _late = { [Symbol.dispose]: () => late.destroy() };
+    assert.match((await denied).detail ?? "", /past queue_timeout \(30s\)/);
+
+    await page.waitForFunction(
+      `document.querySelector('tr[data-client="alice"] td.queued')?.textContent === "1"`,
+    );
+    assert.equal(await text(page, 'tr[data-client="alice"] .use'), "2 / 10");
+    assert.equal(
+      await text(page, 'tr[data-client="alice"] .bandwidth'),
+      "bandwidth 1.05 MB/s each way",
+    );
+    // The queued connection holds its slot in the group.
+    assert.equal(await text(page, '[data-group="echo"] .group-cap'), "open 2 of max 4");
+    assert.equal(
+      await text(page, "#queue-totals"),
+      "Queued now: 1 · queue timeouts since start: 1.",
+    );
+    assert.deepEqual(problems, []);
+  },
+});
+
 /** A target whose status a test sets: every poll sees counters grow. */
 class ScriptedTarget extends EventTarget {
   state = "draining";
@@ -236,6 +312,7 @@ class ScriptedTarget extends EventTarget {
         accepted: 10 * n,
         denied: { limit_concurrency: n },
         handshakeFailures: {},
+        queueTimeouts: 2 * n,
       },
       listeners: [{ address: "127.0.0.1:8443" }],
       groups: [{
@@ -244,6 +321,8 @@ class ScriptedTarget extends EventTarget {
         panic: true,
         bytesFromClient: 5_000 * n,
         bytesFromUpstream: 2_000_000 * n,
+        open: 4,
+        maxConnections: 4,
         upstreams: [
           {
             address: "10.0.0.1:80",
@@ -296,8 +375,9 @@ class ScriptedTarget extends EventTarget {
         name: "<img src=x onerror=alert(1)>",
         groups: ["web"],
         active: 3,
-        queued: 0,
+        queued: 2,
         maxConnections: 3,
+        bandwidth: 2_000_000,
       }],
       certificates: {
         server: iso(10 * day),
@@ -380,6 +460,14 @@ Deno.test({
       assert.equal(await page.$("img"), null);
       assert.match(await text(page, "#clients"), /<img src=x onerror=alert\(1\)>/);
       assert.ok(await page.$("#clients .meter.bad"), "a client at its cap");
+      // Queued connections, the client's bandwidth, the group at its cap, queue timeouts.
+      assert.equal(await text(page, "#clients td.queued.text-warn"), "2");
+      assert.equal(await text(page, "#clients .bandwidth"), "bandwidth 2.00 MB/s each way");
+      assert.equal(await text(page, '[data-group="web"] .group-cap.text-bad'), "open 4 of max 4");
+      assert.match(
+        await text(page, "#queue-totals"),
+        /^Queued now: 2 · queue timeouts since start: \d+\.$/,
+      );
 
       await Deno.mkdir(OUTPUT, { recursive: true });
       await page.screenshot({ path: new URL("dashboard_states.png", OUTPUT).pathname });

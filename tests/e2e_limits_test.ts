@@ -135,7 +135,15 @@ ${BOB}`,
   open.push(await forwarded(lb.port(), lb.pki.bob, "echo")); // the other group is not capped
   const metrics = lb.balancer.metrics.render();
   assert.equal(sample(metrics, `mtlb_connections_denied_total{reason="group_full"}`), 1);
-  assert.equal(lb.balancer.status().connections.denied.group_full, 1);
+  const status = lb.balancer.status();
+  assert.equal(status.connections.denied.group_full, 1);
+  // /status shows each group's connections against its cap.
+  const cacheState = status.groups.find((g) => g.name === "cache")!;
+  assert.equal(cacheState.open, 2);
+  assert.equal(cacheState.maxConnections, 2);
+  const echoState = status.groups.find((g) => g.name === "echo")!;
+  assert.equal(echoState.open, 1);
+  assert.equal(echoState.maxConnections, undefined);
   // A slot freed by one client is taken by another.
   const ended = nextEvent(lb.balancer, "end");
   open.shift()!.destroy();
@@ -188,6 +196,7 @@ connection_rate = { count = 2, per = "1s" }`,
   const status = lb.balancer.status().clients.find((c) => c.name === "alice")!;
   assert.equal(status.queued, 3);
   assert.equal(status.active, 5);
+  assert.equal(lb.balancer.status().groups.find((g) => g.name === "echo")!.open, 5);
   assert.equal(sample(lb.balancer.metrics.render(), "mtlb_limiter_queued"), 3);
   const dialed = echo.accepted - probes;
   assert.ok(dialed <= 2, `${dialed} upstream connections for 2 admitted`);
@@ -227,6 +236,7 @@ connection_rate = { count = 1, per = "1h" }`,
   assert.match(record.detail!, /its turn would come in \d+ms, past queue_timeout \(500ms\)/);
   const metrics = lb.balancer.metrics.render();
   assert.equal(sample(metrics, "mtlb_limiter_queue_timeouts_total"), 1);
+  assert.equal(lb.balancer.status().connections.queueTimeouts, 1);
   assert.equal(sample(metrics, `mtlb_connections_denied_total{reason="limit_rate"}`), 1);
   first.destroy();
 });
@@ -270,6 +280,7 @@ Deno.test("Balancer throttles a client to its bandwidth: 3 MiB echoed at 1 MiB/s
     `${ALICE}
 bandwidth = "1MiB/s"`,
   ));
+  assert.equal(lb.balancer.status().clients.find((c) => c.name === "alice")!.bandwidth, 1048576);
   const size = 3 * 1024 * 1024;
   const payload = new Uint8Array(size);
   for (let i = 0; i < size; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));

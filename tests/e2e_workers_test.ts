@@ -121,7 +121,9 @@ function sample(exposition: string, series: string): number | undefined {
 
 Deno.test("WorkerBalancer serves in both workers and caps a client at exactly 10 across them", async () => {
   await using upstream = await TestUpstream.start();
-  await using balancer = await startWorkers(await load(body([upstream.address])));
+  await using balancer = await startWorkers(
+    await load(body([upstream.address], "max_connections = 100\n")),
+  );
   await using admin = AdminServer.start(balancer, { listen: "127.0.0.1:0" });
   const pki = await testPki();
 
@@ -154,6 +156,9 @@ Deno.test("WorkerBalancer serves in both workers and caps a client at exactly 10
   assert.equal(status.connections.denied.limit_concurrency, 21);
   assert.equal(status.groups[0]!.upstreams[0]!.active, 50);
   assert.equal(status.groups[0]!.upstreams[0]!.accepted, 50, "summed over the workers");
+  assert.equal(status.groups[0]!.open, 50, "the group's connections, summed over the workers");
+  assert.equal(status.groups[0]!.maxConnections, 100);
+  assert.equal(status.connections.queueTimeouts, 0);
   assert.equal(
     status.workers.reduce((n, w) => n + w.connections!.active, 0),
     50,

@@ -361,6 +361,7 @@ export class ClientLimiter {
   #queued = new Map<string, number>();
   #queuedTotal = 0;
   #queueTimeouts = 0;
+  #inGroup = new Map<string, number>();
 
   /**
    * Creates a limiter.
@@ -414,6 +415,7 @@ export class ClientLimiter {
    *   (e) => e instanceof ClientLimitError && e.scope === "client_in_group",
    * );
    * using _other = await limiter.acquire("alice", { group: { name: "web" } });
+   * assert.equal(limiter.activeInGroup("cache"), 1);
    * ```
    *
    * @param client The client name.
@@ -491,6 +493,9 @@ export class ClientLimiter {
       );
     }
     this.#active.set(client, (this.#active.get(client) ?? 0) + 1);
+    if (group !== undefined) {
+      this.#inGroup.set(group.name, (this.#inGroup.get(group.name) ?? 0) + 1);
+    }
     const lease = new _Lease(this, client, group?.name, scopes.map((scope) => scope.key));
     const wait = admission.waitMs ?? 0;
     if (wait > 0) {
@@ -538,6 +543,18 @@ export class ClientLimiter {
   }
 
   /**
+   * The connections this limiter has admitted to `group` (with `options.group`) and
+   * not yet released, over all clients and queued ones included; with a shared store,
+   * this instance's share.
+   *
+   * @param group The group name.
+   * @returns The number of open leases in the group.
+   */
+  activeInGroup(group: string): number {
+    return this.#inGroup.get(group) ?? 0;
+  }
+
+  /**
    * Connections waiting in the queue for a rate token: of `client`, or of every client.
    *
    * @param client The client name; omitted for all clients.
@@ -581,6 +598,12 @@ export class ClientLimiter {
     const open = this.#active.get(client) ?? 0;
     if (open <= 1) this.#active.delete(client);
     else this.#active.set(client, open - 1);
+    const group = lease.group;
+    if (group !== undefined) {
+      const inGroup = this.#inGroup.get(group) ?? 0;
+      if (inGroup <= 1) this.#inGroup.delete(group);
+      else this.#inGroup.set(group, inGroup - 1);
+    }
     try {
       const done = this.#store.release(lease.keys, this.#clock.now());
       if (done instanceof Promise) {

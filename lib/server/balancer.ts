@@ -448,7 +448,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     const now = this.#clock.now();
     const wall = this.#wall();
     const iso = (monotonic: number): string => new Date(wall - (now - monotonic)).toISOString();
-    const groups = [...this.#groups.values()].map((group) => group.status(iso));
+    const groups = [...this.#groups.values()].map((group) => group.status(iso, this.#limiter));
     const clients = clientStates(this.#config, this.#limiter);
     const certificates: BalancerStatus["certificates"] = {};
     const server = this.#certificateExpiry("tls.cert");
@@ -471,6 +471,7 @@ export class Balancer extends EventTarget implements AsyncDisposable {
         accepted: this.counters.accepted,
         denied: Object.fromEntries(this.counters.denied),
         handshakeFailures: Object.fromEntries(this.counters.handshakeErrors),
+        queueTimeouts: this.#limiter.queueTimeouts,
       },
       listeners: this.listeners().map((l, i) => {
         const group = this.#listeners[i]!.group;

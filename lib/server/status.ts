@@ -109,6 +109,13 @@ export interface GroupState {
   upstreams: UpstreamState[];
   /** Its DNS entries, when it has any. */
   dns?: DnsEntryState[];
+  /**
+   * Connections admitted to it and open now, queued ones included: what
+   * `max_connections` counts (this balancer's share, with a shared store).
+   */
+  open: number;
+  /** Its `max_connections` over all clients, when it has one. */
+  maxConnections?: number;
 }
 
 /** One DNS entry of a group in {@linkcode GroupState}. */
@@ -141,6 +148,8 @@ export interface ClientState {
   queued: number;
   /** Its concurrent connection cap. */
   maxConnections: number;
+  /** Its `bandwidth` (or `[limits]`'s), bytes per second per direction, when it has one. */
+  bandwidth?: number;
 }
 
 /**
@@ -201,6 +210,11 @@ export interface BalancerStatus {
     denied: Record<string, number>;
     /** Failed handshakes since start, by reason. */
     handshakeFailures: Record<string, number>;
+    /**
+     * Queued connections refused because their rate token was not due within
+     * `queue_timeout`, since start (also counted in `denied.limit_rate`).
+     */
+    queueTimeouts: number;
   };
   /** The bound listeners. */
   listeners: { address: string; group?: string }[];
@@ -278,7 +292,8 @@ export function addEjection(
 
 /**
  * The configured clients as `/status` shows them: their groups, their connections
- * open and queued (this balancer's share, with a shared store), and their cap.
+ * open and queued (this balancer's share, with a shared store), their cap and
+ * bandwidth; shared by `Balancer.status()` and the workers' primary.
  *
  * @param config The configuration in force.
  * @param limiter The balancer's limiter.
@@ -288,11 +303,16 @@ export function clientStates(
   config: Pick<Config, "clients" | "limits">,
   limiter: Pick<ClientLimiter, "active" | "queued">,
 ): ClientState[] {
-  return [...config.clients.values()].map((c) => ({
-    name: c.name,
-    groups: [...c.groups],
-    active: limiter.active(c.name),
-    queued: limiter.queued(c.name),
-    maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
-  }));
+  return [...config.clients.values()].map((c) => {
+    const state: ClientState = {
+      name: c.name,
+      groups: [...c.groups],
+      active: limiter.active(c.name),
+      queued: limiter.queued(c.name),
+      maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
+    };
+    const bandwidth = c.bandwidth ?? config.limits.bandwidth;
+    if (bandwidth !== undefined) state.bandwidth = bandwidth;
+    return state;
+  });
 }

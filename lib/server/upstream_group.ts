@@ -9,6 +9,7 @@ import type { Socket } from "node:net";
 import { formatHostPort, type HostPort } from "../core/address.ts";
 import type { Clock } from "../core/clock.ts";
 import type { GroupConfig } from "../config/mod.ts";
+import type { ClientLimiter } from "../limiter/client_limiter.ts";
 import type { CounterSeries } from "../metrics/registry.ts";
 import type { ForwardStats } from "../proxy/forward.ts";
 import type { DnsResolver } from "../upstream/dns_resolver.ts";
@@ -393,9 +394,13 @@ export class UpstreamGroup {
    * Its entry of `/status`.
    *
    * @param iso Turns a clock time into an ISO 8601 wall time.
+   * @param limiter The limiter that counts its connections, queued ones included.
    * @returns The group's state, its upstreams configured ones first.
    */
-  status(iso: (monotonic: number) => string): GroupState {
+  status(
+    iso: (monotonic: number) => string,
+    limiter: Pick<ClientLimiter, "activeInGroup">,
+  ): GroupState {
     const health = new Map(this.probe.snapshot().map((h) => [h.address, h]));
     const outliers = new Map(this.outlier?.snapshot().map((o) => [o.address, o]));
     const upstreams = this.pool.snapshot().map((u): UpstreamState => {
@@ -422,7 +427,11 @@ export class UpstreamGroup {
       bytesFromClient: this.stats.bytesFromClient,
       bytesFromUpstream: this.stats.bytesFromUpstream,
       upstreams,
+      open: limiter.activeInGroup(this.config.name),
     };
+    if (this.config.maxConnections !== undefined) {
+      entry.maxConnections = this.config.maxConnections;
+    }
     if (this.config.listen !== undefined) entry.listen = this.config.listen;
     if (this.config.proxyProtocol !== undefined) entry.proxyProtocol = "v2";
     if (this.dns.size > 0) entry.dns = this.dns.status(iso);

@@ -13,7 +13,7 @@ import {
   addEjection,
   addProbeState,
   type BalancerStatus,
-  type ClientState,
+  clientStates,
   type GroupState,
   type ListenerInfo,
   type UpstreamState,
@@ -80,19 +80,22 @@ export function buildStatus(sources: StatusSources): WorkerBalancerStatus {
   const groups = [...config.groups.values()].map((group) =>
     groupState(group, statuses, sources, iso)
   );
-  const clients: ClientState[] = [...config.clients.values()].map((c) => ({
-    name: c.name,
-    groups: [...c.groups],
-    active: statuses.reduce(
-      (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.active ?? 0),
+  // The workers' counts summed, as one limiter would count them.
+  const summed = (figure: "active" | "queued", name: string | undefined): number =>
+    statuses.reduce(
+      (sum, s) => sum + (s.clients.find((x) => x.name === name)?.[figure] ?? 0),
       0,
-    ),
-    queued: statuses.reduce(
-      (sum, s) => sum + (s.clients.find((x) => x.name === c.name)?.queued ?? 0),
-      0,
-    ),
-    maxConnections: c.maxConnections ?? config.limits.maxConnectionsPerClient,
-  }));
+    );
+  const clients = clientStates(config, {
+    active: (name) => summed("active", name),
+    queued: (name) => summed("queued", name),
+  });
+  // Queue timeouts of the workers that died are in their retired counter samples.
+  let queueTimeouts = 0;
+  for (const s of retired.samples.get("mtlb_limiter_queue_timeouts_total")?.values() ?? []) {
+    queueTimeouts += s.value;
+  }
+  for (const status of statuses) queueTimeouts += status.connections.queueTimeouts;
   const first = statuses[0];
   const status: WorkerBalancerStatus = {
     state: life.state,
@@ -106,6 +109,7 @@ export function buildStatus(sources: StatusSources): WorkerBalancerStatus {
       accepted,
       denied: Object.fromEntries(denied),
       handshakeFailures: Object.fromEntries(handshakeFailures),
+      queueTimeouts,
     },
     listeners: first?.listeners ??
       sources.listeners.map((l) => {
@@ -143,7 +147,9 @@ function groupState(
     bytesFromClient: past?.bytesFromClient ?? 0,
     bytesFromUpstream: past?.bytesFromUpstream ?? 0,
     upstreams: [],
+    open: 0,
   };
+  if (groupConfig.maxConnections !== undefined) entry.maxConnections = groupConfig.maxConnections;
   const upstreams = new Map<string, UpstreamState>();
   for (const status of statuses) {
     const group = status.groups.find((g) => g.name === name);
@@ -151,6 +157,7 @@ function groupState(
     entry.accepted += group.accepted;
     entry.bytesFromClient += group.bytesFromClient;
     entry.bytesFromUpstream += group.bytesFromUpstream;
+    entry.open += group.open;
     for (const u of group.upstreams) {
       const seen = upstreams.get(u.address);
       if (seen === undefined) upstreams.set(u.address, { ...u });

@@ -122,6 +122,21 @@ Deno.test("ClientLimiter.active() and snapshot() report open leases per client",
   assert.deepEqual(limiter.snapshot(), new Map([["a", 1], ["b", 1]]));
 });
 
+Deno.test("ClientLimiter.activeInGroup() counts open leases per group over all clients", async () => {
+  const limiter = new ClientLimiter({ clock: new FakeClock() });
+  const cache = { name: "cache", total: { concurrent: 3 } };
+  using _a = await limiter.acquire("a", { group: cache });
+  const b = await limiter.acquire("b", { group: cache });
+  using _web = await limiter.acquire("a", { group: { name: "web" } });
+  using _none = await limiter.acquire("a");
+  assert.equal(limiter.activeInGroup("cache"), 2);
+  assert.equal(limiter.activeInGroup("web"), 1);
+  b[Symbol.dispose]();
+  b[Symbol.dispose](); // twice: released once
+  assert.equal(limiter.activeInGroup("cache"), 1);
+  assert.equal(limiter.activeInGroup("other"), 0);
+});
+
 Deno.test("ClientLimiter rejects invalid clients and limits", async (t) => {
   const limiter = new ClientLimiter({ clock: new FakeClock() });
   for (const client of ["", 42 as unknown as string]) {

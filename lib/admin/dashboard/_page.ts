@@ -70,8 +70,9 @@ export function dashboardPage(options: DashboardPageOptions): string {
   <section class="panel"><h2>Groups and upstreams</h2><div id="groups"><div class="empty">Loading\u2026</div></div></section>
   <div class="row">
     <section class="panel"><h2>Clients</h2><div class="scroll"><table>
-      <thead><tr><th>Client</th><th>Groups</th><th class="num">Active / cap</th></tr></thead>
-      <tbody id="clients"></tbody></table></div></section>
+      <thead><tr><th>Client</th><th>Groups</th><th class="num">Active / cap</th><th class="num">Queued</th></tr></thead>
+      <tbody id="clients"></tbody></table></div>
+      <p id="queue-totals" class="small muted"></p></section>
     <section class="panel"><h2>Configuration</h2><dl id="config"></dl></section>
   </div>
   <section class="panel"><h2>Recent refusals</h2><div class="scroll"><table class="stack">

@@ -262,11 +262,10 @@ const PLOTS = [
   },
   {
     id: "plot-rate",
-    series: [{ key: "conn", cls: "s1", label: "new" }, {
-      key: "denied",
-      cls: "s2",
-      label: "refused",
-    }],
+    series: [
+      { key: "conn", cls: "s1", label: "new" },
+      { key: "denied", cls: "s2", label: "refused" },
+    ],
     format: fmtRate,
   },
   {
@@ -407,6 +406,11 @@ function dnsChip(d) {
     " lookups, " + d.failures + " failed";
   return chip;
 }
+/** A group's connections (queued ones included) against its `max_connections`. */
+function capChip(g, max) {
+  const tone = g.open >= max ? " text-bad" : g.open >= 0.8 * max ? " text-warn" : "";
+  return h("span", "chip group-cap" + tone, "open " + fmtInt(g.open) + " of max " + fmtInt(max));
+}
 function renderGroups(status, r) {
   const list = byId("groups");
   const nodes = status.groups.map((g) => {
@@ -425,6 +429,7 @@ function renderGroups(status, r) {
       h("span", "chip", g.listen ? "listener " + g.listen : "shared listener"),
       g.proxyProtocol ? h("span", "chip", "PROXY " + g.proxyProtocol) : null,
       g.panic ? panicBadge() : null,
+      typeof g.maxConnections === "number" ? capChip(g, g.maxConnections) : null,
       ...(g.dns ?? []).map(dnsChip),
       h(
         "span",
@@ -498,12 +503,20 @@ function clientRow(c) {
   fill.style.width = Math.min(100, share * 100).toFixed(1) + "%";
   meter.appendChild(fill);
   const use = add(h("td", "num"), h("span", "use", c.active + " / " + c.maxConnections), meter);
-  return add(row, add(h("td"), h("b", "", c.name)), td(c.groups.join(", "), "small"), use);
+  const name = add(h("td"), h("b", "", c.name));
+  if (typeof c.bandwidth === "number") {
+    add(name, h("div", "small muted bandwidth", "bandwidth " + fmtBps(c.bandwidth) + " each way"));
+  }
+  const queued = td(fmtInt(c.queued), "num queued" + (c.queued > 0 ? " text-warn" : ""));
+  return add(row, name, td(c.groups.join(", "), "small"), use, queued);
 }
 function renderClients(status) {
   const rows = status.clients.map(clientRow);
   if (rows.length === 0) rows.push(add(h("tr"), h("td", "empty", "No clients configured.")));
   byId("clients").replaceChildren(...rows);
+  const queued = status.clients.reduce((n, c) => n + c.queued, 0);
+  byId("queue-totals").textContent = "Queued now: " + fmtInt(queued) +
+    " \u00b7 queue timeouts since start: " + fmtInt(status.connections.queueTimeouts) + ".";
 }
 
 function denialRow(d) {

@@ -18,6 +18,7 @@ import type {
   BalancerStatus,
   ClientState,
   DnsEntryState,
+  GroupState,
   UpstreamState,
 } from "../../server/status.ts";
 import type { RecentDenial } from "../admin_server.ts";
@@ -271,11 +272,10 @@ const PLOTS: Plot[] = [
   },
   {
     id: "plot-rate",
-    series: [{ key: "conn", cls: "s1", label: "new" }, {
-      key: "denied",
-      cls: "s2",
-      label: "refused",
-    }],
+    series: [
+      { key: "conn", cls: "s1", label: "new" },
+      { key: "denied", cls: "s2", label: "refused" },
+    ],
     format: fmtRate,
   },
   {
@@ -416,6 +416,11 @@ function dnsChip(d: DnsEntryState): HTMLSpanElement {
     " lookups, " + d.failures + " failed";
   return chip;
 }
+/** A group's connections (queued ones included) against its `max_connections`. */
+function capChip(g: GroupState, max: number): HTMLSpanElement {
+  const tone = g.open >= max ? " text-bad" : g.open >= 0.8 * max ? " text-warn" : "";
+  return h("span", "chip group-cap" + tone, "open " + fmtInt(g.open) + " of max " + fmtInt(max));
+}
 function renderGroups(status: BalancerStatus, r: Rates | null): void {
   const list = byId("groups");
   const nodes: HTMLElement[] = status.groups.map((g) => {
@@ -434,6 +439,7 @@ function renderGroups(status: BalancerStatus, r: Rates | null): void {
       h("span", "chip", g.listen ? "listener " + g.listen : "shared listener"),
       g.proxyProtocol ? h("span", "chip", "PROXY " + g.proxyProtocol) : null,
       g.panic ? panicBadge() : null,
+      typeof g.maxConnections === "number" ? capChip(g, g.maxConnections) : null,
       ...(g.dns ?? []).map(dnsChip),
       h(
         "span",
@@ -507,12 +513,20 @@ function clientRow(c: ClientState): HTMLTableRowElement {
   fill.style.width = Math.min(100, share * 100).toFixed(1) + "%";
   meter.appendChild(fill);
   const use = add(h("td", "num"), h("span", "use", c.active + " / " + c.maxConnections), meter);
-  return add(row, add(h("td"), h("b", "", c.name)), td(c.groups.join(", "), "small"), use);
+  const name = add(h("td"), h("b", "", c.name));
+  if (typeof c.bandwidth === "number") {
+    add(name, h("div", "small muted bandwidth", "bandwidth " + fmtBps(c.bandwidth) + " each way"));
+  }
+  const queued = td(fmtInt(c.queued), "num queued" + (c.queued > 0 ? " text-warn" : ""));
+  return add(row, name, td(c.groups.join(", "), "small"), use, queued);
 }
 function renderClients(status: BalancerStatus): void {
   const rows = status.clients.map(clientRow);
   if (rows.length === 0) rows.push(add(h("tr"), h("td", "empty", "No clients configured.")));
   byId("clients").replaceChildren(...rows);
+  const queued = status.clients.reduce((n, c) => n + c.queued, 0);
+  byId("queue-totals").textContent = "Queued now: " + fmtInt(queued) +
+    " \u00b7 queue timeouts since start: " + fmtInt(status.connections.queueTimeouts) + ".";
 }
 
 function denialRow(d: RecentDenial): HTMLTableRowElement {
