@@ -7,15 +7,25 @@ import { createServer, type Server, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { join } from "node:path";
 import { Balancer } from "../lib/server/balancer.ts";
-import type { GroupState, UpstreamState } from "../lib/server/status.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { DnsResolver } from "../lib/upstream/dns_resolver.ts";
 import { DnsLookupError } from "../lib/upstream/dns_upstreams.ts";
+import {
+  adminGroup,
+  body,
+  group,
+  mainConfig,
+  reaches,
+  sample,
+  serveMain,
+  SRV,
+  upstream,
+  WAIT_MS,
+} from "./_dns_fixtures.ts";
 import { TestDnsServer } from "./_dns_server.ts";
 import {
   banner,
   connectClient,
-  rawRequest,
   readBytes,
   startBalancer,
   type TestBalancer,
@@ -24,40 +34,10 @@ import {
 } from "./_harness.ts";
 import { testPki } from "./_pki_fixtures.ts";
 import { configDir } from "./_subprocess.ts";
-import { lines, waitForRecord } from "../testing/lines.ts";
-import { ROOT } from "../testing/paths.ts";
+import { waitForRecord } from "../testing/lines.ts";
 import { until } from "../testing/poll.ts";
 import { freePort } from "../testing/ports.ts";
 import { runMain } from "../testing/run_main.ts";
-
-const SRV = "_api._tcp.test";
-/** Re-resolution and probe state changes take a few intervals at most. */
-const WAIT_MS = 5_000;
-
-function body(resolver: string, upstreams: string): string {
-  return `[server]
-listen = "127.0.0.1:0"
-resolver = "${resolver}"
-
-[health]
-interval = "1h"
-
-[groups.api]
-upstreams = ${upstreams}
-
-[clients.alice]
-match = { cn = "alice" }
-groups = ["api"]
-`;
-}
-
-function group(balancer: Balancer): GroupState {
-  return balancer.status().groups.find((g) => g.name === "api")!;
-}
-
-function upstream(balancer: Balancer, address: string): UpstreamState | undefined {
-  return group(balancer).upstreams.find((u) => u.address === address);
-}
 
 /** Connects as alice and reads the one-line banner of the upstream it reached. */
 async function connectTo(test: TestBalancer): Promise<{ socket: TLSSocket; name: string }> {
@@ -72,11 +52,6 @@ async function echoes(socket: Socket, line: string): Promise<boolean> {
   socket.resume();
   socket.write(line);
   return text(await reading) === line;
-}
-
-function sample(metrics: string, series: string): number | undefined {
-  const line = metrics.split("\n").find((l) => l.startsWith(series + " "));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 Deno.test("Balancer follows an SRV name: added targets take connections, kept ones keep their counts, removed ones drain", async () => {
@@ -325,18 +300,7 @@ Deno.test("main.ts serve follows DNS answers through [server] resolver, and exit
   const port = await freePort();
   const admin = await freePort();
   const config = (srv: string) =>
-    `${
-      body(dns.address, `[{ srv = "${srv}", interval = "100ms" }]`)
-        .replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"\nworkers = 1`)
-    }
-[admin]
-listen = "127.0.0.1:${admin}"
-
-[tls]
-ca = "${pki.ca.certPath}"
-cert = "${pki.server.certPath}"
-key = "${pki.server.keyPath}"
-`;
+    mainConfig({ resolver: dns.address, srv, port, workers: 1, admin }, pki);
   dns.set("lo.test", { a: ["127.0.0.1"] });
   dns.set(SRV, { srv: [{ weight: 1, port: a.port, target: "lo.test" }] });
 
@@ -374,58 +338,22 @@ key = "${pki.server.keyPath}"
 
   await t.step("answers change while it serves", async () => {
     await using dir = await configDir(config(SRV));
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        `--allow-read=${dir.path},${pki.dir}`,
-        "main.ts",
-        "--config",
-        dir.path,
-        "--log-format",
-        "json",
-      ],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const reader = lines(child.stderr);
-    const seen: string[] = [];
-    try {
-      await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
-      const status = async (): Promise<GroupState> => {
-        const response = await rawRequest(admin, ["GET /status HTTP/1.1", "host: 127.0.0.1"]);
-        return (JSON.parse(response.body) as { groups: GroupState[] }).groups[0]!;
-      };
-      assert.deepEqual((await status()).upstreams.map((u) => u.address), [a.address]);
-      const added = performance.now();
-      dns.set(SRV, { srv: [{ weight: 1, port: b.port, target: "lo.test" }] });
-      const change = await waitForRecord(reader, seen, (r) => /^DNS srv /.test(String(r.message)));
-      assert.match(String(change.message), new RegExp(`${b.port} added.*${a.port} removed`));
-      let taken = false;
-      for (let i = 0; i < 50 && !taken; i++) {
-        const socket = await connectClient(port, pki.alice);
-        taken = text(await readBytes(socket, 2)).trim() === "b";
-        socket.destroy();
-      }
-      assert.ok(taken, "b takes connections");
-      // About 170 ms with this 100 ms interval: the interval, the look-up, the first probe.
-      assert.ok(performance.now() - added < WAIT_MS);
-      const entry = (await status()).dns?.[0];
-      assert.deepEqual(entry?.upstreams, [b.address]);
-      assert.ok(entry?.resolvedAt !== undefined);
-      child.kill("SIGTERM");
-      await waitForRecord(reader, seen, (r) => r.message === "Stopped");
-    } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-      for await (const _ of reader); // Drain stderr so its resource closes.
-      await child.status;
-    }
+    await using main = serveMain(["--allow-net", `--allow-read=${dir.path},${pki.dir}`], dir.path);
+    const { child, reader, seen } = main;
+    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+    assert.deepEqual((await adminGroup(admin)).upstreams.map((u) => u.address), [a.address]);
+    const added = performance.now();
+    dns.set(SRV, { srv: [{ weight: 1, port: b.port, target: "lo.test" }] });
+    const change = await waitForRecord(reader, seen, (r) => /^DNS srv /.test(String(r.message)));
+    assert.match(String(change.message), new RegExp(`${b.port} added.*${a.port} removed`));
+    assert.ok(await reaches(port, pki.alice, "b"), "b takes connections");
+    // About 170 ms with this 100 ms interval: the interval, the look-up, the first probe.
+    assert.ok(performance.now() - added < WAIT_MS);
+    const entry = (await adminGroup(admin)).dns?.[0];
+    assert.deepEqual(entry?.upstreams, [b.address]);
+    assert.ok(entry?.resolvedAt !== undefined);
+    child.kill("SIGTERM");
+    await waitForRecord(reader, seen, (r) => r.message === "Stopped");
   });
 });
 

@@ -8,48 +8,30 @@ import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import type { LoadedConfig } from "../lib/server/lifecycle.ts";
-import type { GroupState, UpstreamState } from "../lib/server/status.ts";
 import { Balancer } from "../lib/server/balancer.ts";
 import { WorkerBalancer } from "../lib/workers/worker_balancer.ts";
 import type { SharedStateOptions } from "../lib/workers/shared_state.ts";
-import { TestDnsServer, type TestSrv } from "./_dns_server.ts";
 import {
-  banner,
-  connectClient,
-  rawRequest,
-  readAll,
-  readBytes,
-  TestUpstream,
-  text,
-} from "./_harness.ts";
+  adminGroup,
+  body,
+  group,
+  mainConfig,
+  reaches,
+  sample,
+  serveMain,
+  SRV,
+  upstream,
+  WAIT_MS,
+} from "./_dns_fixtures.ts";
+import { TestDnsServer, type TestSrv } from "./_dns_server.ts";
+import { banner, connectClient, readAll, readBytes, TestUpstream, text } from "./_harness.ts";
 import { type TestCredential, testPki } from "./_pki_fixtures.ts";
 import { configDir } from "./_subprocess.ts";
-import { lines, waitForRecord } from "../testing/lines.ts";
+import { waitForRecord } from "../testing/lines.ts";
 import { ROOT } from "../testing/paths.ts";
 import { until } from "../testing/poll.ts";
 import { freePort } from "../testing/ports.ts";
 import { runMain } from "../testing/run_main.ts";
-
-const SRV = "_api._tcp.test";
-/** Re-resolution and probe state changes take a few intervals at most. */
-const WAIT_MS = 5_000;
-
-function body(resolver: string, upstreams: string): string {
-  return `[server]
-listen = "127.0.0.1:0"
-resolver = "${resolver}"
-
-[health]
-interval = "1h"
-
-[groups.api]
-upstreams = ${upstreams}
-
-[clients.alice]
-match = { cn = "alice" }
-groups = ["api"]
-`;
-}
 
 async function load(text: string): Promise<LoadedConfig> {
   const pki = await testPki();
@@ -74,14 +56,6 @@ function port(balancer: WorkerBalancer): number {
   return balancer.listeners()[0]!.address.port;
 }
 
-function group(balancer: WorkerBalancer): GroupState {
-  return balancer.status().groups.find((g) => g.name === "api")!;
-}
-
-function upstream(balancer: WorkerBalancer, address: string): UpstreamState | undefined {
-  return group(balancer).upstreams.find((u) => u.address === address);
-}
-
 /** Connects as alice and reads the one-line banner of the upstream it reached. */
 async function connectTo(
   balancer: WorkerBalancer,
@@ -103,11 +77,6 @@ async function visit(balancer: WorkerBalancer, who: TestCredential): Promise<str
 
 function srv(...ports: number[]): { srv: TestSrv[] } {
   return { srv: ports.map((port) => ({ weight: 1, port, target: "lo.test" })) };
-}
-
-function sample(metrics: string, series: string): number | undefined {
-  const line = metrics.split("\n").find((l) => l.startsWith(series + " "));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 Deno.test("WorkerBalancer looks an SRV name up once for both workers: added targets take connections, kept ones keep their counts, removed ones drain and give their shared count to the next", async () => {
@@ -337,18 +306,9 @@ Deno.test("main.ts serve with workers = 2 follows DNS answers, with the permissi
   const admin = await freePort();
   dns.set("lo.test", { a: ["127.0.0.1"] });
   dns.set(SRV, srv(a.port));
-  await using dir = await configDir(`${
-    body(dns.address, `[{ srv = "${SRV}", interval = "100ms" }]`)
-      .replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"\nworkers = 2`)
-  }
-[admin]
-listen = "127.0.0.1:${admin}"
-
-[tls]
-ca = "${pki.ca.certPath}"
-cert = "${pki.server.certPath}"
-key = "${pki.server.keyPath}"
-`);
+  await using dir = await configDir(
+    mainConfig({ resolver: dns.address, srv: SRV, port, workers: 2, admin }, pki),
+  );
   const printed = await runMain([`--allow-read=${dir.path}`], [
     "permissions",
     "--config",
@@ -359,48 +319,21 @@ key = "${pki.server.keyPath}"
   assert.ok(flags.includes("--allow-net"), printed.stdout);
   assert.ok(flags.some((f) => f.startsWith("--allow-read=") && f.includes(join(ROOT, "lib"))));
 
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, "main.ts", "--config", dir.path, "--log-format", "json"],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = lines(child.stderr);
-  const seen: string[] = [];
-  try {
-    await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
-    assert.ok(seen.some((l) => /Started 2 workers/.test(l)), seen.join("\n"));
-    assert.ok(!seen.some((l) => /one event loop/.test(l)), seen.join("\n"));
-    const status = async (): Promise<GroupState> => {
-      const response = await rawRequest(admin, ["GET /status HTTP/1.1", "host: 127.0.0.1"]);
-      return (JSON.parse(response.body) as { groups: GroupState[] }).groups[0]!;
-    };
-    assert.deepEqual((await status()).upstreams.map((u) => u.address), [a.address]);
-    dns.set(SRV, srv(b.port));
-    const change = await waitForRecord(reader, seen, (r) => /^DNS srv /.test(String(r.message)));
-    assert.match(String(change.message), new RegExp(`${b.port} added.*${a.port} removed`));
-    let taken = false;
-    for (let i = 0; i < 50 && !taken; i++) {
-      const socket = await connectClient(port, pki.alice);
-      taken = text(await readBytes(socket, 2)).trim() === "b";
-      socket.destroy();
-    }
-    assert.ok(taken, "b takes connections");
-    const entry = (await status()).dns?.[0];
-    assert.deepEqual(entry?.upstreams, [b.address]);
-    assert.ok(entry?.resolvedAt !== undefined);
-    const logged = seen.filter((l) => l.includes("DNS srv")).length;
-    assert.equal(logged, 1, "the primary logs the change once, not once per worker");
-    child.kill("SIGTERM");
-    await waitForRecord(reader, seen, (r) => r.message === "Stopped");
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-    for await (const _ of reader); // Drain stderr so its resource closes.
-    await child.status;
-  }
+  await using main = serveMain(flags, dir.path);
+  const { child, reader, seen } = main;
+  await waitForRecord(reader, seen, (r) => /started: listening on/.test(String(r.message)));
+  assert.ok(seen.some((l) => /Started 2 workers/.test(l)), seen.join("\n"));
+  assert.ok(!seen.some((l) => /one event loop/.test(l)), seen.join("\n"));
+  assert.deepEqual((await adminGroup(admin)).upstreams.map((u) => u.address), [a.address]);
+  dns.set(SRV, srv(b.port));
+  const change = await waitForRecord(reader, seen, (r) => /^DNS srv /.test(String(r.message)));
+  assert.match(String(change.message), new RegExp(`${b.port} added.*${a.port} removed`));
+  assert.ok(await reaches(port, pki.alice, "b"), "b takes connections");
+  const entry = (await adminGroup(admin)).dns?.[0];
+  assert.deepEqual(entry?.upstreams, [b.address]);
+  assert.ok(entry?.resolvedAt !== undefined);
+  const logged = seen.filter((l) => l.includes("DNS srv")).length;
+  assert.equal(logged, 1, "the primary logs the change once, not once per worker");
+  child.kill("SIGTERM");
+  await waitForRecord(reader, seen, (r) => r.message === "Stopped");
 });

@@ -12,6 +12,7 @@ import {
   readAll,
   readBytes,
   startBalancer,
+  type TestBalancer,
   TestUpstream,
   text,
 } from "./_harness.ts";
@@ -43,13 +44,31 @@ const BOB = `[clients.bob]
 match = { cn = "bob" }
 groups = ["echo", "cache"]`;
 
+/** Two echo upstreams (groups echo and cache) and a balancer with `rest` in front. */
+interface Limited extends AsyncDisposable {
+  /** The upstream of group echo. */
+  echo: TestUpstream;
+  /** The balancer. */
+  lb: TestBalancer;
+}
+
+/** Starts {@linkcode config} with `rest` on two fresh echo upstreams. */
+async function startLimited(rest: string): Promise<Limited> {
+  await using stack = new AsyncDisposableStack();
+  const echo = stack.use(await TestUpstream.start());
+  const cache = stack.use(await TestUpstream.start());
+  const lb = stack.use(await startBalancer(config(echo.address, cache.address, rest)));
+  const started = stack.move();
+  return { echo, lb, [Symbol.asyncDispose]: () => started.disposeAsync() };
+}
+
 /** Connects to `group` (by SNI) and waits for an echo: the connection is forwarded. */
 async function forwarded(
-  port: number,
+  lb: TestBalancer,
   who: Parameters<typeof connectClient>[1],
   group: string,
 ): Promise<TLSSocket> {
-  const socket = await connectClient(port, who, { servername: group });
+  const socket = await connectClient(lb.port(), who, { servername: group });
   socket.write("x");
   assert.equal(text(await readBytes(socket, 1)), "x");
   return socket;
@@ -57,13 +76,13 @@ async function forwarded(
 
 /** Connects to `group` and expects a refusal with `reason`; returns its record. */
 async function refused(
-  port: number,
+  lb: TestBalancer,
   who: Parameters<typeof connectClient>[1],
   group: string,
-  denied: Promise<DenyRecord>,
   reason: string,
 ): Promise<DenyRecord> {
-  const socket = await connectClient(port, who, { servername: group });
+  const denied = nextEvent<DenyRecord>(lb.balancer, "deny");
+  const socket = await connectClient(lb.port(), who, { servername: group });
   socket.write("x");
   const [record, { data }] = await Promise.all([denied, readAll(socket)]);
   assert.equal(record.reason, reason, record.detail);
@@ -80,59 +99,37 @@ function sample(exposition: string, series: string): number | undefined {
 }
 
 Deno.test("Balancer holds a client's cap within one group while its other group stays open", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `${ALICE}
+  await using limited = await startLimited(`${ALICE}
 [clients.alice.per_group.cache]
-max_connections = 2`,
-  ));
+max_connections = 2`);
+  const { lb } = limited;
   const open = [
-    await forwarded(lb.port(), lb.pki.alice, "cache"),
-    await forwarded(lb.port(), lb.pki.alice, "cache"),
+    await forwarded(lb, lb.pki.alice, "cache"),
+    await forwarded(lb, lb.pki.alice, "cache"),
   ];
-  const record = await refused(
-    lb.port(),
-    lb.pki.alice,
-    "cache",
-    nextEvent(lb.balancer, "deny"),
-    "limit_concurrency",
-  );
+  const record = await refused(lb, lb.pki.alice, "cache", "limit_concurrency");
   assert.equal(record.group, "cache");
   assert.match(record.detail!, /at its limit of 2 concurrent connections in group "cache"/);
   // The other group is open to her, up to her overall cap.
-  open.push(await forwarded(lb.port(), lb.pki.alice, "echo"));
-  open.push(await forwarded(lb.port(), lb.pki.alice, "echo"));
-  open.push(await forwarded(lb.port(), lb.pki.alice, "echo"));
+  open.push(await forwarded(lb, lb.pki.alice, "echo"));
+  open.push(await forwarded(lb, lb.pki.alice, "echo"));
+  open.push(await forwarded(lb, lb.pki.alice, "echo"));
   assert.equal(lb.balancer.status().clients.find((c) => c.name === "alice")!.active, 5);
   for (const socket of open) socket.destroy();
 });
 
 Deno.test("Balancer holds a group's total cap over all its clients (group_full)", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `max_connections = 2
+  await using limited = await startLimited(`max_connections = 2
 ${ALICE}
-${BOB}`,
-  ));
+${BOB}`);
+  const { lb } = limited;
   const open = [
-    await forwarded(lb.port(), lb.pki.alice, "cache"),
-    await forwarded(lb.port(), lb.pki.bob, "cache"),
+    await forwarded(lb, lb.pki.alice, "cache"),
+    await forwarded(lb, lb.pki.bob, "cache"),
   ];
-  const record = await refused(
-    lb.port(),
-    lb.pki.bob,
-    "cache",
-    nextEvent(lb.balancer, "deny"),
-    "group_full",
-  );
+  const record = await refused(lb, lb.pki.bob, "cache", "group_full");
   assert.match(record.detail!, /group "cache" is at its limit of 2 concurrent connections/);
-  open.push(await forwarded(lb.port(), lb.pki.bob, "echo")); // the other group is not capped
+  open.push(await forwarded(lb, lb.pki.bob, "echo")); // the other group is not capped
   const metrics = lb.balancer.metrics.render();
   assert.equal(sample(metrics, `mtlb_connections_denied_total{reason="group_full"}`), 1);
   const status = lb.balancer.status();
@@ -148,45 +145,29 @@ ${BOB}`,
   const ended = nextEvent(lb.balancer, "end");
   open.shift()!.destroy();
   await ended;
-  open.push(await forwarded(lb.port(), lb.pki.bob, "cache"));
+  open.push(await forwarded(lb, lb.pki.bob, "cache"));
   for (const socket of open) socket.destroy();
 });
 
 Deno.test("Balancer limits a client's rate within one group (limit_rate), not in its others", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `${ALICE}
+  await using limited = await startLimited(`${ALICE}
 [clients.alice.per_group.cache]
-connection_rate = { count = 1, per = "1h" }`,
-  ));
-  (await forwarded(lb.port(), lb.pki.alice, "cache")).destroy();
-  const record = await refused(
-    lb.port(),
-    lb.pki.alice,
-    "cache",
-    nextEvent(lb.balancer, "deny"),
-    "limit_rate",
-  );
+connection_rate = { count = 1, per = "1h" }`);
+  const { lb } = limited;
+  (await forwarded(lb, lb.pki.alice, "cache")).destroy();
+  const record = await refused(lb, lb.pki.alice, "cache", "limit_rate");
   assert.match(record.detail!, /rate limit of 1 connection per 1h in group "cache"/);
-  for (let i = 0; i < 3; i++) (await forwarded(lb.port(), lb.pki.alice, "echo")).destroy();
+  for (let i = 0; i < 3; i++) (await forwarded(lb, lb.pki.alice, "echo")).destroy();
 });
 
 Deno.test("Balancer queues connections over the rate: five at 2 per second all pass, the last after 1 s", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `[limits]
+  await using limited = await startLimited(`[limits]
 on_rate_limit = "queue"
 queue_timeout = "5s"
 ${ALICE}
-connection_rate = { count = 2, per = "1s" }`,
-  ));
-  const probes = echo.accepted; // the first health probe round
+connection_rate = { count = 2, per = "1s" }`);
+  const { lb } = limited;
+  const probes = limited.echo.accepted; // the first health probe round
   const started = performance.now();
   const sockets = await Promise.all(
     Array.from({ length: 5 }, () => connectClient(lb.port(), lb.pki.alice, { servername: "echo" })),
@@ -198,7 +179,7 @@ connection_rate = { count = 2, per = "1s" }`,
   assert.equal(status.active, 5);
   assert.equal(lb.balancer.status().groups.find((g) => g.name === "echo")!.open, 5);
   assert.equal(sample(lb.balancer.metrics.render(), "mtlb_limiter_queued"), 3);
-  const dialed = echo.accepted - probes;
+  const dialed = limited.echo.accepted - probes;
   assert.ok(dialed <= 2, `${dialed} upstream connections for 2 admitted`);
   const times = await Promise.all(sockets.map(async (socket, i) => {
     socket.write(String(i));
@@ -214,25 +195,14 @@ connection_rate = { count = 2, per = "1s" }`,
 });
 
 Deno.test("Balancer refuses a queued connection whose token is not due within queue_timeout", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `[limits]
+  await using limited = await startLimited(`[limits]
 on_rate_limit = "queue"
 queue_timeout = "500ms"
 ${ALICE}
-connection_rate = { count = 1, per = "1h" }`,
-  ));
-  const first = await forwarded(lb.port(), lb.pki.alice, "echo");
-  const record = await refused(
-    lb.port(),
-    lb.pki.alice,
-    "echo",
-    nextEvent(lb.balancer, "deny"),
-    "limit_rate",
-  );
+connection_rate = { count = 1, per = "1h" }`);
+  const { lb } = limited;
+  const first = await forwarded(lb, lb.pki.alice, "echo");
+  const record = await refused(lb, lb.pki.alice, "echo", "limit_rate");
   assert.match(record.detail!, /its turn would come in \d+ms, past queue_timeout \(500ms\)/);
   const metrics = lb.balancer.metrics.render();
   assert.equal(sample(metrics, "mtlb_limiter_queue_timeouts_total"), 1);
@@ -242,18 +212,13 @@ connection_rate = { count = 1, per = "1h" }`,
 });
 
 Deno.test("Balancer refuses queued connections when it drains (server_closing)", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `[limits]
+  await using limited = await startLimited(`[limits]
 on_rate_limit = "queue"
 queue_timeout = "30s"
 ${ALICE}
-connection_rate = { count = 1, per = "10s" }`,
-  ));
-  const first = await forwarded(lb.port(), lb.pki.alice, "echo");
+connection_rate = { count = 1, per = "10s" }`);
+  const { lb } = limited;
+  const first = await forwarded(lb, lb.pki.alice, "echo");
   const queued = await connectClient(lb.port(), lb.pki.alice, { servername: "echo" });
   queued.write("x");
   assert.ok(await until(() => lb.balancer.limiter.queued() === 1, 5000, 5));
@@ -272,14 +237,9 @@ connection_rate = { count = 1, per = "10s" }`,
 });
 
 Deno.test("Balancer throttles a client to its bandwidth: 3 MiB echoed at 1 MiB/s take about 3 s, byte-exact", async () => {
-  await using echo = await TestUpstream.start();
-  await using cache = await TestUpstream.start();
-  await using lb = await startBalancer(config(
-    echo.address,
-    cache.address,
-    `${ALICE}
-bandwidth = "1MiB/s"`,
-  ));
+  await using limited = await startLimited(`${ALICE}
+bandwidth = "1MiB/s"`);
+  const { lb } = limited;
   assert.equal(lb.balancer.status().clients.find((c) => c.name === "alice")!.bandwidth, 1048576);
   const size = 3 * 1024 * 1024;
   const payload = new Uint8Array(size);

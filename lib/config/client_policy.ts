@@ -17,6 +17,33 @@ import type { Config } from "./types.ts";
 /** A TOML table as smol-toml reads it. */
 type Table = Record<string, unknown>;
 
+/**
+ * The client policy a balancer serves when a fleet shares it (`[cluster] clients =
+ * "shared"`): where it comes from, its version, and how the store is doing.
+ */
+export interface ClientPolicyStatus {
+  /** `"store"` once a stored version is in force; `"file"` while the file's `[clients]` is. */
+  source: "store" | "file";
+  /** The version in force (absent while the file's `[clients]` is). */
+  version?: number;
+  /** The SHA-256 of the policy document in force, hex. */
+  sha256?: string;
+  /** When the version in force was pushed, ISO 8601. */
+  pushedAt?: string;
+  /** When this instance applied it, ISO 8601. */
+  appliedAt?: string;
+  /** The latest version seen in the store, when it differs from the one in force. */
+  storeVersion?: number;
+  /** Whether the latest exchange with the store succeeded. */
+  storeReachable: boolean;
+  /** Failed reads of the store since start. */
+  storeErrors: number;
+  /** Stored versions this instance could not apply, since start. */
+  refused: number;
+  /** Why the latest read or apply failed, while it is the latest news. */
+  lastError?: string;
+}
+
 function readToml(text: string, path: string): Table {
   try {
     return parse(text.replace(/^\uFEFF/, ""), { integersAsBigInt: true, maxDepth: 32 });

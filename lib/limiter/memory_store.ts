@@ -4,7 +4,13 @@
  * @module
  */
 
-import { type AcquireRequest, type Admission, ADMITTED, type LimiterStore } from "./store.ts";
+import {
+  type AcquireRequest,
+  type Admission,
+  ADMITTED,
+  type LimiterStore,
+  rateRefusal,
+} from "./store.ts";
 import { clampFullAt, isFull, NO_BUCKET, takeToken, tokenWait } from "./token_bucket.ts";
 
 /** The memory store sweeps idle clients once it holds this many, or twice its last live size. */
@@ -113,14 +119,7 @@ export class MemoryLimiterStore implements LimiterStore {
         const state = states[i];
         if (state !== undefined) state.fullAt = clamped[i]!;
       }
-      const refusing = scopes[worst]!.limits.rate!;
-      return {
-        admitted: false,
-        kind: "rate",
-        limit: refusing.count,
-        retryAfterMs: wait - maxWait,
-        scope: worst,
-      };
+      return rateRefusal(scopes, worst, wait - maxWait);
     }
     for (let i = 0; i < scopes.length; i++) {
       const state = states[i];

@@ -7,7 +7,13 @@
  * @module
  */
 
-import { type AcquireRequest, type Admission, ADMITTED, type LimiterStore } from "./store.ts";
+import {
+  type AcquireRequest,
+  type Admission,
+  ADMITTED,
+  type LimiterStore,
+  rateRefusal,
+} from "./store.ts";
 import { clampFullAt, takeToken, tokenWait } from "./token_bucket.ts";
 
 /**
@@ -138,14 +144,7 @@ export class SharedMemoryLimiterStore implements LimiterStore {
         }
       }
       if (wait > maxWait) {
-        const refusing = scopes[worst]!.limits.rate!;
-        return {
-          admitted: false,
-          kind: "rate",
-          limit: refusing.count,
-          retryAfterMs: wait - maxWait,
-          scope: worst,
-        };
+        return rateRefusal(scopes, worst, wait - maxWait);
       }
       for (let i = 0; i < scopes.length; i++) {
         const index = indexes[i]!;

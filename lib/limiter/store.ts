@@ -95,6 +95,29 @@ export type Admission =
 export const ADMITTED: Admission = Object.freeze({ admitted: true });
 
 /**
+ * The refusal a store answers when a rate token is not due in time: the rate of the
+ * scope that waits longest, and how long past the caller's wait its token is due.
+ *
+ * @param scopes The scopes of the request.
+ * @param scope The index of the scope whose token is due last; it has a rate limit.
+ * @param retryAfterMs Milliseconds until a new attempt would be admitted.
+ * @returns The rate refusal.
+ */
+export function rateRefusal(
+  scopes: readonly ScopeLimits[],
+  scope: number,
+  retryAfterMs: number,
+): Admission {
+  return {
+    admitted: false,
+    kind: "rate",
+    limit: scopes[scope]!.limits.rate!.count,
+    retryAfterMs,
+    scope,
+  };
+}
+
+/**
  * Where `ClientLimiter` keeps its state: open-slot counts and token buckets, one of
  * each per key. Methods may answer synchronously or with a promise, so a store may
  * live in another process (Redis) or in shared memory between workers.

@@ -11,6 +11,7 @@ import { getLogger } from "@logtape/logtape";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 import { errorMessage } from "../core/errors.ts";
+import type { ClientPolicyStatus } from "../config/client_policy.ts";
 import type { StoredClientPolicy } from "./client_policy_store.ts";
 
 const logger = getLogger(["mtlb", "cluster"]);
@@ -28,29 +29,11 @@ export interface ClientPolicySource {
   subscribe(listener: (version: number) => void): Promise<boolean>;
 }
 
-/** What an instance serves, and how its store is doing: `/status` and metrics show it. */
-export interface ClientPolicyState {
-  /** `"store"` once a stored version is in force; `"file"` while the file's `[clients]` is. */
-  source: "store" | "file";
-  /** The version in force (absent while the file's `[clients]` is). */
-  version?: number;
-  /** The SHA-256 of the document in force. */
-  sha256?: string;
-  /** When the version in force was pushed, ISO 8601. */
-  pushedAt?: string;
-  /** When this instance applied it, ISO 8601. */
-  appliedAt?: string;
-  /** The latest version seen in the store, when it differs from the one in force. */
-  storeVersion?: number;
-  /** Whether the latest exchange with the store succeeded. */
-  storeReachable: boolean;
-  /** Failed reads of the store since start. */
-  storeErrors: number;
-  /** Stored versions this instance could not apply, since start. */
-  refused: number;
-  /** Why the latest read or apply failed, while it is the latest news. */
-  lastError?: string;
-}
+/**
+ * What an instance serves, and how its store is doing: `/status` and metrics show it.
+ * The same shape as the balancer's {@linkcode ClientPolicyStatus}.
+ */
+export type ClientPolicyState = ClientPolicyStatus;
 
 /** Options of {@linkcode ClientPolicyFollower}. */
 export interface ClientPolicyFollowerOptions {

@@ -27,6 +27,7 @@ import {
   type Admission,
   ADMITTED,
   type LimiterStore,
+  rateRefusal,
   StoreUnavailableError,
 } from "../limiter/store.ts";
 import { type Clock, systemClock, type TimerId } from "../core/clock.ts";
@@ -637,14 +638,7 @@ export class RedisLimiterStore implements LimiterStore, AsyncDisposable {
         scope,
       };
     }
-    const scope = fourth!;
-    return {
-      admitted: false,
-      kind: "rate",
-      limit: scopes[scope]!.limits.rate!.count,
-      retryAfterMs: third!,
-      scope,
-    };
+    return rateRefusal(scopes, fourth!, third!);
   }
 
   #fallback(request: AcquireRequest, now: number): Admission {

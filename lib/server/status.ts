@@ -10,6 +10,7 @@ import type { HealthState, TargetHealth } from "../upstream/health_probe.ts";
 import type { OutlierState } from "../upstream/outlier_detector.ts";
 import type { ReloadRecord } from "./records.ts";
 import type { Config } from "../config/mod.ts";
+import type { ClientPolicyStatus } from "../config/client_policy.ts";
 import type { ClientLimiter } from "../limiter/client_limiter.ts";
 
 /** Counters kept by the balancer, for metrics and tests. */
@@ -152,32 +153,7 @@ export interface ClientState {
   bandwidth?: number;
 }
 
-/**
- * The client policy a balancer serves when a fleet shares it (`[cluster] clients =
- * "shared"`): where it comes from, its version, and how the store is doing.
- */
-export interface ClientPolicyStatus {
-  /** `"store"` once a stored version is in force; `"file"` while the file's `[clients]` is. */
-  source: "store" | "file";
-  /** The version in force (absent while the file's `[clients]` is). */
-  version?: number;
-  /** The SHA-256 of the policy document in force, hex. */
-  sha256?: string;
-  /** When the version in force was pushed, ISO 8601. */
-  pushedAt?: string;
-  /** When this instance applied it, ISO 8601. */
-  appliedAt?: string;
-  /** The latest version seen in the store, when it differs from the one in force. */
-  storeVersion?: number;
-  /** Whether the latest exchange with the store succeeded. */
-  storeReachable: boolean;
-  /** Failed reads of the store since start. */
-  storeErrors: number;
-  /** Stored versions this instance could not apply, since start. */
-  refused: number;
-  /** Why the latest read or apply failed, while it is the latest news. */
-  lastError?: string;
-}
+export type { ClientPolicyStatus };
 
 /**
  * A JSON-ready snapshot of a running balancer, served by the admin endpoint's

@@ -47,16 +47,25 @@ function next<T extends Event>(target: EventTarget, type: string): Promise<T> {
 
 const addresses = (dns: DnsUpstreams) => dns.upstreams.map((u) => u.address);
 
+/** Follows the A and AAAA records of api.internal, on port 7000, every `interval` ms. */
+function apiInternal(
+  resolver: DnsResolver,
+  interval: number,
+  clock: FakeClock = new FakeClock(),
+): DnsUpstreams {
+  return new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
+    resolver,
+    interval,
+    clock,
+  });
+}
+
 Deno.test("DnsUpstreams.start() takes every A and AAAA address on the port", async () => {
   const resolver = new FakeResolver();
   resolver.a.set("api.internal", ["10.0.0.2", "10.0.0.1"]);
   resolver.aaaa.set("api.internal", ["fd00::1"]);
   const clock = new FakeClock();
-  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
-    resolver,
-    interval: 10_000,
-    clock,
-  });
+  const dns = apiInternal(resolver, 10_000, clock);
   await dns.start();
   assert.deepEqual(addresses(dns), ["10.0.0.1:7000", "10.0.0.2:7000", "[fd00::1]:7000"]);
   assert.deepEqual(dns.upstreams.map((u) => u.weight), [1, 1, 1]);
@@ -98,11 +107,7 @@ Deno.test("DnsUpstreams looks up again every interval and reports what changed",
   const resolver = new FakeResolver();
   resolver.a.set("api.internal", ["10.0.0.1", "10.0.0.2"]);
   const clock = new FakeClock();
-  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
-    resolver,
-    interval: 10_000,
-    clock,
-  });
+  const dns = apiInternal(resolver, 10_000, clock);
   await dns.start();
   resolver.a.set("api.internal", ["10.0.0.2", "10.0.0.3"]);
   const changed = next<DnsChangeEvent>(dns, "change");
@@ -198,11 +203,7 @@ Deno.test("DnsUpstreams.close() aborts a look-up in flight and stops the schedul
   const resolver = new FakeResolver();
   resolver.a.set("api.internal", ["10.0.0.1"]);
   const clock = new FakeClock();
-  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
-    resolver,
-    interval: 1_000,
-    clock,
-  });
+  const dns = apiInternal(resolver, 1_000, clock);
   await dns.start();
   resolver.hang = true;
   const refreshed = dns.refresh();
@@ -217,11 +218,7 @@ Deno.test("DnsUpstreams.close() aborts a look-up in flight and stops the schedul
 Deno.test("DnsUpstreams names the server in its messages, and takes the runtime's timeout for a timeout", async () => {
   const resolver = Object.assign(new FakeResolver(), { server: "127.0.0.1:9" });
   resolver.fail = new Deno.errors.TimedOut("proto error: request timed out");
-  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
-    resolver,
-    interval: 10_000,
-    clock: new FakeClock(),
-  });
+  const dns = apiInternal(resolver, 10_000);
   const error = await dns.start().then(() => assert.fail("expected a rejection"), (e) => e);
   assert.ok(error instanceof DnsLookupError);
   assert.equal(error.reason, "timeout");
@@ -248,12 +245,8 @@ Deno.test("DnsUpstreams logs when look-ups start failing and when they answer ag
   const resolver = Object.assign(new FakeResolver(), { server: "127.0.0.1:9" });
   resolver.a.set("api.internal", ["10.0.0.1"]);
   const clock = new FakeClock();
-  const dns = new DnsUpstreams({ type: "dns", name: "api.internal", port: 7000 }, {
-    resolver,
-    // Look-ups are made by refresh() below, a second apart, not by the schedule.
-    interval: 3_600_000,
-    clock,
-  });
+  // Look-ups are made by refresh() below, a second apart, not by the schedule.
+  const dns = apiInternal(resolver, 3_600_000, clock);
   await dns.start();
   let failures = 0;
   dns.addEventListener("failure", () => failures++);
