@@ -353,12 +353,11 @@ export class SessionRunner {
     group: string,
     queueTimeout: number,
   ): Promise<{ lease: ClientLease } | { deny: { reason: DenyReason; detail: string } }> {
-    const options = {
-      limits: client.limits,
-      group: client.groupLimits.get(group) ?? { name: group },
-      queueTimeout,
-    };
-    if (queueTimeout === 0) {
+    const limits = client.groupLimits.get(group) ?? { name: group };
+    const options = { limits: client.limits, group: limits, queueTimeout };
+    // Only a rate can make a connection wait: without one, no queue to watch.
+    const rated = client.limits.rate ?? limits.client?.rate ?? limits.total?.rate;
+    if (queueTimeout === 0 || rated === undefined) {
       try {
         return { lease: await this.#o.limiter.acquire(client.name, options) };
       } catch (error) {
