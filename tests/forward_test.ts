@@ -893,3 +893,67 @@ Deno.test("forward() pauses a throttled side until its wait is over, whatever dr
   assert.equal((await done).reason, "aborted");
   assert.equal(clock.pending, 0, "no timer left behind");
 });
+
+Deno.test("forward() pauses the client once 256 KiB wait for a plain upstream, a TLS one at its high-water mark", async (t) => {
+  /** A sink that holds every write until flush(), then writes on: its writableLength is what waits. */
+  const held = (encrypted: boolean) => {
+    let pending: (() => void) | undefined;
+    let flowing = false;
+    const socket = Object.assign(
+      new Duplex({
+        read() {},
+        write(_chunk, _encoding, done) {
+          if (flowing) done();
+          else pending = done;
+        },
+      }),
+      { encrypted },
+    );
+    const flush = () => {
+      flowing = true;
+      pending?.();
+    };
+    return { socket, flush };
+  };
+  const controller = new AbortController();
+  const forwards: Promise<{ reason: string }>[] = [];
+  const start = (upstream: Duplex, maxBuffer?: number) => {
+    const client = memorySocket();
+    forwards.push(forward(client, upstream, { signal: controller.signal, maxBuffer }));
+    return client;
+  };
+  const KiB = 1024;
+
+  await t.step("plain: past the high-water mark, reading goes on up to 256 KiB", async () => {
+    const upstream = held(false);
+    const client = start(upstream.socket);
+    for (let i = 0; i < 3; i++) client.emit("data", new Uint8Array(64 * KiB));
+    assert.equal(upstream.socket.writableLength, 192 * KiB);
+    assert.ok(!client.isPaused());
+    client.emit("data", new Uint8Array(64 * KiB));
+    assert.ok(client.isPaused(), "paused at 256 KiB waiting");
+    const drained = once(upstream.socket, "drain");
+    upstream.flush();
+    await drained;
+    assert.ok(!client.isPaused(), "resumed once it is written");
+  });
+
+  await t.step("plain: a quarter of maxBuffer when that is less", () => {
+    const upstream = held(false);
+    const client = start(upstream.socket, 512 * KiB);
+    client.emit("data", new Uint8Array(96 * KiB));
+    assert.ok(!client.isPaused());
+    client.emit("data", new Uint8Array(32 * KiB));
+    assert.ok(client.isPaused(), "paused at 128 KiB waiting");
+  });
+
+  await t.step("TLS: paused at the socket's high-water mark", () => {
+    const upstream = held(true);
+    const client = start(upstream.socket);
+    client.emit("data", new Uint8Array(upstream.socket.writableHighWaterMark));
+    assert.ok(client.isPaused());
+  });
+
+  controller.abort();
+  for (const result of await Promise.all(forwards)) assert.equal(result.reason, "aborted");
+});

@@ -117,7 +117,7 @@ export class SharedTimerClock implements Clock {
   #arm(at: number): void {
     if (this.#armed !== undefined) this.#base.clearTimeout(this.#armed);
     this.#armedAt = at;
-    this.#armed = this.#base.setTimeout(this.#fire, at - this.#base.now());
+    this.#armed = this.#base.setTimeout(this.#fire, Math.max(0, at - this.#base.now()));
   }
 
   #disarm(): void {

@@ -123,7 +123,8 @@ export interface ForwardOptions {
   stats?: ForwardStats;
   /**
    * The most bytes that may wait to be written to one side. A side that sends faster
-   * than the other reads is paused long before (at the socket's high-water mark); a
+   * than the other reads is paused long before (at the socket's high-water mark, or for
+   * a plain upstream socket once 256 KiB or a quarter of this wait); a
    * side that cannot be paused (a TLS socket without {@linkcode PAUSE_STOPS_READS})
    * fills the other's write buffer, and past this the forward ends with
    * `buffer_overflow`: one connection cannot take the process's memory.
@@ -187,11 +188,24 @@ const TIMER_SLACK_MS = 1;
 type Side = "client" | "upstream";
 
 /**
+ * A client is paused once this many bytes wait to be written to a plain (not TLS)
+ * upstream socket, or a quarter of `maxBuffer` if less, rather than as soon as a write
+ * passes the socket's high-water mark (64 KiB). Writes that wait together go out in
+ * one `writev`, and the client's reads stop and start (two handles each time, for a
+ * linked TLS socket) a quarter as often: a 512 MiB upload cost 1.14 times the Deno
+ * floor's CPU at the high-water mark and 1.03 times at 256 KiB. A TLS socket keeps its
+ * high-water mark.
+ */
+const PLAIN_PAUSE_AT = 256 * 1024;
+
+/**
  * Copies bytes both ways between `client` and `upstream` until both directions have
  * finished, a side fails, the idle timeout passes, or `options.signal` aborts.
  *
  * - Backpressure: when a write returns `false`, the other socket is paused until
- *   `"drain"`, so buffering stays within the sockets' high-water marks plus one chunk.
+ *   `"drain"`, so buffering stays within the sockets' high-water marks plus one chunk;
+ *   the client is paused only once 256 KiB wait for a plain (not TLS) upstream socket
+ *   (a quarter of `maxBuffer` if less), so that they go out together.
  *   Exception: a TLS socket (`encrypted: true`) is paused only when it carries
  *   {@linkcode PAUSE_STOPS_READS}. Deno 2.9's `node:tls` server sockets keep reading
  *   and decrypting into memory while paused (a paused socket handed over 32 MB in one
@@ -299,6 +313,8 @@ class Forwarder {
   readonly #pauseClient: boolean;
   readonly #pauseUpstream: boolean;
   readonly #maxBuffer: number;
+  /** Bytes waiting to be written to the upstream that pause the client (see PLAIN_PAUSE_AT). */
+  readonly #upstreamPauseAt: number;
 
   #fromClient = 0;
   #fromUpstream = 0;
@@ -358,6 +374,9 @@ class Forwarder {
     this.#pauseClient = pausable(client);
     this.#pauseUpstream = pausable(upstream);
     this.#maxBuffer = options.maxBuffer ?? Infinity;
+    this.#upstreamPauseAt = (upstream as { encrypted?: boolean }).encrypted === true
+      ? 0
+      : Math.min(PLAIN_PAUSE_AT, this.#maxBuffer / 4);
     this.#throttleClient = this.#pauseClient ? options.throttle?.fromClient : undefined;
     this.#throttleUpstream = this.#pauseUpstream ? options.throttle?.fromUpstream : undefined;
     if (this.#throttleClient !== undefined || this.#throttleUpstream !== undefined) {
@@ -407,11 +426,12 @@ class Forwarder {
     this.#fromClient += n;
     this.#stats.bytesFromClient += n;
     if (!this.#upstream.write(chunk)) {
-      this.#clientBlocked = true;
-      if (this.#pauseClient) this.#client.pause();
-      if (this.#upstream.writableLength > this.#maxBuffer) {
-        this.#terminate("buffer_overflow", undefined);
+      const queued = this.#upstream.writableLength;
+      if (queued >= this.#upstreamPauseAt) {
+        this.#clientBlocked = true;
+        if (this.#pauseClient) this.#client.pause();
       }
+      if (queued > this.#maxBuffer) this.#terminate("buffer_overflow", undefined);
     }
     const throttle = this.#throttleClient;
     if (throttle !== undefined) {
