@@ -63,3 +63,19 @@ Deno.test("SharedTimerClock keeps the other timers when a callback throws", () =
   base.advance(10);
   assert.ok(later);
 });
+
+Deno.test("SharedTimerClock never arms its base timer with a negative delay", () => {
+  // A base clock whose time moves between two readings, as a real one does.
+  let time = 0;
+  const delays: number[] = [];
+  const base = {
+    now: () => time += 0.25,
+    setTimeout: (_fn: () => void, ms: number) => (delays.push(ms), delays.length),
+    clearTimeout: () => {},
+  };
+  const clock = new SharedTimerClock(base);
+  clock.setTimeout(() => {}, 0);
+  clock.setTimeout(() => {}, -5);
+  assert.ok(delays.length > 0);
+  for (const ms of delays) assert.ok(ms >= 0, `armed with ${ms} ms`);
+});
