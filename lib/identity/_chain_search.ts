@@ -331,12 +331,15 @@ export function lazyText(make: () => string): Text {
   return { toString: () => text ??= make() };
 }
 
-/** Reads the presented certificates; what is not a certificate is left out. */
-export function readPresented(intermediates: readonly Uint8Array[]): Presented[] {
+/** Reads the presented certificates (with `parse`); what is not a certificate is left out. */
+export function readPresented(
+  intermediates: readonly Uint8Array[],
+  parse: (der: Uint8Array) => ParsedCertificate = parseCertificate,
+): Presented[] {
   const presented: Presented[] = [];
   for (const [index, der] of intermediates.entries()) {
     try {
-      presented.push({ cert: parseCertificate(der), index });
+      presented.push({ cert: parse(der), index });
     } catch {
       // Not a certificate: not an issuer either.
     }

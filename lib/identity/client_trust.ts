@@ -15,10 +15,11 @@ import {
   type ClientEkuMode,
   readCertificate,
 } from "./certificate.ts";
-import { sameBytes } from "./_x509.ts";
+import { DerCache } from "./_der_cache.ts";
 import {
   CHAIN_FAILURES,
   type IssuerMatch,
+  type LeafFacts,
   type TrustStore,
   type VerifiedPath,
   type VerifyResult,
@@ -125,7 +126,7 @@ export class ClientTrust {
    * hashed for their key) again. Only what the bytes say is kept; every check that
    * depends on the time or the trust in force runs on every call.
    */
-  #read = new Map<number, { der: Uint8Array; facts: CertificateFacts }>();
+  #read = new DerCache<{ facts: CertificateFacts; leaf: LeafFacts }>(READ_CACHE_SIZE);
 
   /**
    * Builds the checks.
@@ -163,8 +164,9 @@ export class ClientTrust {
     const der = chain[0];
     if (der === undefined) return refuse("bad_certificate", "no certificate was presented");
     let facts;
+    let leaf;
     try {
-      facts = this.#readLeaf(der);
+      ({ facts, leaf } = this.#readLeaf(der));
     } catch (error) {
       return refuse("bad_certificate", String(error));
     }
@@ -193,14 +195,7 @@ export class ClientTrust {
       // The runtime verified these signatures: a resumed session of this chain then
       // finds them remembered, instead of checking them again (0.7 ms each).
       remember: true,
-      leaf: {
-        der,
-        serial: identity.serial,
-        notBefore: validity.notBefore,
-        notAfter: validity.notAfter,
-        issuer: facts.issuer,
-        ...(facts.authorityKeyId === undefined ? {} : { authorityKeyId: facts.authorityKeyId }),
-      },
+      leaf,
     });
     return this.#finish(located, identity, validity, now);
   }
@@ -221,7 +216,7 @@ export class ClientTrust {
     if (der === undefined) return refuse("bad_certificate", "no certificate was presented");
     let facts;
     try {
-      facts = this.#readLeaf(der);
+      ({ facts } = this.#readLeaf(der));
     } catch (error) {
       return refuse("bad_certificate", String(error));
     }
@@ -229,17 +224,24 @@ export class ClientTrust {
     return this.#finish(verified, facts.identity, facts.validity, now);
   }
 
-  /** `readCertificate(der)`, remembered for the last {@linkcode READ_CACHE_SIZE} leaves. */
-  #readLeaf(der: Uint8Array): CertificateFacts {
-    const key = hashBytes(der);
-    const known = this.#read.get(key);
-    if (known !== undefined && sameBytes(known.der, der)) return known.facts;
-    const facts = readCertificate(der);
-    if (known === undefined && this.#read.size >= READ_CACHE_SIZE) {
-      this.#read.delete(this.#read.keys().next().value!);
-    }
-    this.#read.set(key, { der, facts });
-    return facts;
+  /**
+   * `readCertificate(der)` and the leaf as {@linkcode TrustStore.locate} takes it,
+   * remembered for the last {@linkcode READ_CACHE_SIZE} leaves (the same objects on
+   * every hit, on which the store remembers what it derives from them).
+   */
+  #readLeaf(der: Uint8Array): { facts: CertificateFacts; leaf: LeafFacts } {
+    return this.#read.get(der, (bytes) => {
+      const facts = readCertificate(bytes);
+      const leaf: LeafFacts = {
+        der: bytes,
+        serial: facts.identity.serial,
+        notBefore: facts.validity.notBefore,
+        notAfter: facts.validity.notAfter,
+        issuer: facts.issuer,
+      };
+      if (facts.authorityKeyId !== undefined) leaf.authorityKeyId = facts.authorityKeyId;
+      return { facts, leaf };
+    }).value;
   }
 
   #finish(
@@ -260,13 +262,6 @@ export class ClientTrust {
 
 /** How many leaf certificates {@linkcode ClientTrust} remembers having read. */
 const READ_CACHE_SIZE = 256;
-
-/** FNV-1a of `bytes`, 32 bits: a key, not a check (the bytes are compared in full). */
-function hashBytes(bytes: Uint8Array): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i]!, 0x01000193);
-  return hash >>> 0;
-}
 
 function refuse(reason: TrustDenial, detail: string, identity?: CertIdentity): ClientVerdict {
   return identity === undefined

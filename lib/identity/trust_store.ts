@@ -49,6 +49,7 @@ import type { ClientEkuMode } from "./certificate.ts";
 import { canonicalName, nameKey, nameText } from "./_name_text.ts";
 import { type Anchor, linkAnchors, oneCertificatePerKey, readAnchor } from "./_trust_anchors.ts";
 import { SignatureCache } from "./signature_cache.ts";
+import { DerCache } from "./_der_cache.ts";
 import type { IssuerMatch, TrustedAuthority } from "./trusted_authority.ts";
 
 export { CHAIN_FAILURES, type ChainFailure, MAX_INTERMEDIATES } from "./_chain_search.ts";
@@ -188,6 +189,14 @@ export class TrustStore {
   #anchors: Anchor[];
   /** By subject Name DER (as a string of its bytes). */
   #byName = new Map<string, Anchor[]>();
+  /** The certificates clients presented besides their leaf, read last. */
+  #presented = new DerCache<ParsedCertificate>(PRESENTED_CACHE_SIZE);
+  /**
+   * What was derived from bytes a caller hands in again (a cached leaf's DER and issuer
+   * name): the SHA-256 of a certificate, the lookup key of a name.
+   */
+  #digests = new WeakMap<Uint8Array, string>();
+  #nameKeys = new WeakMap<Uint8Array, string>();
   #cache: SignatureCache;
   #authorities: readonly TrustedAuthority[];
 
@@ -359,7 +368,7 @@ export class TrustStore {
     }
     const certificates: PathCertificate[] = [pathCertificate(leaf)];
     const intermediates: ParsedCertificate[] = [];
-    const presented = chain.length > 1 ? readPresented(chain.slice(1)) : [];
+    const presented = chain.length > 1 ? readPresented(chain.slice(1), this.#readPresented) : [];
     let child: ChildRef = {
       der: leaf.der,
       issuer: leaf.issuer,
@@ -533,9 +542,12 @@ export class TrustStore {
 
   /** Remembers that the key whose SPKI digest is `signerSpki` signed `child`. */
   #remember(child: ChildRef, signerSpki: string): void {
-    const digest = child.parsed === undefined
-      ? sha256(child.der)
-      : (child.parsed.sha256 ??= sha256(child.der));
+    let digest = child.parsed?.sha256 ?? this.#digests.get(child.der);
+    if (digest === undefined) {
+      digest = sha256(child.der);
+      if (child.parsed === undefined) this.#digests.set(child.der, digest);
+      else child.parsed.sha256 = digest;
+    }
     this.#cache.add(`${digest}:${signerSpki}`);
   }
 
@@ -565,7 +577,11 @@ export class TrustStore {
     presented: Presented[],
     now: number,
   ): Anchor | Presented | undefined {
-    let named = this.#byName.get(nameKey(child.issuer));
+    let issuerKey = this.#nameKeys.get(child.issuer);
+    if (issuerKey === undefined) {
+      this.#nameKeys.set(child.issuer, issuerKey = nameKey(child.issuer));
+    }
+    let named = this.#byName.get(issuerKey);
     if (named !== undefined && named.length > 1) named = oneCertificatePerKey(named, now);
     let others: Presented[] | undefined;
     for (const p of presented) {
@@ -593,6 +609,10 @@ export class TrustStore {
     }
     return undefined;
   }
+
+  /** Reads a presented certificate, or finds it read before. */
+  #readPresented = (der: Uint8Array): ParsedCertificate =>
+    this.#presented.get(der, parseCertificate).value;
 
   #presentedMatch(p: Presented): IssuerMatch {
     return { intermediate: p.index, spkiSha256: presentedSpki(p) };
@@ -645,6 +665,9 @@ export interface LocateOptions {
 }
 
 /** A certificate whose issuer is looked for. */
+/** How many presented certificates (besides leaves) a store remembers having read. */
+const PRESENTED_CACHE_SIZE = 256;
+
 interface ChildRef {
   der: Uint8Array;
   issuer: Uint8Array;
