@@ -76,7 +76,7 @@ function modules(dir: string): string[] {
   return found;
 }
 
-/** The lib/ modules a module imports (value and type imports, re-exports included). */
+/** The lib/ modules a module imports (value, type and dynamic imports, re-exports included). */
 function importsOf(path: string): string[] {
   const text = Deno.readTextFileSync(path);
   const found: string[] = [];
@@ -84,6 +84,10 @@ function importsOf(path: string): string[] {
     found.push(normalize(join(dirname(path), spec!)));
   }
   for (const [, spec] of text.matchAll(/^import\s+"(\.[^"]+)";/gm)) {
+    found.push(normalize(join(dirname(path), spec!)));
+  }
+  // Modules loaded on demand, `await import("./x.ts")`, follow the same rules.
+  for (const [, spec] of text.matchAll(/\bimport\(\s*"(\.[^"]+)"\s*\)/g)) {
     found.push(normalize(join(dirname(path), spec!)));
   }
   return found.filter((p) => p.startsWith(LIB));

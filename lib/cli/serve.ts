@@ -18,7 +18,6 @@ import {
 } from "../config/mod.ts";
 import { formatDuration } from "../core/duration.ts";
 import { configureLogging } from "../control/logging.ts";
-import { connectCluster } from "../redis/cluster.ts";
 import { checkPermissions, formatRunCommand, permissionFlags } from "../control/permissions.ts";
 import { permissionNeeds, workerCount } from "../control/permission_needs.ts";
 import { assertSupportedRuntime } from "../core/runtime.ts";
@@ -32,11 +31,11 @@ import { checkCertificateDates, upstreamCertificates } from "./certificate_dates
 import { checkIssuerPins } from "./issuer_pins.ts";
 import { sniCoverageWarning } from "./sni_coverage.ts";
 import type { StopSignals } from "./signals.ts";
+import type { SharedClients } from "./_shared_clients.ts";
 import { readAdminToken, readConfig, readTls } from "./_read_config.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "./exit_codes.ts";
 import type { Io } from "./_io.ts";
 import { errorMessage } from "../core/errors.ts";
-import { NoClientPolicyError, SharedClients } from "./_shared_clients.ts";
 
 const log = getLogger(["mtlb", "main"]);
 
@@ -112,6 +111,8 @@ export async function serveCommand(
   let shared: SharedClients | undefined;
   let served = config;
   if (config.cluster?.clients === "shared") {
+    // Redis is loaded only for a config with [cluster].
+    const { NoClientPolicyError, SharedClients } = await import("./_shared_clients.ts");
     try {
       ({ shared, config: served } = await SharedClients.open(
         config,
@@ -148,7 +149,7 @@ export async function serveCommand(
   // A fleet shares limits and upstream counts through [cluster] store (Redis).
   await using cluster = config.cluster === undefined
     ? undefined
-    : await connectCluster(config.cluster);
+    : await (await import("../redis/cluster.ts")).connectCluster(config.cluster);
   const workers = workerCount(config);
   if (cluster !== undefined && (config.server.workers ?? 1) > 1) {
     log.warn(
