@@ -76,18 +76,23 @@ function modules(dir: string): string[] {
   return found;
 }
 
-/** The lib/ modules a module imports (value, type and dynamic imports, re-exports included). */
-function importsOf(path: string): string[] {
+/**
+ * The lib/ modules a module imports: value, type and dynamic imports, re-exports
+ * included; with `loadedAtStart`, only what loads with it (no type-only or dynamic
+ * import).
+ */
+function importsOf(path: string, loadedAtStart = false): string[] {
   const text = Deno.readTextFileSync(path);
   const found: string[] = [];
-  for (const [, spec] of text.matchAll(/^(?:import|export)[^;]*?from\s+"(\.[^"]+)";/gms)) {
+  for (const [all, spec] of text.matchAll(/^(?:import|export)[^;]*?from\s+"(\.[^"]+)";/gms)) {
+    if (loadedAtStart && /^(?:import|export)\s+type\b/.test(all)) continue;
     found.push(normalize(join(dirname(path), spec!)));
   }
   for (const [, spec] of text.matchAll(/^import\s+"(\.[^"]+)";/gm)) {
     found.push(normalize(join(dirname(path), spec!)));
   }
   // Modules loaded on demand, `await import("./x.ts")`, follow the same rules.
-  for (const [, spec] of text.matchAll(/\bimport\(\s*"(\.[^"]+)"\s*\)/g)) {
+  for (const [, spec] of loadedAtStart ? [] : text.matchAll(/\bimport\(\s*"(\.[^"]+)"\s*\)/g)) {
     found.push(normalize(join(dirname(path), spec!)));
   }
   return found.filter((p) => p.startsWith(LIB));
@@ -143,4 +148,20 @@ Deno.test(`lib/: no module over ${MAX_LINES} lines`, () => {
     .map((path) => [relative(ROOT, path), Deno.readTextFileSync(path).split("\n").length] as const)
     .filter(([, lines]) => lines > MAX_LINES);
   assert.deepEqual(long, []);
+});
+
+Deno.test("lib/cli: serving loads no Redis or certificate authority code until a config asks", () => {
+  // What `main.ts serve` loads before reading its config: the Redis client comes with
+  // [cluster] and the CA code with `certs`, each by a dynamic import.
+  const loaded = new Set<string>();
+  const visit = (path: string) => {
+    if (loaded.has(path)) return;
+    loaded.add(path);
+    for (const next of importsOf(path, true)) visit(next);
+  };
+  visit(join(LIB, "cli", "cli.ts"));
+  visit(join(LIB, "cli", "serve.ts"));
+  const heavy = [...loaded].filter((path) => ["redis", "pki"].includes(folderOf(path)));
+  assert.deepEqual(heavy.map((path) => relative(ROOT, path)), []);
+  assert.ok(loaded.has(join(LIB, "cli", "args.ts")), "the walk follows static imports");
 });
