@@ -56,7 +56,7 @@ const FULL: Sizes = {
   roundTrips: 2_000,
   warmupRequests: 20_000,
   getSizes: [16 * 1024, 64 * 1024, 400 * 1024],
-  sequentialGets: 200,
+  sequentialGets: 1_000,
 };
 
 const QUICK: Sizes = {
