@@ -35,6 +35,26 @@ export interface RoundContext {
   log: (message: string) => void;
 }
 
+/**
+ * Measures every target twice, in `order` and then in reverse (A B C, C B A), so that
+ * a machine that slows down or speeds up during the figure weighs on every target
+ * alike: each target's mean sits at the same moment, the middle of the figure.
+ */
+async function thereAndBack<T>(
+  order: readonly Target[],
+  measure: (target: Target) => Promise<T>,
+): Promise<Map<Target, T[]>> {
+  const runs = new Map<Target, T[]>(order.map((target) => [target, []]));
+  for (const target of [...order, ...order.toReversed()]) {
+    runs.get(target)!.push(await measure(target));
+  }
+  return runs;
+}
+
+function mean(values: readonly number[]): number {
+  return values.reduce((sum, value) => sum + value, 0) / values.length;
+}
+
 /** `list` rotated left by `by` places (modulo its length). */
 function rotate<T>(list: readonly T[], by: number): T[] {
   const k = list.length === 0 ? 0 : by % list.length;
@@ -62,16 +82,21 @@ export async function measureRound(
   const direct = await requestRate(pki, upstreams.redis[0], sizes.requests, false);
   samples.add("set", "direct", direct.set);
   samples.add("get", "direct", direct.get);
-  for (const target of [...order, ...orderMulti]) {
-    const [rate, cpuMs] = await cpuDuring(
-      target.proc.pid,
-      () => requestRate(pki, target.redisPort, sizes.requests, true),
-    );
-    samples.add("set", target.label, rate.set);
-    samples.add("get", target.label, rate.get);
+  for (
+    const [target, runs] of await thereAndBack(
+      [...order, ...orderMulti],
+      (target) =>
+        cpuDuring(target.proc.pid, () => requestRate(pki, target.redisPort, sizes.requests, true)),
+    )
+  ) {
+    const set = mean(runs.map(([rate]) => rate.set));
+    const get = mean(runs.map(([rate]) => rate.get));
+    samples.add("set", target.label, set);
+    samples.add("get", target.label, get);
     // redis-benchmark sends `requests` SETs, then as many GETs.
+    const cpuMs = mean(runs.map(([, ms]) => ms));
     samples.add("cpu_requests", target.label, cpuMs / (2 * sizes.requests / 1000));
-    log(`${r}: ${target.label}: ${format(rate.set, 0)} SET/s, ${format(rate.get, 0)} GET/s`);
+    log(`${r}: ${target.label}: ${format(set, 0)} SET/s, ${format(get, 0)} GET/s`);
   }
   // The same requests in plain TCP: what the runtime costs without TLS.
   for (const target of order) {
@@ -82,19 +107,27 @@ export async function measureRound(
     );
     samples.add("cpu_requests_tcp", target.label, cpuMs / (2 * sizes.requests / 1000));
   }
-  for (const target of order) {
-    const mbs = await bulkThroughput(pki, target, upstreams, sizes.bulkBytes);
+  for (
+    const [target, runs] of await thereAndBack(
+      order,
+      (target) => bulkThroughput(pki, target, upstreams, sizes.bulkBytes),
+    )
+  ) {
+    const mbs = mean(runs);
     samples.add("bulk", target.label, mbs);
     log(`${r}: ${target.label}: bulk ${format(mbs, 1)} MB/s`);
   }
-  for (const target of order) {
-    const [rate, cpuMs] = await cpuDuring(
-      target.proc.pid,
-      () => handshakeRate(pki, target, sizes),
-    );
-    samples.add("handshakes", target.label, rate.perSecond);
-    samples.add("cpu_handshake", target.label, cpuMs / rate.count);
-    log(`${r}: ${target.label}: ${format(rate.perSecond, 0)} handshakes/s`);
+  for (
+    const [target, runs] of await thereAndBack(
+      order,
+      (target) => cpuDuring(target.proc.pid, () => handshakeRate(pki, target, sizes)),
+    )
+  ) {
+    const perSecond = mean(runs.map(([rate]) => rate.perSecond));
+    samples.add("handshakes", target.label, perSecond);
+    const count = runs.reduce((sum, [rate]) => sum + rate.count, 0);
+    samples.add("cpu_handshake", target.label, runs.reduce((sum, [, ms]) => sum + ms, 0) / count);
+    log(`${r}: ${target.label}: ${format(perSecond, 0)} handshakes/s`);
   }
   for (const target of order) {
     const [rate, cpuMs] = await cpuDuring(
