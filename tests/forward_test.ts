@@ -438,6 +438,23 @@ Deno.test("forward() pauses a linked TLS client: 32 MiB each way bounded, its FI
   await boundedTransfer({ tls: true, link: true });
 });
 
+Deno.test("forward() pauses a source that can be paused, whatever maxBuffer, rather than cutting it off", async () => {
+  // A plain TCP client under the runtime's 64 KiB high-water mark with maxBuffer 32 KiB:
+  // it is paused at the mark, its upstream reads everything in the end.
+  await using h = await Harness.start({ tls: false, forward: { maxBuffer: 32 * 1024 } });
+  h.upstreamPeer.pause();
+  const chunk = new Uint8Array(64 * 1024);
+  // More than the kernel's socket buffers on loopback take, so the write buffer fills.
+  for (let i = 0; i < 512; i++) h.client.write(chunk);
+  h.client.end();
+  let received = 0;
+  h.upstreamPeer.on("data", (data: Uint8Array) => received += data.length);
+  const ended = once(h.upstreamPeer, "end");
+  h.upstreamPeer.resume();
+  await ended;
+  assert.equal(received, 512 * chunk.length);
+});
+
 Deno.test("forward() ends with buffer_overflow when a source that cannot be paused fills maxBuffer", async () => {
   // An unlinked TLS server socket keeps reading however paused: the cap is the guard.
   await using h = await Harness.start({ tls: true, forward: { maxBuffer: 1024 * 1024 } });

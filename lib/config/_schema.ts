@@ -123,7 +123,7 @@ const server = table({
   }),
   max_buffer: withDefault(size(16 * 1024), "1MiB", {
     description:
-      "Bytes held per connection and direction at most, at least 16 KiB. A side that sends faster than the other reads is paused well before that; a connection whose buffer passes it anyway is closed (`buffer_overflow`), and so is a client that sends more than this before its upstream is connected.",
+      "Bytes held per connection and direction at most, at least 16 KiB. A side that sends faster than the other reads is paused (when 64 KiB wait, the runtime's high-water mark; for a plain upstream, when a quarter of this waits, at most 256 KiB), and then holds no more than that and one 64 KiB read. A connection whose buffer passes it anyway, from a side that cannot be paused, is closed (`buffer_overflow`), and so is a client that sends more than this before its upstream is connected.",
     examples: ["1MiB", "256KiB"],
   }),
   resolver: optional(

@@ -49,7 +49,8 @@ export const PAUSE_STOPS_READS: unique symbol = Symbol.for("mtlb.pauseStopsReads
  * - `tls_error`: a TLS-layer error on the client side (`ERR_SSL_*`, `ERR_TLS_*`, or an
  *   OpenSSL error).
  * - `idle_timeout`: no byte moved in either direction for `idleTimeout` milliseconds.
- * - `buffer_overflow`: more than `maxBuffer` bytes waited to be written to one side.
+ * - `buffer_overflow`: more than `maxBuffer` bytes waited to be written to one side, sent
+ *   by a side that cannot be paused.
  * - `aborted`: the `signal` aborted (drain or shutdown).
  */
 export type ForwardEndReason =
@@ -122,12 +123,13 @@ export interface ForwardOptions {
    */
   stats?: ForwardStats;
   /**
-   * The most bytes that may wait to be written to one side. A side that sends faster
-   * than the other reads is paused long before (at the socket's high-water mark, or for
-   * a plain upstream socket once 256 KiB or a quarter of this wait); a
-   * side that cannot be paused (a TLS socket without {@linkcode PAUSE_STOPS_READS})
-   * fills the other's write buffer, and past this the forward ends with
-   * `buffer_overflow`: one connection cannot take the process's memory.
+   * The most bytes that may wait to be written to one side for a sender that cannot
+   * be paused (a TLS socket without {@linkcode PAUSE_STOPS_READS}): it fills the
+   * other's write buffer, and past this the forward ends with `buffer_overflow`, so one
+   * connection cannot take the process's memory. A sender that can be paused is paused
+   * instead (at the socket's high-water mark, or for a plain upstream socket once 256
+   * KiB or a quarter of this wait), and then holds at most that and one read, even
+   * when this is lower.
    *
    * @default {Infinity}
    */
@@ -431,7 +433,11 @@ class Forwarder {
         this.#clientBlocked = true;
         if (this.#pauseClient) this.#client.pause();
       }
-      if (queued > this.#maxBuffer) this.#terminate("buffer_overflow", undefined);
+      // A side that can be paused holds at most the high-water mark and a chunk, whatever
+      // maxBuffer says; only one that cannot is cut off.
+      if (queued > this.#maxBuffer && !this.#pauseClient) {
+        this.#terminate("buffer_overflow", undefined);
+      }
     }
     const throttle = this.#throttleClient;
     if (throttle !== undefined) {
@@ -447,7 +453,7 @@ class Forwarder {
     if (!this.#client.write(chunk)) {
       this.#upstreamBlocked = true;
       if (this.#pauseUpstream) this.#upstream.pause();
-      if (this.#client.writableLength > this.#maxBuffer) {
+      if (this.#client.writableLength > this.#maxBuffer && !this.#pauseUpstream) {
         this.#terminate("buffer_overflow", undefined);
       }
     }
