@@ -13,20 +13,31 @@ Deno.test("DerCache reads equal bytes once, whatever array holds them", () => {
   assert.equal(reads, 2, "other bytes are read");
 });
 
-Deno.test("DerCache forgets the entry read first when full", () => {
+Deno.test("DerCache keeps its own copy of the bytes", () => {
+  const cache = new DerCache<number>(4);
+  const bytes = new Uint8Array([1, 2, 3]);
+  const entry = cache.get(bytes, (der) => der[0]!);
+  bytes[0] = 9;
+  assert.deepEqual([...entry.der], [1, 2, 3]);
+  assert.equal(cache.get(new Uint8Array([1, 2, 3]), () => -1).value, 1, "still found by content");
+});
+
+Deno.test("DerCache forgets the entry used least recently when full", () => {
   const cache = new DerCache<number>(2);
   let reads = 0;
   const read = () => ++reads;
   const bytes = (n: number) => new Uint8Array([n]);
   cache.get(bytes(1), read);
   cache.get(bytes(2), read);
+  cache.get(bytes(1), read); // used again: 2 is now the least recent
+  assert.equal(reads, 2);
   cache.get(bytes(3), read);
   assert.equal(reads, 3);
-  cache.get(bytes(3), read);
-  cache.get(bytes(2), read);
-  assert.equal(reads, 3, "the two last kept");
   cache.get(bytes(1), read);
-  assert.equal(reads, 4, "the first forgotten");
+  cache.get(bytes(3), read);
+  assert.equal(reads, 3, "1 and 3 kept");
+  cache.get(bytes(2), read);
+  assert.equal(reads, 4, "2 forgotten");
 });
 
 Deno.test("DerCache remembers nothing when reading throws", () => {

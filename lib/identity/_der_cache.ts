@@ -8,8 +8,8 @@
 import { sameBytes } from "./_x509.ts";
 
 /**
- * A bounded map from DER bytes (by content) to what was read from them; the entry read
- * first goes when it is full.
+ * A bounded map from DER bytes (by content) to what was read from them; the entry used
+ * least recently goes when it is full. It keeps its own copy of the bytes.
  */
 export class DerCache<T> {
   readonly #entries = new Map<number, { der: Uint8Array; value: T }>();
@@ -28,15 +28,22 @@ export class DerCache<T> {
    * What `read` made of bytes equal to `der`, remembered, or `read(der)` now.
    *
    * @param der The bytes.
-   * @param read Reads them; what it throws is thrown, and nothing is remembered.
-   * @returns The value, and the bytes it was first read from (the same object on every
+   * @param read Reads them (the cache's copy); what it throws is thrown, and nothing is
+   *   remembered.
+   * @returns The value, and the cache's copy of the bytes (the same object on every
    *   hit, for callers that remember more by identity).
    */
   get(der: Uint8Array, read: (der: Uint8Array) => T): { der: Uint8Array; value: T } {
     const key = hashBytes(der);
     const known = this.#entries.get(key);
-    if (known !== undefined && sameBytes(known.der, der)) return known;
-    const entry = { der, value: read(der) };
+    if (known !== undefined && sameBytes(known.der, der)) {
+      // Now the most recently used: moved to the end of the eviction order.
+      this.#entries.delete(key);
+      this.#entries.set(key, known);
+      return known;
+    }
+    const own = der.slice();
+    const entry = { der: own, value: read(own) };
     // A colliding entry stays: the newcomer is read on every call, and still correct.
     if (known === undefined) {
       if (this.#entries.size >= this.#size) {

@@ -664,10 +664,10 @@ export interface LocateOptions {
   remember?: boolean;
 }
 
-/** A certificate whose issuer is looked for. */
 /** How many presented certificates (besides leaves) a store remembers having read. */
 const PRESENTED_CACHE_SIZE = 256;
 
+/** A certificate whose issuer is looked for. */
 interface ChildRef {
   der: Uint8Array;
   issuer: Uint8Array;
