@@ -55,6 +55,11 @@ function mean(values: readonly number[]): number {
   return values.reduce((sum, value) => sum + value, 0) / values.length;
 }
 
+/** The rate of runs that each did the same work: all of it over all their time. */
+function harmonicMean(rates: readonly number[]): number {
+  return rates.length / rates.reduce((sum, rate) => sum + 1 / rate, 0);
+}
+
 /** `list` rotated left by `by` places (modulo its length). */
 function rotate<T>(list: readonly T[], by: number): T[] {
   const k = list.length === 0 ? 0 : by % list.length;
@@ -89,12 +94,12 @@ export async function measureRound(
         cpuDuring(target.proc.pid, () => requestRate(pki, target.redisPort, sizes.requests, true)),
     )
   ) {
-    const set = mean(runs.map(([rate]) => rate.set));
-    const get = mean(runs.map(([rate]) => rate.get));
+    const set = harmonicMean(runs.map(([rate]) => rate.set));
+    const get = harmonicMean(runs.map(([rate]) => rate.get));
     samples.add("set", target.label, set);
     samples.add("get", target.label, get);
     // redis-benchmark sends `requests` SETs, then as many GETs.
-    const cpuMs = mean(runs.map(([, ms]) => ms));
+    const cpuMs = mean(runs.map(([, ms]) => ms)); // the same requests in each run
     samples.add("cpu_requests", target.label, cpuMs / (2 * sizes.requests / 1000));
     log(`${r}: ${target.label}: ${format(set, 0)} SET/s, ${format(get, 0)} GET/s`);
   }
@@ -113,7 +118,7 @@ export async function measureRound(
       (target) => bulkThroughput(pki, target, upstreams, sizes.bulkBytes),
     )
   ) {
-    const mbs = mean(runs);
+    const mbs = harmonicMean(runs);
     samples.add("bulk", target.label, mbs);
     log(`${r}: ${target.label}: bulk ${format(mbs, 1)} MB/s`);
   }
@@ -123,6 +128,7 @@ export async function measureRound(
       (target) => cpuDuring(target.proc.pid, () => handshakeRate(pki, target, sizes)),
     )
   ) {
+    // Each run lasts the same time: the mean rate is all handshakes over all that time.
     const perSecond = mean(runs.map(([rate]) => rate.perSecond));
     samples.add("handshakes", target.label, perSecond);
     const count = runs.reduce((sum, [rate]) => sum + rate.count, 0);
