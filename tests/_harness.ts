@@ -5,17 +5,16 @@
  * @module
  */
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { Balancer } from "../lib/server/balancer.ts";
 import type { BalancerOptions } from "../lib/server/options.ts";
 import { loadTlsMaterial, parseConfig } from "../lib/config/mod.ts";
 import { type TestCredential, type TestPki, testPki } from "./_pki_fixtures.ts";
+import { LoopbackServer } from "./_loopback_server.ts";
 
 /** A TCP upstream for tests. */
-export class TestUpstream implements AsyncDisposable {
-  readonly server: Server;
-  readonly sockets = new Set<Socket>();
+export class TestUpstream extends LoopbackServer {
   /** Bytes received from the balancer over all connections. */
   received = 0;
   /** Connections ever accepted. */
@@ -23,8 +22,9 @@ export class TestUpstream implements AsyncDisposable {
   #handler: (socket: Socket, upstream: TestUpstream) => void;
 
   private constructor(handler: (socket: Socket, upstream: TestUpstream) => void) {
+    super(createServer({ allowHalfOpen: true }));
     this.#handler = handler;
-    this.server = createServer({ allowHalfOpen: true }, (socket) => {
+    this.server.on("connection", (socket: Socket) => {
       this.accepted++;
       this.sockets.add(socket);
       socket.on("error", () => {});
@@ -57,25 +57,6 @@ export class TestUpstream implements AsyncDisposable {
         resolve();
       });
     });
-  }
-
-  get port(): number {
-    return (this.server.address() as { port: number }).port;
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  /** Stops listening and destroys every open connection. */
-  stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    if (!this.server.listening) return Promise.resolve();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.stop();
   }
 }
 

@@ -8,6 +8,7 @@
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { issueCertificate, type IssuedCertificate } from "../lib/pki/issue_certificate.ts";
 import { type TestPki, testPki } from "./_pki_fixtures.ts";
+import { LoopbackServer } from "./_loopback_server.ts";
 
 /** Upstream server certificates, all with the names `localhost`, `127.0.0.1` and `::1` unless said. */
 export interface UpstreamCertificates {
@@ -83,9 +84,7 @@ export interface TlsUpstreamOptions {
 }
 
 /** An echo server over TLS that records who connected and what it received. */
-export class TlsUpstream implements AsyncDisposable {
-  readonly server: Server;
-  readonly sockets = new Set<TLSSocket>();
+export class TlsUpstream extends LoopbackServer<TLSSocket> {
   /** Bytes received over all connections (decrypted). */
   received = 0;
   /** TCP connections accepted, handshakes completed or not. */
@@ -98,7 +97,7 @@ export class TlsUpstream implements AsyncDisposable {
   readonly servernames: string[] = [];
 
   private constructor(server: Server) {
-    this.server = server;
+    super(server);
   }
 
   /**
@@ -138,35 +137,5 @@ export class TlsUpstream implements AsyncDisposable {
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     return upstream;
-  }
-
-  /** Its port. */
-  get port(): number {
-    return (this.server.address() as { port: number }).port;
-  }
-
-  /** `127.0.0.1:<port>`. */
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  /**
-   * Stops listening and closes its connections.
-   *
-   * @returns When it is closed.
-   */
-  stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    if (!this.server.listening) return Promise.resolve();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  /**
-   * Same as {@linkcode TlsUpstream.stop}.
-   *
-   * @returns When it is closed.
-   */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.stop();
   }
 }
