@@ -542,12 +542,9 @@ export class TrustStore {
 
   /** Remembers that the key whose SPKI digest is `signerSpki` signed `child`. */
   #remember(child: ChildRef, signerSpki: string): void {
-    let digest = child.parsed?.sha256 ?? this.#digests.get(child.der);
-    if (digest === undefined) {
-      digest = sha256(child.der);
-      if (child.parsed === undefined) this.#digests.set(child.der, digest);
-      else child.parsed.sha256 = digest;
-    }
+    const digest = child.parsed === undefined
+      ? remembered(this.#digests, child.der, sha256)
+      : (child.parsed.sha256 ??= sha256(child.der));
     this.#cache.add(`${digest}:${signerSpki}`);
   }
 
@@ -577,11 +574,7 @@ export class TrustStore {
     presented: Presented[],
     now: number,
   ): Anchor | Presented | undefined {
-    let issuerKey = this.#nameKeys.get(child.issuer);
-    if (issuerKey === undefined) {
-      this.#nameKeys.set(child.issuer, issuerKey = nameKey(child.issuer));
-    }
-    let named = this.#byName.get(issuerKey);
+    let named = this.#byName.get(remembered(this.#nameKeys, child.issuer, nameKey));
     if (named !== undefined && named.length > 1) named = oneCertificatePerKey(named, now);
     let others: Presented[] | undefined;
     for (const p of presented) {
@@ -662,6 +655,13 @@ export interface LocateOptions {
    * @default {false}
    */
   remember?: boolean;
+}
+
+/** `map`'s value for `key`, made by `make` the first time. */
+function remembered<K extends object, V>(map: WeakMap<K, V>, key: K, make: (key: K) => V): V {
+  let value = map.get(key);
+  if (value === undefined) map.set(key, value = make(key));
+  return value;
 }
 
 /** How many presented certificates (besides leaves) a store remembers having read. */
