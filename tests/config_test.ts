@@ -1183,6 +1183,17 @@ Deno.test("parseConfig() finds lines in multi-line arrays, inline tables and quo
     assert.equal(error.key, "groups.api.v1.listen");
     assert.equal(error.line, 18);
   });
+  await t.step("an array of tables", () => {
+    const error = configError(
+      edit(
+        'upstreams = ["127.0.0.1:7001"]',
+        '[[groups.echo.upstreams]]\naddress = "127.0.0.1:7001"\n' +
+          '[[groups.echo.upstreams]]\naddress = "127.0.0.1:7002"\nweight = 0',
+      ),
+    );
+    assert.equal(error.key, "groups.echo.upstreams[1].weight");
+    assert.equal(error.line, 14);
+  });
   await t.step("a dotted key at the top level", () => {
     const error = configError('admin.listen = "nope"\n' + BASE);
     assert.equal(error.key, "admin.listen");

@@ -9,7 +9,7 @@ import type * as z from "zod";
 import { closestName } from "../core/edit_distance.ts";
 import { ConfigError, type ConfigProblem } from "./config_error.ts";
 import { type RepeatParams, UNKNOWN_KEYS } from "./_fields.ts";
-import { lineOf } from "./_key_lines.ts";
+import { keyPath, lineOf } from "./_key_lines.ts";
 
 /** A problem before it is placed: the key path it is about, and what is wrong with it. */
 export interface Problem {
@@ -21,16 +21,6 @@ export interface Problem {
 
 /** Problems listed in one error at most; the message counts the others. */
 export const MAX_PROBLEMS = 20;
-
-/** A key path as messages write it: `groups.cache.upstreams[1]`. */
-export function keyPath(path: readonly PropertyKey[]): string {
-  let key = "";
-  for (const part of path) {
-    if (typeof part === "number") key += `[${part}]`;
-    else key += key === "" ? String(part) : `.${String(part)}`;
-  }
-  return key;
-}
 
 /** The problems one schema issue stands for (an issue of unknown keys names several). */
 export function problemsOf(issue: z.core.$ZodIssue): Problem[] {
