@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import { CrlError, type CrlInfo, crlToPem, RevocationList } from "../identity/crl.ts";
 import { type TrustedAuthority, TrustStore, TrustStoreError } from "../identity/trust_store.ts";
 import type { Config } from "./types.ts";
@@ -96,46 +95,13 @@ export async function loadTlsMaterial(
 
 async function loadListenerMaterial(config: Pick<Config, "path" | "tls">): Promise<TlsMaterial> {
   const { tls } = config;
-  const { fail, read } = fileKeys(config.path, tls);
-  /** What `use` returns; when it throws (an error of class `only`, if given), the failure `detail` says. */
-  const attempt = <T>(
-    key: string,
-    use: () => T,
-    detail: (error: unknown) => string,
-    only?: abstract new (...args: never[]) => Error,
-  ): T => {
-    try {
-      return use();
-    } catch (error) {
-      if (only !== undefined && !(error instanceof only)) throw error;
-      return fail(key, detail(error), error);
-    }
-  };
+  const { fail, read, certificates: parse, keyPair } = fileKeys(config.path, tls);
   const certificates: TlsCertificateInfo[] = [];
-  const parseCerts = (key: "tls.ca" | "tls.cert", file: string, pem: string): X509Certificate[] => {
-    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
-    if (blocks.length === 0) {
-      fail(key, `must hold PEM certificates, found none in ${JSON.stringify(file)}`);
-    }
-    return blocks.map((block, index) => {
-      const cert = attempt(
-        key,
-        () => new X509Certificate(block),
-        (error) =>
-          `holds a certificate that cannot be parsed (number ${index + 1} in ${
-            JSON.stringify(file)
-          }): ${errorMessage(error)}`,
-      );
-      const { subject, validFrom, validTo } = cert;
-      certificates.push({
-        key,
-        subject,
-        notBefore: new Date(validFrom),
-        notAfter: new Date(validTo),
-      });
+  const parseCerts = (key: "tls.ca" | "tls.cert", file: string, pem: string) =>
+    parse(key, file, pem).map(({ cert, dates }) => {
+      certificates.push({ key, ...dates });
       return cert;
     });
-  };
 
   // Read together, awaited in key order: when several fail, the first key is reported,
   // whichever read failed first.
@@ -151,43 +117,27 @@ async function loadListenerMaterial(config: Pick<Config, "path" | "tls">): Promi
   const key = await reads[2];
   const crlBytes = await reads[3];
   parseCerts("tls.ca", tls.ca, ca);
-  const store = attempt(
-    "tls.ca",
-    () => TrustStore.fromPem(ca),
-    (error) =>
-      `cannot be used (${JSON.stringify(tls.ca)}): ${
-        errorMessage(error).replace(/^Cannot read the CA bundle: /, "")
-      }`,
-    TrustStoreError,
-  );
+  let store;
+  try {
+    store = TrustStore.fromPem(ca);
+  } catch (error) {
+    if (!(error instanceof TrustStoreError)) throw error;
+    const why = errorMessage(error).replace(/^Cannot read the CA bundle: /, "");
+    return fail("tls.ca", `cannot be used (${JSON.stringify(tls.ca)}): ${why}`, error);
+  }
   const authorities = store.authorities;
   const leaf = parseCerts("tls.cert", tls.cert, cert)[0]!;
-  const privateKey = attempt(
-    "tls.key",
-    () => createPrivateKey(key),
-    (error) =>
-      `must be an unencrypted PEM private key, ${JSON.stringify(tls.key)} is not: ${
-        errorMessage(error)
-      }`,
-  );
-  if (!leaf.checkPrivateKey(privateKey)) {
-    fail(
-      "tls.cert",
-      `does not match the private key: the certificate in ${
-        JSON.stringify(tls.cert)
-      } was not issued for the key in ${JSON.stringify(tls.key)}`,
-    );
-  }
+  keyPair(["tls.cert", tls.cert, leaf], ["tls.key", tls.key, key]);
   if (crlBytes === undefined) return { ca, cert, key, certificates, authorities };
-  const crl = attempt(
-    "tls.crl",
-    () => crlToPem(crlBytes),
-    () =>
-      `must hold a PEM CRL ("-----BEGIN X509 CRL-----") or a DER CRL, ${
-        JSON.stringify(tls.crl)
-      } holds neither`,
-    CrlError,
-  );
+  let crl;
+  try {
+    crl = crlToPem(crlBytes);
+  } catch (error) {
+    if (!(error instanceof CrlError)) throw error;
+    const file = JSON.stringify(tls.crl);
+    const expected = `a PEM CRL ("-----BEGIN X509 CRL-----") or a DER CRL`;
+    return fail("tls.crl", `must hold ${expected}, ${file} holds neither`, error);
+  }
   const list = await RevocationList.parse(crl, store).catch((error) => {
     if (!(error instanceof CrlError)) throw error;
     return fail(

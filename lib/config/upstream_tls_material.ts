@@ -4,8 +4,6 @@
  *
  * @module
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
-import { errorMessage } from "../core/errors.ts";
 import { fileKeys } from "./_file_keys.ts";
 import type { Config, UpstreamTlsConfig } from "./types.ts";
 
@@ -87,37 +85,14 @@ async function loadGroup(
   group: string,
   tls: UpstreamTlsConfig,
 ): Promise<UpstreamTlsMaterial> {
-  const { fail, read } = fileKeys(path, tls);
+  const { read, certificates: parse, keyPair } = fileKeys(path, tls);
   const at = `groups.${group}.tls`;
   const certificates: UpstreamCertificateInfo[] = [];
-  const parseCerts = (which: "ca" | "cert", file: string, pem: string): X509Certificate[] => {
-    const key = `${at}.${which}`;
-    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
-    if (blocks.length === 0) {
-      fail(key, `must hold PEM certificates, found none in ${JSON.stringify(file)}`);
-    }
-    return blocks.map((block, index) => {
-      let cert: X509Certificate;
-      try {
-        cert = new X509Certificate(block);
-      } catch (error) {
-        return fail(
-          key,
-          `holds a certificate that cannot be parsed (number ${index + 1} in ${
-            JSON.stringify(file)
-          }): ${errorMessage(error)}`,
-          error,
-        );
-      }
-      certificates.push({
-        which,
-        subject: cert.subject,
-        notBefore: new Date(cert.validFrom),
-        notAfter: new Date(cert.validTo),
-      });
+  const parseCerts = (which: "ca" | "cert", file: string, pem: string) =>
+    parse(`${at}.${which}`, file, pem).map(({ cert, dates }) => {
+      certificates.push({ which, ...dates });
       return cert;
     });
-  };
   // Read together, awaited in key order: the first key that fails is reported.
   const reads = [
     read(`${at}.ca`, tls.ca, Deno.readTextFile),
@@ -133,25 +108,6 @@ async function loadGroup(
   if (tls.serverName !== undefined) material.serverName = tls.serverName;
   if (cert === undefined || key === undefined) return material;
   const leaf = parseCerts("cert", tls.cert!, cert)[0]!;
-  let privateKey;
-  try {
-    privateKey = createPrivateKey(key);
-  } catch (error) {
-    return fail(
-      `${at}.key`,
-      `must be an unencrypted PEM private key, ${JSON.stringify(tls.key)} is not: ${
-        errorMessage(error)
-      }`,
-      error,
-    );
-  }
-  if (!leaf.checkPrivateKey(privateKey)) {
-    fail(
-      `${at}.cert`,
-      `does not match the private key: the certificate in ${
-        JSON.stringify(tls.cert)
-      } was not issued for the key in ${JSON.stringify(tls.key)}`,
-    );
-  }
+  keyPair([`${at}.cert`, tls.cert!, leaf], [`${at}.key`, tls.key!, key]);
   return { ...material, cert, key };
 }
