@@ -9,13 +9,10 @@
  * @module
  */
 import { isDeepStrictEqual } from "node:util";
-import { parse, stringify } from "smol-toml";
+import { stringify } from "smol-toml";
 import { ConfigError } from "./config_error.ts";
-import { parseConfig, type ParseConfigOptions } from "./parse.ts";
+import { parseConfig, type ParseConfigOptions, readToml } from "./parse.ts";
 import type { Config } from "./types.ts";
-
-/** A TOML table as smol-toml reads it. */
-type Table = Record<string, unknown>;
 
 /**
  * The client policy a balancer serves when a fleet shares it (`[cluster] clients =
@@ -42,18 +39,6 @@ export interface ClientPolicyStatus {
   refused: number;
   /** Why the latest read or apply failed, while it is the latest news. */
   lastError?: string;
-}
-
-function readToml(text: string, path: string): Table {
-  try {
-    return parse(text.replace(/^\uFEFF/, ""), { integersAsBigInt: true, maxDepth: 32 });
-  } catch (error) {
-    const reason = error instanceof Error ? error.message.split("\n")[0]! : String(error);
-    throw new ConfigError(`invalid TOML: ${reason.replace(/^Invalid TOML document: /, "")}`, {
-      path,
-      cause: error,
-    });
-  }
 }
 
 /**

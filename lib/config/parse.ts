@@ -76,19 +76,7 @@ export interface ParseConfigOptions {
  */
 export function parseConfig(text: string, options: ParseConfigOptions): Config {
   text = text.replace(/^\uFEFF/, "");
-  let doc: Table;
-  try {
-    doc = parse(text, { integersAsBigInt: true, maxDepth: 32 }) as Table;
-  } catch (error) {
-    const reason = error instanceof Error ? error.message.split("\n")[0]! : String(error);
-    throw new ConfigError(`invalid TOML: ${reason.replace(/^Invalid TOML document: /, "")}`, {
-      path: options.path,
-      line: error instanceof TomlError ? error.line : undefined,
-      column: error instanceof TomlError ? error.column : undefined,
-      cause: error,
-    });
-  }
-  doc = withoutDates(doc) as Table;
+  const doc = withoutDates(readToml(text, options.path)) as Table;
   // An empty [cluster] is no cluster.
   if (isTable(doc.cluster) && Object.keys(doc.cluster).length === 0) delete doc.cluster;
 
@@ -99,6 +87,25 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
   const linesOf = (): Map<string, number> => lines ??= keyLines(text);
   if (!result.success || problems.length > 0) throw configError(options.path, problems, linesOf());
   return settle(result.data, options, linesOf);
+}
+
+/**
+ * The tables of a TOML text, integers as bigints (so that `2.0` is not taken for `2`).
+ *
+ * @throws {ConfigError} When the text is not valid TOML, with the line and column.
+ */
+export function readToml(text: string, path: string): Table {
+  try {
+    return parse(text.replace(/^\uFEFF/, ""), { integersAsBigInt: true, maxDepth: 32 });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split("\n")[0]! : String(error);
+    throw new ConfigError(`invalid TOML: ${reason.replace(/^Invalid TOML document: /, "")}`, {
+      path,
+      line: error instanceof TomlError ? error.line : undefined,
+      column: error instanceof TomlError ? error.column : undefined,
+      cause: error,
+    });
+  }
 }
 
 /** The parsed TOML with its dates and times (which no key takes) as {@linkcode TOML_DATE}. */
