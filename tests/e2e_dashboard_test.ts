@@ -267,7 +267,7 @@ bandwidth = "1MiB/s"
     assert.equal(await text(page, 'tr[data-client="alice"] .use'), "2 / 10");
     assert.equal(
       await text(page, 'tr[data-client="alice"] .bandwidth'),
-      "bandwidth 1.05 MB/s each way",
+      "bandwidth 1 MiB/s each way",
     );
     // The queued connection holds its slot in the group.
     assert.equal(await text(page, '[data-group="echo"] .group-cap'), "open 2 of max 4");
@@ -462,7 +462,7 @@ Deno.test({
       assert.ok(await page.$("#clients .meter.bad"), "a client at its cap");
       // Queued connections, the client's bandwidth, the group at its cap, queue timeouts.
       assert.equal(await text(page, "#clients td.queued.text-warn"), "2");
-      assert.equal(await text(page, "#clients .bandwidth"), "bandwidth 2.00 MB/s each way");
+      assert.equal(await text(page, "#clients .bandwidth"), "bandwidth 2 MB/s each way");
       assert.equal(await text(page, '[data-group="web"] .group-cap.text-bad'), "open 4 of max 4");
       assert.match(
         await text(page, "#queue-totals"),

@@ -94,9 +94,13 @@ function scaled(v, units) {
   return v.toFixed(digits) + " " + units[i];
 }
 function fmtBps(v) {
-  return v === null || v === undefined
-    ? "\u2014"
-    : scaled(v, ["B/s", "kB/s", "MB/s", "GB/s", "TB/s"]);
+  return v === null || v === undefined ? "\u2014" : scaled(v, ["B/s", "kB/s", "MB/s", "GB/s"]);
+}
+/** A configured rate as the config writes it: `1 MiB/s`, `500 KB/s`. */
+function fmtLimit(v) {
+  const sizes = [2 ** 30, 2 ** 20, 1024, 1e9, 1e6, 1e3, 1];
+  const i = sizes.findIndex((size) => v % size === 0);
+  return v / sizes[i] + " " + ["GiB", "MiB", "KiB", "GB", "MB", "KB", "B"][i] + "/s";
 }
 function fmtBytes(v) {
   return scaled(v, ["B", "kB", "MB", "GB", "TB", "PB"]);
@@ -441,21 +445,14 @@ function renderGroups(status, r) {
     // Connections per second per upstream, when the status counts them.
     const counted = g.upstreams.some((u) => typeof u.accepted === "number");
     const table = h("table", "stack upstreams");
-    add(
-      table,
-      add(
-        h("thead"),
-        add(
-          h("tr"),
-          th("Upstream"),
-          th("Health"),
-          th("Last probe"),
-          th("Active", "num"),
-          counted ? th("Conn/s", "num") : null,
-          th("Weight", "num"),
-        ),
-      ),
+    const columns = add(
+      h("tr"),
+      th("Upstream"),
+      th("Health"),
+      th("Last probe"),
+      th("Active", "num"),
     );
+    add(table, add(h("thead"), add(columns, counted && th("Conn/s", "num"), th("Weight", "num"))));
     const body = h("tbody");
     for (const u of g.upstreams) {
       const row = h("tr");
@@ -503,10 +500,8 @@ function clientRow(c) {
   fill.style.width = Math.min(100, share * 100).toFixed(1) + "%";
   meter.appendChild(fill);
   const use = add(h("td", "num"), h("span", "use", c.active + " / " + c.maxConnections), meter);
-  const name = add(h("td"), h("b", "", c.name));
-  if (typeof c.bandwidth === "number") {
-    add(name, h("div", "small muted bandwidth", "bandwidth " + fmtBps(c.bandwidth) + " each way"));
-  }
+  const limit = typeof c.bandwidth === "number" && `bandwidth ${fmtLimit(c.bandwidth)} each way`;
+  const name = add(h("td"), h("b", "", c.name), limit && h("div", "small muted bandwidth", limit));
   const queued = td(fmtInt(c.queued), "num queued" + (c.queued > 0 ? " text-warn" : ""));
   return add(row, name, td(c.groups.join(", "), "small"), use, queued);
 }
