@@ -386,14 +386,14 @@ Deno.test("parseConfig() reports every problem of a file in one error, cross-tab
       "[groups.echo]", //                                       8
       'upstreams = ["127.0.0.1:7001", "cache"]', //             9
       "[groups.web]", //                                        10
-      'upstreams = ["127.0.0.1:7002"]', //                      11
+      'upstreams = ["127.0.0.1:7002", "web"]', //               11
       'listen = "127.0.0.1:8443"', //                           12
       "[clients.alice]", //                                     13
       'match = { cn = "alice" }', //                            14
       'groups = ["echo", "cach"]', //                           15
       "[clients.alice2]", //                                    16
       'match = { cn = "alice" }', //                            17
-      'groups = ["web"]', //                                    18
+      "groups = []", //                                         18
     ].join("\n"),
   );
   assert.deepEqual(
@@ -405,12 +405,14 @@ Deno.test("parseConfig() reports every problem of a file in one error, cross-tab
       ],
       [6, '"tls.cert" must be a non-empty string, received 1'],
       [9, '"groups.echo.upstreams[1]" must be "host:port", received "cache"'],
+      [11, '"groups.web.upstreams[1]" must be "host:port", received "web"'],
       [12, '"groups.web.listen" uses "127.0.0.1:8443", which "server.listen" already listens on'],
       [15, '"clients.alice.groups[1]" must name a group defined under [groups], received "cach"'],
       [
         17,
         '"clients.alice2.match" is the same as "clients.alice.match": a certificate matching one matches both',
       ],
+      [18, '"clients.alice2.groups" must list at least one group'],
     ],
   );
   assert.equal(error.key, "server.handshake_timeout");
@@ -418,7 +420,7 @@ Deno.test("parseConfig() reports every problem of a file in one error, cross-tab
   assert.equal(error.omitted, 0);
   // The first problem as ever, then each other one on a line of its own.
   const lines = error.message.split("\n");
-  assert.equal(lines.length, 6);
+  assert.equal(lines.length, 8);
   assert.equal(lines[0], `Cannot load config: ${PATH}:3: ${error.problems[0]!.detail}`);
   assert.equal(
     lines[2],

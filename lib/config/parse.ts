@@ -13,7 +13,7 @@ import { ConfigError } from "./config_error.ts";
 import type { Config, GroupConfig, UpstreamTlsConfig } from "./types.ts";
 import type * as z from "zod";
 import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
-import { TOML_DATE } from "./_fields.ts";
+import { KEY_DOCS, TOML_DATE } from "./_fields.ts";
 import { fileError, rememberLines } from "./_file_keys.ts";
 import { keyLines } from "./_key_lines.ts";
 import { configError, type Problem, problemsOf } from "./_problems.ts";
@@ -131,8 +131,17 @@ function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
       if (key !== undefined) bad.add(String(key));
       else if (issue.code === "unrecognized_keys") { for (const k of issue.keys) bad.add(k); }
     }
+    // A refused key reads as its first example, a valid value the checks never look at
+    // (the key is bad): the table's other keys can be read even when the key is required.
+    const shape = shapeOf(schema);
     const kept = isTable(value)
-      ? Object.fromEntries(Object.entries(value).filter(([key]) => !bad.has(key)))
+      ? Object.fromEntries(
+        [...Object.keys(shape ?? {}), ...Object.keys(value)].flatMap((key) => {
+          const example = shape?.[key] && KEY_DOCS.get(shape[key])?.examples[0];
+          if (!bad.has(key)) return key in value ? [[key, value[key]]] : [];
+          return example === undefined ? [] : [[key, tomlValue(example)]];
+        }),
+      )
       : value;
     const result = schema.safeParse(kept);
     return result.success ? { value: result.data, bad } : undefined;
@@ -152,6 +161,30 @@ function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
     groups: named("groups", GROUP),
     clients: doc.clients === undefined ? new Map() : named("clients", CLIENT),
   };
+}
+
+/** An example as the TOML reader gives it: integers as bigints. */
+function tomlValue(example: unknown): unknown {
+  if (typeof example === "number") return BigInt(example);
+  if (Array.isArray(example)) return example.map(tomlValue);
+  return isTable(example)
+    ? Object.fromEntries(
+      Object.entries(example).map(([key, value]) => [key, tomlValue(value)]),
+    )
+    : example;
+}
+
+/** The keys of a table's schema, through its defaults, options and transforms. */
+function shapeOf(schema: z.core.$ZodType): Record<string, z.core.$ZodType> | undefined {
+  const def = schema._zod.def as {
+    type: string;
+    shape?: Record<string, z.core.$ZodType>;
+    in?: z.core.$ZodType;
+    innerType?: z.core.$ZodType;
+  };
+  if (def.type === "object") return def.shape;
+  const inner = def.type === "pipe" ? def.in : def.innerType;
+  return inner === undefined ? undefined : shapeOf(inner);
 }
 
 /**
