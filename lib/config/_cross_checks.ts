@@ -9,8 +9,9 @@
  */
 import { type HostPort, parseHostPort } from "../core/address.ts";
 import { formatDuration } from "../core/duration.ts";
+import { closestName } from "../core/edit_distance.ts";
 import type { ParsedClient, ParsedConfig, ParsedGroup } from "./_schema.ts";
-import type { Problem } from "./_problems.ts";
+import { hint, type Problem } from "./_problems.ts";
 
 /** A TOML table as the parser returns it. */
 export type Table = Record<string, unknown>;
@@ -128,7 +129,9 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
       if (typeof group === "string" && group !== "" && !groups.has(group)) {
         problems.push({
           key: `clients.${name}.groups[${i}]`,
-          message: `must name a group defined under [groups], received ${JSON.stringify(group)}`,
+          message: `must name a group defined under [groups], received ${JSON.stringify(group)}${
+            hint(closestName(group, [...groups.keys()]))
+          }`,
         });
       }
     });
@@ -193,10 +196,30 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
 /** Two listeners cannot both bind: same port (not 0) on the same or an overlapping host. */
 function bindConflict(a: HostPort, b: HostPort): boolean {
   if (a.port === 0 || a.port !== b.port) return false;
-  const x = a.hostname.toLowerCase();
-  const y = b.hostname.toLowerCase();
+  const x = bindHost(a.hostname);
+  const y = bindHost(b.hostname);
   if (x === y || x === "::" || y === "::") return true;
   return (x === "0.0.0.0" && !y.includes(":")) || (y === "0.0.0.0" && !x.includes(":"));
+}
+
+/**
+ * The address a host binds, in one spelling: IPv6 compressed (`[0:0::1]` is `::1`,
+ * `::0` is `::`), IPv4 in four parts (`127.1` is `127.0.0.1`), an IPv4-mapped IPv6
+ * address as its IPv4 address, `localhost` as `127.0.0.1`, other names lowercase.
+ */
+function bindHost(hostname: string): string {
+  if (hostname.toLowerCase() === "localhost") return "127.0.0.1";
+  let host: string;
+  try {
+    host = new URL(`http://${hostname.includes(":") ? `[${hostname}]` : hostname}`).hostname;
+  } catch {
+    return hostname.toLowerCase();
+  }
+  host = host.replace(/^\[(.*)\]$/, "$1");
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+  if (mapped === null) return host;
+  const [high, low] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
+  return [high >> 8, high & 255, low >> 8, low & 255].join(".");
 }
 
 /**
@@ -207,33 +230,31 @@ function ambiguousClients({ clients }: Parts): Problem[] {
   const valid = [...clients ?? []].flatMap(([name, client]) => {
     const match = known(client, "match")?.match;
     const entries = Object.entries(match ?? {}).map(([field, value]) => `${field}=${value}`);
-    return match === undefined ? [] : [{ name, entries: new Set(entries) }];
+    return match === undefined ? [] : [{ name, entries: entries.sort() }];
   });
-  // Only clients that share an entry can be ambiguous: index them by entry.
-  const byEntry = new Map<string, number[]>();
+  // The first client of each set of entries; a client is looked up by each subset of
+  // its own (at most 2^6 for the six fields), not compared with every other one.
+  const bySet = new Map<string, number>();
   valid.forEach(({ entries }, index) => {
-    for (const entry of entries) {
-      const list = byEntry.get(entry);
-      if (list === undefined) byEntry.set(entry, [index]);
-      else list.push(index);
-    }
+    if (!bySet.has(JSON.stringify(entries))) bySet.set(JSON.stringify(entries), index);
   });
   return valid.flatMap(({ name, entries }, index): Problem[] => {
     const key = `clients.${name}.match`;
-    for (const other of new Set([...entries].flatMap((entry) => byEntry.get(entry)!))) {
-      const them = valid[other]!;
-      if (other === index || ![...them.entries].every((entry) => entries.has(entry))) continue;
-      if (them.entries.size < entries.size) {
-        const message =
-          `can never match alone: every certificate it matches also matches "clients.${them.name}.match"`;
-        return [{ key, message }];
-      }
-      // Identical sets: report the later of the two, once.
-      if (other < index) {
-        const message =
-          `is the same as "clients.${them.name}.match": a certificate matching one matches both`;
-        return [{ key, message }];
-      }
+    // Identical sets: the later of the two is reported, once.
+    const same = bySet.get(JSON.stringify(entries))!;
+    if (same < index) {
+      const message = `is the same as "clients.${
+        valid[same]!.name
+      }.match": a certificate matching one matches both`;
+      return [{ key, message }];
+    }
+    for (let subset = 1; subset < (1 << entries.length) - 1; subset++) {
+      const other = bySet.get(JSON.stringify(entries.filter((_, i) => subset & (1 << i))));
+      if (other === undefined) continue;
+      const message = `can never match alone: every certificate it matches also matches "clients.${
+        valid[other]!.name
+      }.match"`;
+      return [{ key, message }];
     }
     return [];
   });
@@ -246,8 +267,8 @@ function ambiguousClients({ clients }: Parts): Problem[] {
  */
 function ejectionTimes({ outlier, groups }: Parts, doc: Table): Problem[] {
   const global = known(outlier, "base_ejection_time") && known(outlier, "max_ejection_time");
-  if (global === undefined) return [];
-  const check = (path: string, given: unknown, times: typeof global): Problem[] => {
+  type Times = { baseEjectionTime: number; maxEjectionTime: number };
+  const check = (path: string, given: unknown, times: Times): Problem[] => {
     if (times.maxEjectionTime >= times.baseEjectionTime) return [];
     const max = JSON.stringify(formatDuration(times.maxEjectionTime));
     const base = JSON.stringify(formatDuration(times.baseEjectionTime));
@@ -261,13 +282,17 @@ function ejectionTimes({ outlier, groups }: Parts, doc: Table): Problem[] {
         message: `must be at most max_ejection_time (${max}), received ${base}`,
       }];
   };
-  const problems = check("outlier", doc.outlier, global);
-  if (problems.length > 0) return problems;
+  const problems = global === undefined ? [] : check("outlier", doc.outlier, global);
   for (const [name, group] of groups ?? []) {
+    // A group that sets neither time has [outlier]'s, and its problem is reported there.
     const own = known(group, "outlier")?.outlier;
-    if (own === undefined) continue;
+    const baseEjectionTime = own?.baseEjectionTime ?? global?.baseEjectionTime;
+    const maxEjectionTime = own?.maxEjectionTime ?? global?.maxEjectionTime;
+    if (own?.baseEjectionTime === undefined && own?.maxEjectionTime === undefined) continue;
+    if (baseEjectionTime === undefined || maxEjectionTime === undefined) continue;
     const raw = isTable(doc.groups) && isTable(doc.groups[name]) ? doc.groups[name] : {};
-    problems.push(...check(`groups.${name}.outlier`, raw.outlier, { ...global, ...own }));
+    const times = { baseEjectionTime, maxEjectionTime };
+    problems.push(...check(`groups.${name}.outlier`, raw.outlier, times));
   }
   return problems;
 }

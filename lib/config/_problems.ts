@@ -19,6 +19,11 @@ export interface Problem {
   message: string;
 }
 
+/** ` (did you mean "NAME"?)` when there is a closest name. */
+export function hint(name: string | undefined): string {
+  return name === undefined ? "" : ` (did you mean "${name}"?)`;
+}
+
 /** Problems listed in one error at most; the message counts the others. */
 export const MAX_PROBLEMS = 20;
 
@@ -43,15 +48,12 @@ export function problemsOf(issue: z.core.$ZodIssue): Problem[] {
       const known = issue.message.startsWith(UNKNOWN_KEYS)
         ? issue.message.slice(UNKNOWN_KEYS.length).split(", ")
         : [];
-      return issue.keys.map((unknown) => {
-        const closest = closestName(unknown, known);
-        return {
-          key: keyPath([...issue.path, unknown]),
-          message: `is not a known key${
-            closest === undefined ? "" : ` (did you mean "${closest}"?)`
-          }: expected one of ${known.join(", ")}`,
-        };
-      });
+      return issue.keys.map((unknown) => ({
+        key: keyPath([...issue.path, unknown]),
+        message: `is not a known key${hint(closestName(unknown, known))}: expected one of ${
+          known.join(", ")
+        }`,
+      }));
     }
     case "invalid_key":
       return [{ key, message: issue.issues[0]?.message ?? issue.message }];
