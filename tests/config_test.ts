@@ -476,13 +476,13 @@ Deno.test("parseConfig() takes a TOML date for no value", () => {
       "[admin]\nlisten = 07:32:00\n",
   );
   assert.deepEqual(error.problems.map((p) => p.detail), [
-    '"tls.ca" must be a non-empty string, received a date',
-    '"admin.listen" must be "host:port", received a date',
+    '"tls.ca" must be a non-empty string, received a date or time',
+    '"admin.listen" must be "host:port", received a date or time',
   ]);
   assert.equal(
     configError("server = 1979-05-27\n" + BASE.replace('[server]\nlisten = "127.0.0.1:8443"', ""))
       .detail,
-    '"server" must be a table, received a date',
+    '"server" must be a table, received a date or time',
   );
 });
 
@@ -980,6 +980,41 @@ const BAD: [string, string, string, number | undefined, string][] = [
     'can never match alone: every certificate it matches also matches "clients.alice.match"',
   ],
   [
+    "a client named __proto__",
+    BASE + '[clients.__proto__]\nmatch = { cn = 5 }\ngroups = ["echo"]\n',
+    "clients.__proto__",
+    15,
+    "is not a usable key or name",
+  ],
+  [
+    "a group named __proto__",
+    BASE + '[groups.__proto__]\nupstreams = ["bad"]\nlisten = 5\n',
+    "groups.__proto__",
+    15,
+    "is not a usable key or name",
+  ],
+  [
+    "a group name one letter off",
+    edit('groups = ["echo"]', 'groups = ["ech"]'),
+    "clients.alice.groups[0]",
+    14,
+    'received "ech" (did you mean "echo"?)',
+  ],
+  [
+    "a float for an integer",
+    BASE + "max_connections = 2.0\n",
+    "clients.alice.max_connections",
+    15,
+    "must be an integer, received 2.0",
+  ],
+  [
+    "infinity for an integer",
+    BASE + "max_connections = -inf\n",
+    "clients.alice.max_connections",
+    15,
+    "must be an integer, received -inf",
+  ],
+  [
     "bad client name",
     BASE + '[clients."bad name"]\nmatch = { cn = "b" }\ngroups = ["echo"]\n',
     "clients.bad name",
@@ -1152,6 +1187,58 @@ Deno.test("parseConfig() reads [cluster] with its defaults and store address", a
   ) {
     await t.step(name, () => assert.equal(configError(BASE + text).key, key));
   }
+});
+
+Deno.test("parseConfig() tells listeners apart by the address they bind, however written", async (t) => {
+  for (
+    const [shared, admin] of [
+      ["[::0]:8443", "[::1]:8443"],
+      ["[0:0:0:0:0:0:0:1]:8443", "[::1]:8443"],
+      ["127.0.0.1:8443", "localhost:8443"],
+      ["127.0.0.1:8443", "127.1:8443"],
+      ["0.0.0.0:8443", "[::ffff:127.0.0.1]:8443"],
+    ]
+  ) {
+    await t.step(`${shared} and ${admin}`, () => {
+      const text = edit('listen = "127.0.0.1:8443"', `listen = "${shared}"`);
+      const error = configError(`${text}[admin]\nlisten = "${admin}"\n`);
+      assert.equal(error.key, "admin.listen");
+      assert.match(error.detail, /which "server\.listen" already listens on$/);
+    });
+  }
+  await t.step("different addresses", () => {
+    parseConfig(`${BASE}[admin]\nlisten = "127.0.0.2:8443"\n`, { path: PATH });
+    parseConfig(`${BASE}[admin]\nlisten = "[::1]:8443"\n`, { path: PATH });
+  });
+});
+
+Deno.test("parseConfig() reports repeats and ejection times beside other problems", () => {
+  const error = configError(
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = ["127.0.0.1:7001", "127.0.0.1:7001", "nohost"]\n' +
+        'outlier = { base_ejection_time = "10m", max_ejection_time = "1m" }',
+    ) + '[outlier]\nbase_ejection_time = "soon"\n',
+  );
+  assert.deepEqual(error.problems.map((p) => [p.line, p.key]), [
+    [10, "groups.echo.upstreams[2]"],
+    [10, "groups.echo.upstreams[1]"],
+    [11, "groups.echo.outlier.max_ejection_time"],
+    [17, "outlier.base_ejection_time"],
+  ]);
+});
+
+Deno.test("parseConfig() refuses TOML it cannot place or nest", async (t) => {
+  await t.step("an impossible date, on its line", () => {
+    const error = configError(BASE + "renewed = 2023-02-29\n");
+    assert.equal(error.line, 15);
+    assert.match(error.detail, /^invalid TOML: .*date/i);
+  });
+  await t.step("tables nested thousands deep", () => {
+    for (const text of ["x" + ".a".repeat(10_000) + " = 1\n", "[x" + ".a".repeat(10_000) + "]\n"]) {
+      assert.match(configError(BASE + text).detail, /^invalid TOML: tables nested more than/);
+    }
+  });
 });
 
 Deno.test("parseConfig() rejects each bad config with its key and line", async (t) => {

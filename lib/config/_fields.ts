@@ -61,15 +61,19 @@ export function optional<T extends z.ZodType>(schema: T, doc: KeyDoc): z.ZodOpti
 /** A TOML date or time, which no key takes, stands for itself in the values checked. */
 export const TOML_DATE: unique symbol = Symbol("a date");
 
-/** A value as an error message shows it: strings quoted and cut, tables and arrays named. */
+/** A value as an error message shows it: strings quoted and cut, floats as in TOML, tables and arrays named. */
 export function describe(value: unknown): string {
   if (typeof value === "string") {
     return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
   }
-  if (typeof value === "bigint" || typeof value === "number" || typeof value === "boolean") {
-    return String(value);
+  if (typeof value === "bigint" || typeof value === "boolean") return String(value);
+  if (typeof value === "number") {
+    // Integers are read as bigints: a number is a TOML float, written as TOML writes it.
+    if (Number.isNaN(value)) return "nan";
+    if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
+    return Number.isInteger(value) ? `${Object.is(value, -0) ? "-0" : value}.0` : String(value);
   }
-  if (value === TOML_DATE || value instanceof Date) return "a date";
+  if (value === TOML_DATE || value instanceof Date) return "a date or time";
   if (Array.isArray(value)) return "an array";
   return "a table";
 }
@@ -243,8 +247,11 @@ export function list<T extends z.ZodType>(
         ctx.addIssue({ code: "custom", input: items, message: nonEmpty });
       }
       if (identity === undefined) return;
+      // Items refused themselves are left out: the others are still compared.
+      const refused = new Set(ctx.issues.map((issue) => issue.path?.[0]));
       const seen = new Map<string, number>();
       items.forEach((value, i) => {
+        if (refused.has(i)) return;
         const id = identity(value);
         const first = seen.get(id);
         if (first === undefined) seen.set(id, i);
@@ -258,7 +265,7 @@ export function list<T extends z.ZodType>(
           });
         }
       });
-    });
+    }, { when: (payload) => Array.isArray(payload.value) });
 }
 
 /** The start of the message of a table's unknown keys, followed by its known keys. */

@@ -4,7 +4,29 @@
  *
  * @module
  */
-import { type AST, parseTOML } from "toml-eslint-parser";
+import { type AST, ParseError, parseTOML } from "toml-eslint-parser";
+
+/** A text the syntax tree's parser refuses, at a line and column. */
+export class TomlSyntaxError extends SyntaxError {
+  /** 1-based line. */
+  readonly line: number;
+  /** 1-based column. */
+  readonly column: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong.
+   * @param line 1-based line.
+   * @param column 1-based column.
+   */
+  constructor(message: string, line: number, column: number) {
+    super(message);
+    this.name = "TomlSyntaxError";
+    this.line = line;
+    this.column = column;
+  }
+}
 
 /** A key path as messages write it: `groups.cache.upstreams[1]`. */
 export function keyPath(path: readonly PropertyKey[]): string {
@@ -31,6 +53,8 @@ export function lineOf(lines: Map<string, number>, key: string): number | undefi
  * Maps key paths (`groups.cache`, `groups.cache.upstreams[1]`, `clients.a.match.cn`) to
  * the line where the file first names them, each table and dotted key's parents
  * included. Run only when an error is reported.
+ *
+ * @throws {TomlSyntaxError} When the parser refuses the text (an impossible date).
  */
 export function keyLines(text: string): Map<string, number> {
   const lines = new Map<string, number>();
@@ -57,11 +81,12 @@ export function keyLines(text: string): Map<string, number> {
       value(path, pair.value);
     }
   };
-  let nodes: AST.TOMLTopLevelTable["body"] = [];
+  let nodes: AST.TOMLTopLevelTable["body"];
   try {
     nodes = parseTOML(text).body[0].body;
-  } catch {
-    // A text this parser refuses though the reader took it: its problems have no line.
+  } catch (error) {
+    if (!(error instanceof ParseError)) throw error;
+    throw new TomlSyntaxError(error.message, error.lineNumber, error.column + 1);
   }
   for (const node of nodes) {
     if (node.type === "TOMLKeyValue") keyValues([], [node]);

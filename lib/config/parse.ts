@@ -15,7 +15,7 @@ import type * as z from "zod";
 import { crossChecks, isTable, type Parts, type Table } from "./_cross_checks.ts";
 import { KEY_DOCS, TOML_DATE } from "./_fields.ts";
 import { fileError, rememberLines } from "./_file_keys.ts";
-import { keyLines } from "./_key_lines.ts";
+import { keyLines, keyPath, TomlSyntaxError } from "./_key_lines.ts";
 import { configError, type Problem, problemsOf } from "./_problems.ts";
 import {
   CLIENT,
@@ -76,17 +76,41 @@ export interface ParseConfigOptions {
  */
 export function parseConfig(text: string, options: ParseConfigOptions): Config {
   text = text.replace(/^\uFEFF/, "");
-  const doc = withoutDates(readToml(text, options.path)) as Table;
+  const reserved: Problem[] = [];
+  const doc = prepare(readToml(text, options.path), [], reserved, options.path) as Table;
   // An empty [cluster] is no cluster.
   if (isTable(doc.cluster) && Object.keys(doc.cluster).length === 0) delete doc.cluster;
 
   const result = CONFIG_SCHEMA.safeParse(doc);
   const problems: Problem[] = result.success ? [] : result.error.issues.flatMap(problemsOf);
-  problems.push(...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
-  let lines: Map<string, number> | undefined;
-  const linesOf = (): Map<string, number> => lines ??= keyLines(text);
-  if (!result.success || problems.length > 0) throw configError(options.path, problems, linesOf());
-  return settle(result.data, options, linesOf);
+  problems.push(...reserved, ...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
+  if (result.success && problems.length === 0) {
+    let lines: Map<string, number> | undefined;
+    // Lines of the keys naming files, for the errors of the files they name.
+    return settle(result.data, options, () => lines ??= keyLinesOrNone(text));
+  }
+  let lines;
+  try {
+    lines = keyLines(text);
+  } catch (error) {
+    // TOML the reader took though the syntax tree's parser does not (an impossible date).
+    if (!(error instanceof TomlSyntaxError)) throw error;
+    throw new ConfigError(`invalid TOML: ${error.message}`, {
+      path: options.path,
+      line: error.line,
+      cause: error,
+    });
+  }
+  throw configError(options.path, problems, lines);
+}
+
+/** {@linkcode keyLines}, or no lines when the syntax tree's parser refuses the text. */
+function keyLinesOrNone(text: string): Map<string, number> {
+  try {
+    return keyLines(text);
+  } catch {
+    return new Map();
+  }
 }
 
 /**
@@ -108,12 +132,30 @@ export function readToml(text: string, path: string): Table {
   }
 }
 
-/** The parsed TOML with its dates and times (which no key takes) as {@linkcode TOML_DATE}. */
-function withoutDates(value: unknown): unknown {
+/** Tables nested deeper than this (dotted keys count) are refused. */
+const MAX_DEPTH = 64;
+
+/**
+ * The parsed TOML with its dates and times (which no key takes) as
+ * {@linkcode TOML_DATE}; a key named `__proto__`, which no table can take, is a
+ * problem in `reserved`.
+ *
+ * @throws {ConfigError} When tables nest deeper than {@linkcode MAX_DEPTH}.
+ */
+function prepare(value: unknown, at: PropertyKey[], reserved: Problem[], path: string): unknown {
   if (value instanceof Date) return TOML_DATE;
-  if (Array.isArray(value)) return value.map(withoutDates);
-  if (isTable(value)) {
-    for (const [key, item] of Object.entries(value)) value[key] = withoutDates(item);
+  if (at.length > MAX_DEPTH) {
+    throw new ConfigError(`invalid TOML: tables nested more than ${MAX_DEPTH} deep`, { path });
+  }
+  if (Array.isArray(value)) {
+    return value.map((item, i) => prepare(item, [...at, i], reserved, path));
+  }
+  if (!isTable(value)) return value;
+  for (const [key, item] of Object.entries(value)) {
+    if (key === "__proto__") {
+      reserved.push({ key: keyPath([...at, key]), message: "is not a usable key or name" });
+    }
+    value[key] = prepare(item, [...at, key], reserved, path);
   }
   return value;
 }
