@@ -224,7 +224,7 @@ max_connections = 4
     const pki = await testPki();
     assert.equal(
       ok.stderr,
-      `Warning: the server certificate ("tls.cert", ${pki.server.certPath}) does not name group echo among its DNS names (localhost): a client that checks host names (curl, browsers, most TLS libraries) refuses the server when it asks for this group by SNI on the shared listener; issue the certificate for these names too (for the development PKI: main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener\n`,
+      `Warning: the server certificate ("tls.cert", ${pki.server.certPath}) does not name group echo among its DNS names (localhost): a client that checks host names (curl, browsers, most TLS libraries) refuses the server when it asks for this group by SNI on the shared listener; issue the certificate for these names too (for the development PKI: remove server.crt and server.key, then main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener\n`,
     );
     for (
       const line of [

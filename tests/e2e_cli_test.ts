@@ -434,6 +434,34 @@ Deno.test("main.ts certs writes a PKI, adds a client to it signed by its CA, and
       dave.stdout,
     );
     assert.doesNotMatch(dave.stdout, /carol|server\.crt/);
+    assert.match(first.stdout, /\ngroups = \[\] {2}# fill in at least one group carol may use\n/);
+
+    // With a config: a client it names gets its groups, a new one the groups to pick from.
+    const config = join(dir, "lb.toml");
+    await Deno.writeTextFile(
+      config,
+      '[tls]\nca = "pki/ca.crt"\ncert = "pki/server.crt"\nkey = "pki/server.key"\n' +
+        '[groups.echo]\nupstreams = ["127.0.0.1:7001"]\nlisten = "127.0.0.1:9443"\n' +
+        '[groups.web]\nupstreams = ["127.0.0.1:7002"]\nlisten = "127.0.0.1:9444"\n' +
+        '[clients.gina]\nmatch = { cn = "gina" }\ngroups = ["echo", "web"]\n',
+    );
+    const named = await runMain(flags, [
+      "certs",
+      "--dir",
+      out,
+      "--client",
+      "gina",
+      "--client",
+      "hal",
+      "--config",
+      config,
+    ]);
+    assert.equal(named.code, 0, named.stderr);
+    assert.match(
+      named.stdout,
+      /\[clients\.gina\]\nmatch = \{ [^\n]+ \}\ngroups = \["echo", "web"\]\n/,
+    );
+    assert.match(named.stdout, /# fill in at least one group hal may use: echo, web\n/);
 
     // A client whose files exist is an error naming them; nothing is written.
     const daveKey = Deno.readTextFileSync(join(out, "dave.key"));

@@ -120,7 +120,7 @@ export async function certsCommand(
   lines.push(
     `  ${summary.intruderCert}, ${summary.intruderKey}  client "intruder" of an untrusted CA (${summary.foreignCaCert}): refused`,
   );
-  io.out(`${[...lines, ...policySnippets(summary.clients)].join("\n")}\n`);
+  io.out(`${[...lines, ...policySnippets(summary.clients, config)].join("\n")}\n`);
   return EXIT_OK;
 }
 
@@ -187,7 +187,7 @@ async function addToPki(
   for (const client of added.clients) {
     lines.push(`  ${client.cert}, ${client.key}  client ${client.name} (clientAuth)`);
   }
-  io.out(`${[...lines, ...policySnippets(added.clients)].join("\n")}\n`);
+  io.out(`${[...lines, ...policySnippets(added.clients, config)].join("\n")}\n`);
   return EXIT_OK;
 }
 
@@ -197,15 +197,23 @@ function serverNamesSource(config: Config | undefined, groups: readonly string[]
     : ` (groups ${groups.join(", ")} from ${config.path}, for SNI)`;
 }
 
-function policySnippets(clients: readonly DevPkiClient[]): string[] {
+/**
+ * The `[clients.NAME]` entries of new clients: the groups a client has in the config,
+ * else an empty list to fill in, with the config's groups to choose from.
+ */
+function policySnippets(clients: readonly DevPkiClient[], config: Config | undefined): string[] {
   if (clients.length === 0) return [];
   const lines = ["", "Policy entries (spki_sha256 pins the key; `cn` or `serial` also work):"];
+  const choices = config === undefined ? "" : `: ${[...config.groups.keys()].join(", ")}`;
   for (const client of clients) {
+    const groups = config?.clients.get(client.name)?.groups;
     lines.push(
       "",
       `[clients.${client.name}]`,
       `match = { spki_sha256 = "${client.spkiSha256}" }`,
-      `groups = []  # the groups ${client.name} may use`,
+      groups === undefined
+        ? `groups = []  # fill in at least one group ${client.name} may use${choices}`
+        : `groups = ${JSON.stringify(groups).replaceAll(",", ", ")}`,
     );
   }
   return lines;

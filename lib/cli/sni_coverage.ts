@@ -116,5 +116,5 @@ export function sniCoverageWarning(config: Config, tls: TlsMaterial): string | u
     dnsNames.length === 0 ? "it has none" : dnsNames.join(", ")
   }): a client that checks host names (curl, browsers, most TLS libraries) refuses the server when it asks for ${
     missing.length === 1 ? "this group" : "these groups"
-  } by SNI on the shared listener; issue the certificate for these names too (for the development PKI: main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener`;
+  } by SNI on the shared listener; issue the certificate for these names too (for the development PKI: remove server.crt and server.key, then main.ts certs --server-name NAME), or have such clients choose by ALPN or a group's own listener`;
 }
