@@ -980,6 +980,13 @@ const BAD: [string, string, string, number | undefined, string][] = [
     'can never match alone: every certificate it matches also matches "clients.alice.match"',
   ],
   [
+    "a misspelt key of an upstream table",
+    edit('upstreams = ["127.0.0.1:7001"]', 'upstreams = [{ adress = "127.0.0.1:7001" }]'),
+    "groups.echo.upstreams[0].address",
+    10,
+    '"groups.echo.upstreams[0].adress" is not a known key (did you mean "address"?)',
+  ],
+  [
     "a client named __proto__",
     BASE + '[clients.__proto__]\nmatch = { cn = 5 }\ngroups = ["echo"]\n',
     "clients.__proto__",

@@ -105,14 +105,21 @@ export function configError(
   });
 }
 
-/** The alternatives of a union with the fewest keys unknown to them at their root. */
+/**
+ * The alternatives of a union with the fewest keys unknown to them at their root; of
+ * those, when only some have a known key close to each unknown one (a typo), those.
+ */
 function closest(alternatives: z.core.$ZodIssue[][]): z.core.$ZodIssue[][] {
   const unknown = (alternative: z.core.$ZodIssue[]) =>
-    alternative.reduce(
-      (n, inner) =>
-        n + (inner.path.length === 0 && inner.code === "unrecognized_keys" ? inner.keys.length : 0),
-      0,
+    alternative.flatMap((inner) =>
+      inner.path.length === 0 && inner.code === "unrecognized_keys"
+        ? inner.keys.map((key) => ({ key, known: inner.message.slice(UNKNOWN_KEYS.length) }))
+        : []
     );
-  const fewest = Math.min(...alternatives.map(unknown));
-  return alternatives.filter((alternative) => unknown(alternative) === fewest);
+  const fewest = Math.min(...alternatives.map((alternative) => unknown(alternative).length));
+  const tied = alternatives.filter((alternative) => unknown(alternative).length === fewest);
+  const typos = tied.filter((alternative) =>
+    unknown(alternative).every(({ key, known }) => closestName(key, known.split(", ")))
+  );
+  return fewest > 0 && typos.length > 0 ? typos : tied;
 }
