@@ -1024,7 +1024,7 @@ const BAD: [string, string, string, number | undefined, string][] = [
   [
     "bad client name",
     BASE + '[clients."bad name"]\nmatch = { cn = "b" }\ngroups = ["echo"]\n',
-    "clients.bad name",
+    "clients.'bad name'",
     15,
     "has a bad name",
   ],
@@ -1276,8 +1276,18 @@ Deno.test("parseConfig() finds lines in multi-line arrays, inline tables and quo
     const error = configError(
       BASE + '[groups."api.v1"]\n# the api\nupstreams = ["127.0.0.1:7002"]\nlisten = "nope"\n',
     );
-    assert.equal(error.key, "groups.api.v1.listen");
+    assert.equal(error.key, "groups.'api.v1'.listen");
     assert.equal(error.line, 18);
+  });
+  await t.step("a group whose name is another's name and key", () => {
+    const error = configError(
+      edit(
+        "[groups.echo]",
+        '[groups."echo.health"]\nupstreams = ["127.0.0.1:7002"]\n[groups.echo]\nhealth = 5',
+      ),
+    );
+    assert.equal(error.key, "groups.echo.health");
+    assert.equal(error.line, 12);
   });
   await t.step("an array of tables", () => {
     const error = configError(

@@ -12,6 +12,7 @@ import { formatDuration } from "../core/duration.ts";
 import { closestName } from "../core/edit_distance.ts";
 import type { ParsedClient, ParsedConfig, ParsedGroup } from "./_schema.ts";
 import { hint, type Problem } from "./_problems.ts";
+import { keyPath } from "./_key_lines.ts";
 
 /** A TOML table as the parser returns it. */
 export type Table = Record<string, unknown>;
@@ -83,7 +84,7 @@ function upstreamClientCertificates({ groups }: Parts): Problem[] {
     const srv = known(group, "upstreams")?.dns.some((entry) => entry.type === "srv") ?? false;
     if (tls.serverName === undefined && srv) {
       problems.push({
-        key: `groups.${name}.tls.server_name`,
+        key: keyPath(["groups", name, "tls", "server_name"]),
         message:
           "must be set when the group has { srv = ... } upstreams: the name their certificates are verified against (an SRV target's host name is not kept)",
       });
@@ -91,7 +92,7 @@ function upstreamClientCertificates({ groups }: Parts): Problem[] {
     if ((tls.cert === undefined) === (tls.key === undefined)) continue;
     const [given, missing] = tls.cert === undefined ? ["key", "cert"] : ["cert", "key"];
     problems.push({
-      key: `groups.${name}.tls.${missing}`,
+      key: keyPath(["groups", name, "tls", missing]),
       message:
         `must be set with ${given}: the client certificate presented to upstreams needs both`,
     });
@@ -108,7 +109,7 @@ function groupNames({ groups }: Parts): Problem[] {
     if (other === undefined) lower.set(name.toLowerCase(), name);
     else {
       problems.push({
-        key: `groups.${name}`,
+        key: keyPath(["groups", name]),
         message: `differs from group "${other}" only in letter case: TLS SNI names ignore case`,
       });
     }
@@ -128,7 +129,7 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
     client.groups.forEach((group, i) => {
       if (typeof group === "string" && group !== "" && !groups.has(group)) {
         problems.push({
-          key: `clients.${name}.groups[${i}]`,
+          key: keyPath(["clients", name, "groups", i]),
           message: `must name a group defined under [groups], received ${JSON.stringify(group)}${
             hint(closestName(group, [...groups.keys()]))
           }`,
@@ -139,7 +140,7 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
     for (const group of Object.keys(client.per_group)) {
       if (!client.groups.includes(group)) {
         problems.push({
-          key: `clients.${name}.per_group.${group}`,
+          key: keyPath(["clients", name, "per_group", group]),
           message: `must be one of the client's groups (${client.groups.join(", ")})`,
         });
       }
@@ -168,7 +169,7 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
       for (const [name, group] of own) {
         if (group === undefined || group.listen !== undefined) continue;
         problems.push({
-          key: `groups.${name}`,
+          key: keyPath(["groups", name]),
           message:
             `needs a listen address: "server.listen" is not set, so no listener reaches this group`,
         });
@@ -177,7 +178,7 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
   }
   const bound = [
     ["server.listen", shared?.listen],
-    ...own.map(([name, group]) => [`groups.${name}.listen`, group?.listen]),
+    ...own.map(([name, group]) => [keyPath(["groups", name, "listen"]), group?.listen]),
     ["admin.listen", known(admin, "listen")?.listen],
   ].filter((listener): listener is [string, string] => listener[1] !== undefined);
   bound.forEach(([key, address], i) => {
@@ -239,21 +240,22 @@ function ambiguousClients({ clients }: Parts): Problem[] {
     if (!bySet.has(JSON.stringify(entries))) bySet.set(JSON.stringify(entries), index);
   });
   return valid.flatMap(({ name, entries }, index): Problem[] => {
-    const key = `clients.${name}.match`;
+    const key = keyPath(["clients", name, "match"]);
     // Identical sets: the later of the two is reported, once.
     const same = bySet.get(JSON.stringify(entries))!;
+    const other = (i: number) => JSON.stringify(keyPath(["clients", valid[i]!.name, "match"]));
     if (same < index) {
-      const message = `is the same as "clients.${
-        valid[same]!.name
-      }.match": a certificate matching one matches both`;
-      return [{ key, message }];
+      return [{
+        key,
+        message: `is the same as ${other(same)}: a certificate matching one matches both`,
+      }];
     }
     for (let subset = 1; subset < (1 << entries.length) - 1; subset++) {
-      const other = bySet.get(JSON.stringify(entries.filter((_, i) => subset & (1 << i))));
-      if (other === undefined) continue;
-      const message = `can never match alone: every certificate it matches also matches "clients.${
-        valid[other]!.name
-      }.match"`;
+      const found = bySet.get(JSON.stringify(entries.filter((_, i) => subset & (1 << i))));
+      if (found === undefined) continue;
+      const message = `can never match alone: every certificate it matches also matches ${
+        other(found)
+      }`;
       return [{ key, message }];
     }
     return [];
@@ -292,7 +294,7 @@ function ejectionTimes({ outlier, groups }: Parts, doc: Table): Problem[] {
     if (baseEjectionTime === undefined || maxEjectionTime === undefined) continue;
     const raw = isTable(doc.groups) && isTable(doc.groups[name]) ? doc.groups[name] : {};
     const times = { baseEjectionTime, maxEjectionTime };
-    problems.push(...check(`groups.${name}.outlier`, raw.outlier, times));
+    problems.push(...check(keyPath(["groups", name, "outlier"]), raw.outlier, times));
   }
   return problems;
 }

@@ -28,12 +28,24 @@ export class TomlSyntaxError extends SyntaxError {
   }
 }
 
-/** A key path as messages write it: `groups.cache.upstreams[1]`. */
+/**
+ * A key path as messages write it: `groups.cache.upstreams[1]`; a part that is not a
+ * bare TOML key is quoted, as TOML quotes it: `groups.'api.v1'.listen`.
+ */
 export function keyPath(path: readonly PropertyKey[]): string {
   let key = "";
   for (const part of path) {
-    if (typeof part === "number") key += `[${part}]`;
-    else key += key === "" ? String(part) : `.${String(part)}`;
+    if (typeof part === "number") {
+      key += `[${part}]`;
+      continue;
+    }
+    const name = String(part);
+    const bare = /^[A-Za-z0-9_-]+$/.test(name)
+      ? name
+      : name.includes("'")
+      ? JSON.stringify(name)
+      : `'${name}'`;
+    key += key === "" ? bare : `.${bare}`;
   }
   return key;
 }

@@ -265,8 +265,8 @@ function settle(
       ...(cert === undefined ? {} : { cert: file(cert) }),
       ...(key === undefined ? {} : { key: file(key) }),
     };
-    const at = `groups.${group}.tls`;
-    rememberLines(resolved, linesOf(`${at}.ca`, `${at}.cert`, `${at}.key`));
+    const at = (key: string) => keyPath(["groups", group, "tls", key]);
+    rememberLines(resolved, linesOf(at("ca"), at("cert"), at("key")));
     return resolved;
   };
   const groups = new Map(

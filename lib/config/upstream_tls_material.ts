@@ -5,6 +5,7 @@
  * @module
  */
 import { fileKeys } from "./_file_keys.ts";
+import { keyPath } from "./_key_lines.ts";
 import type { Config, UpstreamTlsConfig } from "./types.ts";
 
 /** Facts about one certificate of a group's `[groups.<name>.tls]`, for `check`, metrics and status. */
@@ -86,7 +87,7 @@ async function loadGroup(
   tls: UpstreamTlsConfig,
 ): Promise<UpstreamTlsMaterial> {
   const { read, certificates: parse, keyPair } = fileKeys(path, tls);
-  const at = `groups.${group}.tls`;
+  const at = keyPath(["groups", group, "tls"]);
   const certificates: UpstreamCertificateInfo[] = [];
   const parseCerts = (which: "ca" | "cert", file: string, pem: string) =>
     parse(`${at}.${which}`, file, pem).map(({ cert, dates }) => {
