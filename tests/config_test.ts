@@ -987,6 +987,20 @@ const BAD: [string, string, string, number | undefined, string][] = [
     '"groups.echo.upstreams[0].adress" is not a known key (did you mean "address"?)',
   ],
   [
+    "an unknown key named like a member of every object",
+    BASE + "toString = 1\n",
+    "clients.alice.toString",
+    15,
+    "is not a known key",
+  ],
+  [
+    "__proto__ as a key of a table",
+    BASE.replace("[server]", "[server]\n__proto__ = 1"),
+    "server.__proto__",
+    2,
+    "is not a known key",
+  ],
+  [
     "a client named __proto__",
     BASE + '[clients.__proto__]\nmatch = { cn = 5 }\ngroups = ["echo"]\n',
     "clients.__proto__",
@@ -1201,7 +1215,6 @@ Deno.test("parseConfig() tells listeners apart by the address they bind, however
     const [shared, admin] of [
       ["[::0]:8443", "[::1]:8443"],
       ["[0:0:0:0:0:0:0:1]:8443", "[::1]:8443"],
-      ["127.0.0.1:8443", "localhost:8443"],
       ["127.0.0.1:8443", "127.1:8443"],
       ["0.0.0.0:8443", "[::ffff:127.0.0.1]:8443"],
     ]
@@ -1243,7 +1256,7 @@ Deno.test("parseConfig() refuses TOML it cannot place or nest", async (t) => {
   });
   await t.step("tables nested thousands deep", () => {
     for (const text of ["x" + ".a".repeat(10_000) + " = 1\n", "[x" + ".a".repeat(10_000) + "]\n"]) {
-      assert.match(configError(BASE + text).detail, /^invalid TOML: tables nested more than/);
+      assert.match(configError(BASE + text).detail, /^invalid TOML: values nested more than/);
     }
   });
 });

@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { type HostPort, parseHostPort } from "../core/address.ts";
+import { isIP } from "node:net";
+import { parseHostPort } from "../core/address.ts";
 import { formatDuration } from "../core/duration.ts";
 import { closestName } from "../core/edit_distance.ts";
 import type { ParsedClient, ParsedConfig, ParsedGroup } from "./_schema.ts";
@@ -24,11 +25,11 @@ export function isTable(value: unknown): value is Table {
 }
 
 /**
- * A table as the schema read it, without the keys it refused (which read as absent,
- * or as their default): the checks take those as unknown.
+ * A table as the schema read it, each key it refused read as that key's first
+ * example (or as absent, or its default): the checks take those as unknown.
  */
 export interface Part<T> {
-  /** The table, its refused keys left out. */
+  /** The table, its refused keys standing in for no value of the file. */
   value: T;
   /** The TOML keys the schema refused. */
   bad: ReadonlySet<string>;
@@ -124,6 +125,10 @@ function groupNames({ groups }: Parts): Problem[] {
 function clientGroups({ groups }: Parts, doc: Table): Problem[] {
   if (groups === undefined || !isTable(doc.clients)) return [];
   const problems: Problem[] = [];
+  // The closest group of each unknown name, looked for once (many clients may name it).
+  const hints = new Map<string, string>();
+  const closest = (group: string) =>
+    hints.get(group) ?? hints.set(group, hint(closestName(group, [...groups.keys()]))).get(group)!;
   for (const [name, client] of Object.entries(doc.clients)) {
     if (!isTable(client) || !Array.isArray(client.groups)) continue;
     client.groups.forEach((group, i) => {
@@ -131,7 +136,7 @@ function clientGroups({ groups }: Parts, doc: Table): Problem[] {
         problems.push({
           key: keyPath(["clients", name, "groups", i]),
           message: `must name a group defined under [groups], received ${JSON.stringify(group)}${
-            hint(closestName(group, [...groups.keys()]))
+            closest(group)
           }`,
         });
       }
@@ -181,42 +186,48 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
     ...own.map(([name, group]) => [keyPath(["groups", name, "listen"]), group?.listen]),
     ["admin.listen", known(admin, "listen")?.listen],
   ].filter((listener): listener is [string, string] => listener[1] !== undefined);
-  bound.forEach(([key, address], i) => {
-    const host = parseHostPort(address);
-    const other = bound.slice(0, i).find(([, a]) => bindConflict(host, parseHostPort(a)));
+  // The first listener on each port and host, and of each kind (any address, IPv4).
+  const byPort = new Map<number, Map<string, string>>();
+  for (const [key, address] of bound) {
+    const { hostname, port } = parseHostPort(address);
+    if (port === 0) continue;
+    const host = bindHost(hostname);
+    const ipv4 = !host.includes(":");
+    const seen = byPort.get(port) ?? new Map<string, string>();
+    byPort.set(port, seen);
+    const other = seen.get(host) ?? seen.get("::") ??
+      (host === "::" ? seen.get("any") : ipv4 ? seen.get("0.0.0.0") : undefined) ??
+      (host === "0.0.0.0" ? seen.get("ipv4") : undefined);
     if (other !== undefined) {
       problems.push({
         key,
-        message: `uses ${JSON.stringify(address)}, which "${other[0]}" already listens on`,
+        message: `uses ${JSON.stringify(address)}, which "${other}" already listens on`,
       });
     }
-  });
+    for (const kind of [host, "any", ...(ipv4 ? ["ipv4"] : [])]) {
+      if (!seen.has(kind)) seen.set(kind, key);
+    }
+  }
   return problems;
 }
 
-/** Two listeners cannot both bind: same port (not 0) on the same or an overlapping host. */
-function bindConflict(a: HostPort, b: HostPort): boolean {
-  if (a.port === 0 || a.port !== b.port) return false;
-  const x = bindHost(a.hostname);
-  const y = bindHost(b.hostname);
-  if (x === y || x === "::" || y === "::") return true;
-  return (x === "0.0.0.0" && !y.includes(":")) || (y === "0.0.0.0" && !x.includes(":"));
-}
-
 /**
- * The address a host binds, in one spelling: IPv6 compressed (`[0:0::1]` is `::1`,
- * `::0` is `::`), IPv4 in four parts (`127.1` is `127.0.0.1`), an IPv4-mapped IPv6
- * address as its IPv4 address, `localhost` as `127.0.0.1`, other names lowercase.
+ * The address a host binds, in one spelling: an IP address as the URL standard writes
+ * it (IPv6 compressed, `::0` is `::`; IPv4 in four parts, `127.1` is `127.0.0.1`), an
+ * IPv4-mapped IPv6 address as its IPv4 address; a name (`localhost` included, which
+ * binds whatever the system resolves first) as written, lowercase.
  */
 function bindHost(hostname: string): string {
-  if (hostname.toLowerCase() === "localhost") return "127.0.0.1";
+  const text = hostname.toLowerCase();
+  if (!/^[0-9a-fx.:]*[0-9a-f]$/.test(text)) return text;
   let host: string;
   try {
-    host = new URL(`http://${hostname.includes(":") ? `[${hostname}]` : hostname}`).hostname;
+    host = new URL(`http://${text.includes(":") ? `[${text}]` : text}`).hostname;
   } catch {
-    return hostname.toLowerCase();
+    return text;
   }
   host = host.replace(/^\[(.*)\]$/, "$1");
+  if (isIP(host) === 0) return text;
   const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
   if (mapped === null) return host;
   const [high, low] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];

@@ -30,7 +30,8 @@ export class TomlSyntaxError extends SyntaxError {
 
 /**
  * A key path as messages write it: `groups.cache.upstreams[1]`; a part that is not a
- * bare TOML key is quoted, as TOML quotes it: `groups.'api.v1'.listen`.
+ * bare TOML key is quoted, as TOML quotes it: `groups.'api.v1'.listen` (with double
+ * quotes and escapes when it holds a quote, a backslash or a control character).
  */
 export function keyPath(path: readonly PropertyKey[]): string {
   let key = "";
@@ -42,7 +43,7 @@ export function keyPath(path: readonly PropertyKey[]): string {
     const name = String(part);
     const bare = /^[A-Za-z0-9_-]+$/.test(name)
       ? name
-      : name.includes("'")
+      : name.includes("'") || JSON.stringify(name) !== `"${name}"`
       ? JSON.stringify(name)
       : `'${name}'`;
     key += key === "" ? bare : `.${bare}`;

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Config } from "./types.ts";
+import { keyPath } from "./_key_lines.ts";
 
 /** Names added, removed and changed between two configurations. */
 export interface NameChanges {
@@ -93,7 +94,7 @@ export function diffConfig(
       const before = files.previous.upstreams?.get(group);
       if (before === undefined) continue;
       for (const key of ["ca", "cert", "key"] as const) {
-        if (before[key] !== after[key]) settings.push(`groups.${group}.tls.${key}`);
+        if (before[key] !== after[key]) settings.push(keyPath(["groups", group, "tls", key]));
       }
     }
   }

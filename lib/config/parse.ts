@@ -83,7 +83,9 @@ export function parseConfig(text: string, options: ParseConfigOptions): Config {
 
   const result = CONFIG_SCHEMA.safeParse(doc);
   const problems: Problem[] = result.success ? [] : result.error.issues.flatMap(problemsOf);
-  problems.push(...reserved, ...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
+  // A key the schema already refused is reported once.
+  problems.push(...reserved.filter((r) => !problems.some((p) => p.key === r.key)));
+  problems.push(...crossChecks(salvage(doc, result.error?.issues ?? []), doc));
   if (result.success && problems.length === 0) {
     let lines: Map<string, number> | undefined;
     // Lines of the keys naming files, for the errors of the files they name.
@@ -132,7 +134,7 @@ export function readToml(text: string, path: string): Table {
   }
 }
 
-/** Tables nested deeper than this (dotted keys count) are refused. */
+/** Values nested deeper than this (tables, dotted keys and arrays) are refused. */
 const MAX_DEPTH = 64;
 
 /**
@@ -145,7 +147,7 @@ const MAX_DEPTH = 64;
 function prepare(value: unknown, at: PropertyKey[], reserved: Problem[], path: string): unknown {
   if (value instanceof Date) return TOML_DATE;
   if (at.length > MAX_DEPTH) {
-    throw new ConfigError(`invalid TOML: tables nested more than ${MAX_DEPTH} deep`, { path });
+    throw new ConfigError(`invalid TOML: values nested more than ${MAX_DEPTH} deep`, { path });
   }
   if (Array.isArray(value)) {
     return value.map((item, i) => prepare(item, [...at, i], reserved, path));
@@ -161,8 +163,9 @@ function prepare(value: unknown, at: PropertyKey[], reserved: Problem[], path: s
 }
 
 /**
- * The parts of a file the cross-checks look at: each table read again without the
- * keys the schema refused, each group and client apart.
+ * The parts of a file the cross-checks look at: each table read again with each key
+ * the schema refused in the place of its first example (or left out), each group and
+ * client apart.
  */
 function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
   const part = <T>(schema: z.ZodType<T>, value: unknown, at: readonly string[]) => {
@@ -179,7 +182,8 @@ function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
     const kept = isTable(value)
       ? Object.fromEntries(
         [...Object.keys(shape ?? {}), ...Object.keys(value)].flatMap((key) => {
-          const example = shape?.[key] && KEY_DOCS.get(shape[key])?.examples[0];
+          const known = shape !== undefined && Object.hasOwn(shape, key) ? shape[key] : undefined;
+          const example = known && KEY_DOCS.get(known)?.examples[0];
           if (!bad.has(key)) return key in value ? [[key, value[key]]] : [];
           return example === undefined ? [] : [[key, tomlValue(example)]];
         }),

@@ -108,9 +108,9 @@ function fmtBps(v: number | null | undefined): string {
 }
 /** A configured rate as the config writes it: `1 MiB/s`, `500 KB/s`. */
 function fmtLimit(v: number): string {
-  const sizes = [2 ** 30, 2 ** 20, 1024, 1e9, 1e6, 1e3, 1];
+  const sizes = [1e9, 2 ** 30, 1e6, 2 ** 20, 1e3, 1024, 1]; // The largest unit that divides it.
   const i = sizes.findIndex((size) => v % size === 0);
-  return v / sizes[i]! + " " + ["GiB", "MiB", "KiB", "GB", "MB", "KB", "B"][i] + "/s";
+  return v / sizes[i]! + " " + ["GB", "GiB", "MB", "MiB", "KB", "KiB", "B"][i] + "/s";
 }
 function fmtBytes(v: number): string {
   return scaled(v, ["B", "kB", "MB", "GB", "TB", "PB"]);
