@@ -199,6 +199,10 @@ const KEYS = [
   "a.b",
   '"quoted key"',
   "",
+  // Names every object inherits, and the one that is its prototype.
+  "toString",
+  "constructor",
+  "__proto__",
 ];
 
 const HEADERS = [
@@ -211,6 +215,8 @@ const HEADERS = [
   "[[groups]]",
   "[[clients.alice]]",
   "[clients.zed]",
+  "[groups.__proto__]",
+  "[clients.constructor]",
   "[server.extra]",
   "[admin]",
   "[log]",
