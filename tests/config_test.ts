@@ -1302,6 +1302,16 @@ Deno.test("parseConfig() finds lines in multi-line arrays, inline tables and quo
     assert.equal(error.key, "groups.echo.health");
     assert.equal(error.line, 12);
   });
+  await t.step("a table after one of its subtables", () => {
+    const error = configError(
+      BASE + '[groups.two.health]\nfall = 2\n[groups.two]\nlisten = "127.0.0.1:9444"\n' +
+        "[groups.three.health]\n",
+    );
+    assert.deepEqual(error.problems.map((p) => [p.key, p.line]), [
+      ["groups.two.upstreams", 17],
+      ["groups.three.upstreams", 19],
+    ]);
+  });
   await t.step("an array of tables", () => {
     const error = configError(
       edit(

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { TlsMaterial } from "../config/mod.ts";
+import { keyPath, type TlsMaterial } from "../config/mod.ts";
 import { oneLine } from "./_io.ts";
 
 /** Certificates expiring within this many days are warned about. */
@@ -46,7 +46,7 @@ export interface DatedCertificate {
 export function upstreamCertificates(tls: Pick<TlsMaterial, "upstreams">): DatedCertificate[] {
   return [...tls.upstreams ?? []].flatMap(([group, material]) =>
     material.certificates.map(({ which, ...dates }) => ({
-      key: `groups.${group}.tls.${which}`,
+      key: keyPath(["groups", group, "tls", which]),
       ...dates,
     }))
   );

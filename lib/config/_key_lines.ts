@@ -32,6 +32,18 @@ export class TomlSyntaxError extends SyntaxError {
  * A key path as messages write it: `groups.cache.upstreams[1]`; a part that is not a
  * bare TOML key is quoted, as TOML quotes it: `groups.'api.v1'.listen` (with double
  * quotes and escapes when it holds a quote, a backslash or a control character).
+ *
+ * @example Usage
+ * ```ts
+ * import { keyPath } from "@mtlb/mtlb/config";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(keyPath(["groups", "cache", "upstreams", 1]), "groups.cache.upstreams[1]");
+ * assert.equal(keyPath(["groups", "api.v1", "listen"]), "groups.'api.v1'.listen");
+ * ```
+ *
+ * @param path The keys and array indexes, from the top of the file.
+ * @returns The path as messages write it.
  */
 export function keyPath(path: readonly PropertyKey[]): string {
   let key = "";
@@ -64,19 +76,25 @@ export function lineOf(lines: Map<string, number>, key: string): number | undefi
 
 /**
  * Maps key paths (`groups.cache`, `groups.cache.upstreams[1]`, `clients.a.match.cn`) to
- * the line where the file first names them, each table and dotted key's parents
- * included. Run only when an error is reported.
+ * their line: where the file names them (a table's header, a key), else where it
+ * first names one of their keys. Run only when an error is reported.
  *
  * @throws {TomlSyntaxError} When the parser refuses the text (an impossible date).
  */
 export function keyLines(text: string): Map<string, number> {
   const lines = new Map<string, number>();
+  // Paths only named as the parents of others so far (`groups.a` of `[groups.a.health]`):
+  // the table's own header or key, when it comes, is its line.
+  const implied = new Set<string>();
   const name = (part: AST.TOMLBare | AST.TOMLQuoted) =>
     part.type === "TOMLBare" ? part.name : part.value;
   const at = (path: readonly (string | number)[], node: AST.TOMLNode): void => {
     for (let i = 1; i <= path.length; i++) {
       const key = keyPath(path.slice(0, i));
-      if (!lines.has(key)) lines.set(key, node.loc.start.line);
+      const own = i === path.length;
+      if (lines.has(key) && !(own && implied.delete(key))) continue;
+      lines.set(key, node.loc.start.line);
+      if (!own) implied.add(key);
     }
   };
   const value = (path: readonly (string | number)[], node: AST.TOMLContentNode): void => {

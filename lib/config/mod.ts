@@ -50,6 +50,7 @@ export {
   type UpstreamTlsConfig,
 } from "./types.ts";
 export { ConfigError, type ConfigErrorOptions, type ConfigProblem } from "./config_error.ts";
+export { keyPath } from "./_key_lines.ts";
 export { configJsonSchema, type ConfigJsonSchemaOptions } from "./json_schema.ts";
 export { loadConfig, parseConfig, type ParseConfigOptions } from "./parse.ts";
 export { loadTlsMaterial, type TlsCertificateInfo, type TlsMaterial } from "./tls_material.ts";
