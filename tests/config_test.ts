@@ -1001,6 +1001,16 @@ const BAD: [string, string, string, number | undefined, string][] = [
     "is not a known key",
   ],
   [
+    "an upstream both looked up and given",
+    edit(
+      'upstreams = ["127.0.0.1:7001"]',
+      'upstreams = [{ dns = "api.internal:7000", srv = "_a._tcp.x" }]',
+    ),
+    "groups.echo.upstreams[0]",
+    10,
+    "must have one of address, dns or srv, received a table with dns and srv",
+  ],
+  [
     "a client named __proto__",
     BASE + '[clients.__proto__]\nmatch = { cn = 5 }\ngroups = ["echo"]\n',
     "clients.__proto__",

@@ -379,10 +379,16 @@ const upstream = z.union([
     interval,
   })),
 ], {
-  error: (issue) =>
-    `must be "host:port" or { address, weight }, or an entry looked up in DNS ({ dns = "name:port" } or { srv = "name" }), received ${
-      describe(issue.input)
-    }`,
+  error: (issue) => {
+    const kinds = ["address", "dns", "srv"].filter((key) =>
+      typeof issue.input === "object" && issue.input !== null && key in issue.input
+    );
+    return kinds.length > 1
+      ? `must have one of address, dns or srv, received a table with ${kinds.join(" and ")}`
+      : `must be "host:port" or { address, weight }, or an entry looked up in DNS ({ dns = "name:port" } or { srv = "name" }), received ${
+        describe(issue.input)
+      }`;
+  },
 });
 
 /** Whether an entry of `upstreams` is looked up in DNS. */
