@@ -92,14 +92,16 @@ are \`main.ts check\`'s alone.
 ## Rules of the file
 
 - **Unknown keys are errors**, so a typo cannot switch a rule off silently; the error names the
-  closest known key. So are unknown groups in a client, two listeners on the same address, two
-  clients whose \`match\` cannot tell them apart, a certificate that does not match its key, and
-  files that cannot be read.
+  closest known key. So are unknown groups in a client (the closest is named), two listeners on the
+  same address (however the address is written: \`127.1\` is \`127.0.0.1\`, \`[::0]\` is every
+  address; names such as \`localhost\` are compared as written), two clients whose \`match\` cannot
+  tell them apart, a certificate that does not match its key, and files that cannot be read.
 - **Errors name the file, the line and the key**, say what was expected and what was received, and
   list every problem of the file (20 at most), each on its own line; the process exits 2 before
   anything listens:
   \`Cannot load config: /etc/mtlb/lb.toml:42: "groups.cache.upstreams[1]" must be "host:port", received "cache"\`.
-  A reload with an error keeps the running configuration.
+  A name that is not a bare key is quoted in a key path: \`groups.'api.v1'.listen\`. A reload
+  with an error keeps the running configuration.
 - **Durations** are a string with one unit: \`"500ms"\`, \`"30s"\`, \`"15m"\`, \`"1h"\` (\`ms\`, \`s\`, \`m\`,
   \`h\`; decimals allowed, \`"1m30s"\` is not). Longer than zero, at most \`"596h"\`.
 - **Sizes** are a string with a unit: \`"64KiB"\`, \`"1MiB"\`, \`"10MB"\` (\`B\`, \`KB\`, \`MB\`, \`GB\`, \`KiB\`,
