@@ -4,6 +4,7 @@
  * `main.ts` as a subprocess for SIGHUP and SIGTERM.
  */
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import { join } from "node:path";
@@ -516,7 +517,25 @@ Deno.test("Balancer refuses a revoked client after a CRL reload and closes its l
           await createCrl(pki.ca.authority, [pki.bob.serial], { nextUpdate }),
         );
         const ended = nextEvent<ConnectionRecord>(balancer, "end");
-        await balancer.reload(await load(body, `crl = "${crlPath}"`));
+        const logged: LogRecord[] = [];
+        await configure({
+          sinks: { test: (record) => logged.push(record) },
+          loggers: [
+            { category: ["mtlb", "server"], lowestLevel: "info", sinks: ["test"] },
+            { category: ["logtape", "meta"], sinks: [] },
+          ],
+          reset: true,
+        });
+        try {
+          await balancer.reload(await load(body, `crl = "${crlPath}"`));
+        } finally {
+          await reset();
+        }
+        const kept = logged.filter((r) => r.rawMessage.toString().startsWith("Keeping"));
+        assert.deepEqual(
+          kept.map(({ properties: { client, reason } }) => [client, reason]),
+          keep ? [["bob", "revoked"]] : [],
+        );
         if (keep) {
           assert.equal(await roundTrip(bob, "still on"), "still on", "kept");
         } else {

@@ -189,7 +189,7 @@ export class BalancerMetrics {
     this.sessionEnds = registry.counter({
       name: "mtlb_connections_closed_total",
       help:
-        "Forwarded connections mtlb closed itself, by reason: revoked, policy_changed (after a reload), max_lifetime.",
+        "Forwarded connections mtlb closed itself, by reason: revoked, policy_changed (after a reload), max_lifetime, buffer_overflow.",
       labelNames: ["reason"],
     });
     this.dnsFailures = registry.counter({

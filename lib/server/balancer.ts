@@ -815,25 +815,14 @@ export class Balancer extends EventTarget implements AsyncDisposable {
     return declared?.find((p) => hello.protocols.includes(p));
   }
 
-  /**
-   * After a reload: ends the live connections the trust and policy now in force would
-   * refuse (certificate revoked, CA removed, client removed, group withdrawn), unless
-   * `[server] on_policy_change = "keep"`.
-   */
+  /** After a reload: the live connections the trust and policy now in force would refuse. */
   #recheckSessions(policy: Policy): void {
-    if (this.#config.server.onPolicyChange === "keep") return;
     const context = { trust: this.#trust, policy, now: this.#wall() };
-    for (const session of this.#sessions) {
-      if (session.end !== undefined) continue;
-      const withdrawn = readmit({
-        chain: peerCertificateChain(session.socket),
-        client: session.client,
-        group: session.group,
-      }, context);
-      if (withdrawn !== undefined) {
-        this.#sessions.end(session, withdrawn.reason, withdrawn.detail);
-      }
-    }
+    this.#sessions.recheck(
+      ({ socket, client, group }) =>
+        readmit({ chain: peerCertificateChain(socket), client, group }, context),
+      this.#config.server.onPolicyChange,
+    );
   }
 
   /** Counts and logs a refusal, and dispatches its `"deny"` event. */

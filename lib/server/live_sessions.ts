@@ -6,11 +6,14 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Clock, TimerId } from "../core/clock.ts";
 import { formatDuration } from "../core/duration.ts";
 import type { SessionEndReason } from "../core/reasons.ts";
+
+const log = getLogger(["mtlb", "server"]);
 
 /** A forwarded connection. */
 export interface LiveSession {
@@ -121,6 +124,36 @@ export class LiveSessions implements Iterable<LiveSession> {
     this.#options.onEnd(session, reason, detail);
     session.socket.destroy();
     session.upstream.destroy();
+  }
+
+  /**
+   * After a reload: each session that `refuses` says the configuration now in force
+   * would refuse is ended for that reason (`"close"`), or logged as kept (`"keep"`,
+   * `[server] on_policy_change`).
+   *
+   * @param refuses Why a session would now be refused, or `undefined`.
+   * @param onPolicyChange What to do with such a session.
+   */
+  recheck(
+    refuses: (session: LiveSession) => { reason: SessionEndReason; detail: string } | undefined,
+    onPolicyChange: "close" | "keep",
+  ): void {
+    for (const session of this.#sessions) {
+      const refused = session.end === undefined ? refuses(session) : undefined;
+      if (refused === undefined) continue;
+      if (onPolicyChange === "close") this.end(session, refused.reason, refused.detail);
+      else {
+        const { client, group } = session;
+        log.info(
+          "Keeping a connection of {client} to {group} (on_policy_change = keep): {reason}",
+          {
+            client,
+            group,
+            ...refused,
+          },
+        );
+      }
+    }
   }
 
   /** Schedules the sweep that ends sessions past `max_lifetime`, if one is due. */
