@@ -35,6 +35,9 @@ const log = getLogger(["mtlb", "server"]);
  */
 export const LISTEN_BACKLOG = 4096;
 
+/** How long after handshake_timeout Deno's own handshake timer lets a failed socket go. */
+const HANDSHAKE_RELEASE_MS = 1000;
+
 /** Key exchange groups offered: ECDHE only (no finite-field DHE). */
 export const ECDH_CURVES = "X25519:P-256:P-384";
 
@@ -296,6 +299,10 @@ export class TlsListeners {
       // completed handshake is made half-open before it is handed over.
       // Runs Deno's ClientHello step, where ALPN is chosen per connection (or none).
       SNICallback: keepContext,
+      // Not enforced by Deno, which holds each socket whose handshake fails until it
+      // expires (120 s by default): a flood of failed handshakes would pile up. Ours
+      // closes them at handshake_timeout; this one only lets them go soon after.
+      handshakeTimeout: this.#options.settings().handshakeTimeout + HANDSHAKE_RELEASE_MS,
     });
     const listener: BoundListener = { server, address, group, closed: undefined };
     this.refresh(listener);
@@ -336,9 +343,10 @@ export class TlsListeners {
   }
 
   /**
-   * Applies the listener's current group to its new connections: whether they run the
-   * ClientHello step (`needsClientHello`). Call it after changing `listener.group`, or
-   * what `needsClientHello` answers for it (a reload).
+   * Applies the listener's current group and settings to its new connections: whether
+   * they run the ClientHello step (`needsClientHello`), and when the runtime lets a
+   * failed handshake go. Call it after changing `listener.group`, or what
+   * `needsClientHello` or `settings` answer for it (a reload).
    *
    * @param listener A listener of this set.
    */
@@ -347,6 +355,11 @@ export class TlsListeners {
       listener.server,
       this.#options.needsClientHello?.(listener.group) ?? true,
     );
+    // Deno reads it for each new connection (see listen()).
+    const server = listener.server as Server & { _handshakeTimeout?: number };
+    if ("_handshakeTimeout" in server) {
+      server._handshakeTimeout = this.#options.settings().handshakeTimeout + HANDSHAKE_RELEASE_MS;
+    }
   }
 
   /**
