@@ -151,7 +151,9 @@ Deno.test("Balancer metrics follow connections as they open and close", async ()
 
   // A refusal and a failed handshake are counted by reason.
   const carol = await connectClient(port(balancer), pki.carol);
-  await assertDenied(carol, nextEvent(balancer, "deny"), "unknown_identity");
+  const carolDenied = nextEvent<DenyRecord>(balancer, "deny");
+  await assertDenied(carol, carolDenied, "unknown_identity");
+  assert.equal((await carolDenied).detail, "no client's match fits the certificate");
   const failed = nextEvent(balancer, "handshake_error");
   await connectClient(port(balancer), pki.intruder).then((s) => readAll(s), () => undefined);
   await failed;

@@ -219,7 +219,12 @@ export function admit(request: AdmissionRequest, context: AdmissionContext): Adm
     };
   }
   const who = context.policy.identify(identity, verdict.issuer);
-  if ("deny" in who) return { ok: false, stage: "admission", reason: who.deny, identity };
+  if ("deny" in who) {
+    const detail = who.deny === "unknown_identity"
+      ? "no client's match fits the certificate"
+      : "the certificate fits the match of several clients";
+    return { ok: false, stage: "admission", reason: who.deny, identity, detail };
+  }
   const client = who.client;
   const route: RouteRequest = {
     ...(request.listenerGroup === undefined ? {} : { listenerGroup: request.listenerGroup }),
