@@ -1239,6 +1239,11 @@ Deno.test("parseConfig() tells listeners apart by the address they bind, however
   await t.step("different addresses", () => {
     parseConfig(`${BASE}[admin]\nlisten = "127.0.0.2:8443"\n`, { path: PATH });
     parseConfig(`${BASE}[admin]\nlisten = "[::1]:8443"\n`, { path: PATH });
+    // Hosts named like nothing but themselves.
+    for (const name of ["any", "ipv4"]) {
+      const ipv6 = edit('listen = "127.0.0.1:8443"', 'listen = "[::1]:8443"');
+      parseConfig(`${ipv6}[admin]\nlisten = "${name}:8443"\n`, { path: PATH });
+    }
   });
 });
 

@@ -186,7 +186,8 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
     ...own.map(([name, group]) => [keyPath(["groups", name, "listen"]), group?.listen]),
     ["admin.listen", known(admin, "listen")?.listen],
   ].filter((listener): listener is [string, string] => listener[1] !== undefined);
-  // The first listener on each port and host, and of each kind (any address, IPv4).
+  // The first listener on each port and host, and of each kind: any host (`*`), an
+  // IPv4 one (`*4`); no host is written with a `*`.
   const byPort = new Map<number, Map<string, string>>();
   for (const [key, address] of bound) {
     const { hostname, port } = parseHostPort(address);
@@ -196,15 +197,15 @@ function listeners({ server, groups, admin }: Parts): Problem[] {
     const seen = byPort.get(port) ?? new Map<string, string>();
     byPort.set(port, seen);
     const other = seen.get(host) ?? seen.get("::") ??
-      (host === "::" ? seen.get("any") : ipv4 ? seen.get("0.0.0.0") : undefined) ??
-      (host === "0.0.0.0" ? seen.get("ipv4") : undefined);
+      (host === "::" ? seen.get("*") : ipv4 ? seen.get("0.0.0.0") : undefined) ??
+      (host === "0.0.0.0" ? seen.get("*4") : undefined);
     if (other !== undefined) {
       problems.push({
         key,
         message: `uses ${JSON.stringify(address)}, which "${other}" already listens on`,
       });
     }
-    for (const kind of [host, "any", ...(ipv4 ? ["ipv4"] : [])]) {
+    for (const kind of [host, "*", ...(ipv4 ? ["*4"] : [])]) {
       if (!seen.has(kind)) seen.set(kind, key);
     }
   }
@@ -248,7 +249,8 @@ function ambiguousClients({ clients }: Parts): Problem[] {
   // its own (at most 2^6 for the six fields), not compared with every other one.
   const bySet = new Map<string, number>();
   valid.forEach(({ entries }, index) => {
-    if (!bySet.has(JSON.stringify(entries))) bySet.set(JSON.stringify(entries), index);
+    const set = JSON.stringify(entries);
+    if (!bySet.has(set)) bySet.set(set, index);
   });
   return valid.flatMap(({ name, entries }, index): Problem[] => {
     const key = keyPath(["clients", name, "match"]);

@@ -184,7 +184,7 @@ function salvage(doc: Table, issues: readonly z.core.$ZodIssue[]): Parts {
         [...Object.keys(shape ?? {}), ...Object.keys(value)].flatMap((key) => {
           const known = shape !== undefined && Object.hasOwn(shape, key) ? shape[key] : undefined;
           const example = known && KEY_DOCS.get(known)?.examples[0];
-          if (!bad.has(key)) return key in value ? [[key, value[key]]] : [];
+          if (!bad.has(key)) return Object.hasOwn(value, key) ? [[key, value[key]]] : [];
           return example === undefined ? [] : [[key, tomlValue(example)]];
         }),
       )
