@@ -299,10 +299,6 @@ export class TlsListeners {
       // completed handshake is made half-open before it is handed over.
       // Runs Deno's ClientHello step, where ALPN is chosen per connection (or none).
       SNICallback: keepContext,
-      // Not enforced by Deno, which holds each socket whose handshake fails until it
-      // expires (120 s by default): a flood of failed handshakes would pile up. Ours
-      // closes them at handshake_timeout; this one only lets them go soon after.
-      handshakeTimeout: this.#options.settings().handshakeTimeout + HANDSHAKE_RELEASE_MS,
     });
     const listener: BoundListener = { server, address, group, closed: undefined };
     this.refresh(listener);
@@ -355,7 +351,10 @@ export class TlsListeners {
       listener.server,
       this.#options.needsClientHello?.(listener.group) ?? true,
     );
-    // Deno reads it for each new connection (see listen()).
+    // The runtime's own handshake timer, read for each new connection. Deno does not
+    // enforce it, but holds each socket whose handshake fails until it expires (120 s
+    // by default): a flood of failed handshakes would pile up. Ours closes them at
+    // handshake_timeout; this one only lets them go soon after.
     const server = listener.server as Server & { _handshakeTimeout?: number };
     if ("_handshakeTimeout" in server) {
       server._handshakeTimeout = this.#options.settings().handshakeTimeout + HANDSHAKE_RELEASE_MS;
